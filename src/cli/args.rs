@@ -1,0 +1,222 @@
+//! What a user can type: the clap definitions of every subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    failure: an invalid stack file, an unhealthy service, a failed task
+  2    usage error in the command line
+  3    no Docker engine answered
+  4    `up --wait`: not healthy before the timeout
+  5    an image failed to build
+  69   the subcommand is not available in this build yet
+  130  interrupted (Ctrl-C)
+  `exec` and `run` exit with the container's own exit code.";
+
+/// devstack turns a team's production service definitions into a local stack
+/// that behaves like production: real Docker, etcd discovery and HAProxy routing.
+#[derive(Debug, Parser)]
+#[command(name = "devstack", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Stack file; repeat to merge overlays in order (later wins). Default: devstack.yaml
+    #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
+    pub files: Vec<PathBuf>,
+    /// Name of this copy of the stack (default: the stack's `name`), so copies run side by side
+    #[arg(
+        short = 'p',
+        long,
+        env = "DEVSTACK_PROJECT_NAME",
+        value_name = "NAME",
+        global = true
+    )]
+    pub project_name: Option<String>,
+    /// Never colour the output (the NO_COLOR environment variable does the same)
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the stack files and report every problem with file:line:column
+    Validate(ValidateArgs),
+    /// Print the effective stack: files merged, variables interpolated, defaults applied
+    Config(ConfigArgs),
+    /// Build, start and wait for the stack (all services, or those named)
+    Up(UpArgs),
+    /// Stop and remove the stack's containers and network
+    Down(DownArgs),
+    /// List the stack's containers and their state
+    Ps(PsArgs),
+    /// Show the logs of the stack's containers
+    Logs(LogsArgs),
+    /// Run a command in a running container of a service
+    Exec(ExecArgs),
+    /// Run a one-off task container and pass its exit code through
+    Run(RunArgs),
+    /// Restart the containers of services
+    Restart(RestartArgs),
+    /// Change the number of replicas of services (SERVICE=N)
+    Scale(ScaleArgs),
+    /// Watch sources, rebuild and swap containers on change
+    Watch(WatchArgs),
+    /// The embedded etcd server, and quick looks at a stack's registry
+    Etcd(super::etcd::EtcdArgs),
+    /// Show the routes the proxy serves and the instances behind them
+    Routes(RoutesArgs),
+    /// Print a shell completion script
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+}
+
+impl Command {
+    /// The subcommand's name as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Validate(_) => "validate",
+            Command::Config(_) => "config",
+            Command::Up(_) => "up",
+            Command::Down(_) => "down",
+            Command::Ps(_) => "ps",
+            Command::Logs(_) => "logs",
+            Command::Exec(_) => "exec",
+            Command::Run(_) => "run",
+            Command::Restart(_) => "restart",
+            Command::Scale(_) => "scale",
+            Command::Watch(_) => "watch",
+            Command::Etcd(_) => "etcd",
+            Command::Routes(_) => "routes",
+            Command::Completions { .. } => "completions",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Print the problems as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print JSON instead of YAML
+    #[arg(long)]
+    pub json: bool,
+    /// Show values that came from env files instead of masking them
+    #[arg(long)]
+    pub show_secrets: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Only these services (and what they depend on)
+    pub services: Vec<String>,
+    /// Return once every service is healthy instead of streaming logs
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Return 0 once healthy, or non-zero with a report of what is not
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits for health
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub timeout: String,
+    /// Print machine-readable events and the final state as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also remove the stack's named volumes (datastore data)
+    #[arg(short, long)]
+    pub volumes: bool,
+    /// Grace period between SIGTERM and kill
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Services to show (default: all)
+    pub services: Vec<String>,
+    /// Keep streaming new lines
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines newer than this (a duration such as 10m, or a timestamp)
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only the last N lines of each container
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The service whose container runs the command
+    pub service: String,
+    /// Which replica (1-based)
+    #[arg(long, default_value_t = 1)]
+    pub replica: u32,
+    /// The command and its arguments
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task to run
+    pub task: String,
+    /// Replace the task's command
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Services to restart (default: all)
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// SERVICE=N pairs
+    #[arg(required = true, value_name = "SERVICE=N")]
+    pub assignments: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Services to watch (default: every service with a build)
+    pub services: Vec<String>,
+    /// Print one JSON event per rebuild
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RoutesArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}

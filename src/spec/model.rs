@@ -1,0 +1,347 @@
+//! The validated stack: the typed desired state every later stage reads.
+//!
+//! Values here have passed validation: names exist, references resolve,
+//! paths are absolute, durations and sizes are parsed. Nothing downstream
+//! re-checks them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Serialize;
+
+/// One stack: the services, datastores and tasks of one file (plus overlays).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stack {
+    /// The stack's name from the file; the project name defaults to it.
+    pub name: String,
+    /// The directory of the first stack file: relative paths resolve against it.
+    #[serde(skip)]
+    pub dir: PathBuf,
+    /// Stateless services, in file order.
+    pub services: IndexMap<String, Service>,
+    /// Datastores, in file order. Their names share one namespace with services.
+    pub datastores: IndexMap<String, Datastore>,
+    /// One-off containers (migrations, seeders).
+    pub tasks: IndexMap<String, Task>,
+    pub discovery: Discovery,
+    pub proxy: Proxy,
+}
+
+/// Whether a unit is a stateless service or a datastore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitKind {
+    Service,
+    Datastore,
+}
+
+impl Stack {
+    /// Every long-running unit (services, then datastores) with its container settings.
+    pub fn units(&self) -> impl Iterator<Item = (&str, UnitKind, &Container)> {
+        self.services
+            .iter()
+            .map(|(n, s)| (n.as_str(), UnitKind::Service, &s.container))
+            .chain(
+                self.datastores
+                    .iter()
+                    .map(|(n, d)| (n.as_str(), UnitKind::Datastore, &d.container)),
+            )
+    }
+
+    /// The container settings of a service or datastore by name.
+    pub fn unit(&self, name: &str) -> Option<&Container> {
+        self.services
+            .get(name)
+            .map(|s| &s.container)
+            .or_else(|| self.datastores.get(name).map(|d| &d.container))
+    }
+}
+
+/// What services and datastores have in common: how to run one container.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Container {
+    /// The image reference exactly as written (never rewritten to `latest`).
+    /// With `build`, the tag given to the built image.
+    pub image: Option<String>,
+    pub build: Option<Build>,
+    /// Replaces the image's CMD. A string in the file is split like a shell would.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's ENTRYPOINT.
+    pub entrypoint: Option<Vec<String>>,
+    /// The effective environment: env files first, then `env` on top.
+    pub env: BTreeMap<String, String>,
+    /// Names in `env` whose value came from an env file (masked by `config`).
+    #[serde(skip)]
+    pub secret_env: Vec<String>,
+    pub ports: Vec<Port>,
+    pub replicas: u32,
+    /// Units that must be healthy before this one starts.
+    pub depends_on: Vec<String>,
+    pub health: Option<Health>,
+    pub resources: Resources,
+    pub volumes: Vec<Volume>,
+    pub labels: BTreeMap<String, String>,
+    pub restart: RestartPolicy,
+    /// Time between SIGTERM and kill when stopping.
+    #[serde(with = "duration_text")]
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Build {
+    /// Absolute path of the build context.
+    pub context: PathBuf,
+    /// Dockerfile path relative to the context.
+    pub dockerfile: String,
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Port {
+    /// Host address to bind; 127.0.0.1 unless the stack says otherwise.
+    pub host_ip: IpAddr,
+    /// Host port; `None` lets the engine choose.
+    pub host_port: Option<u16>,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    /// HTTP GET on the container's port; 2xx and 3xx are healthy.
+    Http { port: u16, path: String },
+    /// A TCP connect to the container's port.
+    Tcp { port: u16 },
+    /// A command run inside the container; exit 0 is healthy.
+    Command { argv: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    pub probe: Probe,
+    #[serde(with = "duration_text")]
+    pub interval: Duration,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Consecutive failures (after the start period) that make a container unhealthy.
+    pub retries: u32,
+    /// Failures during this time after start do not count.
+    #[serde(with = "duration_text")]
+    pub start_period: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// CPU limit in cores (fractions allowed).
+    pub cpus: Option<f64>,
+    /// Maximum number of processes.
+    pub pids: Option<i64>,
+    /// Writable-layer size limit in bytes, where the storage driver allows one.
+    pub disk: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "type", content = "source")]
+pub enum VolumeSource {
+    /// A named volume of the stack (created per project).
+    Named(String),
+    /// A host path, absolute.
+    Bind(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    pub source: VolumeSource,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    OnFailure,
+    UnlessStopped,
+    Always,
+}
+
+/// A route the proxy sends to a service: by host, by path prefix, or both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub host: Option<String>,
+    /// Path prefix, starting with `/`.
+    pub path: Option<String>,
+    /// Remove the path prefix before forwarding.
+    pub strip_prefix: bool,
+    /// The container port that receives the traffic.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchAction {
+    /// Build the image again and swap containers.
+    Rebuild,
+    /// Copy changed files into the running containers.
+    Sync,
+    /// Restart the containers only.
+    Restart,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Watch {
+    /// Absolute paths to watch (default: the build context).
+    pub paths: Vec<PathBuf>,
+    /// Glob patterns, relative to the watched path, that never trigger.
+    pub ignore: Vec<String>,
+    pub action: WatchAction,
+    /// For `sync`: where the watched path lands in the container.
+    pub target: Option<String>,
+    /// Glob patterns that force a rebuild even in `sync` mode.
+    pub rebuild_on: Vec<String>,
+    /// For `sync`: a command run in the container after files are copied.
+    pub then: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    #[serde(flatten)]
+    pub container: Container,
+    pub routes: Vec<Route>,
+    pub watch: Option<Watch>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DatastoreKind {
+    Postgres,
+    Mariadb,
+    Mysql,
+    Redis,
+    Mongodb,
+    Elasticsearch,
+    Kafka,
+    Etcd,
+    Generic,
+}
+
+impl DatastoreKind {
+    pub const ALL: &'static [(&'static str, DatastoreKind)] = &[
+        ("postgres", DatastoreKind::Postgres),
+        ("mariadb", DatastoreKind::Mariadb),
+        ("mysql", DatastoreKind::Mysql),
+        ("redis", DatastoreKind::Redis),
+        ("mongodb", DatastoreKind::Mongodb),
+        ("elasticsearch", DatastoreKind::Elasticsearch),
+        ("kafka", DatastoreKind::Kafka),
+        ("etcd", DatastoreKind::Etcd),
+        ("generic", DatastoreKind::Generic),
+    ];
+
+    /// Where the kind keeps its data, used when the stack names a data volume without a target.
+    pub fn data_dir(self) -> Option<&'static str> {
+        match self {
+            DatastoreKind::Postgres => Some("/var/lib/postgresql/data"),
+            DatastoreKind::Mariadb | DatastoreKind::Mysql => Some("/var/lib/mysql"),
+            DatastoreKind::Redis => Some("/data"),
+            DatastoreKind::Mongodb => Some("/data/db"),
+            DatastoreKind::Elasticsearch => Some("/usr/share/elasticsearch/data"),
+            DatastoreKind::Kafka => Some("/var/lib/kafka/data"),
+            DatastoreKind::Etcd => Some("/etcd-data"),
+            DatastoreKind::Generic => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Datastore {
+    #[serde(flatten)]
+    pub container: Container,
+    pub kind: DatastoreKind,
+    /// The named volume holding the data (also listed in `container.volumes`).
+    pub data_volume: Option<String>,
+    /// Absolute path of seed data (a directory or a dump file) loaded into a fresh volume.
+    pub seed: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    /// The service whose image and environment the task uses.
+    pub service: Option<String>,
+    /// The image when the task has no service (or overrides the service's).
+    pub image: Option<String>,
+    pub command: Option<Vec<String>>,
+    /// Environment on top of the service's.
+    pub env: BTreeMap<String, String>,
+    /// Services that may start only after this task ran and succeeded.
+    pub before: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "mode")]
+pub enum Etcd {
+    /// The etcd v3 server inside the devstack process.
+    Embedded,
+    /// A real cluster.
+    External { endpoints: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Discovery {
+    pub etcd: Etcd,
+    /// Key prefix of the registry, starting with `/`.
+    pub prefix: String,
+    /// Lease TTL of each registration.
+    #[serde(with = "duration_text")]
+    pub ttl: Duration,
+    /// Template of a registration's key (None: `<prefix>/<service>/<container-id>`).
+    pub key: Option<String>,
+    /// Template of a registration's value (None: JSON with address, port, ...).
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    Haproxy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Proxy {
+    pub kind: ProxyKind,
+    /// The proxy image; None means devstack's default.
+    pub image: Option<String>,
+    /// Host address and port where every route is served.
+    pub listen: std::net::SocketAddr,
+    /// Absolute path of a user template replacing the built-in one.
+    pub template: Option<PathBuf>,
+}
+
+/// Durations are written back the way a user writes them (`2s`, `1m30s`, `250ms`).
+pub mod duration_text {
+    use std::time::Duration;
+
+    pub fn format(d: Duration) -> String {
+        crate::spec::units::format_duration(d)
+    }
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*d))
+    }
+}
