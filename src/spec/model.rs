@@ -76,6 +76,9 @@ pub struct Container {
     /// Names in `env` whose value came from an env file (masked by `config`).
     #[serde(skip)]
     pub secret_env: Vec<String>,
+    /// The port the process listens on inside the container: routes and an
+    /// `http` health check default to it. Not published on the host.
+    pub port: Option<u16>,
     pub ports: Vec<Port>,
     pub replicas: u32,
     /// Units that must be healthy before this one starts.
