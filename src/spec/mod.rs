@@ -4,7 +4,11 @@
 //! each with its file, line, column and field path. Nothing downstream ever
 //! sees an invalid stack.
 
+pub mod diagnostic;
+pub mod interpolate;
+pub mod merge;
 pub mod model;
 pub mod units;
+pub mod yaml;
 
 pub use model::*;

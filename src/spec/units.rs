@@ -39,7 +39,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3600.0,
             "" => return Err(format!("`{s}` has no unit (write `{s}s` for seconds)")),
-            other => return Err(format!("`{other}` is not a duration unit (use ms, s, m or h)")),
+            other => {
+                return Err(format!(
+                    "`{other}` is not a duration unit (use ms, s, m or h)"
+                ))
+            }
         };
         total += number * scale;
     }
@@ -137,13 +141,19 @@ pub fn check_image_ref(reference: &str) -> Result<(), String> {
     // A tag is after the last ':' that follows the last '/'.
     let last_slash = name_tag.rfind('/').map(|i| i + 1).unwrap_or(0);
     let (name, tag) = match name_tag[last_slash..].rfind(':') {
-        Some(i) => (&name_tag[..last_slash + i], Some(&name_tag[last_slash + i + 1..])),
+        Some(i) => (
+            &name_tag[..last_slash + i],
+            Some(&name_tag[last_slash + i + 1..]),
+        ),
         None => (name_tag, None),
     };
     if let Some(tag) = tag {
         let valid = !tag.is_empty()
             && tag.len() <= 128
-            && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
             && tag
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
@@ -237,7 +247,9 @@ mod tests {
         ] {
             assert_eq!(check_image_ref(good), Ok(()), "{good}");
         }
-        for bad in ["", "API:1", "api:", "api::1", "api:-x", "a//b", "api@md5", "-api"] {
+        for bad in [
+            "", "API:1", "api:", "api::1", "api:-x", "a//b", "api@md5", "-api",
+        ] {
             assert!(check_image_ref(bad).is_err(), "{bad}");
         }
     }
