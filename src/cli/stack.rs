@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use super::args::GlobalArgs;
-use crate::spec::Stack;
+use super::{exit, Reported};
+use crate::spec::diagnostic::stderr_color;
+use crate::spec::{self, LoadOptions, Report, Stack};
 
 /// A valid stack, with the name its Docker objects are labelled with.
 #[derive(Debug, Clone)]
@@ -15,10 +17,57 @@ pub struct LoadedStack {
     pub files: Vec<PathBuf>,
 }
 
+/// The stack files named by `-f`, or `devstack.yaml`.
+pub fn stack_files(global: &GlobalArgs) -> Vec<PathBuf> {
+    if global.files.is_empty() {
+        vec![PathBuf::from("devstack.yaml")]
+    } else {
+        global.files.clone()
+    }
+}
+
+/// Loads the stack, returning the report of problems when it is invalid.
+pub fn try_load(global: &GlobalArgs) -> Result<LoadedStack, Report> {
+    let files = stack_files(global);
+    let stack = spec::load(&LoadOptions::new(files.clone()))?;
+    let project = match &global.project_name {
+        Some(name) => name.clone(),
+        None => stack.name.clone(),
+    };
+    Ok(LoadedStack {
+        stack,
+        project,
+        files,
+    })
+}
+
 /// Loads and validates the stack files named by `-f` (default `devstack.yaml`).
 /// On invalid input the report is printed here and the error is
-/// [`super::Reported`], so callers just return it.
+/// [`Reported`], so callers just return it.
 pub fn load_stack(global: &GlobalArgs) -> anyhow::Result<LoadedStack> {
-    let _ = global;
-    anyhow::bail!("stack loading is being built")
+    let loaded = try_load(global).map_err(|report| {
+        eprint!("{}", report.render(stderr_color(global.no_color)));
+        anyhow::Error::new(Reported(exit::FAILURE))
+    })?;
+    check_project_name(&loaded.project)?;
+    Ok(loaded)
+}
+
+/// A project name ends up in container, network and volume names.
+fn check_project_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(super::Failed::new(
+            exit::USAGE,
+            format!("project name `{name}` must be lowercase letters, digits, `-` and `_`, starting with a letter or digit"),
+        )
+        .into())
+    }
 }

@@ -1,14 +1,19 @@
 //! The stack format: parsing, interpolation, merging and validation.
 //!
-//! `load` turns stack files into a [`Stack`] or a list of every problem found,
-//! each with its file, line, column and field path. Nothing downstream ever
-//! sees an invalid stack.
+//! [`load`] turns stack files into a [`Stack`] or a [`Report`] of every
+//! problem found, each with its file, line, column and field path. Nothing
+//! downstream ever sees an invalid stack.
 
+pub mod decode;
 pub mod diagnostic;
 pub mod interpolate;
+pub mod load;
 pub mod merge;
 pub mod model;
 pub mod units;
+pub mod validate;
 pub mod yaml;
 
+pub use diagnostic::{Problem, Report};
+pub use load::{load, LoadOptions};
 pub use model::*;

@@ -39,11 +39,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "m" => 60.0,
             "h" => 3600.0,
             "" => return Err(format!("`{s}` has no unit (write `{s}s` for seconds)")),
-            other => {
-                return Err(format!(
-                    "`{other}` is not a duration unit (use ms, s, m or h)"
-                ))
-            }
+            _ => return Err(format!("`{s}` is not a duration (units: ms, s, m, h)")),
         };
         total += number * scale;
     }

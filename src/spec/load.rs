@@ -1,0 +1,226 @@
+//! Reading stack files: the `.env` beside the first file, each file parsed and
+//! interpolated, overlays merged, then decoded and validated.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::decode::{decode_stack, Decoder};
+use super::diagnostic::{Problem, Report, Sources};
+use super::interpolate::interpolate;
+use super::merge::merge;
+use super::model::Stack;
+use super::validate::validate;
+use super::yaml::{self, Node, Value};
+
+/// What loading needs from the outside world.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Stack files in merge order (at least one).
+    pub files: Vec<PathBuf>,
+    /// Environment variables, which win over the `.env` file.
+    pub env: HashMap<String, String>,
+}
+
+impl LoadOptions {
+    /// The given files with the process environment.
+    pub fn new(files: Vec<PathBuf>) -> Self {
+        LoadOptions {
+            files,
+            env: std::env::vars().collect(),
+        }
+    }
+}
+
+/// Loads, merges and validates stack files. On failure the report holds every
+/// problem that could be found, in file order.
+pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
+    let mut sources = Sources::default();
+    let mut problems = Vec::new();
+    let first = options
+        .files
+        .first()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("devstack.yaml"));
+    let dir = absolute_dir(&first);
+
+    // `.env` beside the first file; the process environment wins over it.
+    let mut vars: HashMap<String, String> = HashMap::new();
+    let dotenv = dir.join(".env");
+    if dotenv.is_file() {
+        match dotenvy::from_path_iter(&dotenv) {
+            Ok(iter) => {
+                for item in iter {
+                    match item {
+                        Ok((k, v)) => {
+                            vars.insert(k, v);
+                        }
+                        Err(err) => {
+                            problems.push(Problem::nowhere(format!(
+                                "cannot read {}: {err}",
+                                dotenv.display()
+                            )));
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(err) => problems.push(Problem::nowhere(format!(
+                "cannot read {}: {err}",
+                dotenv.display()
+            ))),
+        }
+    }
+    vars.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let lookup = |name: &str| vars.get(name).cloned();
+
+    let mut merged: Option<Node> = None;
+    for file in &options.files {
+        let text = match std::fs::read(file) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(err) => {
+                    problems.push(Problem::nowhere(format!(
+                        "{} is not UTF-8 text (invalid byte at offset {})",
+                        file.display(),
+                        err.utf8_error().valid_up_to()
+                    )));
+                    continue;
+                }
+            },
+            Err(err) => {
+                let mut problem = Problem::nowhere(format!(
+                    "cannot read stack file {}: {}",
+                    file.display(),
+                    io_reason(&err)
+                ));
+                if err.kind() == std::io::ErrorKind::NotFound
+                    && options.files.len() == 1
+                    && file == Path::new("devstack.yaml")
+                {
+                    problem = problem.hint("run devstack in a directory with a devstack.yaml, or name the stack file with -f");
+                }
+                problems.push(problem);
+                continue;
+            }
+        };
+        let id = sources.add(file.display().to_string(), text);
+        let mut node = match yaml::parse(id, sources.text(id)) {
+            Ok(node) => node,
+            Err(err) => {
+                problems.push(Problem::at(
+                    err.span,
+                    "",
+                    format!("invalid YAML: {}", err.message),
+                ));
+                continue;
+            }
+        };
+        if !matches!(node.value, Value::Map(_) | Value::Null) {
+            problems.push(Problem::at(
+                node.span,
+                "",
+                format!(
+                    "a stack file is a mapping of fields, found {}",
+                    node.kind_name()
+                ),
+            ));
+            continue;
+        }
+        interpolate_tree(&mut node, "", &lookup, &mut problems);
+        merged = Some(match merged {
+            None => node,
+            Some(base) => merge(base, node),
+        });
+    }
+
+    let stack = match &merged {
+        Some(root)
+            if problems.is_empty()
+                || !problems
+                    .iter()
+                    .any(|p| p.message.starts_with("invalid YAML")) =>
+        {
+            let mut decoder = Decoder {
+                problems: Vec::new(),
+                dir: &dir,
+            };
+            let stack = decode_stack(&mut decoder, root);
+            problems.extend(decoder.problems);
+            if let Some(stack) = &stack {
+                problems.extend(validate(stack, root));
+            }
+            stack
+        }
+        _ => None,
+    };
+    match stack {
+        Some(stack) if problems.is_empty() => Ok(stack),
+        _ => {
+            if problems.is_empty() {
+                problems.push(Problem::nowhere("the stack could not be read"));
+            }
+            let mut report = Report { sources, problems };
+            report.sort();
+            Err(report)
+        }
+    }
+}
+
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => err.to_string(),
+    }
+}
+
+/// The absolute directory of a stack file, without resolving symlinks in its name.
+fn absolute_dir(file: &Path) -> PathBuf {
+    let parent = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let absolute = if parent.is_absolute() {
+        parent.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(parent)
+    };
+    std::fs::canonicalize(&absolute).unwrap_or(absolute)
+}
+
+/// Interpolates every scalar value (not keys) in place, reporting bad or missing variables.
+fn interpolate_tree(
+    node: &mut Node,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    match &mut node.value {
+        Value::Scalar { text, .. } => {
+            if text.contains('$') {
+                match interpolate(text, lookup) {
+                    Ok(done) => *text = done,
+                    Err(why) => problems.push(Problem::at(node.span, path, why).hint(
+                        "set it in the environment or in the .env file beside the stack file",
+                    )),
+                }
+            }
+        }
+        Value::Seq(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate_tree(item, &format!("{path}[{i}]"), lookup, problems);
+            }
+        }
+        Value::Map(entries) => {
+            for (key, value) in entries.iter_mut() {
+                let child = if path.is_empty() {
+                    key.name.clone()
+                } else {
+                    format!("{path}.{}", key.name)
+                };
+                interpolate_tree(value, &child, lookup, problems);
+            }
+        }
+        Value::Null => {}
+    }
+}
