@@ -1,9 +1,15 @@
 //! `devstack etcd`: the embedded etcd server on its own, and quick looks at a store.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::{Args, Subcommand};
+use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
 
 use super::args::GlobalArgs;
 use super::{exit, Failed};
+use crate::etcd::{Server, ServerConfig};
 
 #[derive(Debug, Args)]
 pub struct EtcdArgs {
@@ -14,9 +20,360 @@ pub struct EtcdArgs {
 #[derive(Debug, Subcommand)]
 pub enum EtcdCommand {
     /// Run the embedded etcd v3 server in the foreground
-    Serve,
+    Serve(ServeArgs),
+    /// Show a key, or every key under a prefix
+    Get(GetArgs),
+    /// Set a key
+    Put(PutArgs),
+    /// Delete a key, or every key under a prefix
+    Del(DelArgs),
+    /// Print changes to a key or prefix as they happen
+    Watch(WatchArgs),
+    /// List the keys under a prefix (default: every key)
+    Ls(LsArgs),
 }
 
-pub async fn run(_global: &GlobalArgs, _args: EtcdArgs) -> anyhow::Result<u8> {
-    Err(Failed::new(exit::NOT_IMPLEMENTED, "`devstack etcd` is not available in this build yet").into())
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (gRPC, /health and /version share it)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2379")]
+    pub listen: SocketAddr,
+    /// Directory the store persists to
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".devstack/etcd",
+        conflicts_with = "in_memory"
+    )]
+    pub data_dir: PathBuf,
+    /// Keep the store in memory only; nothing survives a restart
+    #[arg(long)]
+    pub in_memory: bool,
+    /// Member name reported by `etcdctl member list`
+    #[arg(long, default_value = "devstack")]
+    pub name: String,
+    /// Client URLs to report instead of the listening address (comma-separated)
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub advertise_client_urls: Vec<String>,
+    /// Largest write request accepted, in bytes (etcd's --max-request-bytes)
+    #[arg(long, value_name = "BYTES", default_value_t = crate::etcd::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+}
+
+/// Where the quick looks connect.
+#[derive(Debug, Clone, Args)]
+pub struct Endpoints {
+    /// etcd endpoints, comma-separated
+    #[arg(
+        long,
+        env = "DEVSTACK_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    pub key: String,
+    /// Treat KEY as a prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// Print JSON (key, value, revisions, lease) instead of key/value lines
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    pub key: String,
+    pub value: String,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Args)]
+pub struct DelArgs {
+    pub key: String,
+    /// Treat KEY as a prefix
+    #[arg(long)]
+    pub prefix: bool,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    pub key: String,
+    /// Treat KEY as a prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// Start from this revision (replays history)
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<i64>,
+    /// Print one JSON object per event
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Prefix to list under
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Print a JSON array of keys
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+}
+
+pub async fn run(_global: &GlobalArgs, args: EtcdArgs) -> anyhow::Result<u8> {
+    match args.command {
+        EtcdCommand::Serve(a) => serve(a).await,
+        EtcdCommand::Get(a) => get(a).await,
+        EtcdCommand::Put(a) => put(a).await,
+        EtcdCommand::Del(a) => del(a).await,
+        EtcdCommand::Watch(a) => watch(a).await,
+        EtcdCommand::Ls(a) => ls(a).await,
+    }
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<u8> {
+    let mut config = if a.in_memory {
+        ServerConfig::in_memory(a.listen)
+    } else {
+        ServerConfig::new(a.listen, &a.data_dir)
+    };
+    config.name = a.name;
+    config.advertise_client_urls = a.advertise_client_urls;
+    config.max_request_bytes = a.max_request_bytes;
+    let server = Server::start(config)
+        .await
+        .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
+    let url = server.client_url();
+    let place = if a.in_memory {
+        "in memory".to_string()
+    } else {
+        format!("data in {}", a.data_dir.display())
+    };
+    eprintln!(
+        "etcd serving on {url} ({place}, revision {}, started in {} ms)",
+        server.revision(),
+        server.startup_time().as_millis()
+    );
+    eprintln!("  etcdctl --endpoints={url} get '' --prefix");
+    let stop = server.stop_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        eprintln!("etcd: stopping (again to force)");
+        stop.cancel();
+        shutdown_signal().await;
+        std::process::exit(i32::from(exit::INTERRUPTED));
+    });
+    server
+        .wait()
+        .await
+        .map_err(|e| Failed::new(exit::FAILURE, format!("etcd server failed: {e}")))?;
+    Ok(exit::OK)
+}
+
+/// Ctrl-C, or SIGTERM where there is one.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn connect(e: &Endpoints) -> anyhow::Result<Client> {
+    let endpoints = e.endpoints.join(",");
+    let client = tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::connect(e.endpoints.clone(), None),
+    )
+    .await
+    .map_err(|_| {
+        Failed::new(
+            exit::FAILURE,
+            format!("no etcd answered at {endpoints} within 5 s"),
+        )
+    })?
+    .map_err(|err| {
+        Failed::new(
+            exit::FAILURE,
+            format!("cannot reach etcd at {endpoints}: {err}"),
+        )
+    })?;
+    eprintln!("etcd at {endpoints} (etcdctl --endpoints={endpoints} ...)");
+    Ok(client)
+}
+
+fn etcd_failed(endpoints: &Endpoints, err: etcd_client::Error) -> anyhow::Error {
+    Failed::new(
+        exit::FAILURE,
+        format!("etcd at {}: {err}", endpoints.endpoints.join(",")),
+    )
+    .into()
+}
+
+fn kv_json(kv: &etcd_client::KeyValue) -> serde_json::Value {
+    serde_json::json!({
+        "key": String::from_utf8_lossy(kv.key()),
+        "value": String::from_utf8_lossy(kv.value()),
+        "create_revision": kv.create_revision(),
+        "mod_revision": kv.mod_revision(),
+        "version": kv.version(),
+        "lease": kv.lease(),
+    })
+}
+
+async fn get(a: GetArgs) -> anyhow::Result<u8> {
+    let mut client = connect(&a.endpoints).await?;
+    let opts = a.prefix.then(|| GetOptions::new().with_prefix());
+    let resp = client
+        .get(a.key.as_str(), opts)
+        .await
+        .map_err(|e| etcd_failed(&a.endpoints, e))?;
+    if a.json {
+        let kvs: Vec<_> = resp.kvs().iter().map(kv_json).collect();
+        let rev = resp.header().map_or(0, |h| h.revision());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "revision": rev, "kvs": kvs }))?
+        );
+    } else {
+        for kv in resp.kvs() {
+            println!("{}", String::from_utf8_lossy(kv.key()));
+            println!("{}", String::from_utf8_lossy(kv.value()));
+        }
+    }
+    // Like `etcdctl get`, a missing key is not an error; scripts test the output.
+    Ok(exit::OK)
+}
+
+async fn put(a: PutArgs) -> anyhow::Result<u8> {
+    let mut client = connect(&a.endpoints).await?;
+    let resp = client
+        .put(a.key.as_str(), a.value.as_str(), None::<PutOptions>)
+        .await
+        .map_err(|e| etcd_failed(&a.endpoints, e))?;
+    println!(
+        "OK (revision {})",
+        resp.header().map_or(0, |h| h.revision())
+    );
+    Ok(exit::OK)
+}
+
+async fn del(a: DelArgs) -> anyhow::Result<u8> {
+    let mut client = connect(&a.endpoints).await?;
+    let opts = a
+        .prefix
+        .then(|| etcd_client::DeleteOptions::new().with_prefix());
+    let resp = client
+        .delete(a.key.as_str(), opts)
+        .await
+        .map_err(|e| etcd_failed(&a.endpoints, e))?;
+    println!("{}", resp.deleted());
+    Ok(exit::OK)
+}
+
+async fn watch(a: WatchArgs) -> anyhow::Result<u8> {
+    let mut client = connect(&a.endpoints).await?;
+    let mut opts = WatchOptions::new();
+    if a.prefix {
+        opts = opts.with_prefix();
+    }
+    if let Some(rev) = a.rev {
+        opts = opts.with_start_revision(rev);
+    }
+    let mut stream = client
+        .watch(a.key.as_str(), Some(opts))
+        .await
+        .map_err(|e| etcd_failed(&a.endpoints, e))?;
+    loop {
+        let msg = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(exit::INTERRUPTED),
+            msg = stream.message() => msg.map_err(|e| etcd_failed(&a.endpoints, e))?,
+        };
+        let Some(resp) = msg else { return Ok(exit::OK) };
+        if resp.canceled() {
+            return Err(Failed::new(
+                exit::FAILURE,
+                format!(
+                    "watch canceled by the server{}",
+                    if resp.compact_revision() > 0 {
+                        format!(": revision {} is compacted", resp.compact_revision())
+                    } else if resp.cancel_reason().is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", resp.cancel_reason())
+                    }
+                ),
+            )
+            .into());
+        }
+        for ev in resp.events() {
+            let kind = match ev.event_type() {
+                EventType::Put => "PUT",
+                EventType::Delete => "DELETE",
+            };
+            let Some(kv) = ev.kv() else { continue };
+            if a.json {
+                let mut v = kv_json(kv);
+                v["type"] = kind.into();
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                println!("{kind}");
+                println!("{}", String::from_utf8_lossy(kv.key()));
+                if ev.event_type() == EventType::Put {
+                    println!("{}", String::from_utf8_lossy(kv.value()));
+                }
+            }
+        }
+    }
+}
+
+async fn ls(a: LsArgs) -> anyhow::Result<u8> {
+    let mut client = connect(&a.endpoints).await?;
+    let opts = GetOptions::new().with_keys_only();
+    let opts = if a.prefix.is_empty() {
+        opts.with_from_key()
+    } else {
+        opts.with_prefix()
+    };
+    let key = if a.prefix.is_empty() {
+        "\0"
+    } else {
+        a.prefix.as_str()
+    };
+    let resp = client
+        .get(key, Some(opts))
+        .await
+        .map_err(|e| etcd_failed(&a.endpoints, e))?;
+    let keys: Vec<String> = resp
+        .kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&keys)?);
+    } else {
+        for k in keys {
+            println!("{k}");
+        }
+    }
+    Ok(exit::OK)
 }

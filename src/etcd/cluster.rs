@@ -1,0 +1,181 @@
+//! The Maintenance and Cluster services, answered as a one-member cluster:
+//! enough for `etcdctl endpoint status`, `endpoint health`, `member list`,
+//! `alarm list` and `defrag`. Membership changes and snapshots are refused.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use etcd_client::proto::{
+    PbAlarmRequest, PbAlarmResponse, PbClusterService, PbDefragmentRequest, PbDefragmentResponse,
+    PbDowngradeRequest, PbDowngradeResponse, PbHashKvRequest, PbHashKvResponse, PbHashRequest,
+    PbHashResponse, PbMaintenanceService, PbMember, PbMemberAddRequest, PbMemberAddResponse,
+    PbMemberListRequest, PbMemberListResponse, PbMemberPromoteRequest, PbMemberPromoteResponse,
+    PbMemberRemoveRequest, PbMemberRemoveResponse, PbMemberUpdateRequest, PbMemberUpdateResponse,
+    PbMoveLeaderRequest, PbMoveLeaderResponse, PbSnapshotRequest, PbSnapshotResponse,
+    PbStatusRequest, PbStatusResponse,
+};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{Core, ETCD_VERSION, RAFT_TERM};
+
+pub(crate) struct MaintenanceService(pub(crate) Arc<Core>);
+pub(crate) struct ClusterService(pub(crate) Arc<Core>);
+
+fn unsupported(what: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what} is not supported by devstack's embedded etcd"
+    ))
+}
+
+impl Core {
+    /// The size of the data on disk (the log), or an estimate in memory.
+    fn db_size(&self) -> i64 {
+        match &self.config.data_dir {
+            Some(dir) => std::fs::metadata(dir.join("wal"))
+                .map(|m| m.len() as i64)
+                .unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    fn member(&self) -> PbMember {
+        PbMember {
+            id: self.ids.member_id,
+            name: self.config.name.clone(),
+            // There are no peers; report where a peer port would be, as a
+            // single-member etcd started with defaults does.
+            peer_ur_ls: vec!["http://localhost:2380".into()],
+            client_ur_ls: self.client_urls.clone(),
+            is_learner: false,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PbMaintenanceService for MaintenanceService {
+    async fn alarm(
+        &self,
+        req: Request<PbAlarmRequest>,
+    ) -> Result<Response<PbAlarmResponse>, Status> {
+        // No alarm is ever raised (there is no quota), so GET and DEACTIVATE
+        // answer the empty list, and ACTIVATE is refused.
+        if req.into_inner().action == 1 {
+            return Err(unsupported("raising an alarm"));
+        }
+        Ok(Response::new(PbAlarmResponse {
+            header: Some(self.0.header(self.0.durable_rev())),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _req: Request<PbStatusRequest>,
+    ) -> Result<Response<PbStatusResponse>, Status> {
+        let rev = self.0.durable_rev();
+        let index = self.0.raft_index.load(Ordering::Relaxed);
+        let size = self.0.db_size();
+        Ok(Response::new(PbStatusResponse {
+            header: Some(self.0.header(rev)),
+            version: ETCD_VERSION.into(),
+            db_size: size,
+            leader: self.0.ids.member_id,
+            raft_index: index,
+            raft_term: RAFT_TERM,
+            raft_applied_index: index,
+            errors: Vec::new(),
+            db_size_in_use: size,
+            is_learner: false,
+            storage_version: String::new(),
+            db_size_quota: 0,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<PbDefragmentRequest>,
+    ) -> Result<Response<PbDefragmentResponse>, Status> {
+        // The log is compacted on restart; there is nothing to defragment.
+        Ok(Response::new(PbDefragmentResponse {
+            header: Some(self.0.header(self.0.durable_rev())),
+        }))
+    }
+
+    async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+        Err(unsupported("Hash"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _req: Request<PbHashKvRequest>,
+    ) -> Result<Response<PbHashKvResponse>, Status> {
+        Err(unsupported("HashKV"))
+    }
+
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Status>> + Send>>;
+
+    async fn snapshot(
+        &self,
+        _req: Request<PbSnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(unsupported("Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _req: Request<PbMoveLeaderRequest>,
+    ) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        Err(unsupported("MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _req: Request<PbDowngradeRequest>,
+    ) -> Result<Response<PbDowngradeResponse>, Status> {
+        Err(unsupported("Downgrade"))
+    }
+}
+
+#[tonic::async_trait]
+impl PbClusterService for ClusterService {
+    async fn member_add(
+        &self,
+        _req: Request<PbMemberAddRequest>,
+    ) -> Result<Response<PbMemberAddResponse>, Status> {
+        Err(unsupported("MemberAdd"))
+    }
+
+    async fn member_remove(
+        &self,
+        _req: Request<PbMemberRemoveRequest>,
+    ) -> Result<Response<PbMemberRemoveResponse>, Status> {
+        Err(unsupported("MemberRemove"))
+    }
+
+    async fn member_update(
+        &self,
+        _req: Request<PbMemberUpdateRequest>,
+    ) -> Result<Response<PbMemberUpdateResponse>, Status> {
+        Err(unsupported("MemberUpdate"))
+    }
+
+    async fn member_list(
+        &self,
+        _req: Request<PbMemberListRequest>,
+    ) -> Result<Response<PbMemberListResponse>, Status> {
+        Ok(Response::new(PbMemberListResponse {
+            header: Some(self.0.header(self.0.durable_rev())),
+            members: vec![self.0.member()],
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _req: Request<PbMemberPromoteRequest>,
+    ) -> Result<Response<PbMemberPromoteResponse>, Status> {
+        Err(unsupported("MemberPromote"))
+    }
+}

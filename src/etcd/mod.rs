@@ -1,0 +1,418 @@
+//! The embedded etcd: an etcd v3 API server (gRPC, single member) that runs
+//! inside the devstack process, so etcdctl, confd and any etcd client work
+//! against it unchanged.
+//!
+//! Layout:
+//! - [`store`]: the MVCC store, pure (revisions, history, leases, compaction).
+//! - [`wal`]: the on-disk log, its replay, and group commit.
+//! - `kv`, `watch`, `lease`, `cluster`: the gRPC services over one [`Core`].
+//! - `http`: `/health` and `/version` on the same port.
+//!
+//! Start one with [`Server::start`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), devstack::etcd::Error> {
+//! use devstack::etcd::{Server, ServerConfig};
+//! let server = Server::start(ServerConfig::in_memory("127.0.0.1:0".parse().unwrap())).await?;
+//! println!("etcd at {}", server.client_url());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod cluster;
+mod http;
+mod kv;
+mod lease;
+pub mod store;
+pub mod wal;
+mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use etcd_client::proto::PbResponseHeader;
+use tokio::net::TcpListener;
+use tokio::sync::watch as tokio_watch;
+use tokio_util::sync::CancellationToken;
+
+use store::Store;
+use wal::{Durable, Wal, WalError};
+
+/// The etcd version this server reports. It follows etcd 3.5 because clients
+/// (Kubernetes among them) gate features such as watch progress requests on
+/// the version, and this server implements those with 3.5's semantics.
+pub const ETCD_VERSION: &str = "3.5.17";
+/// The cluster version reported next to [`ETCD_VERSION`].
+pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
+/// etcd's default `--max-request-bytes`.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
+/// What gRPC accepts on top of `max_request_bytes` before it refuses a
+/// message outright (etcd's `grpcOverheadBytes`).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// The raft term a freshly elected single member reports.
+const RAFT_TERM: u64 = 2;
+
+/// A server that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("cannot read or write {path}: {source}")]
+    Meta {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen; port 0 picks a free one. Loopback by default.
+    pub listen: SocketAddr,
+    /// Where the store persists; `None` keeps it in memory only.
+    pub data_dir: Option<PathBuf>,
+    /// The member name reported by `member list`.
+    pub name: String,
+    /// Client URLs reported by `member list`; default: the bound address.
+    pub advertise_client_urls: Vec<String>,
+    /// etcd's `--max-request-bytes`: larger writes are refused, and watch
+    /// responses marked `fragment` are split at this size.
+    pub max_request_bytes: usize,
+    /// How often watches created with `progress_notify` hear from an idle
+    /// store (etcd's `--experimental-watch-progress-notify-interval`).
+    pub progress_notify_interval: Duration,
+    /// How often expired leases are looked for (etcd checks every 500 ms).
+    pub lease_check_interval: Duration,
+}
+
+impl ServerConfig {
+    /// A persistent server on `listen` storing under `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>) -> Self {
+        ServerConfig {
+            data_dir: Some(data_dir.into()),
+            ..Self::in_memory(listen)
+        }
+    }
+
+    /// A server whose store lives in memory only (tests, throwaway stacks).
+    pub fn in_memory(listen: SocketAddr) -> Self {
+        ServerConfig {
+            listen,
+            data_dir: None,
+            name: "devstack".into(),
+            advertise_client_urls: Vec::new(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            progress_notify_interval: Duration::from_secs(600),
+            lease_check_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig::in_memory(SocketAddr::from(([127, 0, 0, 1], 2379)))
+    }
+}
+
+/// The identity a single-member cluster reports in every header.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Ids {
+    cluster_id: u64,
+    member_id: u64,
+}
+
+/// What every service shares: the store behind its lock, the log, and the
+/// member's identity.
+pub(crate) struct Core {
+    store: Mutex<Store>,
+    wal: Wal,
+    ids: Ids,
+    config: ServerConfig,
+    client_urls: Vec<String>,
+    /// Counts applied requests, reported as the raft index by Status.
+    raft_index: AtomicU64,
+    stop: CancellationToken,
+}
+
+impl Core {
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave the store half-written
+        // (requests are checked before they mutate), so poisoning is ignored.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest revision clients may see: the last one on disk.
+    fn durable_rev(&self) -> i64 {
+        self.wal.subscribe().borrow().rev
+    }
+
+    fn durable(&self) -> tokio_watch::Receiver<Durable> {
+        self.wal.subscribe()
+    }
+
+    /// A full response header at `rev`.
+    fn header(&self, rev: i64) -> PbResponseHeader {
+        PbResponseHeader {
+            cluster_id: self.ids.cluster_id,
+            member_id: self.ids.member_id,
+            revision: rev,
+            raft_term: RAFT_TERM,
+        }
+    }
+
+    /// Runs a read against the durable state.
+    fn read<T>(&self, f: impl FnOnce(&Store, i64) -> T) -> T {
+        let store = self.lock();
+        let rev = self.durable_rev();
+        f(&store, rev)
+    }
+
+    /// Runs something that changes no key (a lease renewal) against the store.
+    fn read_mut<T>(&self, f: impl FnOnce(&mut Store, i64) -> T) -> T {
+        let mut store = self.lock();
+        let rev = self.durable_rev();
+        f(&mut store, rev)
+    }
+
+    /// Runs a write under the store lock, logs what it changed, and returns
+    /// once everything the response may reveal is on disk.
+    async fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Store, i64) -> Result<(T, Option<Vec<u8>>), store::StoreError>,
+    ) -> Result<T, tonic::Status> {
+        let (resp, seq) = {
+            let mut store = self.lock();
+            let durable = self.durable_rev();
+            let (resp, entry) = f(&mut store, durable)?;
+            self.raft_index.fetch_add(1, Ordering::Relaxed);
+            let seq = match entry {
+                Some(payload) => self.wal.append(&payload, store.rev()),
+                // Nothing changed, but the response may show state another
+                // writer has not made durable yet: wait for that too.
+                None => self.wal.last_seq(),
+            };
+            (resp, seq)
+        };
+        if self.wal.wait(seq).await {
+            Ok(resp)
+        } else {
+            Err(tonic::Status::unavailable(
+                "etcdserver: the data directory cannot be written",
+            ))
+        }
+    }
+
+    fn max_request_bytes(&self) -> usize {
+        self.config.max_request_bytes
+    }
+}
+
+/// The embedded etcd server.
+pub struct Server;
+
+impl Server {
+    /// Opens the store, binds the listener and starts serving. Returns once
+    /// the server accepts connections.
+    pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
+        let started = Instant::now();
+        let ids = match &config.data_dir {
+            Some(dir) => load_ids(dir)?,
+            None => fresh_ids(),
+        };
+        let mut store = Store::new(ids.member_id << 16 ^ now_nanos() & 0xffff_ffff);
+        let wal = match &config.data_dir {
+            Some(dir) => Wal::open(dir, &mut store)?,
+            None => Wal::memory(store.rev()),
+        };
+        // Leases do not survive a restart, so neither do their keys: a real
+        // cluster would delete them once their TTL ran out.
+        if let Some(rec) = store.drop_leased_keys() {
+            let seq = wal.append(&wal::encode_record(&rec), rec.rev);
+            wal.wait(seq).await;
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let client_urls = if config.advertise_client_urls.is_empty() {
+            vec![format!("http://{addr}")]
+        } else {
+            config.advertise_client_urls.clone()
+        };
+        let stop = CancellationToken::new();
+        let core = Arc::new(Core {
+            store: Mutex::new(store),
+            wal,
+            ids,
+            config,
+            client_urls,
+            raft_index: AtomicU64::new(1),
+            stop: stop.clone(),
+        });
+        let lease_task = tokio::spawn(lease::expire_loop(core.clone()));
+        let serve = tokio::spawn(serve(core.clone(), listener));
+        Ok(RunningServer {
+            addr,
+            core,
+            stop,
+            serve,
+            lease_task,
+            startup: started.elapsed(),
+        })
+    }
+}
+
+async fn serve(core: Arc<Core>, listener: TcpListener) -> Result<(), tonic::transport::Error> {
+    use etcd_client::proto::{
+        PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
+    };
+    let max_in = core.max_request_bytes() + GRPC_OVERHEAD_BYTES;
+    let mut routes = tonic::service::Routes::new(
+        PbKvServer::new(kv::KvService(core.clone()))
+            .max_decoding_message_size(max_in)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(
+        PbWatchServer::new(watch::WatchService(core.clone()))
+            .max_decoding_message_size(max_in)
+            .max_encoding_message_size(usize::MAX),
+    )
+    .add_service(PbLeaseServer::new(lease::LeaseService(core.clone())))
+    .add_service(PbMaintenanceServer::new(cluster::MaintenanceService(
+        core.clone(),
+    )))
+    .add_service(PbClusterServer::new(cluster::ClusterService(core.clone())));
+    http::add_routes(routes.axum_router_mut(), core.clone());
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let stop = core.stop.clone();
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await
+}
+
+/// A server that is running. Dropping it stops it too, without waiting.
+pub struct RunningServer {
+    addr: SocketAddr,
+    core: Arc<Core>,
+    stop: CancellationToken,
+    serve: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    lease_task: tokio::task::JoinHandle<()>,
+    startup: Duration,
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, what etcdctl's `--endpoints` takes.
+    pub fn client_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// How long [`Server::start`] took, store replay included.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// The store's current (durable) revision.
+    pub fn revision(&self) -> i64 {
+        self.core.durable_rev()
+    }
+
+    /// Stops accepting requests, ends open streams, and flushes the log.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        let _ = (&mut self.serve).await;
+        let _ = (&mut self.lease_task).await;
+        self.core.wal.close();
+    }
+
+    /// Waits until the server stops (after [`RunningServer::stop_token`] is cancelled).
+    pub async fn wait(mut self) -> Result<(), tonic::transport::Error> {
+        let result = (&mut self.serve).await;
+        let _ = (&mut self.lease_task).await;
+        self.core.wal.close();
+        match result {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// A token that stops the server when cancelled (e.g. on Ctrl-C).
+    pub fn stop_token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Random-looking, nonzero IDs; no cryptographic need, so the clock and the
+/// process id are mixed with a splitmix step.
+fn fresh_ids() -> Ids {
+    let mut seed = now_nanos() ^ (u64::from(std::process::id()) << 32);
+    let mut next = || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) | 1
+    };
+    Ids {
+        cluster_id: next(),
+        member_id: next(),
+    }
+}
+
+/// The member's identity is kept in the data directory so that it stays the
+/// same across restarts, as a real member's does.
+fn load_ids(dir: &std::path::Path) -> Result<Ids, Error> {
+    let path = dir.join("member.json");
+    let meta = |source| Error::Meta {
+        path: path.clone(),
+        source,
+    };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(ids) = serde_json::from_str::<Ids>(&text) {
+            return Ok(ids);
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(meta)?;
+    let ids = fresh_ids();
+    let text = serde_json::to_string(&ids).unwrap_or_default();
+    let tmp = dir.join("member.json.tmp");
+    std::fs::write(&tmp, text).map_err(meta)?;
+    std::fs::rename(&tmp, &path).map_err(meta)?;
+    Ok(ids)
+}
