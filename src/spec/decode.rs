@@ -965,57 +965,7 @@ fn decode_health(
         d.problem(Problem::at(node.span, path.as_str(), message));
         return None;
     }
-    let need_port = |d: &mut Decoder, n: &Node, p: &FieldPath| -> Option<u16> {
-        if port.is_none() {
-            d.problems.push(
-                Problem::at(n.span, p.as_str(), "no port to check")
-                    .hint("set `port` here or on the service"),
-            );
-        }
-        port
-    };
-    let probe = if let Some(n) = f.get("http") {
-        let p = f.path("http");
-        let text = d.string(n, &p)?;
-        if !text.starts_with('/') {
-            d.problems.push(Problem::at(
-                n.span,
-                p.as_str(),
-                format!(
-                    "an http check takes a path starting with `/`, found `{}`",
-                    truncate(&text)
-                ),
-            ));
-            return None;
-        }
-        Probe::Http {
-            port: need_port(d, n, &p)?,
-            path: text,
-        }
-    } else if let Some(n) = f.get("tcp") {
-        let p = f.path("tcp");
-        match &n.value {
-            Value::Scalar { text, .. } if text == "true" => Probe::Tcp {
-                port: need_port(d, n, &p)?,
-            },
-            _ => Probe::Tcp {
-                port: d.port_number(n, &p)?,
-            },
-        }
-    } else {
-        let n = f.get("command")?;
-        let p = f.path("command");
-        // A string runs through the shell, as Docker's CMD-SHELL does.
-        let argv = match &n.value {
-            Value::Scalar { text, .. } => vec!["/bin/sh".into(), "-c".into(), text.clone()],
-            _ => d.argv(n, &p, false)?,
-        };
-        if argv.is_empty() {
-            d.error(n, &p, "an empty health command");
-            return None;
-        }
-        Probe::Command { argv }
-    };
+    let probe = decode_probe(d, &f, port);
     let interval = f
         .get("interval")
         .and_then(|n| d.duration(n, &f.path("interval")))
@@ -1040,12 +990,68 @@ fn decode_health(
         }
     }
     Some(Health {
-        probe,
+        probe: probe?,
         interval,
         timeout,
         retries,
         start_period,
     })
+}
+
+/// The one probe of a health check. Kept apart so that a bad probe does not
+/// hide problems in the timings.
+fn decode_probe(d: &mut Decoder, f: &Fields, port: Option<u16>) -> Option<Probe> {
+    let need_port = |d: &mut Decoder, n: &Node, p: &FieldPath| -> Option<u16> {
+        if port.is_none() {
+            d.problems.push(
+                Problem::at(n.span, p.as_str(), "no port to check")
+                    .hint("set `port` here or on the service"),
+            );
+        }
+        port
+    };
+    if let Some(n) = f.get("http") {
+        let p = f.path("http");
+        let text = d.string(n, &p)?;
+        if !text.starts_with('/') {
+            d.problems.push(Problem::at(
+                n.span,
+                p.as_str(),
+                format!(
+                    "an http check takes a path starting with `/`, found `{}`",
+                    truncate(&text)
+                ),
+            ));
+            return None;
+        }
+        Some(Probe::Http {
+            port: need_port(d, n, &p)?,
+            path: text,
+        })
+    } else if let Some(n) = f.get("tcp") {
+        let p = f.path("tcp");
+        match &n.value {
+            Value::Scalar { text, .. } if text == "true" => Some(Probe::Tcp {
+                port: need_port(d, n, &p)?,
+            }),
+            _ => Some(Probe::Tcp {
+                port: d.port_number(n, &p)?,
+            }),
+        }
+    } else {
+        let n = f.get("command")?;
+        let p = f.path("command");
+        // A string runs through the shell, as Docker's CMD-SHELL does.
+        let argv = match &n.value {
+            Value::Scalar { text, .. } => vec!["/bin/sh".into(), "-c".into(), text.clone()],
+            _ => d.argv(n, &p, false)?,
+        };
+        if argv.is_empty() {
+            d.error(n, &p, "an empty health command");
+            return None;
+        }
+        Some(Probe::Command { argv })
+    }
 }
 
 fn decode_resources(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Resources> {

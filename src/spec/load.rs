@@ -145,7 +145,18 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
                 dir: &dir,
             };
             let stack = decode_stack(&mut decoder, root);
-            problems.extend(decoder.problems);
+            // A value whose interpolation failed was already reported; its
+            // leftover `${...}` text would only cause a second, confusing problem.
+            let failed: Vec<usize> = problems
+                .iter()
+                .filter_map(|p| p.span.map(|s| s.start))
+                .collect();
+            problems.extend(
+                decoder
+                    .problems
+                    .into_iter()
+                    .filter(|p| p.span.is_none_or(|s| !failed.contains(&s.start))),
+            );
             if let Some(stack) = &stack {
                 problems.extend(validate(stack, root));
             }

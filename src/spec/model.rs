@@ -65,11 +65,15 @@ impl Stack {
 pub struct Container {
     /// The image reference exactly as written (never rewritten to `latest`).
     /// With `build`, the tag given to the built image.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<Build>,
     /// Replaces the image's CMD. A string in the file is split like a shell would.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     /// Replaces the image's ENTRYPOINT.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     /// The effective environment: env files first, then `env` on top.
     pub env: BTreeMap<String, String>,
@@ -78,11 +82,13 @@ pub struct Container {
     pub secret_env: Vec<String>,
     /// The port the process listens on inside the container: routes and an
     /// `http` health check default to it. Not published on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     pub ports: Vec<Port>,
     pub replicas: u32,
     /// Units that must be healthy before this one starts.
     pub depends_on: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
     pub resources: Resources,
     pub volumes: Vec<Volume>,
@@ -100,6 +106,7 @@ pub struct Build {
     /// Dockerfile path relative to the context.
     pub dockerfile: String,
     pub args: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 }
 
@@ -116,13 +123,14 @@ pub struct Port {
     /// Host address to bind; 127.0.0.1 unless the stack says otherwise.
     pub host_ip: IpAddr,
     /// Host port; `None` lets the engine choose.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
     pub container_port: u16,
     pub protocol: Protocol,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", tag = "type")]
 pub enum Probe {
     /// HTTP GET on the container's port; 2xx and 3xx are healthy.
     Http { port: u16, path: String },
@@ -149,12 +157,16 @@ pub struct Health {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Resources {
     /// Memory limit in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
     /// CPU limit in cores (fractions allowed).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpus: Option<f64>,
     /// Maximum number of processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
     /// Writable-layer size limit in bytes, where the storage driver allows one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<u64>,
 }
 
@@ -187,8 +199,10 @@ pub enum RestartPolicy {
 /// A route the proxy sends to a service: by host, by path prefix, or both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Route {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Path prefix, starting with `/`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Remove the path prefix before forwarding.
     pub strip_prefix: bool,
@@ -215,10 +229,12 @@ pub struct Watch {
     pub ignore: Vec<String>,
     pub action: WatchAction,
     /// For `sync`: where the watched path lands in the container.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     /// Glob patterns that force a rebuild even in `sync` mode.
     pub rebuild_on: Vec<String>,
     /// For `sync`: a command run in the container after files are copied.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub then: Option<Vec<String>>,
 }
 
@@ -227,6 +243,7 @@ pub struct Service {
     #[serde(flatten)]
     pub container: Container,
     pub routes: Vec<Route>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub watch: Option<Watch>,
 }
 
@@ -278,17 +295,22 @@ pub struct Datastore {
     pub container: Container,
     pub kind: DatastoreKind,
     /// The named volume holding the data (also listed in `container.volumes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_volume: Option<String>,
     /// Absolute path of seed data (a directory or a dump file) loaded into a fresh volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Task {
     /// The service whose image and environment the task uses.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// The image when the task has no service (or overrides the service's).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     /// Environment on top of the service's.
     pub env: BTreeMap<String, String>,
@@ -314,8 +336,10 @@ pub struct Discovery {
     #[serde(with = "duration_text")]
     pub ttl: Duration,
     /// Template of a registration's key (None: `<prefix>/<service>/<container-id>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Template of a registration's value (None: JSON with address, port, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
@@ -329,10 +353,12 @@ pub enum ProxyKind {
 pub struct Proxy {
     pub kind: ProxyKind,
     /// The proxy image; None means devstack's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// Host address and port where every route is served.
     pub listen: std::net::SocketAddr,
     /// Absolute path of a user template replacing the built-in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<PathBuf>,
 }
 

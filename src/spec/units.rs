@@ -95,12 +95,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        _ => {
-            return Err(format!(
-                "`{}` is not a size unit (use k, m, g or t)",
-                &s[num_len..]
-            ))
-        }
+        _ => return Err(format!("`{s}` is not a size (units: k, m, g, t)")),
     };
     let bytes = number * (1u64 << shift) as f64;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
