@@ -3,9 +3,13 @@
 //! The modules follow the pipeline (see ARCHITECTURE.md):
 //!
 //! - [`spec`]: the stack format; parsing, interpolation, overlays and validation.
+//! - [`plan`]: pure planning: desired containers, config hashes, dependency order, diffs.
+//! - [`engine`]: the only code that talks to Docker (bollard): build, run, probe, logs, exec, events.
 //! - [`etcd`]: the embedded etcd v3 server.
 //! - [`cli`]: the command line; clap types stop here.
 
 pub mod cli;
+pub mod engine;
 pub mod etcd;
+pub mod plan;
 pub mod spec;

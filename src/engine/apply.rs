@@ -1,0 +1,807 @@
+//! Carrying out `up` (and `down`): resolve images, create the network and
+//! volumes, then reconcile every unit in dependency order, in parallel where
+//! the graph allows, each unit waiting only for its own dependencies.
+//!
+//! The decisions are [`crate::plan`]'s; this module only executes them and
+//! reports progress. Builds happen before any container is touched, so a
+//! failing build leaves the running stack as it was.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::Serialize;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::containers::Published;
+use super::health::{self, NotReady};
+use super::images::ImageOutput;
+use super::progress::{Progress, Reporter};
+use super::{Engine, EngineError};
+use crate::plan::{self, names, Action, ContainerSpec, Observed, PlanError};
+use crate::spec::{Stack, UnitKind, VolumeSource};
+
+/// Why `up` stopped before reconciling units.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// What to bring up.
+#[derive(Debug, Clone)]
+pub struct UpRequest {
+    pub project: String,
+    /// Units named on the command line (empty: all). Their dependencies come along.
+    pub services: Vec<String>,
+    /// Replica counts that override the stack's (`scale`).
+    pub replicas: BTreeMap<String, u32>,
+    /// How long units may take to become healthy, from the start of `up`.
+    pub timeout: Duration,
+    /// Remove containers of units the stack no longer has (a full `up` does).
+    pub remove_orphans: bool,
+}
+
+/// How one unit ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum UnitState {
+    Healthy,
+    Failed {
+        reason: String,
+        /// The container that failed.
+        container: Option<String>,
+        /// The last health probe's output.
+        last_health: Option<String>,
+        /// Its last log lines.
+        logs: Vec<String>,
+    },
+    /// Not started: a dependency failed.
+    Blocked {
+        by: String,
+    },
+}
+
+/// One container as `up` left it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerReport {
+    pub name: String,
+    pub id: String,
+    /// `created`, `recreated`, `started` or `kept`.
+    pub action: String,
+    pub published: Vec<Published>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitOutcome {
+    pub service: String,
+    pub kind: UnitKind,
+    pub replicas: u32,
+    #[serde(flatten)]
+    pub state: UnitState,
+    pub containers: Vec<ContainerReport>,
+    /// Milliseconds from the start of `up` to this unit's end.
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpOutcome {
+    pub project: String,
+    pub units: Vec<UnitOutcome>,
+    pub millis: u64,
+}
+
+impl UpOutcome {
+    pub fn all_healthy(&self) -> bool {
+        self.units
+            .iter()
+            .all(|u| matches!(u.state, UnitState::Healthy))
+    }
+}
+
+/// The signal a unit gives its dependents.
+#[derive(Debug, Clone, PartialEq)]
+enum Signal {
+    Pending,
+    Healthy,
+    Failed,
+}
+
+/// The image each unit (and task) runs, resolved before anything starts.
+type Images = HashMap<String, (String, String)>;
+
+/// Brings the stack up: see the module documentation.
+pub async fn up(
+    engine: &Engine,
+    stack: &Stack,
+    request: &UpRequest,
+    reporter: &Reporter,
+    cancel: &CancellationToken,
+) -> Result<UpOutcome, ApplyError> {
+    let started = Instant::now();
+    let deadline = started + request.timeout;
+    let project = request.project.as_str();
+    let units = plan::dependency_closure(stack, &request.services)?;
+    plan::graph::start_order(stack)?;
+
+    // Tasks that run before the chosen units need their images too.
+    let tasks: Vec<&str> = units
+        .iter()
+        .flat_map(|u| plan::tasks_before(stack, u))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let images = resolve_images(engine, stack, project, &units, &tasks, reporter).await?;
+
+    engine.ensure_network(project).await?;
+    let mut fresh_volumes = BTreeSet::new();
+    let mut volume_names = BTreeSet::new();
+    for unit in &units {
+        if let Some(c) = stack.unit(unit) {
+            for v in &c.volumes {
+                if let VolumeSource::Named(n) = &v.source {
+                    volume_names.insert(n.clone());
+                }
+            }
+        }
+    }
+    for name in &volume_names {
+        if engine.ensure_volume(project, name).await? {
+            fresh_volumes.insert(name.clone());
+            reporter.send(Progress::Created {
+                object: "volume".into(),
+                name: names::volume_name(project, name),
+            });
+        }
+    }
+
+    let observed = engine.list_project(project).await?;
+    if request.remove_orphans {
+        let all: Vec<&str> = stack.units().map(|(n, _, _)| n).collect();
+        for action in plan::plan_orphans(all, &observed) {
+            if let Action::Remove { id, name, reason } = action {
+                reporter.send(Progress::Container {
+                    service: String::new(),
+                    container: name.clone(),
+                    action: "removing".into(),
+                    reason: Some(reason),
+                });
+                engine.stop(&id, Duration::from_secs(10)).await?;
+                engine.remove(&id).await?;
+            }
+        }
+    }
+
+    let mut senders = Vec::new();
+    let mut receivers: HashMap<String, watch::Receiver<Signal>> = HashMap::new();
+    for u in &units {
+        let (tx, rx) = watch::channel(Signal::Pending);
+        senders.push((u.clone(), tx));
+        receivers.insert(u.clone(), rx);
+    }
+    let observed = Arc::new(observed);
+    let images = Arc::new(images);
+    let fresh_volumes = Arc::new(fresh_volumes);
+
+    let receivers = &receivers;
+    let futures = senders.into_iter().map(|(unit, tx)| {
+        let observed = observed.clone();
+        let images = images.clone();
+        let fresh_volumes = fresh_volumes.clone();
+        async move {
+            let outcome = reconcile_unit(
+                engine,
+                stack,
+                request,
+                &unit,
+                receivers,
+                &observed,
+                &images,
+                &fresh_volumes,
+                deadline,
+                reporter,
+                cancel,
+                started,
+            )
+            .await;
+            let _ = tx.send(match outcome.state {
+                UnitState::Healthy => Signal::Healthy,
+                _ => Signal::Failed,
+            });
+            outcome
+        }
+    });
+    let units = join_all(futures).await;
+    Ok(UpOutcome {
+        project: project.to_string(),
+        units,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Builds or finds (pulling if needed) the image of every unit and task.
+/// Builds run two at a time: more only fight over the CPU.
+async fn resolve_images(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    units: &[String],
+    tasks: &[&str],
+    reporter: &Reporter,
+) -> Result<Images, EngineError> {
+    // Tasks reuse their service's image; a task's own image is resolved under its name.
+    let mut wanted: Vec<(String, String)> = units.iter().map(|u| (u.clone(), u.clone())).collect();
+    for task in tasks {
+        if let Some(t) = stack.tasks.get(*task) {
+            match (&t.image, &t.service) {
+                (Some(_), _) => wanted.push((format!("task:{task}"), task.to_string())),
+                (None, Some(s)) if !units.contains(s) => wanted.push((s.clone(), s.clone())),
+                _ => {}
+            }
+        }
+    }
+    let builds = Arc::new(Semaphore::new(2));
+    let jobs = wanted.into_iter().map(|(key, name)| {
+        let builds = builds.clone();
+        async move {
+            let (image, build) = match key.strip_prefix("task:") {
+                Some(task) => (stack.tasks.get(task).and_then(|t| t.image.clone()), None),
+                None => match stack.unit(&name) {
+                    Some(c) => (c.image.clone(), c.build.clone()),
+                    None => (None, None),
+                },
+            };
+            let tag = image
+                .clone()
+                .unwrap_or_else(|| names::built_image_tag(project, &name));
+            if let Some(build) = build {
+                let _permit = builds.acquire().await;
+                let t0 = Instant::now();
+                reporter.send(Progress::BuildStarted {
+                    service: name.clone(),
+                    tag: tag.clone(),
+                });
+                let id = engine
+                    .build(&name, &build, &tag, |out| {
+                        if let ImageOutput::Line(line) = out {
+                            reporter.send(Progress::BuildOutput {
+                                service: name.clone(),
+                                line,
+                            });
+                        }
+                    })
+                    .await?;
+                reporter.send(Progress::Built {
+                    service: name.clone(),
+                    image_id: id.clone(),
+                    millis: t0.elapsed().as_millis() as u64,
+                });
+                return Ok::<_, EngineError>((key, (tag, id)));
+            }
+            if let Some(id) = engine.image_id(&tag).await? {
+                return Ok((key, (tag, id)));
+            }
+            let id = engine
+                .pull(&name, &tag, |out| {
+                    let (layer, status) = match out {
+                        ImageOutput::Layer { layer, status } => (Some(layer), status),
+                        ImageOutput::Line(status) => (None, status),
+                    };
+                    reporter.send(Progress::Pull {
+                        service: name.clone(),
+                        image: tag.clone(),
+                        layer,
+                        status,
+                    });
+                })
+                .await?;
+            Ok((key, (tag, id)))
+        }
+    });
+    let mut images = HashMap::new();
+    let mut first_error = None;
+    for result in join_all(jobs).await {
+        match result {
+            Ok((k, v)) => {
+                images.insert(k, v);
+            }
+            // Every build is let finish (they share the cache), then the first failure is told.
+            Err(e) if first_error.is_none() => first_error = Some(e),
+            Err(_) => {}
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(images),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_unit(
+    engine: &Engine,
+    stack: &Stack,
+    request: &UpRequest,
+    unit: &str,
+    signals: &HashMap<String, watch::Receiver<Signal>>,
+    observed: &[Observed],
+    images: &Images,
+    fresh_volumes: &BTreeSet<String>,
+    deadline: Instant,
+    reporter: &Reporter,
+    cancel: &CancellationToken,
+    started: Instant,
+) -> UnitOutcome {
+    let kind = if stack.services.contains_key(unit) {
+        UnitKind::Service
+    } else {
+        UnitKind::Datastore
+    };
+    let Some(container) = stack.unit(unit) else {
+        return failed(unit, kind, 0, "is not in the stack".into(), started);
+    };
+    let replicas = request
+        .replicas
+        .get(unit)
+        .copied()
+        .unwrap_or(container.replicas);
+    let end = |state: UnitState, containers: Vec<ContainerReport>| UnitOutcome {
+        service: unit.to_string(),
+        kind,
+        replicas,
+        state,
+        containers,
+        millis: started.elapsed().as_millis() as u64,
+    };
+
+    // 1. Wait for the dependencies, and only them.
+    let deps: Vec<&String> = container
+        .depends_on
+        .iter()
+        .filter(|d| signals.contains_key(*d))
+        .collect();
+    let pending: Vec<String> = deps
+        .iter()
+        .filter(|d| *signals[**d].borrow() != Signal::Healthy)
+        .map(|d| d.to_string())
+        .collect();
+    if !pending.is_empty() {
+        reporter.send(Progress::Waiting {
+            service: unit.to_string(),
+            on: pending,
+        });
+    }
+    for dep in deps {
+        let mut rx = signals[dep].clone();
+        let result = tokio::select! {
+            r = rx.wait_for(|s| *s != Signal::Pending) => r.map(|s| s.clone()).unwrap_or(Signal::Failed),
+            _ = cancel.cancelled() => Signal::Failed,
+        };
+        if result != Signal::Healthy {
+            reporter.send(Progress::Blocked {
+                service: unit.to_string(),
+                by: dep.clone(),
+            });
+            return end(UnitState::Blocked { by: dep.clone() }, Vec::new());
+        }
+    }
+
+    // 2. The plan for this unit.
+    let Some((image, image_id)) = images.get(unit).cloned() else {
+        return failed(unit, kind, replicas, "has no image".into(), started);
+    };
+    let desired = plan::desired_containers(
+        &request.project,
+        unit,
+        kind,
+        container,
+        &image,
+        &image_id,
+        replicas,
+    );
+    let actions = plan::plan_unit(&desired, observed);
+
+    // 3. Tasks that must succeed first, only when something is about to start.
+    if actions.iter().any(|a| !a.is_noop()) {
+        for task in plan::tasks_before(stack, unit) {
+            if let Err(state) = run_task_before(
+                engine,
+                stack,
+                &request.project,
+                task,
+                unit,
+                images,
+                reporter,
+            )
+            .await
+            {
+                return end(state, Vec::new());
+            }
+        }
+    }
+
+    // 4. Removals first (they free names and ports), then the rest in parallel.
+    let mut work = Vec::new();
+    for action in actions {
+        match action {
+            Action::Remove { id, name, reason } => {
+                reporter.send(Progress::Container {
+                    service: unit.to_string(),
+                    container: name.clone(),
+                    action: "removing".into(),
+                    reason: Some(reason),
+                });
+                let result = async {
+                    engine.stop(&id, container.stop_grace).await?;
+                    engine.remove(&id).await
+                }
+                .await;
+                if let Err(e) = result {
+                    return failed(unit, kind, replicas, e.to_string(), started);
+                }
+            }
+            other => work.push(other),
+        }
+    }
+    let seed = stack
+        .datastores
+        .get(unit)
+        .and_then(|d| Some((d.seed.clone()?, d.data_volume.clone()?, d.kind)))
+        .filter(|(_, volume, _)| fresh_volumes.contains(volume));
+    let executed = join_all(work.into_iter().map(|action| {
+        let seed = seed.clone();
+        async move {
+            let (verb, spec, reason, old) = match action {
+                Action::Keep { id, spec } => {
+                    reporter.send(Progress::Container {
+                        service: unit.to_string(),
+                        container: spec.name.clone(),
+                        action: "up to date".into(),
+                        reason: None,
+                    });
+                    return Ok(Some((id, spec, "kept")));
+                }
+                Action::Start { id, spec } => {
+                    reporter.send(Progress::Container {
+                        service: unit.to_string(),
+                        container: spec.name.clone(),
+                        action: "starting".into(),
+                        reason: None,
+                    });
+                    engine.start(&id, unit).await?;
+                    return Ok(Some((id, spec, "started")));
+                }
+                Action::Create { spec } => ("created", spec, None, None),
+                Action::Recreate { id, spec, reason } => {
+                    ("recreated", spec, Some(reason), Some(id))
+                }
+                // Removals were carried out above.
+                Action::Remove { .. } => return Ok(None),
+            };
+            reporter.send(Progress::Container {
+                service: unit.to_string(),
+                container: spec.name.clone(),
+                action: if old.is_some() {
+                    "recreating"
+                } else {
+                    "creating"
+                }
+                .into(),
+                reason,
+            });
+            if let Some(old) = old {
+                engine.stop(&old, spec.stop_grace).await?;
+                engine.remove(&old).await?;
+            }
+            let id = engine.create(&spec).await?;
+            if let Some((seed, volume, kind)) = seed {
+                if spec.replica == 1 {
+                    if let Some(m) = spec.mounts.iter().find(|m| {
+                        m.source
+                            == plan::MountSource::Volume(names::volume_name(
+                                &request.project,
+                                &volume,
+                            ))
+                    }) {
+                        engine.seed(&id, unit, &seed, &m.target, kind).await?;
+                    }
+                }
+            }
+            engine.start(&id, unit).await?;
+            Ok::<_, EngineError>(Some((id, spec, verb)))
+        }
+    }))
+    .await;
+    for result in &executed {
+        if let Err(e) = result {
+            reporter.send(Progress::Failed {
+                service: unit.to_string(),
+                reason: e.to_string(),
+            });
+            return end(
+                UnitState::Failed {
+                    reason: e.to_string(),
+                    container: None,
+                    last_health: None,
+                    logs: Vec::new(),
+                },
+                Vec::new(),
+            );
+        }
+    }
+    let started_containers: Vec<(String, Box<ContainerSpec>, &'static str)> = executed
+        .into_iter()
+        .filter_map(|r| r.ok().flatten())
+        .collect();
+
+    // 5. Wait for every replica to be ready, all at once.
+    let check = health::check_for(engine, container.health.as_ref(), &image).await;
+    let network = names::network_name(&request.project);
+    let waits = started_containers.iter().map(|(id, spec, _)| {
+        let check = check.clone();
+        let network = network.clone();
+        async move {
+            let mut last = None;
+            let result = health::wait_ready(
+                engine,
+                id,
+                &network,
+                container.restart,
+                &check,
+                deadline,
+                cancel,
+                |detail| {
+                    last = Some(detail.to_string());
+                    reporter.send(Progress::Probe {
+                        service: unit.to_string(),
+                        container: spec.name.clone(),
+                        detail: detail.to_string(),
+                    });
+                },
+            )
+            .await;
+            (result, last)
+        }
+    });
+    let results = join_all(waits).await;
+    let mut reports = Vec::new();
+    for ((id, spec, verb), (result, last)) in started_containers.iter().zip(results) {
+        match result {
+            Ok(_) => {
+                reporter.send(Progress::Ready {
+                    service: unit.to_string(),
+                    container: spec.name.clone(),
+                    millis: started.elapsed().as_millis() as u64,
+                });
+                let published = engine
+                    .inspect(id, &network)
+                    .await
+                    .map(|s| s.published)
+                    .unwrap_or_default();
+                reports.push(ContainerReport {
+                    name: spec.name.clone(),
+                    id: id.clone(),
+                    action: verb.to_string(),
+                    published,
+                });
+            }
+            Err(not_ready) => {
+                let reason = format!("`{}` {not_ready}", spec.name);
+                reporter.send(Progress::Failed {
+                    service: unit.to_string(),
+                    reason: reason.clone(),
+                });
+                let logs = if not_ready == NotReady::Cancelled {
+                    Vec::new()
+                } else {
+                    engine.last_lines(id, 20).await
+                };
+                return end(
+                    UnitState::Failed {
+                        reason,
+                        container: Some(spec.name.clone()),
+                        last_health: match &not_ready {
+                            NotReady::Unhealthy { last } | NotReady::Timeout { last } => {
+                                Some(last.clone())
+                            }
+                            _ => last,
+                        },
+                        logs,
+                    },
+                    reports,
+                );
+            }
+        }
+    }
+    reporter.send(Progress::Healthy {
+        service: unit.to_string(),
+        millis: started.elapsed().as_millis() as u64,
+    });
+    end(UnitState::Healthy, reports)
+}
+
+fn failed(
+    unit: &str,
+    kind: UnitKind,
+    replicas: u32,
+    reason: String,
+    started: Instant,
+) -> UnitOutcome {
+    UnitOutcome {
+        service: unit.to_string(),
+        kind,
+        replicas,
+        state: UnitState::Failed {
+            reason,
+            container: None,
+            last_health: None,
+            logs: Vec::new(),
+        },
+        containers: Vec::new(),
+        millis: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// Runs a task that must succeed before `before` starts; on failure the unit
+/// fails with the task's exit code and output.
+async fn run_task_before(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    task: &str,
+    before: &str,
+    images: &Images,
+    reporter: &Reporter,
+) -> Result<(), UnitState> {
+    let fail = |reason: String, logs: Vec<String>| UnitState::Failed {
+        reason,
+        container: None,
+        last_health: None,
+        logs,
+    };
+    let image = stack
+        .tasks
+        .get(task)
+        .and_then(|t| {
+            images
+                .get(&format!("task:{task}"))
+                .or_else(|| t.service.as_ref().and_then(|s| images.get(s)))
+        })
+        .map(|(tag, _)| tag.clone());
+    let Some(image) = image else {
+        return Err(fail(format!("task `{task}` has no image"), Vec::new()));
+    };
+    let suffix = format!("{}", std::process::id());
+    let Some(spec) = plan::task_container(stack, project, task, &image, None, &suffix) else {
+        return Err(fail(
+            format!("task `{task}` is not in the stack"),
+            Vec::new(),
+        ));
+    };
+    reporter.send(Progress::Task {
+        task: task.into(),
+        before: before.into(),
+        state: "running".into(),
+        exit_code: None,
+    });
+    let (code, logs) = match engine.run_detached(&spec).await {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(fail(
+                format!("task `{task}` could not run: {e}"),
+                Vec::new(),
+            ))
+        }
+    };
+    reporter.send(Progress::Task {
+        task: task.into(),
+        before: before.into(),
+        state: if code == 0 { "succeeded" } else { "failed" }.into(),
+        exit_code: Some(code),
+    });
+    if code != 0 {
+        return Err(fail(
+            format!("task `{task}`, which must succeed before `{before}` starts, exited with code {code}"),
+            logs,
+        ));
+    }
+    Ok(())
+}
+
+/// Takes the project down: stops (SIGTERM, then kill after `grace`) and
+/// removes its containers — application services first, datastores last, so
+/// services do not log errors about vanished databases — then its network,
+/// and with `volumes` its named volumes. Only objects with the project label
+/// are touched.
+pub async fn down(
+    engine: &Engine,
+    project: &str,
+    grace: Duration,
+    volumes: bool,
+    reporter: &Reporter,
+) -> Result<DownOutcome, EngineError> {
+    let observed = engine.list_project(project).await?;
+    let (datastores, first): (Vec<&Observed>, Vec<&Observed>) =
+        observed.iter().partition(|o| is_datastore(engine, o));
+    let mut removed = Vec::new();
+    for wave in [first, datastores] {
+        let results = join_all(wave.iter().map(|o| async move {
+            engine.stop(&o.id, grace).await?;
+            engine.remove(&o.id).await?;
+            reporter.send(Progress::Stopped {
+                container: o.name.clone(),
+                removed: true,
+            });
+            Ok::<_, EngineError>(o.name.clone())
+        }))
+        .await;
+        for r in results {
+            removed.push(r?);
+        }
+    }
+    let network = engine.remove_network(project).await?;
+    let mut removed_volumes = Vec::new();
+    if volumes {
+        for v in engine.list_volumes(project).await? {
+            engine.remove_volume(&v).await?;
+            removed_volumes.push(v);
+        }
+    }
+    Ok(DownOutcome {
+        containers: removed,
+        network,
+        volumes: removed_volumes,
+    })
+}
+
+fn is_datastore(_engine: &Engine, o: &Observed) -> bool {
+    o.kind.as_deref() == Some("datastore")
+}
+
+/// What `down` removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownOutcome {
+    pub containers: Vec<String>,
+    pub network: bool,
+    pub volumes: Vec<String>,
+}
+
+/// Stops every running container of the project (the foreground `up`'s
+/// Ctrl-C): services first, then datastores; containers stay, as with Compose.
+pub async fn stop_all(
+    engine: &Engine,
+    project: &str,
+    grace: Duration,
+    reporter: &Reporter,
+) -> Result<(), EngineError> {
+    let observed = engine.list_project(project).await?;
+    let (datastores, first): (Vec<&Observed>, Vec<&Observed>) =
+        observed.iter().partition(|o| is_datastore(engine, o));
+    for wave in [first, datastores] {
+        for r in join_all(wave.iter().map(|o| async move {
+            engine.stop(&o.id, grace).await?;
+            reporter.send(Progress::Stopped {
+                container: o.name.clone(),
+                removed: false,
+            });
+            Ok::<_, EngineError>(())
+        }))
+        .await
+        {
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// Kills every running container of the project at once (the second Ctrl-C).
+pub async fn kill_all(engine: &Engine, project: &str) -> Result<(), EngineError> {
+    let observed = engine.list_project(project).await?;
+    for r in join_all(observed.iter().map(|o| engine.kill(&o.id))).await {
+        r?;
+    }
+    Ok(())
+}

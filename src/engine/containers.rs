@@ -1,0 +1,488 @@
+//! Containers: list the project's (as [`Observed`]), create from a
+//! [`ContainerSpec`], start, stop, remove, inspect.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum, EndpointSettings,
+    HostConfig, Mount, MountType, NetworkingConfig, PortBinding, RestartPolicy as DockerRestart,
+    RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+};
+use serde::Serialize;
+
+use super::error::{is_conflict, is_not_found, message_of};
+use super::{Engine, EngineError};
+use crate::plan::names::{
+    LABEL_HASH, LABEL_KIND, LABEL_PROJECT, LABEL_REPLICA, LABEL_SERVICE, LABEL_TASK,
+};
+use crate::plan::{ContainerSpec, MountSource, Observed, ObservedState};
+use crate::spec::{Protocol, RestartPolicy};
+
+/// A published port as the engine bound it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Published {
+    pub container_port: u16,
+    pub protocol: String,
+    pub host_ip: String,
+    pub host_port: u16,
+}
+
+impl Published {
+    /// `127.0.0.1:49153`; an unspecified bind address shows as loopback, which
+    /// is where a developer would connect.
+    pub fn address(&self) -> String {
+        let ip = match self.host_ip.as_str() {
+            "" | "0.0.0.0" => "127.0.0.1",
+            "::" => "[::1]",
+            other => other,
+        };
+        format!("{ip}:{}", self.host_port)
+    }
+}
+
+/// What `inspect` tells about a running (or stopped) container, reduced to
+/// what devstack acts on.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub name: String,
+    pub state: ObservedState,
+    pub exit_code: Option<i64>,
+    /// The engine's error for a container that failed to start.
+    pub error: Option<String>,
+    pub restart_count: i64,
+    pub oom_killed: bool,
+    /// The container's address on the stack network.
+    pub ip: Option<IpAddr>,
+    pub published: Vec<Published>,
+    /// The image's own HEALTHCHECK status, when the image has one
+    /// (`starting`, `healthy`, `unhealthy`).
+    pub docker_health: Option<String>,
+    /// The last output of the image's HEALTHCHECK.
+    pub docker_health_output: Option<String>,
+    /// The main process id on the host (0 when not running).
+    pub pid: i64,
+    pub labels: HashMap<String, String>,
+    pub started_at: Option<String>,
+}
+
+impl Engine {
+    /// Every container (running or not) labelled with the project.
+    pub async fn list_project(&self, project: &str) -> Result<Vec<Observed>, EngineError> {
+        let filters: HashMap<String, Vec<String>> = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_PROJECT}={project}")],
+        )]);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| EngineError::api(format!("listing the containers of `{project}`"), e))?;
+        let mut out: Vec<Observed> = list
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                // The filter already matched, but a label check here keeps the
+                // ownership rule in one visible place.
+                if labels.get(LABEL_PROJECT).map(String::as_str) != Some(project) {
+                    return None;
+                }
+                let name = c
+                    .names
+                    .unwrap_or_default()
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default();
+                Some(Observed {
+                    id: c.id?,
+                    name,
+                    service: labels.get(LABEL_SERVICE).cloned(),
+                    replica: labels.get(LABEL_REPLICA).and_then(|r| r.parse().ok()),
+                    config_hash: labels.get(LABEL_HASH).cloned(),
+                    task: labels.get(LABEL_TASK).cloned(),
+                    kind: labels.get(LABEL_KIND).cloned(),
+                    state: match c.state {
+                        Some(ContainerSummaryStateEnum::RUNNING) => ObservedState::Running,
+                        Some(ContainerSummaryStateEnum::RESTARTING) => ObservedState::Restarting,
+                        Some(ContainerSummaryStateEnum::PAUSED) => ObservedState::Paused,
+                        Some(ContainerSummaryStateEnum::CREATED) => ObservedState::Created,
+                        Some(ContainerSummaryStateEnum::REMOVING) => ObservedState::Removing,
+                        Some(ContainerSummaryStateEnum::DEAD) => ObservedState::Dead,
+                        _ => ObservedState::Exited,
+                    },
+                    created: c.created.unwrap_or_default(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.service, a.replica, &a.name).cmp(&(&b.service, b.replica, &b.name)));
+        Ok(out)
+    }
+
+    /// Creates the container (not started). A name already held by a container
+    /// without the project's label is reported, never taken over.
+    pub async fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let body = create_body(spec);
+        let result = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(spec.name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await;
+        match result {
+            Ok(created) => Ok(created.id),
+            Err(e) if is_conflict(&e) => {
+                let project = spec.labels.get(LABEL_PROJECT).cloned().unwrap_or_default();
+                match self.docker.inspect_container(&spec.name, None).await {
+                    Ok(found)
+                        if found
+                            .config
+                            .as_ref()
+                            .and_then(|c| c.labels.as_ref())
+                            .and_then(|l| l.get(LABEL_PROJECT))
+                            != Some(&project) =>
+                    {
+                        Err(EngineError::Foreign {
+                            kind: "container",
+                            name: spec.name.clone(),
+                            project,
+                        })
+                    }
+                    _ => Err(EngineError::api(format!("creating `{}`", spec.name), e)),
+                }
+            }
+            Err(e) => Err(EngineError::api(format!("creating `{}`", spec.name), e)),
+        }
+    }
+
+    /// Starts a container; a host port conflict names the service that asked for it.
+    pub async fn start(&self, id: &str, service: &str) -> Result<(), EngineError> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e,
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 304,
+                        ..
+                    }
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => {
+                let message = message_of(&e);
+                if message.contains("port is already allocated")
+                    || message.contains("address already in use")
+                {
+                    return Err(EngineError::PortTaken {
+                        service: service.to_string(),
+                        port: port_in_message(&message).unwrap_or_else(|| "?".into()),
+                    });
+                }
+                Err(EngineError::Api {
+                    what: format!("starting a container of `{service}`"),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// SIGTERM (or the image's stop signal), then kill after `grace`.
+    /// A container that is already gone or stopped is not an error.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        match self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptions {
+                    t: Some(t),
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
+            Err(e) => Err(EngineError::api(format!("stopping `{id}`"), e)),
+        }
+    }
+
+    /// Kills at once (the second Ctrl-C).
+    pub async fn kill(&self, id: &str) -> Result<(), EngineError> {
+        match self.docker.kill_container(id, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
+            Err(e) => Err(EngineError::api(format!("killing `{id}`"), e)),
+        }
+    }
+
+    /// Removes a container (forcefully: callers stop it first when they care
+    /// about a graceful end). Anonymous volumes go with it; named ones stay.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // "removal already in progress": someone else is removing it; wait a little.
+            Err(e) if is_conflict(&e) => {
+                for _ in 0..50 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Err(e) = self.docker.inspect_container(id, None).await {
+                        if is_not_found(&e) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(EngineError::api(format!("removing `{id}`"), e))
+            }
+            Err(e) => Err(EngineError::api(format!("removing `{id}`"), e)),
+        }
+    }
+
+    /// Restarts with the given grace period.
+    pub async fn restart(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
+        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        self.docker
+            .restart_container(
+                id,
+                Some(bollard::query_parameters::RestartContainerOptions {
+                    t: Some(t),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("restarting `{id}`"), e))
+    }
+
+    /// The state devstack acts on; `network` picks which address to report.
+    pub async fn inspect(&self, id: &str, network: &str) -> Result<ContainerStatus, EngineError> {
+        let c = self.docker.inspect_container(id, None).await.map_err(|e| {
+            if is_not_found(&e) {
+                EngineError::NotFound(format!("container `{id}` no longer exists"))
+            } else {
+                EngineError::api(format!("inspecting `{id}`"), e)
+            }
+        })?;
+        let state = c.state.unwrap_or_default();
+        let settings = c.network_settings.unwrap_or_default();
+        let ip = settings
+            .networks
+            .as_ref()
+            .and_then(|n| n.get(network))
+            .and_then(|e| e.ip_address.as_deref())
+            .and_then(|ip| ip.parse().ok());
+        let mut published = Vec::new();
+        for (key, bindings) in settings.ports.unwrap_or_default() {
+            let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+            let Ok(container_port) = port.parse::<u16>() else {
+                continue;
+            };
+            for b in bindings.unwrap_or_default() {
+                if let Some(host_port) = b.host_port.as_deref().and_then(|p| p.parse().ok()) {
+                    published.push(Published {
+                        container_port,
+                        protocol: proto.to_string(),
+                        host_ip: b.host_ip.unwrap_or_default(),
+                        host_port,
+                    });
+                }
+            }
+        }
+        published
+            .sort_by(|a, b| (a.container_port, &a.host_ip).cmp(&(b.container_port, &b.host_ip)));
+        // Docker publishes on IPv4 and IPv6 alike; one address per port is enough to show.
+        published
+            .dedup_by(|a, b| a.container_port == b.container_port && a.host_port == b.host_port);
+        let health = state.health.as_ref();
+        Ok(ContainerStatus {
+            id: c.id.unwrap_or_else(|| id.to_string()),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            state: match state.status {
+                Some(ContainerStateStatusEnum::RUNNING) => ObservedState::Running,
+                Some(ContainerStateStatusEnum::RESTARTING) => ObservedState::Restarting,
+                Some(ContainerStateStatusEnum::PAUSED) => ObservedState::Paused,
+                Some(ContainerStateStatusEnum::CREATED) => ObservedState::Created,
+                Some(ContainerStateStatusEnum::REMOVING) => ObservedState::Removing,
+                Some(ContainerStateStatusEnum::DEAD) => ObservedState::Dead,
+                _ => ObservedState::Exited,
+            },
+            exit_code: state.exit_code,
+            error: state.error.filter(|e| !e.is_empty()),
+            restart_count: c.restart_count.unwrap_or_default(),
+            oom_killed: state.oom_killed.unwrap_or_default(),
+            ip,
+            published,
+            docker_health: health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none"),
+            docker_health_output: health
+                .and_then(|h| h.log.as_ref())
+                .and_then(|log| log.last())
+                .and_then(|l| l.output.clone()),
+            pid: state.pid.unwrap_or_default(),
+            labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
+            started_at: state.started_at,
+        })
+    }
+
+    /// Whether an image carries its own HEALTHCHECK (used when the stack gives none).
+    pub async fn image_has_healthcheck(&self, image: &str) -> bool {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => i
+                .config
+                .and_then(|c| c.healthcheck)
+                .and_then(|h| h.test)
+                .map(|t| !t.is_empty() && t.first().map(String::as_str) != Some("NONE"))
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+}
+
+/// The port number in "Bind for 127.0.0.1:8080 failed: port is already allocated".
+fn port_in_message(message: &str) -> Option<String> {
+    let bind = message.split("Bind for ").nth(1)?;
+    let addr = bind.split_whitespace().next()?;
+    Some(addr.trim_end_matches(':').to_string())
+}
+
+/// The engine's create body for a spec; no decisions, only translation.
+pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &spec.ports {
+        let key = format!(
+            "{}/{}",
+            p.container_port,
+            match p.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            }
+        );
+        exposed.push(key.clone());
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(p.host_ip.to_string()),
+                // An empty host port lets the engine choose one.
+                host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
+            });
+    }
+    if let Some(port) = spec.port {
+        let key = format!("{port}/tcp");
+        if !exposed.contains(&key) {
+            exposed.push(key);
+        }
+    }
+    let mounts: Vec<Mount> = spec
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: Some(match &m.source {
+                MountSource::Volume(v) => v.clone(),
+                MountSource::Bind(p) => p.display().to_string(),
+            }),
+            typ: Some(match m.source {
+                MountSource::Volume(_) => MountType::VOLUME,
+                MountSource::Bind(_) => MountType::BIND,
+            }),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    let restart = DockerRestart {
+        name: Some(match spec.restart {
+            RestartPolicy::No => RestartPolicyNameEnum::NO,
+            RestartPolicy::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+            RestartPolicy::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+            RestartPolicy::Always => RestartPolicyNameEnum::ALWAYS,
+        }),
+        maximum_retry_count: None,
+    };
+    let mut storage_opt = None;
+    if let Some(disk) = spec.resources.disk {
+        // Only some storage drivers (overlay2 on xfs with pquota, btrfs, zfs)
+        // honour this; on others the create call fails, and says so.
+        storage_opt = Some(HashMap::from([("size".to_string(), disk.to_string())]));
+    }
+    let host_config = HostConfig {
+        port_bindings: if bindings.is_empty() {
+            None
+        } else {
+            Some(bindings)
+        },
+        mounts: if mounts.is_empty() {
+            None
+        } else {
+            Some(mounts)
+        },
+        restart_policy: Some(restart),
+        memory: spec.resources.memory.and_then(|m| i64::try_from(m).ok()),
+        nano_cpus: spec.resources.cpus.map(|c| (c * 1e9) as i64),
+        pids_limit: spec.resources.pids,
+        storage_opt,
+        network_mode: Some(spec.network.clone()),
+        init: None,
+        ..Default::default()
+    };
+    let endpoint = EndpointSettings {
+        aliases: Some(spec.aliases.clone()),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: Some(spec.env.clone()),
+        labels: Some(
+            spec.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        exposed_ports: if exposed.is_empty() {
+            None
+        } else {
+            Some(exposed)
+        },
+        stop_timeout: Some(i64::try_from(spec.stop_grace.as_secs()).unwrap_or(i64::MAX)),
+        hostname: Some(spec.name.clone()).filter(|n| n.len() <= 63),
+        host_config: Some(host_config),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(spec.network.clone(), endpoint)])),
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,399 @@
+//! Commands in containers: captured (for health probes), attached to the
+//! terminal (for `exec`), and one-off task containers (for `run`).
+
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::query_parameters::{AttachContainerOptions, ResizeExecOptions, WaitContainerOptions};
+use futures::StreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::error::message_of;
+use super::{Engine, EngineError};
+use crate::plan::ContainerSpec;
+
+/// The outcome of a captured command.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    /// `None` when the command did not finish within its timeout.
+    pub exit_code: Option<i64>,
+    /// stdout and stderr, interleaved as they came, capped at a few KiB.
+    pub output: String,
+}
+
+/// How to attach a command to this process's terminal.
+#[derive(Debug, Clone, Copy)]
+pub struct Attach {
+    /// Allocate a TTY (stdin is a terminal): raw bytes, one stream.
+    pub tty: bool,
+    /// Forward this process's stdin.
+    pub stdin: bool,
+    /// Terminal size (columns, rows), when there is one.
+    pub size: Option<(u16, u16)>,
+}
+
+/// The most output a probe keeps.
+const CAPTURE_LIMIT: usize = 4096;
+
+impl Engine {
+    /// Runs `argv` in a running container and captures its output, giving up
+    /// after `timeout` (the process is then left to the engine to reap).
+    pub async fn exec_capture(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, EngineError> {
+        let what = || format!("running `{}` in `{id}`", argv.join(" "));
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                ExecConfig {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(argv.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| EngineError::api(what(), e))?;
+        let run = async {
+            let mut output = String::new();
+            match self.docker.start_exec(&created.id, None).await {
+                Ok(StartExecResults::Attached {
+                    output: mut stream, ..
+                }) => {
+                    while let Some(Ok(chunk)) = stream.next().await {
+                        if output.len() < CAPTURE_LIMIT {
+                            output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                        }
+                    }
+                }
+                Ok(StartExecResults::Detached) => {}
+                Err(e) => return Err(EngineError::api(what(), e)),
+            }
+            let inspect = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| EngineError::api(what(), e))?;
+            Ok(ExecOutput {
+                exit_code: inspect.exit_code,
+                output,
+            })
+        };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Ok(ExecOutput {
+                exit_code: None,
+                output: format!("timed out after {}ms", timeout.as_millis()),
+            }),
+        }
+    }
+
+    /// Runs `argv` in a container attached to this process's stdin, stdout and
+    /// stderr, and returns its exit code.
+    pub async fn exec_attached(
+        &self,
+        id: &str,
+        argv: &[String],
+        attach: Attach,
+    ) -> Result<i64, EngineError> {
+        let what = || format!("running `{}` in `{id}`", argv.join(" "));
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                ExecConfig {
+                    attach_stdin: Some(attach.stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(attach.tty),
+                    cmd: Some(argv.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| EngineError::api(what(), e))?;
+        let started = self
+            .docker
+            .start_exec(
+                &created.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: attach.tty,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| EngineError::api(what(), e))?;
+        if let (true, Some((w, h))) = (attach.tty, attach.size) {
+            let _ = self
+                .docker
+                .resize_exec(
+                    &created.id,
+                    ResizeExecOptions {
+                        w: i32::from(w),
+                        h: i32::from(h),
+                    },
+                )
+                .await;
+        }
+        if let StartExecResults::Attached { output, input } = started {
+            pump(output, input, attach.stdin).await;
+        }
+        // The output ends when the process does; its exit code may take a
+        // moment to be recorded.
+        for _ in 0..50 {
+            let inspect = self
+                .docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(|e| EngineError::api(what(), e))?;
+            if inspect.running != Some(true) {
+                return Ok(inspect.exit_code.unwrap_or(0));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(0)
+    }
+
+    /// Creates a one-off container from `spec`, attaches to it, starts it,
+    /// waits for it to exit and removes it; returns its exit code.
+    pub async fn run_attached(
+        &self,
+        spec: &ContainerSpec,
+        attach: Attach,
+    ) -> Result<i64, EngineError> {
+        let mut body = super::containers::create_body(spec);
+        body.tty = Some(attach.tty);
+        body.open_stdin = Some(attach.stdin);
+        body.stdin_once = Some(attach.stdin);
+        body.attach_stdin = Some(attach.stdin);
+        body.attach_stdout = Some(true);
+        body.attach_stderr = Some(true);
+        body.hostname = None;
+        let id = self
+            .docker
+            .create_container(
+                Some(bollard::query_parameters::CreateContainerOptions {
+                    name: Some(spec.name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("creating `{}`", spec.name), e))?
+            .id;
+        let result = self.run_created(&id, spec, attach).await;
+        let _ = self.remove(&id).await;
+        result
+    }
+
+    async fn run_created(
+        &self,
+        id: &str,
+        spec: &ContainerSpec,
+        attach: Attach,
+    ) -> Result<i64, EngineError> {
+        let what = || format!("running `{}`", spec.name);
+        let attached = self
+            .docker
+            .attach_container(
+                id,
+                Some(AttachContainerOptions {
+                    stream: true,
+                    stdin: attach.stdin,
+                    stdout: true,
+                    stderr: true,
+                    logs: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| EngineError::api(what(), e))?;
+        let mut wait = Box::pin(self.docker.wait_container(
+            id,
+            Some(WaitContainerOptions {
+                condition: "not-running".into(),
+            }),
+        ));
+        self.start(id, &spec.service).await?;
+        pump(attached.output, attached.input, attach.stdin).await;
+        match wait.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(EngineError::Api {
+                what: what(),
+                message: message_of(&e),
+            }),
+            None => Ok(0),
+        }
+    }
+}
+
+/// Copies the container's output to our stdout/stderr and (optionally) our
+/// stdin to the container, until the output ends.
+async fn pump(
+    mut output: std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+    >,
+    mut input: std::pin::Pin<Box<dyn AsyncWrite + Send>>,
+    forward_stdin: bool,
+) {
+    if forward_stdin {
+        // A plain thread, not tokio's stdin: a blocking read cannot be
+        // cancelled, and tokio would wait for it at shutdown.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 8192];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                if input.write_all(&chunk).await.is_err() || input.flush().await.is_err() {
+                    return;
+                }
+            }
+            // End of our stdin: close the container's, so `cat` and friends finish.
+            let _ = input.shutdown().await;
+        });
+    }
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    while let Some(Ok(chunk)) = output.next().await {
+        let result = match chunk {
+            LogOutput::StdErr { message } => {
+                stderr.write_all(&message).await.and(stderr.flush().await)
+            }
+            other => stdout
+                .write_all(&other.into_bytes())
+                .await
+                .and(stdout.flush().await),
+        };
+        // A closed stdout (`| head`) is not an error; stop copying.
+        if result.is_err() {
+            break;
+        }
+    }
+}
+
+impl Engine {
+    /// Runs a one-off container to completion without a terminal (a task that
+    /// must succeed before a unit starts); returns its exit code and last
+    /// output lines, and removes it.
+    pub async fn run_detached(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<(i64, Vec<String>), EngineError> {
+        let mut body = super::containers::create_body(spec);
+        body.hostname = None;
+        let id = self
+            .docker
+            .create_container(
+                Some(bollard::query_parameters::CreateContainerOptions {
+                    name: Some(spec.name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("creating `{}`", spec.name), e))?
+            .id;
+        let result = async {
+            self.start(&id, &spec.service).await?;
+            let mut wait = Box::pin(self.docker.wait_container(
+                &id,
+                Some(WaitContainerOptions {
+                    condition: "not-running".into(),
+                }),
+            ));
+            let code = match wait.next().await {
+                Some(Ok(r)) => r.status_code,
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                Some(Err(e)) => {
+                    return Err(EngineError::Api {
+                        what: format!("waiting for `{}`", spec.name),
+                        message: message_of(&e),
+                    })
+                }
+                None => -1,
+            };
+            Ok((code, self.last_lines(&id, 20).await))
+        }
+        .await;
+        let _ = self.remove(&id).await;
+        result
+    }
+
+    /// Loads seed data into a fresh datastore volume through a created (not yet
+    /// started) container: a directory's contents land in the data directory;
+    /// a single file (a dump) in `/docker-entrypoint-initdb.d/`, which the
+    /// usual database images run on first start.
+    pub async fn seed(
+        &self,
+        id: &str,
+        service: &str,
+        seed: &std::path::Path,
+        data_dir: &str,
+        _kind: crate::spec::DatastoreKind,
+    ) -> Result<(), EngineError> {
+        let seed_path = seed.to_path_buf();
+        let is_dir = seed_path.is_dir();
+        let packed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+            let mut tar = tar::Builder::new(Vec::new());
+            tar.follow_symlinks(false);
+            if seed_path.is_dir() {
+                tar.append_dir_all(".", &seed_path)?;
+            } else {
+                let name = seed_path
+                    .file_name()
+                    .map(|n| std::path::Path::new("docker-entrypoint-initdb.d").join(n))
+                    .unwrap_or_else(|| "docker-entrypoint-initdb.d/seed".into());
+                tar.append_path_with_name(&seed_path, name)?;
+            }
+            tar.into_inner()
+        })
+        .await
+        .map_err(|e| EngineError::Context {
+            service: service.into(),
+            path: seed.display().to_string(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| EngineError::Context {
+            service: service.into(),
+            path: seed.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let path = if is_dir {
+            data_dir.to_string()
+        } else {
+            "/".to_string()
+        };
+        self.docker
+            .upload_to_container(
+                id,
+                Some(bollard::query_parameters::UploadToContainerOptions {
+                    path,
+                    ..Default::default()
+                }),
+                bollard::body_full(packed.into()),
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("loading the seed data of `{service}`"), e))
+    }
+}

@@ -1,0 +1,526 @@
+//! Readiness and health, probed by devstack itself.
+//!
+//! The engine's own HEALTHCHECK runs at most every second or so and needs a
+//! client inside the image; a quick `up` wants to know within ~100 ms that a
+//! port answers. So while a container starts, devstack probes it directly:
+//!
+//! - `http` and `tcp` probes connect to the container's address on the stack
+//!   network when this process can reach it (a local engine on Linux: the
+//!   bridge is a host interface); otherwise to the port published on the host,
+//!   otherwise through `docker exec` of wget/curl/nc in the container.
+//! - `command` probes run through `docker exec` (slower: a process in the
+//!   container per probe, so they are paced at 250 ms).
+//! - with no health check, an image's own HEALTHCHECK is followed; without
+//!   one either, a running container is ready.
+//!
+//! [`wait_ready`] is the start-up wait; [`HealthMonitor`] keeps following a
+//! container at the stack's own interval afterwards (for the registrar).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::containers::ContainerStatus;
+use super::{Engine, EngineError};
+use crate::plan::ObservedState;
+use crate::spec::{Health, Probe, RestartPolicy};
+
+/// How a container's readiness is decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// The stack's health check.
+    Probe(Health),
+    /// The image's own HEALTHCHECK, as the engine reports it.
+    Image,
+    /// Ready as soon as it runs.
+    Running,
+}
+
+/// One probe's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeResult {
+    pub ok: bool,
+    /// What the probe saw: `HTTP 200`, `connection refused`, command output.
+    pub detail: String,
+}
+
+/// Why a container did not become ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum NotReady {
+    /// It exited and its restart policy will not bring it back.
+    Exited {
+        exit_code: i64,
+        error: Option<String>,
+        oom_killed: bool,
+    },
+    /// It keeps restarting.
+    CrashLoop {
+        restarts: i64,
+        exit_code: Option<i64>,
+    },
+    /// Its health check failed past the start period and retries.
+    Unhealthy { last: String },
+    /// The overall deadline passed first.
+    Timeout { last: String },
+    /// It was removed while we waited.
+    Gone,
+    /// The wait was cancelled (Ctrl-C).
+    Cancelled,
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::Exited {
+                exit_code,
+                error,
+                oom_killed,
+            } => {
+                write!(f, "exited with code {exit_code}")?;
+                if *oom_killed {
+                    write!(f, " (killed: out of memory)")?;
+                }
+                if let Some(e) = error {
+                    write!(f, ": {e}")?;
+                }
+                Ok(())
+            }
+            NotReady::CrashLoop {
+                restarts,
+                exit_code,
+            } => {
+                write!(f, "is crash-looping: restarted {restarts} times")?;
+                if let Some(code) = exit_code {
+                    write!(f, ", last exit code {code}")?;
+                }
+                Ok(())
+            }
+            NotReady::Unhealthy { last } => write!(f, "is unhealthy: {last}"),
+            NotReady::Timeout { last } => write!(f, "was not healthy in time: {last}"),
+            NotReady::Gone => write!(f, "was removed while starting"),
+            NotReady::Cancelled => write!(f, "was interrupted"),
+        }
+    }
+}
+
+/// Restarts during one wait beyond which a container counts as crash-looping.
+const CRASH_LOOP_RESTARTS: i64 = 3;
+
+/// The check for a unit: its health check, else the image's, else running.
+pub async fn check_for(engine: &Engine, health: Option<&Health>, image: &str) -> Check {
+    match health {
+        Some(h) => Check::Probe(h.clone()),
+        None if engine.image_has_healthcheck(image).await => Check::Image,
+        None => Check::Running,
+    }
+}
+
+/// Probes fast until the container is ready, fails, or `deadline` passes.
+/// `on_detail` hears each new probe outcome (for "waiting for HTTP /health: 503").
+pub async fn wait_ready(
+    engine: &Engine,
+    id: &str,
+    network: &str,
+    restart: RestartPolicy,
+    check: &Check,
+    deadline: Instant,
+    cancel: &CancellationToken,
+    mut on_detail: impl FnMut(&str),
+) -> Result<Duration, NotReady> {
+    let started = Instant::now();
+    let mut last = String::from("not probed yet");
+    let mut status: Option<ContainerStatus> = None;
+    let mut first_restarts: Option<i64> = None;
+    let (fast, slow) = match check {
+        Check::Probe(Health {
+            probe: Probe::Command { .. },
+            ..
+        })
+        | Check::Image => (Duration::from_millis(250), Duration::from_millis(500)),
+        _ => (Duration::from_millis(100), Duration::from_millis(500)),
+    };
+    let mut tick: u32 = 0;
+    loop {
+        // The state needs no re-reading on every probe: every 5th tick, or
+        // while it is not running yet, is enough to catch a crash quickly.
+        let running = status.as_ref().map(|s| s.state == ObservedState::Running);
+        if tick % 5 == 0 || running != Some(true) {
+            match engine.inspect(id, network).await {
+                Ok(s) => status = Some(s),
+                Err(EngineError::NotFound(_)) => return Err(NotReady::Gone),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        tick += 1;
+        if let Some(s) = &status {
+            let base = *first_restarts.get_or_insert(s.restart_count);
+            let restarts = s.restart_count - base;
+            if restarts >= CRASH_LOOP_RESTARTS {
+                return Err(NotReady::CrashLoop {
+                    restarts,
+                    exit_code: s.exit_code,
+                });
+            }
+            match s.state {
+                ObservedState::Exited | ObservedState::Dead => {
+                    let code = s.exit_code.unwrap_or(-1);
+                    let comes_back = match restart {
+                        RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
+                        RestartPolicy::OnFailure => code != 0,
+                        RestartPolicy::No => false,
+                    };
+                    if !comes_back || s.state == ObservedState::Dead {
+                        return Err(NotReady::Exited {
+                            exit_code: code,
+                            error: s.error.clone(),
+                            oom_killed: s.oom_killed,
+                        });
+                    }
+                    last = format!("restarting after exit code {code}");
+                }
+                ObservedState::Removing => return Err(NotReady::Gone),
+                ObservedState::Running => {
+                    let result = match check {
+                        Check::Running => ProbeResult {
+                            ok: true,
+                            detail: "running".into(),
+                        },
+                        Check::Image => ProbeResult {
+                            ok: s.docker_health.as_deref() == Some("healthy"),
+                            detail: format!(
+                                "image HEALTHCHECK: {}{}",
+                                s.docker_health.as_deref().unwrap_or("starting"),
+                                s.docker_health_output
+                                    .as_deref()
+                                    .map(|o| format!(" ({})", o.trim()))
+                                    .unwrap_or_default()
+                            ),
+                        },
+                        Check::Probe(h) => {
+                            probe(engine, s, &h.probe, h.timeout.min(Duration::from_secs(2))).await
+                        }
+                    };
+                    if result.ok {
+                        return Ok(started.elapsed());
+                    }
+                    if result.detail != last {
+                        on_detail(&result.detail);
+                        last = result.detail;
+                    }
+                    if let Check::Probe(h) = check {
+                        let allowed = h.start_period + h.interval * h.retries.max(1);
+                        if started.elapsed() > allowed {
+                            return Err(NotReady::Unhealthy { last });
+                        }
+                    }
+                    if check == &Check::Image && s.docker_health.as_deref() == Some("unhealthy") {
+                        return Err(NotReady::Unhealthy { last });
+                    }
+                }
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(NotReady::Timeout { last });
+        }
+        // Fast at first, calmer after ten seconds, never past the deadline.
+        let pace = if started.elapsed() < Duration::from_secs(10) {
+            fast
+        } else {
+            slow
+        };
+        let sleep = pace.min(deadline - now);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = cancel.cancelled() => return Err(NotReady::Cancelled),
+        }
+    }
+}
+
+/// One probe of a running container.
+pub async fn probe(
+    engine: &Engine,
+    status: &ContainerStatus,
+    probe: &Probe,
+    timeout: Duration,
+) -> ProbeResult {
+    match probe {
+        Probe::Command { argv } => exec_probe(engine, &status.id, argv, timeout).await,
+        Probe::Tcp { port } => match target(engine, status, *port) {
+            Some(addr) => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => ProbeResult {
+                    ok: true,
+                    detail: format!("tcp :{port} open"),
+                },
+                Ok(Err(e)) => ProbeResult {
+                    ok: false,
+                    detail: format!("tcp :{port}: {}", io_reason(&e)),
+                },
+                Err(_) => ProbeResult {
+                    ok: false,
+                    detail: format!("tcp :{port}: no answer in {}ms", timeout.as_millis()),
+                },
+            },
+            None => {
+                let script = format!(
+                    "nc -z 127.0.0.1 {port} || (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null"
+                );
+                exec_probe(
+                    engine,
+                    &status.id,
+                    &["sh".into(), "-c".into(), script],
+                    timeout,
+                )
+                .await
+            }
+        },
+        Probe::Http { port, path } => match target(engine, status, *port) {
+            Some(addr) => http_get(addr, path, timeout).await,
+            None => {
+                let url = format!("http://127.0.0.1:{port}{path}");
+                let script = format!(
+                    "wget -q -O /dev/null '{url}' 2>&1 || curl -fsS -o /dev/null '{url}' 2>&1"
+                );
+                exec_probe(
+                    engine,
+                    &status.id,
+                    &["sh".into(), "-c".into(), script],
+                    timeout,
+                )
+                .await
+            }
+        },
+    }
+}
+
+/// Where to connect for a container port, or `None` to go through exec.
+fn target(engine: &Engine, status: &ContainerStatus, port: u16) -> Option<SocketAddr> {
+    if engine.container_ips_reachable() {
+        if let Some(ip) = status.ip {
+            return Some(SocketAddr::new(ip, port));
+        }
+    }
+    status
+        .published
+        .iter()
+        .find(|p| p.container_port == port && p.protocol == "tcp")
+        .and_then(|p| {
+            p.address()
+                .trim_start_matches('[')
+                .replace("]:", ":")
+                .parse()
+                .ok()
+                .or_else(|| {
+                    let ip: IpAddr = p.host_ip.parse().ok()?;
+                    Some(SocketAddr::new(ip, p.host_port))
+                })
+        })
+}
+
+async fn exec_probe(engine: &Engine, id: &str, argv: &[String], timeout: Duration) -> ProbeResult {
+    match engine.exec_capture(id, argv, timeout).await {
+        Ok(out) => {
+            let text = out.output.trim();
+            let tail: String = text
+                .lines()
+                .last()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect();
+            match out.exit_code {
+                Some(0) => ProbeResult {
+                    ok: true,
+                    detail: "command succeeded".into(),
+                },
+                Some(code) => ProbeResult {
+                    ok: false,
+                    detail: if tail.is_empty() {
+                        format!("`{}` exited {code}", argv.join(" "))
+                    } else {
+                        format!("`{}` exited {code}: {tail}", argv.join(" "))
+                    },
+                },
+                None => ProbeResult {
+                    ok: false,
+                    detail: format!("`{}` {}", argv.join(" "), text),
+                },
+            }
+        }
+        Err(e) => ProbeResult {
+            ok: false,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// A minimal HTTP/1.1 GET: enough to read a status line, with no client
+/// library and no connection pool (each probe is a fresh connection, as a
+/// load balancer's check would be).
+pub async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> ProbeResult {
+    let what = format!("HTTP {path}");
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: devstack-probe\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut buf = Vec::with_capacity(256);
+        let mut chunk = [0u8; 256];
+        // The status line is all we need.
+        while !buf.contains(&b'\n') && buf.len() < 4096 {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<Vec<u8>, std::io::Error>(buf)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(buf)) => {
+            let line = String::from_utf8_lossy(&buf);
+            let line = line.lines().next().unwrap_or("");
+            let code: Option<u16> = line.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+            match code {
+                Some(c) if (200..400).contains(&c) => ProbeResult {
+                    ok: true,
+                    detail: format!("{what}: {c}"),
+                },
+                Some(c) => ProbeResult {
+                    ok: false,
+                    detail: format!("{what}: {c}"),
+                },
+                None => ProbeResult {
+                    ok: false,
+                    detail: format!("{what}: no HTTP status in the answer"),
+                },
+            }
+        }
+        Ok(Err(e)) => ProbeResult {
+            ok: false,
+            detail: format!("{what}: {}", io_reason(&e)),
+        },
+        Err(_) => ProbeResult {
+            ok: false,
+            detail: format!("{what}: no answer in {}ms", timeout.as_millis()),
+        },
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The health of a followed container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum HealthState {
+    /// Not yet passed a probe.
+    Starting,
+    Healthy,
+    /// `retries` probes in a row failed; `last` is what the last one saw.
+    Unhealthy {
+        last: String,
+    },
+    /// Not running any more (stopped, exited, removed).
+    Stopped,
+}
+
+/// Follows one container's health at the stack's interval after start-up, so
+/// the registrar can add it once healthy and take it out as soon as it is not.
+///
+/// `HealthMonitor::spawn(engine, id, network, check, cancel)` returns a
+/// `watch::Receiver<HealthState>`; the task ends when the container is gone or
+/// `cancel` fires. Combine it with [`Engine::project_events`] to notice a stop
+/// at once rather than at the next probe.
+pub struct HealthMonitor;
+
+impl HealthMonitor {
+    pub fn spawn(
+        engine: Engine,
+        id: String,
+        network: String,
+        check: Check,
+        cancel: CancellationToken,
+    ) -> watch::Receiver<HealthState> {
+        let (tx, rx) = watch::channel(HealthState::Starting);
+        tokio::spawn(async move {
+            let (interval, retries, timeout) = match &check {
+                Check::Probe(h) => (h.interval, h.retries.max(1), h.timeout),
+                _ => (Duration::from_secs(1), 1, Duration::from_secs(2)),
+            };
+            let mut failures = 0u32;
+            let mut healthy_once = false;
+            loop {
+                let state = match engine.inspect(&id, &network).await {
+                    Err(_) => HealthState::Stopped,
+                    Ok(s) if s.state != ObservedState::Running => HealthState::Stopped,
+                    Ok(s) => {
+                        let result = match &check {
+                            Check::Running => ProbeResult {
+                                ok: true,
+                                detail: String::new(),
+                            },
+                            Check::Image => ProbeResult {
+                                ok: s.docker_health.as_deref() == Some("healthy"),
+                                detail: s.docker_health_output.clone().unwrap_or_default(),
+                            },
+                            Check::Probe(h) => probe(&engine, &s, &h.probe, timeout).await,
+                        };
+                        if result.ok {
+                            failures = 0;
+                            healthy_once = true;
+                            HealthState::Healthy
+                        } else {
+                            failures += 1;
+                            if failures >= retries || !healthy_once && failures >= retries {
+                                HealthState::Unhealthy {
+                                    last: result.detail,
+                                }
+                            } else if healthy_once {
+                                HealthState::Healthy
+                            } else {
+                                HealthState::Starting
+                            }
+                        }
+                    }
+                };
+                let stopped = state == HealthState::Stopped;
+                tx.send_if_modified(|current| {
+                    if *current != state {
+                        *current = state;
+                        true
+                    } else {
+                        false
+                    }
+                });
+                if stopped || tx.is_closed() {
+                    return;
+                }
+                // Probe fast until first healthy, then at the stack's interval.
+                let pause = if healthy_once {
+                    interval
+                } else {
+                    Duration::from_millis(250)
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        });
+        rx
+    }
+}

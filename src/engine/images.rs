@@ -1,0 +1,204 @@
+//! Images: find one locally, pull one with per-layer progress, build one
+//! from a context.
+
+use std::collections::{HashMap, VecDeque};
+
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion, CreateImageOptions};
+use futures::StreamExt;
+
+use super::error::{is_not_found, message_of};
+use super::{context, Engine, EngineError};
+use crate::spec::Build;
+
+/// How many lines of build output a failure report keeps.
+const KEEP_LINES: usize = 30;
+
+/// One line of build or pull output, for the progress display.
+#[derive(Debug, Clone)]
+pub enum ImageOutput {
+    /// A line the builder printed (`Step 2/5 : RUN ...`, command output).
+    Line(String),
+    /// A pull's progress on one layer.
+    Layer { layer: String, status: String },
+}
+
+impl Engine {
+    /// The id of an image present on the engine, or `None`.
+    pub async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(image.id),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(EngineError::api(
+                format!("inspecting image `{reference}`"),
+                e,
+            )),
+        }
+    }
+
+    /// Pulls an image, reporting each layer's progress, and returns its id.
+    pub async fn pull(
+        &self,
+        service: &str,
+        image: &str,
+        mut on_output: impl FnMut(ImageOutput),
+    ) -> Result<String, EngineError> {
+        // `name:tag` goes as from_image=name & tag=tag; a digest stays whole.
+        let (from_image, tag) = split_tag(image);
+        let mut stream = self.docker.create_image(
+            Some(CreateImageOptions {
+                from_image: Some(from_image.to_string()),
+                tag: tag.map(str::to_string),
+                ..Default::default()
+            }),
+            None,
+            None,
+        );
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                        return Err(EngineError::Pull {
+                            service: service.into(),
+                            image: image.into(),
+                            message,
+                        });
+                    }
+                    let status = info.status.unwrap_or_default();
+                    match info.id {
+                        Some(layer) => on_output(ImageOutput::Layer { layer, status }),
+                        None => on_output(ImageOutput::Line(status)),
+                    }
+                }
+                Err(e) => {
+                    return Err(EngineError::Pull {
+                        service: service.into(),
+                        image: image.into(),
+                        message: message_of(&e),
+                    })
+                }
+            }
+        }
+        self.image_id(image)
+            .await?
+            .ok_or_else(|| EngineError::Pull {
+                service: service.into(),
+                image: image.into(),
+                message: "the engine reported success but the image is not there".into(),
+            })
+    }
+
+    /// Builds `build` into `tag` with the classic builder (BuildKit needs a
+    /// session protocol this build does not carry) and returns the image id.
+    /// A failure names the Dockerfile step and keeps the last lines of output.
+    pub async fn build(
+        &self,
+        service: &str,
+        build: &Build,
+        tag: &str,
+        mut on_output: impl FnMut(ImageOutput),
+    ) -> Result<String, EngineError> {
+        let context_dir = build.context.clone();
+        let dockerfile = build.dockerfile.clone();
+        let packed = tokio::task::spawn_blocking(move || context::pack(&context_dir, &dockerfile))
+            .await
+            .map_err(|e| EngineError::Context {
+                service: service.into(),
+                path: build.context.display().to_string(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| EngineError::Context {
+                service: service.into(),
+                path: e.path,
+                message: e.message,
+            })?;
+
+        let options = BuildImageOptions {
+            dockerfile: build.dockerfile.trim_start_matches("./").to_string(),
+            t: Some(tag.to_string()),
+            rm: true,
+            forcerm: true,
+            buildargs: Some(
+                build
+                    .args
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<HashMap<_, _>>(),
+            ),
+            target: build.target.clone().unwrap_or_default(),
+            version: BuilderVersion::BuilderV1,
+            ..Default::default()
+        };
+        let mut stream =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(packed.into())));
+        let mut step = String::from("the start of the build");
+        let mut last: VecDeque<String> = VecDeque::new();
+        let mut image_id: Option<String> = None;
+        let fail = |step: &str, message: String, last: &VecDeque<String>| EngineError::Build {
+            service: service.into(),
+            step: step.to_string(),
+            message: message.trim().to_string(),
+            output: last.iter().cloned().collect(),
+        };
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(e) => return Err(fail(&step, message_of(&e), &last)),
+            };
+            if let Some(text) = info.stream {
+                for line in text.lines() {
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    if line.starts_with("Step ") {
+                        step = line.to_string();
+                    }
+                    if last.len() == KEEP_LINES {
+                        last.pop_front();
+                    }
+                    last.push_back(line.to_string());
+                    on_output(ImageOutput::Line(line.to_string()));
+                }
+            }
+            if let Some(status) = info.status {
+                on_output(ImageOutput::Line(status));
+            }
+            if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                image_id = Some(id);
+            }
+        }
+        match image_id {
+            Some(id) => Ok(id),
+            None => self
+                .image_id(tag)
+                .await?
+                .ok_or_else(|| fail(&step, "the builder produced no image".into(), &last)),
+        }
+    }
+}
+
+/// `registry:5000/app:1.2` → (`registry:5000/app`, Some(`1.2`)); digests are left whole.
+fn split_tag(image: &str) -> (&str, Option<&str>) {
+    if image.contains('@') {
+        return (image, None);
+    }
+    let slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match image[slash..].rfind(':') {
+        Some(i) => (&image[..slash + i], Some(&image[slash + i + 1..])),
+        None => (image, Some("latest")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tag;
+
+    #[test]
+    fn tags_split_after_the_last_slash() {
+        assert_eq!(split_tag("redis:7"), ("redis", Some("7")));
+        assert_eq!(split_tag("reg:5000/app:1.2"), ("reg:5000/app", Some("1.2")));
+        assert_eq!(split_tag("reg:5000/app"), ("reg:5000/app", Some("latest")));
+        assert_eq!(split_tag("app@sha256:ab"), ("app@sha256:ab", None));
+    }
+}

@@ -1,0 +1,133 @@
+//! The engine: the only code that talks to Docker (through bollard).
+//!
+//! Everything it creates carries the labels of [`crate::plan::names`], so
+//! later runs adopt it and `down` removes exactly the stack's objects.
+//!
+//! - [`Engine::connect`]: DOCKER_HOST conventions, API version negotiation,
+//!   one clear sentence when no engine answers.
+//! - [`containers`]: list (as [`crate::plan::Observed`]), create, start, stop, remove, inspect.
+//! - [`images`] and [`context`]: find, pull and build images (context tar honouring `.dockerignore`).
+//! - [`resources`]: the stack's network and named volumes.
+//! - [`health`]: devstack's own fast readiness probes, and [`health::HealthMonitor`] to follow a container.
+//! - [`logs`], [`exec`], [`events`]: container output, commands in containers, the engine's event stream.
+//! - [`apply`]: carries out `up`: build, plan, start in dependency order, wait healthy.
+//! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
+
+pub mod apply;
+pub mod containers;
+pub mod context;
+pub mod error;
+pub mod events;
+pub mod exec;
+pub mod health;
+pub mod images;
+pub mod logs;
+pub mod progress;
+pub mod resources;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bollard::Docker;
+
+pub use error::EngineError;
+
+/// How long connecting may take before we say no engine answered.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per-request timeout afterwards (a request, not a stream: builds and log
+/// follows may run longer than this).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A connected Docker engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) docker: Docker,
+    /// The address we connected to, for messages.
+    host: String,
+    /// Whether containers' addresses on a bridge network are reachable from
+    /// this process: true for a local engine on Linux, where the bridge is a
+    /// host interface. Elsewhere (Docker Desktop's VM, a remote engine)
+    /// probes go through published ports or `docker exec`.
+    container_ips_reachable: bool,
+}
+
+impl Engine {
+    /// Connects the way the docker CLI does: `DOCKER_HOST` (unix://, tcp://,
+    /// http(s)://; `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for TLS), else
+    /// the default socket (or the rootless one under `XDG_RUNTIME_DIR`).
+    /// Negotiates the API version down to what the engine speaks.
+    pub async fn connect() -> Result<Engine, EngineError> {
+        let host = match std::env::var("DOCKER_HOST") {
+            Ok(h) if !h.trim().is_empty() => h.trim().to_string(),
+            _ => default_host(),
+        };
+        let no_engine = |reason: String| EngineError::NoEngine {
+            host: host.clone(),
+            reason,
+        };
+        if host.starts_with("ssh://") {
+            return Err(no_engine(
+                "ssh:// engines are reached through a local socket forward in this build: run `ssh -NL /tmp/docker.sock:/var/run/docker.sock HOST` and set DOCKER_HOST=unix:///tmp/docker.sock".into(),
+            ));
+        }
+        let docker = Docker::connect_with_host(&host)
+            .map_err(|e| no_engine(error::message_of(&e)))?
+            .with_timeout(CONNECT_TIMEOUT);
+        let docker = match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+            Ok(Ok(docker)) => docker,
+            Ok(Err(e)) => return Err(no_engine(short_reason(&e))),
+            Err(_) => return Err(no_engine("it did not answer within 5s".into())),
+        };
+        let local = host.starts_with("unix://");
+        Ok(Engine {
+            docker: docker.with_timeout(REQUEST_TIMEOUT),
+            container_ips_reachable: local && cfg!(target_os = "linux"),
+            host,
+        })
+    }
+
+    /// The engine address, as connected.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether probes may connect to containers' bridge addresses directly.
+    pub fn container_ips_reachable(&self) -> bool {
+        self.container_ips_reachable
+    }
+
+    /// The negotiated API version, for `--version`-style reports.
+    pub fn api_version(&self) -> String {
+        let v = self.docker.client_version();
+        format!("{}.{}", v.major_version, v.minor_version)
+    }
+}
+
+/// The system socket, or the rootless daemon's socket when only that exists.
+fn default_host() -> String {
+    let system = "/var/run/docker.sock";
+    if !Path::new(system).exists() {
+        if let Ok(runtime) = std::env::var("XDG_RUNTIME_DIR") {
+            let rootless = Path::new(&runtime).join("docker.sock");
+            if rootless.exists() {
+                return format!("unix://{}", rootless.display());
+            }
+        }
+    }
+    format!("unix://{system}")
+}
+
+/// A connection failure in a few words ("No such file or directory"), not a
+/// chain of hyper internals.
+fn short_reason(err: &bollard::errors::Error) -> String {
+    let mut deepest: &dyn std::error::Error = err;
+    while let Some(next) = deepest.source() {
+        deepest = next;
+    }
+    let text = deepest.to_string();
+    if text.is_empty() {
+        error::message_of(err)
+    } else {
+        text
+    }
+}

@@ -1,0 +1,23 @@
+//! Planning: pure functions from the desired stack (and the observed Docker
+//! state) to the actions that reconcile them.
+//!
+//! Nothing here talks to Docker, reads files or looks at the clock, so every
+//! decision `up`, `down` and `scale` make can be unit-tested with a stack
+//! built in memory.
+//!
+//! - [`names`]: container, network, volume and image names, and the labels.
+//! - [`spec`]: [`ContainerSpec`], what one container of a unit should be, and its config hash.
+//! - [`graph`]: dependency order, the units a partial `up` needs, tasks that run before a unit.
+//! - [`diff`]: desired versus observed containers, per unit, as [`Action`]s.
+
+pub mod diff;
+pub mod graph;
+pub mod names;
+pub mod spec;
+
+pub use diff::{plan_orphans, plan_unit, Action, Observed, ObservedState};
+pub use graph::{dependency_closure, stop_order, tasks_before, PlanError};
+pub use spec::{desired_containers, task_container, ContainerSpec, MountSource, MountSpec};
+
+#[cfg(test)]
+pub(crate) mod testing;

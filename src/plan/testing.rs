@@ -1,0 +1,94 @@
+//! Small builders for stacks in unit tests, so each test shows only what matters to it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::spec::*;
+
+pub struct UnitBuilder(Container);
+
+/// A unit running `image` with every other setting at its default.
+pub fn unit(image: &str) -> UnitBuilder {
+    UnitBuilder(Container {
+        image: Some(image.into()),
+        build: None,
+        command: None,
+        entrypoint: None,
+        env: BTreeMap::new(),
+        secret_env: Vec::new(),
+        port: None,
+        ports: Vec::new(),
+        replicas: 1,
+        depends_on: Vec::new(),
+        health: None,
+        resources: Resources::default(),
+        volumes: Vec::new(),
+        labels: BTreeMap::new(),
+        restart: RestartPolicy::No,
+        stop_grace: Duration::from_secs(10),
+    })
+}
+
+impl UnitBuilder {
+    pub fn deps(mut self, deps: &[&str]) -> Self {
+        self.0.depends_on = deps.iter().map(|d| d.to_string()).collect();
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.0.env.insert(k.into(), v.into());
+        self
+    }
+    pub fn build(self) -> Container {
+        self.0
+    }
+}
+
+pub fn http_health(port: u16) -> Health {
+    Health {
+        probe: Probe::Http {
+            port,
+            path: "/health".into(),
+        },
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
+        retries: 3,
+        start_period: Duration::ZERO,
+    }
+}
+
+/// A stack of services (no datastores, no tasks).
+pub fn stack_of(units: Vec<(&str, UnitBuilder)>) -> Stack {
+    let mut services = IndexMap::new();
+    for (name, u) in units {
+        services.insert(
+            name.to_string(),
+            Service {
+                container: u.build(),
+                routes: Vec::new(),
+                watch: None,
+            },
+        );
+    }
+    Stack {
+        name: "shop".into(),
+        dir: std::path::PathBuf::from("/"),
+        services,
+        datastores: IndexMap::new(),
+        tasks: IndexMap::new(),
+        discovery: Discovery {
+            etcd: Etcd::Embedded,
+            prefix: "/services".into(),
+            ttl: Duration::from_secs(300),
+            key: None,
+            value: None,
+        },
+        proxy: Proxy {
+            kind: ProxyKind::Haproxy,
+            image: None,
+            listen: "127.0.0.1:8080".parse().expect("a literal address"),
+            template: None,
+        },
+    }
+}

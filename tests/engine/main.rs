@@ -1,0 +1,1 @@
+//! Integration tests of `up`/`down` and friends against the real Docker engine.
