@@ -160,8 +160,8 @@ pub struct PsArgs {
 pub struct LogsArgs {
     /// Services to show (default: all)
     pub services: Vec<String>,
-    /// Keep streaming new lines
-    #[arg(short, long)]
+    /// Keep streaming new lines (no `-f`: that names the stack file)
+    #[arg(long)]
     pub follow: bool,
     /// Only lines newer than this (a duration such as 10m, or a timestamp)
     #[arg(long, value_name = "WHEN")]
@@ -219,4 +219,15 @@ pub struct RoutesArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks the whole tree (clashing short flags, say) only when asked.
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -1,0 +1,344 @@
+//! The `devstack` binary run on fixture stacks, its output compared with
+//! reviewed snapshots (`tests/cli/snapshots/`; `INSTA_UPDATE=always` rewrites
+//! them, then review the diff).
+
+use std::path::Path;
+use std::process::Command;
+
+/// One run of the built binary, described fluently.
+struct Run {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    dir: Option<std::path::PathBuf>,
+}
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn new(args: &[&str]) -> Self {
+        Run {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            dir: None,
+        }
+    }
+
+    fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    fn dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    fn run(self) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_devstack"));
+        cmd.args(&self.args)
+            .env("NO_COLOR", "1")
+            .env_remove("DEVSTACK_PROJECT_NAME");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if let Some(dir) = &self.dir {
+            cmd.current_dir(dir);
+        }
+        let out = cmd.output().expect("the devstack binary runs");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Absolute paths of this checkout differ between machines.
+fn settings() -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    let root = env!("CARGO_MANIFEST_DIR");
+    settings.add_filter(&regex_escape(root), "[ROOT]");
+    settings.set_prepend_module_to_snapshot(false);
+    settings
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if "\\.+*?()|[]{}^$#&-~".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// `validate` on a bad fixture: exit 1, and a report that matches its snapshot.
+fn check_bad(name: &str) {
+    let file = format!("fixtures/bad/{name}.yaml");
+    let out = Run::new(&["validate", "-f", &file]).run();
+    assert_eq!(out.code, 1, "{name}: {}", out.stderr);
+    assert!(out.stdout.is_empty(), "{name}: report goes to stderr");
+    // Every problem names the file with line and column.
+    assert!(out.stderr.contains(&format!("{file}:")), "{}", out.stderr);
+    settings().bind(|| insta::assert_snapshot!(format!("bad-{name}"), out.stderr));
+}
+
+// A macro would hide which fixture failed; one test per bad fixture keeps it plain.
+#[test]
+fn bad_syntax() {
+    check_bad("syntax");
+}
+#[test]
+fn bad_unknown_field() {
+    check_bad("unknown-field");
+}
+#[test]
+fn bad_wrong_type() {
+    check_bad("wrong-type");
+}
+#[test]
+fn bad_values() {
+    check_bad("bad-values");
+}
+#[test]
+fn bad_missing_dependency() {
+    check_bad("missing-dependency");
+}
+#[test]
+fn bad_cycle() {
+    check_bad("cycle");
+}
+#[test]
+fn bad_duplicate_route() {
+    check_bad("duplicate-route");
+}
+#[test]
+fn bad_duplicate_port() {
+    check_bad("duplicate-port");
+}
+#[test]
+fn bad_build_context() {
+    check_bad("build-context");
+}
+#[test]
+fn bad_unset_variable() {
+    check_bad("unset-variable");
+}
+#[test]
+fn bad_not_a_mapping() {
+    check_bad("not-a-mapping");
+}
+#[test]
+fn bad_no_name() {
+    check_bad("no-name");
+}
+
+#[test]
+fn every_bad_fixture_has_a_test() {
+    let tested = [
+        "syntax",
+        "unknown-field",
+        "wrong-type",
+        "bad-values",
+        "missing-dependency",
+        "cycle",
+        "duplicate-route",
+        "duplicate-port",
+        "build-context",
+        "unset-variable",
+        "not-a-mapping",
+        "no-name",
+    ];
+    for entry in std::fs::read_dir("fixtures/bad").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            assert!(
+                tested.contains(&stem.as_str()),
+                "fixtures/bad/{stem}.yaml has no test"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_example_stack_is_valid() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir("stacks").unwrap() {
+        let file = entry.unwrap().path().join("devstack.yaml");
+        if !file.exists() {
+            continue;
+        }
+        seen += 1;
+        let out = Run::new(&["validate", "-f", file.to_str().unwrap()]).run();
+        assert_eq!(out.code, 0, "{}: {}", file.display(), out.stderr);
+        assert!(out.stdout.contains(": valid ("), "{}", out.stdout);
+    }
+    assert!(
+        seen >= 3,
+        "expected at least three example stacks, found {seen}"
+    );
+}
+
+#[test]
+fn validate_json_lists_problems_with_positions() {
+    let out = Run::new(&[
+        "validate",
+        "--json",
+        "-f",
+        "fixtures/bad/unknown-field.yaml",
+    ])
+    .run();
+    assert_eq!(out.code, 1);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    let first = &report["problems"][0];
+    assert_eq!(first["file"], "fixtures/bad/unknown-field.yaml");
+    assert_eq!(first["line"], 6);
+    assert_eq!(first["column"], 5);
+    assert_eq!(first["path"], "services.api.helth");
+    assert_eq!(first["hint"], "did you mean `health`?");
+    assert_eq!(report["problems"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn overlays_merge_and_secrets_are_masked() {
+    let out = Run::new(&[
+        "config",
+        "-f",
+        "fixtures/good/overlay-base.yaml",
+        "-f",
+        "fixtures/good/overlay-dev.yaml",
+    ])
+    .env("API_TAG", "git-91be07d")
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    settings().bind(|| insta::assert_snapshot!("config-overlay", out.stdout));
+    assert!(!out.stdout.contains("s3cr3t"));
+
+    let shown = Run::new(&[
+        "config",
+        "--json",
+        "--show-secrets",
+        "-f",
+        "fixtures/good/overlay-base.yaml",
+        "-f",
+        "fixtures/good/overlay-dev.yaml",
+    ])
+    .run();
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let stack: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    let api = &stack["services"]["api"];
+    assert_eq!(api["env"]["API_SECRET"], "s3cr3t");
+    assert_eq!(api["env"]["LOG_LEVEL"], "debug", "the overlay wins");
+    assert_eq!(api["env"]["FEATURE_X"], "off", "maps merge");
+    assert_eq!(api["ports"], serde_json::json!([]), "lists replace");
+    assert_eq!(api["replicas"], 2);
+    assert_eq!(
+        api["image"], "api:git-3f2a9c1",
+        "the default applies when unset"
+    );
+    assert_eq!(
+        stack["services"]["worker"]["command"],
+        serde_json::json!(["./worker", "--queue", "high priority"])
+    );
+}
+
+#[test]
+fn image_tags_are_kept_exactly() {
+    let out = Run::new(&["config", "--json", "-f", "stacks/opinions/devstack.yaml"]).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let stack: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        stack["services"]["web"]["image"],
+        "opinions/web:git-3f2a9c1"
+    );
+    assert_eq!(
+        stack["datastores"]["elasticsearch"]["image"],
+        "docker.elastic.co/elasticsearch/elasticsearch:7.17.18"
+    );
+    assert!(!out.stdout.contains(":latest"));
+}
+
+#[test]
+fn env_file_beside_the_stack_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("devstack.yaml"),
+        "name: dotenv\nservices:\n  api:\n    image: api:${API_TAG:?}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".env"), "API_TAG=git-from-dotenv\n").unwrap();
+    let out = Run::new(&["config", "--json"]).dir(dir.path()).run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("api:git-from-dotenv"));
+    // The environment wins over .env.
+    let out = Run::new(&["config", "--json"])
+        .dir(dir.path())
+        .env("API_TAG", "git-from-env")
+        .run();
+    assert!(out.stdout.contains("api:git-from-env"), "{}", out.stdout);
+}
+
+#[test]
+fn missing_default_stack_file_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Run::new(&["validate"]).dir(dir.path()).run();
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("cannot read stack file devstack.yaml: no such file"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("-f"), "{}", out.stderr);
+}
+
+#[test]
+fn help_lists_every_subcommand_and_exit_codes() {
+    let out = Run::new(&["--help"]).run();
+    assert_eq!(out.code, 0);
+    for sub in [
+        "validate",
+        "config",
+        "up",
+        "down",
+        "ps",
+        "logs",
+        "exec",
+        "run",
+        "restart",
+        "scale",
+        "watch",
+        "etcd",
+        "routes",
+        "completions",
+    ] {
+        assert!(
+            out.stdout.lines().any(|l| l.trim_start().starts_with(sub)),
+            "`{sub}` missing from --help"
+        );
+    }
+    assert!(out.stdout.contains("Exit codes:"));
+}
+
+#[test]
+fn bad_flag_is_a_usage_error() {
+    let out = Run::new(&["validate", "--no-such-flag"]).run();
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("--no-such-flag"));
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = Run::new(&["completions", "bash"]).run();
+    assert_eq!(out.code, 0);
+    assert!(out.stdout.contains("devstack"));
+    assert!(out.stdout.contains("validate"));
+}
