@@ -1,0 +1,48 @@
+# devstack's everyday commands. `just --list` shows them all.
+
+# The demo stack: local images only, so it runs with no registry.
+demo := "stacks/demo/devstack.yaml"
+
+default:
+    @just --list
+
+# Build the devstack binary
+build:
+    cargo build
+
+# Build the local fixture images the tests and the demo use (about a second when current)
+fixtures:
+    bash fixtures/images/build.sh
+
+# Check every fixture image really works (runs each, then cleans up)
+fixtures-verify: fixtures
+    bash fixtures/images/verify.sh
+
+# Bring the demo stack up (builds the fixture images and devstack first)
+up: fixtures build
+    ./target/debug/devstack -f {{demo}} up
+
+# Take the demo stack down and remove its volumes
+down: build
+    ./target/debug/devstack -f {{demo}} down --volumes
+
+# Run the whole test suite: unit, CLI, Docker engine and etcd conformance tests
+test: fixtures
+    cargo test --no-fail-fast
+
+# Check formatting and lints
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# Fuzz the stack parser with cargo-fuzz (needs a nightly toolchain); the property test in `just test` covers CI
+fuzz seconds="60":
+    cargo +nightly fuzz run stack_parser -- -max_total_time={{seconds}}
+
+# Benchmark: devstack up vs docker-compose up on a 12-unit stack
+bench-up: fixtures
+    cargo bench --bench up
+
+# Benchmark: the embedded etcd vs a real etcd server, same client
+bench-etcd:
+    cargo bench --bench etcd
