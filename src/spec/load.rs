@@ -19,6 +19,8 @@ pub struct LoadOptions {
     pub files: Vec<PathBuf>,
     /// Environment variables, which win over the `.env` file.
     pub env: HashMap<String, String>,
+    /// The files' text given in memory (tests and fuzzing); `files` then only names them.
+    pub contents: Option<Vec<String>>,
 }
 
 impl LoadOptions {
@@ -27,6 +29,16 @@ impl LoadOptions {
         LoadOptions {
             files,
             env: std::env::vars().collect(),
+            contents: None,
+        }
+    }
+
+    /// One stack file given as text, with an empty environment.
+    pub fn inline(name: &str, text: &str) -> Self {
+        LoadOptions {
+            files: vec![PathBuf::from(name)],
+            env: HashMap::new(),
+            contents: Some(vec![text.to_string()]),
         }
     }
 }
@@ -74,8 +86,13 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
     let lookup = |name: &str| vars.get(name).cloned();
 
     let mut merged: Option<Node> = None;
-    for file in &options.files {
-        let text = match std::fs::read(file) {
+    for (i, file) in options.files.iter().enumerate() {
+        let given = options.contents.as_ref().and_then(|c| c.get(i)).cloned();
+        let read = match given {
+            Some(text) => Ok(text.into_bytes()),
+            None => std::fs::read(file),
+        };
+        let text = match read {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => text,
                 Err(err) => {
@@ -233,5 +250,86 @@ fn interpolate_tree(
             }
         }
         Value::Null => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const GOOD: &str = include_str!("../../stacks/opinions/devstack.yaml");
+
+    fn load_text(text: &str) -> Result<Stack, Report> {
+        load(&LoadOptions::inline("fuzz.yaml", text))
+    }
+
+    /// Every problem must point inside its file, so the report can quote it.
+    fn check_report(report: &Report) {
+        assert!(!report.problems.is_empty());
+        for problem in &report.problems {
+            if let Some(span) = problem.span {
+                let len = report.sources.text(span.file).len();
+                assert!(
+                    span.start <= span.end && span.end <= len,
+                    "{problem:?} in {len} bytes"
+                );
+            }
+        }
+        let _ = report.render(false);
+        let _ = report.to_json();
+    }
+
+    #[test]
+    fn inline_example_loads() {
+        // The example's seed path is relative to its own directory, absent here.
+        let text = GOOD.replace("    seed: ./seed/mongo\n", "");
+        let stack = load_text(&text).unwrap_or_else(|r| panic!("{}", r.render(false)));
+        assert_eq!(stack.services.len(), 15);
+        assert_eq!(stack.services["gateway"].container.replicas, 2);
+        assert_eq!(stack.services["profile"].container.replicas, 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+        /// Whatever the bytes, the loader answers with a stack or a report, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,400}") {
+            if let Err(report) = load_text(&text) {
+                check_report(&report);
+            }
+        }
+
+        /// YAML-shaped noise reaches deeper than random characters.
+        #[test]
+        fn yaml_shaped_text_never_panics(
+            lines in proptest::collection::vec(
+                ("[ ]{0,6}", "[a-z_<>&*{}\\[\\]$-]{0,12}", "[:]?", "[ ]?", "[a-z0-9 ${}:/.\\[\\],&*!'\"-]{0,20}"),
+                0..30,
+            )
+        ) {
+            let text: String = lines
+                .into_iter()
+                .map(|(indent, key, colon, space, value)| format!("{indent}{key}{colon}{space}{value}\n"))
+                .collect();
+            if let Err(report) = load_text(&text) {
+                check_report(&report);
+            }
+        }
+
+        /// A real stack with one stretch of it cut out or replaced.
+        #[test]
+        fn mutated_example_never_panics(start in 0usize..4000, len in 0usize..40, insert in "\\PC{0,8}") {
+            let mut text = GOOD.to_string();
+            let start = start.min(text.len());
+            let start = (0..=start).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            let end = (start + len).min(text.len());
+            let end = (end..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+            text.replace_range(start..end, &insert);
+            if let Err(report) = load_text(&text) {
+                check_report(&report);
+            }
+        }
     }
 }

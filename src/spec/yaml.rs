@@ -198,7 +198,7 @@ impl Builder<'_> {
             TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted => text.len() + 2,
             _ => 1,
         };
-        start + len.min(line_len).max(1).min(rest.len().max(1))
+        (start + len.min(line_len).max(1)).min(self.source.len())
     }
 
     fn push_node(&mut self, node: Node, anchor: usize) {
