@@ -144,9 +144,9 @@ pub struct DownArgs {
     /// Also remove the stack's named volumes (datastore data)
     #[arg(short, long)]
     pub volumes: bool,
-    /// Grace period between SIGTERM and kill
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub timeout: String,
+    /// Grace period between SIGTERM and kill (default: each service's `stop_grace`)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Args)]

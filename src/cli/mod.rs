@@ -6,9 +6,17 @@
 
 pub mod args;
 pub mod config;
+pub mod down;
 pub mod etcd;
+pub mod exec;
+pub mod logs;
 pub mod output;
+pub mod ps;
+pub mod restart;
+pub mod run;
+pub mod scale;
 pub mod stack;
+pub mod up;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -83,6 +91,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate(args) => validate::run(&global, args),
         Command::Config(args) => config::run(&global, args),
         Command::Etcd(args) => etcd::run(&global, args).await,
+        Command::Up(args) => up::run(&global, args).await,
+        Command::Down(args) => down::run(&global, args).await,
+        Command::Ps(args) => ps::run(&global, args).await,
+        Command::Logs(args) => logs::run(&global, args).await,
+        Command::Exec(args) => exec::run(&global, args).await,
+        Command::Run(args) => run::run(&global, args).await,
+        Command::Restart(args) => restart::run(&global, args).await,
+        Command::Scale(args) => scale::run(&global, args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "devstack", &mut std::io::stdout());

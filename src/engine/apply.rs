@@ -170,7 +170,7 @@ pub async fn up(
                     action: "removing".into(),
                     reason: Some(reason),
                 });
-                engine.stop(&id, Duration::from_secs(10)).await?;
+                engine.stop(&id, None).await?;
                 engine.remove(&id).await?;
             }
         }
@@ -402,7 +402,7 @@ async fn reconcile_unit(
         &image_id,
         replicas,
     );
-    let actions = plan::plan_unit(&desired, observed);
+    let actions = plan::plan_unit(unit, &desired, observed);
 
     // 3. Tasks that must succeed first, only when something is about to start.
     if actions.iter().any(|a| !a.is_noop()) {
@@ -435,7 +435,7 @@ async fn reconcile_unit(
                     reason: Some(reason),
                 });
                 let result = async {
-                    engine.stop(&id, container.stop_grace).await?;
+                    engine.stop(&id, Some(container.stop_grace)).await?;
                     engine.remove(&id).await
                 }
                 .await;
@@ -493,7 +493,7 @@ async fn reconcile_unit(
                 reason,
             });
             if let Some(old) = old {
-                engine.stop(&old, spec.stop_grace).await?;
+                engine.stop(&old, Some(spec.stop_grace)).await?;
                 engine.remove(&old).await?;
             }
             let id = engine.create(&spec).await?;
@@ -719,7 +719,7 @@ async fn run_task_before(
 pub async fn down(
     engine: &Engine,
     project: &str,
-    grace: Duration,
+    grace: Option<Duration>,
     volumes: bool,
     reporter: &Reporter,
 ) -> Result<DownOutcome, EngineError> {
@@ -774,7 +774,7 @@ pub struct DownOutcome {
 pub async fn stop_all(
     engine: &Engine,
     project: &str,
-    grace: Duration,
+    grace: Option<Duration>,
     reporter: &Reporter,
 ) -> Result<(), EngineError> {
     let observed = engine.list_project(project).await?;
@@ -802,6 +802,49 @@ pub async fn kill_all(engine: &Engine, project: &str) -> Result<(), EngineError>
     let observed = engine.list_project(project).await?;
     for r in join_all(observed.iter().map(|o| engine.kill(&o.id))).await {
         r?;
+    }
+    Ok(())
+}
+
+/// The image a task runs, built or pulled if it is missing (`devstack run`).
+pub async fn task_image(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    task: &str,
+    reporter: &Reporter,
+) -> Result<String, EngineError> {
+    let images = resolve_images(engine, stack, project, &[], &[task], reporter).await?;
+    let found = images.get(&format!("task:{task}")).or_else(|| {
+        stack
+            .tasks
+            .get(task)
+            .and_then(|t| t.service.as_ref())
+            .and_then(|s| images.get(s))
+    });
+    found.map(|(tag, _)| tag.clone()).ok_or_else(|| {
+        EngineError::NotFound(format!(
+            "task `{task}` names neither an image nor a service"
+        ))
+    })
+}
+
+/// The network and the named volumes a task's container needs, created if
+/// the stack is not up.
+pub async fn prepare_task(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    task: &str,
+) -> Result<(), EngineError> {
+    engine.ensure_network(project).await?;
+    let service = stack.tasks.get(task).and_then(|t| t.service.as_deref());
+    if let Some(unit) = service.and_then(|s| stack.unit(s)) {
+        for v in &unit.volumes {
+            if let VolumeSource::Named(n) = &v.source {
+                engine.ensure_volume(project, n).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -200,16 +200,17 @@ impl Engine {
         }
     }
 
-    /// SIGTERM (or the image's stop signal), then kill after `grace`.
+    /// SIGTERM (or the image's stop signal), then kill after `grace` (`None`:
+    /// the container's own stop timeout, which devstack sets from the stack).
     /// A container that is already gone or stopped is not an error.
-    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
-        let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+    pub async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<(), EngineError> {
+        let t = grace.map(|g| i32::try_from(g.as_secs()).unwrap_or(i32::MAX));
         match self
             .docker
             .stop_container(
                 id,
                 Some(StopContainerOptions {
-                    t: Some(t),
+                    t,
                     ..Default::default()
                 }),
             )

@@ -84,10 +84,7 @@ impl Action {
 /// Per replica index the best match is kept: one with the right name and hash,
 /// then one with the right hash. Every other container of the unit is removed,
 /// so duplicates left by an interrupted run disappear.
-pub fn plan_unit(desired: &[ContainerSpec], observed: &[Observed]) -> Vec<Action> {
-    let Some(service) = desired.first().map(|d| d.service.as_str()) else {
-        return Vec::new();
-    };
+pub fn plan_unit(service: &str, desired: &[ContainerSpec], observed: &[Observed]) -> Vec<Action> {
     let mine: Vec<&Observed> = observed
         .iter()
         .filter(|o| o.task.is_none() && o.service.as_deref() == Some(service))
@@ -249,7 +246,7 @@ mod tests {
     #[test]
     fn nothing_observed_creates_every_replica() {
         assert_eq!(
-            kinds(&plan_unit(&desired(2, "i1"), &[])),
+            kinds(&plan_unit("web", &desired(2, "i1"), &[])),
             vec!["create", "create"]
         );
     }
@@ -261,22 +258,36 @@ mod tests {
             observed(&d[0], "a", ObservedState::Running),
             observed(&d[1], "b", ObservedState::Running),
         ];
-        let plan = plan_unit(&d, &o);
+        let plan = plan_unit("web", &d, &o);
         assert!(plan.iter().all(Action::is_noop), "{plan:?}");
+    }
+
+    #[test]
+    fn scaling_to_zero_removes_every_replica() {
+        let d = desired(2, "i1");
+        let o: Vec<Observed> = d
+            .iter()
+            .enumerate()
+            .map(|(i, s)| observed(s, &format!("c{i}"), ObservedState::Running))
+            .collect();
+        assert_eq!(kinds(&plan_unit("web", &[], &o)), vec!["remove", "remove"]);
     }
 
     #[test]
     fn a_stopped_container_is_started_not_recreated() {
         let d = desired(1, "i1");
         let o = vec![observed(&d[0], "a", ObservedState::Exited)];
-        assert_eq!(kinds(&plan_unit(&d, &o)), vec!["start"]);
+        assert_eq!(kinds(&plan_unit("web", &d, &o)), vec!["start"]);
     }
 
     #[test]
     fn a_new_image_recreates() {
         let old = desired(1, "i1");
         let o = vec![observed(&old[0], "a", ObservedState::Running)];
-        assert_eq!(kinds(&plan_unit(&desired(1, "i2"), &o)), vec!["recreate"]);
+        assert_eq!(
+            kinds(&plan_unit("web", &desired(1, "i2"), &o)),
+            vec!["recreate"]
+        );
     }
 
     #[test]
@@ -287,7 +298,7 @@ mod tests {
             .enumerate()
             .map(|(i, s)| observed(s, &format!("c{i}"), ObservedState::Running))
             .collect();
-        let plan = plan_unit(&desired(1, "i1"), &o);
+        let plan = plan_unit("web", &desired(1, "i1"), &o);
         assert_eq!(kinds(&plan), vec!["remove", "remove", "keep"]);
         assert!(matches!(&plan[0], Action::Remove { reason, .. } if reason.contains("beyond")));
     }
@@ -300,7 +311,7 @@ mod tests {
         let mut stale = observed(&desired(1, "i1")[0], "old", ObservedState::Running);
         stale.name = "shop-web-1-old".into();
         let fresh = observed(&d[0], "new", ObservedState::Created);
-        let plan = plan_unit(&d, &[stale, fresh]);
+        let plan = plan_unit("web", &d, &[stale, fresh]);
         assert_eq!(kinds(&plan), vec!["remove", "start"]);
         assert!(matches!(&plan[0], Action::Remove { id, .. } if id == "old"));
     }

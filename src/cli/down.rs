@@ -1,0 +1,46 @@
+//! `devstack down [--volumes]`: stop and remove the stack's containers and
+//! network (and with `--volumes` its named volumes), touching nothing that
+//! lacks the project's labels.
+
+use std::io::IsTerminal;
+
+use super::args::{DownArgs, GlobalArgs};
+use super::exit;
+use super::up::{connect, duration_arg, engine_failure, project_of};
+use crate::engine::apply;
+use crate::engine::progress::Reporter;
+
+pub async fn run(global: &GlobalArgs, args: DownArgs) -> anyhow::Result<u8> {
+    // `-p NAME` is enough: a CI job can clean up even if the stack file changed.
+    let (project, _) = project_of(global)?;
+    let grace = match &args.timeout {
+        Some(t) => Some(duration_arg("--timeout", t)?),
+        None => None,
+    };
+    let engine = connect().await?;
+    let (reporter, mut rx) = Reporter::channel();
+    let quiet = !std::io::stderr().is_terminal() && std::env::var_os("CI").is_some();
+    let printer = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            if let crate::engine::progress::Progress::Stopped { container, .. } = event {
+                if !quiet {
+                    eprintln!("removed {container}");
+                }
+            }
+        }
+    });
+    let result = apply::down(&engine, &project, grace, args.volumes, &reporter).await;
+    drop(reporter);
+    let _ = printer.await;
+    let outcome = result.map_err(engine_failure)?;
+    if outcome.network {
+        eprintln!("removed network {project}");
+    }
+    for v in &outcome.volumes {
+        eprintln!("removed volume {v}");
+    }
+    if outcome.containers.is_empty() && !outcome.network && outcome.volumes.is_empty() {
+        eprintln!("{project}: nothing to remove");
+    }
+    Ok(exit::OK)
+}

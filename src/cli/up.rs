@@ -1,0 +1,643 @@
+//! `devstack up`: build, start in dependency order, wait healthy, then stream
+//! logs (foreground), return (`--detach`), or report (`--wait`).
+//!
+//! Also home to what every engine subcommand shares: connecting with the right
+//! exit code, turning engine errors into exit codes, colour and durations.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use console::Style;
+use futures::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::args::{GlobalArgs, UpArgs};
+use super::stack::{load_stack, LoadedStack};
+use super::{exit, Failed};
+use crate::engine::apply::{self, ApplyError, UnitState, UpOutcome, UpRequest};
+use crate::engine::logs::LogQuery;
+use crate::engine::progress::{Progress, Reporter};
+use crate::engine::{Engine, EngineError};
+use crate::spec::Stack;
+
+pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
+    let loaded = load_stack(global)?;
+    let timeout = duration_arg("--timeout", &args.timeout)?;
+    let engine = connect().await?;
+    let color = use_color(global);
+    let mode = if args.json {
+        Render::Json
+    } else if std::io::stderr().is_terminal() {
+        Render::Bars
+    } else {
+        Render::Plain
+    };
+    let request = UpRequest {
+        project: loaded.project.clone(),
+        services: args.services.clone(),
+        replicas: BTreeMap::new(),
+        timeout,
+        remove_orphans: args.services.is_empty(),
+    };
+    let since = unix_now();
+    let cancel = CancellationToken::new();
+    let interrupts = interrupt_counter(cancel.clone());
+
+    let outcome = bring_up(&engine, &loaded.stack, &request, mode, color, &cancel).await?;
+    let interrupted = cancel.is_cancelled();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "event": "outcome", "outcome": outcome })
+        );
+    } else if !interrupted {
+        print_table(&loaded.stack, &outcome, color);
+    }
+    if !outcome.all_healthy() && !interrupted {
+        if !args.json {
+            print_failures(&outcome, color);
+        }
+        return Ok(exit::UNHEALTHY);
+    }
+    if interrupted {
+        if !(args.detach || args.wait) {
+            stop_gracefully(&engine, &loaded.project, &interrupts).await;
+        }
+        return Ok(exit::INTERRUPTED);
+    }
+    if args.detach || args.wait {
+        return Ok(exit::OK);
+    }
+
+    // Foreground: every container's output, prefixed, until Ctrl-C.
+    eprintln!("Streaming logs; Ctrl-C stops the stack (twice to kill it).");
+    let units = crate::plan::dependency_closure(&loaded.stack, &args.services).unwrap_or_default();
+    stream_logs(
+        &engine,
+        &loaded.project,
+        &units,
+        &LogQuery {
+            follow: true,
+            since: since.saturating_sub(1),
+            tail: None,
+        },
+        color,
+        Some(&cancel),
+    )
+    .await?;
+    stop_gracefully(&engine, &loaded.project, &interrupts).await;
+    Ok(exit::INTERRUPTED)
+}
+
+/// Runs `apply::up` with a renderer for its progress.
+pub(crate) async fn bring_up(
+    engine: &Engine,
+    stack: &Stack,
+    request: &UpRequest,
+    mode: Render,
+    color: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<UpOutcome> {
+    let (reporter, rx) = Reporter::channel();
+    let renderer = tokio::spawn(render(rx, mode, color));
+    let result = apply::up(engine, stack, request, &reporter, cancel).await;
+    drop(reporter);
+    let _ = renderer.await;
+    result.map_err(|e| match e {
+        ApplyError::Engine(e) => engine_failure(e),
+        ApplyError::Plan(e) => Failed::new(exit::FAILURE, e.to_string()).into(),
+    })
+}
+
+/// Counts Ctrl-Cs: the first cancels `cancel`, later ones are counted for
+/// whoever is stopping the stack (the second forces).
+fn interrupt_counter(cancel: CancellationToken) -> tokio::sync::watch::Receiver<u32> {
+    let (tx, rx) = tokio::sync::watch::channel(0u32);
+    tokio::spawn(async move {
+        let mut count = 0u32;
+        while tokio::signal::ctrl_c().await.is_ok() {
+            count += 1;
+            cancel.cancel();
+            if tx.send(count).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// SIGTERM every container with its own grace period; a further Ctrl-C kills.
+async fn stop_gracefully(
+    engine: &Engine,
+    project: &str,
+    interrupts: &tokio::sync::watch::Receiver<u32>,
+) {
+    eprintln!("Stopping {project} gracefully (Ctrl-C again to kill)...");
+    let mut rx = interrupts.clone();
+    let seen = *rx.borrow_and_update();
+    let silent = Reporter::silent();
+    let stop = apply::stop_all(engine, project, None, &silent);
+    tokio::select! {
+        result = stop => {
+            if let Err(e) = result {
+                eprintln!("error: {e}");
+            }
+        }
+        _ = rx.wait_for(|n| *n > seen) => {
+            eprintln!("Killing {project}...");
+            if let Err(e) = apply::kill_all(engine, project).await {
+                eprintln!("error: {e}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared by the engine subcommands.
+
+/// Connects to Docker; no engine is exit code 3 with one sentence.
+pub(crate) async fn connect() -> anyhow::Result<Engine> {
+    Engine::connect().await.map_err(engine_failure)
+}
+
+/// An engine error as the exit code it deserves, with build output for a
+/// failed build.
+pub(crate) fn engine_failure(e: EngineError) -> anyhow::Error {
+    let code = match &e {
+        EngineError::NoEngine { .. } => exit::NO_ENGINE,
+        EngineError::Build { .. } | EngineError::Context { .. } => exit::BUILD_FAILED,
+        _ => exit::FAILURE,
+    };
+    let mut message = e.to_string();
+    if let EngineError::Build { output, .. } = &e {
+        if !output.is_empty() {
+            message.push_str("\nlast lines of the build:\n");
+            for line in output {
+                message.push_str("  | ");
+                message.push_str(line);
+                message.push('\n');
+            }
+            message.push_str("(the rest of the stack was left as it was)");
+        }
+    }
+    Failed::new(code, message.trim_end().to_string()).into()
+}
+
+/// Parses a duration flag (`120s`, `1m30s`, `500ms`).
+pub(crate) fn duration_arg(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    crate::spec::units::parse_duration(text)
+        .map_err(|e| Failed::new(exit::USAGE, format!("{flag}: {e}")).into())
+}
+
+/// Colour only on a terminal, and never with `--no-color` or `NO_COLOR`.
+pub(crate) fn use_color(global: &GlobalArgs) -> bool {
+    !global.no_color
+        && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+        && std::io::stdout().is_terminal()
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Loads the stack, or (for commands that only need the project) settles for
+/// `-p` when the stack file cannot be read.
+pub(crate) fn project_of(global: &GlobalArgs) -> anyhow::Result<(String, Option<LoadedStack>)> {
+    if let Some(project) = &global.project_name {
+        let loaded = super::stack::try_load(global).ok();
+        return Ok((project.clone(), loaded));
+    }
+    let loaded = load_stack(global)?;
+    Ok((loaded.project.clone(), Some(loaded)))
+}
+
+/// A stable colour per service name, so each one's lines are easy to follow.
+pub(crate) fn service_style(name: &str, color: bool) -> Style {
+    if !color {
+        return Style::new();
+    }
+    let palette = [
+        Style::new().cyan(),
+        Style::new().yellow(),
+        Style::new().green(),
+        Style::new().magenta(),
+        Style::new().blue(),
+        Style::new().red(),
+        Style::new().cyan().bright(),
+        Style::new().yellow().bright(),
+        Style::new().green().bright(),
+        Style::new().magenta().bright(),
+    ];
+    let hash = name
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    palette[hash % palette.len()].clone().force_styling(true)
+}
+
+/// Streams the logs of the project's containers (of `units`, or all), each
+/// line prefixed with the container's service and replica, until the streams
+/// end or `stop` is cancelled.
+pub(crate) async fn stream_logs(
+    engine: &Engine,
+    project: &str,
+    units: &[String],
+    query: &LogQuery,
+    color: bool,
+    stop: Option<&CancellationToken>,
+) -> anyhow::Result<()> {
+    let containers = engine.list_project(project).await.map_err(engine_failure)?;
+    let chosen: Vec<_> = containers
+        .into_iter()
+        .filter(|c| c.task.is_none())
+        .filter(|c| units.is_empty() || c.service.as_ref().is_some_and(|s| units.contains(s)))
+        .collect();
+    let width = chosen.iter().map(|c| prefix_of(c).len()).max().unwrap_or(0);
+    let streams = chosen.iter().map(|c| {
+        let prefix = format!("{:width$} |", prefix_of(c));
+        let style = service_style(c.service.as_deref().unwrap_or(""), color);
+        let prefix = style.apply_to(prefix).to_string();
+        engine
+            .logs(&c.id, query)
+            .map(move |line| (prefix.clone(), line))
+            .boxed()
+    });
+    let mut merged = futures::stream::select_all(streams);
+    let never = CancellationToken::new();
+    let stop = stop.unwrap_or(&never);
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let next = tokio::select! {
+            n = merged.next() => n,
+            _ = stop.cancelled() => None,
+        };
+        let Some((prefix, line)) = next else { break };
+        match line {
+            Ok(line) => {
+                for text in line.text.split('\n') {
+                    // A closed pipe (`| head`) ends the stream quietly.
+                    if writeln!(out, "{prefix} {text}").is_err() {
+                        return Ok(());
+                    }
+                }
+                let _ = out.flush();
+            }
+            // A container removed mid-stream ends its stream; the rest go on.
+            Err(_) => continue,
+        }
+    }
+    Ok(())
+}
+
+fn prefix_of(c: &crate::plan::Observed) -> String {
+    match (&c.service, c.replica) {
+        (Some(s), Some(r)) => format!("{s}-{r}"),
+        _ => c.name.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rendering progress.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Render {
+    /// One JSON object per event on stdout.
+    Json,
+    /// A spinner per unit on stderr (a terminal).
+    Bars,
+    /// One plain line per event on stderr.
+    Plain,
+}
+
+async fn render(mut rx: mpsc::UnboundedReceiver<Progress>, mode: Render, color: bool) {
+    let started = Instant::now();
+    let multi = MultiProgress::new();
+    let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
+    let spinner = ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    while let Some(event) = rx.recv().await {
+        match mode {
+            Render::Json => {
+                if let Ok(line) = serde_json::to_string(&event) {
+                    println!("{line}");
+                }
+            }
+            Render::Plain => {
+                if let Some(line) = plain_line(&event) {
+                    eprintln!("{line}");
+                }
+            }
+            Render::Bars => {
+                let Some(service) = service_of(&event) else {
+                    if let Some(line) = plain_line(&event) {
+                        let _ = multi.println(line);
+                    }
+                    continue;
+                };
+                let bar = bars.entry(service.clone()).or_insert_with(|| {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(spinner.clone());
+                    bar.set_prefix(
+                        service_style(&service, color)
+                            .apply_to(service.clone())
+                            .to_string(),
+                    );
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                    bar
+                });
+                match &event {
+                    Progress::Healthy { millis, .. } => {
+                        bar.finish_with_message(format!(
+                            "healthy ({:.1}s)",
+                            *millis as f64 / 1000.0
+                        ));
+                    }
+                    Progress::Failed { reason, .. } => {
+                        bar.finish_with_message(format!("FAILED: {reason}"))
+                    }
+                    Progress::Blocked { by, .. } => {
+                        bar.finish_with_message(format!("not started: `{by}` failed"))
+                    }
+                    other => {
+                        if let Some(message) = bar_message(other) {
+                            bar.set_message(message);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for bar in bars.values() {
+        if !bar.is_finished() {
+            bar.abandon();
+        }
+    }
+    if mode == Render::Plain {
+        eprintln!("({:.2}s)", started.elapsed().as_secs_f64());
+    }
+}
+
+fn service_of(event: &Progress) -> Option<String> {
+    match event {
+        Progress::BuildStarted { service, .. }
+        | Progress::BuildOutput { service, .. }
+        | Progress::Built { service, .. }
+        | Progress::Pull { service, .. }
+        | Progress::Waiting { service, .. }
+        | Progress::Probe { service, .. }
+        | Progress::Ready { service, .. }
+        | Progress::Healthy { service, .. }
+        | Progress::Failed { service, .. }
+        | Progress::Blocked { service, .. } => Some(service.clone()),
+        Progress::Container { service, .. } if !service.is_empty() => Some(service.clone()),
+        Progress::Task { before, .. } => Some(before.clone()),
+        _ => None,
+    }
+}
+
+fn bar_message(event: &Progress) -> Option<String> {
+    Some(match event {
+        Progress::BuildStarted { tag, .. } => format!("building {tag}"),
+        Progress::BuildOutput { line, .. } => format!("building: {line}"),
+        Progress::Built { millis, .. } => format!("built in {:.1}s", *millis as f64 / 1000.0),
+        Progress::Pull { status, layer, .. } => match layer {
+            Some(l) => format!("pulling {l}: {status}"),
+            None => format!("pulling: {status}"),
+        },
+        Progress::Waiting { on, .. } => format!("waiting for {}", on.join(", ")),
+        Progress::Task { task, state, .. } => format!("task {task}: {state}"),
+        Progress::Container {
+            container,
+            action,
+            reason,
+            ..
+        } => match reason {
+            Some(r) => format!("{action} {container} ({r})"),
+            None => format!("{action} {container}"),
+        },
+        Progress::Probe { detail, .. } => format!("waiting for health: {detail}"),
+        Progress::Ready { container, .. } => format!("{container} ready"),
+        _ => return None,
+    })
+}
+
+fn plain_line(event: &Progress) -> Option<String> {
+    Some(match event {
+        Progress::BuildStarted { service, tag } => format!("{service}: building {tag}"),
+        Progress::BuildOutput { service, line } => format!("{service} | {line}"),
+        Progress::Built {
+            service, millis, ..
+        } => {
+            format!("{service}: built in {:.1}s", *millis as f64 / 1000.0)
+        }
+        Progress::Pull {
+            service,
+            image,
+            layer,
+            status,
+        } => match layer {
+            Some(l) => format!("{service}: pulling {image} {l}: {status}"),
+            None => format!("{service}: pulling {image}: {status}"),
+        },
+        Progress::Created { object, name } => format!("created {object} {name}"),
+        Progress::Waiting { service, on } => format!("{service}: waiting for {}", on.join(", ")),
+        Progress::Task {
+            task,
+            before,
+            state,
+            exit_code,
+        } => match exit_code {
+            Some(code) => format!("{before}: task {task} {state} (exit {code})"),
+            None => format!("{before}: task {task} {state}"),
+        },
+        Progress::Container {
+            service,
+            container,
+            action,
+            reason,
+        } => {
+            let who = if service.is_empty() {
+                container.clone()
+            } else {
+                format!("{service}: {action} {container}")
+            };
+            let who = if service.is_empty() {
+                format!("{action} {who}")
+            } else {
+                who
+            };
+            match reason {
+                Some(r) => format!("{who} ({r})"),
+                None => who,
+            }
+        }
+        Progress::Probe {
+            container, detail, ..
+        } => format!("{container}: waiting for health: {detail}"),
+        Progress::Ready { .. } => return None,
+        Progress::Healthy { service, millis } => {
+            format!("{service}: healthy ({:.2}s)", *millis as f64 / 1000.0)
+        }
+        Progress::Failed { service, reason } => format!("{service}: FAILED: {reason}"),
+        Progress::Blocked { service, by } => format!("{service}: not started: `{by}` failed"),
+        Progress::Stopped { container, removed } => {
+            format!(
+                "{} {container}",
+                if *removed { "removed" } else { "stopped" }
+            )
+        }
+    })
+}
+
+/// The table after a successful `up`: service, replicas, state, published
+/// addresses and route URLs.
+pub(crate) fn print_table(stack: &Stack, outcome: &UpOutcome, color: bool) {
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for unit in &outcome.units {
+        let state = match &unit.state {
+            UnitState::Healthy => "healthy".to_string(),
+            UnitState::Failed { .. } => "FAILED".to_string(),
+            UnitState::Blocked { by } => format!("not started ({by} failed)"),
+        };
+        let published: Vec<String> = unit
+            .containers
+            .iter()
+            .flat_map(|c| {
+                c.published
+                    .iter()
+                    .map(|p| format!("{}->{}", p.address(), p.container_port))
+            })
+            .collect();
+        let routes = route_urls(stack, &unit.service);
+        rows.push([
+            unit.service.clone(),
+            format!("{}/{}", unit.containers.len(), unit.replicas),
+            state,
+            published.join(", "),
+            routes.join(" "),
+        ]);
+    }
+    let header = ["SERVICE", "REPLICAS", "STATE", "PUBLISHED", "ROUTES"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let bold = if color {
+        Style::new().bold().force_styling(true)
+    } else {
+        Style::new()
+    };
+    let line = |cells: [&str; 5]| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    println!("{}", bold.apply_to(line(header)));
+    for row in &rows {
+        let cells = [
+            row[0].as_str(),
+            row[1].as_str(),
+            row[2].as_str(),
+            row[3].as_str(),
+            row[4].as_str(),
+        ];
+        let text = line(cells);
+        let style = match outcome
+            .units
+            .iter()
+            .find(|u| u.service == row[0])
+            .map(|u| &u.state)
+        {
+            Some(UnitState::Healthy) | None => Style::new(),
+            Some(_) if color => Style::new().red().force_styling(true),
+            Some(_) => Style::new(),
+        };
+        println!("{}", style.apply_to(text));
+    }
+    println!(
+        "{} {} ({:.2}s)",
+        outcome.project,
+        if outcome.all_healthy() {
+            "is up"
+        } else {
+            "is not healthy"
+        },
+        outcome.millis as f64 / 1000.0
+    );
+}
+
+/// The URLs the proxy serves a service's routes on.
+pub(crate) fn route_urls(stack: &Stack, service: &str) -> Vec<String> {
+    let Some(s) = stack.services.get(service) else {
+        return Vec::new();
+    };
+    let listen = stack.proxy.listen;
+    s.routes
+        .iter()
+        .map(|r| {
+            let port = if listen.port() == 80 {
+                String::new()
+            } else {
+                format!(":{}", listen.port())
+            };
+            let host = r.host.clone().unwrap_or_else(|| listen.ip().to_string());
+            format!("http://{host}{port}{}", r.path.as_deref().unwrap_or("/"))
+        })
+        .collect()
+}
+
+/// For each unit that is not healthy: why, the last health output and its
+/// last log lines.
+pub(crate) fn print_failures(outcome: &UpOutcome, color: bool) {
+    let red = if color {
+        Style::new().red().bold().force_styling(true)
+    } else {
+        Style::new()
+    };
+    for unit in &outcome.units {
+        match &unit.state {
+            UnitState::Healthy => {}
+            UnitState::Blocked { by } => {
+                eprintln!(
+                    "{} {}: not started because `{by}` is not healthy",
+                    red.apply_to("✗"),
+                    unit.service
+                );
+            }
+            UnitState::Failed {
+                reason,
+                container,
+                last_health,
+                logs,
+            } => {
+                eprintln!("{} {}: {reason}", red.apply_to("✗"), unit.service);
+                if let Some(h) = last_health {
+                    eprintln!("  last health check: {h}");
+                }
+                if !logs.is_empty() {
+                    eprintln!(
+                        "  last {} log lines of {}:",
+                        logs.len(),
+                        container.as_deref().unwrap_or(&unit.service)
+                    );
+                    for l in logs {
+                        eprintln!("  | {l}");
+                    }
+                }
+            }
+        }
+    }
+}
