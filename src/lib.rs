@@ -6,10 +6,12 @@
 //! - [`plan`]: pure planning: desired containers, config hashes, dependency order, diffs.
 //! - [`engine`]: the only code that talks to Docker (bollard): build, run, probe, logs, exec, events.
 //! - [`etcd`]: the embedded etcd v3 server.
+//! - [`router`]: the proxy configuration rendered from a registry snapshot.
 //! - [`cli`]: the command line; clap types stop here.
 
 pub mod cli;
 pub mod engine;
 pub mod etcd;
 pub mod plan;
+pub mod router;
 pub mod spec;

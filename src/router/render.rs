@@ -1,0 +1,406 @@
+//! The proxy configuration, rendered from the stack's routes and a registry
+//! snapshot with a template: devstack's built-in one, or the stack's own.
+//!
+//! Every backend has a fixed number of server slots. Registered instances fill
+//! the first ones and the rest are `disabled`, so that an instance coming or
+//! going changes only a slot, which the runtime API can apply without a reload.
+
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use super::registry::{Instance, Registry};
+use crate::spec::{Probe, Stack};
+
+/// The built-in template.
+pub const BUILTIN_TEMPLATE: &str = include_str!("haproxy.cfg.j2");
+
+/// A template that could not be rendered, with where it went wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+pub struct RenderError {
+    /// 1-based line in the template, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// One route in frontend order (most specific first).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteView {
+    pub id: usize,
+    pub service: String,
+    pub backend: String,
+    pub host: Option<String>,
+    /// The path prefix without a trailing `/`; None for the whole host.
+    pub path: Option<String>,
+    pub strip_prefix: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckView {
+    /// `http` or `tcp`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub path: Option<String>,
+    /// A check port when it differs from the traffic port.
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotView {
+    /// The server name in HAProxy, `s1`, `s2`, ...
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub enabled: bool,
+    /// The instance in this slot, for templates that want its details.
+    pub instance: Option<Instance>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceView {
+    pub name: String,
+    pub backend: String,
+    pub check: CheckView,
+    pub strip_routes: Vec<RouteView>,
+    pub instances: Vec<Instance>,
+    pub slots: Vec<SlotView>,
+}
+
+/// Everything a template sees.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct View {
+    pub project: String,
+    pub prefix: String,
+    pub routes: Vec<RouteView>,
+    pub services: Vec<ServiceView>,
+    pub kvs: BTreeMap<String, String>,
+}
+
+/// The backend name of a service.
+pub fn backend_name(service: &str) -> String {
+    format!("svc_{service}")
+}
+
+/// How many server slots a backend gets: room for every replica twice (a
+/// blue-green swap runs old and new side by side), never fewer than 4.
+pub fn slot_count(replicas: u32, registered: usize) -> usize {
+    let wanted = (replicas as usize * 2).max(4).max(registered);
+    wanted.next_power_of_two()
+}
+
+/// Builds the template's view of a stack and a registry snapshot.
+pub fn view(stack: &Stack, project: &str, registry: &Registry) -> View {
+    let mut routes = Vec::new();
+    for (name, service) in &stack.services {
+        for route in &service.routes {
+            routes.push(RouteView {
+                id: 0,
+                service: name.clone(),
+                backend: backend_name(name),
+                host: route.host.clone(),
+                path: route
+                    .path
+                    .as_deref()
+                    .map(|p| p.trim_end_matches('/').to_string())
+                    .filter(|p| !p.is_empty()),
+                strip_prefix: route.strip_prefix,
+            });
+        }
+        // Services call each other by production name through the proxy.
+        routes.push(RouteView {
+            id: 0,
+            service: name.clone(),
+            backend: backend_name(name),
+            host: Some(format!("{name}.internal")),
+            path: None,
+            strip_prefix: false,
+        });
+    }
+    // First match wins in HAProxy: host and path, then host alone, then path
+    // alone, longer paths before shorter ones.
+    routes.sort_by_key(|r| {
+        (
+            match (&r.host, &r.path) {
+                (Some(_), Some(_)) => 0,
+                (Some(_), None) => 1,
+                _ => 2,
+            },
+            std::cmp::Reverse(r.path.as_ref().map(|p| p.len()).unwrap_or(0)),
+            r.host.clone(),
+            r.service.clone(),
+        )
+    });
+    for (i, route) in routes.iter_mut().enumerate() {
+        route.id = i + 1;
+    }
+
+    let services = stack
+        .services
+        .iter()
+        .map(|(name, service)| {
+            let traffic_port = service
+                .routes
+                .first()
+                .map(|r| r.port)
+                .or(service.container.port);
+            let check = match service.container.health.as_ref().map(|h| &h.probe) {
+                Some(Probe::Http { port, path }) => CheckView {
+                    kind: "http",
+                    path: Some(path.clone()),
+                    port: (Some(*port) != traffic_port).then_some(*port),
+                },
+                _ => CheckView {
+                    kind: "tcp",
+                    path: None,
+                    port: None,
+                },
+            };
+            let instances = registry.instances(name).to_vec();
+            let slots = (0..slot_count(service.container.replicas, instances.len()))
+                .map(|i| match instances.get(i) {
+                    Some(instance) => SlotView {
+                        name: format!("s{}", i + 1),
+                        address: instance.address.clone(),
+                        port: instance.port,
+                        enabled: true,
+                        instance: Some(instance.clone()),
+                    },
+                    // An empty slot must still parse: a placeholder address, disabled.
+                    None => SlotView {
+                        name: format!("s{}", i + 1),
+                        address: "127.0.0.1".into(),
+                        port: traffic_port.unwrap_or(80),
+                        enabled: false,
+                        instance: None,
+                    },
+                })
+                .collect();
+            ServiceView {
+                name: name.clone(),
+                backend: backend_name(name),
+                check,
+                strip_routes: routes
+                    .iter()
+                    .filter(|r| r.service == *name && r.strip_prefix && r.path.is_some())
+                    .cloned()
+                    .collect(),
+                instances,
+                slots,
+            }
+        })
+        .collect();
+    View {
+        project: project.to_string(),
+        prefix: stack.discovery.prefix.clone(),
+        routes,
+        services,
+        kvs: registry.kvs.clone(),
+    }
+}
+
+/// Renders a template against a view. `name` appears in error messages.
+pub fn render(template: &str, view: &View) -> Result<String, RenderError> {
+    let mut env = Environment::new();
+    // A misspelt variable is an error, not an empty string in the config.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    let syntax = minijinja::syntax::SyntaxConfig::builder()
+        .trim_blocks(true)
+        .lstrip_blocks(true)
+        .keep_trailing_newline(true)
+        .build()
+        .map_err(|err| RenderError {
+            line: None,
+            message: err.to_string(),
+        })?;
+    env.set_syntax(syntax);
+    let kvs = view.kvs.clone();
+    // confd's key functions, so a production template reads dev keys unchanged.
+    let getvs_kvs = kvs.clone();
+    env.add_function("getvs", move |pattern: String| -> Vec<String> {
+        getvs_kvs
+            .iter()
+            .filter(|(k, _)| glob_match(&pattern, k))
+            .map(|(_, v)| v.clone())
+            .collect()
+    });
+    let gets_kvs = kvs.clone();
+    env.add_function(
+        "gets",
+        move |pattern: String| -> Vec<BTreeMap<String, String>> {
+            gets_kvs
+                .iter()
+                .filter(|(k, _)| glob_match(&pattern, k))
+                .map(|(k, v)| {
+                    BTreeMap::from([
+                        ("key".to_string(), k.clone()),
+                        ("value".to_string(), v.clone()),
+                    ])
+                })
+                .collect()
+        },
+    );
+    env.add_function(
+        "getv",
+        move |key: String| -> Result<String, minijinja::Error> {
+            kvs.get(&key).cloned().ok_or_else(|| {
+                minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("key {key} is not in the registry"),
+                )
+            })
+        },
+    );
+    let to_error = |err: minijinja::Error| RenderError {
+        line: err.line(),
+        message: match err.detail() {
+            Some(detail) => format!("{}: {detail}", err.kind()),
+            None => err.to_string(),
+        },
+    };
+    env.add_template("haproxy.cfg", template)
+        .map_err(to_error)?;
+    let tmpl = env.get_template("haproxy.cfg").map_err(to_error)?;
+    tmpl.render(minijinja::Value::from(minijinja::value::Serde(view)))
+        .map_err(to_error)
+}
+
+/// `*` matches within one key segment; `**` is not needed by confd templates.
+fn glob_match(pattern: &str, key: &str) -> bool {
+    let p: Vec<&str> = pattern.split('/').collect();
+    let k: Vec<&str> = key.split('/').collect();
+    p.len() == k.len() && p.iter().zip(&k).all(|(p, k)| segment_match(p, k))
+}
+
+fn segment_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head)
+                && (head.len()..=text.len()).any(|i| {
+                    text.is_char_boundary(i) && segment_match(tail, &text[i..]) && i >= head.len()
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{load, LoadOptions};
+
+    fn stack(yaml: &str) -> Stack {
+        load(&LoadOptions::inline("t.yaml", yaml)).unwrap_or_else(|r| panic!("{}", r.render(false)))
+    }
+
+    fn instance(service: &str, id: &str, replica: u32, address: &str) -> (String, String) {
+        (
+            format!("/services/{service}/{id}"),
+            serde_json::json!({"service": service, "id": id, "replica": replica, "address": address, "port": 8080}).to_string(),
+        )
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("/services/api/*", "/services/api/c1"));
+        assert!(glob_match("/services/*/*", "/services/api/c1"));
+        assert!(!glob_match("/services/api/*", "/services/web/c1"));
+        assert!(glob_match("/s/a*b", "/s/axxb"));
+        assert!(!glob_match("/s/a*b", "/s/axxc"));
+    }
+
+    #[test]
+    fn routes_order_most_specific_first() {
+        let s = stack(
+            "name: t\nservices:\n  a: {image: a, port: 80, routes: [/, x.localhost/api/v1, x.localhost, /api, x.localhost/api]}\n  b: {image: b, port: 80, routes: [y.localhost]}\n",
+        );
+        let v = view(&s, "t", &Registry::default());
+        let order: Vec<String> = v
+            .routes
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}{}",
+                    r.host.clone().unwrap_or_default(),
+                    r.path.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "x.localhost/api/v1",
+                "x.localhost/api",
+                "a.internal",
+                "b.internal",
+                "x.localhost",
+                "y.localhost",
+                "/api",
+                ""
+            ]
+        );
+    }
+
+    #[test]
+    fn slots_leave_room_for_a_swap() {
+        assert_eq!(slot_count(1, 0), 4);
+        assert_eq!(slot_count(3, 2), 8);
+        assert_eq!(slot_count(1, 9), 16);
+    }
+
+    #[test]
+    fn builtin_template_renders_instances_and_empty_slots() {
+        let s = stack(
+            "name: t\nservices:\n  api:\n    image: a\n    port: 8080\n    replicas: 2\n    health: {http: /health}\n    routes: [{host: api.t.localhost, path: /v1, strip_prefix: true}]\n",
+        );
+        let registry = Registry::from_kvs(
+            "/services",
+            vec![
+                instance("api", "c1", 1, "172.18.0.2"),
+                instance("api", "c2", 2, "172.18.0.3"),
+            ],
+        );
+        let text = render(BUILTIN_TEMPLATE, &view(&s, "t", &registry)).unwrap();
+        assert!(
+            text.contains("server s1 172.18.0.2:8080 check inter 1s fall 2 rise 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("server s2 172.18.0.3:8080 check inter 1s fall 2 rise 1\n"));
+        assert!(text.contains("server s3 127.0.0.1:8080 check inter 1s fall 2 rise 1 disabled\n"));
+        assert!(text.contains("option httpchk GET /health"));
+        assert!(text.contains("acl route1_host var(txn.host) -m str api.t.localhost"));
+        assert!(text
+            .contains(r"http-request replace-path ^/v1/?(.*)$ /\1 if { var(txn.route) -m str 1 }"));
+        assert!(text.contains("no instance of api is up"));
+    }
+
+    #[test]
+    fn template_errors_name_the_line() {
+        let v = view(&stack("name: t\n"), "t", &Registry::default());
+        let err = render("global\n{{ no_such_thing }}\n", &v).unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        let err = render("a\nb\n{% for x in %}\n", &v).unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        let err = render("{{ nofunc(1) }}", &v).unwrap_err();
+        assert!(
+            err.message.contains("nofunc") || err.message.contains("unknown"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn confd_style_templates_read_keys() {
+        let s = stack("name: t\nservices:\n  web: {image: w, port: 80}\n");
+        let registry = Registry::from_kvs(
+            "/services",
+            vec![("/services/web/w1".to_string(), "10.0.0.1:80".to_string())],
+        );
+        let text = render(
+            "{% for v in getvs('/services/web/*') %}server {{ v }}\n{% endfor %}{% for kv in gets('/services/*/*') %}{{ kv.key }}\n{% endfor %}",
+            &view(&s, "t", &registry),
+        )
+        .unwrap();
+        assert_eq!(text, "server 10.0.0.1:80\n/services/web/w1\n");
+    }
+}
