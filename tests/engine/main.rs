@@ -1,1 +1,9 @@
-//! Integration tests of `up`/`down` and friends against the real Docker engine.
+//! Integration tests of `up`, `down` and friends against the real Docker
+//! engine, through the built binary. They fail (never skip) when no engine
+//! answers, and build the local fixture images first when they are missing.
+
+mod support;
+
+mod failures;
+mod lifecycle;
+mod side_by_side;
