@@ -17,3 +17,6 @@ pub mod yaml;
 pub use diagnostic::{Problem, Report};
 pub use load::{load, LoadOptions};
 pub use model::*;
+
+#[cfg(test)]
+mod tests;
