@@ -1,2 +1,275 @@
-//! `just bench-up`: devstack up versus docker-compose up on the same stack (filled in below).
-fn main() {}
+//! `just bench-up`: time from `devstack up --detach` to all healthy on a stack
+//! of 10 services and 2 datastores with warm images, against `docker-compose
+//! up -d` of the same stack (a generated compose file with equivalent health
+//! checks) polled until every container is healthy. Prints both and the ratio,
+//! and removes everything it created.
+//!
+//! Environment: `DEVSTACK_BENCH_ROUNDS` (default 2) rounds of each, alternating.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// (name, dependencies) of the ten services: a realistic fan-in with chains
+/// three deep, so start order matters.
+const SERVICES: &[(&str, &[&str])] = &[
+    ("users", &["postgres"]),
+    ("orders", &["postgres", "redis"]),
+    ("catalog", &["redis"]),
+    ("cart", &["redis"]),
+    ("payments", &["postgres"]),
+    ("notify", &[]),
+    ("reports", &["postgres"]),
+    ("search", &["catalog"]),
+    ("admin", &["users"]),
+    ("gateway", &["users", "orders", "catalog", "cart"]),
+];
+
+const DS_PROJECT: &str = "benchup-devstack";
+const DC_PROJECT: &str = "benchup-compose";
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is expected.
+    let devstack = env!("CARGO_BIN_EXE_devstack");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rounds: usize = std::env::var("DEVSTACK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2)
+        .max(1);
+    if !command_ok("docker", &["version"]) {
+        eprintln!("bench-up: no Docker engine answered");
+        std::process::exit(1);
+    }
+    if !command_ok("docker-compose", &["version"]) {
+        eprintln!("bench-up: docker-compose is not installed");
+        std::process::exit(1);
+    }
+    let images = [
+        "devstack-fixtures/app",
+        "devstack-fixtures/redis",
+        "devstack-fixtures/postgres",
+    ];
+    if images
+        .iter()
+        .any(|i| output("docker", &["images", "-q", i]).is_empty())
+    {
+        let status = Command::new("bash")
+            .arg(repo.join("fixtures/images/build.sh"))
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("bench-up: building the fixture images failed");
+            std::process::exit(1);
+        }
+    }
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("bench-up: no temp dir: {e}");
+            std::process::exit(1);
+        }
+    };
+    let stack = dir.path().join("devstack.yaml");
+    let compose = dir.path().join("docker-compose.yml");
+    std::fs::write(&stack, devstack_yaml()).expect("write the stack");
+    std::fs::write(&compose, compose_yaml()).expect("write the compose file");
+    let stack_s = stack.display().to_string();
+    let compose_s = compose.display().to_string();
+
+    let down_devstack = || {
+        let _ = Command::new(devstack)
+            .args([
+                "-f",
+                &stack_s,
+                "-p",
+                DS_PROJECT,
+                "down",
+                "--volumes",
+                "--timeout",
+                "2s",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    let down_compose = || {
+        let _ = Command::new("docker-compose")
+            .args([
+                "-f",
+                &compose_s,
+                "-p",
+                DC_PROJECT,
+                "down",
+                "--volumes",
+                "--timeout",
+                "2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    };
+    down_devstack();
+    down_compose();
+
+    println!("bench-up: 10 services + 2 datastores (postgres, redis), warm images, {rounds} round(s) each");
+    let mut ds_times = Vec::new();
+    let mut dc_times = Vec::new();
+    for round in 1..=rounds {
+        // devstack: `up --detach` returns once every unit is healthy.
+        let t0 = Instant::now();
+        let out = Command::new(devstack)
+            .args(["-f", &stack_s, "-p", DS_PROJECT, "up", "--detach"])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("devstack runs");
+        let ds = t0.elapsed();
+        if !out.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            down_devstack();
+            eprintln!("bench-up: devstack up failed");
+            std::process::exit(1);
+        }
+        let healthy = count_healthy_devstack();
+        down_devstack();
+
+        // docker-compose: `up -d`, then poll until every container is healthy.
+        let t0 = Instant::now();
+        let out = Command::new("docker-compose")
+            .args(["-f", &compose_s, "-p", DC_PROJECT, "up", "-d"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker-compose runs");
+        if !out.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            down_compose();
+            eprintln!("bench-up: docker-compose up failed");
+            std::process::exit(1);
+        }
+        let deadline = t0 + Duration::from_secs(180);
+        let mut all = false;
+        while Instant::now() < deadline {
+            let status = output(
+                "docker",
+                &[
+                    "ps",
+                    "--filter",
+                    &format!("label=com.docker.compose.project={DC_PROJECT}"),
+                    "--format",
+                    "{{.Status}}",
+                ],
+            );
+            let lines: Vec<&str> = status.lines().collect();
+            if lines.len() == SERVICES.len() + 2 && lines.iter().all(|l| l.contains("(healthy)")) {
+                all = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let dc = t0.elapsed();
+        down_compose();
+        if !all {
+            eprintln!("bench-up: docker-compose's stack was not healthy within 180s");
+            std::process::exit(1);
+        }
+        println!(
+            "round {round}: devstack {:>6.2}s ({healthy} containers healthy)   docker-compose {:>6.2}s",
+            ds.as_secs_f64(),
+            dc.as_secs_f64()
+        );
+        ds_times.push(ds);
+        dc_times.push(dc);
+    }
+    let best = |v: &[Duration]| v.iter().min().copied().unwrap_or_default();
+    let mean = |v: &[Duration]| v.iter().sum::<Duration>() / v.len().max(1) as u32;
+    let (ds_best, dc_best) = (best(&ds_times), best(&dc_times));
+    println!(
+        "devstack up --detach → all healthy:      best {:.2}s  mean {:.2}s",
+        ds_best.as_secs_f64(),
+        mean(&ds_times).as_secs_f64()
+    );
+    println!(
+        "docker-compose up -d → all healthy:      best {:.2}s  mean {:.2}s",
+        dc_best.as_secs_f64(),
+        mean(&dc_times).as_secs_f64()
+    );
+    println!(
+        "ratio (compose / devstack, best):        {:.2}x",
+        dc_best.as_secs_f64() / ds_best.as_secs_f64().max(0.001)
+    );
+}
+
+fn command_ok(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn count_healthy_devstack() -> usize {
+    output(
+        "docker",
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=dev.devstack.project={DS_PROJECT}"),
+        ],
+    )
+    .lines()
+    .count()
+}
+
+fn devstack_yaml() -> String {
+    let mut s = String::from("# Generated by benches/up.rs.\nname: benchup\nservices:\n");
+    for (name, deps) in SERVICES {
+        s.push_str(&format!(
+            "  {name}:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: {name} }}\n    health: {{ http: /health, interval: 1s, timeout: 2s, retries: 30 }}\n    stop_grace: 2s\n"
+        ));
+        if !deps.is_empty() {
+            s.push_str(&format!("    depends_on: [{}]\n", deps.join(", ")));
+        }
+    }
+    s.push_str(
+        "datastores:\n  postgres:\n    kind: postgres\n    image: devstack-fixtures/postgres\n    volume: pgdata\n    health: { command: [pg_isready, -h, 127.0.0.1, -q], interval: 1s, timeout: 2s, retries: 30 }\n    stop_grace: 2s\n  redis:\n    kind: redis\n    image: devstack-fixtures/redis\n    volume: redisdata\n    health: { tcp: 6379, interval: 1s, timeout: 2s, retries: 30 }\n    stop_grace: 2s\n",
+    );
+    s
+}
+
+/// The same stack for Compose: file format 2.4 for `condition: service_healthy`,
+/// health checks at the same 1s interval, run by the engine inside each container.
+fn compose_yaml() -> String {
+    let mut s = String::from("# Generated by benches/up.rs.\nversion: \"2.4\"\nservices:\n");
+    let health = |test: &str| {
+        format!("    healthcheck:\n      test: {test}\n      interval: 1s\n      timeout: 2s\n      retries: 30\n")
+    };
+    for (name, deps) in SERVICES {
+        s.push_str(&format!(
+            "  {name}:\n    image: devstack-fixtures/app\n    environment: {{ SERVICE: {name} }}\n    stop_grace_period: 2s\n"
+        ));
+        s.push_str(&health(r#"["CMD", "busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/health"]"#));
+        if !deps.is_empty() {
+            s.push_str("    depends_on:\n");
+            for d in *deps {
+                s.push_str(&format!("      {d}:\n        condition: service_healthy\n"));
+            }
+        }
+    }
+    s.push_str("  postgres:\n    image: devstack-fixtures/postgres\n    volumes: [\"pgdata:/var/lib/postgresql/data\"]\n    stop_grace_period: 2s\n");
+    s.push_str(&health(r#"["CMD", "pg_isready", "-h", "127.0.0.1", "-q"]"#));
+    s.push_str("  redis:\n    image: devstack-fixtures/redis\n    volumes: [\"redisdata:/data\"]\n    stop_grace_period: 2s\n");
+    s.push_str(&health(r#"["CMD", "redis-cli", "ping"]"#));
+    s.push_str("volumes:\n  pgdata: {}\n  redisdata: {}\n");
+    s
+}

@@ -107,6 +107,8 @@ impl UpOutcome {
 #[derive(Debug, Clone, PartialEq)]
 enum Signal {
     Pending,
+    /// Its containers were started (not yet healthy): dependents may create theirs.
+    Started,
     Healthy,
     Failed,
 }
@@ -198,6 +200,7 @@ pub async fn up(
                 stack,
                 request,
                 &unit,
+                &tx,
                 receivers,
                 &observed,
                 &images,
@@ -326,6 +329,7 @@ async fn reconcile_unit(
     stack: &Stack,
     request: &UpRequest,
     unit: &str,
+    signal: &watch::Sender<Signal>,
     signals: &HashMap<String, watch::Receiver<Signal>>,
     observed: &[Observed],
     images: &Images,
@@ -357,7 +361,90 @@ async fn reconcile_unit(
         millis: started.elapsed().as_millis() as u64,
     };
 
-    // 1. Wait for the dependencies, and only them.
+    // 1. The plan for this unit: it needs only the image, not the dependencies.
+    let Some((image, image_id)) = images.get(unit).cloned() else {
+        return failed(unit, kind, replicas, "has no image".into(), started);
+    };
+    let desired = plan::desired_containers(
+        &request.project,
+        unit,
+        kind,
+        container,
+        &image,
+        &image_id,
+        replicas,
+    );
+    let actions = plan::plan_unit(unit, &desired, observed);
+
+    // 2. Fresh replicas are created as soon as the dependencies have started,
+    //    while they become healthy: on slow storage creating is a good part of
+    //    a container's start-up, and a created container does nothing until it
+    //    is started. Not earlier, so that creating dependents does not slow the
+    //    dependencies themselves down. Replacements wait for health, so the old
+    //    container keeps serving until then.
+    for dep in container.depends_on.iter().filter_map(|d| signals.get(d)) {
+        let mut rx = dep.clone();
+        tokio::select! {
+            _ = rx.wait_for(|s| *s != Signal::Pending) => {}
+            _ = cancel.cancelled() => {}
+        }
+    }
+    let seed = stack
+        .datastores
+        .get(unit)
+        .and_then(|d| Some((d.seed.clone()?, d.data_volume.clone()?, d.kind)))
+        .filter(|(_, volume, _)| fresh_volumes.contains(volume));
+    let creations = join_all(
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create { spec } => Some(spec),
+                _ => None,
+            })
+            .map(|spec| {
+                let seed = seed.clone();
+                async move {
+                    reporter.send(Progress::Container {
+                        service: unit.to_string(),
+                        container: spec.name.clone(),
+                        action: "creating".into(),
+                        reason: None,
+                    });
+                    let id = engine.create(spec).await?;
+                    if let Some((seed, volume, kind)) = seed {
+                        let volume = plan::MountSource::Volume(names::volume_name(
+                            &request.project,
+                            &volume,
+                        ));
+                        if let (1, Some(m)) = (
+                            spec.replica,
+                            spec.mounts.iter().find(|m| m.source == volume),
+                        ) {
+                            engine.seed(&id, unit, &seed, &m.target, kind).await?;
+                        }
+                    }
+                    Ok::<_, EngineError>((spec.name.clone(), id))
+                }
+            }),
+    )
+    .await;
+    let mut precreated: HashMap<String, String> = HashMap::new();
+    for result in creations {
+        match result {
+            Ok((name, id)) => {
+                precreated.insert(name, id);
+            }
+            Err(e) => {
+                reporter.send(Progress::Failed {
+                    service: unit.to_string(),
+                    reason: e.to_string(),
+                });
+                return failed(unit, kind, replicas, e.to_string(), started);
+            }
+        }
+    }
+
+    // 3. Wait for the dependencies, and only them.
     let deps: Vec<&String> = container
         .depends_on
         .iter()
@@ -377,7 +464,7 @@ async fn reconcile_unit(
     for dep in deps {
         let mut rx = signals[dep].clone();
         let result = tokio::select! {
-            r = rx.wait_for(|s| *s != Signal::Pending) => r.map(|s| s.clone()).unwrap_or(Signal::Failed),
+            r = rx.wait_for(|s| matches!(s, Signal::Healthy | Signal::Failed)) => r.map(|s| s.clone()).unwrap_or(Signal::Failed),
             _ = cancel.cancelled() => Signal::Failed,
         };
         if result != Signal::Healthy {
@@ -389,22 +476,7 @@ async fn reconcile_unit(
         }
     }
 
-    // 2. The plan for this unit.
-    let Some((image, image_id)) = images.get(unit).cloned() else {
-        return failed(unit, kind, replicas, "has no image".into(), started);
-    };
-    let desired = plan::desired_containers(
-        &request.project,
-        unit,
-        kind,
-        container,
-        &image,
-        &image_id,
-        replicas,
-    );
-    let actions = plan::plan_unit(unit, &desired, observed);
-
-    // 3. Tasks that must succeed first, only when something is about to start.
+    // 4. Tasks that must succeed first, only when something is about to start.
     if actions.iter().any(|a| !a.is_noop()) {
         for task in plan::tasks_before(stack, unit) {
             if let Err(state) = run_task_before(
@@ -423,7 +495,7 @@ async fn reconcile_unit(
         }
     }
 
-    // 4. Removals first (they free names and ports), then the rest in parallel.
+    // 5. Removals first (they free names and ports), then the rest in parallel.
     let mut work = Vec::new();
     for action in actions {
         match action {
@@ -446,13 +518,8 @@ async fn reconcile_unit(
             other => work.push(other),
         }
     }
-    let seed = stack
-        .datastores
-        .get(unit)
-        .and_then(|d| Some((d.seed.clone()?, d.data_volume.clone()?, d.kind)))
-        .filter(|(_, volume, _)| fresh_volumes.contains(volume));
+    let precreated = &precreated;
     let executed = join_all(work.into_iter().map(|action| {
-        let seed = seed.clone();
         async move {
             let (verb, spec, reason, old) = match action {
                 Action::Keep { id, spec } => {
@@ -474,7 +541,13 @@ async fn reconcile_unit(
                     engine.start(&id, unit).await?;
                     return Ok(Some((id, spec, "started")));
                 }
-                Action::Create { spec } => ("created", spec, None, None),
+                Action::Create { spec } => match precreated.get(&spec.name) {
+                    Some(id) => {
+                        engine.start(id, unit).await?;
+                        return Ok(Some((id.clone(), spec, "created")));
+                    }
+                    None => ("created", spec, None, None),
+                },
                 Action::Recreate { id, spec, reason } => {
                     ("recreated", spec, Some(reason), Some(id))
                 }
@@ -496,20 +569,8 @@ async fn reconcile_unit(
                 engine.stop(&old, Some(spec.stop_grace)).await?;
                 engine.remove(&old).await?;
             }
+            // A replacement's data volume is not fresh, so no seed here.
             let id = engine.create(&spec).await?;
-            if let Some((seed, volume, kind)) = seed {
-                if spec.replica == 1 {
-                    if let Some(m) = spec.mounts.iter().find(|m| {
-                        m.source
-                            == plan::MountSource::Volume(names::volume_name(
-                                &request.project,
-                                &volume,
-                            ))
-                    }) {
-                        engine.seed(&id, unit, &seed, &m.target, kind).await?;
-                    }
-                }
-            }
             engine.start(&id, unit).await?;
             Ok::<_, EngineError>(Some((id, spec, verb)))
         }
@@ -537,7 +598,9 @@ async fn reconcile_unit(
         .filter_map(|r| r.ok().flatten())
         .collect();
 
-    // 5. Wait for every replica to be ready, all at once.
+    let _ = signal.send(Signal::Started);
+
+    // 6. Wait for every replica to be ready, all at once.
     let check = health::check_for(engine, container.health.as_ref(), &image).await;
     let network = names::network_name(&request.project);
     let waits = started_containers.iter().map(|(id, spec, _)| {

@@ -369,11 +369,40 @@ impl Engine {
     }
 }
 
-/// The port number in "Bind for 127.0.0.1:8080 failed: port is already allocated".
+/// The address in the engine's complaint: "Bind for 127.0.0.1:8080 failed:
+/// port is already allocated" (another container has it) or "listen tcp4
+/// 127.0.0.1:8080: bind: address already in use" (another process has it).
 fn port_in_message(message: &str) -> Option<String> {
-    let bind = message.split("Bind for ").nth(1)?;
-    let addr = bind.split_whitespace().next()?;
+    let after = message.split("Bind for ").nth(1).or_else(|| {
+        [
+            "listen tcp4 ",
+            "listen tcp6 ",
+            "listen tcp ",
+            "listen udp4 ",
+            "listen udp ",
+        ]
+        .iter()
+        .find_map(|marker| message.split(marker).nth(1))
+    })?;
+    let addr = after.split_whitespace().next()?;
     Some(addr.trim_end_matches(':').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_in_message;
+
+    #[test]
+    fn both_kinds_of_port_conflict_name_the_address() {
+        assert_eq!(
+            port_in_message("driver failed programming external connectivity on endpoint x (y): Bind for 127.0.0.1:8080 failed: port is already allocated").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            port_in_message("driver failed programming external connectivity on endpoint x (y): Error starting userland proxy: listen tcp4 127.0.0.1:18080: bind: address already in use").as_deref(),
+            Some("127.0.0.1:18080")
+        );
+    }
 }
 
 /// The engine's create body for a spec; no decisions, only translation.

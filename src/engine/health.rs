@@ -307,21 +307,17 @@ fn target(engine: &Engine, status: &ContainerStatus, port: u16) -> Option<Socket
             return Some(SocketAddr::new(ip, port));
         }
     }
-    status
+    let published = status
         .published
         .iter()
-        .find(|p| p.container_port == port && p.protocol == "tcp")
-        .and_then(|p| {
-            p.address()
-                .trim_start_matches('[')
-                .replace("]:", ":")
-                .parse()
-                .ok()
-                .or_else(|| {
-                    let ip: IpAddr = p.host_ip.parse().ok()?;
-                    Some(SocketAddr::new(ip, p.host_port))
-                })
-        })
+        .find(|p| p.container_port == port && p.protocol == "tcp")?;
+    // An unspecified bind address is reachable on loopback.
+    let ip: IpAddr = match published.host_ip.as_str() {
+        "" | "0.0.0.0" => IpAddr::from([127, 0, 0, 1]),
+        "::" => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        other => other.parse().ok()?,
+    };
+    Some(SocketAddr::new(ip, published.host_port))
 }
 
 async fn exec_probe(engine: &Engine, id: &str, argv: &[String], timeout: Duration) -> ProbeResult {
@@ -485,7 +481,7 @@ impl HealthMonitor {
                             HealthState::Healthy
                         } else {
                             failures += 1;
-                            if failures >= retries || !healthy_once && failures >= retries {
+                            if failures >= retries {
                                 HealthState::Unhealthy {
                                     last: result.detail,
                                 }
