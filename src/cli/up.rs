@@ -195,7 +195,7 @@ pub(crate) fn duration_arg(flag: &str, text: &str) -> anyhow::Result<Duration> {
 /// Colour only on a terminal, and never with `--no-color` or `NO_COLOR`.
 pub(crate) fn use_color(global: &GlobalArgs) -> bool {
     !global.no_color
-        && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::stdout().is_terminal()
 }
 

@@ -171,17 +171,10 @@ impl Engine {
     pub async fn start(&self, id: &str, service: &str) -> Result<(), EngineError> {
         match self.docker.start_container(id, None).await {
             Ok(()) => Ok(()),
-            Err(e)
-                if matches!(
-                    e,
-                    bollard::errors::Error::DockerResponseServerError {
-                        status_code: 304,
-                        ..
-                    }
-                ) =>
-            {
-                Ok(())
-            }
+            // 304: already running.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
             Err(e) => {
                 let message = message_of(&e);
                 if message.contains("port is already allocated")

@@ -56,7 +56,10 @@ pub struct ContainerEvent {
 
 impl Engine {
     /// Container events of the project from now on (or since `since`, seconds
-    /// since the epoch, to catch up after a reconnect). The stream ends when the
+    /// since the epoch, to catch up after a reconnect). "Now" is the second
+    /// this is called, not when the stream is first polled (the request is
+    /// lazy), so nothing between the call and the first poll is lost; events
+    /// earlier in the same second may come too. The stream ends when the
     /// connection does; callers that must not miss anything re-list the
     /// containers after reconnecting (level-triggered), rather than trusting
     /// the event history.
@@ -75,7 +78,7 @@ impl Engine {
         let what = format!("following the events of `{project}`");
         self.docker
             .events(Some(EventsOptions {
-                since: since.map(|s| s.to_string()),
+                since: Some(since.unwrap_or_else(unix_now).to_string()),
                 until: None,
                 filters: Some(filters),
             }))
@@ -105,6 +108,13 @@ impl Engine {
                 }
             })
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The engine's action names (`health_status: healthy`, `die`, ...) as a kind.

@@ -122,6 +122,7 @@ pub async fn check_for(engine: &Engine, health: Option<&Health>, image: &str) ->
 }
 
 /// Probes fast until the container is ready, fails, or `deadline` passes.
+#[allow(clippy::too_many_arguments)]
 /// `on_detail` hears each new probe outcome (for "waiting for HTTP /health: 503").
 pub async fn wait_ready(
     engine: &Engine,

@@ -110,13 +110,13 @@ pub fn plan_unit(service: &str, desired: &[ContainerSpec], observed: &[Observed]
             Some(found) => {
                 used.insert(found.id.as_str());
                 let spec_box = Box::new(spec.clone());
-                let action = if !fits(&found) {
+                let action = if !fits(found) {
                     Action::Recreate {
                         id: found.id.clone(),
                         spec: spec_box,
                         reason: "its configuration changed".into(),
                     }
-                } else if !usable(&found) {
+                } else if !usable(found) {
                     Action::Recreate {
                         id: found.id.clone(),
                         spec: spec_box,

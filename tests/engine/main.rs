@@ -5,5 +5,6 @@
 mod support;
 
 mod failures;
+mod follow;
 mod lifecycle;
 mod side_by_side;

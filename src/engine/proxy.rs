@@ -1,0 +1,525 @@
+//! The proxy container: HAProxy as a container of the stack, with its config
+//! uploaded, checked with HAProxy's own checker, reloaded and updated through
+//! the master CLI.
+//!
+//! devstack sets the proxy's command itself (`haproxy -W -db -S <master CLI>
+//! -f <config>`), so the official `haproxy` image and the Debian-based
+//! fixture image behave the same. The master CLI listens on TCP inside the
+//! container ([`MASTER_CLI_PORT`]) and is published on a loopback port of the
+//! host, so devstack reaches it whether or not container addresses are
+//! reachable; through it devstack reloads (`reload`) and talks to the current
+//! worker's runtime API (`@1 set server ...`) without any tool in the image.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig, PortBinding,
+    RestartPolicy as DockerRestart, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::error::{is_conflict, is_not_found};
+use super::{Engine, EngineError};
+use crate::plan::names::{self, LABEL_KIND, LABEL_PROJECT};
+use crate::plan::ObservedState;
+
+/// The image when the stack names none: what a user would pull.
+pub const DEFAULT_PROXY_IMAGE: &str = "haproxy:2.8";
+/// Where the config lives in both the official and the fixture image.
+pub const CONFIG_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg";
+/// Where candidate configs are checked before they replace the live one.
+const CANDIDATE_PATH: &str = "/usr/local/etc/haproxy/candidate.cfg";
+/// The master CLI's port inside the container.
+pub const MASTER_CLI_PORT: u16 = 9990;
+/// The port every route is served on inside the container.
+pub const HTTP_PORT: u16 = 80;
+/// The value of the kind label on the proxy container; `plan` leaves it out of
+/// the orphans.
+pub const PROXY_KIND: &str = "proxy";
+/// How long one master CLI exchange may take.
+const CLI_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the proxy container should be.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySpec {
+    pub project: String,
+    /// The image (already resolved from the stack or the default).
+    pub image: String,
+    /// The host address where every route is served.
+    pub listen: SocketAddr,
+    /// Network aliases: every service's production name (`<service>.internal`),
+    /// so `http://b.internal/` inside the network goes through the proxy.
+    pub aliases: Vec<String>,
+}
+
+/// A running proxy container, as devstack reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyContainer {
+    pub id: String,
+    pub name: String,
+    /// The master CLI's address as seen from this process.
+    pub cli: SocketAddr,
+    /// The container's address on the stack network.
+    pub ip: Option<IpAddr>,
+}
+
+/// A config that HAProxy's checker refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("haproxy rejected the configuration{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+pub struct CheckError {
+    /// The config line HAProxy complained about first, when it said.
+    pub line: Option<usize>,
+    /// HAProxy's ALERT lines.
+    pub message: String,
+}
+
+/// The proxy container's name.
+pub fn proxy_container_name(project: &str) -> String {
+    format!("{project}-proxy")
+}
+
+impl Engine {
+    /// Makes sure the project's proxy container runs as `spec` says with
+    /// `config` as its configuration: adopts a running one that matches
+    /// (leaving its config to the caller), else replaces it. The config is
+    /// uploaded before the first start, so HAProxy never starts without one.
+    pub async fn ensure_proxy(
+        &self,
+        spec: &ProxySpec,
+        config: &str,
+    ) -> Result<ProxyContainer, EngineError> {
+        let name = proxy_container_name(&spec.project);
+        let network = names::network_name(&spec.project);
+        match self.docker.inspect_container(&name, None).await {
+            Ok(found) => {
+                let labels = found
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default();
+                if labels.get(LABEL_PROJECT) != Some(&spec.project) {
+                    return Err(EngineError::Foreign {
+                        kind: "container",
+                        name,
+                        project: spec.project.clone(),
+                    });
+                }
+                let id = found.id.clone().unwrap_or_else(|| name.clone());
+                let matches = labels.get(LABEL_SPEC).map(String::as_str)
+                    == Some(spec_fingerprint(spec).as_str());
+                if matches {
+                    let status = self.inspect(&id, &network).await?;
+                    if status.state != ObservedState::Running {
+                        self.upload_file(&id, CONFIG_PATH, config).await?;
+                        self.start(&id, "proxy").await?;
+                    }
+                    return self.proxy_container(&id).await;
+                }
+                self.remove_proxy(&spec.project).await?;
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(EngineError::api(format!("inspecting `{name}`"), e)),
+        }
+        let id = self.create_proxy(spec, &name, &network).await?;
+        self.upload_file(&id, CONFIG_PATH, config).await?;
+        self.start(&id, "proxy").await?;
+        self.proxy_container(&id).await
+    }
+
+    async fn create_proxy(
+        &self,
+        spec: &ProxySpec,
+        name: &str,
+        network: &str,
+    ) -> Result<String, EngineError> {
+        let http = format!("{HTTP_PORT}/tcp");
+        let cli = format!("{MASTER_CLI_PORT}/tcp");
+        let bindings = HashMap::from([
+            (
+                http.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some(spec.listen.ip().to_string()),
+                    host_port: Some(spec.listen.port().to_string()),
+                }]),
+            ),
+            // Loopback only, on a port the engine picks: the master CLI can
+            // reload the proxy, so nothing outside this host may reach it.
+            (
+                cli.clone(),
+                Some(vec![PortBinding {
+                    host_ip: Some("127.0.0.1".into()),
+                    host_port: Some(String::new()),
+                }]),
+            ),
+        ]);
+        let labels = HashMap::from([
+            (LABEL_PROJECT.to_string(), spec.project.clone()),
+            (LABEL_KIND.to_string(), PROXY_KIND.to_string()),
+            (LABEL_SPEC.to_string(), spec_fingerprint(spec)),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: Some(vec!["haproxy".into()]),
+            cmd: Some(vec![
+                "-W".into(),
+                "-db".into(),
+                "-S".into(),
+                format!("ipv4@0.0.0.0:{MASTER_CLI_PORT}"),
+                "-f".into(),
+                CONFIG_PATH.into(),
+            ]),
+            // Root inside the container: port 80 and /run/haproxy need no
+            // image-specific set-up (the official image runs as `haproxy`).
+            user: Some("root".into()),
+            labels: Some(labels),
+            exposed_ports: Some(vec![http, cli]),
+            // SIGUSR1 is HAProxy's soft stop: in-flight requests finish.
+            stop_signal: Some("SIGUSR1".into()),
+            stop_timeout: Some(5),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                network_mode: Some(network.to_string()),
+                // The router restarts it and hands it the current config.
+                restart_policy: Some(DockerRestart {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.to_string(),
+                    EndpointSettings {
+                        aliases: Some(spec.aliases.clone()),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        match self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+        {
+            Ok(created) => Ok(created.id),
+            Err(e) if is_not_found(&e) => Err(EngineError::Pull {
+                service: "proxy".into(),
+                image: spec.image.clone(),
+                message: "the image is not present here; pull it, or set `proxy.image` to one that is".into(),
+            }),
+            Err(e) if is_conflict(&e) => Err(EngineError::api(format!("creating `{name}` (another devstack may be creating it)"), e)),
+            Err(e) => Err(EngineError::api(format!("creating `{name}`"), e)),
+        }
+    }
+
+    /// Removes the project's proxy container, if it has one.
+    pub async fn remove_proxy(&self, project: &str) -> Result<(), EngineError> {
+        let name = proxy_container_name(project);
+        match self.docker.inspect_container(&name, None).await {
+            Ok(found) => {
+                let owner = found
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.as_ref())
+                    .and_then(|l| l.get(LABEL_PROJECT).cloned());
+                if owner.as_deref() != Some(project) {
+                    return Ok(());
+                }
+            }
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(EngineError::api(format!("inspecting `{name}`"), e)),
+        }
+        match self
+            .docker
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) || is_conflict(&e) => Ok(()),
+            Err(e) => Err(EngineError::api(format!("removing `{name}`"), e)),
+        }
+    }
+
+    /// How to reach a running proxy's master CLI.
+    pub async fn proxy_container(&self, id: &str) -> Result<ProxyContainer, EngineError> {
+        let c = self.docker.inspect_container(id, None).await.map_err(|e| {
+            if is_not_found(&e) {
+                EngineError::NotFound(format!("the proxy container `{id}` no longer exists"))
+            } else {
+                EngineError::api(format!("inspecting `{id}`"), e)
+            }
+        })?;
+        let name = c
+            .name
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let project = c
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(LABEL_PROJECT).cloned())
+            .unwrap_or_default();
+        let status = self.inspect(id, &names::network_name(&project)).await?;
+        let published = status
+            .published
+            .iter()
+            .find(|p| p.container_port == MASTER_CLI_PORT && p.protocol == "tcp")
+            .and_then(|p| p.address().parse::<SocketAddr>().ok());
+        let cli = match (self.container_ips_reachable(), status.ip, published) {
+            (true, Some(ip), _) => SocketAddr::new(ip, MASTER_CLI_PORT),
+            (_, _, Some(addr)) => addr,
+            (_, Some(ip), None) => SocketAddr::new(ip, MASTER_CLI_PORT),
+            (_, None, None) => {
+                return Err(EngineError::Api {
+                    what: format!("reaching the master CLI of `{name}`"),
+                    message: "the container has neither an address nor a published CLI port"
+                        .into(),
+                })
+            }
+        };
+        Ok(ProxyContainer {
+            id: status.id,
+            name,
+            cli,
+            ip: status.ip,
+        })
+    }
+
+    /// Writes one file into a container (running or only created).
+    pub async fn upload_file(&self, id: &str, path: &str, text: &str) -> Result<(), EngineError> {
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(text.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        let packed = tar
+            .append_data(&mut header, file, text.as_bytes())
+            .and_then(|()| tar.into_inner())
+            .map_err(|e| EngineError::Api {
+                what: format!("packing {path}"),
+                message: e.to_string(),
+            })?;
+        self.docker
+            .upload_to_container(
+                id,
+                Some(bollard::query_parameters::UploadToContainerOptions {
+                    path: if dir.is_empty() { "/".into() } else { dir.into() },
+                    ..Default::default()
+                }),
+                bollard::body_full(packed.into()),
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("writing {path} into `{id}`"), e))
+    }
+
+    /// Checks a config with the proxy's own `haproxy -c` inside the container.
+    /// `Ok(Err(_))` is a config HAProxy refused; `Err(_)` an engine failure.
+    pub async fn proxy_check(
+        &self,
+        id: &str,
+        config: &str,
+    ) -> Result<Result<(), CheckError>, EngineError> {
+        self.upload_file(id, CANDIDATE_PATH, config).await?;
+        let argv: Vec<String> = ["haproxy", "-c", "-q", "-f", CANDIDATE_PATH]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let out = self
+            .exec_capture(id, &argv, Duration::from_secs(10))
+            .await?;
+        match out.exit_code {
+            Some(0) => Ok(Ok(())),
+            _ => Ok(Err(check_error(&out.output))),
+        }
+    }
+
+    /// Sends a signal to the proxy's master (SIGUSR2 reloads).
+    pub async fn signal(&self, id: &str, signal: &str) -> Result<(), EngineError> {
+        self.docker
+            .kill_container(
+                id,
+                Some(bollard::query_parameters::KillContainerOptions {
+                    signal: signal.to_string(),
+                }),
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("sending {signal} to `{id}`"), e))
+    }
+
+    /// The gateway address of the stack's network: the host as containers see
+    /// it (where an embedded etcd listens for them).
+    pub async fn network_gateway(&self, project: &str) -> Result<Option<IpAddr>, EngineError> {
+        let name = names::network_name(project);
+        let found = self
+            .docker
+            .inspect_network(&name, None)
+            .await
+            .map_err(|e| EngineError::api(format!("inspecting network `{name}`"), e))?;
+        Ok(found
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| c.gateway.as_deref())
+            .filter_map(|g| g.parse::<IpAddr>().ok())
+            .find(|ip| ip.is_ipv4()))
+    }
+}
+
+/// The label recording what the proxy was created from; a change recreates it.
+const LABEL_SPEC: &str = "dev.devstack.proxy-spec";
+
+fn spec_fingerprint(spec: &ProxySpec) -> String {
+    use sha2::{Digest, Sha256};
+    let mut aliases = spec.aliases.clone();
+    aliases.sort();
+    let text = format!(
+        "{}\n{}\n{}\n{}",
+        spec.image,
+        spec.listen,
+        aliases.join(","),
+        MASTER_CLI_PORT
+    );
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .take(10)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// HAProxy's complaint, reduced to its ALERT lines and the first line number
+/// (`[ALERT] ... : config : parsing [/path/candidate.cfg:12] : ...`).
+pub fn check_error(output: &str) -> CheckError {
+    let alerts: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("ALERT") || l.contains("parsing ["))
+        .collect();
+    let line = alerts.iter().find_map(|l| {
+        let after = l.split(".cfg:").nth(1)?;
+        let digits: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
+        digits.parse().ok()
+    });
+    let message = if alerts.is_empty() {
+        output.trim().to_string()
+    } else {
+        alerts
+            .iter()
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    CheckError { line, message }
+}
+
+/// One exchange with HAProxy's master CLI: send the command line, half-close,
+/// read everything until HAProxy closes. Commands prefixed with `@1` go to the
+/// current worker's runtime API.
+pub async fn master_cli(addr: SocketAddr, command: &str) -> std::io::Result<String> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(command.as_bytes()).await?;
+        stream.write_all(b"\n").await?;
+        // The CLI answers and closes once it sees the end of the input.
+        stream.shutdown().await?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await?;
+        Ok::<String, std::io::Error>(out)
+    };
+    match tokio::time::timeout(CLI_TIMEOUT, exchange).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the master CLI at {addr} did not answer within {CLI_TIMEOUT:?}"),
+        )),
+    }
+}
+
+/// The master's `show proc`: the current worker's pid and the reload count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcState {
+    pub reloads: u64,
+    pub failed_reloads: u64,
+    /// The newest worker's pid (workers are listed newest first).
+    pub worker: Option<u32>,
+}
+
+/// Parses `show proc` output.
+pub fn parse_show_proc(text: &str) -> Option<ProcState> {
+    let mut reloads = None;
+    let mut failed = 0;
+    let mut worker = None;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.get(1) {
+            Some(&"master") => {
+                reloads = fields.get(2).and_then(|r| r.parse().ok());
+                if let Some(pos) = fields.iter().position(|f| *f == "[failed:") {
+                    failed = fields
+                        .get(pos + 1)
+                        .map(|f| f.trim_end_matches(']'))
+                        .and_then(|f| f.parse().ok())
+                        .unwrap_or(0);
+                }
+            }
+            Some(&"worker") if worker.is_none() => {
+                worker = fields.first().and_then(|p| p.parse().ok());
+            }
+            _ => {}
+        }
+    }
+    Some(ProcState {
+        reloads: reloads?,
+        failed_reloads: failed,
+        worker,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_proc_is_parsed() {
+        let text = "#<PID>          <type>          <reloads>       <uptime>        <version>\n1               master          1 [failed: 0]   0d00h10m17s     2.6.12\n# workers\n17              worker          0               0d00h00m01s     2.6.12\n7               worker          1               0d00h00m01s     2.6.12\n# programs\n";
+        assert_eq!(
+            parse_show_proc(text),
+            Some(ProcState {
+                reloads: 1,
+                failed_reloads: 0,
+                worker: Some(17)
+            })
+        );
+        assert_eq!(parse_show_proc("garbage"), None);
+    }
+
+    #[test]
+    fn check_errors_name_the_line() {
+        let out = "[NOTICE]   (40) : haproxy version is 2.6.12\n[ALERT]    (40) : config : parsing [/usr/local/etc/haproxy/candidate.cfg:12] : unknown keyword 'bogus' in 'backend' section\n[ALERT]    (40) : config : Fatal errors found in configuration.\n";
+        let err = check_error(out);
+        assert_eq!(err.line, Some(12));
+        assert!(err.message.contains("unknown keyword 'bogus'"), "{err}");
+        assert!(!err.message.contains("NOTICE"));
+    }
+}
