@@ -11,13 +11,21 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use super::store::{Store, StoreError};
-use super::{wal, Core};
+use super::{wal, Core, GRPC_OVERHEAD_BYTES};
 
 pub(crate) struct KvService(pub(crate) Arc<Core>);
 
 impl KvService {
-    /// etcd refuses a write whose encoded request exceeds `--max-request-bytes`.
+    /// etcd refuses a write whose encoded request exceeds `--max-request-bytes`;
+    /// gRPC refuses anything beyond that plus its overhead allowance first.
     fn check_size(&self, len: usize) -> Result<(), Status> {
+        let limit = self.0.max_request_bytes() + GRPC_OVERHEAD_BYTES;
+        if len > limit {
+            // The words of grpc-go's own refusal, which etcd clients see.
+            return Err(Status::resource_exhausted(format!(
+                "grpc: received message larger than max ({len} vs. {limit})"
+            )));
+        }
         if len > self.0.max_request_bytes() {
             return Err(StoreError::RequestTooLarge.into());
         }

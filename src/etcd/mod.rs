@@ -51,7 +51,7 @@ pub const ETCD_CLUSTER_VERSION: &str = "3.5.0";
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
 /// What gRPC accepts on top of `max_request_bytes` before it refuses a
 /// message outright (etcd's `grpcOverheadBytes`).
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// The raft term a freshly elected single member reports.
 const RAFT_TERM: u64 = 2;
 
@@ -282,7 +282,9 @@ async fn serve(core: Arc<Core>, listener: TcpListener) -> Result<(), tonic::tran
     use etcd_client::proto::{
         PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
     };
-    let max_in = core.max_request_bytes() + GRPC_OVERHEAD_BYTES;
+    // Oversized requests are refused by the services themselves, with the
+    // code and words grpc-go uses; this is only a memory bound.
+    let max_in = (core.max_request_bytes() + GRPC_OVERHEAD_BYTES).max(64 << 20);
     let mut routes = tonic::service::Routes::new(
         PbKvServer::new(kv::KvService(core.clone()))
             .max_decoding_message_size(max_in)

@@ -345,10 +345,11 @@ impl WatchStream {
         }
     }
 
-    /// etcd's `sendFragments`: a response bigger than the request limit is
-    /// split into pieces, all but the last marked `fragment`.
+    /// etcd's `sendFragments`: a response bigger than the request limit (plus
+    /// gRPC's allowance, as etcd's watch server counts it) is split into
+    /// pieces, all but the last marked `fragment`.
     async fn send_fragments(&self, resp: PbWatchResponse) -> Result<(), Gone> {
-        let max = self.core.max_request_bytes();
+        let max = self.core.max_request_bytes() + super::GRPC_OVERHEAD_BYTES;
         if resp.encoded_len() < max || resp.events.len() < 2 {
             return self.send(resp).await;
         }

@@ -1,0 +1,7 @@
+//! The embedded etcd against the real thing: conformance with a real etcd
+//! (Debian's etcd-server), etcdctl against the embedded server, and crash
+//! safety of `devstack etcd serve`.
+
+mod conformance;
+mod harness;
+mod random;
