@@ -53,21 +53,9 @@ pub fn load_stack(global: &GlobalArgs) -> anyhow::Result<LoadedStack> {
     Ok(loaded)
 }
 
-/// A project name ends up in container, network and volume names.
+/// A project name ends up in container, network and volume names, so it
+/// follows the same rule as the names in a stack file.
 fn check_project_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(super::Failed::new(
-            exit::USAGE,
-            format!("project name `{name}` must be lowercase letters, digits, `-` and `_`, starting with a letter or digit"),
-        )
-        .into())
-    }
+    crate::spec::decode::check_name(name)
+        .map_err(|why| super::Failed::new(exit::USAGE, format!("project name: {why}")).into())
 }

@@ -207,32 +207,40 @@ impl Decoder<'_> {
         }
     }
 
-    fn duration(&mut self, node: &Node, path: &FieldPath) -> Option<Duration> {
+    /// A scalar read by `parse`; a failure is reported as `bad <what>` with an example.
+    fn parsed<T>(
+        &mut self,
+        node: &Node,
+        path: &FieldPath,
+        parse: fn(&str) -> Result<T, String>,
+        what: &str,
+        example: &str,
+    ) -> Option<T> {
         let text = self.string(node, path)?;
-        match parse_duration(&text) {
-            Ok(d) => Some(d),
+        match parse(&text) {
+            Ok(value) => Some(value),
             Err(why) => {
                 self.problems.push(
-                    Problem::at(node.span, path.as_str(), format!("bad duration: {why}"))
-                        .hint("write a duration like `500ms`, `2s`, `1m30s`"),
+                    Problem::at(node.span, path.as_str(), format!("bad {what}: {why}"))
+                        .hint(format!("write a {what} like {example}")),
                 );
                 None
             }
         }
     }
 
+    fn duration(&mut self, node: &Node, path: &FieldPath) -> Option<Duration> {
+        self.parsed(
+            node,
+            path,
+            parse_duration,
+            "duration",
+            "`500ms`, `2s`, `1m30s`",
+        )
+    }
+
     fn size(&mut self, node: &Node, path: &FieldPath) -> Option<u64> {
-        let text = self.string(node, path)?;
-        match parse_size(&text) {
-            Ok(n) => Some(n),
-            Err(why) => {
-                self.problems.push(
-                    Problem::at(node.span, path.as_str(), format!("bad size: {why}"))
-                        .hint("write a size like `512m`, `1g`, `64k`"),
-                );
-                None
-            }
-        }
+        self.parsed(node, path, parse_size, "size", "`512m`, `1g`, `64k`")
     }
 
     fn port_number(&mut self, node: &Node, path: &FieldPath) -> Option<u16> {
@@ -346,7 +354,7 @@ impl Decoder<'_> {
 }
 
 /// Object names become container names and DNS names: keep them simple.
-fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())

@@ -342,3 +342,26 @@ fn completions_are_generated() {
     assert!(out.stdout.contains("devstack"));
     assert!(out.stdout.contains("validate"));
 }
+
+#[test]
+fn project_name_is_checked() {
+    let out = Run::new(&[
+        "config",
+        "-p",
+        "Not/Valid",
+        "-f",
+        "fixtures/good/overlay-base.yaml",
+    ])
+    .run();
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("project name: `Not/Valid` is not a valid name"),
+        "{}",
+        out.stderr
+    );
+    let out = Run::new(&["config", "-f", "fixtures/good/overlay-base.yaml"])
+        .env("DEVSTACK_PROJECT_NAME", "ci-job-17")
+        .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
