@@ -6,6 +6,7 @@
 //! - [`plan`]: pure planning: desired containers, config hashes, dependency order, diffs.
 //! - [`engine`]: the only code that talks to Docker (bollard): build, run, probe, logs, exec, events.
 //! - [`etcd`]: the embedded etcd v3 server.
+//! - [`registrar`]: presence: healthy containers written to etcd under leases.
 //! - [`router`]: the proxy configuration rendered from a registry snapshot.
 //! - [`cli`]: the command line; clap types stop here.
 
@@ -13,5 +14,6 @@ pub mod cli;
 pub mod engine;
 pub mod etcd;
 pub mod plan;
+pub mod registrar;
 pub mod router;
 pub mod spec;

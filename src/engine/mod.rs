@@ -23,6 +23,7 @@ pub mod health;
 pub mod images;
 pub mod logs;
 pub mod progress;
+pub mod proxy;
 pub mod resources;
 
 use std::path::Path;

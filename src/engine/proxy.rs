@@ -216,9 +216,14 @@ impl Engine {
             Err(e) if is_not_found(&e) => Err(EngineError::Pull {
                 service: "proxy".into(),
                 image: spec.image.clone(),
-                message: "the image is not present here; pull it, or set `proxy.image` to one that is".into(),
+                message:
+                    "the image is not present here; pull it, or set `proxy.image` to one that is"
+                        .into(),
             }),
-            Err(e) if is_conflict(&e) => Err(EngineError::api(format!("creating `{name}` (another devstack may be creating it)"), e)),
+            Err(e) if is_conflict(&e) => Err(EngineError::api(
+                format!("creating `{name}` (another devstack may be creating it)"),
+                e,
+            )),
             Err(e) => Err(EngineError::api(format!("creating `{name}`"), e)),
         }
     }
@@ -291,8 +296,7 @@ impl Engine {
             (_, None, None) => {
                 return Err(EngineError::Api {
                     what: format!("reaching the master CLI of `{name}`"),
-                    message: "the container has neither an address nor a published CLI port"
-                        .into(),
+                    message: "the container has neither an address nor a published CLI port".into(),
                 })
             }
         };
@@ -324,7 +328,11 @@ impl Engine {
             .upload_to_container(
                 id,
                 Some(bollard::query_parameters::UploadToContainerOptions {
-                    path: if dir.is_empty() { "/".into() } else { dir.into() },
+                    path: if dir.is_empty() {
+                        "/".into()
+                    } else {
+                        dir.into()
+                    },
                     ..Default::default()
                 }),
                 bollard::body_full(packed.into()),

@@ -92,6 +92,18 @@ pub fn slot_count(replicas: u32, registered: usize) -> usize {
 
 /// Builds the template's view of a stack and a registry snapshot.
 pub fn view(stack: &Stack, project: &str, registry: &Registry) -> View {
+    view_keeping(stack, project, registry, None)
+}
+
+/// Like [`view`], but an instance that had a slot in `previous` keeps it, so
+/// an instance coming or going changes only its own slot (one runtime API
+/// command) rather than shifting every instance after it.
+pub fn view_keeping(
+    stack: &Stack,
+    project: &str,
+    registry: &Registry,
+    previous: Option<&View>,
+) -> View {
     let mut routes = Vec::new();
     for (name, service) in &stack.services {
         for route in &service.routes {
@@ -158,8 +170,19 @@ pub fn view(stack: &Stack, project: &str, registry: &Registry) -> View {
                 },
             };
             let instances = registry.instances(name).to_vec();
-            let slots = (0..slot_count(service.container.replicas, instances.len()))
-                .map(|i| match instances.get(i) {
+            let count = slot_count(service.container.replicas, instances.len());
+            let before: Vec<Option<&str>> = previous
+                .and_then(|p| p.services.iter().find(|s| s.name == *name))
+                .map(|s| {
+                    s.slots
+                        .iter()
+                        .map(|slot| slot.instance.as_ref().map(|i| i.id.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let placed = assign_slots(&before, &instances, count);
+            let slots = (0..count)
+                .map(|i| match placed[i] {
                     Some(instance) => SlotView {
                         name: format!("s{}", i + 1),
                         address: instance.address.clone(),
@@ -198,6 +221,37 @@ pub fn view(stack: &Stack, project: &str, registry: &Registry) -> View {
         services,
         kvs: registry.kvs.clone(),
     }
+}
+
+/// Places instances in `count` slots: each keeps the slot it had in
+/// `before` (by instance id) when that slot still exists; the others fill the
+/// free slots from the first.
+pub fn assign_slots<'a>(
+    before: &[Option<&str>],
+    instances: &'a [Instance],
+    count: usize,
+) -> Vec<Option<&'a Instance>> {
+    let mut placed: Vec<Option<&Instance>> = vec![None; count];
+    let mut rest = Vec::new();
+    for instance in instances {
+        match before
+            .iter()
+            .position(|id| *id == Some(instance.id.as_str()))
+        {
+            Some(i) if i < count && placed[i].is_none() => placed[i] = Some(instance),
+            _ => rest.push(instance),
+        }
+    }
+    let mut free = (0..count)
+        .filter(|i| placed[*i].is_none())
+        .collect::<Vec<_>>()
+        .into_iter();
+    for instance in rest {
+        if let Some(i) = free.next() {
+            placed[i] = Some(instance);
+        }
+    }
+    placed
 }
 
 /// Renders a template against a view. `name` appears in error messages.

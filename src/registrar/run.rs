@@ -1,0 +1,657 @@
+//! The registrar loop: follows the project's Docker events and devstack's
+//! health monitors, and keeps etcd holding exactly the healthy containers.
+//!
+//! One task owns all state and `select!`s over a closed set of triggers
+//! (engine events, health changes, lease losses, rechecks, a one-second tick
+//! while etcd is away, the stop signal). Each trigger only says "look at
+//! container X again"; [`Registrar::reconcile`] then compares what should be
+//! registered with what is, so a lost event or a restart never leaves the
+//! registry wrong (level-triggered).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::template::{key_of, value_of, version_of, Presence};
+use crate::engine::events::ContainerEventKind;
+use crate::engine::health::{check_for, HealthMonitor, HealthState};
+use crate::engine::Engine;
+use crate::plan::{names, ObservedState};
+use crate::spec::Stack;
+
+/// What the registrar needs.
+#[derive(Debug, Clone)]
+pub struct RegistrarConfig {
+    pub stack: Stack,
+    pub project: String,
+    /// etcd client URLs.
+    pub endpoints: Vec<String>,
+}
+
+/// What the registrar reports.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum RegistrarEvent {
+    Registered {
+        service: String,
+        container: String,
+        key: String,
+        address: String,
+    },
+    Deregistered {
+        service: String,
+        container: String,
+        key: String,
+        reason: String,
+    },
+    /// etcd did not answer; registrations are retried and, once it is back,
+    /// everything is registered again.
+    EtcdUnavailable { message: String },
+    /// A registration could not be made (a key template error, say).
+    Failed { container: String, message: String },
+}
+
+/// A running registrar.
+pub struct RegistrarHandle {
+    events: broadcast::Sender<RegistrarEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RegistrarHandle {
+    pub fn subscribe(&self) -> broadcast::Receiver<RegistrarEvent> {
+        self.events.subscribe()
+    }
+
+    /// Waits until the registrar has stopped and removed its registrations.
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the registrar. It runs until `cancel` fires, then deletes what it
+/// registered (a stopped devstack means nothing is present any more).
+pub fn start(
+    engine: Engine,
+    config: RegistrarConfig,
+    cancel: CancellationToken,
+) -> RegistrarHandle {
+    let (events, _) = broadcast::channel(1024);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registrar = Registrar {
+        engine,
+        network: names::network_name(&config.project),
+        config,
+        events: events.clone(),
+        client: None,
+        etcd_down: true,
+        tracked: HashMap::new(),
+        tx,
+        cancel: cancel.clone(),
+    };
+    let task = tokio::spawn(registrar.run(rx));
+    RegistrarHandle { events, task }
+}
+
+/// The triggers, sent by helper tasks into the main loop.
+#[derive(Debug)]
+enum Msg {
+    Health(String, HealthState),
+    /// The lease of a registration is gone (expired while etcd was away).
+    LeaseLost(String, i64),
+    Recheck(String),
+}
+
+/// One registration in etcd.
+#[derive(Debug)]
+struct Registration {
+    key: String,
+    lease: i64,
+    /// Stops the keep-alive task.
+    keeper: CancellationToken,
+}
+
+/// A followed container.
+#[derive(Debug)]
+struct Tracked {
+    service: String,
+    presence: Option<Presence>,
+    health: HealthState,
+    /// Stops its health monitor.
+    monitor: CancellationToken,
+    registration: Option<Registration>,
+    /// No registration before this (a flapping container waits one health
+    /// interval; a signalled one until its fate is clear).
+    not_before: Option<Instant>,
+    interval: Duration,
+}
+
+struct Registrar {
+    engine: Engine,
+    config: RegistrarConfig,
+    network: String,
+    events: broadcast::Sender<RegistrarEvent>,
+    client: Option<Client>,
+    /// Set when an etcd call failed; cleared by a successful resync.
+    etcd_down: bool,
+    tracked: HashMap<String, Tracked>,
+    tx: mpsc::UnboundedSender<Msg>,
+    cancel: CancellationToken,
+}
+
+impl Registrar {
+    fn report(&self, event: RegistrarEvent) {
+        let _ = self.events.send(event);
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut events = Box::pin(self.engine.project_events(&self.config.project, None));
+        self.relist().await;
+        self.resync().await;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                e = events.next() => match e {
+                    Some(Ok(e)) => self.on_event(e).await,
+                    Some(Err(_)) | None => {
+                        // The engine connection dropped: follow again and
+                        // re-list, since events meanwhile are lost.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        events = Box::pin(self.engine.project_events(&self.config.project, None));
+                        self.relist().await;
+                    }
+                },
+                Some(msg) = rx.recv() => match msg {
+                    Msg::Health(id, state) => {
+                        if let Some(t) = self.tracked.get_mut(&id) {
+                            if state == HealthState::Starting {
+                                continue;
+                            }
+                            let was_registered = t.registration.is_some();
+                            if matches!(state, HealthState::Unhealthy { .. }) && was_registered {
+                                // Back no sooner than its check can tell.
+                                t.not_before = Some(Instant::now() + t.interval);
+                            }
+                            t.health = state;
+                        }
+                        self.reconcile(&id).await;
+                    }
+                    Msg::LeaseLost(id, lease) => {
+                        if let Some(t) = self.tracked.get_mut(&id) {
+                            if t.registration.as_ref().map(|r| r.lease) == Some(lease) {
+                                if let Some(r) = t.registration.take() {
+                                    r.keeper.cancel();
+                                }
+                            }
+                        }
+                        self.reconcile(&id).await;
+                    }
+                    Msg::Recheck(id) => self.reconcile(&id).await,
+                },
+                _ = tick.tick() => {
+                    if self.etcd_down {
+                        self.resync().await;
+                    }
+                }
+            }
+        }
+        self.deregister_all().await;
+    }
+
+    async fn client(&mut self) -> Option<Client> {
+        if self.client.is_none() {
+            let options = ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(5));
+            match Client::connect(&self.config.endpoints, Some(options)).await {
+                Ok(c) => self.client = Some(c),
+                Err(e) => {
+                    self.etcd_unavailable(format!(
+                        "cannot reach etcd at {}: {e}",
+                        self.config.endpoints.join(",")
+                    ));
+                    return None;
+                }
+            }
+        }
+        self.client.clone()
+    }
+
+    fn etcd_unavailable(&mut self, message: String) {
+        if !self.etcd_down {
+            self.report(RegistrarEvent::EtcdUnavailable { message });
+        }
+        self.etcd_down = true;
+    }
+
+    /// Follows every running container of the stack's services.
+    async fn relist(&mut self) {
+        let Ok(observed) = self.engine.list_project(&self.config.project).await else {
+            return;
+        };
+        for o in observed {
+            let Some(service) = o.service.clone() else {
+                continue;
+            };
+            if o.state == ObservedState::Running && !self.tracked.contains_key(&o.id) {
+                self.track(&o.id, &service).await;
+            }
+        }
+    }
+
+    /// Makes etcd match: leased keys under the prefix that no followed
+    /// container accounts for are deleted (left by a crashed devstack);
+    /// followed containers' keys already there are adopted; registrations
+    /// that vanished (etcd restarted empty) are made again.
+    async fn resync(&mut self) {
+        let Some(mut client) = self.client().await else {
+            return;
+        };
+        let prefix = format!("{}/", self.config.stack.discovery.prefix);
+        let listing = match client
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.etcd_unavailable(format!("etcd: {e}"));
+                return;
+            }
+        };
+        self.etcd_down = false;
+        let present: HashMap<String, i64> = listing
+            .kvs()
+            .iter()
+            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.lease()))
+            .collect();
+        let mut accounted = std::collections::HashSet::new();
+        let ids: Vec<String> = self.tracked.keys().cloned().collect();
+        for id in &ids {
+            let discovery = self.config.stack.discovery.clone();
+            let Some(t) = self.tracked.get_mut(id) else {
+                continue;
+            };
+            let Some(key) = t.presence.as_ref().and_then(|p| key_of(&discovery, p).ok()) else {
+                continue;
+            };
+            accounted.insert(key.clone());
+            match (&t.registration, present.get(&key)) {
+                // Registered and still there with our lease: fine.
+                (Some(r), Some(lease)) if r.lease == *lease => {}
+                // Ours but gone (or replaced): register again.
+                (Some(_), _) => {
+                    if let Some(r) = t.registration.take() {
+                        r.keeper.cancel();
+                    }
+                }
+                // There from before (a previous devstack): adopt the lease.
+                (None, Some(lease)) if *lease != 0 => {
+                    let keeper = CancellationToken::new();
+                    spawn_keeper(
+                        client.clone(),
+                        id.clone(),
+                        *lease,
+                        self.config.stack.discovery.ttl,
+                        keeper.clone(),
+                        self.tx.clone(),
+                    );
+                    t.registration = Some(Registration {
+                        key,
+                        lease: *lease,
+                        keeper,
+                    });
+                }
+                _ => {}
+            }
+        }
+        for (key, lease) in &present {
+            if *lease != 0 && !accounted.contains(key) {
+                if client.delete(key.as_str(), None).await.is_err() {
+                    self.etcd_down = true;
+                }
+                let _ = client.lease_revoke(*lease).await;
+            }
+        }
+        for id in ids {
+            self.reconcile(&id).await;
+        }
+    }
+
+    async fn on_event(&mut self, e: crate::engine::events::ContainerEvent) {
+        let Some(service) = e.service.clone() else {
+            return;
+        };
+        if !self.config.stack.services.contains_key(&service) {
+            return;
+        }
+        let id = e.container_id.clone();
+        match &e.kind {
+            ContainerEventKind::Started
+            | ContainerEventKind::Unpaused
+            | ContainerEventKind::Restarted => {
+                self.untrack(&id, None).await;
+                self.track(&id, &service).await;
+            }
+            ContainerEventKind::Killed => {
+                // SIGKILL, or the SIGTERM of a stop: out of the proxy before
+                // the process even reacts. A signal it survives (SIGHUP to
+                // reload) brings it back after one health interval.
+                if let Some(t) = self.tracked.get_mut(&id) {
+                    let wait = t.interval.max(Duration::from_secs(1));
+                    t.not_before = Some(Instant::now() + wait);
+                    self.schedule(&id, wait);
+                }
+                self.deregister(&id, "killed").await;
+            }
+            ContainerEventKind::Died { exit_code } => {
+                let reason = match exit_code {
+                    Some(c) => format!("died (exit code {c})"),
+                    None => "died".into(),
+                };
+                self.untrack(&id, Some(&reason)).await;
+            }
+            ContainerEventKind::Stopped => self.untrack(&id, Some("stopped")).await,
+            ContainerEventKind::Removed => self.untrack(&id, Some("removed")).await,
+            ContainerEventKind::Paused => self.untrack(&id, Some("paused")).await,
+            ContainerEventKind::OutOfMemory => self.deregister(&id, "out of memory").await,
+            _ => {}
+        }
+    }
+
+    /// Starts following a running container: its presence and a health monitor.
+    async fn track(&mut self, id: &str, service: &str) {
+        let Some(unit) = self.config.stack.services.get(service) else {
+            return;
+        };
+        let Some(port) = unit.routes.first().map(|r| r.port).or(unit.container.port) else {
+            // Nothing to route to: not a member of the registry.
+            return;
+        };
+        let status = match self.engine.inspect(id, &self.network).await {
+            Ok(s) if s.state == ObservedState::Running => s,
+            _ => return,
+        };
+        let image = unit
+            .container
+            .image
+            .clone()
+            .unwrap_or_else(|| names::built_image_tag(&self.config.project, service));
+        let replica = status
+            .labels
+            .get(names::LABEL_REPLICA)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0);
+        let version = version_of(&image);
+        let presence = status.ip.map(|ip| Presence {
+            project: self.config.project.clone(),
+            prefix: self.config.stack.discovery.prefix.clone(),
+            service: service.to_string(),
+            id: status.id.clone(),
+            name: status.name.clone(),
+            replica,
+            address: ip.to_string(),
+            port,
+            version,
+            image: image.clone(),
+        });
+        let check = check_for(&self.engine, unit.container.health.as_ref(), &image).await;
+        let interval = unit
+            .container
+            .health
+            .as_ref()
+            .map(|h| h.interval)
+            .unwrap_or(Duration::from_secs(1));
+        let monitor = self.cancel.child_token();
+        let mut rx = HealthMonitor::spawn(
+            self.engine.clone(),
+            status.id.clone(),
+            self.network.clone(),
+            check,
+            monitor.clone(),
+        );
+        let tx = self.tx.clone();
+        let forwarded = status.id.clone();
+        tokio::spawn(async move {
+            loop {
+                let state = rx.borrow_and_update().clone();
+                if tx.send(Msg::Health(forwarded.clone(), state)).is_err() {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    let _ = tx.send(Msg::Health(forwarded, HealthState::Stopped));
+                    return;
+                }
+            }
+        });
+        self.tracked.insert(
+            status.id.clone(),
+            Tracked {
+                service: service.to_string(),
+                presence,
+                health: HealthState::Starting,
+                monitor,
+                registration: None,
+                not_before: None,
+                interval,
+            },
+        );
+    }
+
+    /// Stops following a container, deregistering it first.
+    async fn untrack(&mut self, id: &str, reason: Option<&str>) {
+        if let Some(reason) = reason {
+            self.deregister(id, reason).await;
+        } else {
+            self.deregister(id, "restarted").await;
+        }
+        if let Some(t) = self.tracked.remove(id) {
+            t.monitor.cancel();
+        }
+    }
+
+    fn schedule(&self, id: &str, after: Duration) {
+        let tx = self.tx.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(Msg::Recheck(id));
+        });
+    }
+
+    /// Brings one container's registration in line with its health.
+    async fn reconcile(&mut self, id: &str) {
+        let Some(t) = self.tracked.get(id) else {
+            return;
+        };
+        let wanted = t.health == HealthState::Healthy && t.presence.is_some();
+        let unwanted = matches!(
+            t.health,
+            HealthState::Unhealthy { .. } | HealthState::Stopped
+        );
+        match (&t.registration, wanted, unwanted) {
+            (None, true, _) => {
+                if let Some(at) = t.not_before {
+                    let now = Instant::now();
+                    if now < at {
+                        self.schedule(id, at - now);
+                        return;
+                    }
+                }
+                self.register(id).await;
+            }
+            (Some(_), _, true) => {
+                let reason = match &t.health {
+                    HealthState::Unhealthy { last } => format!("unhealthy: {last}"),
+                    _ => "stopped".into(),
+                };
+                self.deregister(id, &reason).await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn register(&mut self, id: &str) {
+        let discovery = self.config.stack.discovery.clone();
+        let Some(t) = self.tracked.get(id) else {
+            return;
+        };
+        let Some(presence) = t.presence.clone() else {
+            return;
+        };
+        let (key, value) = match key_of(&discovery, &presence)
+            .and_then(|k| Ok((k, value_of(&discovery, &presence)?)))
+        {
+            Ok(kv) => kv,
+            Err(e) => {
+                self.report(RegistrarEvent::Failed {
+                    container: presence.name.clone(),
+                    message: e.to_string(),
+                });
+                return;
+            }
+        };
+        let Some(mut client) = self.client().await else {
+            self.schedule(id, Duration::from_millis(500));
+            return;
+        };
+        let ttl = discovery.ttl.as_secs().max(1) as i64;
+        let result = async {
+            let lease = client.lease_grant(ttl, None).await?.id();
+            client
+                .put(
+                    key.as_str(),
+                    value.as_str(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+                .await?;
+            Ok::<i64, etcd_client::Error>(lease)
+        }
+        .await;
+        match result {
+            Ok(lease) => {
+                let keeper = self.cancel.child_token();
+                spawn_keeper(
+                    client,
+                    id.to_string(),
+                    lease,
+                    discovery.ttl,
+                    keeper.clone(),
+                    self.tx.clone(),
+                );
+                if let Some(t) = self.tracked.get_mut(id) {
+                    t.registration = Some(Registration {
+                        key: key.clone(),
+                        lease,
+                        keeper,
+                    });
+                    t.not_before = None;
+                }
+                self.report(RegistrarEvent::Registered {
+                    service: presence.service,
+                    container: presence.name,
+                    key,
+                    address: format!("{}:{}", presence.address, presence.port),
+                });
+            }
+            Err(e) => {
+                self.etcd_unavailable(format!("etcd: {e}"));
+                self.schedule(id, Duration::from_millis(500));
+            }
+        }
+    }
+
+    async fn deregister(&mut self, id: &str, reason: &str) {
+        let Some(t) = self.tracked.get_mut(id) else {
+            return;
+        };
+        let Some(r) = t.registration.take() else {
+            return;
+        };
+        r.keeper.cancel();
+        let service = t.service.clone();
+        let container = t
+            .presence
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| id.to_string());
+        if let Some(mut client) = self.client().await {
+            // Revoking the lease deletes the key with it, in one request; the
+            // delete covers a lease that already expired.
+            let revoked = client.lease_revoke(r.lease).await;
+            if revoked.is_err() {
+                if let Err(e) = client.delete(r.key.as_str(), None).await {
+                    // The key expires with its lease anyway; the resync after
+                    // etcd returns removes it sooner.
+                    self.etcd_unavailable(format!("etcd: {e}"));
+                }
+            }
+        }
+        self.report(RegistrarEvent::Deregistered {
+            service,
+            container,
+            key: r.key,
+            reason: reason.to_string(),
+        });
+    }
+
+    async fn deregister_all(&mut self) {
+        let ids: Vec<String> = self.tracked.keys().cloned().collect();
+        for id in ids {
+            self.deregister(&id, "devstack stopped").await;
+            if let Some(t) = self.tracked.remove(&id) {
+                t.monitor.cancel();
+            }
+        }
+    }
+}
+
+/// Keeps one lease alive at a third of its TTL. Reports the lease lost when
+/// etcd says it no longer exists (it expired while etcd was unreachable, or
+/// etcd restarted without it), so the registrar registers again.
+fn spawn_keeper(
+    client: Client,
+    id: String,
+    lease: i64,
+    ttl: Duration,
+    cancel: CancellationToken,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    tokio::spawn(async move {
+        let period = (ttl / 3).max(Duration::from_millis(300));
+        let mut client = client;
+        let mut stream = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = cancel.cancelled() => return,
+            }
+            if stream.is_none() {
+                stream = client.lease_keep_alive(lease).await.ok();
+            }
+            let Some((keeper, responses)) = stream.as_mut() else {
+                continue;
+            };
+            let answer = async {
+                keeper.keep_alive().await?;
+                responses.message().await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), answer).await {
+                Ok(Ok(Some(resp))) if resp.ttl() > 0 => {}
+                Ok(Ok(Some(_))) => {
+                    let _ = tx.send(Msg::LeaseLost(id, lease));
+                    return;
+                }
+                // The stream broke (etcd away): open a new one next time.
+                _ => stream = None,
+            }
+        }
+    });
+}

@@ -1,0 +1,667 @@
+//! The router loop: the confd part of the pipeline, running.
+//!
+//! One task, one `select!` over a closed set of triggers (etcd watch
+//! responses, the debounce deadline, the proxy container dying, the stop
+//! signal). Every apply is awaited in that task, so checks and reloads are
+//! serialized by construction: never two at once, never a pile-up.
+//!
+//! An apply renders the whole registry (level-triggered: a lost watch event
+//! cannot leave the config wrong, the next apply renders everything again),
+//! compares with the live config, and then either does nothing, sends
+//! runtime API commands (only servers moved), or checks the new config with
+//! `haproxy -c` inside the proxy container, uploads it and reloads.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use super::debounce::Debounce;
+use super::registry::Registry;
+use super::render::{render, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
+use super::runtime::{runtime_commands, runtime_failure};
+use crate::engine::events::ContainerEventKind;
+use crate::engine::proxy::{
+    self, master_cli, parse_show_proc, CheckError, ProcState, ProxyContainer, ProxySpec,
+};
+use crate::engine::{Engine, EngineError};
+use crate::spec::Stack;
+
+/// Everything the router needs, decided before it starts.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub stack: Stack,
+    pub project: String,
+    /// etcd client URLs (the embedded server's loopback URL, or the cluster's).
+    pub endpoints: Vec<String>,
+    pub proxy: ProxySpec,
+    /// Where containers' `etcd:2379` should lead: the proxy forwards its port
+    /// 2379 there (the embedded server on the network's gateway, say).
+    pub etcd_for_containers: Option<SocketAddr>,
+    /// The registry must be quiet this long before a render...
+    pub quiet: Duration,
+    /// ...but a burst never delays a render longer than this.
+    pub max_delay: Duration,
+}
+
+impl RouterConfig {
+    /// The defaults for a stack: its proxy image (or devstack's), its listen
+    /// address, and an alias `<service>.internal` for every service.
+    pub fn new(stack: &Stack, project: &str, endpoints: Vec<String>) -> RouterConfig {
+        RouterConfig {
+            proxy: proxy_spec(stack, project, false),
+            stack: stack.clone(),
+            project: project.to_string(),
+            endpoints,
+            etcd_for_containers: None,
+            quiet: Duration::from_millis(5),
+            max_delay: Duration::from_millis(100),
+        }
+    }
+
+    /// Makes containers' `etcd:2379` go through the proxy to `addr`.
+    pub fn with_etcd_for_containers(mut self, addr: SocketAddr) -> RouterConfig {
+        self.proxy = proxy_spec(&self.stack, &self.project, true);
+        self.etcd_for_containers = Some(addr);
+        self
+    }
+}
+
+/// The proxy container a stack asks for.
+pub fn proxy_spec(stack: &Stack, project: &str, etcd_alias: bool) -> ProxySpec {
+    let mut aliases: Vec<String> = stack
+        .services
+        .keys()
+        .map(|s| format!("{s}.internal"))
+        .collect();
+    // A stack that runs its own etcd container keeps the name for it.
+    if etcd_alias && stack.unit("etcd").is_none() {
+        aliases.push("etcd".into());
+    }
+    ProxySpec {
+        project: project.to_string(),
+        image: stack
+            .proxy
+            .image
+            .clone()
+            .unwrap_or_else(|| proxy::DEFAULT_PROXY_IMAGE.to_string()),
+        listen: stack.proxy.listen,
+        aliases,
+    }
+}
+
+/// How an apply changed the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "how")]
+pub enum Change {
+    /// The render equals the live config.
+    Unchanged,
+    /// Only servers moved: applied through the runtime API, no reload.
+    Runtime { commands: Vec<String> },
+    /// Checked with `haproxy -c`, uploaded and reloaded.
+    Reload,
+}
+
+/// What the router reports, for `up`'s output, `--json`, and tests.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum RouterEvent {
+    /// The proxy container runs (created, adopted or restarted).
+    ProxyStarted { container: String, restarted: bool },
+    /// The registry at `revision` is what the proxy serves now.
+    Applied {
+        #[serde(flatten)]
+        change: Change,
+        revision: i64,
+        instances: usize,
+        #[serde(with = "millis")]
+        took: Duration,
+    },
+    /// The template failed to render; the last good config stays.
+    RenderFailed {
+        template: Option<PathBuf>,
+        line: Option<usize>,
+        message: String,
+    },
+    /// HAProxy refused the rendered config; the last good config stays.
+    CheckFailed {
+        line: Option<usize>,
+        message: String,
+        /// The offending config line, as rendered.
+        text: Option<String>,
+    },
+    /// etcd did not answer; the proxy keeps its config while the router retries.
+    EtcdUnavailable {
+        message: String,
+        #[serde(with = "millis")]
+        retry_in: Duration,
+    },
+    /// Something about the proxy container failed; retried.
+    ProxyTrouble { message: String },
+}
+
+mod millis {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+/// Why the router could not start at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("cannot start the proxy of `{project}`: {source}")]
+    Proxy {
+        project: String,
+        #[source]
+        source: EngineError,
+    },
+    #[error("the proxy of `{project}` did not answer on its master CLI at {addr}: {message}")]
+    ProxyUnreachable {
+        project: String,
+        addr: SocketAddr,
+        message: String,
+    },
+}
+
+/// A running router.
+pub struct RouterHandle {
+    events: broadcast::Sender<RouterEvent>,
+    task: tokio::task::JoinHandle<()>,
+    /// The proxy container as started.
+    pub proxy: ProxyContainer,
+}
+
+impl RouterHandle {
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RouterEvent> {
+        self.events.subscribe()
+    }
+
+    /// Waits for the loop to end (after the cancel token fired).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the proxy container and the router loop. Returns once the proxy
+/// answers; the loop then follows etcd until `cancel` fires.
+pub async fn start(
+    engine: Engine,
+    config: RouterConfig,
+    cancel: CancellationToken,
+) -> Result<RouterHandle, RouterError> {
+    let (events, _) = broadcast::channel(256);
+    let base = with_etcd_forward(
+        &render(
+            BUILTIN_TEMPLATE,
+            &super::view(&config.stack, &config.project, &Registry::default()),
+        )
+        .unwrap_or_default(),
+        config.etcd_for_containers,
+    );
+    let proxy = engine
+        .ensure_proxy(&config.proxy, &base)
+        .await
+        .map_err(|source| RouterError::Proxy {
+            project: config.project.clone(),
+            source,
+        })?;
+    wait_for_cli(proxy.cli)
+        .await
+        .map_err(|message| RouterError::ProxyUnreachable {
+            project: config.project.clone(),
+            addr: proxy.cli,
+            message,
+        })?;
+    let _ = events.send(RouterEvent::ProxyStarted {
+        container: proxy.name.clone(),
+        restarted: false,
+    });
+    let router = Router {
+        engine,
+        template: config.stack.proxy.template.clone(),
+        config,
+        events: events.clone(),
+        proxy: proxy.clone(),
+        // An adopted proxy's config is unknown: the first apply reloads.
+        live: None,
+        kvs: BTreeMap::new(),
+        revision: 0,
+    };
+    let task = tokio::spawn(router.run(cancel));
+    Ok(RouterHandle {
+        events,
+        task,
+        proxy,
+    })
+}
+
+/// The config the proxy serves now, and the view it came from.
+struct Live {
+    text: String,
+    view: View,
+}
+
+struct Router {
+    engine: Engine,
+    config: RouterConfig,
+    /// The user's template file, read at every apply so an edit takes effect
+    /// at the next registry change; `None`: the built-in one.
+    template: Option<PathBuf>,
+    events: broadcast::Sender<RouterEvent>,
+    proxy: ProxyContainer,
+    live: Option<Live>,
+    /// The registry as the watch has delivered it.
+    kvs: BTreeMap<String, String>,
+    revision: i64,
+}
+
+/// The triggers of the main loop.
+enum Trigger {
+    Watch(Result<Option<etcd_client::WatchResponse>, etcd_client::Error>),
+    Due,
+    ProxyDied,
+    ProxyEventsEnded,
+    Stop,
+}
+
+impl Router {
+    fn report(&self, event: RouterEvent) {
+        let _ = self.events.send(event);
+    }
+
+    async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let proxy_name = self.proxy.name.clone();
+        let mut proxy_events = Box::pin(self.engine.project_events(&self.config.project, None));
+        loop {
+            // One etcd session: connect, read everything, watch from there.
+            let session = tokio::select! {
+                s = self.connect_and_list() => s,
+                _ = cancel.cancelled() => return,
+            };
+            let (mut client, revision) = match session {
+                Ok(s) => s,
+                Err(message) => {
+                    self.report(RouterEvent::EtcdUnavailable {
+                        message,
+                        retry_in: backoff,
+                    });
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            self.apply().await;
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(revision + 1);
+            let mut watch = match client.watch(self.prefix_key(), Some(options)).await {
+                Ok(w) => w,
+                Err(e) => {
+                    self.report(RouterEvent::EtcdUnavailable {
+                        message: e.to_string(),
+                        retry_in: backoff,
+                    });
+                    continue;
+                }
+            };
+            let mut debounce = Debounce::new(self.config.quiet, self.config.max_delay);
+            loop {
+                let deadline = debounce.deadline();
+                let trigger = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Trigger::Stop,
+                    m = watch.message() => Trigger::Watch(m),
+                    _ = sleep_until(deadline), if deadline.is_some() => Trigger::Due,
+                    e = proxy_events.next() => match e {
+                        Some(Ok(e)) if e.name == proxy_name && matches!(e.kind, ContainerEventKind::Died { .. }) => Trigger::ProxyDied,
+                        Some(_) => continue,
+                        None => Trigger::ProxyEventsEnded,
+                    },
+                };
+                match trigger {
+                    Trigger::Stop => return,
+                    Trigger::Watch(Ok(Some(resp))) => {
+                        if resp.canceled() {
+                            // Compacted past our revision, or the server
+                            // cancelled: read everything again.
+                            break;
+                        }
+                        for event in resp.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            let key = String::from_utf8_lossy(kv.key()).into_owned();
+                            match event.event_type() {
+                                EventType::Put => {
+                                    let value = String::from_utf8_lossy(kv.value()).into_owned();
+                                    self.kvs.insert(key, value);
+                                }
+                                EventType::Delete => {
+                                    self.kvs.remove(&key);
+                                }
+                            }
+                            self.revision = self.revision.max(kv.mod_revision());
+                        }
+                        if !resp.events().is_empty() {
+                            debounce.hit(tokio::time::Instant::now());
+                        }
+                    }
+                    Trigger::Watch(Ok(None)) | Trigger::Watch(Err(_)) => {
+                        self.report(RouterEvent::EtcdUnavailable {
+                            message: "the watch on etcd ended".into(),
+                            retry_in: backoff,
+                        });
+                        break;
+                    }
+                    Trigger::Due => {
+                        if debounce.take(tokio::time::Instant::now()) {
+                            self.apply().await;
+                        }
+                    }
+                    Trigger::ProxyDied => self.restart_proxy(&cancel).await,
+                    Trigger::ProxyEventsEnded => {
+                        // The engine connection dropped: follow again, and
+                        // look at the proxy in case its death was missed.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        proxy_events =
+                            Box::pin(self.engine.project_events(&self.config.project, None));
+                        if master_cli(self.proxy.cli, "show proc").await.is_err() {
+                            self.restart_proxy(&cancel).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn prefix_key(&self) -> String {
+        format!("{}/", self.config.stack.discovery.prefix)
+    }
+
+    async fn connect_and_list(&mut self) -> Result<(Client, i64), String> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5));
+        let mut client = Client::connect(&self.config.endpoints, Some(options))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot reach etcd at {}: {e}",
+                    self.config.endpoints.join(",")
+                )
+            })?;
+        let resp = client
+            .get(self.prefix_key(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| format!("etcd at {}: {e}", self.config.endpoints.join(",")))?;
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        self.kvs = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect();
+        self.revision = revision;
+        Ok((client, revision))
+    }
+
+    /// Renders the registry and brings the proxy to it.
+    async fn apply(&mut self) {
+        let started = Instant::now();
+        let registry = Registry::from_kvs(&self.config.stack.discovery.prefix, self.kvs.clone());
+        let instances = registry.services.values().map(Vec::len).sum();
+        let view = view_keeping(
+            &self.config.stack,
+            &self.config.project,
+            &registry,
+            self.live.as_ref().map(|l| &l.view),
+        );
+        let template = match &self.template {
+            None => BUILTIN_TEMPLATE.to_string(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.report(RouterEvent::RenderFailed {
+                        template: Some(path.clone()),
+                        line: None,
+                        message: format!("cannot read {}: {e}", path.display()),
+                    });
+                    return;
+                }
+            },
+        };
+        let text = match render(&template, &view) {
+            Ok(t) => with_etcd_forward(&t, self.config.etcd_for_containers),
+            Err(RenderError { line, message }) => {
+                self.report(RouterEvent::RenderFailed {
+                    template: self.template.clone(),
+                    line,
+                    message,
+                });
+                return;
+            }
+        };
+        let change = match self.bring_proxy_to(&text).await {
+            Ok(change) => change,
+            Err(Refused::Check(CheckError { line, message })) => {
+                let text_line = line.and_then(|l| text.lines().nth(l.wrapping_sub(1)));
+                self.report(RouterEvent::CheckFailed {
+                    line,
+                    message,
+                    text: text_line.map(|t| t.trim().to_string()),
+                });
+                return;
+            }
+            Err(Refused::Trouble(message)) => {
+                self.report(RouterEvent::ProxyTrouble { message });
+                return;
+            }
+        };
+        self.live = Some(Live { text, view });
+        self.report(RouterEvent::Applied {
+            change,
+            revision: self.revision,
+            instances,
+            took: started.elapsed(),
+        });
+    }
+
+    async fn bring_proxy_to(&mut self, text: &str) -> Result<Change, Refused> {
+        let live = self.live.as_ref().map(|l| l.text.as_str());
+        if live == Some(text) {
+            return Ok(Change::Unchanged);
+        }
+        if let Some(commands) = live.and_then(|l| runtime_commands(l, text)) {
+            match self.runtime(&commands).await {
+                Ok(()) => {
+                    // The file follows, so a restart or a later reload of
+                    // the proxy starts from what it serves now.
+                    self.engine
+                        .upload_file(&self.proxy.id, proxy::CONFIG_PATH, text)
+                        .await
+                        .map_err(|e| Refused::Trouble(e.to_string()))?;
+                    return Ok(Change::Runtime { commands });
+                }
+                Err(message) => self.report(RouterEvent::ProxyTrouble {
+                    message: format!("runtime API: {message}; reloading instead"),
+                }),
+            }
+        }
+        match self.engine.proxy_check(&self.proxy.id, text).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Refused::Check(e)),
+            Err(e) => return Err(Refused::Trouble(e.to_string())),
+        }
+        self.engine
+            .upload_file(&self.proxy.id, proxy::CONFIG_PATH, text)
+            .await
+            .map_err(|e| Refused::Trouble(e.to_string()))?;
+        reload(self.proxy.cli).await.map_err(Refused::Trouble)?;
+        Ok(Change::Reload)
+    }
+
+    /// Sends `set server` commands to the current worker, a few per connection.
+    async fn runtime(&self, commands: &[String]) -> Result<(), String> {
+        for chunk in commands.chunks(16) {
+            let line = chunk
+                .iter()
+                .map(|c| format!("@1 {c}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let answer = master_cli(self.proxy.cli, &line)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(failure) = runtime_failure(&answer) {
+                return Err(failure);
+            }
+        }
+        Ok(())
+    }
+
+    /// The proxy container died: start it again with the live config (the
+    /// file in the container is always the live config) and wait until it answers.
+    async fn restart_proxy(&mut self, cancel: &CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let config = self
+                .live
+                .as_ref()
+                .map(|l| l.text.clone())
+                .unwrap_or_else(|| {
+                    with_etcd_forward(
+                        &render(
+                            BUILTIN_TEMPLATE,
+                            &super::view(
+                                &self.config.stack,
+                                &self.config.project,
+                                &Registry::default(),
+                            ),
+                        )
+                        .unwrap_or_default(),
+                        self.config.etcd_for_containers,
+                    )
+                });
+            let outcome = match self.engine.ensure_proxy(&self.config.proxy, &config).await {
+                Ok(p) => wait_for_cli(p.cli).await.map(|()| p),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(p) => {
+                    let recreated = p.id != self.proxy.id;
+                    self.proxy = p;
+                    if recreated {
+                        // A new container got the base config: render again.
+                        self.live = None;
+                        self.apply().await;
+                    }
+                    self.report(RouterEvent::ProxyStarted {
+                        container: self.proxy.name.clone(),
+                        restarted: true,
+                    });
+                    return;
+                }
+                Err(message) => {
+                    self.report(RouterEvent::ProxyTrouble {
+                        message: format!("restarting the proxy: {message}"),
+                    });
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Why an apply did not take effect.
+enum Refused {
+    Check(CheckError),
+    Trouble(String),
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// devstack's own section after the template's: containers reach etcd as
+/// `etcd:2379` through the proxy (which carries the `etcd` alias), whatever
+/// the template says.
+pub fn with_etcd_forward(config: &str, etcd: Option<SocketAddr>) -> String {
+    match etcd {
+        None => config.to_string(),
+        Some(addr) => format!(
+            "{config}\n# Added by devstack: containers reach etcd as etcd:2379 through here.\nfrontend devstack_etcd\n    mode tcp\n    bind :2379\n    timeout client 1h\n    default_backend devstack_etcd\n\nbackend devstack_etcd\n    mode tcp\n    timeout server 1h\n    server etcd {addr}\n"
+        ),
+    }
+}
+
+async fn show_proc(cli: SocketAddr) -> Result<ProcState, String> {
+    let answer = master_cli(cli, "show proc")
+        .await
+        .map_err(|e| e.to_string())?;
+    parse_show_proc(&answer).ok_or_else(|| format!("unexpected `show proc` answer: {answer}"))
+}
+
+/// Waits until a freshly started proxy's master CLI answers.
+async fn wait_for_cli(cli: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match show_proc(cli).await {
+            Ok(p) if p.worker.is_some() => return Ok(()),
+            Ok(_) => {}
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err("no worker started".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reloads through the master CLI and waits until the master has re-read
+/// the config and forked the new worker. The listeners stay open in the
+/// master throughout, so connections arriving meanwhile wait in the
+/// kernel's queue rather than being refused.
+pub async fn reload(cli: SocketAddr) -> Result<(), String> {
+    let before = show_proc(cli).await?;
+    // The master re-executes itself: the answer may be cut short.
+    let _ = master_cli(cli, "reload").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if let Ok(now) = show_proc(cli).await {
+            if now.failed_reloads > before.failed_reloads {
+                return Err("HAProxy failed to reload (see the proxy's logs)".into());
+            }
+            if now.reloads > before.reloads && now.worker.is_some() && now.worker != before.worker {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err("HAProxy did not finish reloading within 10s".into());
+        }
+    }
+}

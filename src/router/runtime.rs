@@ -1,0 +1,251 @@
+//! Which config changes the HAProxy runtime API can apply without a reload.
+//!
+//! The decision is made on the rendered text, not on the view, so it holds
+//! for any template: two configs that differ only in `server` lines of the
+//! same backend, by address, port or the `disabled` flag, are the same
+//! configuration with servers moved, which `set server` commands reproduce
+//! exactly. Anything else (a route, a new slot, a changed option) needs a
+//! check and a reload.
+
+/// One server line: `server <name> <addr>:<port> <options...>`.
+#[derive(Debug, PartialEq, Eq)]
+struct ServerLine<'a> {
+    name: &'a str,
+    address: &'a str,
+    port: u16,
+    /// The options without `disabled`, to compare the rest of the line.
+    options: Vec<&'a str>,
+    disabled: bool,
+    checked: bool,
+}
+
+fn server_line(line: &str) -> Option<ServerLine<'_>> {
+    let mut words = line.split_whitespace();
+    if words.next()? != "server" {
+        return None;
+    }
+    let name = words.next()?;
+    let (address, port) = words.next()?.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let mut options = Vec::new();
+    let mut disabled = false;
+    let mut checked = false;
+    for w in words {
+        match w {
+            "disabled" => disabled = true,
+            "check" => {
+                checked = true;
+                options.push(w);
+            }
+            _ => options.push(w),
+        }
+    }
+    Some(ServerLine {
+        name,
+        address: address.trim_start_matches('[').trim_end_matches(']'),
+        port,
+        options,
+        disabled,
+        checked,
+    })
+}
+
+/// The runtime API commands that turn the `live` config into `next`, or
+/// `None` when a reload is needed. An empty list means the configs are equal.
+///
+/// Servers going away are put in maintenance first (no new request reaches
+/// them; requests in flight finish), then moved to their placeholder address;
+/// servers coming in get their address first and are made ready last, marked
+/// up so HAProxy sends the next request at once (the registrar only
+/// registers containers that passed their health check).
+pub fn runtime_commands(live: &str, next: &str) -> Option<Vec<String>> {
+    let a: Vec<&str> = live.lines().collect();
+    let b: Vec<&str> = next.lines().collect();
+    if a.len() != b.len() {
+        return None;
+    }
+    let mut commands = Vec::new();
+    let mut backend: Option<&str> = None;
+    for (old, new) in a.iter().zip(&b) {
+        // Section headers are equal on both sides, or the loop has returned.
+        let trimmed = old.trim_start();
+        if !old.starts_with(' ') && !old.starts_with('\t') && !trimmed.is_empty() {
+            let mut words = trimmed.split_whitespace();
+            backend = match (words.next(), words.next()) {
+                (Some("backend"), Some(name)) => Some(name),
+                _ => None,
+            };
+        }
+        if old == new {
+            continue;
+        }
+        let (o, n) = (server_line(old)?, server_line(new)?);
+        let backend = backend?;
+        if o.name != n.name || o.options != n.options {
+            return None;
+        }
+        let server = format!("{backend}/{}", n.name);
+        let moved = o.address != n.address || o.port != n.port;
+        let set_addr = format!("set server {server} addr {} port {}", n.address, n.port);
+        match (o.disabled, n.disabled) {
+            (false, true) => {
+                commands.push(format!("set server {server} state maint"));
+                if moved {
+                    commands.push(set_addr);
+                }
+            }
+            (_, false) => {
+                if moved && !o.disabled {
+                    // Taken out first, so no request reaches the old address
+                    // under the new one's name.
+                    commands.push(format!("set server {server} state maint"));
+                }
+                if moved {
+                    commands.push(set_addr);
+                }
+                if n.checked {
+                    commands.push(format!("set server {server} health up"));
+                }
+                commands.push(format!("set server {server} state ready"));
+            }
+            (true, true) => {
+                if moved {
+                    commands.push(set_addr);
+                }
+            }
+        }
+    }
+    Some(commands)
+}
+
+/// Whether a master CLI answer to runtime commands reports a failure. HAProxy
+/// answers successful `set server` commands with nothing or an informational
+/// sentence ("no need to change the addr", "... changed from ...").
+pub fn runtime_failure(answer: &str) -> Option<String> {
+    const FAILURES: [&str; 7] = [
+        "No such",
+        "Unknown command",
+        "Require ",
+        "Invalid",
+        "Can't",
+        "Permission denied",
+        "not found",
+    ];
+    answer
+        .lines()
+        .map(str::trim)
+        .find(|l| FAILURES.iter().any(|f| l.contains(f)))
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: &str = "global\n    master-worker\n\nbackend svc_api\n    balance roundrobin\n    server s1 172.18.0.2:8080 check inter 1s\n    server s2 127.0.0.1:8080 check inter 1s disabled\n\nbackend svc_web\n    server s1 127.0.0.1:80 check inter 1s disabled\n";
+
+    fn check(next: &str, expected: Option<&[&str]>) {
+        let got = runtime_commands(LIVE, next);
+        let expected = expected.map(|e| e.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(got, expected, "next:\n{next}");
+    }
+
+    #[test]
+    fn equal_configs_need_nothing() {
+        check(LIVE, Some(&[]));
+    }
+
+    #[test]
+    fn an_instance_coming_fills_its_slot() {
+        check(
+            &LIVE.replace(
+                "server s2 127.0.0.1:8080 check inter 1s disabled",
+                "server s2 172.18.0.3:8080 check inter 1s",
+            ),
+            Some(&[
+                "set server svc_api/s2 addr 172.18.0.3 port 8080",
+                "set server svc_api/s2 health up",
+                "set server svc_api/s2 state ready",
+            ]),
+        );
+    }
+
+    #[test]
+    fn an_instance_going_is_taken_out_before_it_moves() {
+        check(
+            &LIVE.replace(
+                "server s1 172.18.0.2:8080 check inter 1s",
+                "server s1 127.0.0.1:8080 check inter 1s disabled",
+            ),
+            Some(&[
+                "set server svc_api/s1 state maint",
+                "set server svc_api/s1 addr 127.0.0.1 port 8080",
+            ]),
+        );
+    }
+
+    #[test]
+    fn a_slot_changing_hands_goes_through_maintenance() {
+        check(
+            &LIVE.replace("server s1 172.18.0.2:8080", "server s1 172.18.0.9:8080"),
+            Some(&[
+                "set server svc_api/s1 state maint",
+                "set server svc_api/s1 addr 172.18.0.9 port 8080",
+                "set server svc_api/s1 health up",
+                "set server svc_api/s1 state ready",
+            ]),
+        );
+    }
+
+    #[test]
+    fn the_right_backend_is_named() {
+        check(
+            &LIVE.replace(
+                "server s1 127.0.0.1:80 check inter 1s disabled",
+                "server s1 172.18.0.5:80 check inter 1s",
+            ),
+            Some(&[
+                "set server svc_web/s1 addr 172.18.0.5 port 80",
+                "set server svc_web/s1 health up",
+                "set server svc_web/s1 state ready",
+            ]),
+        );
+    }
+
+    #[test]
+    fn anything_else_needs_a_reload() {
+        // Another option on a server line.
+        check(
+            &LIVE.replace(
+                "check inter 1s disabled\n\nbackend svc_web",
+                "check inter 2s disabled\n\nbackend svc_web",
+            ),
+            None,
+        );
+        // A new slot (more lines).
+        check(
+            &LIVE.replace(
+                "    server s2 127.0.0.1:8080 check inter 1s disabled\n",
+                "    server s2 127.0.0.1:8080 check inter 1s disabled\n    server s3 127.0.0.1:8080 check inter 1s disabled\n",
+            ),
+            None,
+        );
+        // A non-server line.
+        check(
+            &LIVE.replace("balance roundrobin", "balance leastconn"),
+            None,
+        );
+        // A server renamed.
+        check(&LIVE.replace("server s2 ", "server t2 "), None);
+    }
+
+    #[test]
+    fn failures_are_recognised() {
+        assert_eq!(runtime_failure("\n\n"), None);
+        assert_eq!(
+            runtime_failure("no need to change the addr, port changed from '8404' to '80' by 'stats socket command'\n"),
+            None
+        );
+        assert!(runtime_failure("No such server.\n").is_some());
+    }
+}
