@@ -150,3 +150,27 @@ fn datastore_data_survives_down_and_up() {
     let get = p.ok(&["exec", "store", "--", "redis-cli", "get", "greeting"]);
     assert_eq!(stdout(&get).trim(), "kept");
 }
+
+#[test]
+fn seed_data_fills_a_fresh_volume_and_only_a_fresh_one() {
+    let p = Project::new("seed", "seeded.yaml");
+    p.ok(&["up", "--wait"]);
+    let read = p.ok(&["exec", "store", "--", "cat", "/data/greeting.txt"]);
+    assert_eq!(stdout(&read).trim(), "seeded at creation");
+    p.ok(&[
+        "exec",
+        "store",
+        "--",
+        "sh",
+        "-c",
+        "echo changed > /data/greeting.txt",
+    ]);
+    p.ok(&["down"]);
+    p.ok(&["up", "--wait"]);
+    let again = p.ok(&["exec", "store", "--", "cat", "/data/greeting.txt"]);
+    assert_eq!(
+        stdout(&again).trim(),
+        "changed",
+        "the seed must not overwrite existing data"
+    );
+}
