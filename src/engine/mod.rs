@@ -54,7 +54,8 @@ pub struct Engine {
 
 impl Engine {
     /// Connects the way the docker CLI does: `DOCKER_HOST` (unix://, tcp://,
-    /// http(s)://; `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for TLS), else
+    /// http(s)://, with `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` for TLS;
+    /// ssh://user@host through the system's `ssh`, as the docker CLI does), else
     /// the default socket (or the rootless one under `XDG_RUNTIME_DIR`).
     /// Negotiates the API version down to what the engine speaks.
     pub async fn connect() -> Result<Engine, EngineError> {
@@ -66,11 +67,6 @@ impl Engine {
             host: host.clone(),
             reason,
         };
-        if host.starts_with("ssh://") {
-            return Err(no_engine(
-                "ssh:// engines are reached through a local socket forward in this build: run `ssh -NL /tmp/docker.sock:/var/run/docker.sock HOST` and set DOCKER_HOST=unix:///tmp/docker.sock".into(),
-            ));
-        }
         let docker = Docker::connect_with_host(&host)
             .map_err(|e| no_engine(error::message_of(&e)))?
             .with_timeout(CONNECT_TIMEOUT);
