@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod authority;
 mod cluster;
 mod http;
 mod kv;
@@ -301,11 +302,17 @@ async fn serve(core: Arc<Core>, listener: TcpListener) -> Result<(), tonic::tran
     )))
     .add_service(PbClusterServer::new(cluster::ClusterService(core.clone())));
     http::add_routes(routes.axum_router_mut(), core.clone());
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    use futures::StreamExt;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        conn.map(|tcp| {
+            // Small requests and replies: do not let Nagle hold them back.
+            let _ = tcp.set_nodelay(true);
+            authority::FixedConn::new(tcp)
+        })
+    });
     let stop = core.stop.clone();
     tonic::transport::Server::builder()
         .accept_http1(true)
-        .tcp_nodelay(true)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await

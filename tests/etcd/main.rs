@@ -3,5 +3,7 @@
 //! safety of `devstack etcd serve`.
 
 mod conformance;
+mod crash;
+mod etcdctl;
 mod harness;
 mod random;
