@@ -521,3 +521,72 @@ impl HealthMonitor {
         rx
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A one-shot server answering every connection with `status`.
+    async fn server(status: &'static str) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("an address");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn http_probes_read_the_status_line() {
+        let timeout = Duration::from_secs(2);
+        let ok = http_get(server("200 OK").await, "/health", timeout).await;
+        assert!(ok.ok, "{ok:?}");
+        let redirect = http_get(server("302 Found").await, "/", timeout).await;
+        assert!(redirect.ok, "3xx counts as healthy: {redirect:?}");
+        let failing = http_get(server("503 Service Unavailable").await, "/health", timeout).await;
+        assert_eq!(
+            failing,
+            ProbeResult {
+                ok: false,
+                detail: "HTTP /health: 503".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_named_as_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addr = listener.local_addr().expect("an address");
+        drop(listener);
+        let r = http_get(addr, "/health", Duration::from_secs(2)).await;
+        assert_eq!(r.detail, "HTTP /health: connection refused");
+    }
+
+    #[test]
+    fn not_ready_reads_as_a_sentence() {
+        let e = NotReady::CrashLoop {
+            restarts: 3,
+            exit_code: Some(2),
+        };
+        assert_eq!(
+            e.to_string(),
+            "is crash-looping: restarted 3 times, last exit code 2"
+        );
+        let e = NotReady::Exited {
+            exit_code: 137,
+            error: None,
+            oom_killed: true,
+        };
+        assert_eq!(
+            e.to_string(),
+            "exited with code 137 (killed: out of memory)"
+        );
+    }
+}
