@@ -349,7 +349,7 @@ impl Engine {
         config: &str,
     ) -> Result<Result<(), CheckError>, EngineError> {
         self.upload_file(id, CANDIDATE_PATH, config).await?;
-        let argv: Vec<String> = ["haproxy", "-c", "-q", "-f", CANDIDATE_PATH]
+        let argv: Vec<String> = ["haproxy", "-c", "-f", CANDIDATE_PATH]
             .iter()
             .map(|s| s.to_string())
             .collect();

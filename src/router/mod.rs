@@ -9,6 +9,7 @@
 pub mod debounce;
 pub mod registry;
 pub mod render;
+pub mod routing;
 pub mod run;
 pub mod runtime;
 

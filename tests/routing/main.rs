@@ -1,0 +1,9 @@
+//! Integration tests of the discovery and routing path on the real engine:
+//! the registrar writing healthy containers into etcd (embedded or Debian's
+//! real etcd), the router rendering HAProxy from it, and requests through the
+//! HAProxy container of the stack. They fail, never skip, without an engine
+//! or the fixture images.
+
+mod path;
+mod support;
+mod template;

@@ -1,0 +1,199 @@
+//! Requests through the proxy follow the registry: replicas share traffic, a
+//! killed container leaves within a second, a restarted one comes back,
+//! services call each other by production name, etcdctl sees the keys.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use devstack::engine::proxy::master_cli;
+use devstack::engine::Engine;
+use devstack::router::routing::{Routing, RoutingOptions};
+use etcd_client::{Client, GetOptions};
+
+use crate::support::*;
+
+const SERVICES: &str = "  a:
+    image: devstack-fixtures/app
+    port: 8080
+    replicas: 2
+    env: { SERVICE: a }
+    health: { http: /health, interval: 500ms, retries: 2, start_period: 20s }
+    restart: \"no\"
+    stop_grace: 1s
+    routes: [a.test.localhost]
+  b:
+    image: devstack-fixtures/app
+    port: 8080
+    env: { SERVICE: b }
+    health: { http: /health, interval: 500ms, start_period: 20s }
+    restart: \"no\"
+    stop_grace: 1s
+";
+
+#[test]
+fn with_the_embedded_etcd() {
+    run(Duration::from_secs(120), routing_path(None));
+}
+
+#[test]
+fn with_a_real_etcd() {
+    run(Duration::from_secs(120), async {
+        let etcd = RealEtcd::start().await;
+        routing_path(Some(&etcd)).await;
+    });
+}
+
+async fn keys(url: &str, prefix: &str) -> Vec<(String, String)> {
+    let Ok(mut c) = Client::connect([url], None).await else {
+        return vec![];
+    };
+    match c.get(prefix, Some(GetOptions::new().with_prefix())).await {
+        Ok(r) => r
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key_str().unwrap_or_default().to_string(),
+                    kv.value_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
+        Err(_) => vec![],
+    }
+}
+
+/// Hostnames answering `n` requests for `a.test.localhost`.
+async fn answering(p: &Project, n: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        if let Ok((200, body)) = get(p.listen, "a.test.localhost", "/").await {
+            if let Some(h) = hostname(&body) {
+                seen.insert(h);
+            }
+        }
+    }
+    seen
+}
+
+async fn routing_path(real: Option<&RealEtcd>) {
+    let tag = if real.is_some() { "real" } else { "embedded" };
+    let p = Project::new(tag, SERVICES, "");
+    let engine = Engine::connect().await.expect("the engine answers");
+    p.up(&engine).await;
+    let options = match real {
+        Some(e) => RoutingOptions {
+            endpoints: Some(vec![e.url.clone()]),
+            etcd_for_containers: None,
+        },
+        None => RoutingOptions::default(),
+    };
+    let routing = Routing::start(&engine, &p.stack, &p.name, options)
+        .await
+        .expect("the routing path starts");
+    let url = routing.endpoints[0].clone();
+    let cli = routing.router.proxy.cli;
+
+    until(Duration::from_secs(20), "three registrations", || async {
+        keys(&url, "/services/").await.len() == 3
+    })
+    .await;
+    let seen_by_etcdctl = etcdctl_keys(&url, "/services/");
+    assert_eq!(seen_by_etcdctl.len(), 3, "{seen_by_etcdctl:?}");
+    assert_eq!(
+        seen_by_etcdctl
+            .iter()
+            .filter(|k| k.starts_with("/services/a/"))
+            .count(),
+        2,
+        "{seen_by_etcdctl:?}"
+    );
+
+    // Both replicas of `a` receive traffic.
+    let a1 = format!("{}-a-1", p.name);
+    let a2 = format!("{}-a-2", p.name);
+    until(Duration::from_secs(10), "both replicas answer", || async {
+        let seen = answering(&p, 10).await;
+        seen.contains(&a1) && seen.contains(&a2)
+    })
+    .await;
+
+    // `a` calls `b` by its production name, through the proxy.
+    let (status, body) = get(p.listen, "a.test.localhost", "/call?url=http://b.internal/")
+        .await
+        .expect("the call answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("{}-b-1", p.name)), "{body}");
+    if real.is_none() {
+        // And reaches etcd as etcd:2379.
+        let (status, body) = get(
+            p.listen,
+            "a.test.localhost",
+            "/call?url=http://etcd:2379/version",
+        )
+        .await
+        .expect("the call answers");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("etcdserver"), "{body}");
+    }
+
+    // A killed replica is gone from etcd and from HAProxy within a second.
+    let victim_key = format!("/services/a/{}", docker(&["inspect", "-f", "{{.Id}}", &a1]));
+    let victim_ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &a1,
+    ]);
+    let killed = Instant::now();
+    docker(&["kill", &a1]);
+    until(
+        Duration::from_secs(1),
+        "the killed replica leaves etcd",
+        || async {
+            !keys(&url, "/services/a/")
+                .await
+                .iter()
+                .any(|(k, _)| *k == victim_key)
+        },
+    )
+    .await;
+    until(
+        Duration::from_secs(1),
+        "the killed replica leaves HAProxy",
+        || async {
+            let state = master_cli(cli, "@1 show servers state svc_a")
+                .await
+                .unwrap_or_default();
+            // Fields: be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...
+            !state.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(4) == Some(&victim_ip.as_str()) && f.get(6) == Some(&"0")
+            })
+        },
+    )
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        killed.elapsed()
+    );
+    let after = answering(&p, 10).await;
+    assert_eq!(
+        after,
+        BTreeSet::from([a2.clone()]),
+        "only the survivor answers"
+    );
+
+    // Started again, it comes back once healthy.
+    docker(&["start", &a1]);
+    until(
+        Duration::from_secs(10),
+        "the restarted replica answers again",
+        || async { answering(&p, 6).await.contains(&a1) },
+    )
+    .await;
+
+    // Stopping the registrar takes its registrations with it.
+    routing.shutdown().await;
+    assert!(keys(&url, "/services/").await.is_empty());
+}

@@ -1,0 +1,129 @@
+//! A user template that stops rendering, or renders a config HAProxy
+//! refuses, is reported with its line and the last good config stays.
+
+use std::time::Duration;
+
+use devstack::engine::Engine;
+use devstack::router::routing::{Routing, RoutingOptions};
+use devstack::router::{RouterEvent, BUILTIN_TEMPLATE};
+use tokio::sync::broadcast;
+
+use crate::support::*;
+
+const SERVICES: &str = "  a:
+    image: devstack-fixtures/app
+    port: 8080
+    env: { SERVICE: a }
+    health: { http: /health, interval: 500ms, start_period: 20s }
+    stop_grace: 1s
+    routes: [a.test.localhost]
+";
+
+/// Waits for the first event `pick` accepts.
+async fn expect<T>(
+    rx: &mut broadcast::Receiver<RouterEvent>,
+    what: &str,
+    mut pick: impl FnMut(&RouterEvent) -> Option<T>,
+) -> T {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if let Some(t) = pick(&e) {
+                        return t;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("router events ended: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(15), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within 15s"))
+}
+
+#[test]
+fn a_bad_template_keeps_the_last_good_config() {
+    run(Duration::from_secs(120), async {
+        let p = Project::with_files(
+            "tmpl",
+            SERVICES,
+            "  template: ./haproxy.cfg.j2\n",
+            &[("haproxy.cfg.j2", BUILTIN_TEMPLATE)],
+        );
+        let engine = Engine::connect().await.expect("the engine answers");
+        p.up(&engine).await;
+        let routing = Routing::start(&engine, &p.stack, &p.name, RoutingOptions::default())
+            .await
+            .expect("the routing path starts");
+        let mut events = routing.router.subscribe();
+        until(
+            Duration::from_secs(20),
+            "a answers through the proxy",
+            || async { matches!(get(p.listen, "a.test.localhost", "/").await, Ok((200, _))) },
+        )
+        .await;
+        let url = routing.endpoints[0].clone();
+        let mut etcd = etcd_client::Client::connect([url], None)
+            .await
+            .expect("etcd");
+        let mut n = 0;
+        let mut poke = || {
+            n += 1;
+            format!("{n}")
+        };
+
+        // A template that no longer renders: the line is reported.
+        std::fs::write(
+            p.path("haproxy.cfg.j2"),
+            "global\n    master-worker\n{{ no_such_name }}\n",
+        )
+        .unwrap();
+        etcd.put("/services/poke", poke(), None).await.expect("put");
+        let line = expect(&mut events, "render failure", |e| match e {
+            RouterEvent::RenderFailed { line, .. } => Some(*line),
+            _ => None,
+        })
+        .await;
+        assert_eq!(line, Some(3));
+        assert!(matches!(
+            get(p.listen, "a.test.localhost", "/").await,
+            Ok((200, _))
+        ));
+
+        // A template whose config HAProxy refuses: HAProxy's line is reported.
+        let refused = format!("{BUILTIN_TEMPLATE}\nbackend broken\n    bogus_keyword here\n");
+        std::fs::write(p.path("haproxy.cfg.j2"), refused).unwrap();
+        etcd.put("/services/poke", poke(), None).await.expect("put");
+        let (line, text) = expect(&mut events, "check failure", |e| match e {
+            RouterEvent::CheckFailed { line, text, .. } => Some((*line, text.clone())),
+            _ => None,
+        })
+        .await;
+        assert!(line.is_some());
+        assert_eq!(text.as_deref(), Some("bogus_keyword here"));
+        assert!(matches!(
+            get(p.listen, "a.test.localhost", "/").await,
+            Ok((200, _))
+        ));
+
+        // Fixed again: the next change applies.
+        std::fs::write(
+            p.path("haproxy.cfg.j2"),
+            format!("{BUILTIN_TEMPLATE}\n# fixed\n"),
+        )
+        .unwrap();
+        etcd.put("/services/poke", poke(), None).await.expect("put");
+        expect(&mut events, "an apply", |e| match e {
+            RouterEvent::Applied { .. } => Some(()),
+            _ => None,
+        })
+        .await;
+        assert!(matches!(
+            get(p.listen, "a.test.localhost", "/").await,
+            Ok((200, _))
+        ));
+        routing.shutdown().await;
+    });
+}
