@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use console::Style;
 use futures::StreamExt;
@@ -316,7 +316,6 @@ pub(crate) enum Render {
 }
 
 async fn render(mut rx: mpsc::UnboundedReceiver<Progress>, mode: Render, color: bool) {
-    let started = Instant::now();
     let multi = MultiProgress::new();
     let mut bars: BTreeMap<String, ProgressBar> = BTreeMap::new();
     let spinner = ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}")
@@ -377,9 +376,6 @@ async fn render(mut rx: mpsc::UnboundedReceiver<Progress>, mode: Render, color: 
         if !bar.is_finished() {
             bar.abandon();
         }
-    }
-    if mode == Render::Plain {
-        eprintln!("({:.2}s)", started.elapsed().as_secs_f64());
     }
 }
 
