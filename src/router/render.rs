@@ -397,6 +397,36 @@ mod tests {
     }
 
     #[test]
+    fn instances_keep_their_slots() {
+        let inst = |id: &str| Instance {
+            service: "a".into(),
+            id: id.into(),
+            replica: 0,
+            address: format!("10.0.0.{}", id.len()),
+            port: 80,
+            image: String::new(),
+            version: String::new(),
+        };
+        let ids = |placed: Vec<Option<&Instance>>| -> Vec<Option<String>> {
+            placed
+                .into_iter()
+                .map(|i| i.map(|i| i.id.clone()))
+                .collect()
+        };
+        // c1 went away: c2 stays in slot 2, the newcomer c3 takes slot 1.
+        let now = [inst("c2"), inst("c3")];
+        assert_eq!(
+            ids(assign_slots(&[Some("c1"), Some("c2"), None, None], &now, 4)),
+            [Some("c3".to_string()), Some("c2".to_string()), None, None]
+        );
+        // Nothing before: in order from the first slot.
+        assert_eq!(
+            ids(assign_slots(&[], &now, 4)),
+            [Some("c2".to_string()), Some("c3".to_string()), None, None]
+        );
+    }
+
+    #[test]
     fn slots_leave_room_for_a_swap() {
         assert_eq!(slot_count(1, 0), 4);
         assert_eq!(slot_count(3, 2), 8);
