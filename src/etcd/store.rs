@@ -175,6 +175,7 @@ pub struct LeaseInfo {
 
 /// The outcome of a write: the response, and the record to persist if the
 /// request changed anything.
+#[derive(Debug)]
 pub struct Applied<T> {
     pub response: T,
     pub record: Option<Arc<Record>>,

@@ -381,7 +381,7 @@ impl WatchStream {
 /// An event as etcd sends it. prev_kv is what a read at `mod_revision - 1`
 /// returns: nothing for a create, nothing once that revision is compacted.
 fn to_pb(e: &Event, want_prev: bool, compacted: i64) -> PbEvent {
-    let prev = if want_prev && !e.is_create() && e.kv.mod_revision - 1 >= compacted {
+    let prev = if want_prev && !e.is_create() && e.kv.mod_revision > compacted {
         e.prev.as_deref().cloned()
     } else {
         None

@@ -4,7 +4,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -120,8 +120,12 @@ impl Drop for ChildGuard {
 
 /// The embedded server with a temporary data directory.
 pub struct Embedded {
+    /// Held so the server runs as long as the test needs it.
+    #[allow(dead_code)]
     pub server: Option<RunningServer>,
     pub url: String,
+    /// The data directory, removed when the test ends.
+    #[allow(dead_code)]
     pub dir: tempfile::TempDir,
 }
 
@@ -137,10 +141,6 @@ impl Embedded {
             url,
             dir,
         }
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
     }
 }
 
@@ -515,6 +515,8 @@ pub fn show<T: Debug>(r: &Result<T, Status>) -> String {
 pub struct Pair {
     pub real: Raw,
     pub emb: Raw,
+    /// Held so the real etcd runs (and is killed) with the pair.
+    #[allow(dead_code)]
     pub real_etcd: RealEtcd,
     pub embedded: Embedded,
     /// What was compared so far, to show context when a difference appears.

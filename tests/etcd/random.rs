@@ -156,7 +156,7 @@ fn random_compare(rng: &mut Rng, rev: i64) -> PbCompare {
 }
 
 fn random_txn(rng: &mut Rng, rev: i64, compacted: i64, leases: &[i64], depth: u32) -> PbTxnRequest {
-    let mut ops = |rng: &mut Rng| -> Vec<PbTxnRequestOp> {
+    let ops = |rng: &mut Rng| -> Vec<PbTxnRequestOp> {
         (0..rng.below(4))
             .map(|_| match rng.below(if depth < 1 { 4 } else { 3 }) {
                 0 => op_put(random_put(rng, leases)),
@@ -350,7 +350,10 @@ async fn settle(w: &mut WatchConn) -> Vec<PbWatchResponse> {
 }
 
 /// Watch responses reduced to what does not depend on batching.
-fn flatten(v: &[PbWatchResponse]) -> (Vec<(i64, bool, bool, i64, String)>, Vec<PbEvent>) {
+/// (watch id, created, canceled, compact revision, cancel reason).
+type Lifecycle = (i64, bool, bool, i64, String);
+
+fn flatten(v: &[PbWatchResponse]) -> (Vec<Lifecycle>, Vec<PbEvent>) {
     let mut ev = Vec::new();
     let mut other = Vec::new();
     for x in v {

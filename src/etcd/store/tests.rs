@@ -94,12 +94,13 @@ fn a_txn_is_one_revision_and_reads_its_own_writes() {
     let mut s = Store::new(0);
     put(&mut s, "a", "1");
     let t = PbTxnRequest {
+        // b does not exist yet: version 0.
         compare: vec![PbCompare {
             result: 0,
-            target: 3,
-            key: "a".into(),
+            target: 0,
+            key: "b".into(),
             range_end: Vec::new(),
-            target_union: Some(PbTargetUnion::Value(b"1".to_vec())),
+            target_union: Some(PbTargetUnion::Version(0)),
         }],
         success: vec![
             op(PbTxnOpRequest::RequestPut(PbPutRequest {
