@@ -381,23 +381,6 @@ fn port_in_message(message: &str) -> Option<String> {
     Some(addr.trim_end_matches(':').to_string())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::port_in_message;
-
-    #[test]
-    fn both_kinds_of_port_conflict_name_the_address() {
-        assert_eq!(
-            port_in_message("driver failed programming external connectivity on endpoint x (y): Bind for 127.0.0.1:8080 failed: port is already allocated").as_deref(),
-            Some("127.0.0.1:8080")
-        );
-        assert_eq!(
-            port_in_message("driver failed programming external connectivity on endpoint x (y): Error starting userland proxy: listen tcp4 127.0.0.1:18080: bind: address already in use").as_deref(),
-            Some("127.0.0.1:18080")
-        );
-    }
-}
-
 /// The engine's create body for a spec; no decisions, only translation.
 pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut exposed = Vec::new();
@@ -507,5 +490,22 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             endpoints_config: Some(HashMap::from([(spec.network.clone(), endpoint)])),
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_in_message;
+
+    #[test]
+    fn both_kinds_of_port_conflict_name_the_address() {
+        assert_eq!(
+            port_in_message("driver failed programming external connectivity on endpoint x (y): Bind for 127.0.0.1:8080 failed: port is already allocated").as_deref(),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(
+            port_in_message("driver failed programming external connectivity on endpoint x (y): Error starting userland proxy: listen tcp4 127.0.0.1:18080: bind: address already in use").as_deref(),
+            Some("127.0.0.1:18080")
+        );
     }
 }
