@@ -24,6 +24,7 @@ mod cluster;
 mod http;
 mod kv;
 mod lease;
+mod lock;
 pub mod store;
 pub mod wal;
 mod watch;
@@ -300,7 +301,8 @@ async fn serve(core: Arc<Core>, listener: TcpListener) -> Result<(), tonic::tran
     .add_service(PbMaintenanceServer::new(cluster::MaintenanceService(
         core.clone(),
     )))
-    .add_service(PbClusterServer::new(cluster::ClusterService(core.clone())));
+    .add_service(PbClusterServer::new(cluster::ClusterService(core.clone())))
+    .add_service(lock::LockServer(core.clone()));
     http::add_routes(routes.axum_router_mut(), core.clone());
     use futures::StreamExt;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {

@@ -1107,3 +1107,55 @@ async fn maintenance_and_cluster() {
     assert_eq!(emb.members[0].client_ur_ls, vec![p.embedded.url.clone()]);
     assert_eq!(emb.members[0].id, emb.header.unwrap().member_id);
 }
+
+/// The Lock service, through etcd-client's lock API: the oldest waiter holds
+/// the lock, the next gets it when the first unlocks, and a lock needs a live lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_service_grants_in_order() {
+    use etcd_client::{Client, LockOptions};
+    let mut p = Pair::start().await;
+    for id in [1, 2] {
+        p.same("grant", |c| c.lease_grant(lease(id, 60)))
+            .await
+            .unwrap();
+    }
+    let mut outcomes = Vec::new();
+    for url in [p.real_url(), p.embedded.url.clone()] {
+        let mut c = within(10, "connect", Client::connect([url.as_str()], None))
+            .await
+            .unwrap();
+        let first = within(
+            10,
+            "lock",
+            c.lock("mylock", Some(LockOptions::new().with_lease(1))),
+        )
+        .await
+        .unwrap();
+        let mut c2 = c.clone();
+        let second = tokio::spawn(async move {
+            c2.lock("mylock", Some(LockOptions::new().with_lease(2)))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let waited = !second.is_finished();
+        within(10, "unlock", c.unlock(first.key())).await.unwrap();
+        let second = within(10, "second lock", second).await.unwrap().unwrap();
+        let unknown = within(
+            10,
+            "lock",
+            c.lock("other", Some(LockOptions::new().with_lease(99))),
+        )
+        .await
+        .map(|r| r.key().to_vec())
+        .map_err(|e| e.to_string());
+        outcomes.push((
+            String::from_utf8_lossy(first.key()).into_owned(),
+            first.header().map(|h| h.revision()),
+            waited,
+            String::from_utf8_lossy(second.key()).into_owned(),
+            unknown,
+        ));
+    }
+    p.same_value("lock, wait, unlock", &outcomes[0], &outcomes[1]);
+    assert!(outcomes[1].2, "the second lock waited for the first");
+}

@@ -515,8 +515,6 @@ pub fn show<T: Debug>(r: &Result<T, Status>) -> String {
 pub struct Pair {
     pub real: Raw,
     pub emb: Raw,
-    /// Held so the real etcd runs (and is killed) with the pair.
-    #[allow(dead_code)]
     pub real_etcd: RealEtcd,
     pub embedded: Embedded,
     /// What was compared so far, to show context when a difference appears.
@@ -579,6 +577,11 @@ impl Pair {
         if a != b {
             panic!("difference in `{what}`\n--- real etcd ---\n{a}\n--- embedded ---\n{b}\n");
         }
+    }
+
+    /// The real etcd's client URL.
+    pub fn real_url(&self) -> String {
+        self.real_etcd.url.clone()
     }
 
     /// Opens a watch stream on each server.
