@@ -75,6 +75,9 @@ pub enum Command {
     Etcd(super::etcd::EtcdArgs),
     /// Show the routes the proxy serves and the instances behind them
     Routes(RoutesArgs),
+    /// Run a detached stack's etcd, registrar, proxy and router (started by `up`)
+    #[command(hide = true)]
+    Agent,
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
@@ -99,6 +102,7 @@ impl Command {
             Command::Watch(_) => "watch",
             Command::Etcd(_) => "etcd",
             Command::Routes(_) => "routes",
+            Command::Agent => "agent",
             Command::Completions { .. } => "completions",
         }
     }

@@ -4,6 +4,7 @@
 //! types; each subcommand turns them into library calls. Nothing below `cli`
 //! sees a clap type.
 
+pub mod agent;
 pub mod args;
 pub mod config;
 pub mod down;
@@ -13,6 +14,7 @@ pub mod logs;
 pub mod output;
 pub mod ps;
 pub mod restart;
+pub mod routes;
 pub mod run;
 pub mod scale;
 pub mod stack;
@@ -99,6 +101,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(&global, args).await,
         Command::Restart(args) => restart::run(&global, args).await,
         Command::Scale(args) => scale::run(&global, args).await,
+        Command::Routes(args) => routes::run(&global, args).await,
+        Command::Agent => agent::run(&global).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "devstack", &mut std::io::stdout());

@@ -12,6 +12,7 @@ pub mod render;
 pub mod routing;
 pub mod run;
 pub mod runtime;
+pub mod state;
 
 pub use registry::{Instance, Registry};
 pub use render::{render, view, view_keeping, RenderError, View, BUILTIN_TEMPLATE};

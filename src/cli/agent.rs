@@ -1,0 +1,171 @@
+//! `devstack agent` (hidden): runs a detached stack's discovery and routing
+//! path (embedded etcd, registrar, proxy, router) until `down` stops it.
+//! `up --detach` and `up --wait` start it in the background; `up` in the
+//! foreground runs the same path in its own process instead.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::args::GlobalArgs;
+use super::stack::load_stack;
+use super::up::{connect, engine_failure};
+use super::{exit, Failed};
+use crate::engine::Engine;
+use crate::router::routing::{Routing, RoutingError, RoutingOptions};
+use crate::router::state::{self, RoutingState};
+use crate::spec::Stack;
+
+/// Starts the routing path in this process and records it for other commands.
+pub(crate) async fn start_routing(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+) -> anyhow::Result<Routing> {
+    let routing = Routing::start(engine, stack, project, RoutingOptions::default())
+        .await
+        .map_err(|e| match e {
+            RoutingError::Engine(e) => engine_failure(e),
+            other => Failed::new(exit::FAILURE, other.to_string()).into(),
+        })?;
+    // Problems the router meets are worth a line: the stack keeps running
+    // on the last good config, and the user should know why it did not change.
+    let mut events = routing.router.subscribe();
+    tokio::spawn(async move {
+        use crate::router::RouterEvent;
+        loop {
+            match events.recv().await {
+                Ok(RouterEvent::RenderFailed { template, line, message }) => eprintln!(
+                    "router: the proxy template{}{} did not render: {message}; the last good config stays",
+                    template.map(|t| format!(" {}", t.display())).unwrap_or_default(),
+                    line.map(|l| format!(" (line {l})")).unwrap_or_default()
+                ),
+                Ok(RouterEvent::CheckFailed { line, message, text }) => eprintln!(
+                    "router: haproxy refused the rendered config{}{}: {message}; the last good config stays",
+                    line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+                    text.map(|t| format!(" (`{t}`)")).unwrap_or_default()
+                ),
+                Ok(RouterEvent::EtcdUnavailable { message, .. }) => {
+                    eprintln!("router: {message}; retrying, the proxy keeps its config")
+                }
+                Ok(RouterEvent::ProxyTrouble { message }) => eprintln!("router: {message}"),
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let recorded = RoutingState {
+        pid: std::process::id(),
+        endpoints: routing.endpoints.clone(),
+        listen: stack.proxy.listen.to_string(),
+    };
+    if let Err(e) = state::write(project, &recorded) {
+        eprintln!(
+            "warning: cannot record the routing state in {}: {e}",
+            state::state_dir(project).display()
+        );
+    }
+    Ok(routing)
+}
+
+/// `devstack agent`: the routing path until SIGTERM or Ctrl-C.
+pub async fn run(global: &GlobalArgs) -> anyhow::Result<u8> {
+    let loaded = load_stack(global)?;
+    let engine = connect().await?;
+    let routing = start_routing(&engine, &loaded.stack, &loaded.project).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    routing.shutdown().await;
+    state::remove(&loaded.project, std::process::id());
+    Ok(exit::OK)
+}
+
+/// Starts `devstack agent` for the project in the background (its own
+/// session, output to `agent.log` in the state directory) unless one runs,
+/// and waits until it serves.
+pub(crate) async fn spawn_agent(global: &GlobalArgs, project: &str) -> anyhow::Result<()> {
+    if state::read(project).is_some() {
+        return Ok(());
+    }
+    let dir = state::state_dir(project);
+    std::fs::create_dir_all(&dir)?;
+    let log = std::fs::File::create(dir.join("agent.log"))?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    for f in super::stack::stack_files(global) {
+        cmd.arg("-f").arg(absolute(f));
+    }
+    cmd.arg("-p").arg(project).arg("agent");
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Its own session: the agent outlives this terminal and its Ctrl-C.
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if state::read(project).is_some_and(|s| s.pid == child.id()) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+            return Err(Failed::new(
+                exit::FAILURE,
+                format!(
+                    "the routing agent of `{project}` exited ({status}):\n{}",
+                    text.trim()
+                ),
+            )
+            .into());
+        }
+        if Instant::now() > deadline {
+            return Err(Failed::new(
+                exit::FAILURE,
+                format!(
+                    "the routing agent of `{project}` did not start within 60s; see {}",
+                    dir.join("agent.log").display()
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops the project's agent, if one runs, and waits for it to deregister.
+pub(crate) async fn stop_agent(project: &str) {
+    let Some(s) = state::read(project) else {
+        return;
+    };
+    if s.pid == std::process::id() {
+        return;
+    }
+    // SAFETY: sending SIGTERM to the pid the agent recorded.
+    unsafe {
+        libc::kill(s.pid as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state::alive(s.pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&path))
+            .unwrap_or(path)
+    }
+}
