@@ -182,6 +182,8 @@ pub fn plan_orphans<'a>(
     observed
         .iter()
         .filter(|o| o.task.is_none())
+        // The proxy container belongs to the router, not to a unit.
+        .filter(|o| o.kind.as_deref() != Some("proxy"))
         .filter(|o| match o.service.as_deref() {
             Some(s) => !known.contains(s),
             None => true,
