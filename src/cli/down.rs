@@ -18,6 +18,8 @@ pub async fn run(global: &GlobalArgs, args: DownArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let engine = connect().await?;
+    // A detached stack's routing agent deregisters and stops first.
+    super::agent::stop_agent(&project).await;
     let (reporter, mut rx) = Reporter::channel();
     let quiet = !std::io::stderr().is_terminal() && std::env::var_os("CI").is_some();
     let printer = tokio::spawn(async move {

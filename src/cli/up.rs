@@ -46,7 +46,28 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     let cancel = CancellationToken::new();
     let interrupts = interrupt_counter(cancel.clone());
 
-    let outcome = bring_up(&engine, &loaded.stack, &request, mode, color, &cancel).await?;
+    // The discovery and routing path (etcd, registrar, proxy, router) runs
+    // beside the stack: in a background agent when `up` returns, in this
+    // process when it stays in the foreground (unless an agent already serves).
+    let routing = if args.detach || args.wait {
+        super::agent::spawn_agent(global, &loaded.project).await?;
+        None
+    } else if crate::router::state::read(&loaded.project).is_some() {
+        None
+    } else {
+        Some(super::agent::start_routing(&engine, &loaded.stack, &loaded.project).await?)
+    };
+
+    let outcome = bring_up(&engine, &loaded.stack, &request, mode, color, &cancel).await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(r) = routing {
+                r.shutdown().await;
+            }
+            return Err(e);
+        }
+    };
     let interrupted = cancel.is_cancelled();
     if args.json {
         println!(
@@ -60,9 +81,16 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         if !args.json {
             print_failures(&outcome, color);
         }
+        if let Some(r) = routing {
+            r.shutdown().await;
+        }
         return Ok(exit::UNHEALTHY);
     }
     if interrupted {
+        if let Some(r) = routing {
+            r.shutdown().await;
+            crate::router::state::remove(&loaded.project, std::process::id());
+        }
         if !(args.detach || args.wait) {
             stop_gracefully(&engine, &loaded.project, &interrupts).await;
         }
@@ -88,6 +116,11 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         Some(&cancel),
     )
     .await?;
+    // Out of the registry (and so the proxy) first, then stopped.
+    if let Some(r) = routing {
+        r.shutdown().await;
+        crate::router::state::remove(&loaded.project, std::process::id());
+    }
     stop_gracefully(&engine, &loaded.project, &interrupts).await;
     Ok(exit::INTERRUPTED)
 }
