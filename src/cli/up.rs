@@ -49,13 +49,25 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     // The discovery and routing path (etcd, registrar, proxy, router) runs
     // beside the stack: in a background agent when `up` returns, in this
     // process when it stays in the foreground (unless an agent already serves).
+    // A routing path that cannot start (the proxy image is missing, its
+    // port is taken) leaves the stack usable on its own: said, not fatal.
+    let routing_off =
+        |e: anyhow::Error| eprintln!("warning: routing is off for {}: {e:#}", loaded.project);
     let routing = if args.detach || args.wait {
-        super::agent::spawn_agent(global, &loaded.project).await?;
+        if let Err(e) = super::agent::spawn_agent(global, &loaded.project).await {
+            routing_off(e);
+        }
         None
     } else if crate::router::state::read(&loaded.project).is_some() {
         None
     } else {
-        Some(super::agent::start_routing(&engine, &loaded.stack, &loaded.project).await?)
+        match super::agent::start_routing(&engine, &loaded.stack, &loaded.project).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                routing_off(e);
+                None
+            }
+        }
     };
 
     let outcome = bring_up(&engine, &loaded.stack, &request, mode, color, &cancel).await;
