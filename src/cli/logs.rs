@@ -53,49 +53,9 @@ pub(crate) fn parse_since(text: &str, now: i64) -> Result<i64, String> {
     if let Ok(d) = crate::spec::units::parse_duration(text) {
         return Ok(now - d.as_secs() as i64);
     }
-    parse_rfc3339(text).ok_or_else(|| {
+    crate::engine::containers::parse_rfc3339(text).ok_or_else(|| {
         format!("`{text}` is neither a duration (10m), a Unix time nor a time like 2024-05-01T12:00:00Z")
     })
-}
-
-/// A UTC (or offset) RFC 3339 time, to whole seconds.
-fn parse_rfc3339(text: &str) -> Option<i64> {
-    let (date, time) = text.split_once(['T', ' '])?;
-    let mut d = date.split('-');
-    let (y, m, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let (clock, offset) = if let Some(c) = time.strip_suffix('Z') {
-        (c, 0)
-    } else if let Some(i) = time.rfind(['+', '-']) {
-        let (c, o) = time.split_at(i);
-        let sign = if o.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = o[1..].split_once(':')?;
-        (
-            c,
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
-        )
-    } else {
-        (time, 0)
-    };
-    let mut c = clock.split(':');
-    let h: i64 = c.next()?.parse().ok()?;
-    let min: i64 = c.next()?.parse().ok()?;
-    let sec: f64 = c.next().unwrap_or("0").parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + h * 3600 + min * 60 + sec as i64 - offset)
 }
 
 #[cfg(test)]

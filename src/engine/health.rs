@@ -109,6 +109,9 @@ impl std::fmt::Display for NotReady {
     }
 }
 
+/// How long a container without a health check must stay up to count as ready.
+const STAYS_UP: Duration = Duration::from_millis(200);
+
 /// Restarts during one wait beyond which a container counts as crash-looping.
 const CRASH_LOOP_RESTARTS: i64 = 3;
 
@@ -147,11 +150,16 @@ pub async fn wait_ready(
         _ => (Duration::from_millis(100), Duration::from_millis(500)),
     };
     let mut tick: u32 = 0;
+    // When the container was first seen running (with no health check,
+    // "ready" means it stayed up a moment, so a process that dies at once is
+    // not reported healthy).
+    let mut running_since: Option<(Instant, i64)> = None;
     loop {
         // The state needs no re-reading on every probe: every 5th tick, or
         // while it is not running yet, is enough to catch a crash quickly.
+        // With no probe, the state is all there is to read.
         let running = status.as_ref().map(|s| s.state == ObservedState::Running);
-        if tick % 5 == 0 || running != Some(true) {
+        if tick % 5 == 0 || running != Some(true) || *check == Check::Running {
             match engine.inspect(id, network).await {
                 Ok(s) => status = Some(s),
                 Err(EngineError::NotFound(_)) => return Err(NotReady::Gone),
@@ -188,10 +196,27 @@ pub async fn wait_ready(
                 ObservedState::Removing => return Err(NotReady::Gone),
                 ObservedState::Running => {
                     let result = match check {
-                        Check::Running => ProbeResult {
-                            ok: true,
-                            detail: "running".into(),
-                        },
+                        Check::Running => {
+                            let since = match running_since {
+                                Some((at, restarts)) if restarts == s.restart_count => at,
+                                _ => {
+                                    let now = Instant::now();
+                                    running_since = Some((now, s.restart_count));
+                                    now
+                                }
+                            };
+                            // One that was already up a while ago (kept by a
+                            // second `up`) need not be watched again.
+                            let up_before = s
+                                .started_at
+                                .as_deref()
+                                .and_then(super::containers::parse_rfc3339)
+                                .is_some_and(|t| t + 2 <= unix_now());
+                            ProbeResult {
+                                ok: up_before || since.elapsed() >= STAYS_UP,
+                                detail: "running".into(),
+                            }
+                        }
                         Check::Image => ProbeResult {
                             ok: s.docker_health.as_deref() == Some("healthy"),
                             detail: format!(
@@ -243,6 +268,13 @@ pub async fn wait_ready(
             _ = cancel.cancelled() => return Err(NotReady::Cancelled),
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// One probe of a running container.
