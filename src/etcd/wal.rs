@@ -171,10 +171,18 @@ impl Wal {
         }
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
         sync_dir(dir)?;
+        // New frames go right after the last good one; what follows is
+        // zeroes written ahead (see `write_loop`) or nothing.
+        let end = if stale > 0 {
+            file.metadata().map_err(io_err(&path))?.len()
+        } else {
+            valid_len as u64
+        };
         let rev = store.rev();
         let (tx, _) = watch::channel(Durable {
             seq: 0,
@@ -196,7 +204,7 @@ impl Wal {
             let durable = durable.clone();
             std::thread::Builder::new()
                 .name("etcd-wal".into())
-                .spawn(move || write_loop(file, path, shared, durable))
+                .spawn(move || write_loop(file, end, path, shared, durable))
                 .map_err(io_err(dir))?
         };
         Ok(Wal {
@@ -214,18 +222,54 @@ impl Drop for Wal {
     }
 }
 
+/// How far ahead of the last frame the log file is filled with zeroes.
+const ZERO_AHEAD: u64 = 4 << 20;
+
+/// Fills `[from, to)` of the file with zeroes and syncs it, so that later
+/// frames overwrite allocated blocks of a file whose size does not change:
+/// their fdatasync then writes data only, not the file's metadata. (A run
+/// of zeroes reads as the end of the log at replay.)
+fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeroes = vec![0u8; 256 * 1024];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeroes.len() as u64) as usize;
+        file.write_all_at(&zeroes[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_all()
+}
+
 /// The writer thread: takes everything appended since the last round, writes
 /// it and fsyncs once. Appends that arrive during an fsync wait for the next
 /// round together, which is the group commit.
 fn write_loop(
-    mut file: File,
+    file: File,
+    mut offset: u64,
     path: PathBuf,
     shared: Arc<(Mutex<Pending>, Condvar)>,
     durable: Arc<watch::Sender<Durable>>,
 ) {
+    use std::os::unix::fs::FileExt;
     let (lock, cond) = &*shared;
     let mut buf = Vec::new();
+    let mut zeroed = file.metadata().map(|m| m.len()).unwrap_or(0).max(offset);
+    let fail = |e: std::io::Error| {
+        eprintln!(
+            "etcd: writing {}: {e}; no further writes will be acknowledged",
+            path.display()
+        );
+        durable.send_modify(|d| d.broken = true);
+    };
     loop {
+        // Keep zeroes ahead while there is nothing to write.
+        if zeroed < offset + ZERO_AHEAD / 2 {
+            if let Err(e) = zero_fill(&file, zeroed, offset + ZERO_AHEAD) {
+                return fail(e);
+            }
+            zeroed = offset + ZERO_AHEAD;
+        }
         let (seq, rev, closing) = {
             let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
             while p.buf.is_empty() && !p.closing {
@@ -235,15 +279,20 @@ fn write_loop(
             (p.seq, p.rev, p.closing)
         };
         if !buf.is_empty() {
-            let result = file.write_all(&buf).and_then(|_| file.sync_data());
+            let end = offset + buf.len() as u64;
+            if end > zeroed {
+                if let Err(e) = zero_fill(&file, zeroed, end + ZERO_AHEAD) {
+                    return fail(e);
+                }
+                zeroed = end + ZERO_AHEAD;
+            }
+            let result = file
+                .write_all_at(&buf, offset)
+                .and_then(|_| file.sync_data());
+            offset = end;
             buf.clear();
             if let Err(e) = result {
-                eprintln!(
-                    "etcd: writing {}: {e}; no further writes will be acknowledged",
-                    path.display()
-                );
-                durable.send_modify(|d| d.broken = true);
-                return;
+                return fail(e);
             }
             durable.send_modify(|d| {
                 d.seq = seq;
@@ -546,10 +595,20 @@ mod tests {
             put(&mut store, &wal, "c", "4");
             wal.close();
         }
-        // A torn frame at the end: a header promising more than is there.
+        // A torn frame after the last good one: a header promising more than
+        // is there (over the zeroes the writer keeps ahead).
         let path = dir.path().join(WAL_FILE);
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 9]).unwrap();
+        let data = fs::read(&path).unwrap();
+        let mut end = 0;
+        while let Some((payload, next)) = unframe(&data, end) {
+            if decode(payload).is_none() {
+                break;
+            }
+            end = next;
+        }
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, &[200, 0, 0, 0, 1, 2, 3, 4, 9], end as u64)
+            .unwrap();
         drop(f);
 
         let mut store = Store::new(0);
