@@ -224,6 +224,8 @@ impl Drop for Wal {
 
 /// How far ahead of the last frame the log file is filled with zeroes.
 const ZERO_AHEAD: u64 = 4 << 20;
+/// How much is zeroed at a time while the writer is idle.
+const ZERO_STEP: u64 = 256 << 10;
 
 /// Fills `[from, to)` of the file with zeroes and syncs it, so that later
 /// frames overwrite allocated blocks of a file whose size does not change:
@@ -238,7 +240,7 @@ fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
         file.write_all_at(&zeroes[..n], at)?;
         at += n as u64;
     }
-    file.sync_all()
+    file.sync_data()
 }
 
 /// The writer thread: takes everything appended since the last round, writes
@@ -263,29 +265,28 @@ fn write_loop(
         durable.send_modify(|d| d.broken = true);
     };
     loop {
-        // Keep zeroes ahead while there is nothing to write.
-        if zeroed < offset + ZERO_AHEAD / 2 {
-            if let Err(e) = zero_fill(&file, zeroed, offset + ZERO_AHEAD) {
-                return fail(e);
-            }
-            zeroed = offset + ZERO_AHEAD;
-        }
+        // Zeroes are written ahead only while nothing waits to be written,
+        // one small step at a time, so a write never waits long behind them.
         let (seq, rev, closing) = {
             let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
-            while p.buf.is_empty() && !p.closing {
+            while p.buf.is_empty() && !p.closing && zeroed >= offset + ZERO_AHEAD / 2 {
                 p = cond.wait(p).unwrap_or_else(|e| e.into_inner());
             }
             std::mem::swap(&mut buf, &mut p.buf);
             (p.seq, p.rev, p.closing)
         };
+        if buf.is_empty() && !closing {
+            if let Err(e) = zero_fill(&file, zeroed, zeroed + ZERO_STEP) {
+                return fail(e);
+            }
+            zeroed += ZERO_STEP;
+            continue;
+        }
         if !buf.is_empty() {
             let end = offset + buf.len() as u64;
-            if end > zeroed {
-                if let Err(e) = zero_fill(&file, zeroed, end + ZERO_AHEAD) {
-                    return fail(e);
-                }
-                zeroed = end + ZERO_AHEAD;
-            }
+            // Under steady load the log may outrun its zeroes: then it simply
+            // grows, and that fsync also records the new size.
+            zeroed = zeroed.max(end);
             let result = file
                 .write_all_at(&buf, offset)
                 .and_then(|_| file.sync_data());
