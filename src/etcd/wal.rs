@@ -224,6 +224,8 @@ impl Drop for Wal {
 
 /// How far ahead of the last frame the log file is filled with zeroes.
 const ZERO_AHEAD: u64 = 4 << 20;
+/// How long the log must be idle before zeroes are written ahead.
+const IDLE_BEFORE_ZEROING: std::time::Duration = std::time::Duration::from_millis(50);
 /// How much is zeroed at a time while the writer is idle.
 const ZERO_STEP: u64 = 256 << 10;
 
@@ -265,12 +267,25 @@ fn write_loop(
         durable.send_modify(|d| d.broken = true);
     };
     loop {
-        // Zeroes are written ahead only while nothing waits to be written,
-        // one small step at a time, so a write never waits long behind them.
+        // Zeroes are written ahead only once the log has been idle for a
+        // moment, one small step at a time, so writes never queue behind them.
         let (seq, rev, closing) = {
             let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
-            while p.buf.is_empty() && !p.closing && zeroed >= offset + ZERO_AHEAD / 2 {
-                p = cond.wait(p).unwrap_or_else(|e| e.into_inner());
+            loop {
+                if !p.buf.is_empty() || p.closing {
+                    break;
+                }
+                if zeroed >= offset + ZERO_AHEAD / 2 {
+                    p = cond.wait(p).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                let (next, timeout) = cond
+                    .wait_timeout(p, IDLE_BEFORE_ZEROING)
+                    .unwrap_or_else(|e| e.into_inner());
+                p = next;
+                if timeout.timed_out() {
+                    break;
+                }
             }
             std::mem::swap(&mut buf, &mut p.buf);
             (p.seq, p.rev, p.closing)
