@@ -44,5 +44,8 @@ bench-up: fixtures
     cargo bench --bench up
 
 # Benchmark: the embedded etcd vs a real etcd server, same client
+bench-routing: fixtures
+    cargo bench --bench routing
+
 bench-etcd:
     cargo bench --bench etcd

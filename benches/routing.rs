@@ -1,0 +1,451 @@
+//! `just bench-routing`: how fast the registry reaches the proxy, and what
+//! reloads cost under load, against the naive alternative.
+//!
+//! - propagation "healthy → routed": a replica is restarted; from the moment
+//!   its /health answers (polled directly every 2 ms) to the first request
+//!   through the proxy that it serves.
+//! - propagation "killed → out": from the kill to HAProxy holding the server
+//!   in maintenance (read through the master CLI every 2 ms).
+//! - failed requests while HAProxy reloads 100 times under a steady load
+//!   (~300 req/s, a new connection per request, on loopback).
+//!
+//! The naive alternative is confd-style: poll etcd every second, render,
+//! and on any change check + upload + `docker restart` the proxy (a Compose
+//! user's `reload_cmd`). Environment: `DEVSTACK_BENCH_ROUNDS` (default 30
+//! for devstack; the naive side runs a third of that, each round taking seconds).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use devstack::engine::apply::{self, UpRequest};
+use devstack::engine::progress::Reporter;
+use devstack::engine::proxy::{master_cli, CONFIG_PATH};
+use devstack::engine::Engine;
+use devstack::registrar::{self, RegistrarConfig};
+use devstack::router::routing::{Routing, RoutingOptions};
+use devstack::router::run::{proxy_spec, reload};
+use devstack::router::{render, view, Registry, BUILTIN_TEMPLATE};
+use devstack::spec::{load, LoadOptions, Stack};
+use etcd_client::{Client, GetOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn stack(project: &str, listen: SocketAddr) -> Stack {
+    let yaml = format!(
+        "name: {project}
+services:
+  a:
+    image: devstack-fixtures/app
+    port: 8080
+    replicas: 2
+    env: {{ SERVICE: a }}
+    health: {{ http: /health, interval: 500ms, start_period: 30s }}
+    restart: \"no\"
+    stop_grace: 1s
+    routes: [a.bench.localhost]
+proxy:
+  image: devstack-fixtures/haproxy
+  listen: {listen}
+"
+    );
+    load(&LoadOptions::inline("bench.yaml", &yaml))
+        .unwrap_or_else(|r| panic!("{}", r.render(false)))
+}
+
+fn cleanup(project: &str) {
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=dev.devstack.project={project}"),
+    ]);
+    let ids: Vec<&str> = ids.lines().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f", "-v"];
+        args.extend(ids);
+        docker(&args);
+    }
+    docker(&["network", "rm", project]);
+}
+
+/// One GET through the proxy: the answering hostname, or None on failure.
+async fn get(listen: SocketAddr, path: &str) -> Option<String> {
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(listen).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: a.bench.localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await?;
+        Ok::<String, std::io::Error>(text)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()?
+        .ok()?;
+    if text.split_whitespace().nth(1) != Some("200") {
+        return None;
+    }
+    let body = text.split_once("\r\n\r\n")?.1;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v.get("hostname")?.as_str().map(str::to_string)
+}
+
+async fn healthy_direct(ip: &str) -> bool {
+    let addr: SocketAddr = match format!("{ip}:8080").parse() {
+        Ok(a) => a,
+        Err(_) => return false,
+    };
+    devstack::engine::health::http_get(addr, "/health", Duration::from_millis(200))
+        .await
+        .ok
+}
+
+fn ip_of(name: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        name,
+    ])
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples[i]
+}
+
+fn report(label: &str, samples: &mut [Duration]) {
+    println!(
+        "  {label:<44} n={:<3} p50 {:>7.1} ms   p99 {:>7.1} ms",
+        samples.len(),
+        percentile(samples, 0.5).as_secs_f64() * 1000.0,
+        percentile(samples, 0.99).as_secs_f64() * 1000.0
+    );
+}
+
+/// Restarts replica 1 `rounds` times; returns (healthy→routed, killed→out) samples.
+async fn propagation(
+    engine: &Engine,
+    project: &str,
+    listen: SocketAddr,
+    cli: Option<SocketAddr>,
+    rounds: usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let victim = format!("{project}-a-1");
+    let id = docker(&["inspect", "-f", "{{.Id}}", &victim]);
+    let mut routed = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        // Make sure it is routed before killing it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(listen, "/").await.as_deref() != Some(victim.as_str()) {
+            assert!(Instant::now() < deadline, "{victim} never routed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ip = ip_of(&victim);
+        let killed = Instant::now();
+        engine.kill(&id).await.expect("kill");
+        match cli {
+            Some(cli) => loop {
+                let state = master_cli(cli, "@1 show servers state svc_a")
+                    .await
+                    .unwrap_or_default();
+                let live = state.lines().any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.get(4) == Some(&ip.as_str()) && f.get(6) == Some(&"0")
+                });
+                if !live {
+                    out.push(killed.elapsed());
+                    break;
+                }
+                assert!(
+                    killed.elapsed() < Duration::from_secs(30),
+                    "never taken out"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            },
+            None => {
+                // The naive proxy restarts: out once 20 requests in a row miss it.
+                let mut streak = 0;
+                while streak < 20 {
+                    match get(listen, "/").await {
+                        Some(h) if h == victim => streak = 0,
+                        Some(_) => streak += 1,
+                        None => {}
+                    }
+                    assert!(
+                        killed.elapsed() < Duration::from_secs(60),
+                        "never taken out"
+                    );
+                }
+                out.push(killed.elapsed());
+            }
+        }
+        docker(&["start", &victim]);
+        let ip = ip_of(&victim);
+        while !healthy_direct(&ip).await {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let healthy = Instant::now();
+        loop {
+            if get(listen, "/").await.as_deref() == Some(victim.as_str()) {
+                routed.push(healthy.elapsed());
+                break;
+            }
+            assert!(healthy.elapsed() < Duration::from_secs(60), "never routed");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    (routed, out)
+}
+
+/// A steady load of `rate` requests per second until `stop`; returns (sent, failed).
+fn load_gen(
+    listen: SocketAddr,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::spawn(async move {
+        let sent = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+        let mut tasks = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let (sent, failed) = (sent.clone(), failed.clone());
+            tasks.push(tokio::spawn(async move {
+                sent.fetch_add(1, Ordering::Relaxed);
+                if get(listen, "/").await.is_none() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+    })
+}
+
+async fn up(engine: &Engine, stack: &Stack, project: &str) {
+    let request = UpRequest {
+        project: project.to_string(),
+        services: vec![],
+        replicas: BTreeMap::new(),
+        timeout: Duration::from_secs(90),
+        remove_orphans: true,
+    };
+    let outcome = apply::up(
+        engine,
+        stack,
+        &request,
+        &Reporter::silent(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("up");
+    assert!(outcome.all_healthy(), "not healthy: {outcome:?}");
+}
+
+async fn devstack_side(engine: &Engine, rounds: usize) {
+    let project = format!("benchroute-ds{}", std::process::id() % 10000);
+    cleanup(&project);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let stack = stack(&project, listen);
+    up(engine, &stack, &project).await;
+    let routing = Routing::start(engine, &stack, &project, RoutingOptions::default())
+        .await
+        .expect("routing starts");
+    let cli = routing.router.proxy.cli;
+    let (mut routed, mut out) = propagation(engine, &project, listen, Some(cli), rounds).await;
+    println!("devstack (etcd watch → runtime API; reload only when routes change):");
+    report("healthy → first request routed to it", &mut routed);
+    report("killed → out of HAProxy", &mut out);
+
+    // 100 reloads under load: a new config each time (a comment changes),
+    // checked, uploaded and reloaded exactly as the router does.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load_task = load_gen(listen, 300, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let base = render(
+        BUILTIN_TEMPLATE,
+        &view(
+            &stack,
+            &project,
+            &current_registry(&routing.endpoints, &stack).await,
+        ),
+    )
+    .expect("renders");
+    let proxy = routing.router.proxy.id.clone();
+    let started = Instant::now();
+    for i in 0..100 {
+        let text = format!("{base}\n# reload {i}\n");
+        engine
+            .proxy_check(&proxy, &text)
+            .await
+            .expect("check runs")
+            .expect("config ok");
+        engine
+            .upload_file(&proxy, CONFIG_PATH, &text)
+            .await
+            .expect("upload");
+        reload(cli).await.expect("reload");
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failed) = load_task.await.expect("load");
+    println!(
+        "  100 reloads (check + upload + master-CLI reload) in {:.1}s under ~300 req/s: {sent} requests, {failed} failed",
+        took.as_secs_f64()
+    );
+    routing.shutdown().await;
+    cleanup(&project);
+}
+
+async fn current_registry(endpoints: &[String], stack: &Stack) -> Registry {
+    let mut c = Client::connect(endpoints, None).await.expect("etcd");
+    let resp = c
+        .get(
+            format!("{}/", stack.discovery.prefix),
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await
+        .expect("get");
+    Registry::from_kvs(
+        &stack.discovery.prefix,
+        resp.kvs().iter().map(|kv| {
+            (
+                kv.key_str().unwrap_or_default().to_string(),
+                kv.value_str().unwrap_or_default().to_string(),
+            )
+        }),
+    )
+}
+
+/// The naive alternative: the same registrar and etcd, but a confd-style
+/// loop polling every second and restarting the proxy on any change.
+async fn naive_side(engine: &Engine, rounds: usize) {
+    let project = format!("benchroute-naive{}", std::process::id() % 10000);
+    cleanup(&project);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let stack = stack(&project, listen);
+    up(engine, &stack, &project).await;
+    engine.ensure_network(&project).await.expect("network");
+    let etcd = devstack::etcd::Server::start(devstack::etcd::ServerConfig::in_memory(
+        "127.0.0.1:0".parse().unwrap(),
+    ))
+    .await
+    .expect("etcd");
+    let endpoints = vec![etcd.client_url()];
+    let cancel = CancellationToken::new();
+    let reg = registrar::start(
+        engine.clone(),
+        RegistrarConfig {
+            stack: stack.clone(),
+            project: project.clone(),
+            endpoints: endpoints.clone(),
+        },
+        cancel.clone(),
+    );
+    let empty = render(
+        BUILTIN_TEMPLATE,
+        &view(&stack, &project, &Registry::default()),
+    )
+    .unwrap();
+    let proxy = engine
+        .ensure_proxy(&proxy_spec(&stack, &project, false), &empty)
+        .await
+        .expect("proxy");
+    let poller = {
+        let (engine, stack, project, endpoints, cancel) = (
+            engine.clone(),
+            stack.clone(),
+            project.clone(),
+            endpoints.clone(),
+            cancel.clone(),
+        );
+        let id = proxy.id.clone();
+        tokio::spawn(async move {
+            let mut live = empty;
+            while !cancel.is_cancelled() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let registry = current_registry(&endpoints, &stack).await;
+                let text = render(BUILTIN_TEMPLATE, &view(&stack, &project, &registry)).unwrap();
+                if text != live {
+                    if let Ok(Ok(())) = engine.proxy_check(&id, &text).await {
+                        let _ = engine.upload_file(&id, CONFIG_PATH, &text).await;
+                        docker(&["restart", "-t", "1", &id]);
+                        live = text;
+                    }
+                }
+            }
+        })
+    };
+    let (mut routed, mut out) = propagation(engine, &project, listen, None, rounds).await;
+    println!("naive (confd-style: poll etcd every 1s, check, docker restart the proxy):");
+    report("healthy → first request routed to it", &mut routed);
+    report("killed → out of HAProxy", &mut out);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load_task = load_gen(listen, 300, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restarts = 10;
+    let started = Instant::now();
+    for _ in 0..restarts {
+        docker(&["restart", "-t", "1", &proxy.id]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failed) = load_task.await.expect("load");
+    println!(
+        "  {restarts} reloads (docker restart) in {:.1}s under ~300 req/s: {sent} requests, {failed} failed",
+        took.as_secs_f64()
+    );
+    cancel.cancel();
+    let _ = poller.await;
+    reg.join().await;
+    etcd.shutdown().await;
+    cleanup(&project);
+}
+
+fn main() {
+    let rounds: usize = std::env::var("DEVSTACK_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(30)
+        .max(2);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let engine = Engine::connect().await.expect("a Docker engine");
+        devstack_side(&engine, rounds).await;
+        naive_side(&engine, (rounds / 3).max(2)).await;
+    });
+}
