@@ -114,20 +114,6 @@ impl Project {
         .expect("up runs");
         assert!(outcome.all_healthy(), "not healthy: {outcome:?}");
     }
-
-    /// The ids of a service's containers, by replica.
-    pub fn containers(&self, service: &str) -> Vec<String> {
-        let out = docker(&[
-            "ps",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            &format!("label=dev.devstack.project={}", self.name),
-            "--filter",
-            &format!("label=dev.devstack.service={service}"),
-        ]);
-        out.lines().map(str::to_string).collect()
-    }
 }
 
 impl Drop for Project {
