@@ -8,6 +8,9 @@
 //! come in request order and a progress reply is sent only after every event
 //! at or below its revision.
 
+/// Why a watch whose start revision was compacted away is canceled (etcd 3.5's text).
+pub const COMPACTED_REASON: &str = "mvcc: required revision has been compacted";
+
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -278,6 +281,9 @@ impl WatchStream {
                     watch_id: id,
                     canceled: true,
                     compact_revision: compacted,
+                    // etcd 3.4 leaves the reason empty; 3.5 (whose version we
+                    // report) and clients that log it expect the mvcc error.
+                    cancel_reason: COMPACTED_REASON.into(),
                     ..Default::default()
                 })
                 .await?;

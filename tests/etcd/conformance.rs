@@ -987,7 +987,16 @@ async fn watch_on_a_compacted_revision_is_canceled() {
             && g.iter().any(|x| x.canceled)
             && g.iter().filter(|x| !x.events.is_empty()).count() == 2
     };
-    let (a, b) = (r.until(10, done).await, e.until(10, done).await);
+    let (a, mut b) = (r.until(10, done).await, e.until(10, done).await);
+    // The one deliberate difference: etcd 3.4 sends no reason, the embedded
+    // server sends 3.5's, as the issue asks. Checked here, then set aside.
+    for x in b.iter_mut().filter(|x| x.canceled) {
+        assert_eq!(
+            x.cancel_reason,
+            "mvcc: required revision has been compacted"
+        );
+        x.cancel_reason.clear();
+    }
     let sorted = |mut v: Vec<PbWatchResponse>| {
         v.sort_by_key(|x| (x.watch_id, !x.created));
         v
