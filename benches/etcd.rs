@@ -7,6 +7,9 @@
 //! build), so both servers are measured the same way, memory included; the
 //! start-up of the server embedded in a process is measured too.
 
+#[path = "../tests/support/real_etcd.rs"]
+mod real_etcd;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -63,22 +66,7 @@ fn spawn_real() -> Proc {
     let (cp, pp) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{cp}");
     let peer = format!("http://127.0.0.1:{pp}");
-    let child = Command::new("etcd")
-        .args(["--name", "bench", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("bench={peer}")])
+    let child = real_etcd::command("bench", &dir.path().join("data"), &url, &peer)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -5,7 +5,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use devstack::etcd::{RunningServer, Server, ServerConfig};
@@ -48,23 +48,7 @@ impl RealEtcd {
         let url = format!("http://127.0.0.1:{cp}");
         let peer = format!("http://127.0.0.1:{pp}");
         let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new("etcd")
-            .args(["--name", "real"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("real={peer}")])
+        let child = crate::real_etcd::command("real", &dir.path().join("data"), &url, &peer)
             .args(["--log-outputs", "stderr", "--logger", "zap"])
             .args(extra)
             .stdout(Stdio::null())

@@ -7,3 +7,5 @@ mod crash;
 mod etcdctl;
 mod harness;
 mod random;
+#[path = "../support/real_etcd.rs"]
+mod real_etcd;

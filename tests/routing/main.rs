@@ -5,5 +5,7 @@
 //! or the fixture images.
 
 mod path;
+#[path = "../support/real_etcd.rs"]
+mod real_etcd;
 mod support;
 mod template;

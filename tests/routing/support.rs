@@ -214,29 +214,14 @@ impl RealEtcd {
         let dir = tempfile::tempdir().expect("a temp dir");
         let (client, peer) = (free_port(), free_port());
         let url = format!("http://127.0.0.1:{client}");
-        let child = Command::new("/usr/bin/etcd")
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--name", "routing-test"])
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer}"),
-                "--initial-cluster",
-                &format!("routing-test=http://127.0.0.1:{peer}"),
-            ])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("/usr/bin/etcd starts");
+        let peer = format!("http://127.0.0.1:{peer}");
+        let child =
+            crate::real_etcd::command("routing-test", &dir.path().join("data"), &url, &peer)
+                .args(["--log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("/usr/bin/etcd starts");
         let etcd = RealEtcd {
             url,
             child,
