@@ -63,13 +63,9 @@ pub struct ServeArgs {
 /// Where the quick looks connect.
 #[derive(Debug, Clone, Args)]
 pub struct Endpoints {
-    /// etcd endpoints, comma-separated
-    #[arg(
-        long,
-        env = "DEVSTACK_ETCD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "http://127.0.0.1:2379"
-    )]
+    /// etcd endpoints, comma-separated (default: the running stack's etcd,
+    /// else its cluster's endpoints, else http://127.0.0.1:2379)
+    #[arg(long, env = "DEVSTACK_ETCD_ENDPOINTS", value_delimiter = ',')]
     pub endpoints: Vec<String>,
 }
 
@@ -132,14 +128,49 @@ pub struct LsArgs {
     pub endpoints: Endpoints,
 }
 
-pub async fn run(_global: &GlobalArgs, args: EtcdArgs) -> anyhow::Result<u8> {
+pub async fn run(global: &GlobalArgs, args: EtcdArgs) -> anyhow::Result<u8> {
     match args.command {
         EtcdCommand::Serve(a) => serve(a).await,
-        EtcdCommand::Get(a) => get(a).await,
-        EtcdCommand::Put(a) => put(a).await,
-        EtcdCommand::Del(a) => del(a).await,
-        EtcdCommand::Watch(a) => watch(a).await,
-        EtcdCommand::Ls(a) => ls(a).await,
+        EtcdCommand::Get(mut a) => {
+            a.endpoints.resolve(global);
+            get(a).await
+        }
+        EtcdCommand::Put(mut a) => {
+            a.endpoints.resolve(global);
+            put(a).await
+        }
+        EtcdCommand::Del(mut a) => {
+            a.endpoints.resolve(global);
+            del(a).await
+        }
+        EtcdCommand::Watch(mut a) => {
+            a.endpoints.resolve(global);
+            watch(a).await
+        }
+        EtcdCommand::Ls(mut a) => {
+            a.endpoints.resolve(global);
+            ls(a).await
+        }
+    }
+}
+
+impl Endpoints {
+    /// Without `--endpoints`, a quick look goes where the stack's registry is:
+    /// the etcd of its running routing path, else its real cluster.
+    fn resolve(&mut self, global: &GlobalArgs) {
+        if !self.endpoints.is_empty() {
+            return;
+        }
+        if let Ok(loaded) = super::stack::try_load(global) {
+            if let Some(state) = crate::router::state::read(&loaded.project) {
+                self.endpoints = state.endpoints;
+            } else if let crate::spec::Etcd::External { endpoints } = &loaded.stack.discovery.etcd {
+                self.endpoints = endpoints.clone();
+            }
+        }
+        if self.endpoints.is_empty() {
+            self.endpoints = vec!["http://127.0.0.1:2379".to_string()];
+        }
     }
 }
 
