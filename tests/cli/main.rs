@@ -9,6 +9,7 @@ use std::process::Command;
 struct Run {
     args: Vec<String>,
     env: Vec<(String, String)>,
+    env_removed: Vec<String>,
     dir: Option<std::path::PathBuf>,
 }
 
@@ -23,12 +24,18 @@ impl Run {
         Run {
             args: args.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            env_removed: Vec::new(),
             dir: None,
         }
     }
 
     fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    fn env_remove(mut self, key: &str) -> Self {
+        self.env_removed.push(key.into());
         self
     }
 
@@ -44,6 +51,9 @@ impl Run {
             .env_remove("DEVSTACK_PROJECT_NAME");
         for (k, v) in &self.env {
             cmd.env(k, v);
+        }
+        for k in &self.env_removed {
+            cmd.env_remove(k);
         }
         if let Some(dir) = &self.dir {
             cmd.current_dir(dir);
@@ -364,4 +374,20 @@ fn project_name_is_checked() {
         .env("DEVSTACK_PROJECT_NAME", "ci-job-17")
         .run();
     assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn etcd_quick_looks_go_to_the_stacks_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("devstack.yaml"),
+        "name: ext\ndiscovery:\n  etcd: { endpoints: [\"http://127.0.0.1:9\"] }\n",
+    )
+    .unwrap();
+    let out = Run::new(&["etcd", "ls"])
+        .dir(dir.path())
+        .env_remove("DEVSTACK_ETCD_ENDPOINTS")
+        .run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("http://127.0.0.1:9"), "{}", out.stderr);
 }
