@@ -1,0 +1,210 @@
+//! `devstack watch [SERVICE...]`: watch the sources of services with a build,
+//! and on each debounced change rebuild and swap (or restart) the service,
+//! one line (or one JSON event) per rebuild.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::args::{GlobalArgs, WatchArgs};
+use super::stack::load_stack;
+use super::up::{connect, engine_failure};
+use super::{exit, Failed};
+use crate::engine::context;
+use crate::plan;
+use crate::router::state;
+use crate::spec::{Etcd, WatchAction};
+use crate::watcher::{debounce, fs, swap, Change, Filter};
+
+/// Quiet time that ends a burst of saves; editors write a file in a few ms.
+const QUIET: Duration = Duration::from_millis(150);
+/// A steady stream of writes still rebuilds this long after it began.
+const MAX_DELAY: Duration = Duration::from_secs(2);
+
+pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
+    let loaded = load_stack(global)?;
+    let stack = &loaded.stack;
+    for s in &args.services {
+        if stack
+            .services
+            .get(s)
+            .and_then(|x| x.container.build.as_ref())
+            .is_none()
+        {
+            let hint = plan::graph::suggest(s, stack.services.keys().map(|k| k.as_str()));
+            return Err(Failed::new(
+                exit::USAGE,
+                format!("`{s}` is not a service with a build in this stack{hint}"),
+            )
+            .into());
+        }
+    }
+    let mut targets = Vec::new();
+    let mut actions = BTreeMap::new();
+    for (name, svc) in &stack.services {
+        if !args.services.is_empty() && !args.services.contains(name) {
+            continue;
+        }
+        let Some(build) = &svc.container.build else {
+            continue;
+        };
+        let (paths, ignore, action) = match &svc.watch {
+            Some(w) if !w.paths.is_empty() => (w.paths.clone(), w.ignore.clone(), w.action),
+            Some(w) => (vec![build.context.clone()], w.ignore.clone(), w.action),
+            None => (
+                vec![build.context.clone()],
+                Vec::new(),
+                WatchAction::Rebuild,
+            ),
+        };
+        actions.insert(name.clone(), action);
+        for root in paths {
+            // .dockerignore applies to the context only; another watched path has its own rules.
+            let dockerignore = if root == build.context {
+                context::dockerignore(&root)
+                    .map_err(|e| Failed::new(exit::FAILURE, format!("service `{name}`: {e}")))?
+            } else {
+                ignore::gitignore::Gitignore::empty()
+            };
+            let filter = Filter::new(name, &root, dockerignore, &ignore)
+                .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
+            targets.push(fs::Target {
+                service: name.clone(),
+                filter,
+            });
+        }
+    }
+    if targets.is_empty() {
+        return Err(Failed::new(
+            exit::FAILURE,
+            "no service of this stack has a build to watch",
+        )
+        .into());
+    }
+    let engine = connect().await?;
+    // Whether a registry runs decides whether swaps wait for registration.
+    let discovery = match (state::read(&loaded.project), &stack.discovery.etcd) {
+        (Some(s), _) => Some(s.endpoints),
+        (None, Etcd::External { endpoints }) => Some(endpoints.clone()),
+        (None, Etcd::Embedded) => None,
+    }
+    .map(|endpoints| swap::Discovery {
+        endpoints,
+        prefix: stack.discovery.prefix.clone(),
+    });
+
+    let (htx, hrx) = mpsc::unbounded_channel();
+    let (ctx, mut crx) = mpsc::unbounded_channel::<Change>();
+    let _watcher =
+        fs::watch(targets, htx).map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
+    tokio::spawn(debounce::run(hrx, ctx, QUIET, MAX_DELAY));
+    if !args.json {
+        eprintln!(
+            "watching {} (Ctrl-C to stop)",
+            actions.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let cancel = CancellationToken::new();
+    loop {
+        let first = tokio::select! {
+            c = crx.recv() => c,
+            _ = tokio::signal::ctrl_c() => { cancel.cancel(); return Ok(exit::OK); }
+        };
+        let Some(first) = first else {
+            return Ok(exit::OK);
+        };
+        // Changes that queued during the previous rebuild: one rebuild per
+        // service, with the latest trigger, so the last state wins.
+        let mut batch = BTreeMap::new();
+        batch.insert(first.service.clone(), first);
+        while let Ok(c) = crx.try_recv() {
+            batch.insert(c.service.clone(), c);
+        }
+        for (service, change) in batch {
+            let trigger = change.file.display().to_string();
+            let report = match actions
+                .get(&service)
+                .copied()
+                .unwrap_or(WatchAction::Rebuild)
+            {
+                WatchAction::Restart => {
+                    restart(&engine, &loaded.project, &service, &trigger, stack).await?
+                }
+                // Sync is not carried out yet: a rebuild serves the same files, only slower.
+                WatchAction::Rebuild | WatchAction::Sync => {
+                    let run = swap::rebuild(
+                        &engine,
+                        stack,
+                        &loaded.project,
+                        &service,
+                        &trigger,
+                        discovery.as_ref(),
+                        &cancel,
+                    );
+                    tokio::select! {
+                        r = run => r,
+                        _ = tokio::signal::ctrl_c() => { cancel.cancel(); return Ok(exit::INTERRUPTED); }
+                    }
+                }
+            };
+            print(&report, args.json);
+        }
+    }
+}
+
+fn print(report: &swap::Report, json: bool) {
+    if json {
+        if let Ok(line) = serde_json::to_string(report) {
+            println!("{line}");
+        }
+        return;
+    }
+    println!("{}", report.line());
+    if let swap::Outcome::Unhealthy { health, logs, .. } = &report.outcome {
+        if let Some(h) = health {
+            println!("  health: {h}");
+        }
+        for l in logs {
+            println!("  | {l}");
+        }
+    }
+}
+
+/// `watch.action: restart`: restart the running containers, no new image.
+async fn restart(
+    engine: &crate::engine::Engine,
+    project: &str,
+    service: &str,
+    trigger: &str,
+    stack: &crate::spec::Stack,
+) -> anyhow::Result<swap::Report> {
+    let t0 = std::time::Instant::now();
+    let grace = stack
+        .unit(service)
+        .map(|u| u.stop_grace)
+        .unwrap_or(Duration::from_secs(10));
+    let observed = engine.list_project(project).await.map_err(engine_failure)?;
+    let mut names = Vec::new();
+    let mut failure = None;
+    for o in observed
+        .iter()
+        .filter(|o| o.task.is_none() && o.service.as_deref() == Some(service))
+    {
+        match engine.restart(&o.id, grace).await {
+            Ok(()) => names.push(o.name.clone()),
+            Err(e) => failure = Some(e.to_string()),
+        }
+    }
+    Ok(swap::Report {
+        service: service.into(),
+        trigger: trigger.into(),
+        build_ms: 0,
+        swap_ms: t0.elapsed().as_millis() as u64,
+        outcome: match failure {
+            Some(message) => swap::Outcome::Failed { message },
+            None => swap::Outcome::Swapped { containers: names },
+        },
+    })
+}

@@ -1,0 +1,204 @@
+//! `devstack watch` on the real engine: a file of a `build:` fixture service
+//! edited, the new content served through the proxy, and the old container
+//! answering every request until the new one has taken over. Fails, never
+//! skips, without an engine or the fixture images.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_devstack");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A project in a temp dir with a copy of fixtures/apps/web as `web/`;
+/// dropping it kills `watch` and runs `devstack down --volumes`.
+struct Stack {
+    name: String,
+    dir: tempfile::TempDir,
+    listen: SocketAddr,
+    watch: Option<Child>,
+}
+
+impl Stack {
+    fn new() -> Stack {
+        let name = format!("wt{}", std::process::id() % 100_000);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let web = dir.path().join("web");
+        std::fs::create_dir(&web).unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/web");
+        for f in ["Dockerfile", "app.py"] {
+            std::fs::copy(fixture.join(f), web.join(f)).unwrap();
+        }
+        std::fs::write(web.join("message.txt"), "first").unwrap();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let yaml = format!(
+            "name: {name}
+services:
+  web:
+    build: ./web
+    port: 8080
+    health: {{ http: /health, interval: 500ms, retries: 2, start_period: 20s }}
+    restart: \"no\"
+    stop_grace: 1s
+    routes: [web.test.localhost]
+proxy:
+  image: devstack-fixtures/haproxy
+  listen: {listen}
+"
+        );
+        std::fs::write(dir.path().join("devstack.yaml"), yaml).unwrap();
+        Stack {
+            name,
+            dir,
+            listen,
+            watch: None,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.dir.path()).args(args);
+        c
+    }
+
+    fn file(&self, f: &str) -> PathBuf {
+        self.dir.path().join("web").join(f)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.watch.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self
+            .cmd(&["down", "--volumes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = &self.name;
+    }
+}
+
+/// GET / through the proxy: the `message` the app answered with, or why not.
+fn message(listen: SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.test.localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
+        return Err(text.lines().next().unwrap_or("").to_string());
+    }
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    Ok(v.get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
+    let mut s = Stack::new();
+    let up = s
+        .cmd(&["up", "--detach", "--wait"])
+        .output()
+        .expect("devstack up runs");
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let listen = s.listen;
+    until(Duration::from_secs(30), "the first version answers", || {
+        message(listen).as_deref() == Ok("first")
+    });
+
+    let mut watch = s
+        .cmd(&["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("devstack watch starts");
+    let stdout = watch.stdout.take().expect("piped stdout");
+    s.watch = Some(watch);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Give notify time to set its watches up before the edit.
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A steady load through the proxy while the swap runs: every answer is
+    // the old or the new message, never an error.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU32::new(0));
+    let load = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match message(listen) {
+                    Ok(m) if m == "first" || m == "second" => {}
+                    other => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        errors.push(format!("{other:?}"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        })
+    };
+
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    // Editor scratch files never trigger (and must not confuse the watcher).
+    std::fs::write(s.file(".message.txt.swp"), "x").unwrap();
+
+    let event = rx
+        .recv_timeout(Duration::from_secs(180))
+        .expect("one rebuild event");
+    let v: serde_json::Value = serde_json::from_str(&event).expect("a JSON event");
+    assert_eq!(v["service"], "web", "{event}");
+    assert_eq!(v["result"], "swapped", "{event}");
+    assert!(
+        v["trigger"].as_str().unwrap_or("").ends_with("message.txt"),
+        "{event}"
+    );
+    until(Duration::from_secs(10), "the new version answers", || {
+        message(listen).as_deref() == Ok("second")
+    });
+    stop.store(true, Ordering::SeqCst);
+    let errors = load.join().expect("the load thread");
+    // The old container served until the new one was in: nothing failed
+    // while the swap ran (a refused request would show here).
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "{errors:?}");
+    // One rebuild for the edit: no second event from the swap file.
+    assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
+}
