@@ -30,8 +30,8 @@ struct Stack {
 }
 
 impl Stack {
-    fn new() -> Stack {
-        let name = format!("wt{}", std::process::id() % 100_000);
+    fn new(tag: &str) -> Stack {
+        let name = format!("wt{}{tag}", std::process::id() % 100_000);
         let dir = tempfile::tempdir().expect("a temp dir");
         let web = dir.path().join("web");
         std::fs::create_dir(&web).unwrap();
@@ -47,7 +47,7 @@ services:
   web:
     build: ./web
     port: 8080
-    health: {{ http: /health, interval: 500ms, retries: 2, start_period: 20s }}
+    health: {{ http: /health, interval: 500ms, retries: 2, start_period: 3s }}
     restart: \"no\"
     stop_grace: 1s
     routes: [web.test.localhost]
@@ -87,7 +87,6 @@ impl Drop for Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        let _ = &self.name;
     }
 }
 
@@ -121,23 +120,8 @@ fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
-    let mut s = Stack::new();
-    let up = s
-        .cmd(&["up", "--detach", "--wait"])
-        .output()
-        .expect("devstack up runs");
-    assert!(
-        up.status.success(),
-        "up failed: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
-    let listen = s.listen;
-    until(Duration::from_secs(30), "the first version answers", || {
-        message(listen).as_deref() == Ok("first")
-    });
-
+/// Starts `devstack watch --json`; its stdout lines arrive on the receiver.
+fn start_watch(s: &mut Stack) -> std::sync::mpsc::Receiver<String> {
     let mut watch = s
         .cmd(&["watch", "--json"])
         .stdout(Stdio::piped())
@@ -154,6 +138,84 @@ fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
     });
     // Give notify time to set its watches up before the edit.
     std::thread::sleep(Duration::from_secs(1));
+    rx
+}
+
+fn up(s: &Stack) {
+    let up = s
+        .cmd(&["up", "--detach", "--wait"])
+        .output()
+        .expect("devstack up runs");
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let listen = s.listen;
+    until(Duration::from_secs(30), "the first version answers", || {
+        message(listen).as_deref() == Ok("first")
+    });
+}
+
+fn next_event(rx: &std::sync::mpsc::Receiver<String>) -> serde_json::Value {
+    let event = rx
+        .recv_timeout(Duration::from_secs(180))
+        .expect("one rebuild event");
+    serde_json::from_str(&event).expect("a JSON event")
+}
+
+#[test]
+fn a_version_failing_its_health_check_never_serves_and_the_next_save_fixes_it() {
+    let mut s = Stack::new("b");
+    up(&s);
+    let rx = start_watch(&mut s);
+    let listen = s.listen;
+    let dockerfile = std::fs::read_to_string(s.file("Dockerfile")).unwrap();
+    // The new version answers /health with 500 (and its message changes, so
+    // a request reaching it would show).
+    std::fs::write(
+        s.file("Dockerfile"),
+        format!("{dockerfile}\nENV FAIL_HEALTH=1\n"),
+    )
+    .unwrap();
+    std::fs::write(s.file("message.txt"), "broken").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "unhealthy", "{v}");
+    assert!(v["health"].as_str().unwrap_or("").contains("500"), "{v}");
+    assert!(v["logs"].is_array(), "{v}");
+    for _ in 0..20 {
+        assert_eq!(message(listen).as_deref(), Ok("first"));
+    }
+    // The broken container is gone; only the old one runs.
+    let names = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=dev.devstack.service=web"),
+        ])
+        .args([
+            "--filter",
+            &format!("label=dev.devstack.project={}", s.name),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&names.stdout).lines().count(), 1);
+
+    std::fs::write(s.file("Dockerfile"), dockerfile).unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    until(Duration::from_secs(10), "the fixed version answers", || {
+        message(listen).as_deref() == Ok("broken")
+    });
+}
+
+#[test]
+fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
+    let mut s = Stack::new("a");
+    up(&s);
+    let rx = start_watch(&mut s);
+    let listen = s.listen;
 
     // A steady load through the proxy while the swap runs: every answer is
     // the old or the new message, never an error.
@@ -181,15 +243,12 @@ fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
     // Editor scratch files never trigger (and must not confuse the watcher).
     std::fs::write(s.file(".message.txt.swp"), "x").unwrap();
 
-    let event = rx
-        .recv_timeout(Duration::from_secs(180))
-        .expect("one rebuild event");
-    let v: serde_json::Value = serde_json::from_str(&event).expect("a JSON event");
-    assert_eq!(v["service"], "web", "{event}");
-    assert_eq!(v["result"], "swapped", "{event}");
+    let v = next_event(&rx);
+    assert_eq!(v["service"], "web", "{v}");
+    assert_eq!(v["result"], "swapped", "{v}");
     assert!(
         v["trigger"].as_str().unwrap_or("").ends_with("message.txt"),
-        "{event}"
+        "{v}"
     );
     until(Duration::from_secs(10), "the new version answers", || {
         message(listen).as_deref() == Ok("second")
