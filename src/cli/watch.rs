@@ -9,13 +9,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::args::{GlobalArgs, WatchArgs};
-use super::stack::load_stack;
+use super::stack::{load_stack, LoadedStack};
 use super::up::{connect, engine_failure};
 use super::{exit, Failed};
-use crate::engine::context;
+use crate::engine::{context, Engine};
 use crate::plan;
 use crate::router::state;
-use crate::spec::{Etcd, WatchAction};
+use crate::spec::{Etcd, Stack, WatchAction};
 use crate::watcher::{debounce, fs, swap, Change, Filter};
 
 /// Quiet time that ends a burst of saves; editors write a file in a few ms.
@@ -41,10 +41,33 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
             .into());
         }
     }
+    let (targets, actions) = watched(stack, &args.services)?;
+    let engine = connect().await?;
+    let cancel = CancellationToken::new();
+    let on_interrupt = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_interrupt.cancel();
+        }
+    });
+    if !args.json {
+        eprintln!(
+            "watching {} (Ctrl-C to stop)",
+            actions.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    watch_loop(&engine, &loaded, targets, actions, args.json, &cancel).await
+}
+
+/// What each service watches, and what a change to it does.
+pub(crate) type Watched = (Vec<fs::Target>, BTreeMap<String, WatchAction>);
+
+/// The watched roots of the services with a build (all, or those named).
+pub(crate) fn watched(stack: &Stack, services: &[String]) -> anyhow::Result<Watched> {
     let mut targets = Vec::new();
     let mut actions = BTreeMap::new();
     for (name, svc) in &stack.services {
-        if !args.services.is_empty() && !args.services.contains(name) {
+        if !services.is_empty() && !services.contains(name) {
             continue;
         }
         let Some(build) = &svc.container.build else {
@@ -83,7 +106,20 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
         )
         .into());
     }
-    let engine = connect().await?;
+    Ok((targets, actions))
+}
+
+/// Watches until `cancel`: each debounced change rebuilds (or restarts) its
+/// service, one at a time, and is reported as a line or a JSON event.
+pub(crate) async fn watch_loop(
+    engine: &Engine,
+    loaded: &LoadedStack,
+    targets: Vec<fs::Target>,
+    actions: BTreeMap<String, WatchAction>,
+    json: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<u8> {
+    let stack = &loaded.stack;
     // Whether a registry runs decides whether swaps wait for registration.
     let discovery = match (state::read(&loaded.project), &stack.discovery.etcd) {
         (Some(s), _) => Some(s.endpoints),
@@ -100,17 +136,10 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
     let _watcher =
         fs::watch(targets, htx).map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
     tokio::spawn(debounce::run(hrx, ctx, QUIET, MAX_DELAY));
-    if !args.json {
-        eprintln!(
-            "watching {} (Ctrl-C to stop)",
-            actions.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    let cancel = CancellationToken::new();
     loop {
         let first = tokio::select! {
             c = crx.recv() => c,
-            _ = tokio::signal::ctrl_c() => { cancel.cancel(); return Ok(exit::OK); }
+            _ = cancel.cancelled() => return Ok(exit::OK),
         };
         let Some(first) = first else {
             return Ok(exit::OK);
@@ -130,12 +159,12 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
                 .unwrap_or(WatchAction::Rebuild)
             {
                 WatchAction::Restart => {
-                    restart(&engine, &loaded.project, &service, &trigger, stack).await?
+                    restart(engine, &loaded.project, &service, &trigger, stack).await?
                 }
                 // Sync is not carried out yet: a rebuild serves the same files, only slower.
                 WatchAction::Rebuild | WatchAction::Sync => {
                     let run = swap::rebuild(
-                        &engine,
+                        engine,
                         stack,
                         &loaded.project,
                         &service,
@@ -145,11 +174,11 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
                     );
                     tokio::select! {
                         r = run => r,
-                        _ = tokio::signal::ctrl_c() => { cancel.cancel(); return Ok(exit::INTERRUPTED); }
+                        _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
                     }
                 }
             };
-            print(&report, args.json);
+            print(&report, json);
         }
     }
 }
@@ -174,11 +203,11 @@ fn print(report: &swap::Report, json: bool) {
 
 /// `watch.action: restart`: restart the running containers, no new image.
 async fn restart(
-    engine: &crate::engine::Engine,
+    engine: &Engine,
     project: &str,
     service: &str,
     trigger: &str,
-    stack: &crate::spec::Stack,
+    stack: &Stack,
 ) -> anyhow::Result<swap::Report> {
     let t0 = std::time::Instant::now();
     let grace = stack

@@ -26,6 +26,7 @@ struct Stack {
     name: String,
     dir: tempfile::TempDir,
     listen: SocketAddr,
+    /// `devstack watch`, or a foreground `devstack up`.
     watch: Option<Child>,
 }
 
@@ -79,6 +80,15 @@ proxy:
 impl Drop for Stack {
     fn drop(&mut self) {
         if let Some(mut w) = self.watch.take() {
+            // SIGINT first, as Ctrl-C: a foreground `up` then takes its
+            // routing path down; `down` below removes whatever is left.
+            let _ = Command::new("kill")
+                .args(["-INT", &w.id().to_string()])
+                .status();
+            let until = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < until && matches!(w.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let _ = w.kill();
             let _ = w.wait();
         }
@@ -260,4 +270,28 @@ fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
     assert_eq!(failures.load(Ordering::SeqCst), 0, "{errors:?}");
     // One rebuild for the edit: no second event from the swap file.
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
+}
+
+#[test]
+fn a_foreground_up_watches_too() {
+    let mut s = Stack::new("c");
+    let child = s
+        .cmd(&["up"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("devstack up starts");
+    s.watch = Some(child);
+    let listen = s.listen;
+    until(
+        Duration::from_secs(120),
+        "the first version answers",
+        || message(listen).as_deref() == Ok("first"),
+    );
+    // The watcher starts once the stack is healthy; give notify its moment.
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    until(Duration::from_secs(180), "the edit is served", || {
+        message(listen).as_deref() == Ok("second")
+    });
 }
