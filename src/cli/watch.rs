@@ -16,6 +16,7 @@ use crate::engine::{context, Engine};
 use crate::plan;
 use crate::router::state;
 use crate::spec::{Etcd, Stack, WatchAction};
+use crate::watcher::sync::Sync;
 use crate::watcher::{debounce, fs, swap, Change, Filter};
 
 /// Quiet time that ends a burst of saves; editors write a file in a few ms.
@@ -59,8 +60,16 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
     watch_loop(&engine, &loaded, targets, actions, args.json, &cancel).await
 }
 
+/// What a change to a service does.
+#[derive(Debug)]
+pub(crate) enum Mode {
+    Rebuild,
+    Restart,
+    Sync(Sync),
+}
+
 /// What each service watches, and what a change to it does.
-pub(crate) type Watched = (Vec<fs::Target>, BTreeMap<String, WatchAction>);
+pub(crate) type Watched = (Vec<fs::Target>, BTreeMap<String, Mode>);
 
 /// The watched roots of the services with a build (all, or those named).
 pub(crate) fn watched(stack: &Stack, services: &[String]) -> anyhow::Result<Watched> {
@@ -70,22 +79,31 @@ pub(crate) fn watched(stack: &Stack, services: &[String]) -> anyhow::Result<Watc
         if !services.is_empty() && !services.contains(name) {
             continue;
         }
-        let Some(build) = &svc.container.build else {
-            continue;
+        let build = svc.container.build.as_ref();
+        let (paths, ignore, action) = match (&svc.watch, build) {
+            (Some(w), _) if !w.paths.is_empty() => (w.paths.clone(), w.ignore.clone(), w.action),
+            (Some(w), Some(b)) => (vec![b.context.clone()], w.ignore.clone(), w.action),
+            (None, Some(b)) => (vec![b.context.clone()], Vec::new(), WatchAction::Rebuild),
+            // Nothing to watch: no build context and no paths.
+            (_, None) => continue,
         };
-        let (paths, ignore, action) = match &svc.watch {
-            Some(w) if !w.paths.is_empty() => (w.paths.clone(), w.ignore.clone(), w.action),
-            Some(w) => (vec![build.context.clone()], w.ignore.clone(), w.action),
-            None => (
-                vec![build.context.clone()],
-                Vec::new(),
-                WatchAction::Rebuild,
-            ),
+        let mode = match (action, &svc.watch) {
+            (WatchAction::Rebuild, _) => Mode::Rebuild,
+            (WatchAction::Restart, _) => Mode::Restart,
+            (WatchAction::Sync, Some(w)) => {
+                // The loader insists on a target for sync; "/" only if that ever slips.
+                let target = w.target.as_deref().unwrap_or("/");
+                Mode::Sync(
+                    Sync::new(name, &paths, target, &w.rebuild_on, w.then.clone())
+                        .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?,
+                )
+            }
+            (WatchAction::Sync, None) => Mode::Rebuild,
         };
-        actions.insert(name.clone(), action);
+        actions.insert(name.clone(), mode);
         for root in paths {
             // .dockerignore applies to the context only; another watched path has its own rules.
-            let dockerignore = if root == build.context {
+            let dockerignore = if build.map(|b| &b.context) == Some(&root) {
                 context::dockerignore(&root)
                     .map_err(|e| Failed::new(exit::FAILURE, format!("service `{name}`: {e}")))?
             } else {
@@ -115,7 +133,7 @@ pub(crate) async fn watch_loop(
     engine: &Engine,
     loaded: &LoadedStack,
     targets: Vec<fs::Target>,
-    actions: BTreeMap<String, WatchAction>,
+    actions: BTreeMap<String, Mode>,
     json: bool,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u8> {
@@ -153,30 +171,28 @@ pub(crate) async fn watch_loop(
         }
         for (service, change) in batch {
             let trigger = change.file.display().to_string();
-            let report = match actions
-                .get(&service)
-                .copied()
-                .unwrap_or(WatchAction::Rebuild)
-            {
-                WatchAction::Restart => {
+            let rebuild = swap::rebuild(
+                engine,
+                stack,
+                &loaded.project,
+                &service,
+                &trigger,
+                discovery.as_ref(),
+                cancel,
+            );
+            let report = match actions.get(&service) {
+                Some(Mode::Restart) => {
                     restart(engine, &loaded.project, &service, &trigger, stack).await?
                 }
-                // Sync is not carried out yet: a rebuild serves the same files, only slower.
-                WatchAction::Rebuild | WatchAction::Sync => {
-                    let run = swap::rebuild(
-                        engine,
-                        stack,
-                        &loaded.project,
-                        &service,
-                        &trigger,
-                        discovery.as_ref(),
-                        &cancel,
-                    );
-                    tokio::select! {
-                        r = run => r,
-                        _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
-                    }
+                Some(Mode::Sync(sync)) if !sync.needs_rebuild(&change.files) => {
+                    sync.run(engine, &loaded.project, &service, &trigger, &change.files)
+                        .await
                 }
+                // A dependency manifest changed in sync mode, or rebuild mode.
+                _ => tokio::select! {
+                    r = rebuild => r,
+                    _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
+                },
             };
             print(&report, json);
         }

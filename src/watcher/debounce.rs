@@ -2,7 +2,7 @@
 //! quiet period, or at the latest a fixed delay after its first hit, so a
 //! steady stream of writes (a generator, a `git checkout`) still rebuilds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,11 +12,12 @@ use tokio::time::Instant;
 use super::Hit;
 
 /// A coalesced change: the last file touched (the one the last state comes
-/// from) and how many hits the burst held.
+/// from), every file touched (for `sync`), and how many hits the burst held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub service: String,
     pub file: PathBuf,
+    pub files: BTreeSet<PathBuf>,
     pub hits: usize,
 }
 
@@ -25,6 +26,7 @@ struct Pending {
     first: Instant,
     last: Instant,
     file: PathBuf,
+    files: BTreeSet<PathBuf>,
     hits: usize,
 }
 
@@ -50,9 +52,11 @@ impl Coalescer {
             first: now,
             last: now,
             file: PathBuf::new(),
+            files: BTreeSet::new(),
             hits: 0,
         });
         p.last = now;
+        p.files.insert(hit.file.clone());
         p.file = hit.file;
         p.hits += 1;
     }
@@ -80,6 +84,7 @@ impl Coalescer {
                 Some(Change {
                     service: s,
                     file: p.file,
+                    files: p.files,
                     hits: p.hits,
                 })
             })
@@ -145,14 +150,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let first = crx.recv().await.unwrap();
-        assert_eq!(
-            first,
-            Change {
-                service: "web".into(),
-                file: "f49".into(),
-                hits: 50
-            }
-        );
+        assert_eq!(first.service, "web");
+        assert_eq!(first.file, PathBuf::from("f49"));
+        assert_eq!(first.files.len(), 50);
+        assert_eq!(first.hits, 50);
         // Nothing else comes: the burst was one change.
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(crx.try_recv().is_err());

@@ -4,12 +4,14 @@
 //! dropping what [`filter`] says never triggers; [`debounce`] coalesces a burst
 //! of hits into one [`Change`] per service; [`swap`] builds the new image and
 //! replaces the running containers one replica at a time, the new one joining
-//! before the old one leaves.
+//! before the old one leaves; or [`sync`] copies the changed files into the
+//! running containers.
 
 pub mod debounce;
 pub mod filter;
 pub mod fs;
 pub mod swap;
+pub mod sync;
 
 use std::path::PathBuf;
 

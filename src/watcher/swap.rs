@@ -28,6 +28,11 @@ pub struct Discovery {
 pub enum Outcome {
     /// Every replica runs the new image.
     Swapped { containers: Vec<String> },
+    /// `sync`: the files were copied into the running containers.
+    Synced {
+        files: usize,
+        containers: Vec<String>,
+    },
     /// The build failed; the running version stays.
     BuildFailed { message: String },
     /// The new container never became healthy; it was removed, the old one serves.
@@ -56,6 +61,12 @@ impl Report {
     pub fn line(&self) -> String {
         let result = match &self.outcome {
             Outcome::Swapped { containers } => format!("swapped {} replica(s)", containers.len()),
+            Outcome::Synced { files, containers } => {
+                format!(
+                    "synced {files} file(s) into {} container(s)",
+                    containers.len()
+                )
+            }
             Outcome::BuildFailed { message } => format!("build failed: {message}"),
             Outcome::Unhealthy {
                 container, reason, ..

@@ -32,6 +32,11 @@ struct Stack {
 
 impl Stack {
     fn new(tag: &str) -> Stack {
+        Stack::with(tag, "")
+    }
+
+    /// `web_extra`: more of the web service's YAML, indented by 4.
+    fn with(tag: &str, web_extra: &str) -> Stack {
         let name = format!("wt{}{tag}", std::process::id() % 100_000);
         let dir = tempfile::tempdir().expect("a temp dir");
         let web = dir.path().join("web");
@@ -52,6 +57,7 @@ services:
     restart: \"no\"
     stop_grace: 1s
     routes: [web.test.localhost]
+{web_extra}
 proxy:
   image: devstack-fixtures/haproxy
   listen: {listen}
@@ -294,4 +300,47 @@ fn a_foreground_up_watches_too() {
     until(Duration::from_secs(180), "the edit is served", || {
         message(listen).as_deref() == Ok("second")
     });
+}
+
+/// The `hostname` (container id) the app answered GET / with.
+fn hostname(listen: SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.test.localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v.get("hostname")?.as_str().map(str::to_string)
+}
+
+#[test]
+fn sync_mode_serves_the_edit_from_the_same_container_and_a_manifest_rebuilds() {
+    let mut s = Stack::with(
+        "d",
+        "    watch: { action: sync, target: /app, rebuild_on: [requirements.txt] }",
+    );
+    up(&s);
+    let listen = s.listen;
+    let before = hostname(listen).expect("a hostname");
+    let rx = start_watch(&mut s);
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "synced", "{v}");
+    assert_eq!(v["build_ms"], 0, "{v}");
+    until(Duration::from_secs(10), "the synced file is served", || {
+        message(listen).as_deref() == Ok("second")
+    });
+    assert_eq!(hostname(listen), Some(before.clone()), "no new container");
+
+    // A dependency manifest is not synced: it rebuilds and swaps.
+    std::fs::write(s.file("requirements.txt"), "# none\n").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    until(Duration::from_secs(10), "the new container answers", || {
+        hostname(listen).is_some_and(|h| h != before)
+    });
+    assert_eq!(message(listen).as_deref(), Ok("second"));
 }
