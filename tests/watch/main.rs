@@ -344,3 +344,27 @@ fn sync_mode_serves_the_edit_from_the_same_container_and_a_manifest_rebuilds() {
     });
     assert_eq!(message(listen).as_deref(), Ok("second"));
 }
+
+#[test]
+fn a_burst_of_fifty_saves_is_one_or_two_builds_and_the_last_state_wins() {
+    let mut s = Stack::new("e");
+    up(&s);
+    let listen = s.listen;
+    let rx = start_watch(&mut s);
+    for i in 0..50 {
+        std::fs::write(s.file("message.txt"), format!("save {i}")).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    // A second rebuild only if the burst was cut (it was not quiet for long
+    // enough) or saves queued behind the first build.
+    let mut builds = 1;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        builds += 1;
+        assert!(builds <= 2, "more than two rebuilds: {line}");
+    }
+    until(Duration::from_secs(10), "the last save is served", || {
+        message(listen).as_deref() == Ok("save 49")
+    });
+}
