@@ -15,7 +15,7 @@ use super::{exit, Failed};
 use crate::engine::{context, Engine};
 use crate::plan;
 use crate::router::state;
-use crate::spec::{Etcd, Stack, WatchAction};
+use crate::spec::{Etcd, LoadOptions, Stack, WatchAction};
 use crate::watcher::sync::Sync;
 use crate::watcher::{debounce, fs, swap, Change, Filter};
 
@@ -137,6 +137,8 @@ pub(crate) async fn watch_loop(
     json: bool,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u8> {
+    // The stack as last loaded: an edit of the stack file replaces it.
+    let mut current = loaded.stack.clone();
     let stack = &loaded.stack;
     // Whether a registry runs decides whether swaps wait for registration.
     let discovery = match (state::read(&loaded.project), &stack.discovery.etcd) {
@@ -150,9 +152,12 @@ pub(crate) async fn watch_loop(
     });
 
     let (htx, hrx) = mpsc::unbounded_channel();
+    let htx_stack = htx.clone();
     let (ctx, mut crx) = mpsc::unbounded_channel::<Change>();
     let _watcher =
         fs::watch(targets, htx).map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
+    let _stack_watcher = fs::watch_files(&loaded.files, htx_stack)
+        .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
     tokio::spawn(debounce::run(hrx, ctx, QUIET, MAX_DELAY));
     loop {
         let first = tokio::select! {
@@ -171,6 +176,43 @@ pub(crate) async fn watch_loop(
         }
         for (service, change) in batch {
             let trigger = change.file.display().to_string();
+            if service == fs::STACK {
+                // The stack file changed: the services whose configuration
+                // changed are redeployed the same way; the rest are untouched.
+                match crate::spec::load(&LoadOptions::new(loaded.files.clone())) {
+                    Err(report) => {
+                        // The running stack stays as it is until the file is valid again.
+                        eprint!("{}", report.render(false));
+                    }
+                    Ok(next) => {
+                        let changed: Vec<String> = next
+                            .services
+                            .iter()
+                            .filter(|(n, svc)| current.services.get(*n).is_some_and(|o| o != *svc))
+                            .map(|(n, _)| n.clone())
+                            .collect();
+                        current = next;
+                        for name in changed {
+                            let report = swap::rebuild(
+                                engine,
+                                &current,
+                                &loaded.project,
+                                &name,
+                                &trigger,
+                                discovery.as_ref(),
+                                cancel,
+                            );
+                            let report = tokio::select! {
+                                r = report => r,
+                                _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
+                            };
+                            print(&report, json);
+                        }
+                    }
+                }
+                continue;
+            }
+            let stack = &current;
             let rebuild = swap::rebuild(
                 engine,
                 stack,

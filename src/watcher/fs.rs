@@ -59,3 +59,51 @@ pub fn watch(
     }
     Ok(SourceWatcher { _watcher: watcher })
 }
+
+/// The service name [`watch_files`] reports stack file changes under; no
+/// service can be called this (names are non-empty).
+pub const STACK: &str = "";
+
+/// Watches single files (the stack files) through their directories, since
+/// editors often replace a file by renaming a new one over it.
+pub fn watch_files(
+    files: &[std::path::PathBuf],
+    hits: mpsc::UnboundedSender<Hit>,
+) -> Result<SourceWatcher, WatchError> {
+    let files: Vec<std::path::PathBuf> = files
+        .iter()
+        .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+        .collect();
+    let dirs: std::collections::BTreeSet<std::path::PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
+        .collect();
+    let wanted = files.clone();
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        if matches!(event.kind, EventKind::Access(_) | EventKind::Other) {
+            return;
+        }
+        for path in &event.paths {
+            if wanted.contains(path) {
+                let _ = hits.send(Hit {
+                    service: STACK.into(),
+                    file: path.clone(),
+                });
+            }
+        }
+    };
+    let mut watcher = notify::recommended_watcher(handler).map_err(|e| WatchError::Notify {
+        path: String::new(),
+        message: e.to_string(),
+    })?;
+    for dir in dirs {
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| WatchError::Notify {
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+    }
+    Ok(SourceWatcher { _watcher: watcher })
+}

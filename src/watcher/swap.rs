@@ -94,7 +94,7 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
 /// most 100 ms, a runtime update a few ms) before the old one leaves.
 const ROUTE_SETTLE: Duration = Duration::from_millis(300);
 
-/// Builds `service` and swaps its running replicas; never leaves it without a
+/// Builds (or finds) the image of `service` and swaps its running replicas; never leaves it without a
 /// serving container because of a failure of the new version.
 pub async fn rebuild(
     engine: &Engine,
@@ -120,18 +120,22 @@ pub async fn rebuild(
         };
         return report;
     };
-    let Some(build) = &unit.build else {
-        report.outcome = Outcome::Failed {
-            message: "has no build".into(),
-        };
-        return report;
-    };
     let tag = unit
         .image
         .clone()
         .unwrap_or_else(|| names::built_image_tag(project, service));
     let t0 = Instant::now();
-    let image_id = match engine.build(service, build, &tag, |_| {}).await {
+    // A service without a build (redeployed because the stack file changed)
+    // runs its image as found, or pulled as `up` would.
+    let resolved = match &unit.build {
+        Some(build) => engine.build(service, build, &tag, |_| {}).await,
+        None => match engine.image_id(&tag).await {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => engine.pull(service, &tag, |_| {}).await,
+            Err(e) => Err(e),
+        },
+    };
+    let image_id = match resolved {
         Ok(id) => id,
         Err(e) => {
             report.build_ms = t0.elapsed().as_millis() as u64;

@@ -37,6 +37,11 @@ impl Stack {
 
     /// `web_extra`: more of the web service's YAML, indented by 4.
     fn with(tag: &str, web_extra: &str) -> Stack {
+        Stack::full(tag, web_extra, "")
+    }
+
+    /// `services`: more services, indented by 2.
+    fn full(tag: &str, web_extra: &str, services: &str) -> Stack {
         let name = format!("wt{}{tag}", std::process::id() % 100_000);
         let dir = tempfile::tempdir().expect("a temp dir");
         let web = dir.path().join("web");
@@ -58,6 +63,7 @@ services:
     stop_grace: 1s
     routes: [web.test.localhost]
 {web_extra}
+{services}
 proxy:
   image: devstack-fixtures/haproxy
   listen: {listen}
@@ -367,4 +373,56 @@ fn a_burst_of_fifty_saves_is_one_or_two_builds_and_the_last_state_wins() {
     until(Duration::from_secs(10), "the last save is served", || {
         message(listen).as_deref() == Ok("save 49")
     });
+}
+
+/// GET / of `host` through the proxy: (hostname, version).
+fn identity(listen: SocketAddr, host: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some((
+        v.get("hostname")?.as_str()?.to_string(),
+        v.get("version")?.as_str()?.to_string(),
+    ))
+}
+
+#[test]
+fn a_stack_file_edit_redeploys_only_the_changed_service() {
+    let mut s = Stack::full(
+        "f",
+        "",
+        "  api:
+    image: devstack-fixtures/app
+    port: 8080
+    env: { SERVICE: api, VERSION: \"1\" }
+    health: { http: /health, interval: 500ms, retries: 2, start_period: 3s }
+    restart: \"no\"
+    stop_grace: 1s
+    routes: [api.test.localhost]",
+    );
+    up(&s);
+    let listen = s.listen;
+    until(Duration::from_secs(30), "api answers", || {
+        identity(listen, "api.test.localhost").is_some()
+    });
+    let web_before = hostname(listen).expect("web answers");
+    let rx = start_watch(&mut s);
+    let path = s.dir.path().join("devstack.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, yaml.replace("VERSION: \"1\"", "VERSION: \"2\"")).unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["service"], "api", "{v}");
+    assert_eq!(v["result"], "swapped", "{v}");
+    until(Duration::from_secs(10), "the new api answers", || {
+        identity(listen, "api.test.localhost").is_some_and(|(_, version)| version == "2")
+    });
+    // web's configuration did not change: same container, no event for it.
+    assert_eq!(hostname(listen), Some(web_before));
+    assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
 }
