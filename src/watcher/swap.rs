@@ -3,6 +3,7 @@
 //! (and registered in etcd, when a registry is running) does the old one stop.
 //! A new version that fails never got traffic: the registrar registers only
 //! healthy containers, and the new one is removed, the old one untouched.
+//! The old one leaves the registry (so the proxy) before it is stopped.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -272,6 +273,14 @@ async fn swap(
             // after the same settle time, rather than leave two versions.
             let _ = wait_registered(d, service, &id).await;
             tokio::time::sleep(ROUTE_SETTLE).await;
+            // Out of the proxy before it is stopped: its key goes now (the
+            // registrar revokes its lease when it stops), and the router has
+            // the settle time to apply that, so no new request reaches a
+            // container that is shutting down.
+            let ids: Vec<&str> = old.iter().map(|o| o.id.as_str()).collect();
+            if deregister(d, service, &ids).await.unwrap_or(false) {
+                tokio::time::sleep(ROUTE_SETTLE).await;
+            }
         }
         for o in &old {
             // Stopping deregisters it at once (the registrar follows the kill
@@ -310,11 +319,49 @@ async fn wait_registered(d: &Discovery, service: &str, id: &str) -> Result<(), e
         if registry
             .instances(service)
             .iter()
-            .any(|i| id.starts_with(&i.id) || i.id.starts_with(id))
+            .any(|i| !i.id.is_empty() && (id.starts_with(&i.id) || i.id.starts_with(id)))
         {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// Deletes the registry keys of containers `ids` of `service`; true when one was deleted.
+async fn deregister(
+    d: &Discovery,
+    service: &str,
+    ids: &[&str],
+) -> Result<bool, etcd_client::Error> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(2));
+    let mut client = Client::connect(&d.endpoints, Some(options)).await?;
+    let prefix = format!("{}/", d.prefix);
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await?;
+    let mut deleted = false;
+    for kv in resp.kvs() {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        // Parsed one key at a time, so any key layout the registry reads
+        // (a stack's own `discovery.key`) is recognized by its instance.
+        let one = Registry::from_kvs(
+            &d.prefix,
+            [(
+                key.clone(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+            )],
+        );
+        let ours = one.instances(service).iter().any(|i| {
+            ids.iter()
+                .any(|id| id.starts_with(&i.id) || i.id.starts_with(id))
+        });
+        if ours {
+            client.delete(key, None).await?;
+            deleted = true;
+        }
+    }
+    Ok(deleted)
 }
