@@ -210,12 +210,7 @@ fn a_version_failing_its_health_check_never_serves_and_the_next_save_fixes_it() 
     }
     // The broken container is gone; only the old one runs.
     let names = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=dev.devstack.service=web"),
-        ])
+        .args(["ps", "-q", "--filter", "label=dev.devstack.service=web"])
         .args([
             "--filter",
             &format!("label=dev.devstack.project={}", s.name),
