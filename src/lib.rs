@@ -8,6 +8,7 @@
 //! - [`etcd`]: the embedded etcd v3 server.
 //! - [`registrar`]: presence: healthy containers written to etcd under leases.
 //! - [`router`]: the proxy configuration rendered from a registry snapshot.
+//! - [`watcher`]: source watching, debounced rebuilds and blue-green swaps.
 //! - [`cli`]: the command line; clap types stop here.
 
 pub mod cli;
@@ -17,3 +18,4 @@ pub mod plan;
 pub mod registrar;
 pub mod router;
 pub mod spec;
+pub mod watcher;

@@ -20,6 +20,7 @@ pub mod scale;
 pub mod stack;
 pub mod up;
 pub mod validate;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -102,19 +103,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Restart(args) => restart::run(&global, args).await,
         Command::Scale(args) => scale::run(&global, args).await,
         Command::Routes(args) => routes::run(&global, args).await,
+        Command::Watch(args) => watch::run(&global, args).await,
         Command::Agent => agent::run(&global).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "devstack", &mut std::io::stdout());
             Ok(exit::OK)
         }
-        other => Err(Failed::new(
-            exit::NOT_IMPLEMENTED,
-            format!(
-                "`devstack {}` is not available in this build yet",
-                other.name()
-            ),
-        )
-        .into()),
     }
 }

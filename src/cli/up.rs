@@ -112,6 +112,18 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
 
+    // Foreground: sources of services with a build are watched, and a save
+    // rebuilds and swaps, until Ctrl-C; a stack with nothing to watch just runs.
+    let watcher = match super::watch::watched(&loaded.stack, &args.services) {
+        Ok((targets, actions)) => {
+            let (engine, loaded, cancel, json) =
+                (engine.clone(), loaded.clone(), cancel.clone(), args.json);
+            Some(tokio::spawn(async move {
+                super::watch::watch_loop(&engine, &loaded, targets, actions, json, &cancel).await
+            }))
+        }
+        Err(_) => None,
+    };
     // Foreground: every container's output, prefixed, until Ctrl-C.
     eprintln!("Streaming logs; Ctrl-C stops the stack (twice to kill it).");
     let units = crate::plan::dependency_closure(&loaded.stack, &args.services).unwrap_or_default();
@@ -128,6 +140,10 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         Some(&cancel),
     )
     .await?;
+    if let Some(w) = watcher {
+        // The loop ends on the same cancel; a rebuild under way is abandoned.
+        w.abort();
+    }
     // Out of the registry (and so the proxy) first, then stopped.
     if let Some(r) = routing {
         r.shutdown().await;

@@ -257,6 +257,48 @@ impl Engine {
         }
     }
 
+    /// Writes `bytes` into a container at the absolute `path` (missing
+    /// directories are made), for `watch` in `sync` mode. One tar, so the
+    /// file appears whole: a request never reads half of it.
+    pub async fn copy_into(
+        &self,
+        id: &str,
+        path: &str,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<(), EngineError> {
+        let relative = path.trim_start_matches('/');
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+        );
+        header.set_cksum();
+        let packed = tar
+            .append_data(&mut header, relative, bytes)
+            .and_then(|()| tar.into_inner())
+            .map_err(|e| EngineError::Api {
+                what: format!("packing {path}"),
+                message: e.to_string(),
+            })?;
+        self.docker
+            .upload_to_container(
+                id,
+                Some(bollard::query_parameters::UploadToContainerOptions {
+                    path: "/".into(),
+                    ..Default::default()
+                }),
+                bollard::body_full(packed.into()),
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("writing {path} into `{id}`"), e))
+    }
+
     /// Restarts with the given grace period.
     pub async fn restart(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
         let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);

@@ -1,0 +1,423 @@
+//! `devstack watch` on the real engine: a file of a `build:` fixture service
+//! edited, the new content served through the proxy, and the old container
+//! answering every request until the new one has taken over. Fails, never
+//! skips, without an engine or the fixture images.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_devstack");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A project in a temp dir with a copy of fixtures/apps/web as `web/`;
+/// dropping it kills `watch` and runs `devstack down --volumes`.
+struct Stack {
+    name: String,
+    dir: tempfile::TempDir,
+    listen: SocketAddr,
+    /// `devstack watch`, or a foreground `devstack up`.
+    watch: Option<Child>,
+}
+
+impl Stack {
+    fn new(tag: &str) -> Stack {
+        Stack::with(tag, "")
+    }
+
+    /// `web_extra`: more of the web service's YAML, indented by 4.
+    fn with(tag: &str, web_extra: &str) -> Stack {
+        Stack::full(tag, web_extra, "")
+    }
+
+    /// `services`: more services, indented by 2.
+    fn full(tag: &str, web_extra: &str, services: &str) -> Stack {
+        let name = format!("wt{}{tag}", std::process::id() % 100_000);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let web = dir.path().join("web");
+        std::fs::create_dir(&web).unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/web");
+        for f in ["Dockerfile", "app.py"] {
+            std::fs::copy(fixture.join(f), web.join(f)).unwrap();
+        }
+        std::fs::write(web.join("message.txt"), "first").unwrap();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let yaml = format!(
+            "name: {name}
+services:
+  web:
+    build: ./web
+    port: 8080
+    health: {{ http: /health, interval: 500ms, retries: 2, start_period: 3s }}
+    restart: \"no\"
+    stop_grace: 1s
+    routes: [web.test.localhost]
+{web_extra}
+{services}
+proxy:
+  image: devstack-fixtures/haproxy
+  listen: {listen}
+"
+        );
+        std::fs::write(dir.path().join("devstack.yaml"), yaml).unwrap();
+        Stack {
+            name,
+            dir,
+            listen,
+            watch: None,
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(self.dir.path()).args(args);
+        c
+    }
+
+    fn file(&self, f: &str) -> PathBuf {
+        self.dir.path().join("web").join(f)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.watch.take() {
+            // SIGINT first, as Ctrl-C: a foreground `up` then takes its
+            // routing path down; `down` below removes whatever is left.
+            let _ = Command::new("kill")
+                .args(["-INT", &w.id().to_string()])
+                .status();
+            let until = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < until && matches!(w.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+        let _ = self
+            .cmd(&["down", "--volumes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// GET / through the proxy: the `message` the app answered with, or why not.
+fn message(listen: SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.test.localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    if !text.starts_with("HTTP/1.1 200") && !text.starts_with("HTTP/1.0 200") {
+        return Err(text.lines().next().unwrap_or("").to_string());
+    }
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    Ok(v.get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `devstack watch --json`; its stdout lines arrive on the receiver.
+fn start_watch(s: &mut Stack) -> std::sync::mpsc::Receiver<String> {
+    let mut watch = s
+        .cmd(&["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("devstack watch starts");
+    let stdout = watch.stdout.take().expect("piped stdout");
+    s.watch = Some(watch);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Give notify time to set its watches up before the edit.
+    std::thread::sleep(Duration::from_secs(1));
+    rx
+}
+
+fn up(s: &Stack) {
+    let up = s
+        .cmd(&["up", "--detach", "--wait"])
+        .output()
+        .expect("devstack up runs");
+    assert!(
+        up.status.success(),
+        "up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let listen = s.listen;
+    until(Duration::from_secs(30), "the first version answers", || {
+        message(listen).as_deref() == Ok("first")
+    });
+}
+
+fn next_event(rx: &std::sync::mpsc::Receiver<String>) -> serde_json::Value {
+    let event = rx
+        .recv_timeout(Duration::from_secs(180))
+        .expect("one rebuild event");
+    serde_json::from_str(&event).expect("a JSON event")
+}
+
+#[test]
+fn a_version_failing_its_health_check_never_serves_and_the_next_save_fixes_it() {
+    let mut s = Stack::new("b");
+    up(&s);
+    let rx = start_watch(&mut s);
+    let listen = s.listen;
+    let dockerfile = std::fs::read_to_string(s.file("Dockerfile")).unwrap();
+    // The new version answers /health with 500 (and its message changes, so
+    // a request reaching it would show).
+    std::fs::write(
+        s.file("Dockerfile"),
+        format!("{dockerfile}\nENV FAIL_HEALTH=1\n"),
+    )
+    .unwrap();
+    std::fs::write(s.file("message.txt"), "broken").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "unhealthy", "{v}");
+    assert!(v["health"].as_str().unwrap_or("").contains("500"), "{v}");
+    assert!(v["logs"].is_array(), "{v}");
+    for _ in 0..20 {
+        assert_eq!(message(listen).as_deref(), Ok("first"));
+    }
+    // The broken container is gone; only the old one runs.
+    let names = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", "label=dev.devstack.service=web"])
+        .args([
+            "--filter",
+            &format!("label=dev.devstack.project={}", s.name),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&names.stdout).lines().count(), 1);
+
+    std::fs::write(s.file("Dockerfile"), dockerfile).unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    until(Duration::from_secs(10), "the fixed version answers", || {
+        message(listen).as_deref() == Ok("broken")
+    });
+}
+
+#[test]
+fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
+    let mut s = Stack::new("a");
+    up(&s);
+    let rx = start_watch(&mut s);
+    let listen = s.listen;
+
+    // A steady load through the proxy while the swap runs: every answer is
+    // the old or the new message, never an error.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU32::new(0));
+    let load = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match message(listen) {
+                    Ok(m) if m == "first" || m == "second" => {}
+                    other => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        errors.push(format!("{other:?}"));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            errors
+        })
+    };
+
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    // Editor scratch files never trigger (and must not confuse the watcher).
+    std::fs::write(s.file(".message.txt.swp"), "x").unwrap();
+
+    let v = next_event(&rx);
+    assert_eq!(v["service"], "web", "{v}");
+    assert_eq!(v["result"], "swapped", "{v}");
+    assert!(
+        v["trigger"].as_str().unwrap_or("").ends_with("message.txt"),
+        "{v}"
+    );
+    until(Duration::from_secs(10), "the new version answers", || {
+        message(listen).as_deref() == Ok("second")
+    });
+    stop.store(true, Ordering::SeqCst);
+    let errors = load.join().expect("the load thread");
+    // The old container served until the new one was in: nothing failed
+    // while the swap ran (a refused request would show here).
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "{errors:?}");
+    // One rebuild for the edit: no second event from the swap file.
+    assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
+}
+
+#[test]
+fn a_foreground_up_watches_too() {
+    let mut s = Stack::new("c");
+    let child = s
+        .cmd(&["up"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("devstack up starts");
+    s.watch = Some(child);
+    let listen = s.listen;
+    until(
+        Duration::from_secs(120),
+        "the first version answers",
+        || message(listen).as_deref() == Ok("first"),
+    );
+    // The watcher starts once the stack is healthy; give notify its moment.
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    until(Duration::from_secs(180), "the edit is served", || {
+        message(listen).as_deref() == Ok("second")
+    });
+}
+
+/// The `hostname` (container id) the app answered GET / with.
+fn hostname(listen: SocketAddr) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.test.localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v.get("hostname")?.as_str().map(str::to_string)
+}
+
+#[test]
+fn sync_mode_serves_the_edit_from_the_same_container_and_a_manifest_rebuilds() {
+    let mut s = Stack::with(
+        "d",
+        "    watch: { action: sync, target: /app, rebuild_on: [requirements.txt] }",
+    );
+    up(&s);
+    let listen = s.listen;
+    let before = hostname(listen).expect("a hostname");
+    let rx = start_watch(&mut s);
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "synced", "{v}");
+    assert_eq!(v["build_ms"], 0, "{v}");
+    until(Duration::from_secs(10), "the synced file is served", || {
+        message(listen).as_deref() == Ok("second")
+    });
+    assert_eq!(hostname(listen), Some(before.clone()), "no new container");
+
+    // A dependency manifest is not synced: it rebuilds and swaps.
+    std::fs::write(s.file("requirements.txt"), "# none\n").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    until(Duration::from_secs(10), "the new container answers", || {
+        hostname(listen).is_some_and(|h| h != before)
+    });
+    assert_eq!(message(listen).as_deref(), Ok("second"));
+}
+
+#[test]
+fn a_burst_of_fifty_saves_is_one_or_two_builds_and_the_last_state_wins() {
+    let mut s = Stack::new("e");
+    up(&s);
+    let listen = s.listen;
+    let rx = start_watch(&mut s);
+    for i in 0..50 {
+        std::fs::write(s.file("message.txt"), format!("save {i}")).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    // A second rebuild only if the burst was cut (it was not quiet for long
+    // enough) or saves queued behind the first build.
+    let mut builds = 1;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        builds += 1;
+        assert!(builds <= 2, "more than two rebuilds: {line}");
+    }
+    until(Duration::from_secs(10), "the last save is served", || {
+        message(listen).as_deref() == Ok("save 49")
+    });
+}
+
+/// GET / of `host` through the proxy: (hostname, version).
+fn identity(listen: SocketAddr, host: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    Some((
+        v.get("hostname")?.as_str()?.to_string(),
+        v.get("version")?.as_str()?.to_string(),
+    ))
+}
+
+#[test]
+fn a_stack_file_edit_redeploys_only_the_changed_service() {
+    let mut s = Stack::full(
+        "f",
+        "",
+        "  api:
+    image: devstack-fixtures/app
+    port: 8080
+    env: { SERVICE: api, VERSION: \"1\" }
+    health: { http: /health, interval: 500ms, retries: 2, start_period: 3s }
+    restart: \"no\"
+    stop_grace: 1s
+    routes: [api.test.localhost]",
+    );
+    up(&s);
+    let listen = s.listen;
+    until(Duration::from_secs(30), "api answers", || {
+        identity(listen, "api.test.localhost").is_some()
+    });
+    let web_before = hostname(listen).expect("web answers");
+    let rx = start_watch(&mut s);
+    let path = s.dir.path().join("devstack.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, yaml.replace("VERSION: \"1\"", "VERSION: \"2\"")).unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["service"], "api", "{v}");
+    assert_eq!(v["result"], "swapped", "{v}");
+    until(Duration::from_secs(10), "the new api answers", || {
+        identity(listen, "api.test.localhost").is_some_and(|(_, version)| version == "2")
+    });
+    // web's configuration did not change: same container, no event for it.
+    assert_eq!(hostname(listen), Some(web_before));
+    assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
+}
