@@ -310,35 +310,7 @@ impl Engine {
 
     /// Writes one file into a container (running or only created).
     pub async fn upload_file(&self, id: &str, path: &str, text: &str) -> Result<(), EngineError> {
-        let (dir, file) = path.rsplit_once('/').unwrap_or(("", path));
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(text.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(0);
-        header.set_cksum();
-        let packed = tar
-            .append_data(&mut header, file, text.as_bytes())
-            .and_then(|()| tar.into_inner())
-            .map_err(|e| EngineError::Api {
-                what: format!("packing {path}"),
-                message: e.to_string(),
-            })?;
-        self.docker
-            .upload_to_container(
-                id,
-                Some(bollard::query_parameters::UploadToContainerOptions {
-                    path: if dir.is_empty() {
-                        "/".into()
-                    } else {
-                        dir.into()
-                    },
-                    ..Default::default()
-                }),
-                bollard::body_full(packed.into()),
-            )
-            .await
-            .map_err(|e| EngineError::api(format!("writing {path} into `{id}`"), e))
+        self.copy_into(id, path, text.as_bytes(), 0o644).await
     }
 
     /// Checks a config with the proxy's own `haproxy -c` inside the container.
