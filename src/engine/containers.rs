@@ -259,8 +259,8 @@ impl Engine {
 
     /// Writes `bytes` into a container at the absolute `path` (missing
     /// directories are made), for `watch` in `sync` mode and the proxy's
-    /// configuration. One tar, so the
-    /// file appears whole: a request never reads half of it.
+    /// configuration. One tar, so the file appears whole: a request never
+    /// reads half of it.
     pub async fn copy_into(
         &self,
         id: &str,

@@ -176,18 +176,7 @@ impl Engine {
         body.attach_stdout = Some(true);
         body.attach_stderr = Some(true);
         body.hostname = None;
-        let id = self
-            .docker
-            .create_container(
-                Some(bollard::query_parameters::CreateContainerOptions {
-                    name: Some(spec.name.clone()),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-            .map_err(|e| EngineError::api(format!("creating `{}`", spec.name), e))?
-            .id;
+        let id = self.create_one_off(spec, body).await?;
         let result = self.run_created(&id, spec, attach).await;
         let _ = self.remove(&id).await;
         result
@@ -302,18 +291,7 @@ impl Engine {
     ) -> Result<(i64, Vec<String>), EngineError> {
         let mut body = super::containers::create_body(spec);
         body.hostname = None;
-        let id = self
-            .docker
-            .create_container(
-                Some(bollard::query_parameters::CreateContainerOptions {
-                    name: Some(spec.name.clone()),
-                    ..Default::default()
-                }),
-                body,
-            )
-            .await
-            .map_err(|e| EngineError::api(format!("creating `{}`", spec.name), e))?
-            .id;
+        let id = self.create_one_off(spec, body).await?;
         let result = async {
             self.start(&id, &spec.service).await?;
             let mut wait = Box::pin(self.docker.wait_container(
@@ -395,5 +373,27 @@ impl Engine {
             )
             .await
             .map_err(|e| EngineError::api(format!("loading the seed data of `{service}`"), e))
+    }
+}
+
+impl Engine {
+    /// Creates a one-off container under the spec's name and returns its id.
+    async fn create_one_off(
+        &self,
+        spec: &ContainerSpec,
+        body: bollard::models::ContainerCreateBody,
+    ) -> Result<String, EngineError> {
+        Ok(self
+            .docker
+            .create_container(
+                Some(bollard::query_parameters::CreateContainerOptions {
+                    name: Some(spec.name.clone()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("creating `{}`", spec.name), e))?
+            .id)
     }
 }
