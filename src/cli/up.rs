@@ -113,16 +113,24 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     }
 
     // Foreground: sources of services with a build are watched, and a save
-    // rebuilds and swaps, until Ctrl-C; a stack with nothing to watch just runs.
-    let watcher = match super::watch::watched(&loaded.stack, &args.services) {
-        Ok((targets, actions)) => {
-            let (engine, loaded, cancel, json) =
-                (engine.clone(), loaded.clone(), cancel.clone(), args.json);
-            Some(tokio::spawn(async move {
-                super::watch::watch_loop(&engine, &loaded, targets, actions, json, &cancel).await
-            }))
-        }
-        Err(_) => None,
+    // rebuilds and swaps; an edit of the stack file applies to the running
+    // stack; both until Ctrl-C.
+    let watcher = {
+        let (engine, loaded, cancel, json, services) = (
+            engine.clone(),
+            loaded.clone(),
+            cancel.clone(),
+            args.json,
+            args.services.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) =
+                super::watch::watch_loop(&engine, &loaded, &services, json, &cancel).await
+            {
+                // The stack keeps running; only the watching stopped.
+                eprintln!("watch: {e:#}; saves are not applied");
+            }
+        })
     };
     // Foreground: every container's output, prefixed, until Ctrl-C.
     eprintln!("Streaming logs; Ctrl-C stops the stack (twice to kill it).");
@@ -140,10 +148,8 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         Some(&cancel),
     )
     .await?;
-    if let Some(w) = watcher {
-        // The loop ends on the same cancel; a rebuild under way is abandoned.
-        w.abort();
-    }
+    // The loop ends on the same cancel; a rebuild under way is abandoned.
+    watcher.abort();
     // Out of the registry (and so the proxy) first, then stopped.
     if let Some(r) = routing {
         r.shutdown().await;

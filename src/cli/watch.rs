@@ -3,7 +3,7 @@
 //! one line (or one JSON event) per rebuild.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -12,17 +12,21 @@ use super::args::{GlobalArgs, WatchArgs};
 use super::stack::{load_stack, LoadedStack};
 use super::up::{connect, engine_failure};
 use super::{exit, Failed};
+use crate::engine::apply::{self, UnitState, UpRequest};
+use crate::engine::progress::Reporter;
 use crate::engine::{context, Engine};
 use crate::plan;
 use crate::router::state;
 use crate::spec::{Etcd, LoadOptions, Stack, WatchAction};
 use crate::watcher::sync::Sync;
-use crate::watcher::{debounce, fs, swap, Change, Filter};
+use crate::watcher::{debounce, edit, fs, swap, Change, Filter};
 
 /// Quiet time that ends a burst of saves; editors write a file in a few ms.
 const QUIET: Duration = Duration::from_millis(150);
 /// A steady stream of writes still rebuilds this long after it began.
 const MAX_DELAY: Duration = Duration::from_secs(2);
+/// How long units that an edit of the stack file adds may take to be healthy.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;
@@ -43,6 +47,13 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
         }
     }
     let (targets, actions) = watched(stack, &args.services)?;
+    if targets.is_empty() {
+        return Err(Failed::new(
+            exit::FAILURE,
+            "no service of this stack has a build to watch",
+        )
+        .into());
+    }
     let engine = connect().await?;
     let cancel = CancellationToken::new();
     let on_interrupt = cancel.clone();
@@ -57,7 +68,7 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
             actions.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     }
-    watch_loop(&engine, &loaded, targets, actions, args.json, &cancel).await
+    watch_loop(&engine, &loaded, &args.services, args.json, &cancel).await
 }
 
 /// What a change to a service does.
@@ -71,7 +82,8 @@ pub(crate) enum Mode {
 /// What each service watches, and what a change to it does.
 pub(crate) type Watched = (Vec<fs::Target>, BTreeMap<String, Mode>);
 
-/// The watched roots of the services with a build (all, or those named).
+/// The watched roots of the services with a build (all, or those named);
+/// none when no service has one.
 pub(crate) fn watched(stack: &Stack, services: &[String]) -> anyhow::Result<Watched> {
     let mut targets = Vec::new();
     let mut actions = BTreeMap::new();
@@ -117,128 +129,343 @@ pub(crate) fn watched(stack: &Stack, services: &[String]) -> anyhow::Result<Watc
             });
         }
     }
-    if targets.is_empty() {
-        return Err(Failed::new(
-            exit::FAILURE,
-            "no service of this stack has a build to watch",
-        )
-        .into());
-    }
     Ok((targets, actions))
 }
 
-/// Watches until `cancel`: each debounced change rebuilds (or restarts) its
-/// service, one at a time, and is reported as a line or a JSON event.
+/// Watches until `cancel`: each debounced change rebuilds (or syncs, or
+/// restarts) its service, one at a time, and is reported as a line or a JSON
+/// event; an edit of the stack file applies to the running stack. `services`
+/// limits both to those named (and their dependencies) when not empty.
 pub(crate) async fn watch_loop(
     engine: &Engine,
     loaded: &LoadedStack,
-    targets: Vec<fs::Target>,
-    actions: BTreeMap<String, Mode>,
+    services: &[String],
     json: bool,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u8> {
-    // The stack as last loaded: an edit of the stack file replaces it.
+    // The stack as last applied: an edit of the stack file replaces it.
     let mut current = loaded.stack.clone();
-    let stack = &loaded.stack;
+    let project = loaded.project.as_str();
     // Whether a registry runs decides whether swaps wait for registration.
-    let discovery = match (state::read(&loaded.project), &stack.discovery.etcd) {
+    let discovery = match (state::read(project), &current.discovery.etcd) {
         (Some(s), _) => Some(s.endpoints),
         (None, Etcd::External { endpoints }) => Some(endpoints.clone()),
         (None, Etcd::Embedded) => None,
     }
     .map(|endpoints| swap::Discovery {
         endpoints,
-        prefix: stack.discovery.prefix.clone(),
+        prefix: current.discovery.prefix.clone(),
     });
 
     let (htx, hrx) = mpsc::unbounded_channel();
-    let htx_stack = htx.clone();
     let (ctx, mut crx) = mpsc::unbounded_channel::<Change>();
-    let _watcher =
-        fs::watch(targets, htx).map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
-    let _stack_watcher = fs::watch_files(&loaded.files, htx_stack)
+    let (targets, mut actions) = watched(&current, services)?;
+    let mut _sources =
+        fs::watch(targets, htx.clone()).map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
+    let _stack_watcher = fs::watch_files(&loaded.files, htx.clone())
         .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
     tokio::spawn(debounce::run(hrx, ctx, QUIET, MAX_DELAY));
+    // Changes waiting their turn, one per service (the latest state wins).
+    let mut queue: BTreeMap<String, Change> = BTreeMap::new();
     loop {
-        let first = tokio::select! {
-            c = crx.recv() => c,
-            _ = cancel.cancelled() => return Ok(exit::OK),
-        };
-        let Some(first) = first else {
-            return Ok(exit::OK);
-        };
-        // Changes that queued during the previous rebuild: one rebuild per
-        // service, with the latest trigger, so the last state wins.
-        let mut batch = BTreeMap::new();
-        batch.insert(first.service.clone(), first);
-        while let Ok(c) = crx.try_recv() {
-            batch.insert(c.service.clone(), c);
-        }
-        for (service, change) in batch {
-            let trigger = change.file.display().to_string();
-            if service == fs::STACK {
-                // The stack file changed: the services whose configuration
-                // changed are redeployed the same way; the rest are untouched.
-                match crate::spec::load(&LoadOptions::new(loaded.files.clone())) {
-                    Err(report) => {
-                        // The running stack stays as it is until the file is valid again.
-                        eprint!("{}", report.render(false));
-                    }
-                    Ok(next) => {
-                        let changed: Vec<String> = next
-                            .services
-                            .iter()
-                            .filter(|(n, svc)| current.services.get(*n).is_some_and(|o| o != *svc))
-                            .map(|(n, _)| n.clone())
-                            .collect();
-                        current = next;
-                        for name in changed {
-                            let report = swap::rebuild(
-                                engine,
-                                &current,
-                                &loaded.project,
-                                &name,
-                                &trigger,
-                                discovery.as_ref(),
-                                cancel,
-                            );
-                            let report = tokio::select! {
-                                r = report => r,
-                                _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
-                            };
-                            print(&report, json);
-                        }
-                    }
-                }
-                continue;
-            }
-            let stack = &current;
-            let rebuild = swap::rebuild(
-                engine,
-                stack,
-                &loaded.project,
-                &service,
-                &trigger,
-                discovery.as_ref(),
-                cancel,
-            );
-            let report = match actions.get(&service) {
-                Some(Mode::Restart) => {
-                    restart(engine, &loaded.project, &service, &trigger, stack).await?
-                }
-                Some(Mode::Sync(sync)) if !sync.needs_rebuild(&change.files) => {
-                    sync.run(engine, &loaded.project, &service, &trigger, &change.files)
-                        .await
-                }
-                // A dependency manifest changed in sync mode, or rebuild mode.
-                _ => tokio::select! {
-                    r = rebuild => r,
-                    _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
-                },
+        if queue.is_empty() {
+            let first = tokio::select! {
+                c = crx.recv() => c,
+                _ = cancel.cancelled() => return Ok(exit::OK),
             };
-            print(&report, json);
+            let Some(first) = first else {
+                return Ok(exit::OK);
+            };
+            enqueue(&mut queue, first);
+        }
+        while let Ok(c) = crx.try_recv() {
+            enqueue(&mut queue, c);
+        }
+        let Some((service, change)) = queue.pop_first() else {
+            continue;
+        };
+        let trigger = change.file.display().to_string();
+        if service == fs::STACK {
+            let next = match crate::spec::load(&LoadOptions::new(loaded.files.clone())) {
+                Ok(next) => next,
+                Err(report) => {
+                    // The running stack stays as it is until the file is valid again.
+                    eprint!("{}", report.render(false));
+                    continue;
+                }
+            };
+            let applied = tokio::select! {
+                a = apply_edit(engine, &current, next, project, services, &trigger, discovery.as_ref(), json, cancel) => a,
+                _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
+            };
+            current = applied.stack;
+            if applied.watch_rules {
+                // New watchers first, so no save falls between the two.
+                match watched(&current, services)
+                    .and_then(|(t, a)| Ok((fs::watch(t, htx.clone())?, a)))
+                {
+                    Ok((w, a)) => {
+                        _sources = w;
+                        actions = a;
+                    }
+                    Err(e) => eprintln!("watch: the new watch rules are not applied: {e:#}"),
+                }
+            }
+            continue;
+        }
+        let report = match actions.get(&service) {
+            // A service the edited stack file no longer watches.
+            None => continue,
+            Some(Mode::Restart) => restart(engine, project, &service, &trigger, &current).await?,
+            Some(Mode::Sync(sync)) if !sync.needs_rebuild(&change.files) => {
+                sync.run(engine, project, &service, &trigger, &change.files)
+                    .await
+            }
+            // A dependency manifest changed in sync mode, or rebuild mode.
+            _ => {
+                let latest = rebuild_latest(
+                    engine,
+                    &current,
+                    project,
+                    change,
+                    &mut crx,
+                    &mut queue,
+                    discovery.as_ref(),
+                    cancel,
+                );
+                match latest.await {
+                    Some(r) => r,
+                    None => return Ok(exit::INTERRUPTED),
+                }
+            }
+        };
+        print(&report, json);
+    }
+}
+
+/// Adds a change to the queue, folded into one already waiting for its service.
+fn enqueue(queue: &mut BTreeMap<String, Change>, change: Change) {
+    match queue.get_mut(&change.service) {
+        Some(waiting) => waiting.absorb(change),
+        None => {
+            queue.insert(change.service.clone(), change);
         }
     }
+}
+
+/// Rebuilds a service and swaps it in. A save of the same service during the
+/// build abandons that build for a new one, so an image older than the
+/// files is never deployed; other services' changes wait in `queue`. `None`
+/// when cancelled.
+#[allow(clippy::too_many_arguments)]
+async fn rebuild_latest(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    mut change: Change,
+    changes: &mut mpsc::UnboundedReceiver<Change>,
+    queue: &mut BTreeMap<String, Change>,
+    discovery: Option<&swap::Discovery>,
+    cancel: &CancellationToken,
+) -> Option<swap::Report> {
+    let service = change.service.clone();
+    let t0 = Instant::now();
+    let mut superseded = 0;
+    let mut open = true;
+    let built = 'build: loop {
+        // Dropping this future ends the engine's build (the connection closes).
+        let build = swap::build(engine, stack, project, &service);
+        tokio::pin!(build);
+        loop {
+            tokio::select! {
+                r = &mut build => break 'build r,
+                c = changes.recv(), if open => match c {
+                    Some(c) if c.service == service => {
+                        change.absorb(c);
+                        superseded += 1;
+                        continue 'build;
+                    }
+                    Some(c) => enqueue(queue, c),
+                    None => open = false,
+                },
+                _ = cancel.cancelled() => return None,
+            }
+        }
+    };
+    let build_ms = t0.elapsed().as_millis() as u64;
+    let t1 = Instant::now();
+    let outcome = match built {
+        Ok(built) => tokio::select! {
+            o = swap::deploy(engine, stack, project, &service, &built, discovery, cancel) => o,
+            _ = cancel.cancelled() => return None,
+        },
+        Err(outcome) => outcome,
+    };
+    Some(swap::Report {
+        service,
+        trigger: change.file.display().to_string(),
+        build_ms,
+        swap_ms: t1.elapsed().as_millis() as u64,
+        superseded,
+        outcome,
+    })
+}
+
+/// The stack an edit left running, and whether the watchers need remaking.
+struct Applied {
+    stack: Stack,
+    watch_rules: bool,
+}
+
+/// Applies an edit of the stack file: changed services are swapped
+/// blue-green, new units started, datastores that changed replaced, units
+/// the file lost removed, each reported like a rebuild. A service whose new
+/// version fails keeps its old configuration in the returned stack, so no
+/// later step replaces it by another route, and the next edit tries again.
+#[allow(clippy::too_many_arguments)]
+async fn apply_edit(
+    engine: &Engine,
+    current: &Stack,
+    next: Stack,
+    project: &str,
+    services: &[String],
+    trigger: &str,
+    discovery: Option<&swap::Discovery>,
+    json: bool,
+    cancel: &CancellationToken,
+) -> Applied {
+    let mut change = edit::diff(current, &next);
+    if !services.is_empty() {
+        // Only what `up SERVICE...` (or `watch SERVICE...`) brought up.
+        let scope = plan::dependency_closure(&next, services).unwrap_or_default();
+        let old_scope = plan::dependency_closure(current, services).unwrap_or_default();
+        change.swap.retain(|u| scope.contains(u));
+        change.start.retain(|u| scope.contains(u));
+        change.remove.retain(|u| old_scope.contains(u));
+    }
+    let mut stack = next;
+    let report = |service: &str, ms: u64, outcome: swap::Outcome| swap::Report {
+        service: service.into(),
+        trigger: trigger.into(),
+        build_ms: 0,
+        swap_ms: ms,
+        superseded: 0,
+        outcome,
+    };
+    for name in &change.swap {
+        let r = swap::rebuild(engine, &stack, project, name, trigger, discovery, cancel).await;
+        if !matches!(r.outcome, swap::Outcome::Swapped { .. }) {
+            if let (Some(old), Some(slot)) =
+                (current.services.get(name), stack.services.get_mut(name))
+            {
+                *slot = old.clone();
+            }
+        }
+        print(&r, json);
+    }
+    if !change.start.is_empty() {
+        let t0 = Instant::now();
+        let request = UpRequest {
+            project: project.to_string(),
+            services: change.start.clone(),
+            replicas: BTreeMap::new(),
+            timeout: START_TIMEOUT,
+            remove_orphans: false,
+        };
+        match apply::up(engine, &stack, &request, &Reporter::silent(), cancel).await {
+            Err(e) => print(
+                &report(
+                    &change.start.join(", "),
+                    0,
+                    swap::Outcome::Failed {
+                        message: e.to_string(),
+                    },
+                ),
+                json,
+            ),
+            Ok(outcome) => {
+                let ms = t0.elapsed().as_millis() as u64;
+                for unit in outcome
+                    .units
+                    .iter()
+                    .filter(|u| change.start.contains(&u.service))
+                {
+                    let containers = unit.containers.iter().map(|c| c.name.clone()).collect();
+                    let o = match &unit.state {
+                        UnitState::Healthy => swap::Outcome::Started { containers },
+                        UnitState::Failed {
+                            reason,
+                            last_health,
+                            logs,
+                            container,
+                        } => swap::Outcome::Unhealthy {
+                            container: container.clone().unwrap_or_default(),
+                            reason: reason.clone(),
+                            health: last_health.clone(),
+                            logs: logs.clone(),
+                        },
+                        UnitState::Blocked { by } => swap::Outcome::Failed {
+                            message: format!("not started: `{by}` failed"),
+                        },
+                    };
+                    print(&report(&unit.service, ms, o), json);
+                }
+            }
+        }
+    }
+    if !change.remove.is_empty() {
+        let t0 = Instant::now();
+        let removed = remove_units(engine, current, project, &change.remove).await;
+        let ms = t0.elapsed().as_millis() as u64;
+        let o = match removed {
+            Ok(containers) => swap::Outcome::Removed { containers },
+            Err(e) => swap::Outcome::Failed {
+                message: e.to_string(),
+            },
+        };
+        print(&report(&change.remove.join(", "), ms, o), json);
+    }
+    if !change.later.is_empty() {
+        let what = change.later.join(", ");
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "event": "not-applied", "trigger": trigger, "changed": change.later })
+            );
+        } else {
+            println!("stack file: {what} changed; the running routing path applies that at the next `devstack down` and `up`");
+        }
+    }
+    Applied {
+        stack,
+        watch_rules: change.watch_rules,
+    }
+}
+
+/// Stops and removes the containers of `units` (their registrations go with
+/// them, since the registrar follows the engine's events).
+async fn remove_units(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    units: &[String],
+) -> Result<Vec<String>, crate::engine::EngineError> {
+    let observed = engine.list_project(project).await?;
+    let mut removed = Vec::new();
+    for o in observed
+        .iter()
+        .filter(|o| o.task.is_none() && o.service.as_ref().is_some_and(|s| units.contains(s)))
+    {
+        let grace = o
+            .service
+            .as_deref()
+            .and_then(|s| stack.unit(s))
+            .map(|u| u.stop_grace);
+        engine.stop(&o.id, grace).await?;
+        engine.remove(&o.id).await?;
+        removed.push(o.name.clone());
+    }
+    Ok(removed)
 }
 
 fn print(report: &swap::Report, json: bool) {
@@ -289,6 +516,7 @@ async fn restart(
         trigger: trigger.into(),
         build_ms: 0,
         swap_ms: t0.elapsed().as_millis() as u64,
+        superseded: 0,
         outcome: match failure {
             Some(message) => swap::Outcome::Failed { message },
             None => swap::Outcome::Swapped { containers: names },

@@ -300,6 +300,18 @@ impl Engine {
             .map_err(|e| EngineError::api(format!("writing {path} into `{id}`"), e))
     }
 
+    /// Gives a container another name (the engine updates its DNS name on
+    /// the stack network too).
+    pub async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        self.docker
+            .rename_container(
+                id,
+                bollard::query_parameters::RenameContainerOptions { name: name.into() },
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("renaming `{id}` to `{name}`"), e))
+    }
+
     /// Restarts with the given grace period.
     pub async fn restart(&self, id: &str, grace: Duration) -> Result<(), EngineError> {
         let t = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);

@@ -122,7 +122,7 @@ pub fn plan_unit(service: &str, desired: &[ContainerSpec], observed: &[Observed]
                         spec: spec_box,
                         reason: format!("it is {:?}", found.state).to_lowercase(),
                     }
-                } else if found.name != spec.name {
+                } else if found.name != spec.name && !is_generation_of(&found.name, &spec.name) {
                     // Same config under another name (renamed by hand): replace it
                     // so names stay predictable for `exec` and logs.
                     Action::Recreate {
@@ -170,6 +170,15 @@ pub fn plan_unit(service: &str, desired: &[ContainerSpec], observed: &[Observed]
         .collect();
     removals.extend(actions);
     removals
+}
+
+/// Whether `name` is `base` with a swap's generation suffix (`-g<millis>`):
+/// the new container of a blue-green swap that was cut off before it took
+/// the usual name. Kept as it is: the same configuration, already serving.
+fn is_generation_of(name: &str, base: &str) -> bool {
+    name.strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix("-g"))
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Containers of the project whose unit the stack no longer has.
@@ -273,6 +282,17 @@ mod tests {
             .map(|(i, s)| observed(s, &format!("c{i}"), ObservedState::Running))
             .collect();
         assert_eq!(kinds(&plan_unit("web", &[], &o)), vec!["remove", "remove"]);
+    }
+
+    #[test]
+    fn a_swapped_container_under_its_generation_name_is_kept() {
+        let d = desired(1, "sha256:a");
+        let mut swapped = observed(&d[0], "x", ObservedState::Running);
+        swapped.name = format!("{}-g1763800000000", d[0].name);
+        assert_eq!(kinds(&plan_unit("web", &d, &[swapped.clone()])), ["keep"]);
+        // Anything else after the name is a container renamed by hand.
+        swapped.name = format!("{}-old", d[0].name);
+        assert_eq!(kinds(&plan_unit("web", &d, &[swapped])), ["recreate"]);
     }
 
     #[test]

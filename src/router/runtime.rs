@@ -138,6 +138,93 @@ pub fn runtime_failure(answer: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// One server of HAProxy's `show servers state`: where it sends traffic and
+/// whether it takes requests now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerState {
+    pub backend: String,
+    pub server: String,
+    pub address: String,
+    pub port: u16,
+    /// 0 stopped, 1 starting, 2 running, 3 stopping.
+    pub op_state: u8,
+    /// Maintenance and drain flags; 0 when the server takes new requests.
+    pub admin_state: u32,
+}
+
+impl ServerState {
+    /// Whether HAProxy sends new requests to it.
+    pub fn serving(&self) -> bool {
+        self.op_state == 2 && self.admin_state == 0
+    }
+}
+
+/// Parses `show servers state` (format version 1): a version line, a `#`
+/// header naming the columns, one line per server. Columns are found by
+/// their header names, so versions that add columns parse the same.
+pub fn parse_servers_state(text: &str) -> Vec<ServerState> {
+    let mut columns: Vec<&str> = Vec::new();
+    let mut servers = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('#') {
+            columns = header.split_whitespace().collect();
+            continue;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if columns.is_empty() || words.len() < columns.len() {
+            continue;
+        }
+        let field = |name: &str| {
+            columns
+                .iter()
+                .position(|c| *c == name)
+                .and_then(|i| words.get(i).copied())
+        };
+        let parsed = (|| {
+            Some(ServerState {
+                backend: field("be_name")?.to_string(),
+                server: field("srv_name")?.to_string(),
+                address: field("srv_addr")?.to_string(),
+                port: field("srv_port")?.parse().ok()?,
+                op_state: field("srv_op_state")?.parse().ok()?,
+                admin_state: field("srv_admin_state")?.parse().ok()?,
+            })
+        })();
+        servers.extend(parsed);
+    }
+    servers
+}
+
+/// Requests in flight per server, from `show stat` (CSV: `# pxname,svname,
+/// qcur,qmax,scur,...`): (backend, server, current sessions). Frontend and
+/// backend summary rows are left out.
+pub fn parse_stat_sessions(text: &str) -> Vec<(String, String, u64)> {
+    let mut columns: Vec<&str> = Vec::new();
+    let mut rows = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(header) = line.strip_prefix('#') {
+            columns = header.trim().split(',').collect();
+            continue;
+        }
+        let cells: Vec<&str> = line.split(',').collect();
+        let at = |name: &str| {
+            columns
+                .iter()
+                .position(|c| *c == name)
+                .and_then(|i| cells.get(i).copied())
+        };
+        if let (Some(px), Some(sv), Some(scur)) = (at("pxname"), at("svname"), at("scur")) {
+            if sv == "FRONTEND" || sv == "BACKEND" {
+                continue;
+            }
+            if let Ok(n) = scur.parse() {
+                rows.push((px.to_string(), sv.to_string(), n));
+            }
+        }
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,5 +334,31 @@ mod tests {
             None
         );
         assert!(runtime_failure("No such server.\n").is_some());
+    }
+    #[test]
+    fn servers_state_is_read_by_column_name() {
+        let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 svc_web 1 s1 172.18.0.3 2 0 1 1 5 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n3 svc_web 2 s2 127.0.0.1 0 1 1 1 5 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n\n";
+        let servers = parse_servers_state(text);
+        assert_eq!(servers.len(), 2);
+        assert_eq!(servers[0].backend, "svc_web");
+        assert_eq!(servers[0].address, "172.18.0.3");
+        assert_eq!(servers[0].port, 8080);
+        assert!(servers[0].serving());
+        assert_eq!(servers[1].server, "s2");
+        assert!(!servers[1].serving());
+        // An answer that is not a state table (an error) parses as nothing.
+        assert!(parse_servers_state("Unknown command.\n").is_empty());
+    }
+
+    #[test]
+    fn sessions_per_server_come_from_show_stat() {
+        let text = "# pxname,svname,qcur,qmax,scur,smax,slim\nmain,FRONTEND,,,3,9,2000\nsvc_web,s1,0,0,2,5,\nsvc_web,s2,0,0,0,1,\nsvc_web,BACKEND,0,0,2,5,200\n\n";
+        assert_eq!(
+            parse_stat_sessions(text),
+            vec![
+                ("svc_web".to_string(), "s1".to_string(), 2),
+                ("svc_web".to_string(), "s2".to_string(), 0)
+            ]
+        );
     }
 }

@@ -434,9 +434,7 @@ const DATASTORE_ONLY: &[&str] = &["kind", "volume", "seed"];
 /// Decodes the merged tree of a stack.
 pub fn decode_stack(d: &mut Decoder, root: &Node) -> Option<Stack> {
     let path = FieldPath::root();
-    let Some(top) = d.fields(root, &path, TOP) else {
-        return None;
-    };
+    let top = d.fields(root, &path, TOP)?;
     let name = match top.get("name") {
         Some(node) => {
             let name = d.string(node, &path.child("name"));

@@ -11,6 +11,9 @@ use super::model::{Protocol, Stack};
 use super::yaml::{Node, Span, Value};
 
 /// The node at a path of keys and list indexes, or the nearest ancestor that exists.
+/// Who publishes a host port: the address, where, and which unit.
+type Publisher = (std::net::IpAddr, Span, String);
+
 fn locate<'a>(root: &'a Node, path: &[Seg]) -> &'a Node {
     let mut node = root;
     for seg in path {
@@ -181,8 +184,7 @@ pub fn validate(stack: &Stack, root: &Node) -> Vec<Problem> {
     }
 
     // Two publishers of one host port; a fixed host port with several replicas.
-    let mut ports: BTreeMap<(u16, Protocol), Vec<(std::net::IpAddr, Span, String)>> =
-        BTreeMap::new();
+    let mut ports: BTreeMap<(u16, Protocol), Vec<Publisher>> = BTreeMap::new();
     let proxy_path = [Seg::Key("proxy"), Seg::Key("listen")];
     let proxy_written = root.get("proxy").and_then(|p| p.get("listen")).is_some();
     let proxy_span = span(root, &proxy_path);

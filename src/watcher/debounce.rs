@@ -21,6 +21,16 @@ pub struct Change {
     pub hits: usize,
 }
 
+impl Change {
+    /// Folds a later change of the same service into this one: its files
+    /// join, its trigger is the latest.
+    pub fn absorb(&mut self, later: Change) {
+        self.file = later.file;
+        self.files.extend(later.files);
+        self.hits += later.hits;
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     first: Instant,

@@ -5,9 +5,11 @@
 //! of hits into one [`Change`] per service; [`swap`] builds the new image and
 //! replaces the running containers one replica at a time, the new one joining
 //! before the old one leaves; or [`sync`] copies the changed files into the
-//! running containers.
+//! running containers. [`edit`] says what an edit of the stack file itself
+//! asks of the running stack.
 
 pub mod debounce;
+pub mod edit;
 pub mod filter;
 pub mod fs;
 pub mod swap;

@@ -5,14 +5,17 @@
 //! healthy containers, and the new one is removed, the old one untouched.
 //! The old one leaves the registry (so the proxy) before it is stopped.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, ConnectOptions, GetOptions};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::proxy::{master_cli, proxy_container_name};
 use crate::engine::{health, Engine, EngineError};
 use crate::plan::{self, names, ObservedState};
+use crate::router::runtime::{parse_servers_state, parse_stat_sessions, ServerState};
 use crate::router::Registry;
 use crate::spec::{Stack, UnitKind};
 
@@ -43,6 +46,10 @@ pub enum Outcome {
         health: Option<String>,
         logs: Vec<String>,
     },
+    /// Units the edited stack file added (or datastores it changed) were started.
+    Started { containers: Vec<String> },
+    /// Units the edited stack file no longer has were stopped and removed.
+    Removed { containers: Vec<String> },
     /// Something else went wrong talking to the engine.
     Failed { message: String },
 }
@@ -54,8 +61,15 @@ pub struct Report {
     pub trigger: String,
     pub build_ms: u64,
     pub swap_ms: u64,
+    /// Builds abandoned because another save came during them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub superseded: u32,
     #[serde(flatten)]
     pub outcome: Outcome,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Report {
@@ -74,10 +88,16 @@ impl Report {
             } => {
                 format!("new `{container}` {reason}; the old version keeps serving")
             }
+            Outcome::Started { containers } => format!("started {}", containers.join(", ")),
+            Outcome::Removed { containers } => format!("removed {}", containers.join(", ")),
             Outcome::Failed { message } => format!("failed: {message}"),
         };
+        let superseded = match self.superseded {
+            0 => String::new(),
+            n => format!(" ({n} newer save(s) restarted the build)"),
+        };
         format!(
-            "{}: {} changed · build {:.1}s · swap {:.1}s · {}",
+            "{}: {} changed · build {:.1}s{superseded} · swap {:.1}s · {}",
             self.service,
             self.trigger,
             self.build_ms as f64 / 1000.0,
@@ -91,41 +111,37 @@ impl Report {
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long to wait for the registrar to put a healthy container in etcd.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(15);
-/// After registration, time for the router to apply it (its debounce is at
-/// most 100 ms, a runtime update a few ms) before the old one leaves.
+/// How long the proxy may take to start (or stop) routing to a container
+/// once the registry says so; its router applies a change within ~100 ms.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Without a proxy to ask (a registry but no reachable proxy), the time
+/// left to the router to apply a registry change before the swap goes on.
 const ROUTE_SETTLE: Duration = Duration::from_millis(300);
 
-/// Builds (or finds) the image of `service` and swaps its running replicas; never leaves it without a
-/// serving container because of a failure of the new version.
-pub async fn rebuild(
+/// An image ready to deploy.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub tag: String,
+    pub image_id: String,
+}
+
+/// Builds (or finds) the image of `service`: the first half of a rebuild,
+/// which the caller may abandon (drop) when a newer save arrives.
+pub async fn build(
     engine: &Engine,
     stack: &Stack,
     project: &str,
     service: &str,
-    trigger: &str,
-    discovery: Option<&Discovery>,
-    cancel: &CancellationToken,
-) -> Report {
-    let mut report = Report {
-        service: service.into(),
-        trigger: trigger.into(),
-        build_ms: 0,
-        swap_ms: 0,
-        outcome: Outcome::Failed {
-            message: "not started".into(),
-        },
-    };
+) -> Result<Built, Outcome> {
     let Some(unit) = stack.unit(service) else {
-        report.outcome = Outcome::Failed {
+        return Err(Outcome::Failed {
             message: "is not in the stack".into(),
-        };
-        return report;
+        });
     };
     let tag = unit
         .image
         .clone()
         .unwrap_or_else(|| names::built_image_tag(project, service));
-    let t0 = Instant::now();
     // A service without a build (redeployed because the stack file changed)
     // runs its image as found, or pulled as `up` would.
     let resolved = match &unit.build {
@@ -136,40 +152,67 @@ pub async fn rebuild(
             Err(e) => Err(e),
         },
     };
-    let image_id = match resolved {
-        Ok(id) => id,
-        Err(e) => {
-            report.build_ms = t0.elapsed().as_millis() as u64;
-            report.outcome = Outcome::BuildFailed {
-                message: e.to_string(),
-            };
-            return report;
-        }
-    };
-    report.build_ms = t0.elapsed().as_millis() as u64;
-    let t1 = Instant::now();
-    report.outcome = match swap(
-        engine, stack, project, service, &tag, &image_id, discovery, cancel,
-    )
-    .await
-    {
-        Ok(o) => o,
-        Err(e) => Outcome::Failed {
+    match resolved {
+        Ok(image_id) => Ok(Built { tag, image_id }),
+        Err(e) => Err(Outcome::BuildFailed {
             message: e.to_string(),
-        },
-    };
-    report.swap_ms = t1.elapsed().as_millis() as u64;
-    report
+        }),
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Swaps the running replicas of `service` to `built`: the second half of a
+/// rebuild. Never leaves the service without a serving container because
+/// the new version failed.
+pub async fn deploy(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    service: &str,
+    built: &Built,
+    discovery: Option<&Discovery>,
+    cancel: &CancellationToken,
+) -> Outcome {
+    swap(engine, stack, project, service, built, discovery, cancel)
+        .await
+        .unwrap_or_else(|e| Outcome::Failed {
+            message: e.to_string(),
+        })
+}
+
+/// Builds (or finds) the image of `service` and swaps its running replicas.
+pub async fn rebuild(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    service: &str,
+    trigger: &str,
+    discovery: Option<&Discovery>,
+    cancel: &CancellationToken,
+) -> Report {
+    let t0 = Instant::now();
+    let built = build(engine, stack, project, service).await;
+    let build_ms = t0.elapsed().as_millis() as u64;
+    let t1 = Instant::now();
+    let outcome = match built {
+        Ok(built) => deploy(engine, stack, project, service, &built, discovery, cancel).await,
+        Err(outcome) => outcome,
+    };
+    Report {
+        service: service.into(),
+        trigger: trigger.into(),
+        build_ms,
+        swap_ms: t1.elapsed().as_millis() as u64,
+        superseded: 0,
+        outcome,
+    }
+}
+
 async fn swap(
     engine: &Engine,
     stack: &Stack,
     project: &str,
     service: &str,
-    tag: &str,
-    image_id: &str,
+    built: &Built,
     discovery: Option<&Discovery>,
     cancel: &CancellationToken,
 ) -> Result<Outcome, EngineError> {
@@ -196,12 +239,18 @@ async fn swap(
         service,
         UnitKind::Service,
         unit,
-        tag,
-        image_id,
+        &built.tag,
+        &built.image_id,
         replicas,
     );
     let network = names::network_name(project);
-    let check = health::check_for(engine, unit.health.as_ref(), tag).await;
+    let check = health::check_for(engine, unit.health.as_ref(), &built.tag).await;
+    // The proxy itself says when it routes to a container: asked only when
+    // a registry runs (without one, nothing routes by registration).
+    let proxy = match discovery {
+        Some(_) => ProxyView::find(engine, project).await,
+        None => None,
+    };
     let generation = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
@@ -223,12 +272,13 @@ async fn swap(
         // A fixed host port can be bound by one container only: the old one
         // has to leave first, so this replica is replaced, not swapped.
         let fixed_port = spec.ports.iter().any(|p| p.host_port.is_some());
+        let canonical = spec.name.clone();
         let mut spec = spec;
         if !old.is_empty() && !fixed_port {
             // A distinct name so both run side by side; labels (project,
             // service, replica) are the same, which is what `up`, `ps` and the
-            // registrar go by.
-            spec.name = format!("{}-g{generation}", spec.name);
+            // registrar go by. It takes the usual name once the old one is gone.
+            spec.name = format!("{canonical}-g{generation}");
         }
         if fixed_port || old.iter().any(|o| o.name == spec.name) {
             for o in &old {
@@ -236,6 +286,17 @@ async fn swap(
                 engine.remove(&o.id).await?;
             }
         }
+        // Where the proxy sends this replica's traffic now, if anywhere.
+        let mut old_ips = Vec::new();
+        for o in &old {
+            if let Ok(status) = engine.inspect(&o.id, &network).await {
+                old_ips.extend(status.ip);
+            }
+        }
+        let routed_slots = match &proxy {
+            Some(p) => p.slots_serving(&old_ips).await,
+            None => Vec::new(),
+        };
         let id = engine.create(&spec).await?;
         engine.start(&id, service).await?;
         let mut last = None;
@@ -270,16 +331,45 @@ async fn swap(
         }
         if let Some(d) = discovery {
             // Best effort: without a registry answer the swap still goes on,
-            // after the same settle time, rather than leave two versions.
+            // as long as the proxy (below) confirms the new one serves.
             let _ = wait_registered(d, service, &id).await;
-            tokio::time::sleep(ROUTE_SETTLE).await;
+            let new_ip = engine.inspect(&id, &network).await?.ip;
+            let routed = match (&proxy, new_ip) {
+                // The old one is behind the proxy, so the new one must be
+                // too before the old one leaves.
+                (Some(p), Some(ip)) if !routed_slots.is_empty() => {
+                    p.wait_serving(&[ip], true).await
+                }
+                (None, _) => {
+                    tokio::time::sleep(ROUTE_SETTLE).await;
+                    true
+                }
+                _ => true,
+            };
+            if !routed {
+                let _ = engine.stop(&id, Some(Duration::from_secs(1))).await;
+                let _ = engine.remove(&id).await;
+                return Ok(Outcome::Failed {
+                    message: format!(
+                        "the proxy did not route to the new `{}` within {}s; the old version keeps serving",
+                        spec.name,
+                        ROUTE_TIMEOUT.as_secs()
+                    ),
+                });
+            }
             // Out of the proxy before it is stopped: its key goes now (the
-            // registrar revokes its lease when it stops), and the router has
-            // the settle time to apply that, so no new request reaches a
-            // container that is shutting down.
+            // registrar revokes its lease when it stops), so no new request
+            // reaches a container that is shutting down.
             let ids: Vec<&str> = old.iter().map(|o| o.id.as_str()).collect();
-            if deregister(d, service, &ids).await.unwrap_or(false) {
-                tokio::time::sleep(ROUTE_SETTLE).await;
+            let deleted = deregister(d, service, &ids).await.unwrap_or(false);
+            match &proxy {
+                Some(p) if !routed_slots.is_empty() => {
+                    p.wait_serving(&old_ips, false).await;
+                    // Requests already sent to it finish before it is stopped.
+                    p.drain(&routed_slots, spec.stop_grace).await;
+                }
+                None if deleted => tokio::time::sleep(ROUTE_SETTLE).await,
+                _ => {}
             }
         }
         for o in &old {
@@ -288,11 +378,85 @@ async fn swap(
             engine.stop(&o.id, Some(spec.stop_grace)).await?;
             engine.remove(&o.id).await?;
         }
-        swapped.push(spec.name);
+        // Back to the usual name, so `exec`, `logs` and the next `up` see the
+        // container they expect. A failed rename only leaves the long name.
+        let name = if spec.name != canonical && engine.rename(&id, &canonical).await.is_ok() {
+            canonical
+        } else {
+            spec.name
+        };
+        swapped.push(name);
     }
     Ok(Outcome::Swapped {
         containers: swapped,
     })
+}
+
+/// The proxy's own account of where it sends traffic, from HAProxy's runtime
+/// API: exact where a fixed wait would only guess.
+struct ProxyView {
+    cli: SocketAddr,
+}
+
+impl ProxyView {
+    /// The project's proxy, if one runs and answers.
+    async fn find(engine: &Engine, project: &str) -> Option<ProxyView> {
+        let c = engine
+            .proxy_container(&proxy_container_name(project))
+            .await
+            .ok()?;
+        let view = ProxyView { cli: c.cli };
+        view.servers().await.map(|_| view)
+    }
+
+    async fn servers(&self) -> Option<Vec<ServerState>> {
+        let text = master_cli(self.cli, "@1 show servers state").await.ok()?;
+        let servers = parse_servers_state(&text);
+        // An answer with no table is an error (no worker yet, say).
+        (!servers.is_empty() || text.trim_start().starts_with('1')).then_some(servers)
+    }
+
+    /// The (backend, server) slots that send traffic to one of `ips`.
+    async fn slots_serving(&self, ips: &[IpAddr]) -> Vec<(String, String)> {
+        let servers = self.servers().await.unwrap_or_default();
+        servers
+            .into_iter()
+            .filter(|s| s.serving() && ips.iter().any(|ip| s.address == ip.to_string()))
+            .map(|s| (s.backend, s.server))
+            .collect()
+    }
+
+    /// Waits until the proxy sends traffic to one of `ips` (`serving`), or to
+    /// none of them; false when that did not happen within [`ROUTE_TIMEOUT`].
+    async fn wait_serving(&self, ips: &[IpAddr], serving: bool) -> bool {
+        let until = Instant::now() + ROUTE_TIMEOUT;
+        loop {
+            if self.slots_serving(ips).await.is_empty() != serving {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits (at most `grace`) until `slots` have no request in flight.
+    async fn drain(&self, slots: &[(String, String)], grace: Duration) {
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            let Ok(text) = master_cli(self.cli, "@1 show stat").await else {
+                return;
+            };
+            let busy = parse_stat_sessions(&text)
+                .iter()
+                .any(|(b, s, n)| *n > 0 && slots.iter().any(|(sb, ss)| sb == b && ss == s));
+            if !busy {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Polls etcd until the registrar has registered container `id` of `service`.

@@ -96,6 +96,7 @@ impl Sync {
             trigger: trigger.into(),
             build_ms: 0,
             swap_ms: t0.elapsed().as_millis() as u64,
+            superseded: 0,
             outcome,
         }
     }
