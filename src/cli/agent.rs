@@ -8,20 +8,21 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::args::GlobalArgs;
-use super::stack::load_stack;
+use super::stack::{load_stack, LoadedStack};
 use super::up::{connect, engine_failure};
 use super::{exit, Failed};
 use crate::engine::Engine;
 use crate::router::routing::{Routing, RoutingError, RoutingOptions};
 use crate::router::state::{self, RoutingState};
-use crate::spec::Stack;
+use crate::spec::LoadOptions;
 
 /// Starts the routing path in this process and records it for other commands.
+/// It follows the stack files: an edit's routes (and template) are applied.
 pub(crate) async fn start_routing(
     engine: &Engine,
-    stack: &Stack,
-    project: &str,
+    loaded: &LoadedStack,
 ) -> anyhow::Result<Routing> {
+    let (stack, project) = (&loaded.stack, loaded.project.as_str());
     let routing = Routing::start(engine, stack, project, RoutingOptions::default())
         .await
         .map_err(|e| match e {
@@ -55,6 +56,7 @@ pub(crate) async fn start_routing(
             }
         }
     });
+    follow_stack_files(&routing, loaded);
     let recorded = RoutingState {
         pid: std::process::id(),
         endpoints: routing.endpoints.clone(),
@@ -69,11 +71,50 @@ pub(crate) async fn start_routing(
     Ok(routing)
 }
 
+/// Hands every valid edit of the stack files (or of the proxy template) to
+/// the router, for as long as it runs. An invalid edit changes nothing: the
+/// watch loop (or the next `up`) reports it.
+fn follow_stack_files(routing: &Routing, loaded: &LoadedStack) {
+    let mut files = loaded.files.clone();
+    files.extend(loaded.stack.proxy.template.clone());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = match crate::watcher::fs::watch_files(&files, tx) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("router: stack file edits are not followed: {e}");
+            return;
+        }
+    };
+    let senders = [
+        routing.registrar.stack_sender(),
+        routing.router.stack_sender(),
+    ];
+    let stop = routing.stop_token();
+    let files = loaded.files.clone();
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                hit = rx.recv() => if hit.is_none() { return },
+                _ = stop.cancelled() => return,
+            }
+            // An editor's save is a few events: read the file once they end.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            while rx.try_recv().is_ok() {}
+            if let Ok(stack) = crate::spec::load(&LoadOptions::new(files.clone())) {
+                for s in &senders {
+                    let _ = s.send(stack.clone());
+                }
+            }
+        }
+    });
+}
+
 /// `devstack agent`: the routing path until SIGTERM or Ctrl-C.
 pub async fn run(global: &GlobalArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;
     let engine = connect().await?;
-    let routing = start_routing(&engine, &loaded.stack, &loaded.project).await?;
+    let routing = start_routing(&engine, &loaded).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}

@@ -61,7 +61,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     } else if crate::router::state::read(&loaded.project).is_some() {
         None
     } else {
-        match super::agent::start_routing(&engine, &loaded.stack, &loaded.project).await {
+        match super::agent::start_routing(&engine, &loaded).await {
             Ok(r) => Some(r),
             Err(e) => {
                 routing_off(e);

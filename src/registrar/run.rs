@@ -60,12 +60,19 @@ pub enum RegistrarEvent {
 /// A running registrar.
 pub struct RegistrarHandle {
     events: broadcast::Sender<RegistrarEvent>,
+    stacks: mpsc::UnboundedSender<Stack>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RegistrarHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<RegistrarEvent> {
         self.events.subscribe()
+    }
+
+    /// Where to send an edited stack: its services (ports, health checks, new
+    /// ones) apply to containers followed from then on; discovery stays.
+    pub fn stack_sender(&self) -> mpsc::UnboundedSender<Stack> {
+        self.stacks.clone()
     }
 
     /// Waits until the registrar has stopped and removed its registrations.
@@ -94,8 +101,13 @@ pub fn start(
         tx,
         cancel: cancel.clone(),
     };
-    let task = tokio::spawn(registrar.run(rx));
-    RegistrarHandle { events, task }
+    let (stacks, stack_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(registrar.run(rx, stack_rx));
+    RegistrarHandle {
+        events,
+        stacks,
+        task,
+    }
 }
 
 /// The triggers, sent by helper tasks into the main loop.
@@ -149,7 +161,11 @@ impl Registrar {
         let _ = self.events.send(event);
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut stacks: mpsc::UnboundedReceiver<Stack>,
+    ) {
         let mut events = Box::pin(self.engine.project_events(&self.config.project, None));
         self.relist().await;
         self.resync().await;
@@ -196,6 +212,12 @@ impl Registrar {
                     }
                     Msg::Recheck(id) => self.reconcile(&id).await,
                 },
+                Some(stack) = stacks.recv() => {
+                    self.config.stack.services = stack.services;
+                    // A new service's containers may have started before
+                    // the stack arrived: their start events were skipped.
+                    self.relist().await;
+                }
                 _ = tick.tick() => {
                     if self.etcd_down {
                         self.resync().await;

@@ -1,8 +1,8 @@
 //! The router loop: the confd part of the pipeline, running.
 //!
 //! One task, one `select!` over a closed set of triggers (etcd watch
-//! responses, the debounce deadline, the proxy container dying, the stop
-//! signal). Every apply is awaited in that task, so checks and reloads are
+//! responses, the debounce deadline, the proxy container dying, an edited
+//! stack file's routes, the stop signal). Every apply is awaited in that task, so checks and reloads are
 //! serialized by construction: never two at once, never a pile-up.
 //!
 //! An apply renders the whole registry (level-triggered: a lost watch event
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::debounce::Debounce;
@@ -175,6 +175,7 @@ pub enum RouterError {
 /// A running router.
 pub struct RouterHandle {
     events: broadcast::Sender<RouterEvent>,
+    stacks: mpsc::UnboundedSender<Stack>,
     task: tokio::task::JoinHandle<()>,
     /// The proxy container as started.
     pub proxy: ProxyContainer,
@@ -184,6 +185,13 @@ impl RouterHandle {
     /// Events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<RouterEvent> {
         self.events.subscribe()
+    }
+
+    /// Where to send an edited stack: its services' routes (and the
+    /// template) are applied like a registry change; discovery and the proxy
+    /// container stay as they started.
+    pub fn stack_sender(&self) -> mpsc::UnboundedSender<Stack> {
+        self.stacks.clone()
     }
 
     /// Waits for the loop to end (after the cancel token fired).
@@ -237,9 +245,11 @@ pub async fn start(
         kvs: BTreeMap::new(),
         revision: 0,
     };
-    let task = tokio::spawn(router.run(cancel));
+    let (stacks, stack_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(router.run(stack_rx, cancel));
     Ok(RouterHandle {
         events,
+        stacks,
         task,
         proxy,
     })
@@ -271,6 +281,7 @@ enum Trigger {
     Due,
     ProxyDied,
     ProxyEventsEnded,
+    Stack(Box<Stack>),
     Stop,
 }
 
@@ -279,7 +290,7 @@ impl Router {
         let _ = self.events.send(event);
     }
 
-    async fn run(mut self, cancel: CancellationToken) {
+    async fn run(mut self, mut stacks: mpsc::UnboundedReceiver<Stack>, cancel: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         let proxy_name = self.proxy.name.clone();
         let mut proxy_events = Box::pin(self.engine.project_events(&self.config.project, None));
@@ -327,6 +338,7 @@ impl Router {
                     _ = cancel.cancelled() => Trigger::Stop,
                     m = watch.message() => Trigger::Watch(m),
                     _ = sleep_until(deadline), if deadline.is_some() => Trigger::Due,
+                    Some(stack) = stacks.recv() => Trigger::Stack(Box::new(stack)),
                     e = proxy_events.next() => match e {
                         Some(Ok(e)) if e.name == proxy_name && matches!(e.kind, ContainerEventKind::Died { .. }) => Trigger::ProxyDied,
                         Some(_) => continue,
@@ -372,6 +384,12 @@ impl Router {
                         }
                     }
                     Trigger::ProxyDied => self.restart_proxy(&cancel).await,
+                    Trigger::Stack(stack) => {
+                        let stack = *stack;
+                        self.config.stack.services = stack.services;
+                        self.template = stack.proxy.template;
+                        self.apply().await;
+                    }
                     Trigger::ProxyEventsEnded => {
                         // The engine connection dropped: follow again, and
                         // look at the proxy in case its death was missed.

@@ -153,9 +153,14 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    /// Whether HAProxy sends new requests to it.
+    /// Whether HAProxy sends new requests to it: running, and neither in
+    /// maintenance (forced 0x01, inherited 0x02, resolution 0x20, state file
+    /// 0x40) nor draining (0x08, 0x10). The configured-maintenance bit (0x04)
+    /// of a `disabled` server stays set after `set server ... state ready`
+    /// while the server takes requests, so it says nothing by itself.
     pub fn serving(&self) -> bool {
-        self.op_state == 2 && self.admin_state == 0
+        const NOT_SERVING: u32 = 0x01 | 0x02 | 0x08 | 0x10 | 0x20 | 0x40;
+        self.op_state == 2 && self.admin_state & NOT_SERVING == 0
     }
 }
 
@@ -337,9 +342,12 @@ mod tests {
     }
     #[test]
     fn servers_state_is_read_by_column_name() {
-        let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 svc_web 1 s1 172.18.0.3 2 0 1 1 5 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n3 svc_web 2 s2 127.0.0.1 0 1 1 1 5 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n\n";
+        let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 svc_web 1 s1 172.18.0.3 2 0 1 1 5 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n3 svc_web 2 s2 127.0.0.1 0 1 1 1 5 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n3 svc_web 3 s3 172.18.0.4 2 4 1 1 5 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n3 svc_web 4 s4 127.0.0.1 0 5 1 1 5 6 3 4 6 0 0 0 - 8080 - 0 0 - - 0\n\n";
         let servers = parse_servers_state(text);
-        assert_eq!(servers.len(), 2);
+        assert_eq!(servers.len(), 4);
+        // A `disabled` slot made ready at runtime keeps bit 0x04 and serves.
+        assert!(servers[2].serving());
+        assert!(!servers[3].serving());
         assert_eq!(servers[0].backend, "svc_web");
         assert_eq!(servers[0].address, "172.18.0.3");
         assert_eq!(servers[0].port, 8080);

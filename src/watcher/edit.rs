@@ -16,7 +16,8 @@ pub struct StackEdit {
     pub remove: Vec<String>,
     /// Whether any service's `watch` rules changed (the watchers are remade).
     pub watch_rules: bool,
-    /// Changes the routing path reads only when it starts.
+    /// Changes the routing path reads only when it starts. (Routes and the
+    /// proxy template are not among them: the router follows the file.)
     pub later: Vec<String>,
 }
 
@@ -39,9 +40,6 @@ pub fn diff(current: &Stack, next: &Stack) -> StackEdit {
             Some(old) => {
                 if old.container != svc.container {
                     edit.swap.push(name.clone());
-                }
-                if old.routes != svc.routes {
-                    edit.later.push(format!("the routes of `{name}`"));
                 }
             }
         }
@@ -69,7 +67,9 @@ pub fn diff(current: &Stack, next: &Stack) -> StackEdit {
     if current.discovery != next.discovery {
         edit.later.push("discovery".into());
     }
-    if current.proxy != next.proxy {
+    let mut proxy = current.proxy.clone();
+    proxy.template = next.proxy.template.clone();
+    if proxy != next.proxy {
         edit.later.push("the proxy".into());
     }
     edit
@@ -138,7 +138,7 @@ datastores:
     }
 
     #[test]
-    fn routes_and_proxy_are_left_for_the_next_up() {
+    fn routes_are_the_routers_and_the_proxy_waits_for_the_next_up() {
         let next = BASE
             .replace("[shop.localhost]", "[shop.localhost, www.shop.localhost]")
             .replace(
@@ -147,6 +147,6 @@ datastores:
             );
         let edit = diff(&stack(BASE), &stack(&next));
         assert!(edit.swap.is_empty(), "a route is not the container's");
-        assert_eq!(edit.later, ["the routes of `web`", "the proxy"]);
+        assert_eq!(edit.later, ["the proxy"]);
     }
 }

@@ -163,7 +163,7 @@ fn start_watch(s: &mut Stack) -> std::sync::mpsc::Receiver<String> {
     rx
 }
 
-fn up(s: &Stack) {
+fn up(s: &Stack, serving: &str) {
     let up = s
         .cmd(&["up", "--detach", "--wait"])
         .output()
@@ -174,8 +174,8 @@ fn up(s: &Stack) {
         String::from_utf8_lossy(&up.stderr)
     );
     let listen = s.listen;
-    until(Duration::from_secs(30), "the first version answers", || {
-        message(listen).as_deref() == Ok("first")
+    until(Duration::from_secs(30), "the stack answers", || {
+        message(listen).as_deref() == Ok(serving)
     });
 }
 
@@ -189,7 +189,7 @@ fn next_event(rx: &std::sync::mpsc::Receiver<String>) -> serde_json::Value {
 #[test]
 fn a_version_failing_its_health_check_never_serves_and_the_next_save_fixes_it() {
     let mut s = Stack::new("b");
-    up(&s);
+    up(&s, "first");
     let rx = start_watch(&mut s);
     let listen = s.listen;
     let dockerfile = std::fs::read_to_string(s.file("Dockerfile")).unwrap();
@@ -230,7 +230,7 @@ fn a_version_failing_its_health_check_never_serves_and_the_next_save_fixes_it() 
 #[test]
 fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
     let mut s = Stack::new("a");
-    up(&s);
+    up(&s, "first");
     let rx = start_watch(&mut s);
     let listen = s.listen;
 
@@ -277,6 +277,33 @@ fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
     assert_eq!(failures.load(Ordering::SeqCst), 0, "{errors:?}");
     // One rebuild for the edit: no second event from the swap file.
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
+    // The new container took the usual name, so `up` finds what it expects
+    // and keeps it rather than recreating it.
+    assert_eq!(web_names(&s), [format!("{}-web-1", s.name)]);
+    let serving = hostname(listen).expect("web answers");
+    up(&s, "second");
+    assert_eq!(
+        hostname(listen),
+        Some(serving),
+        "up kept the swapped container"
+    );
+}
+
+/// The names of the running containers of service `web`.
+fn web_names(s: &Stack) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "--format", "{{.Names}}"])
+        .args(["--filter", "label=dev.devstack.service=web"])
+        .args([
+            "--filter",
+            &format!("label=dev.devstack.project={}", s.name),
+        ])
+        .output()
+        .expect("docker ps runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -323,7 +350,7 @@ fn sync_mode_serves_the_edit_from_the_same_container_and_a_manifest_rebuilds() {
         "d",
         "    watch: { action: sync, target: /app, rebuild_on: [requirements.txt] }",
     );
-    up(&s);
+    up(&s, "first");
     let listen = s.listen;
     let before = hostname(listen).expect("a hostname");
     let rx = start_watch(&mut s);
@@ -349,7 +376,7 @@ fn sync_mode_serves_the_edit_from_the_same_container_and_a_manifest_rebuilds() {
 #[test]
 fn a_burst_of_fifty_saves_is_one_or_two_builds_and_the_last_state_wins() {
     let mut s = Stack::new("e");
-    up(&s);
+    up(&s, "first");
     let listen = s.listen;
     let rx = start_watch(&mut s);
     for i in 0..50 {
@@ -401,7 +428,7 @@ fn a_stack_file_edit_redeploys_only_the_changed_service() {
     stop_grace: 1s
     routes: [api.test.localhost]",
     );
-    up(&s);
+    up(&s, "first");
     let listen = s.listen;
     until(Duration::from_secs(30), "api answers", || {
         identity(listen, "api.test.localhost").is_some()
@@ -420,4 +447,101 @@ fn a_stack_file_edit_redeploys_only_the_changed_service() {
     // web's configuration did not change: same container, no event for it.
     assert_eq!(hostname(listen), Some(web_before));
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
+}
+
+#[test]
+fn a_save_during_a_build_abandons_it_and_only_the_last_state_is_deployed() {
+    let mut s = Stack::new("g");
+    // A slow step after the copy: every edit takes seconds to build.
+    let dockerfile = std::fs::read_to_string(s.file("Dockerfile")).unwrap();
+    std::fs::write(
+        s.file("Dockerfile"),
+        dockerfile.replace("COPY . /app/\n", "COPY . /app/\nRUN sleep 4\n"),
+    )
+    .unwrap();
+    up(&s, "first");
+    let listen = s.listen;
+    let rx = start_watch(&mut s);
+    // Everything served meanwhile: "second" must never be among it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(m) = message(listen) {
+                    seen.insert(m);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    // Past the debounce, into the build's sleep.
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(s.file("message.txt"), "third").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    assert!(v["superseded"].as_u64().unwrap_or(0) >= 1, "{v}");
+    until(Duration::from_secs(10), "the last save is served", || {
+        message(listen).as_deref() == Ok("third")
+    });
+    // No second rebuild: the abandoned build's state is never deployed.
+    assert!(rx.recv_timeout(Duration::from_secs(3)).is_err());
+    stop.store(true, Ordering::SeqCst);
+    let seen = seen.join().expect("the polling thread");
+    assert!(!seen.contains("second"), "a stale image served: {seen:?}");
+    assert!(seen.contains("first") && seen.contains("third"), "{seen:?}");
+}
+
+#[test]
+fn a_stack_file_edit_starts_new_units_removes_dropped_ones_and_routes_them() {
+    let api = "  api:
+    image: devstack-fixtures/app
+    port: 8080
+    env: { SERVICE: api, VERSION: \"1\" }
+    health: { http: /health, interval: 500ms, retries: 2, start_period: 3s }
+    restart: \"no\"
+    stop_grace: 1s
+    routes: [api.test.localhost]";
+    let mut s = Stack::full("h", "", api);
+    up(&s, "first");
+    let listen = s.listen;
+    until(Duration::from_secs(30), "api answers", || {
+        identity(listen, "api.test.localhost").is_some()
+    });
+    let rx = start_watch(&mut s);
+    let path = s.dir.path().join("devstack.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    // api goes; shop comes, with a route of its own; web ignores *.log from now on.
+    let edited = yaml.replace(api, &api.replace("api", "shop")).replace(
+        "    routes: [web.test.localhost]",
+        "    routes: [web.test.localhost]\n    watch: { ignore: [\"*.log\"] }",
+    );
+    std::fs::write(&path, edited).unwrap();
+    let mut results = std::collections::BTreeMap::new();
+    while results.len() < 2 {
+        let v = next_event(&rx);
+        results.insert(v["service"].as_str().unwrap_or("").to_string(), v);
+    }
+    assert_eq!(results["shop"]["result"], "started", "{results:?}");
+    assert_eq!(results["api"]["result"], "removed", "{results:?}");
+    // The router follows the stack file: the new route is served, the old one is gone.
+    until(Duration::from_secs(15), "shop is routed", || {
+        identity(listen, "shop.test.localhost").is_some()
+    });
+    until(Duration::from_secs(15), "api is gone", || {
+        identity(listen, "api.test.localhost").is_none()
+    });
+    // The new watch rules apply: an ignored file changes nothing...
+    std::fs::write(s.file("debug.log"), "noise").unwrap();
+    assert!(
+        rx.recv_timeout(Duration::from_secs(2)).is_err(),
+        "an ignored file rebuilt"
+    );
+    // ...and a real edit still rebuilds.
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
 }
