@@ -30,6 +30,7 @@ pub async fn run(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<u8> {
         follow: args.follow,
         since,
         tail: args.tail,
+        timestamps: false,
     };
     stream_logs(
         &engine,

@@ -19,6 +19,9 @@ pub enum Channel {
 pub struct LogLine {
     pub channel: Channel,
     pub text: String,
+    /// When the engine received the line, in nanoseconds since the epoch;
+    /// only when the query asked for `timestamps`.
+    pub time_nano: Option<i64>,
 }
 
 /// What to ask for.
@@ -29,6 +32,9 @@ pub struct LogQuery {
     pub since: i64,
     /// The last N lines; `None` for all.
     pub tail: Option<u64>,
+    /// Stamp each line with the engine's receive time (`LogLine::time_nano`),
+    /// so a follower can tell lines it has already shown from new ones.
+    pub timestamps: bool,
 }
 
 impl Engine {
@@ -39,6 +45,7 @@ impl Engine {
         query: &LogQuery,
     ) -> impl Stream<Item = Result<LogLine, EngineError>> + Send + 'static {
         let what = format!("reading the logs of `{id}`");
+        let stamped = query.timestamps;
         self.docker
             .logs(
                 id,
@@ -47,6 +54,7 @@ impl Engine {
                     stdout: true,
                     stderr: true,
                     since: i32::try_from(query.since).unwrap_or(0),
+                    timestamps: query.timestamps,
                     tail: query
                         .tail
                         .map(|t| t.to_string())
@@ -55,7 +63,7 @@ impl Engine {
                 }),
             )
             .map(move |item| match item {
-                Ok(output) => Ok(to_line(output)),
+                Ok(output) => Ok(to_line(output, stamped)),
                 Err(e) => Err(EngineError::api(what.clone(), e)),
             })
     }
@@ -66,6 +74,7 @@ impl Engine {
             follow: false,
             since: 0,
             tail: Some(n),
+            timestamps: false,
         };
         let mut stream = Box::pin(self.logs(id, &query));
         let mut out = Vec::new();
@@ -79,7 +88,7 @@ impl Engine {
     }
 }
 
-fn to_line(output: LogOutput) -> LogLine {
+fn to_line(output: LogOutput, stamped: bool) -> LogLine {
     let (channel, bytes) = match output {
         LogOutput::StdErr { message } => (Channel::Stderr, message),
         LogOutput::StdOut { message } => (Channel::Stdout, message),
@@ -89,5 +98,103 @@ fn to_line(output: LogOutput) -> LogLine {
     let text = String::from_utf8_lossy(&bytes)
         .trim_end_matches(['\n', '\r'])
         .to_string();
-    LogLine { channel, text }
+    if !stamped {
+        return LogLine {
+            channel,
+            text,
+            time_nano: None,
+        };
+    }
+    // The engine puts `<RFC 3339 time> ` before every line; a chunk holding
+    // several lines (a terminal's output) has one per line.
+    let mut time_nano = None;
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|line| match line.split_once(' ') {
+            Some((stamp, rest)) => match stamp_nanos(stamp) {
+                Some(t) => {
+                    time_nano.get_or_insert(t);
+                    rest
+                }
+                None => line,
+            },
+            None => match stamp_nanos(line) {
+                Some(t) => {
+                    time_nano.get_or_insert(t);
+                    ""
+                }
+                None => line,
+            },
+        })
+        .collect();
+    LogLine {
+        channel,
+        text: lines.join("\n"),
+        time_nano,
+    }
+}
+
+/// The engine's line stamp (`2024-05-01T12:00:00.123456789Z`, the fraction
+/// optional) as nanoseconds since the epoch; `None` for anything else.
+fn stamp_nanos(stamp: &str) -> Option<i64> {
+    let (whole, nanos) = match stamp.split_once('.') {
+        Some((head, rest)) => {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            if digits == 0 || digits > 9 {
+                return None;
+            }
+            let nanos = rest[..digits].parse::<i64>().ok()? * 10i64.pow(9 - digits as u32);
+            (format!("{head}{}", &rest[digits..]), nanos)
+        }
+        None => (stamp.to_string(), 0),
+    };
+    // A date and a clock, not just any first word of a line.
+    if whole.len() < "2024-05-01T12:00:00".len() || whole.as_bytes()[10] != b'T' {
+        return None;
+    }
+    let secs = super::containers::parse_rfc3339(&whole)?;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_split_off_lines() {
+        let line = to_line(
+            LogOutput::StdErr {
+                message: "2023-11-14T22:13:20.000000042Z listening on :8080\n".into(),
+            },
+            true,
+        );
+        assert_eq!(line.text, "listening on :8080");
+        assert_eq!(line.time_nano, Some(1_700_000_000_000_000_042));
+        assert_eq!(line.channel, Channel::Stderr);
+
+        let two = to_line(
+            LogOutput::Console {
+                message: "2023-11-14T22:13:20.5Z one\n2023-11-14T22:13:21Z two\n".into(),
+            },
+            true,
+        );
+        assert_eq!(two.text, "one\ntwo");
+        assert_eq!(two.time_nano, Some(1_700_000_000_500_000_000));
+
+        // A line of the container's own that starts like a stamp is left alone
+        // when no stamp was asked for, and a word that is no stamp stays.
+        let plain = to_line(
+            LogOutput::StdOut {
+                message: "2023-11-14T22:13:20Z app time\n".into(),
+            },
+            false,
+        );
+        assert_eq!(plain.text, "2023-11-14T22:13:20Z app time");
+        assert_eq!(plain.time_nano, None);
+        assert_eq!(stamp_nanos("hello"), None);
+        assert_eq!(stamp_nanos("2023-11-14"), None);
+        assert_eq!(stamp_nanos("2023-11-14T22:13:20.1234567890Z"), None);
+    }
 }

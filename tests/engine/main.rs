@@ -7,4 +7,5 @@ mod support;
 mod failures;
 mod follow;
 mod lifecycle;
+mod logs;
 mod side_by_side;

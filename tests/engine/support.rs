@@ -83,6 +83,9 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub struct Project {
     pub name: String,
     pub files: Vec<PathBuf>,
+    /// The directory of a stack written by the test itself (`inline`),
+    /// removed after `down`.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl Project {
@@ -93,7 +96,19 @@ impl Project {
         Project {
             name,
             files: vec![stack_file(stack)],
+            _scratch: None,
         }
+    }
+
+    /// A project of a stack the test spells out, written to a scratch directory.
+    pub fn inline(tag: &str, yaml: &str) -> Project {
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        let file = dir.path().join("devstack.yaml");
+        std::fs::write(&file, yaml).expect("the stack file is written");
+        let mut p = Project::new(tag, "basic.yaml");
+        p.files = vec![file];
+        p._scratch = Some(dir);
+        p
     }
 
     /// The same project with an overlay file on top.
@@ -103,6 +118,7 @@ impl Project {
         Project {
             name: self.name.clone(),
             files,
+            _scratch: None,
         }
     }
 
