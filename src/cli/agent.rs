@@ -77,7 +77,7 @@ pub(crate) async fn start_routing(
 fn follow_stack_files(routing: &Routing, loaded: &LoadedStack) {
     let mut files = loaded.files.clone();
     files.extend(loaded.stack.proxy.template.clone());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, hits) = tokio::sync::mpsc::unbounded_channel();
     let watcher = match crate::watcher::fs::watch_files(&files, tx) {
         Ok(w) => w,
         Err(e) => {
@@ -85,6 +85,14 @@ fn follow_stack_files(routing: &Routing, loaded: &LoadedStack) {
             return;
         }
     };
+    // An editor's save is a few events: the file is read once they end.
+    let (ctx, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(crate::watcher::debounce::run(
+        hits,
+        ctx,
+        crate::watcher::debounce::QUIET,
+        crate::watcher::debounce::MAX_DELAY,
+    ));
     let senders = [
         routing.registrar.stack_sender(),
         routing.router.stack_sender(),
@@ -92,15 +100,13 @@ fn follow_stack_files(routing: &Routing, loaded: &LoadedStack) {
     let stop = routing.stop_token();
     let files = loaded.files.clone();
     tokio::spawn(async move {
+        // Dropped when this ends: the hits end, and the debounce task with them.
         let _watcher = watcher;
         loop {
             tokio::select! {
-                hit = rx.recv() => if hit.is_none() { return },
+                change = changes.recv() => if change.is_none() { return },
                 _ = stop.cancelled() => return,
             }
-            // An editor's save is a few events: read the file once they end.
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            while rx.try_recv().is_ok() {}
             if let Ok(stack) = crate::spec::load(&LoadOptions::new(files.clone())) {
                 for s in &senders {
                     let _ = s.send(stack.clone());

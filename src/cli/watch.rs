@@ -21,10 +21,6 @@ use crate::spec::{Etcd, LoadOptions, Stack, WatchAction};
 use crate::watcher::sync::Sync;
 use crate::watcher::{debounce, edit, fs, swap, Change, Filter};
 
-/// Quiet time that ends a burst of saves; editors write a file in a few ms.
-const QUIET: Duration = Duration::from_millis(150);
-/// A steady stream of writes still rebuilds this long after it began.
-const MAX_DELAY: Duration = Duration::from_secs(2);
 /// How long units that an edit of the stack file adds may take to be healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -164,7 +160,12 @@ pub(crate) async fn watch_loop(
         fs::watch(targets, htx.clone()).map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
     let _stack_watcher = fs::watch_files(&loaded.files, htx.clone())
         .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
-    tokio::spawn(debounce::run(hrx, ctx, QUIET, MAX_DELAY));
+    tokio::spawn(debounce::run(
+        hrx,
+        ctx,
+        debounce::QUIET,
+        debounce::MAX_DELAY,
+    ));
     // Changes waiting their turn, one per service (the latest state wins).
     let mut queue: BTreeMap<String, Change> = BTreeMap::new();
     loop {

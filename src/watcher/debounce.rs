@@ -1,6 +1,7 @@
 //! Bursts of saves become one change per service: a change is due after a
 //! quiet period, or at the latest a fixed delay after its first hit, so a
 //! steady stream of writes (a generator, a `git checkout`) still rebuilds.
+//! The rule per service is the router's [`Debounce`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -10,6 +11,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Hit;
+use crate::router::debounce::Debounce;
+
+/// Quiet time that ends a burst of saves; editors write a file in a few ms.
+pub const QUIET: Duration = Duration::from_millis(150);
+/// A steady stream of writes still rebuilds this long after it began.
+pub const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// A coalesced change: the last file touched (the one the last state comes
 /// from), every file touched (for `sync`), and how many hits the burst held.
@@ -33,8 +40,8 @@ impl Change {
 
 #[derive(Debug)]
 struct Pending {
-    first: Instant,
-    last: Instant,
+    /// The router's rule, one per service: quiet time, capped delay.
+    due: Debounce,
     file: PathBuf,
     files: BTreeSet<PathBuf>,
     hits: usize,
@@ -58,26 +65,22 @@ impl Coalescer {
     }
 
     pub fn hit(&mut self, hit: Hit, now: Instant) {
-        let p = self.pending.entry(hit.service).or_insert(Pending {
-            first: now,
-            last: now,
+        let (quiet, max_delay) = (self.quiet, self.max_delay);
+        let p = self.pending.entry(hit.service).or_insert_with(|| Pending {
+            due: Debounce::new(quiet, max_delay),
             file: PathBuf::new(),
             files: BTreeSet::new(),
             hits: 0,
         });
-        p.last = now;
+        p.due.hit(now);
         p.files.insert(hit.file.clone());
         p.file = hit.file;
         p.hits += 1;
     }
 
-    fn due_at(&self, p: &Pending) -> Instant {
-        (p.last + self.quiet).min(p.first + self.max_delay)
-    }
-
     /// When the earliest pending burst is due, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        self.pending.values().map(|p| self.due_at(p)).min()
+        self.pending.values().filter_map(|p| p.due.deadline()).min()
     }
 
     /// The bursts due at `now`, removed from the pending set.
@@ -85,7 +88,7 @@ impl Coalescer {
         let due: Vec<String> = self
             .pending
             .iter()
-            .filter(|(_, p)| self.due_at(p) <= now)
+            .filter(|(_, p)| p.due.deadline().is_some_and(|d| d <= now))
             .map(|(s, _)| s.clone())
             .collect();
         due.into_iter()
