@@ -69,7 +69,15 @@ pub enum Command {
     Restart(RestartArgs),
     /// Change the number of replicas of services (SERVICE=N)
     Scale(ScaleArgs),
-    /// Watch sources, rebuild and swap containers on change
+    /// Watch sources, rebuild and swap containers blue-green on change
+    ///
+    /// Each save of a service's build context rebuilds its image (or syncs the
+    /// files, or restarts it, as its `watch.action` says) and swaps the running
+    /// containers one replica at a time: the new one serves through the proxy
+    /// before the old one stops. A save during a build restarts the build. An
+    /// edit of the stack file applies too: changed services are swapped, new
+    /// units started, removed ones stopped. A foreground `devstack up` does the
+    /// same. Runs until Ctrl-C.
     Watch(WatchArgs),
     /// The embedded etcd server, and quick looks at a stack's registry
     Etcd(super::etcd::EtcdArgs),
@@ -213,7 +221,8 @@ pub struct ScaleArgs {
 pub struct WatchArgs {
     /// Services to watch (default: every service with a build)
     pub services: Vec<String>,
-    /// Print one JSON event per rebuild
+    /// Print one JSON event per rebuild (service, trigger, build_ms, swap_ms,
+    /// result, and superseded when newer saves restarted the build)
     #[arg(long)]
     pub json: bool,
 }

@@ -191,8 +191,11 @@ fn interrupt_counter(cancel: CancellationToken) -> tokio::sync::watch::Receiver<
         let mut count = 0u32;
         while tokio::signal::ctrl_c().await.is_ok() {
             count += 1;
+            // Counted before the cancel wakes anyone, so the first Ctrl-C is
+            // never mistaken for a second one.
+            let sent = tx.send(count);
             cancel.cancel();
-            if tx.send(count).is_err() {
+            if sent.is_err() {
                 return;
             }
         }
@@ -208,7 +211,8 @@ async fn stop_gracefully(
 ) {
     eprintln!("Stopping {project} gracefully (Ctrl-C again to kill)...");
     let mut rx = interrupts.clone();
-    let seen = *rx.borrow_and_update();
+    // Called after the first Ctrl-C: only a further one kills.
+    let seen = (*rx.borrow_and_update()).max(1);
     let silent = Reporter::silent();
     let stop = apply::stop_all(engine, project, None, &silent);
     tokio::select! {
