@@ -545,3 +545,45 @@ fn a_stack_file_edit_starts_new_units_removes_dropped_ones_and_routes_them() {
     let v = next_event(&rx);
     assert_eq!(v["result"], "swapped", "{v}");
 }
+
+#[test]
+fn a_checkout_of_hundreds_of_files_and_a_replaced_directory_is_one_rebuild() {
+    let mut s = Stack::new("i");
+    let pages = s.file("pages");
+    std::fs::create_dir(&pages).unwrap();
+    for i in 0..50 {
+        std::fs::write(pages.join(format!("p{i}.txt")), "old").unwrap();
+    }
+    up(&s, "first");
+    let listen = s.listen;
+    let rx = start_watch(&mut s);
+    // What a `git checkout` of another branch does: a directory replaced
+    // wholesale, hundreds of files written, one renamed over another.
+    std::fs::remove_dir_all(&pages).unwrap();
+    std::fs::create_dir(&pages).unwrap();
+    for i in 0..300 {
+        std::fs::write(pages.join(format!("q{i}.txt")), format!("new {i}")).unwrap();
+    }
+    std::fs::write(s.file("message.tmp"), "checked out").unwrap();
+    std::fs::rename(s.file("message.tmp"), s.file("message.txt")).unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    let mut builds = 1;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        builds += 1;
+        assert!(builds <= 2, "more than two rebuilds: {line}");
+    }
+    until(
+        Duration::from_secs(10),
+        "the checked-out state is served",
+        || message(listen).as_deref() == Ok("checked out"),
+    );
+    // The watcher survived it all: the replaced directory is watched again.
+    std::fs::write(pages.join("q0.txt"), "again").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    assert!(
+        v["trigger"].as_str().unwrap_or("").ends_with("q0.txt"),
+        "{v}"
+    );
+}
