@@ -47,5 +47,9 @@ bench-up: fixtures
 bench-routing: fixtures
     cargo bench --bench routing
 
+# Benchmark: devstack watch (rebuild, sync) vs a hand-written docker build/run and docker cp loop
+bench-watch: fixtures
+    cargo bench --bench watch
+
 bench-etcd:
     cargo bench --bench etcd
