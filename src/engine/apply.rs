@@ -20,7 +20,7 @@ use super::health::{self, NotReady};
 use super::images::ImageOutput;
 use super::progress::{Progress, Reporter};
 use super::{Engine, EngineError};
-use crate::plan::{self, names, Action, ContainerSpec, Observed, PlanError};
+use crate::plan::{self, names, Action, ContainerSpec, Observed, ObservedState, PlanError};
 use crate::spec::{Stack, UnitKind, VolumeSource};
 
 /// Why `up` stopped before reconciling units.
@@ -162,6 +162,13 @@ pub async fn up(
     }
 
     let observed = engine.list_project(project).await?;
+    // One-off task containers are removed by whoever ran them; one that
+    // finished is left only by a devstack killed meanwhile.
+    for o in observed.iter().filter(|o| {
+        o.task.is_some() && matches!(o.state, ObservedState::Exited | ObservedState::Dead)
+    }) {
+        engine.remove(&o.id).await?;
+    }
     if request.remove_orphans {
         let all: Vec<&str> = stack.units().map(|(n, _, _)| n).collect();
         for action in plan::plan_orphans(all, &observed) {
