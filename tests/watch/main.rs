@@ -47,9 +47,16 @@ impl Stack {
         let web = dir.path().join("web");
         std::fs::create_dir(&web).unwrap();
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/web");
-        for f in ["Dockerfile", "app.py"] {
-            std::fs::copy(fixture.join(f), web.join(f)).unwrap();
-        }
+        std::fs::copy(fixture.join("app.py"), web.join("app.py")).unwrap();
+        // Labelled, so dropping the stack removes every image its builds made.
+        let dockerfile = std::fs::read_to_string(fixture.join("Dockerfile")).unwrap();
+        // Just before the COPY: the layers above it stay shared and cached.
+        let dockerfile = dockerfile.replacen(
+            "\nCOPY . /app/",
+            &format!("\nLABEL devstack-test={name}\nCOPY . /app/"),
+            1,
+        );
+        std::fs::write(web.join("Dockerfile"), dockerfile).unwrap();
         std::fs::write(web.join("message.txt"), "first").unwrap();
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let yaml = format!(
@@ -109,6 +116,23 @@ impl Drop for Stack {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        let images = Command::new("docker")
+            .args(["images", "-q", "--filter"])
+            .arg(format!("label=devstack-test={}", self.name))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let mut ids: Vec<&str> = images.split_whitespace().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
