@@ -576,17 +576,23 @@ fn free_port() -> u16 {
 }
 
 /// A copy of fixtures/apps/web in `dir`, its image labelled for the cleanup
-/// (a LABEL as the last step, so the cached layers before it are shared).
+/// (a LABEL just before the final COPY: the layers above it are shared and
+/// cached, and an edit still rebuilds only the COPY, as in the fixture).
 fn copy_web(dir: &Path, tag: &str, message: &str) {
     std::fs::create_dir_all(dir).expect("the context directory");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/apps/web");
     let dockerfile =
         std::fs::read_to_string(fixture.join("Dockerfile")).expect("the fixture Dockerfile");
-    std::fs::write(
-        dir.join("Dockerfile"),
-        format!("{dockerfile}\nLABEL devstack-bench=watch-{tag}\n"),
-    )
-    .expect("write the Dockerfile");
+    let labelled = dockerfile.replacen(
+        "\nCOPY . /app/",
+        &format!("\nLABEL devstack-bench=watch-{tag}\nCOPY . /app/"),
+        1,
+    );
+    assert_ne!(
+        labelled, dockerfile,
+        "the fixture Dockerfile has a COPY . /app/ line"
+    );
+    std::fs::write(dir.join("Dockerfile"), labelled).expect("write the Dockerfile");
     std::fs::copy(fixture.join("app.py"), dir.join("app.py")).expect("copy app.py");
     std::fs::write(dir.join("message.txt"), message).expect("write message.txt");
 }

@@ -124,6 +124,19 @@ pub async fn check_for(engine: &Engine, health: Option<&Health>, image: &str) ->
     }
 }
 
+/// How often a starting container is probed: every 100 ms from the host, or
+/// 250 ms when each probe is a `docker exec` (or the image's own check).
+fn fast_interval(check: &Check) -> Duration {
+    match check {
+        Check::Probe(Health {
+            probe: Probe::Command { .. },
+            ..
+        })
+        | Check::Image => Duration::from_millis(250),
+        _ => Duration::from_millis(100),
+    }
+}
+
 /// Probes fast until the container is ready, fails, or `deadline` passes.
 #[allow(clippy::too_many_arguments)]
 /// `on_detail` hears each new probe outcome (for "waiting for HTTP /health: 503").
@@ -141,14 +154,7 @@ pub async fn wait_ready(
     let mut last = String::from("not probed yet");
     let mut status: Option<ContainerStatus> = None;
     let mut first_restarts: Option<i64> = None;
-    let (fast, slow) = match check {
-        Check::Probe(Health {
-            probe: Probe::Command { .. },
-            ..
-        })
-        | Check::Image => (Duration::from_millis(250), Duration::from_millis(500)),
-        _ => (Duration::from_millis(100), Duration::from_millis(500)),
-    };
+    let (fast, slow) = (fast_interval(check), Duration::from_millis(500));
     let mut tick: u32 = 0;
     // When the container was first seen running (with no health check,
     // "ready" means it stayed up a moment, so a process that dies at once is
@@ -538,11 +544,12 @@ impl HealthMonitor {
                 if stopped || tx.is_closed() {
                     return;
                 }
-                // Probe fast until first healthy, then at the stack's interval.
+                // Probe fast until first healthy (as `up` and a swap wait for
+                // it), then at the stack's interval.
                 let pause = if healthy_once {
                     interval
                 } else {
-                    Duration::from_millis(250)
+                    fast_interval(&check)
                 };
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
