@@ -6,6 +6,9 @@
 //!
 //! Environment: `DEVSTACK_BENCH_ROUNDS` (default 2) rounds of each, alternating.
 
+#[path = "../tests/support/process.rs"]
+mod process;
+use process::{command_ok, output};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -197,24 +200,6 @@ fn main() {
         "ratio (compose / devstack, best):        {:.2}x",
         dc_best.as_secs_f64() / ds_best.as_secs_f64().max(0.001)
     );
-}
-
-fn command_ok(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 fn count_healthy_devstack() -> usize {

@@ -21,6 +21,9 @@
 //! removed at the end, also when it fails or is interrupted (Drop guards;
 //! Ctrl-C ends the run at the next check, a second one exits at once).
 
+#[path = "../tests/support/process.rs"]
+mod process;
+use process::{command_ok, output};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -751,16 +754,7 @@ services:
 impl Drop for DevStack {
     fn drop(&mut self) {
         if let Some(mut w) = self.watch.take() {
-            // SIGINT, as Ctrl-C; killed if it is still there after 15 s.
-            let _ = Command::new("kill")
-                .args(["-INT", &w.id().to_string()])
-                .status();
-            let until = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < until && matches!(w.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = w.kill();
-            let _ = w.wait();
+            process::interrupt(&mut w, Duration::from_secs(15));
         }
         let _ = self
             .cmd(&["down", "--volumes", "--timeout", "2s"])
@@ -928,24 +922,6 @@ fn docker_ok(args: &[&str]) {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-}
-
-fn command_ok(cmd: &str, args: &[&str]) -> bool {
-    Command::new(cmd)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn output(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 /// The base and proxy images the stacks use, built when missing.

@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../support/process.rs"]
+mod process;
+
 const BIN: &str = env!("CARGO_BIN_EXE_devstack");
 
 fn free_port() -> u16 {
@@ -99,17 +102,9 @@ proxy:
 impl Drop for Stack {
     fn drop(&mut self) {
         if let Some(mut w) = self.watch.take() {
-            // SIGINT first, as Ctrl-C: a foreground `up` then takes its
-            // routing path down; `down` below removes whatever is left.
-            let _ = Command::new("kill")
-                .args(["-INT", &w.id().to_string()])
-                .status();
-            let until = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < until && matches!(w.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = w.kill();
-            let _ = w.wait();
+            // As Ctrl-C: a foreground `up` then takes its routing path down;
+            // `down` below removes whatever is left.
+            process::interrupt(&mut w, Duration::from_secs(15));
         }
         let _ = self
             .cmd(&["down", "--volumes"])
@@ -421,6 +416,16 @@ fn a_burst_of_fifty_saves_is_one_or_two_builds_and_the_last_state_wins() {
     });
 }
 
+/// A second service, `api`, from the prebuilt fixture app, routed by host.
+const API: &str = "  api:
+    image: devstack-fixtures/app
+    port: 8080
+    env: { SERVICE: api, VERSION: \"1\" }
+    health: { http: /health, interval: 500ms, retries: 2, start_period: 3s }
+    restart: \"no\"
+    stop_grace: 1s
+    routes: [api.test.localhost]";
+
 /// GET / of `host` through the proxy: (hostname, version).
 fn identity(listen: SocketAddr, host: &str) -> Option<(String, String)> {
     use std::io::{Read, Write};
@@ -440,18 +445,7 @@ fn identity(listen: SocketAddr, host: &str) -> Option<(String, String)> {
 
 #[test]
 fn a_stack_file_edit_redeploys_only_the_changed_service() {
-    let mut s = Stack::full(
-        "f",
-        "",
-        "  api:
-    image: devstack-fixtures/app
-    port: 8080
-    env: { SERVICE: api, VERSION: \"1\" }
-    health: { http: /health, interval: 500ms, retries: 2, start_period: 3s }
-    restart: \"no\"
-    stop_grace: 1s
-    routes: [api.test.localhost]",
-    );
+    let mut s = Stack::full("f", "", API);
     up(&s, "first");
     let listen = s.listen;
     until(Duration::from_secs(30), "api answers", || {
@@ -521,14 +515,7 @@ fn a_save_during_a_build_abandons_it_and_only_the_last_state_is_deployed() {
 
 #[test]
 fn a_stack_file_edit_starts_new_units_removes_dropped_ones_and_routes_them() {
-    let api = "  api:
-    image: devstack-fixtures/app
-    port: 8080
-    env: { SERVICE: api, VERSION: \"1\" }
-    health: { http: /health, interval: 500ms, retries: 2, start_period: 3s }
-    restart: \"no\"
-    stop_grace: 1s
-    routes: [api.test.localhost]";
+    let api = API;
     let mut s = Stack::full("h", "", api);
     up(&s, "first");
     let listen = s.listen;
