@@ -347,7 +347,11 @@ async fn swap(
                 _ => true,
             };
             if !routed {
-                let _ = engine.stop(&id, Some(Duration::from_secs(1))).await;
+                // It may serve without HAProxy saying so: out of the proxy
+                // first, like an old version, then gone.
+                let ips: Vec<IpAddr> = new_ip.into_iter().collect();
+                leave_proxy(d, proxy.as_ref(), service, &[&id], &ips, spec.stop_grace).await;
+                let _ = engine.stop(&id, Some(spec.stop_grace)).await;
                 let _ = engine.remove(&id).await;
                 return Ok(Outcome::Failed {
                     message: format!(
@@ -357,20 +361,10 @@ async fn swap(
                     ),
                 });
             }
-            // Out of the proxy before it is stopped: its key goes now (the
-            // registrar revokes its lease when it stops), so no new request
+            // Out of the proxy before it is stopped, so no new request
             // reaches a container that is shutting down.
             let ids: Vec<&str> = old.iter().map(|o| o.id.as_str()).collect();
-            let deleted = deregister(d, service, &ids).await.unwrap_or(false);
-            match &proxy {
-                Some(p) if !routed_slots.is_empty() => {
-                    p.wait_serving(&old_ips, false).await;
-                    // Requests already sent to it finish before it is stopped.
-                    p.drain(&routed_slots, spec.stop_grace).await;
-                }
-                None if deleted => tokio::time::sleep(ROUTE_SETTLE).await,
-                _ => {}
-            }
+            leave_proxy(d, proxy.as_ref(), service, &ids, &old_ips, spec.stop_grace).await;
         }
         for o in &old {
             // Stopping deregisters it at once (the registrar follows the kill
@@ -390,6 +384,34 @@ async fn swap(
     Ok(Outcome::Swapped {
         containers: swapped,
     })
+}
+
+/// Takes containers `ids` (at `ips`) of `service` out of the proxy: their
+/// keys are deleted (the registrar revokes their leases when they stop), then
+/// HAProxy is asked until no slot sends them traffic, and the requests
+/// already sent finish (at most `grace`). Without a proxy to ask, a settle
+/// time stands in.
+async fn leave_proxy(
+    d: &Discovery,
+    proxy: Option<&ProxyView>,
+    service: &str,
+    ids: &[&str],
+    ips: &[IpAddr],
+    grace: Duration,
+) {
+    let slots = match proxy {
+        Some(p) => p.slots_serving(ips).await,
+        None => Vec::new(),
+    };
+    let deleted = deregister(d, service, ids).await.unwrap_or(false);
+    match proxy {
+        Some(p) if !slots.is_empty() => {
+            p.wait_serving(ips, false).await;
+            p.drain(&slots, grace).await;
+        }
+        None if deleted => tokio::time::sleep(ROUTE_SETTLE).await,
+        _ => {}
+    }
 }
 
 /// The proxy's own account of where it sends traffic, from HAProxy's runtime
