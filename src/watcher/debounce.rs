@@ -13,8 +13,11 @@ use tokio::time::Instant;
 use super::Hit;
 use crate::router::debounce::Debounce;
 
-/// Quiet time that ends a burst of saves; editors write a file in a few ms.
-pub const QUIET: Duration = Duration::from_millis(150);
+/// Quiet time that ends a burst of saves: editors write a file (or a temp
+/// file renamed over it) within a few ms, a checkout writes back to back.
+/// Kept short, since a save that comes later still wins: it abandons the
+/// build the earlier one started.
+pub const QUIET: Duration = Duration::from_millis(50);
 /// A steady stream of writes still rebuilds this long after it began.
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
 
