@@ -598,3 +598,34 @@ fn a_checkout_of_hundreds_of_files_and_a_replaced_directory_is_one_rebuild() {
         "{v}"
     );
 }
+
+#[test]
+fn a_build_that_fails_names_its_step_and_the_running_version_stays() {
+    let mut s = Stack::new("j");
+    up(&s, "first");
+    let listen = s.listen;
+    let rx = start_watch(&mut s);
+    let dockerfile = std::fs::read_to_string(s.file("Dockerfile")).unwrap();
+    std::fs::write(
+        s.file("Dockerfile"),
+        format!("{dockerfile}RUN echo this step is broken && false\n"),
+    )
+    .unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "build-failed", "{v}");
+    let why = v["message"].as_str().unwrap_or("");
+    assert!(why.contains("Step"), "the failing step is named: {v}");
+    assert!(why.contains("this step is broken"), "{v}");
+    for _ in 0..10 {
+        assert_eq!(message(listen).as_deref(), Ok("first"));
+    }
+    std::fs::write(s.file("Dockerfile"), dockerfile).unwrap();
+    std::fs::write(s.file("message.txt"), "repaired").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    until(
+        Duration::from_secs(10),
+        "the repaired version answers",
+        || message(listen).as_deref() == Ok("repaired"),
+    );
+}
