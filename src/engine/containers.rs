@@ -69,6 +69,8 @@ pub struct ContainerStatus {
     pub pid: i64,
     pub labels: HashMap<String, String>,
     pub started_at: Option<String>,
+    /// The id of the image it runs.
+    pub image: Option<String>,
 }
 
 impl Engine {
@@ -400,6 +402,7 @@ impl Engine {
             pid: state.pid.unwrap_or_default(),
             labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
             started_at: state.started_at,
+            image: c.image,
         })
     }
 

@@ -35,6 +35,25 @@ impl Engine {
         }
     }
 
+    /// Removes an image that nothing needs any more (a build a rebuild
+    /// replaced): only an untagged one, never forced, so an image with a name
+    /// (a pulled or pinned one) or one that any container uses stays. True
+    /// when it was removed.
+    pub async fn remove_unused_image(&self, id: &str) -> bool {
+        match self.docker.inspect_image(id).await {
+            Ok(image) if image.repo_tags.as_ref().is_none_or(|t| t.is_empty()) => {}
+            _ => return false,
+        }
+        self.docker
+            .remove_image(
+                id,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await
+            .is_ok()
+    }
+
     /// Pulls an image, reporting each layer's progress, and returns its id.
     pub async fn pull(
         &self,

@@ -256,6 +256,9 @@ async fn swap(
         .map(|d| d.as_millis())
         .unwrap_or_default();
     let mut swapped = Vec::new();
+    // The images the replaced containers ran: removed at the end if nothing
+    // needs them, or every save would leave one behind.
+    let mut replaced_images = std::collections::BTreeSet::new();
     for spec in desired {
         let old: Vec<_> = mine
             .iter()
@@ -291,6 +294,7 @@ async fn swap(
         for o in &old {
             if let Ok(status) = engine.inspect(&o.id, &network).await {
                 old_ips.extend(status.ip);
+                replaced_images.extend(status.image.filter(|i| *i != built.image_id));
             }
         }
         let routed_slots = match &proxy {
@@ -380,6 +384,10 @@ async fn swap(
             spec.name
         };
         swapped.push(name);
+    }
+    for image in &replaced_images {
+        // Only untagged and unused ones: a pulled or pinned image stays.
+        engine.remove_unused_image(image).await;
     }
     Ok(Outcome::Swapped {
         containers: swapped,

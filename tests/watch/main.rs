@@ -296,6 +296,18 @@ fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
     assert_eq!(failures.load(Ordering::SeqCst), 0, "{errors:?}");
     // One rebuild for the edit: no second event from the swap file.
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
+    // The replaced build was removed with the old container: one image
+    // of this stack's web, not one more per save.
+    let images = process::output(
+        "docker",
+        &[
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=devstack-test={}", s.name),
+        ],
+    );
+    assert_eq!(images.lines().count(), 1, "images left: {images}");
     // The new container took the usual name, so `up` finds what it expects
     // and keeps it rather than recreating it.
     assert_eq!(web_names(&s), [format!("{}-web-1", s.name)]);
