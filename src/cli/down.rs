@@ -36,9 +36,11 @@ pub async fn run(global: &GlobalArgs, args: DownArgs) -> anyhow::Result<u8> {
     let _ = printer.await;
     let outcome = result.map_err(engine_failure)?;
     // The project's state directory (routing state, the agent's log) goes
-    // too, unless a foreground `up` elsewhere still runs the routing path.
+    // too, unless a foreground `up` or a `watch` elsewhere still uses it.
     if crate::router::state::read(&project).is_none() {
-        let _ = std::fs::remove_dir_all(crate::router::state::state_dir(&project));
+        if let Ok(_claim) = super::watch::claim(&project) {
+            let _ = std::fs::remove_dir_all(crate::router::state::state_dir(&project));
+        }
     }
     if outcome.network {
         eprintln!("removed network {project}");

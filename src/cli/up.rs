@@ -127,6 +127,14 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
             args.services.clone(),
         );
         tokio::spawn(async move {
+            // A `devstack watch` already running keeps watching; this one only runs.
+            let _claim = match super::watch::claim(&loaded.project) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("watch: {e}; this `up` does not watch");
+                    return;
+                }
+            };
             if let Err(e) =
                 super::watch::watch_loop(&engine, &loaded, &services, json, &cancel).await
             {

@@ -50,6 +50,8 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
         )
         .into());
     }
+    // One watcher per project: two would rebuild and swap the same save twice.
+    let _claim = claim(&loaded.project).map_err(|e| Failed::new(exit::FAILURE, e))?;
     let engine = connect().await?;
     let cancel = CancellationToken::new();
     let on_interrupt = cancel.clone();
@@ -65,6 +67,44 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
         );
     }
     watch_loop(&engine, &loaded, &args.services, args.json, &cancel).await
+}
+
+/// Holds the project's watch lock (a `flock` on `watch.lock` in its state
+/// directory) for as long as it lives; the kernel releases it when the
+/// process ends, however it ends.
+pub(crate) struct WatchClaim {
+    _file: std::fs::File,
+}
+
+/// Claims the right to watch the project's sources, or says who holds it.
+pub(crate) fn claim(project: &str) -> Result<WatchClaim, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let dir = state::state_dir(project);
+    let path = dir.join("watch.lock");
+    let open = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+    });
+    let mut file = open.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        return Err(format!(
+            "the sources of `{project}` are already watched{} (a foreground `devstack up` watches too); one watcher per project",
+            if holder.is_empty() { String::new() } else { format!(" by process {holder}") }
+        ));
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(WatchClaim { _file: file })
 }
 
 /// What a change to a service does.

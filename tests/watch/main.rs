@@ -641,3 +641,17 @@ fn a_build_that_fails_names_its_step_and_the_running_version_stays() {
         || message(listen).as_deref() == Ok("repaired"),
     );
 }
+
+#[test]
+fn a_second_watcher_of_the_same_project_is_refused() {
+    let mut s = Stack::new("k");
+    let _rx = start_watch(&mut s);
+    let first = s.watch.as_ref().map(|w| w.id()).expect("the first watcher");
+    let second = s.cmd(&["watch"]).output().expect("devstack watch runs");
+    assert_eq!(second.status.code(), Some(1), "{second:?}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("already watched") && stderr.contains(&first.to_string()),
+        "{stderr}"
+    );
+}
