@@ -655,3 +655,46 @@ fn a_second_watcher_of_the_same_project_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn two_replicas_are_swapped_one_at_a_time_without_a_failed_request() {
+    let mut s = Stack::with("l", "    replicas: 2");
+    up(&s, "first");
+    let listen = s.listen;
+    let rx = start_watch(&mut s);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match message(listen) {
+                    Ok(m) if m == "first" || m == "second" => {}
+                    other => errors.push(format!("{other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            errors
+        })
+    };
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    assert_eq!(
+        v["containers"],
+        serde_json::json!([format!("{}-web-1", s.name), format!("{}-web-2", s.name)]),
+        "{v}"
+    );
+    // Both replicas serve the new version (round robin alternates them).
+    let mut hosts = std::collections::BTreeSet::new();
+    until(Duration::from_secs(10), "both new replicas answer", || {
+        if message(listen).as_deref() == Ok("second") {
+            hosts.extend(hostname(listen));
+        }
+        hosts.len() == 2
+    });
+    stop.store(true, Ordering::SeqCst);
+    let errors = load.join().expect("the load thread");
+    assert!(errors.is_empty(), "failed requests: {errors:?}");
+    assert_eq!(web_names(&s).len(), 2);
+}
