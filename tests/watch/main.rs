@@ -131,13 +131,14 @@ impl Drop for Stack {
     }
 }
 
-/// GET / through the proxy: the `message` the app answered with, or why not.
-fn message(listen: SocketAddr) -> Result<String, String> {
+/// GET / of `host` through the proxy: the app's JSON answer, or why not
+/// (a refused connection, a status other than 200, a body that is not JSON).
+fn get(listen: SocketAddr, host: &str) -> Result<serde_json::Value, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2))
         .map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: web.test.localhost\r\nConnection: close\r\n\r\n")
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
         .map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
@@ -145,12 +146,13 @@ fn message(listen: SocketAddr) -> Result<String, String> {
         return Err(text.lines().next().unwrap_or("").to_string());
     }
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
-    Ok(v.get("message")
-        .and_then(|m| m.as_str())
-        .unwrap_or("")
-        .trim()
-        .to_string())
+    serde_json::from_str(body).map_err(|e| e.to_string())
+}
+
+/// The `message` web answered with, or why not.
+fn message(listen: SocketAddr) -> Result<String, String> {
+    let v = get(listen, "web.test.localhost")?;
+    Ok(v["message"].as_str().unwrap_or("").trim().to_string())
 }
 
 fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
@@ -361,18 +363,10 @@ fn a_foreground_up_watches_too() {
     });
 }
 
-/// The `hostname` (container id) the app answered GET / with.
+/// The `hostname` (container id) web answered with.
 fn hostname(listen: SocketAddr) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: web.test.localhost\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    v.get("hostname")?.as_str().map(str::to_string)
+    let v = get(listen, "web.test.localhost").ok()?;
+    v["hostname"].as_str().map(str::to_string)
 }
 
 #[test]
@@ -440,18 +434,10 @@ const API: &str = "  api:
 
 /// GET / of `host` through the proxy: (hostname, version).
 fn identity(listen: SocketAddr, host: &str) -> Option<(String, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&listen, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let body = text.split_once("\r\n\r\n")?.1;
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let v = get(listen, host).ok()?;
     Some((
-        v.get("hostname")?.as_str()?.to_string(),
-        v.get("version")?.as_str()?.to_string(),
+        v["hostname"].as_str()?.to_string(),
+        v["version"].as_str()?.to_string(),
     ))
 }
 
