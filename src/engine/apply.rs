@@ -163,11 +163,16 @@ pub async fn up(
 
     let observed = engine.list_project(project).await?;
     // One-off task containers are removed by whoever ran them; one that
-    // finished is left only by a devstack killed meanwhile.
-    for o in observed.iter().filter(|o| {
-        o.task.is_some() && matches!(o.state, ObservedState::Exited | ObservedState::Dead)
-    }) {
-        engine.remove(&o.id).await?;
+    // finished, or whose maker is gone, was left by a devstack killed
+    // meanwhile. A running one, or one a live `run` is starting, stays.
+    for o in observed.iter().filter(|o| o.task.is_some()) {
+        let finished = matches!(o.state, ObservedState::Exited | ObservedState::Dead);
+        let orphaned = o.state != ObservedState::Running
+            && names::task_container_owner(&o.name)
+                .is_some_and(|pid| !crate::router::state::alive(pid));
+        if finished || orphaned {
+            engine.remove(&o.id).await?;
+        }
     }
     if request.remove_orphans {
         let all: Vec<&str> = stack.units().map(|(n, _, _)| n).collect();

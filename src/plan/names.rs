@@ -49,3 +49,22 @@ pub fn built_image_tag(project: &str, service: &str) -> String {
 pub fn task_container_name(project: &str, task: &str, suffix: &str) -> String {
     format!("{project}-{task}-run-{suffix}")
 }
+
+/// The process that made a one-off task container, when its name carries
+/// one (devstack uses its own process id as the suffix).
+pub fn task_container_owner(name: &str) -> Option<u32> {
+    name.rsplit_once("-run-")?.1.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_containers_owner_is_read_back_from_its_name() {
+        let name = task_container_name("shop", "migrate", "4242");
+        assert_eq!(task_container_owner(&name), Some(4242));
+        assert_eq!(task_container_owner("shop-migrate-run-x"), None);
+        assert_eq!(task_container_owner("shop-web-1"), None);
+    }
+}
