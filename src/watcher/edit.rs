@@ -9,8 +9,9 @@ use crate::spec::Stack;
 pub struct StackEdit {
     /// Services whose containers changed: swapped blue-green.
     pub swap: Vec<String>,
-    /// Units to start (new ones), or to replace in place (datastores, whose
-    /// volume cannot be shared by two versions at once).
+    /// Units brought to the file's state by `up`'s own apply: new ones,
+    /// services whose replica count changed (after any swap), datastores
+    /// that changed (replaced in place: a volume cannot serve two versions).
     pub start: Vec<String>,
     /// Units the file no longer has: stopped and removed.
     pub remove: Vec<String>,
@@ -38,8 +39,15 @@ pub fn diff(current: &Stack, next: &Stack) -> StackEdit {
         match current.services.get(name) {
             None => edit.start.push(name.clone()),
             Some(old) => {
-                if old.container != svc.container {
+                // The replica count is not the containers' own setting: a
+                // new one is reached by starting or removing replicas.
+                let mut was = old.container.clone();
+                was.replicas = svc.container.replicas;
+                if was != svc.container {
                     edit.swap.push(name.clone());
+                }
+                if old.container.replicas != svc.container.replicas {
+                    edit.start.push(name.clone());
                 }
             }
         }
@@ -127,6 +135,21 @@ datastores:
         assert_eq!(edit.start, ["worker", "db"]);
         assert_eq!(edit.remove, ["api"]);
         assert!(edit.swap.is_empty());
+    }
+
+    #[test]
+    fn a_new_replica_count_is_applied_not_swapped() {
+        let next = BASE.replacen("    port: 8080\n", "    port: 8080\n    replicas: 3\n", 1);
+        let edit = diff(&stack(BASE), &stack(&next));
+        assert!(edit.swap.is_empty(), "{edit:?}");
+        assert_eq!(edit.start, ["web"]);
+        // With another change as well, the swap comes first, then the count.
+        let both = next.replacen("image: app:1", "image: app:2", 1);
+        let edit = diff(&stack(BASE), &stack(&both));
+        assert_eq!(
+            (edit.swap, edit.start),
+            (vec!["web".to_string()], vec!["web".to_string()])
+        );
     }
 
     #[test]

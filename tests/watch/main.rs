@@ -684,3 +684,31 @@ fn two_replicas_are_swapped_one_at_a_time_without_a_failed_request() {
     assert!(errors.is_empty(), "failed requests: {errors:?}");
     assert_eq!(web_names(&s).len(), 2);
 }
+
+#[test]
+fn a_stack_file_edit_of_the_replica_count_scales_without_a_swap() {
+    let mut s = Stack::new("m");
+    up(&s, "first");
+    let listen = s.listen;
+    let before = hostname(listen).expect("web answers");
+    let rx = start_watch(&mut s);
+    let path = s.dir.path().join("devstack.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        yaml.replace("    port: 8080\n", "    port: 8080\n    replicas: 2\n"),
+    )
+    .unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["service"], "web", "{v}");
+    assert_eq!(v["result"], "started", "{v}");
+    assert_eq!(web_names(&s).len(), 2);
+    // The first replica is the same container; a second one joined it.
+    let mut hosts = std::collections::BTreeSet::new();
+    until(Duration::from_secs(10), "both replicas answer", || {
+        hosts.extend(hostname(listen));
+        hosts.len() == 2
+    });
+    assert!(hosts.contains(&before), "{hosts:?}");
+    assert!(rx.recv_timeout(Duration::from_secs(2)).is_err(), "no swap");
+}
