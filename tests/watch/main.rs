@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,6 +155,46 @@ fn message(listen: SocketAddr) -> Result<String, String> {
     Ok(v["message"].as_str().unwrap_or("").trim().to_string())
 }
 
+/// Asks web for its message every `pause` until [`Poll::finish`]: a steady
+/// load through the proxy, and a record of everything it answered.
+struct Poll {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Result<String, String>>>,
+}
+
+impl Poll {
+    fn start(listen: SocketAddr, pause: Duration) -> Poll {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    answers.push(message(listen));
+                    std::thread::sleep(pause);
+                }
+                answers
+            })
+        };
+        Poll { stop, thread }
+    }
+
+    /// Every answer, in order.
+    fn finish(self) -> Vec<Result<String, String>> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the polling thread")
+    }
+}
+
+/// The answers that are neither of `expected` (failed requests included).
+fn unexpected(answers: &[Result<String, String>], expected: &[&str]) -> Vec<String> {
+    answers
+        .iter()
+        .filter(|a| !a.as_ref().is_ok_and(|m| expected.contains(&m.as_str())))
+        .map(|a| format!("{a:?}"))
+        .collect()
+}
+
 fn until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -257,25 +297,7 @@ fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
 
     // A steady load through the proxy while the swap runs: every answer is
     // the old or the new message, never an error.
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicU32::new(0));
-    let load = {
-        let (stop, failures) = (stop.clone(), failures.clone());
-        std::thread::spawn(move || {
-            let mut errors = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                match message(listen) {
-                    Ok(m) if m == "first" || m == "second" => {}
-                    other => {
-                        failures.fetch_add(1, Ordering::SeqCst);
-                        errors.push(format!("{other:?}"));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            errors
-        })
-    };
+    let load = Poll::start(listen, Duration::from_millis(20));
 
     std::fs::write(s.file("message.txt"), "second").unwrap();
     // Editor scratch files never trigger (and must not confuse the watcher).
@@ -291,11 +313,10 @@ fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
     until(Duration::from_secs(10), "the new version answers", || {
         message(listen).as_deref() == Ok("second")
     });
-    stop.store(true, Ordering::SeqCst);
-    let errors = load.join().expect("the load thread");
+    let errors = unexpected(&load.finish(), &["first", "second"]);
     // The old container served until the new one was in: nothing failed
     // while the swap ran (a refused request would show here).
-    assert_eq!(failures.load(Ordering::SeqCst), 0, "{errors:?}");
+    assert!(errors.is_empty(), "{errors:?}");
     // One rebuild for the edit: no second event from the swap file.
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
     // The replaced build was removed with the old container: one image
@@ -479,20 +500,7 @@ fn a_save_during_a_build_abandons_it_and_only_the_last_state_is_deployed() {
     let listen = s.listen;
     let rx = start_watch(&mut s);
     // Everything served meanwhile: "second" must never be among it.
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut seen = std::collections::BTreeSet::new();
-            while !stop.load(Ordering::SeqCst) {
-                if let Ok(m) = message(listen) {
-                    seen.insert(m);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            seen
-        })
-    };
+    let poll = Poll::start(listen, Duration::from_millis(20));
     std::fs::write(s.file("message.txt"), "second").unwrap();
     // Past the debounce, into the build's sleep.
     std::thread::sleep(Duration::from_millis(1500));
@@ -505,8 +513,8 @@ fn a_save_during_a_build_abandons_it_and_only_the_last_state_is_deployed() {
     });
     // No second rebuild: the abandoned build's state is never deployed.
     assert!(rx.recv_timeout(Duration::from_secs(3)).is_err());
-    stop.store(true, Ordering::SeqCst);
-    let seen = seen.join().expect("the polling thread");
+    let seen: std::collections::BTreeSet<String> =
+        poll.finish().into_iter().filter_map(Result::ok).collect();
     assert!(!seen.contains("second"), "a stale image served: {seen:?}");
     assert!(seen.contains("first") && seen.contains("third"), "{seen:?}");
 }
@@ -648,21 +656,7 @@ fn two_replicas_are_swapped_one_at_a_time_without_a_failed_request() {
     up(&s, "first");
     let listen = s.listen;
     let rx = start_watch(&mut s);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut errors = Vec::new();
-            while !stop.load(Ordering::SeqCst) {
-                match message(listen) {
-                    Ok(m) if m == "first" || m == "second" => {}
-                    other => errors.push(format!("{other:?}")),
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            errors
-        })
-    };
+    let load = Poll::start(listen, Duration::from_millis(10));
     std::fs::write(s.file("message.txt"), "second").unwrap();
     let v = next_event(&rx);
     assert_eq!(v["result"], "swapped", "{v}");
@@ -679,8 +673,7 @@ fn two_replicas_are_swapped_one_at_a_time_without_a_failed_request() {
         }
         hosts.len() == 2
     });
-    stop.store(true, Ordering::SeqCst);
-    let errors = load.join().expect("the load thread");
+    let errors = unexpected(&load.finish(), &["first", "second"]);
     assert!(errors.is_empty(), "failed requests: {errors:?}");
     assert_eq!(web_names(&s).len(), 2);
 }
