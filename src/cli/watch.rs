@@ -53,6 +53,20 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
     // One watcher per project: two would rebuild and swap the same save twice.
     let _claim = claim(&loaded.project).map_err(|e| Failed::new(exit::FAILURE, e))?;
     let engine = connect().await?;
+    // A running stack whose routing agent is gone (killed, a reboot) would
+    // swap containers behind a proxy that no longer follows them: the agent
+    // is started again first, as `up --detach` does.
+    let running = engine
+        .list_project(&loaded.project)
+        .await
+        .map_err(engine_failure)?
+        .iter()
+        .any(|o| o.task.is_none() && o.state == crate::plan::ObservedState::Running);
+    if running && state::read(&loaded.project).is_none() {
+        if let Err(e) = super::agent::spawn_agent(global, &loaded.project).await {
+            eprintln!("warning: routing is off for {}: {e:#}", loaded.project);
+        }
+    }
     let cancel = CancellationToken::new();
     let on_interrupt = cancel.clone();
     tokio::spawn(async move {

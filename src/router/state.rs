@@ -61,11 +61,46 @@ pub fn remove(project: &str, pid: u32) {
     }
 }
 
-/// Whether a process exists (signal 0 checks without sending anything).
+/// Whether a process exists and has not exited (signal 0 checks without
+/// sending anything). A zombie, dead but not yet reaped (its parent gone and
+/// no init reaping, as in some containers), counts as gone.
 pub fn alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
     // SAFETY: kill with signal 0 only checks for the process.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    // `/proc/<pid>/stat` is `pid (comm) state ...`; comm may hold spaces.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        // No /proc (not Linux): the signal check is all there is.
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(alive(std::process::id()));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("true runs");
+        // Exited but not yet waited for: a zombie of this process.
+        let pid = child.id();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!alive(pid), "an exited, unreaped child counts as gone");
+        let _ = child.wait();
+        assert!(!alive(pid));
+    }
 }

@@ -705,3 +705,37 @@ fn a_stack_file_edit_of_the_replica_count_scales_without_a_swap() {
     assert!(hosts.contains(&before), "{hosts:?}");
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err(), "no swap");
 }
+
+/// The pid of the project's routing process, from its state file.
+fn routing_pid(project: &str) -> Option<u32> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    let text =
+        std::fs::read_to_string(base.join("devstack").join(project).join("routing.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["pid"].as_u64().map(|p| p as u32)
+}
+
+#[test]
+fn watch_starts_a_routing_agent_that_died_before_it_swaps() {
+    let mut s = Stack::new("n");
+    up(&s, "first");
+    let listen = s.listen;
+    let agent = routing_pid(&s.name).expect("the routing agent's state");
+    assert!(process::command_ok("kill", &["-9", &agent.to_string()]));
+    std::thread::sleep(Duration::from_millis(200));
+    let rx = start_watch(&mut s);
+    let restarted = routing_pid(&s.name).expect("a routing agent again");
+    assert_ne!(restarted, agent);
+    let load = Poll::start(listen, Duration::from_millis(20));
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    until(Duration::from_secs(10), "the new version answers", || {
+        message(listen).as_deref() == Ok("second")
+    });
+    let errors = unexpected(&load.finish(), &["first", "second"]);
+    assert!(errors.is_empty(), "{errors:?}");
+}
