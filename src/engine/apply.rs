@@ -164,15 +164,28 @@ pub async fn up(
     let observed = engine.list_project(project).await?;
     // One-off task containers are removed by whoever ran them; one that
     // finished, or whose maker is gone, was left by a devstack killed
-    // meanwhile. A running one, or one a live `run` is starting, stays.
+    // meanwhile. One still running for a dead devstack (a migration, say)
+    // is let finish first, within this `up`'s deadline; one a live `run`
+    // owns is left alone.
     for o in observed.iter().filter(|o| o.task.is_some()) {
         let finished = matches!(o.state, ObservedState::Exited | ObservedState::Dead);
-        let orphaned = o.state != ObservedState::Running
-            && names::task_container_owner(&o.name)
-                .is_some_and(|pid| !crate::router::state::alive(pid));
-        if finished || orphaned {
-            engine.remove(&o.id).await?;
+        let orphaned = names::task_container_owner(&o.name)
+            .is_some_and(|pid| !crate::router::state::alive(pid));
+        if !finished && !orphaned {
+            continue;
         }
+        if o.state == ObservedState::Running {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let waited = tokio::time::timeout(
+                left,
+                engine.wait_exit(&o.id, || format!("waiting for `{}`", o.name)),
+            )
+            .await;
+            if !matches!(waited, Ok(Ok(_))) {
+                continue;
+            }
+        }
+        engine.remove(&o.id).await?;
     }
     if request.remove_orphans {
         let all: Vec<&str> = stack.units().map(|(n, _, _)| n).collect();

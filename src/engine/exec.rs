@@ -204,22 +204,35 @@ impl Engine {
             )
             .await
             .map_err(|e| EngineError::api(what(), e))?;
+        self.start(id, &spec.service).await?;
+        pump(attached.output, attached.input, attach.stdin).await;
+        Ok(self.wait_exit(id, what).await?.unwrap_or(0))
+    }
+
+    /// Waits until a container is no longer running; its exit code (at once
+    /// for one that already stopped), `None` if the engine gave none. `what`
+    /// names the wait in an error.
+    pub async fn wait_exit(
+        &self,
+        id: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<Option<i64>, EngineError> {
         let mut wait = Box::pin(self.docker.wait_container(
             id,
             Some(WaitContainerOptions {
                 condition: "not-running".into(),
             }),
         ));
-        self.start(id, &spec.service).await?;
-        pump(attached.output, attached.input, attach.stdin).await;
         match wait.next().await {
-            Some(Ok(r)) => Ok(r.status_code),
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Ok(r)) => Ok(Some(r.status_code)),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                Ok(Some(code))
+            }
             Some(Err(e)) => Err(EngineError::Api {
                 what: what(),
                 message: message_of(&e),
             }),
-            None => Ok(0),
+            None => Ok(None),
         }
     }
 }
@@ -294,23 +307,10 @@ impl Engine {
         let id = self.create_one_off(spec, body).await?;
         let result = async {
             self.start(&id, &spec.service).await?;
-            let mut wait = Box::pin(self.docker.wait_container(
-                &id,
-                Some(WaitContainerOptions {
-                    condition: "not-running".into(),
-                }),
-            ));
-            let code = match wait.next().await {
-                Some(Ok(r)) => r.status_code,
-                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-                Some(Err(e)) => {
-                    return Err(EngineError::Api {
-                        what: format!("waiting for `{}`", spec.name),
-                        message: message_of(&e),
-                    })
-                }
-                None => -1,
-            };
+            let code = self
+                .wait_exit(&id, || format!("waiting for `{}`", spec.name))
+                .await?
+                .unwrap_or(-1);
             Ok((code, self.last_lines(&id, 20).await))
         }
         .await;
