@@ -168,63 +168,64 @@ impl ServerState {
 /// header naming the columns, one line per server. Columns are found by
 /// their header names, so versions that add columns parse the same.
 pub fn parse_servers_state(text: &str) -> Vec<ServerState> {
-    let mut columns: Vec<&str> = Vec::new();
-    let mut servers = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(header) = line.strip_prefix('#') {
-            columns = header.split_whitespace().collect();
-            continue;
-        }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if columns.is_empty() || words.len() < columns.len() {
-            continue;
-        }
-        let field = |name: &str| {
-            columns
-                .iter()
-                .position(|c| *c == name)
-                .and_then(|i| words.get(i).copied())
-        };
-        let parsed = (|| {
+    rows(text, |l| l.split_whitespace().collect())
+        .iter()
+        .filter(|r| r.cells.len() >= r.columns.len())
+        .filter_map(|r| {
             Some(ServerState {
-                backend: field("be_name")?.to_string(),
-                server: field("srv_name")?.to_string(),
-                address: field("srv_addr")?.to_string(),
-                port: field("srv_port")?.parse().ok()?,
-                op_state: field("srv_op_state")?.parse().ok()?,
-                admin_state: field("srv_admin_state")?.parse().ok()?,
+                backend: r.get("be_name")?.to_string(),
+                server: r.get("srv_name")?.to_string(),
+                address: r.get("srv_addr")?.to_string(),
+                port: r.get("srv_port")?.parse().ok()?,
+                op_state: r.get("srv_op_state")?.parse().ok()?,
+                admin_state: r.get("srv_admin_state")?.parse().ok()?,
             })
-        })();
-        servers.extend(parsed);
-    }
-    servers
+        })
+        .collect()
 }
 
 /// Requests in flight per server, from `show stat` (CSV: `# pxname,svname,
 /// qcur,qmax,scur,...`): (backend, server, current sessions). Frontend and
 /// backend summary rows are left out.
 pub fn parse_stat_sessions(text: &str) -> Vec<(String, String, u64)> {
-    let mut columns: Vec<&str> = Vec::new();
+    rows(text, |l| l.split(',').collect())
+        .iter()
+        .filter_map(|r| {
+            let (px, sv, scur) = (r.get("pxname")?, r.get("svname")?, r.get("scur")?);
+            if sv == "FRONTEND" || sv == "BACKEND" {
+                return None;
+            }
+            Some((px.to_string(), sv.to_string(), scur.parse().ok()?))
+        })
+        .collect()
+}
+
+/// One row of a table the runtime API prints: a `#` line names the columns,
+/// each later line holds one row's cells.
+struct Row<'a> {
+    columns: Vec<&'a str>,
+    cells: Vec<&'a str>,
+}
+
+impl<'a> Row<'a> {
+    /// The cell under the column named `name`.
+    fn get(&self, name: &str) -> Option<&'a str> {
+        let i = self.columns.iter().position(|c| *c == name)?;
+        self.cells.get(i).copied()
+    }
+}
+
+/// The rows of such a table, header and rows split into cells by `split`.
+fn rows<'a>(text: &'a str, split: impl Fn(&'a str) -> Vec<&'a str>) -> Vec<Row<'a>> {
+    let mut columns = Vec::new();
     let mut rows = Vec::new();
     for line in text.lines().map(str::trim) {
-        if let Some(header) = line.strip_prefix('#') {
-            columns = header.trim().split(',').collect();
-            continue;
-        }
-        let cells: Vec<&str> = line.split(',').collect();
-        let at = |name: &str| {
-            columns
-                .iter()
-                .position(|c| *c == name)
-                .and_then(|i| cells.get(i).copied())
-        };
-        if let (Some(px), Some(sv), Some(scur)) = (at("pxname"), at("svname"), at("scur")) {
-            if sv == "FRONTEND" || sv == "BACKEND" {
-                continue;
-            }
-            if let Ok(n) = scur.parse() {
-                rows.push((px.to_string(), sv.to_string(), n));
-            }
+        match line.strip_prefix('#') {
+            Some(header) => columns = split(header.trim()),
+            None => rows.push(Row {
+                columns: columns.clone(),
+                cells: split(line),
+            }),
         }
     }
     rows
