@@ -297,9 +297,9 @@ async fn swap(
                 replaced_images.extend(status.image.filter(|i| *i != built.image_id));
             }
         }
-        let routed_slots = match &proxy {
-            Some(p) => p.slots_serving(&old_ips).await,
-            None => Vec::new(),
+        let old_routed = match &proxy {
+            Some(p) => !p.slots_serving(&old_ips).await.is_empty(),
+            None => false,
         };
         let id = engine.create(&spec).await?;
         engine.start(&id, service).await?;
@@ -341,9 +341,7 @@ async fn swap(
             let routed = match (&proxy, new_ip) {
                 // The old one is behind the proxy, so the new one must be
                 // too before the old one leaves.
-                (Some(p), Some(ip)) if !routed_slots.is_empty() => {
-                    p.wait_serving(&[ip], true).await
-                }
+                (Some(p), Some(ip)) if old_routed => p.wait_serving(&[ip], true).await,
                 (None, _) => {
                     tokio::time::sleep(ROUTE_SETTLE).await;
                     true

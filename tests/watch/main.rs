@@ -240,6 +240,16 @@ fn up(s: &Stack, serving: &str) {
     });
 }
 
+/// After a burst's first rebuild: at most one more event comes (the burst
+/// was cut, or saves queued behind the first build), none after that.
+fn at_most_one_more_rebuild(rx: &std::sync::mpsc::Receiver<String>) {
+    let mut builds = 1;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        builds += 1;
+        assert!(builds <= 2, "more than two rebuilds: {line}");
+    }
+}
+
 fn next_event(rx: &std::sync::mpsc::Receiver<String>) -> serde_json::Value {
     let event = rx
         .recv_timeout(Duration::from_secs(180))
@@ -431,13 +441,7 @@ fn a_burst_of_fifty_saves_is_one_or_two_builds_and_the_last_state_wins() {
     }
     let v = next_event(&rx);
     assert_eq!(v["result"], "swapped", "{v}");
-    // A second rebuild only if the burst was cut (it was not quiet for long
-    // enough) or saves queued behind the first build.
-    let mut builds = 1;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
-        builds += 1;
-        assert!(builds <= 2, "more than two rebuilds: {line}");
-    }
+    at_most_one_more_rebuild(&rx);
     until(Duration::from_secs(10), "the last save is served", || {
         message(listen).as_deref() == Ok("save 49")
     });
@@ -585,11 +589,7 @@ fn a_checkout_of_hundreds_of_files_and_a_replaced_directory_is_one_rebuild() {
     std::fs::rename(s.file("message.tmp"), s.file("message.txt")).unwrap();
     let v = next_event(&rx);
     assert_eq!(v["result"], "swapped", "{v}");
-    let mut builds = 1;
-    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
-        builds += 1;
-        assert!(builds <= 2, "more than two rebuilds: {line}");
-    }
+    at_most_one_more_rebuild(&rx);
     until(
         Duration::from_secs(10),
         "the checked-out state is served",
