@@ -8,7 +8,7 @@
 //! registered with what is, so a lost event or a restart never leaves the
 //! registry wrong (level-triggered).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
@@ -60,6 +60,7 @@ pub enum RegistrarEvent {
 /// A running registrar.
 pub struct RegistrarHandle {
     events: broadcast::Sender<RegistrarEvent>,
+    ready: tokio::sync::watch::Receiver<bool>,
     stacks: mpsc::UnboundedSender<Stack>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -73,6 +74,15 @@ impl RegistrarHandle {
     /// ones) apply to containers followed from then on; discovery stays.
     pub fn stack_sender(&self) -> mpsc::UnboundedSender<Stack> {
         self.stacks.clone()
+    }
+
+    /// Waits until the containers running when it started have had their
+    /// first health result, the healthy ones registered (or until
+    /// [`READY_WITHIN`] has passed), so a router started after this does not
+    /// render an empty registry over a stack that is serving.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
     }
 
     /// Waits until the registrar has stopped and removed its registrations.
@@ -90,7 +100,10 @@ pub fn start(
 ) -> RegistrarHandle {
     let (events, _) = broadcast::channel(1024);
     let (tx, rx) = mpsc::unbounded_channel();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
     let registrar = Registrar {
+        ready: ready_tx,
+        initial: HashSet::new(),
         engine,
         network: names::network_name(&config.project),
         config,
@@ -105,6 +118,7 @@ pub fn start(
     let task = tokio::spawn(registrar.run(rx, stack_rx));
     RegistrarHandle {
         events,
+        ready,
         stacks,
         task,
     }
@@ -154,7 +168,15 @@ struct Registrar {
     tracked: HashMap<String, Tracked>,
     tx: mpsc::UnboundedSender<Msg>,
     cancel: CancellationToken,
+    /// Set once the containers found at start have a first health result.
+    ready: tokio::sync::watch::Sender<bool>,
+    /// Those containers still waiting for it.
+    initial: HashSet<String>,
 }
+
+/// How long the first pass may hold `ready` back (a container whose check
+/// never answers must not stop the routing path from starting).
+pub const READY_WITHIN: Duration = Duration::from_secs(5);
 
 impl Registrar {
     fn report(&self, event: RegistrarEvent) {
@@ -169,6 +191,10 @@ impl Registrar {
         let mut events = Box::pin(self.engine.project_events(&self.config.project, None));
         self.relist().await;
         self.resync().await;
+        self.initial = self.tracked.keys().cloned().collect();
+        self.check_ready();
+        let ready_by = tokio::time::sleep(READY_WITHIN);
+        tokio::pin!(ready_by);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -199,6 +225,7 @@ impl Registrar {
                             t.health = state;
                         }
                         self.reconcile(&id).await;
+                        self.check_ready();
                     }
                     Msg::LeaseLost(id, lease) => {
                         if let Some(t) = self.tracked.get_mut(&id) {
@@ -218,6 +245,9 @@ impl Registrar {
                     // the stack arrived: their start events were skipped.
                     self.relist().await;
                 }
+                _ = &mut ready_by, if !*self.ready.borrow() => {
+                    let _ = self.ready.send(true);
+                }
                 _ = tick.tick() => {
                     if self.etcd_down {
                         self.resync().await;
@@ -226,6 +256,20 @@ impl Registrar {
             }
         }
         self.deregister_all().await;
+    }
+
+    /// Marks the registrar ready once no container found at start is still
+    /// waiting for its first health result.
+    fn check_ready(&mut self) {
+        let tracked = &self.tracked;
+        self.initial.retain(|id| {
+            tracked
+                .get(id)
+                .is_some_and(|t| t.health == HealthState::Starting)
+        });
+        if self.initial.is_empty() && !*self.ready.borrow() {
+            let _ = self.ready.send(true);
+        }
     }
 
     async fn client(&mut self) -> Option<Client> {

@@ -97,7 +97,6 @@ impl Routing {
         if let Some(addr) = for_containers {
             config = config.with_etcd_for_containers(addr);
         }
-        let router = router::start(engine.clone(), config, cancel.clone()).await?;
         let registrar = registrar::start(
             engine.clone(),
             RegistrarConfig {
@@ -107,6 +106,22 @@ impl Routing {
             },
             cancel.clone(),
         );
+        // The registry first: a fresh etcd (a restarted agent's) is empty,
+        // and a router applying it would take a serving stack out of the
+        // proxy until the registrar caught up.
+        registrar.ready().await;
+        let router = match router::start(engine.clone(), config, cancel.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Nothing may stay behind: the registrar deregisters and ends.
+                cancel.cancel();
+                registrar.join().await;
+                if let Some(etcd) = etcd {
+                    etcd.shutdown().await;
+                }
+                return Err(e.into());
+            }
+        };
         Ok(Routing {
             endpoints,
             router,

@@ -726,10 +726,12 @@ fn watch_starts_a_routing_agent_that_died_before_it_swaps() {
     let agent = routing_pid(&s.name).expect("the routing agent's state");
     assert!(process::command_ok("kill", &["-9", &agent.to_string()]));
     std::thread::sleep(Duration::from_millis(200));
+    // The load runs while the agent starts again too: its fresh etcd must
+    // not take the serving stack out of the proxy meanwhile.
+    let load = Poll::start(listen, Duration::from_millis(20));
     let rx = start_watch(&mut s);
     let restarted = routing_pid(&s.name).expect("a routing agent again");
     assert_ne!(restarted, agent);
-    let load = Poll::start(listen, Duration::from_millis(20));
     std::fs::write(s.file("message.txt"), "second").unwrap();
     let v = next_event(&rx);
     assert_eq!(v["result"], "swapped", "{v}");
