@@ -7,11 +7,14 @@ use clap::{Args, Parser, Subcommand};
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0    success
-  1    failure: an invalid stack file, an unhealthy service, a failed task
-  2    usage error in the command line
+  1    failure: an invalid stack file, or a command that could not do what was asked
+  2    usage error in the command line (a bad flag, a project name that is not a name)
   3    no Docker engine answered
-  4    `up --wait`: not healthy before the timeout
+  4    a service (or a task it waits for) did not become healthy: `up` (`--wait`
+       at its timeout), `scale`, `restart`
   5    an image failed to build
+  6    the stack has routes and its routing path could not start, or a route was
+       not served through the proxy before the timeout
   69   the subcommand is not available in this build yet
   130  interrupted (Ctrl-C)
   `exec` and `run` exit with the container's own exit code.";
@@ -54,6 +57,12 @@ pub enum Command {
     /// Print the effective stack: files merged, variables interpolated, defaults applied
     Config(ConfigArgs),
     /// Build, start and wait for the stack (all services, or those named)
+    ///
+    /// "Up" means healthy and, when the stack has routes, routed: `up` waits
+    /// until every route answers through the proxy before it shows the route's
+    /// URL or returns. A routing path that cannot start (the proxy exits, its
+    /// port is taken) is exit 6 with the proxy's own last output, before any
+    /// service starts; a stack without routes then runs without routing.
     Up(UpArgs),
     /// Stop and remove the stack's containers and network
     Down(DownArgs),
@@ -140,10 +149,10 @@ pub struct UpArgs {
     /// Return once every service is healthy instead of streaming logs
     #[arg(short, long)]
     pub detach: bool,
-    /// Return 0 once healthy, or non-zero with a report of what is not
+    /// Return 0 once healthy and routed, or non-zero with a report of what is not
     #[arg(long)]
     pub wait: bool,
-    /// How long `--wait` waits for health
+    /// How long `up` waits for health and routes
     #[arg(long, value_name = "DURATION", default_value = "120s")]
     pub timeout: String,
     /// Print machine-readable events and the final state as JSON

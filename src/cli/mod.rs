@@ -40,6 +40,9 @@ pub mod exit {
     pub const UNHEALTHY: u8 = 4;
     /// An image failed to build.
     pub const BUILD_FAILED: u8 = 5;
+    /// The stack has routes (or a real registry) and its routing path could
+    /// not start, or a route was not served through the proxy in time.
+    pub const ROUTING: u8 = 6;
     /// The subcommand exists in the interface but this build does not carry it out yet.
     pub const NOT_IMPLEMENTED: u8 = 69;
     /// Interrupted by Ctrl-C.

@@ -40,7 +40,9 @@ pub async fn run(global: &GlobalArgs, args: ScaleArgs) -> anyhow::Result<u8> {
         &CancellationToken::new(),
     )
     .await?;
-    print_table(&loaded.stack, &outcome, color);
+    // URLs only where a routing path runs for the project.
+    let routing = crate::router::state::read(&loaded.project).map(|_| &[][..]);
+    print_table(&loaded.stack, &outcome, routing, color);
     if !outcome.all_healthy() {
         print_failures(&outcome, color);
         return Ok(exit::UNHEALTHY);

@@ -24,6 +24,7 @@ use crate::engine::logs::{LogLine, LogQuery};
 use crate::engine::progress::{Progress, Reporter};
 use crate::engine::{Engine, EngineError};
 use crate::plan::ObservedState;
+use crate::router::served;
 use crate::spec::Stack;
 
 pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
@@ -52,13 +53,27 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     // The discovery and routing path (etcd, registrar, proxy, router) runs
     // beside the stack: in a background agent when `up` returns, in this
     // process when it stays in the foreground (unless an agent already serves).
-    // A routing path that cannot start (the proxy image is missing, its
-    // port is taken) leaves the stack usable on its own: said, not fatal.
-    let routing_off =
-        |e: anyhow::Error| eprintln!("warning: routing is off for {}: {e:#}", loaded.project);
+    // When the stack has routes (or a real registry) "up" means routed, so a
+    // routing path that cannot start is an error, before any container
+    // starts; without either it is only said, and the stack runs on its own.
+    let routed = needs_routing(&loaded.stack, &args.services);
+    let routing_failed = |e: anyhow::Error| -> anyhow::Result<()> {
+        if routed {
+            Err(Failed::new(
+                exit::ROUTING,
+                format!("routing for `{}` could not start: {e:#}", loaded.project),
+            )
+            .into())
+        } else {
+            eprintln!("warning: routing is off for {}: {e:#}", loaded.project);
+            Ok(())
+        }
+    };
+    let mut routing_on = true;
     let routing = if args.detach || args.wait {
         if let Err(e) = super::agent::spawn_agent(global, &loaded.project).await {
-            routing_off(e);
+            routing_failed(e)?;
+            routing_on = false;
         }
         None
     } else if crate::router::state::read(&loaded.project).is_some() {
@@ -67,7 +82,8 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         match super::agent::start_routing(&engine, &loaded).await {
             Ok(r) => Some(r),
             Err(e) => {
-                routing_off(e);
+                routing_failed(e)?;
+                routing_on = false;
                 None
             }
         }
@@ -83,14 +99,61 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
             return Err(e);
         }
     };
+    // Healthy is not yet routed: every route must answer through the proxy
+    // (within what is left of the timeout) before its URL is shown.
+    let unserved = if routing_on && outcome.all_healthy() && !cancel.is_cancelled() {
+        let units: Vec<String> = outcome.units.iter().map(|u| u.service.clone()).collect();
+        let targets = if units.is_empty() {
+            Vec::new()
+        } else {
+            served::targets(&loaded.stack, &units)
+        };
+        let deadline = std::time::Instant::now()
+            + timeout.saturating_sub(Duration::from_millis(outcome.millis));
+        tokio::select! {
+            left = served::wait_served(&targets, deadline) => left,
+            _ = cancel.cancelled() => Vec::new(),
+        }
+    } else {
+        Vec::new()
+    };
     let interrupted = cancel.is_cancelled();
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "event": "outcome", "outcome": outcome })
+            serde_json::json!({
+                "event": "outcome",
+                "outcome": outcome,
+                "routing": routing_on,
+                "unserved": unserved
+                    .iter()
+                    .map(|(t, why)| serde_json::json!({ "service": t.service, "url": t.url, "reason": why }))
+                    .collect::<Vec<_>>(),
+            })
         );
     } else if !interrupted {
-        print_table(&loaded.stack, &outcome, color);
+        let unserved_urls: Vec<String> = unserved.iter().map(|(t, _)| t.url.clone()).collect();
+        let routes = routing_on.then_some(unserved_urls.as_slice());
+        print_table(&loaded.stack, &outcome, routes, color);
+    }
+    if !unserved.is_empty() && !interrupted {
+        let list: Vec<String> = unserved
+            .iter()
+            .map(|(t, why)| format!("  {} ({}): {why}", t.url, t.service))
+            .collect();
+        if let Some(r) = routing {
+            r.shutdown().await;
+            crate::router::state::remove(&loaded.project, std::process::id());
+        }
+        return Err(Failed::new(
+            exit::ROUTING,
+            format!(
+                "{} is healthy, but these routes were not served through the proxy in time:\n{}",
+                loaded.project,
+                list.join("\n")
+            ),
+        )
+        .into());
     }
     if !outcome.all_healthy() && !interrupted {
         if !args.json {
@@ -826,7 +889,14 @@ fn plain_line(event: &Progress) -> Option<String> {
 
 /// The table after a successful `up`: service, replicas, state, published
 /// addresses and route URLs.
-pub(crate) fn print_table(stack: &Stack, outcome: &UpOutcome, color: bool) {
+/// `routing`: `None` when no routing path runs (no URL is shown), else the
+/// URLs the proxy did not serve (left out).
+pub(crate) fn print_table(
+    stack: &Stack,
+    outcome: &UpOutcome,
+    routing: Option<&[String]>,
+    color: bool,
+) {
     let mut rows: Vec<[String; 5]> = Vec::new();
     for unit in &outcome.units {
         let state = match &unit.state {
@@ -843,7 +913,15 @@ pub(crate) fn print_table(stack: &Stack, outcome: &UpOutcome, color: bool) {
                     .map(|p| format!("{}->{}", p.address(), p.container_port))
             })
             .collect();
-        let routes = route_urls(stack, &unit.service);
+        // A URL is shown only when the proxy serves it.
+        let urls = served::urls(stack, &unit.service);
+        let routes = match (routing, &unit.state) {
+            (Some(unserved), UnitState::Healthy) => {
+                urls.into_iter().filter(|u| !unserved.contains(u)).collect()
+            }
+            (None, _) if !urls.is_empty() => vec!["(routing is off)".to_string()],
+            _ => Vec::new(),
+        };
         rows.push([
             unit.service.clone(),
             format!("{}/{}", unit.containers.len(), unit.replicas),
@@ -908,24 +986,15 @@ pub(crate) fn print_table(stack: &Stack, outcome: &UpOutcome, color: bool) {
     );
 }
 
-/// The URLs the proxy serves a service's routes on.
-pub(crate) fn route_urls(stack: &Stack, service: &str) -> Vec<String> {
-    let Some(s) = stack.services.get(service) else {
-        return Vec::new();
-    };
-    let listen = stack.proxy.listen;
-    s.routes
+/// Whether "up" means routed for this stack: it has routes among the units
+/// brought up, or it registers in a real etcd cluster.
+fn needs_routing(stack: &Stack, services: &[String]) -> bool {
+    let units = crate::plan::dependency_closure(stack, services).unwrap_or_default();
+    let routes = stack
+        .services
         .iter()
-        .map(|r| {
-            let port = if listen.port() == 80 {
-                String::new()
-            } else {
-                format!(":{}", listen.port())
-            };
-            let host = r.host.clone().unwrap_or_else(|| listen.ip().to_string());
-            format!("http://{host}{port}{}", r.path.as_deref().unwrap_or("/"))
-        })
-        .collect()
+        .any(|(name, s)| !s.routes.is_empty() && (services.is_empty() || units.contains(name)));
+    routes || matches!(stack.discovery.etcd, crate::spec::Etcd::External { .. })
 }
 
 /// For each unit that is not healthy: why, the last health output and its

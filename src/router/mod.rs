@@ -12,6 +12,7 @@ pub mod render;
 pub mod routing;
 pub mod run;
 pub mod runtime;
+pub mod served;
 pub mod state;
 
 pub use registry::{Instance, Registry};

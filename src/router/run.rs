@@ -31,6 +31,7 @@ use crate::engine::proxy::{
     self, master_cli, parse_show_proc, CheckError, ProcState, ProxyContainer, ProxySpec,
 };
 use crate::engine::{Engine, EngineError};
+use crate::plan::ObservedState;
 use crate::spec::Stack;
 
 /// Everything the router needs, decided before it starts.
@@ -170,6 +171,32 @@ pub enum RouterError {
         addr: SocketAddr,
         message: String,
     },
+    /// HAProxy exited before it served: its own words say why (a config it
+    /// cannot load in that image, a socket it cannot bind, a user it lacks).
+    #[error(
+        "the proxy `{container}` of `{project}` exited ({status}){}",
+        proxy_output(logs)
+    )]
+    ProxyExited {
+        project: String,
+        container: String,
+        /// `exit code N`, as the engine reported it.
+        status: String,
+        /// The proxy's last lines of output.
+        logs: Vec<String>,
+    },
+}
+
+fn proxy_output(logs: &[String]) -> String {
+    if logs.is_empty() {
+        return "; it printed nothing".into();
+    }
+    let mut text = String::from("; its last output:");
+    for line in logs {
+        text.push_str("\n    ");
+        text.push_str(line);
+    }
+    text
 }
 
 /// A running router.
@@ -223,13 +250,7 @@ pub async fn start(
             project: config.project.clone(),
             source,
         })?;
-    wait_for_cli(proxy.cli)
-        .await
-        .map_err(|message| RouterError::ProxyUnreachable {
-            project: config.project.clone(),
-            addr: proxy.cli,
-            message,
-        })?;
+    wait_for_proxy(&engine, &config.project, &proxy).await?;
     let _ = events.send(RouterEvent::ProxyStarted {
         container: proxy.name.clone(),
         restarted: false,
@@ -577,7 +598,10 @@ impl Router {
                     )
                 });
             let outcome = match self.engine.ensure_proxy(&self.config.proxy, &config).await {
-                Ok(p) => wait_for_cli(p.cli).await.map(|()| p),
+                Ok(p) => wait_for_proxy(&self.engine, &self.config.project, &p)
+                    .await
+                    .map(|()| p)
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match outcome {
@@ -643,17 +667,45 @@ async fn show_proc(cli: SocketAddr) -> Result<ProcState, String> {
 }
 
 /// Waits until a freshly started proxy's master CLI answers.
-async fn wait_for_cli(cli: SocketAddr) -> Result<(), String> {
+/// Waits until the proxy's master CLI shows a worker. A proxy container
+/// that exits meanwhile ends the wait at once with HAProxy's own last
+/// words, instead of a timeout that hides them.
+async fn wait_for_proxy(
+    engine: &Engine,
+    project: &str,
+    proxy: &ProxyContainer,
+) -> Result<(), RouterError> {
     let deadline = Instant::now() + Duration::from_secs(15);
+    let network = crate::plan::names::network_name(project);
+    let mut next_look = Instant::now() + Duration::from_millis(200);
     loop {
-        match show_proc(cli).await {
+        let error = match show_proc(proxy.cli).await {
             Ok(p) if p.worker.is_some() => return Ok(()),
-            Ok(_) => {}
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => {}
+            Ok(_) => "no worker started".to_string(),
+            Err(e) => e,
+        };
+        if Instant::now() >= next_look || Instant::now() >= deadline {
+            next_look = Instant::now() + Duration::from_millis(200);
+            if let Ok(status) = engine.inspect(&proxy.id, &network).await {
+                if matches!(status.state, ObservedState::Exited | ObservedState::Dead) {
+                    return Err(RouterError::ProxyExited {
+                        project: project.to_string(),
+                        container: proxy.name.clone(),
+                        status: match status.exit_code {
+                            Some(code) => format!("exit code {code}"),
+                            None => "no exit code".into(),
+                        },
+                        logs: engine.last_lines(&proxy.id, 20).await,
+                    });
+                }
+            }
         }
         if Instant::now() >= deadline {
-            return Err("no worker started".into());
+            return Err(RouterError::ProxyUnreachable {
+                project: project.to_string(),
+                addr: proxy.cli,
+                message: error,
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -8,4 +8,5 @@ mod failures;
 mod follow;
 mod lifecycle;
 mod logs;
+mod routed;
 mod side_by_side;

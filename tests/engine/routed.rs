@@ -1,0 +1,196 @@
+//! "Up" means routed: a stack with routes whose routing path cannot start,
+//! or whose routes the proxy does not serve, is a failure with the reason,
+//! never a warning behind exit code 0; a stack without routes runs on its own.
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use crate::support::*;
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A proxy image whose HAProxy cannot start: like a site image that bakes
+/// in a config of its own (loaded after devstack's) naming a socket
+/// directory the image does not have, the fault the official image showed.
+/// Built once per test run from the fixture base; removed by the guard.
+struct BrokenProxyImage(String);
+
+impl BrokenProxyImage {
+    fn build(tag: &str) -> BrokenProxyImage {
+        let name = format!(
+            "devstack-test/broken-proxy-{tag}-{}:latest",
+            std::process::id()
+        );
+        let dir = tempfile::tempdir().expect("a scratch directory");
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM devstack-fixtures/debian:bookworm\n\
+             RUN mkdir -p /usr/local/etc/haproxy /etc/haproxy \
+               && printf 'global\\n    stats socket /run/site-haproxy/admin.sock mode 600 level admin\\n' > /etc/haproxy/site.cfg \
+               && printf '#!/bin/sh\\nexec /usr/sbin/haproxy \"$@\" -f /etc/haproxy/site.cfg\\n' > /usr/local/sbin/haproxy \
+               && chmod 755 /usr/local/sbin/haproxy\n",
+        )
+        .unwrap();
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", &name])
+            .arg(dir.path())
+            .env("DOCKER_BUILDKIT", "0")
+            .output()
+            .expect("docker build runs");
+        assert!(
+            out.status.success(),
+            "the broken proxy image builds: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        BrokenProxyImage(name)
+    }
+}
+
+impl Drop for BrokenProxyImage {
+    fn drop(&mut self) {
+        // Containers of the project are gone by now (Project drops first).
+        docker(&["rmi", "-f", &self.0]);
+    }
+}
+
+#[test]
+fn up_wait_fails_naming_the_proxys_error_when_routes_cannot_be_routed() {
+    let image = BrokenProxyImage::build("wait");
+    let listen = free_port();
+    let p = Project::inline(
+        "noproxy",
+        &format!(
+            "name: noproxy\n\
+             services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: web }}\n    health: {{ http: /health }}\n    routes: [web.noproxy.localhost]\n\
+             proxy:\n  image: {}\n  listen: 127.0.0.1:{listen}\n",
+            image.0
+        ),
+    );
+    for args in [&["up", "--wait"][..], &["up", "--detach"][..]] {
+        let out = p.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(6), "exit 6 (routing): {err}");
+        assert!(
+            err.contains("cannot bind UNIX socket"),
+            "HAProxy's own words are shown: {err}"
+        );
+        assert!(
+            !stdout(&out).contains("http://web.noproxy.localhost"),
+            "no URL of a route nobody serves: {}",
+            stdout(&out)
+        );
+    }
+    // The stack's services were not started behind a proxy that cannot run.
+    assert!(
+        p.containers().iter().all(|c| c.service != "web"),
+        "no service container: {:?}",
+        p.containers()
+    );
+}
+
+#[test]
+fn a_stack_without_routes_runs_when_the_proxy_cannot_start() {
+    let image = BrokenProxyImage::build("noroutes");
+    let listen = free_port();
+    let p = Project::inline(
+        "unrouted",
+        &format!(
+            "name: unrouted\n\
+             services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: web }}\n    health: {{ http: /health }}\n\
+             proxy:\n  image: {}\n  listen: 127.0.0.1:{listen}\n",
+            image.0
+        ),
+    );
+    let out = p.ok(&["up", "--wait"]);
+    let err = stderr(&out);
+    assert!(err.contains("routing is off"), "said, not fatal: {err}");
+    assert!(
+        p.containers()
+            .iter()
+            .any(|c| c.service == "web" && c.state == "running"),
+        "{:?}",
+        p.containers()
+    );
+}
+
+#[test]
+fn up_wait_fails_when_a_healthy_service_is_not_served_through_the_proxy() {
+    // The app answers its health check on 8080, but the route sends traffic
+    // to 9999, where nothing listens: healthy, never routed.
+    let listen = free_port();
+    let p = Project::inline(
+        "unserved",
+        &format!(
+            "name: unserved\n\
+             services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: web }}\n    health: {{ http: /health }}\n    routes: [{{ host: web.unserved.localhost, port: 9999 }}]\n  ok:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: ok }}\n    health: {{ http: /health }}\n    routes: [ok.unserved.localhost]\n\
+             proxy:\n  image: devstack-fixtures/haproxy\n  listen: 127.0.0.1:{listen}\n"
+        ),
+    );
+    let out = p.run(&["up", "--wait", "--timeout", "20s"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "exit 6 (routing): {err}");
+    assert!(
+        err.contains(&format!("http://web.unserved.localhost:{listen}/")),
+        "the unserved route is named: {err}"
+    );
+    assert!(
+        !err.contains("http://ok.unserved.localhost"),
+        "the served route is not blamed: {err}"
+    );
+    assert!(
+        !stdout(&out).contains("http://web.unserved.localhost"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn up_wait_returns_with_every_route_answering() {
+    let listen = free_port();
+    let p = Project::inline(
+        "served",
+        &format!(
+            "name: served\n\
+             services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    replicas: 2\n    env: {{ SERVICE: web }}\n    health: {{ http: /health }}\n    routes: [web.served.localhost, {{ path: /api, strip_prefix: true }}]\n\
+             proxy:\n  image: devstack-fixtures/haproxy\n  listen: 127.0.0.1:{listen}\n"
+        ),
+    );
+    let out = p.ok(&["up", "--wait"]);
+    assert!(
+        stdout(&out).contains(&format!("http://web.served.localhost:{listen}/")),
+        "{}",
+        stdout(&out)
+    );
+    // Right when `up --wait` returns, not eventually: both routes answer
+    // from the application.
+    for (host, path) in [("web.served.localhost", "/"), ("127.0.0.1", "/api/")] {
+        let text = raw_get(listen, host, path);
+        let status = text.lines().next().unwrap_or_default();
+        assert!(
+            status.starts_with("HTTP/1.") && status.contains(" 200 "),
+            "{host}{path}: {text}"
+        );
+        assert!(!text.contains("devstack: no"), "{host}{path}: {text}");
+    }
+}
+
+fn raw_get(port: u16, host: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the proxy listens");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
