@@ -12,7 +12,7 @@ Exit codes:
   3    no Docker engine answered
   4    a service (or a task it waits for) did not become healthy: `up` (`--wait`
        at its timeout), `scale`, `restart`
-  5    an image failed to build
+  5    an image could not be had: its build failed or its pull was refused
   6    the stack has routes and its routing path could not start, or a route was
        not served through the proxy before the timeout
   69   the subcommand is not available in this build yet

@@ -38,7 +38,7 @@ pub mod exit {
     pub const NO_ENGINE: u8 = 3;
     /// `up --wait` gave up: a service was not healthy before the timeout.
     pub const UNHEALTHY: u8 = 4;
-    /// An image failed to build.
+    /// An image could not be had: its build failed, or its pull was refused.
     pub const BUILD_FAILED: u8 = 5;
     /// The stack has routes (or a real registry) and its routing path could
     /// not start, or a route was not served through the proxy in time.

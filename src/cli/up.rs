@@ -314,7 +314,9 @@ pub(crate) async fn connect() -> anyhow::Result<Engine> {
 pub(crate) fn engine_failure(e: EngineError) -> anyhow::Error {
     let code = match &e {
         EngineError::NoEngine { .. } => exit::NO_ENGINE,
-        EngineError::Build { .. } | EngineError::Context { .. } => exit::BUILD_FAILED,
+        EngineError::Build { .. } | EngineError::Context { .. } | EngineError::Pull { .. } => {
+            exit::BUILD_FAILED
+        }
         _ => exit::FAILURE,
     };
     let mut message = e.to_string();

@@ -63,6 +63,13 @@ impl Engine {
     ) -> Result<String, EngineError> {
         // `name:tag` goes as from_image=name & tag=tag; a digest stays whole.
         let (from_image, tag) = split_tag(image);
+        // What `docker pull` would send: production tags are private.
+        let credentials = super::auth::credentials_for(image).map_err(|e| EngineError::Pull {
+            service: service.into(),
+            image: image.into(),
+            message: e.to_string(),
+        })?;
+        let authenticated = credentials.is_some();
         let mut stream = self.docker.create_image(
             Some(CreateImageOptions {
                 from_image: Some(from_image.to_string()),
@@ -70,7 +77,7 @@ impl Engine {
                 ..Default::default()
             }),
             None,
-            None,
+            credentials,
         );
         while let Some(item) = stream.next().await {
             match item {
@@ -79,7 +86,7 @@ impl Engine {
                         return Err(EngineError::Pull {
                             service: service.into(),
                             image: image.into(),
-                            message,
+                            message: refusal_hint(message, image, authenticated),
                         });
                     }
                     let status = info.status.unwrap_or_default();
@@ -92,7 +99,7 @@ impl Engine {
                     return Err(EngineError::Pull {
                         service: service.into(),
                         image: image.into(),
-                        message: message_of(&e),
+                        message: refusal_hint(message_of(&e), image, authenticated),
                     })
                 }
             }
@@ -219,5 +226,27 @@ mod tests {
         assert_eq!(split_tag("reg:5000/app:1.2"), ("reg:5000/app", Some("1.2")));
         assert_eq!(split_tag("reg:5000/app"), ("reg:5000/app", Some("latest")));
         assert_eq!(split_tag("app@sha256:ab"), ("app@sha256:ab", None));
+    }
+}
+
+/// A registry's refusal, with what devstack sent: whether credentials from
+/// the Docker client's config went with the pull, and where to fix them.
+fn refusal_hint(message: String, image: &str, authenticated: bool) -> String {
+    let lower = message.to_ascii_lowercase();
+    if !(lower.contains("unauthorized")
+        || lower.contains("authentication required")
+        || lower.contains("denied")
+        || lower.contains("no basic auth credentials"))
+    {
+        return message;
+    }
+    let registry = super::auth::registry_of(image);
+    let config = super::auth::config_file()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "~/.docker/config.json".into());
+    if authenticated {
+        format!("{message} (the registry `{registry}` refused the credentials from {config}: `docker login {registry}` again)")
+    } else {
+        format!("{message} (no credentials for `{registry}` in {config}: `docker login {registry}` first)")
     }
 }

@@ -14,6 +14,7 @@
 //! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
 
 pub mod apply;
+pub mod auth;
 pub mod containers;
 pub mod context;
 pub mod error;

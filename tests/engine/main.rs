@@ -8,5 +8,6 @@ mod failures;
 mod follow;
 mod lifecycle;
 mod logs;
+mod pull;
 mod routed;
 mod side_by_side;
