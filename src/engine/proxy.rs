@@ -3,8 +3,11 @@
 //! the master CLI.
 //!
 //! devstack sets the proxy's command itself (`haproxy -W -db -S <master CLI>
-//! -f <config>`), so the official `haproxy` image and the Debian-based
-//! fixture image behave the same. The master CLI listens on TCP inside the
+//! -f <config>`) and nothing else about the image: it runs as the image's
+//! user (the official image's `haproxy`, not root), may bind :80 through the
+//! `net.ipv4.ip_unprivileged_port_start` sysctl, and needs no file or
+//! directory but the config's own (`/usr/local/etc/haproxy`, which uploads
+//! reach as they go through the engine). The master CLI listens on TCP inside the
 //! container ([`MASTER_CLI_PORT`]) and is published on a loopback port of the
 //! host, so devstack reaches it whether or not container addresses are
 //! reachable; through it devstack reloads (`reload`) and talks to the current
@@ -172,9 +175,8 @@ impl Engine {
                 "-f".into(),
                 CONFIG_PATH.into(),
             ]),
-            // Root inside the container: port 80 and /run/haproxy need no
-            // image-specific set-up (the official image runs as `haproxy`).
-            user: Some("root".into()),
+            // No `user`: the image's own (the official image runs as
+            // `haproxy`, uid 99), which can write only its home and /tmp.
             labels: Some(labels),
             exposed_ports: Some(vec![http, cli]),
             // SIGUSR1 is HAProxy's soft stop: in-flight requests finish.
@@ -183,6 +185,13 @@ impl Engine {
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
                 network_mode: Some(network.to_string()),
+                // A non-root HAProxy may bind :80 only with this (namespaced)
+                // sysctl; Docker 20.10 sets it by default, older engines and
+                // other runtimes do not.
+                sysctls: Some(HashMap::from([(
+                    "net.ipv4.ip_unprivileged_port_start".to_string(),
+                    "0".to_string(),
+                )])),
                 // The router restarts it and hands it the current config.
                 restart_policy: Some(DockerRestart {
                     name: Some(RestartPolicyNameEnum::NO),
@@ -369,13 +378,17 @@ impl Engine {
 
 /// The label recording what the proxy was created from; a change recreates it.
 const LABEL_SPEC: &str = "dev.devstack.proxy-spec";
+/// The version of the container settings devstack applies (see `create_proxy`).
+const CONTAINER_LAYOUT: u32 = 2;
 
 fn spec_fingerprint(spec: &ProxySpec) -> String {
     use sha2::{Digest, Sha256};
     let mut aliases = spec.aliases.clone();
     aliases.sort();
+    // CONTAINER_LAYOUT changes whenever what devstack asks of the container
+    // does (user, sysctls, command), so an older devstack's proxy is replaced.
     let text = format!(
-        "{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{CONTAINER_LAYOUT}",
         spec.image,
         spec.listen,
         aliases.join(","),
