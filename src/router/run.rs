@@ -11,7 +11,7 @@
 //! runtime API commands (only servers moved), or checks the new config with
 //! `haproxy -c` inside the proxy container, uploads it and reloads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -144,6 +144,10 @@ pub enum RouterEvent {
     },
     /// Something about the proxy container failed; retried.
     ProxyTrouble { message: String },
+    /// A key under the prefix is left out of the configuration (reported once
+    /// while it stays): its value is not a usable instance, or it holds a
+    /// control character. `key` may hold anything; print it with `{:?}`.
+    RegistrySkipped { key: String, reason: String },
 }
 
 mod millis {
@@ -164,6 +168,8 @@ pub enum RouterError {
         #[source]
         source: EngineError,
     },
+    #[error("cannot render the proxy configuration of `{project}`: {message}")]
+    Render { project: String, message: String },
     #[error("the proxy of `{project}` did not answer on its master CLI at {addr}: {message}")]
     ProxyUnreachable {
         project: String,
@@ -208,14 +214,15 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> Result<RouterHandle, RouterError> {
     let (events, _) = broadcast::channel(256);
-    let base = with_etcd_forward(
-        &render(
-            BUILTIN_TEMPLATE,
-            &super::view(&config.stack, &config.project, &Registry::default()),
-        )
-        .unwrap_or_default(),
-        config.etcd_for_containers,
-    );
+    let base = render(
+        BUILTIN_TEMPLATE,
+        &super::view(&config.stack, &config.project, &Registry::default()),
+    )
+    .map_err(|e| RouterError::Render {
+        project: config.project.clone(),
+        message: e.to_string(),
+    })?;
+    let base = with_etcd_forward(&base, config.etcd_for_containers);
     let proxy = engine
         .ensure_proxy(&config.proxy, &base)
         .await
@@ -244,6 +251,7 @@ pub async fn start(
         live: None,
         kvs: BTreeMap::new(),
         revision: 0,
+        skipped: BTreeSet::new(),
     };
     let (stacks, stack_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(router.run(stack_rx, cancel));
@@ -273,6 +281,8 @@ struct Router {
     /// The registry as the watch has delivered it.
     kvs: BTreeMap<String, String>,
     revision: i64,
+    /// Keys reported as skipped, so each is reported once while it stays.
+    skipped: BTreeSet<String>,
 }
 
 /// The triggers of the main loop.
@@ -444,6 +454,16 @@ impl Router {
     async fn apply(&mut self) {
         let started = Instant::now();
         let registry = Registry::from_kvs(&self.config.stack.discovery.prefix, self.kvs.clone());
+        let skipped: BTreeSet<String> = registry.skipped.iter().map(|s| s.key.clone()).collect();
+        for s in &registry.skipped {
+            if !self.skipped.contains(&s.key) {
+                self.report(RouterEvent::RegistrySkipped {
+                    key: s.key.clone(),
+                    reason: s.reason.clone(),
+                });
+            }
+        }
+        self.skipped = skipped;
         let instances = registry.services.values().map(Vec::len).sum();
         let view = view_keeping(
             &self.config.stack,
