@@ -12,7 +12,7 @@
 //! `haproxy -c` inside the proxy container, uploads it and reloads.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -222,7 +222,20 @@ pub async fn start(
         project: config.project.clone(),
         message: e.to_string(),
     })?;
-    let base = with_etcd_forward(&base, config.etcd_for_containers);
+    // The control section admits the gateway only; without one devstack
+    // could not reach the proxy at all.
+    let gateway = engine
+        .network_gateway(&config.project)
+        .await
+        .map_err(|source| RouterError::Proxy {
+            project: config.project.clone(),
+            source,
+        })?
+        .ok_or_else(|| RouterError::Render {
+            project: config.project.clone(),
+            message: "the stack network has no IPv4 gateway for the control port to admit".into(),
+        })?;
+    let base = devstack_sections(&base, config.etcd_for_containers, gateway);
     let proxy = engine
         .ensure_proxy(&config.proxy, &base)
         .await
@@ -252,6 +265,7 @@ pub async fn start(
         kvs: BTreeMap::new(),
         revision: 0,
         skipped: BTreeSet::new(),
+        gateway,
     };
     let (stacks, stack_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(router.run(stack_rx, cancel));
@@ -283,6 +297,8 @@ struct Router {
     revision: i64,
     /// Keys reported as skipped, so each is reported once while it stays.
     skipped: BTreeSet<String>,
+    /// The stack network's gateway: the only source the control port admits.
+    gateway: IpAddr,
 }
 
 /// The triggers of the main loop.
@@ -486,7 +502,7 @@ impl Router {
             },
         };
         let text = match render(&template, &view) {
-            Ok(t) => with_etcd_forward(&t, self.config.etcd_for_containers),
+            Ok(t) => devstack_sections(&t, self.config.etcd_for_containers, self.gateway),
             Err(RenderError { line, message }) => {
                 self.report(RouterEvent::RenderFailed {
                     template: self.template.clone(),
@@ -583,7 +599,7 @@ impl Router {
                 .as_ref()
                 .map(|l| l.text.clone())
                 .unwrap_or_else(|| {
-                    with_etcd_forward(
+                    devstack_sections(
                         &render(
                             BUILTIN_TEMPLATE,
                             &super::view(
@@ -594,6 +610,7 @@ impl Router {
                         )
                         .unwrap_or_default(),
                         self.config.etcd_for_containers,
+                        self.gateway,
                     )
                 });
             let outcome = match self.engine.ensure_proxy(&self.config.proxy, &config).await {
@@ -641,6 +658,16 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// devstack's own sections after the template's: the control port
+/// ([`proxy::control_section`]) and, with an embedded etcd, its forward.
+pub fn devstack_sections(config: &str, etcd: Option<SocketAddr>, gateway: IpAddr) -> String {
+    format!(
+        "{}{}",
+        with_etcd_forward(config, etcd),
+        proxy::control_section(gateway)
+    )
 }
 
 /// devstack's own section after the template's: containers reach etcd as
