@@ -63,7 +63,7 @@ services:
     stop_grace: 1s
     routes: [a.bench.localhost]
 proxy:
-  image: devstack-fixtures/haproxy
+  image: devstack-fixtures/haproxy:2.6
   listen: {listen}
 "
     );

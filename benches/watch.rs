@@ -628,7 +628,7 @@ services:
     stop_grace: 1s
     routes: [{HOST}]
 {watch}proxy:
-  image: devstack-fixtures/haproxy
+  image: devstack-fixtures/haproxy:2.6
   listen: {listen}
 "
         );
@@ -928,7 +928,7 @@ fn docker_ok(args: &[&str]) {
 fn ensure_fixtures() {
     let images = [
         "devstack-fixtures/debian:bookworm",
-        "devstack-fixtures/haproxy",
+        "devstack-fixtures/haproxy:2.6",
     ];
     if images
         .iter()

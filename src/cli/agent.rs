@@ -50,6 +50,9 @@ pub(crate) async fn start_routing(
                     eprintln!("router: {message}; retrying, the proxy keeps its config")
                 }
                 Ok(RouterEvent::ProxyTrouble { message }) => eprintln!("router: {message}"),
+                Ok(RouterEvent::RegistrySkipped { key, reason }) => {
+                    eprintln!("warning: router: registry key {key:?} left out: {reason}")
+                }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(_) => return,

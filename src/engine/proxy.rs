@@ -3,11 +3,21 @@
 //! the master CLI.
 //!
 //! devstack sets the proxy's command itself (`haproxy -W -db -S <master CLI>
-//! -f <config>`), so the official `haproxy` image and the Debian-based
-//! fixture image behave the same. The master CLI listens on TCP inside the
-//! container ([`MASTER_CLI_PORT`]) and is published on a loopback port of the
-//! host, so devstack reaches it whether or not container addresses are
-//! reachable; through it devstack reloads (`reload`) and talks to the current
+//! -f <config>`) and nothing else about the image: it runs as the image's
+//! user (the official image's `haproxy`, not root), may bind :80 through the
+//! `net.ipv4.ip_unprivileged_port_start` sysctl, and needs no file or
+//! directory but the config's own (`/usr/local/etc/haproxy`, which uploads
+//! reach as they go through the engine).
+//!
+//! The master CLI can reload the proxy and drive its servers, so only devstack
+//! may reach it. It listens on the container's loopback only
+//! ([`MASTER_CLI_LOCAL_PORT`]); devstack reaches it through the control port
+//! ([`MASTER_CLI_PORT`]), a TCP relay in the config ([`control_section`])
+//! that accepts connections only from the stack network's gateway: the host,
+//! whether it connects to the container's address or through the loopback
+//! port the control port is published on (the engine's proxy connects from
+//! the gateway). A container of the stack connects from its own address and
+//! is refused. Through it devstack reloads (`reload`) and talks to the current
 //! worker's runtime API (`@1 set server ...`) without any tool in the image.
 
 use std::collections::HashMap;
@@ -33,8 +43,11 @@ pub const DEFAULT_PROXY_IMAGE: &str = "haproxy:2.8";
 pub const CONFIG_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg";
 /// Where candidate configs are checked before they replace the live one.
 const CANDIDATE_PATH: &str = "/usr/local/etc/haproxy/candidate.cfg";
-/// The master CLI's port inside the container.
+/// The control port: devstack's way to the master CLI, published on a
+/// loopback port of the host and open to the network's gateway only.
 pub const MASTER_CLI_PORT: u16 = 9990;
+/// Where the master CLI itself listens: the container's loopback.
+pub const MASTER_CLI_LOCAL_PORT: u16 = 9991;
 /// The port every route is served on inside the container.
 pub const HTTP_PORT: u16 = 80;
 /// The value of the kind label on the proxy container; `plan` leaves it out of
@@ -168,13 +181,12 @@ impl Engine {
                 "-W".into(),
                 "-db".into(),
                 "-S".into(),
-                format!("ipv4@0.0.0.0:{MASTER_CLI_PORT}"),
+                format!("ipv4@127.0.0.1:{MASTER_CLI_LOCAL_PORT}"),
                 "-f".into(),
                 CONFIG_PATH.into(),
             ]),
-            // Root inside the container: port 80 and /run/haproxy need no
-            // image-specific set-up (the official image runs as `haproxy`).
-            user: Some("root".into()),
+            // No `user`: the image's own (the official image runs as
+            // `haproxy`, uid 99), which can write only its home and /tmp.
             labels: Some(labels),
             exposed_ports: Some(vec![http, cli]),
             // SIGUSR1 is HAProxy's soft stop: in-flight requests finish.
@@ -183,6 +195,13 @@ impl Engine {
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
                 network_mode: Some(network.to_string()),
+                // A non-root HAProxy may bind :80 only with this (namespaced)
+                // sysctl; Docker 20.10 sets it by default, older engines and
+                // other runtimes do not.
+                sysctls: Some(HashMap::from([(
+                    "net.ipv4.ip_unprivileged_port_start".to_string(),
+                    "0".to_string(),
+                )])),
                 // The router restarts it and hands it the current config.
                 restart_policy: Some(DockerRestart {
                     name: Some(RestartPolicyNameEnum::NO),
@@ -369,13 +388,17 @@ impl Engine {
 
 /// The label recording what the proxy was created from; a change recreates it.
 const LABEL_SPEC: &str = "dev.devstack.proxy-spec";
+/// The version of the container settings devstack applies (see `create_proxy`).
+const CONTAINER_LAYOUT: u32 = 3;
 
 fn spec_fingerprint(spec: &ProxySpec) -> String {
     use sha2::{Digest, Sha256};
     let mut aliases = spec.aliases.clone();
     aliases.sort();
+    // CONTAINER_LAYOUT changes whenever what devstack asks of the container
+    // does (user, sysctls, command), so an older devstack's proxy is replaced.
     let text = format!(
-        "{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{CONTAINER_LAYOUT}",
         spec.image,
         spec.listen,
         aliases.join(","),
@@ -386,6 +409,16 @@ fn spec_fingerprint(spec: &ProxySpec) -> String {
         .take(10)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The section devstack appends to every config: the control port, relaying
+/// to the master CLI on the container's loopback, for connections from
+/// `gateway` only (the host, as the stack network sees it). Anything else is
+/// closed before a byte is read. Not logged: devstack polls it while reloading.
+pub fn control_section(gateway: IpAddr) -> String {
+    format!(
+        "\n# Added by devstack: the master CLI, for devstack only (it connects from\n# the network's gateway; containers of the stack are refused).\nlisten devstack_control\n    mode tcp\n    no log\n    bind ipv4@:{MASTER_CLI_PORT}\n    tcp-request connection reject unless {{ src {gateway} }}\n    timeout client 1m\n    timeout server 1m\n    server master 127.0.0.1:{MASTER_CLI_LOCAL_PORT}\n"
+    )
 }
 
 /// HAProxy's complaint, reduced to its ALERT lines and the first line number
@@ -492,6 +525,20 @@ mod tests {
             })
         );
         assert_eq!(parse_show_proc("garbage"), None);
+    }
+
+    #[test]
+    fn the_control_port_admits_the_gateway_only() {
+        let text = control_section("172.18.0.1".parse().unwrap());
+        assert!(text.contains("\n    bind ipv4@:9990\n"), "{text}");
+        assert!(
+            text.contains("\n    tcp-request connection reject unless { src 172.18.0.1 }\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n    server master 127.0.0.1:9991\n"),
+            "{text}"
+        );
     }
 
     #[test]

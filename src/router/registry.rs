@@ -1,7 +1,16 @@
 //! What the registry holds: the instances registered under the stack's prefix,
 //! read from etcd key-values in devstack's layout or a production one.
+//!
+//! The registry is written by anyone on the stack network (`etcd:2379` is
+//! reachable from every container, as in production), so nothing read here is
+//! trusted: an instance is used only when its address is an IP address or a
+//! DNS name and its port a number from 1 to 65535, and its other fields are
+//! single tokens; a key or value holding a control character (a newline could
+//! start a new line of HAProxy configuration) is not even kept for templates.
+//! What is left out is listed in [`Registry::skipped`], naming the key.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -23,12 +32,24 @@ pub struct Instance {
     pub version: String,
 }
 
+/// A key under the prefix that was left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Skipped {
+    /// The key as etcd holds it (print it with `{:?}`: it may hold anything).
+    pub key: String,
+    pub reason: String,
+}
+
 /// A snapshot of the registry: every instance, by service, in a stable order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Registry {
     pub services: BTreeMap<String, Vec<Instance>>,
-    /// Every key-value under the prefix, for user templates that read keys directly.
+    /// Every key-value under the prefix, for user templates that read keys
+    /// directly; none holds a control character.
     pub kvs: BTreeMap<String, String>,
+    /// Keys left out: values that looked like an instance but failed the
+    /// checks, and keys or values holding control characters.
+    pub skipped: Vec<Skipped>,
 }
 
 impl Registry {
@@ -39,14 +60,26 @@ impl Registry {
         let mut registry = Registry::default();
         let prefix = prefix.trim_end_matches('/');
         for (key, value) in kvs {
+            if key.chars().chain(value.chars()).any(char::is_control) {
+                registry.skipped.push(Skipped {
+                    key,
+                    reason: "the key or its value holds a control character (a line break?)".into(),
+                });
+                continue;
+            }
             if let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) {
                 if let Some((service, id)) = rest.split_once('/') {
-                    if let Some(instance) = parse_instance(service, id, &value) {
-                        registry
+                    match parse_instance(service, id, &value) {
+                        Some(Ok(instance)) => registry
                             .services
                             .entry(instance.service.clone())
                             .or_default()
-                            .push(instance);
+                            .push(instance),
+                        Some(Err(reason)) => registry.skipped.push(Skipped {
+                            key: key.clone(),
+                            reason,
+                        }),
+                        None => {}
                     }
                 }
             }
@@ -63,23 +96,36 @@ impl Registry {
     }
 }
 
-/// A value is devstack's JSON, or the `host:port` of registrator-style registries.
-fn parse_instance(service: &str, id: &str, value: &str) -> Option<Instance> {
-    if let Ok(mut instance) = serde_json::from_str::<Instance>(value) {
+/// A value is devstack's JSON, or the `host:port` of registrator-style
+/// registries. `None`: not shaped like an instance at all (another layout's
+/// value, kept for templates); `Some(Err)`: shaped like one, but unusable.
+fn parse_instance(service: &str, id: &str, value: &str) -> Option<Result<Instance, String>> {
+    let trimmed = value.trim();
+    if trimmed.starts_with('{') {
+        let Ok(object) = serde_json::from_str::<serde_json::Value>(trimmed) else {
+            return None;
+        };
+        if object.get("address").is_none() && object.get("port").is_none() {
+            return None;
+        }
+        let mut instance = match serde_json::from_value::<Instance>(object) {
+            Ok(i) => i,
+            Err(e) => return Some(Err(format!("not an instance: {e}"))),
+        };
         if instance.service.is_empty() {
             instance.service = service.to_string();
         }
         if instance.id.is_empty() {
             instance.id = id.to_string();
         }
-        return Some(instance);
+        return Some(checked(instance));
     }
-    let (host, port) = value.trim().rsplit_once(':')?;
-    let port = port.parse().ok()?;
-    if host.is_empty() {
-        return None;
-    }
-    Some(Instance {
+    let (host, port) = trimmed.rsplit_once(':')?;
+    let port = match port.parse::<u32>() {
+        Ok(p) => u16::try_from(p).unwrap_or(0),
+        Err(_) => return Some(Err(format!("the port `{port}` is not a number"))),
+    };
+    Some(checked(Instance {
         service: service.to_string(),
         id: id.to_string(),
         replica: 0,
@@ -87,7 +133,62 @@ fn parse_instance(service: &str, id: &str, value: &str) -> Option<Instance> {
         port,
         image: String::new(),
         version: String::new(),
-    })
+    }))
+}
+
+/// The instance, if every field is safe to hand to HAProxy as one token.
+fn checked(instance: Instance) -> Result<Instance, String> {
+    if !is_address(&instance.address) {
+        return Err(format!(
+            "the address {:?} is neither an IP address nor a DNS name",
+            instance.address
+        ));
+    }
+    if instance.port == 0 {
+        return Err("the port must be a number from 1 to 65535".into());
+    }
+    for (field, text, may_be_empty) in [
+        ("service", &instance.service, false),
+        ("id", &instance.id, false),
+        ("image", &instance.image, true),
+        ("version", &instance.version, true),
+    ] {
+        if !(is_token(text) || may_be_empty && text.is_empty()) {
+            return Err(format!("the {field} {text:?} is not a single plain word"));
+        }
+    }
+    Ok(instance)
+}
+
+/// An IP address, or a DNS name (letters, digits, `-` and `_` in labels of at
+/// most 63, at most 253 in all, no label starting or ending with `-`).
+pub fn is_address(text: &str) -> bool {
+    if text.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let name = text.strip_suffix('.').unwrap_or(text);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+/// One word that means nothing special to HAProxy's configuration parser nor
+/// to its command line interface: printable ASCII without spaces, quotes,
+/// backslashes, `#` (a comment), `;` (a command separator), `$` (an
+/// environment variable) or braces (anonymous ACLs).
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"\"'\\#;${}`".contains(c))
 }
 
 #[cfg(test)]
@@ -116,5 +217,129 @@ mod tests {
         assert_eq!(registry.instances("web")[0].address, "172.18.0.9");
         assert!(registry.instances("x").is_empty());
         assert_eq!(registry.kvs.len(), 5);
+        assert!(registry.skipped.is_empty(), "{:?}", registry.skipped);
+    }
+
+    /// Reads one key-value under `/services` and says what became of it.
+    fn one(key: &str, value: &str) -> Registry {
+        Registry::from_kvs("/services", [(key.to_string(), value.to_string())])
+    }
+
+    fn json(address: &str, port: serde_json::Value) -> String {
+        serde_json::json!({"service": "api", "id": "c1", "address": address, "port": port})
+            .to_string()
+    }
+
+    #[test]
+    fn hostile_values_are_skipped_with_their_key() {
+        let hostile = [
+            // A line break in the raw value: a new line of configuration.
+            (
+                "/services/api/nl",
+                "10.0.0.1:80\nprogram x\n  command sh".to_string(),
+            ),
+            // The same inside JSON (escaped in the text, a newline once read).
+            ("/services/api/jnl", json("10.0.0.1\nprogram x", 80.into())),
+            // A `;` would end a master CLI command and start another.
+            (
+                "/services/api/semi",
+                json("10.0.0.1;@master reload", 80.into()),
+            ),
+            ("/services/api/semi2", "10.0.0.1;reload:80".to_string()),
+            // Spaces, quotes and `#` would be more words, or a comment.
+            ("/services/api/space", json("10.0.0.1 backup", 80.into())),
+            ("/services/api/quote", json("\"10.0.0.1\"", 80.into())),
+            ("/services/api/hash", json("10.0.0.1#", 80.into())),
+            ("/services/api/hash2", "host#x:80".to_string()),
+            // Ports out of range or not numbers.
+            ("/services/api/p0", json("10.0.0.1", 0.into())),
+            ("/services/api/pbig", json("10.0.0.1", 70000.into())),
+            ("/services/api/pbig2", "10.0.0.1:70000".to_string()),
+            ("/services/api/pword", "10.0.0.1:eighty".to_string()),
+            ("/services/api/pneg", json("10.0.0.1", (-1).into())),
+            // A single-token field that is not one.
+            (
+                "/services/api/img",
+                serde_json::json!({"address": "10.0.0.1", "port": 80, "image": "a b"}).to_string(),
+            ),
+        ];
+        for (key, value) in &hostile {
+            let registry = one(key, value);
+            assert!(registry.instances("api").is_empty(), "{key}: {registry:?}");
+            assert_eq!(registry.skipped.len(), 1, "{key}: {registry:?}");
+            assert_eq!(registry.skipped[0].key, *key);
+            if value.contains('\n') {
+                assert!(registry.kvs.is_empty(), "{key}: kept for templates");
+            }
+        }
+        // A key with a line break is skipped too, whatever its value.
+        let registry = one("/services/api/c1\nprogram", "10.0.0.1:80");
+        assert!(registry.instances("api").is_empty() && registry.kvs.is_empty());
+        assert_eq!(registry.skipped.len(), 1);
+    }
+
+    #[test]
+    fn good_values_beside_hostile_ones_are_kept() {
+        let registry = Registry::from_kvs(
+            "/services",
+            vec![
+                (
+                    "/services/api/good".to_string(),
+                    json("172.18.0.2", 8080.into()),
+                ),
+                (
+                    "/services/api/name".to_string(),
+                    json("api-2.internal", 8080.into()),
+                ),
+                ("/services/api/v6".to_string(), "[fd00::2]:8080".to_string()),
+                (
+                    "/services/api/bad".to_string(),
+                    json("1.2.3.4\nlisten x", 80.into()),
+                ),
+                // Another layout's value: not an instance, no warning.
+                (
+                    "/services/config/x".to_string(),
+                    "{\"debug\": true}".to_string(),
+                ),
+            ],
+        );
+        let addresses: Vec<&str> = registry
+            .instances("api")
+            .iter()
+            .map(|i| i.address.as_str())
+            .collect();
+        assert_eq!(addresses, ["172.18.0.2", "api-2.internal", "fd00::2"]);
+        assert_eq!(registry.skipped.len(), 1);
+        assert_eq!(registry.skipped[0].key, "/services/api/bad");
+        assert!(
+            registry.skipped[0].reason.contains("address"),
+            "{:?}",
+            registry.skipped
+        );
+    }
+
+    #[test]
+    fn addresses_and_tokens() {
+        for good in [
+            "10.0.0.1",
+            "::1",
+            "fd00::2",
+            "web",
+            "a-b.c_d.internal",
+            "x.",
+        ] {
+            assert!(is_address(good), "{good}");
+        }
+        for bad in [
+            "", "a b", "a;b", "a\nb", "-a", "a..b", "a#", "\"a\"", "a/b", "a:b",
+        ] {
+            assert!(!is_address(bad), "{bad:?}");
+        }
+        assert!(is_token("api:git-1f2e@sha256"));
+        for bad in [
+            "", "a b", "a;b", "a#b", "a\"b", "a'b", "a\\b", "${X}", "a\tb",
+        ] {
+            assert!(!is_token(bad), "{bad:?}");
+        }
     }
 }

@@ -4,13 +4,19 @@
 //! Every backend has a fixed number of server slots. Registered instances fill
 //! the first ones and the rest are `disabled`, so that an instance coming or
 //! going changes only a slot, which the runtime API can apply without a reload.
+//!
+//! Every value that reaches the configuration is one token of it: registry
+//! values are checked when the registry is read ([`super::registry`]), and
+//! the stack's own values (route hosts and paths, health check paths, names)
+//! are checked here before rendering; one that would be more than one word,
+//! a comment or a new line makes the render fail, naming it.
 
 use std::collections::BTreeMap;
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use super::registry::{Instance, Registry};
+use super::registry::{is_token, Instance, Registry};
 use crate::spec::{Probe, Stack};
 
 /// The built-in template.
@@ -34,6 +40,9 @@ pub struct RouteView {
     pub host: Option<String>,
     /// The path prefix without a trailing `/`; None for the whole host.
     pub path: Option<String>,
+    /// `path` with the regular expression's special characters escaped, for
+    /// `replace-path` (a `.` in a path is a dot, not any character).
+    pub path_regex: Option<String>,
     pub strip_prefix: bool,
 }
 
@@ -117,6 +126,7 @@ pub fn view_keeping(
                     .as_deref()
                     .map(|p| p.trim_end_matches('/').to_string())
                     .filter(|p| !p.is_empty()),
+                path_regex: None,
                 strip_prefix: route.strip_prefix,
             });
         }
@@ -127,6 +137,7 @@ pub fn view_keeping(
             backend: backend_name(name),
             host: Some(format!("{name}.internal")),
             path: None,
+            path_regex: None,
             strip_prefix: false,
         });
     }
@@ -146,6 +157,7 @@ pub fn view_keeping(
     });
     for (i, route) in routes.iter_mut().enumerate() {
         route.id = i + 1;
+        route.path_regex = route.path.as_deref().map(regex_escape);
     }
 
     let services = stack
@@ -254,8 +266,105 @@ pub fn assign_slots<'a>(
     placed
 }
 
-/// Renders a template against a view. `name` appears in error messages.
+/// `text` as a regular expression matching exactly it.
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if ".+*?()|[]{}^$\\".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether a URL path can be one word of HAProxy's configuration: the
+/// characters RFC 3986 allows in a path (and `?` for a check's query), less
+/// `'` and `$`, which HAProxy's parser would read as a quote or a variable.
+fn is_config_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._~%!&()*+,;=:@/?".contains(c))
+}
+
+/// A DNS host name as a route matches it (`*` for wildcards).
+fn is_config_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.*_".contains(c))
+}
+
+/// Refuses a view in which a stack value would not be one token of the
+/// configuration. Registry values were checked when the registry was read.
+pub fn check_view(view: &View) -> Result<(), RenderError> {
+    let refuse = |what: String, value: &str, rule: &str| {
+        Err(RenderError {
+            line: None,
+            message: format!(
+                "{what} {value:?} cannot be written into the HAProxy configuration: {rule}"
+            ),
+        })
+    };
+    if !is_token(&view.project) {
+        return refuse(
+            "the project name".into(),
+            &view.project,
+            "it must be one plain word",
+        );
+    }
+    if view.prefix.chars().any(char::is_control) {
+        return refuse(
+            "the discovery prefix".into(),
+            &view.prefix,
+            "it holds a control character",
+        );
+    }
+    for route in &view.routes {
+        if let Some(host) = &route.host {
+            if !is_config_host(host) {
+                return refuse(
+                    format!("the route host of service `{}`", route.service),
+                    host,
+                    "a host name holds only letters, digits, `-`, `.` and `*`",
+                );
+            }
+        }
+        if let Some(path) = &route.path {
+            if !is_config_path(path) {
+                return refuse(
+                    format!("the route path of service `{}`", route.service),
+                    path,
+                    "a path holds only the characters URLs allow unencoded, less `'`, `$`, `#` and spaces (percent-encode the others)",
+                );
+            }
+        }
+    }
+    for service in &view.services {
+        if !is_token(&service.name) || !is_token(&service.backend) {
+            return refuse(
+                "the service name".into(),
+                &service.name,
+                "it must be one plain word",
+            );
+        }
+        if let Some(path) = &service.check.path {
+            if !is_config_path(path) {
+                return refuse(
+                    format!("the health check path of service `{}`", service.name),
+                    path,
+                    "a path holds only the characters URLs allow unencoded, less `'`, `$`, `#` and spaces (percent-encode the others)",
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Renders a template against a view, after [`check_view`].
 pub fn render(template: &str, view: &View) -> Result<String, RenderError> {
+    check_view(view)?;
     let mut env = Environment::new();
     // A misspelt variable is an error, not an empty string in the config.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -457,6 +566,111 @@ mod tests {
         assert!(text
             .contains(r"http-request replace-path ^/v1/?(.*)$ /\1 if { var(txn.route) -m str 1 }"));
         assert!(text.contains("no instance of api is up"));
+    }
+
+    #[test]
+    fn hostile_registry_values_never_reach_the_config() {
+        let s =
+            stack("name: t\nservices:\n  api: {image: a, port: 8080, routes: [api.localhost]}\n");
+        let mut kvs = vec![instance("api", "good", 1, "172.18.0.2")];
+        for (id, address) in [
+            (
+                "nl",
+                "172.18.0.3\n\nprogram pwn\n    command /bin/sh -c id\n",
+            ),
+            ("semi", "172.18.0.4;@master reload"),
+            ("space", "172.18.0.5 backup"),
+            ("hash", "172.18.0.6#"),
+            ("quote", "172.18.0.7\""),
+        ] {
+            kvs.push(instance("api", id, 2, address));
+        }
+        kvs.push((
+            "/services/api/raw".to_string(),
+            "10.0.0.9:80\nprogram pwn2".to_string(),
+        ));
+        let registry = Registry::from_kvs("/services", kvs);
+        assert_eq!(registry.skipped.len(), 6, "{:?}", registry.skipped);
+        let text = render(BUILTIN_TEMPLATE, &view(&s, "t", &registry)).unwrap();
+        assert!(text.contains("server s1 172.18.0.2:8080 check"), "{text}");
+        for injected in [
+            "program",
+            "pwn",
+            "@master",
+            "backup",
+            "172.18.0.6",
+            "172.18.0.7",
+        ] {
+            assert!(!text.contains(injected), "{injected} in:\n{text}");
+        }
+        // A user template reading raw keys never sees the line-breaking one.
+        let text = render(
+            "{% for v in getvs('/services/api/*') %}{{ v }}\n{% endfor %}",
+            &view(&s, "t", &registry),
+        )
+        .unwrap();
+        assert!(!text.contains("pwn2"), "{text}");
+    }
+
+    #[test]
+    fn stack_values_that_are_not_one_token_are_refused() {
+        let refused = |services: &str, needle: &str| {
+            let s = stack(&format!("name: t\nservices:\n{services}"));
+            let err =
+                render(BUILTIN_TEMPLATE, &view(&s, "t", &Registry::default())).expect_err(services);
+            assert!(err.message.contains(needle), "{err}");
+        };
+        // The spec lets these through (no space in a route path; a health
+        // path starting with `/`); the render refuses them.
+        refused(
+            "  a: {image: a, port: 80, routes: ['/x#y']}\n",
+            "route path",
+        );
+        refused(
+            "  a: {image: a, port: 80, routes: ['/x\"y']}\n",
+            "route path",
+        );
+        refused(
+            "  a: {image: a, port: 80, routes: [\"/x'y\"]}\n",
+            "route path",
+        );
+        refused(
+            "  a: {image: a, port: 80, routes: ['/x{y}']}\n",
+            "route path",
+        );
+        refused(
+            "  a: {image: a, port: 80, routes: ['/a$$y']}\n",
+            "route path",
+        );
+        refused(
+            "  a: {image: a, port: 80, health: {http: \"/h\\nprogram p\"}}\n",
+            "health check path",
+        );
+        refused(
+            "  a: {image: a, port: 80, health: {http: '/h x'}}\n",
+            "health check path",
+        );
+        refused(
+            "  a: {image: a, port: 80, health: {http: '/h#x'}}\n",
+            "health check path",
+        );
+        // Paths URLs allow render, with regex characters escaped.
+        let s = stack(
+            "name: t\nservices:\n  a:\n    image: a\n    port: 80\n    health: {http: '/health?full=1&x=(y)'}\n    routes: [{path: '/v1.0+x', strip_prefix: true}]\n",
+        );
+        let text = render(BUILTIN_TEMPLATE, &view(&s, "t", &Registry::default())).unwrap();
+        assert!(
+            text.contains("option httpchk GET /health?full=1&x=(y)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("acl route2_path path -m str /v1.0+x\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r"http-request replace-path ^/v1\.0\+x/?(.*)$ /\1 if"),
+            "{text}"
+        );
     }
 
     #[test]

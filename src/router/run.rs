@@ -11,8 +11,8 @@
 //! runtime API commands (only servers moved), or checks the new config with
 //! `haproxy -c` inside the proxy container, uploads it and reloads.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,10 @@ pub enum RouterEvent {
     },
     /// Something about the proxy container failed; retried.
     ProxyTrouble { message: String },
+    /// A key under the prefix is left out of the configuration (reported once
+    /// while it stays): its value is not a usable instance, or it holds a
+    /// control character. `key` may hold anything; print it with `{:?}`.
+    RegistrySkipped { key: String, reason: String },
 }
 
 mod millis {
@@ -165,6 +169,8 @@ pub enum RouterError {
         #[source]
         source: EngineError,
     },
+    #[error("cannot render the proxy configuration of `{project}`: {message}")]
+    Render { project: String, message: String },
     #[error("the proxy of `{project}` did not answer on its master CLI at {addr}: {message}")]
     ProxyUnreachable {
         project: String,
@@ -235,14 +241,28 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> Result<RouterHandle, RouterError> {
     let (events, _) = broadcast::channel(256);
-    let base = with_etcd_forward(
-        &render(
-            BUILTIN_TEMPLATE,
-            &super::view(&config.stack, &config.project, &Registry::default()),
-        )
-        .unwrap_or_default(),
-        config.etcd_for_containers,
-    );
+    let base = render(
+        BUILTIN_TEMPLATE,
+        &super::view(&config.stack, &config.project, &Registry::default()),
+    )
+    .map_err(|e| RouterError::Render {
+        project: config.project.clone(),
+        message: e.to_string(),
+    })?;
+    // The control section admits the gateway only; without one devstack
+    // could not reach the proxy at all.
+    let gateway = engine
+        .network_gateway(&config.project)
+        .await
+        .map_err(|source| RouterError::Proxy {
+            project: config.project.clone(),
+            source,
+        })?
+        .ok_or_else(|| RouterError::Render {
+            project: config.project.clone(),
+            message: "the stack network has no IPv4 gateway for the control port to admit".into(),
+        })?;
+    let base = devstack_sections(&base, config.etcd_for_containers, gateway);
     let proxy = engine
         .ensure_proxy(&config.proxy, &base)
         .await
@@ -265,6 +285,8 @@ pub async fn start(
         live: None,
         kvs: BTreeMap::new(),
         revision: 0,
+        skipped: BTreeSet::new(),
+        gateway,
     };
     let (stacks, stack_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(router.run(stack_rx, cancel));
@@ -294,6 +316,10 @@ struct Router {
     /// The registry as the watch has delivered it.
     kvs: BTreeMap<String, String>,
     revision: i64,
+    /// Keys reported as skipped, so each is reported once while it stays.
+    skipped: BTreeSet<String>,
+    /// The stack network's gateway: the only source the control port admits.
+    gateway: IpAddr,
 }
 
 /// The triggers of the main loop.
@@ -465,6 +491,16 @@ impl Router {
     async fn apply(&mut self) {
         let started = Instant::now();
         let registry = Registry::from_kvs(&self.config.stack.discovery.prefix, self.kvs.clone());
+        let skipped: BTreeSet<String> = registry.skipped.iter().map(|s| s.key.clone()).collect();
+        for s in &registry.skipped {
+            if !self.skipped.contains(&s.key) {
+                self.report(RouterEvent::RegistrySkipped {
+                    key: s.key.clone(),
+                    reason: s.reason.clone(),
+                });
+            }
+        }
+        self.skipped = skipped;
         let instances = registry.services.values().map(Vec::len).sum();
         let view = view_keeping(
             &self.config.stack,
@@ -487,7 +523,7 @@ impl Router {
             },
         };
         let text = match render(&template, &view) {
-            Ok(t) => with_etcd_forward(&t, self.config.etcd_for_containers),
+            Ok(t) => devstack_sections(&t, self.config.etcd_for_containers, self.gateway),
             Err(RenderError { line, message }) => {
                 self.report(RouterEvent::RenderFailed {
                     template: self.template.clone(),
@@ -584,7 +620,7 @@ impl Router {
                 .as_ref()
                 .map(|l| l.text.clone())
                 .unwrap_or_else(|| {
-                    with_etcd_forward(
+                    devstack_sections(
                         &render(
                             BUILTIN_TEMPLATE,
                             &super::view(
@@ -595,6 +631,7 @@ impl Router {
                         )
                         .unwrap_or_default(),
                         self.config.etcd_for_containers,
+                        self.gateway,
                     )
                 });
             let outcome = match self.engine.ensure_proxy(&self.config.proxy, &config).await {
@@ -645,6 +682,16 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// devstack's own sections after the template's: the control port
+/// ([`proxy::control_section`]) and, with an embedded etcd, its forward.
+pub fn devstack_sections(config: &str, etcd: Option<SocketAddr>, gateway: IpAddr) -> String {
+    format!(
+        "{}{}",
+        with_etcd_forward(config, etcd),
+        proxy::control_section(gateway)
+    )
 }
 
 /// devstack's own section after the template's: containers reach etcd as

@@ -6,6 +6,14 @@
 //! configuration with servers moved, which `set server` commands reproduce
 //! exactly. Anything else (a route, a new slot, a changed option) needs a
 //! check and a reload.
+//!
+//! Commands go to the master CLI several to a line, separated by `;`, so
+//! every word put in one (backend, server, address) must be a single plain
+//! token: a line whose words are not (a user template rendering a raw
+//! registry value, say) is left to the reload path, where `haproxy -c`
+//! judges the whole config.
+
+use super::registry::{is_address, is_token};
 
 /// One server line: `server <name> <addr>:<port> <options...>`.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,6 +90,9 @@ pub fn runtime_commands(live: &str, next: &str) -> Option<Vec<String>> {
         let (o, n) = (server_line(old)?, server_line(new)?);
         let backend = backend?;
         if o.name != n.name || o.options != n.options {
+            return None;
+        }
+        if !(is_token(backend) && is_token(n.name) && is_address(n.address)) {
             return None;
         }
         let server = format!("{backend}/{}", n.name);
@@ -330,6 +341,27 @@ mod tests {
         );
         // A server renamed.
         check(&LIVE.replace("server s2 ", "server t2 "), None);
+    }
+
+    #[test]
+    fn words_that_are_not_plain_tokens_need_a_reload() {
+        // A `;` in an address would end `set server` and start another
+        // command on the master CLI: never sent, the reload path decides.
+        for address in ["172.18.0.3;@master", "172.18.0.3#x", "a'b", "${X}"] {
+            check(
+                &LIVE.replace(
+                    "server s2 127.0.0.1:8080 check inter 1s disabled",
+                    &format!("server s2 {address}:8080 check inter 1s"),
+                ),
+                None,
+            );
+        }
+        let live = LIVE.replace("backend svc_api", "backend svc;api");
+        let next = live.replace("server s1 172.18.0.2:8080", "server s1 172.18.0.9:8080");
+        assert_eq!(runtime_commands(&live, &next), None);
+        // The same change in a plain backend is a runtime change.
+        let next = LIVE.replace("server s1 172.18.0.2:8080", "server s1 172.18.0.9:8080");
+        assert!(runtime_commands(LIVE, &next).is_some());
     }
 
     #[test]

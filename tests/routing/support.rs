@@ -27,7 +27,7 @@ pub fn docker(args: &[&str]) -> String {
 
 /// The engine answers and the fixture images are here (built by `just fixtures`).
 pub fn ready() {
-    for image in ["devstack-fixtures/app", "devstack-fixtures/haproxy"] {
+    for image in ["devstack-fixtures/app", "devstack-fixtures/haproxy:2.6"] {
         assert!(
             !docker(&["images", "-q", image]).is_empty(),
             "the fixture image {image} is missing: run `just fixtures` (no registry can be reached here)"
@@ -73,7 +73,7 @@ impl Project {
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let dir = tempfile::tempdir().expect("a temp dir");
         let yaml = format!(
-            "name: {name}\nservices:\n{services}\nproxy:\n  image: devstack-fixtures/haproxy\n  listen: {listen}\n{proxy_extra}"
+            "name: {name}\nservices:\n{services}\nproxy:\n  image: devstack-fixtures/haproxy:2.6\n  listen: {listen}\n{proxy_extra}"
         );
         for (file, text) in files {
             std::fs::write(dir.path().join(file), text).unwrap();

@@ -75,7 +75,7 @@ services:
 {web_extra}
 {services}
 proxy:
-  image: devstack-fixtures/haproxy
+  image: devstack-fixtures/haproxy:2.6
   listen: {listen}
 "
         );
