@@ -129,7 +129,7 @@ fn up_wait_fails_when_a_healthy_service_is_not_served_through_the_proxy() {
         &format!(
             "name: unserved\n\
              services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: web }}\n    health: {{ http: /health }}\n    routes: [{{ host: web.unserved.localhost, port: 9999 }}]\n  ok:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: ok }}\n    health: {{ http: /health }}\n    routes: [ok.unserved.localhost]\n\
-             proxy:\n  image: devstack-fixtures/haproxy\n  listen: 127.0.0.1:{listen}\n"
+             proxy:\n  image: devstack-fixtures/haproxy:2.6\n  listen: 127.0.0.1:{listen}\n"
         ),
     );
     let out = p.run(&["up", "--wait", "--timeout", "20s"]);
@@ -158,7 +158,7 @@ fn up_wait_returns_with_every_route_answering() {
         &format!(
             "name: served\n\
              services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    replicas: 2\n    env: {{ SERVICE: web }}\n    health: {{ http: /health }}\n    routes: [web.served.localhost, {{ path: /api, strip_prefix: true }}]\n\
-             proxy:\n  image: devstack-fixtures/haproxy\n  listen: 127.0.0.1:{listen}\n"
+             proxy:\n  image: devstack-fixtures/haproxy:2.6\n  listen: 127.0.0.1:{listen}\n"
         ),
     );
     let out = p.ok(&["up", "--wait"]);
