@@ -34,11 +34,14 @@ pub fn volume_name(project: &str, name: &str) -> String {
     format!("{project}_{name}")
 }
 
-/// The tag of an image built for a unit that names no image of its own.
-/// Image names must be lowercase, so the parts are lowercased.
+/// The reference of an image built for a unit that names no image of its own:
+/// `devstack-built:<project>.<service>`. Names hold `-` and `_`, so joining
+/// them with either made `a-b`+`c` and `a`+`b-c` one image; they never hold
+/// `.`, and a tag (unlike a repository path) takes every name as it is.
+/// Image references must be lowercase, so the parts are lowercased.
 pub fn built_image_tag(project: &str, service: &str) -> String {
     format!(
-        "{}-{}:devstack",
+        "devstack-built:{}.{}",
         project.to_ascii_lowercase(),
         service.to_ascii_lowercase()
     )
@@ -59,6 +62,23 @@ pub fn task_container_owner(name: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 10): project `a-b` with service `c` and project `a`
+    /// with service `b-c` were both `a-b-c:devstack`.
+    #[test]
+    fn built_image_tags_of_two_projects_never_meet() {
+        assert_ne!(built_image_tag("a-b", "c"), built_image_tag("a", "b-c"));
+        assert_ne!(built_image_tag("a_b", "c"), built_image_tag("a", "b_c"));
+        // Every valid name, even one Docker's repository grammar refuses
+        // (a trailing `-`, `___`), makes a valid reference.
+        for (project, service) in [("shop", "web"), ("x-", "y___z"), ("a", "b-")] {
+            let tag = built_image_tag(project, service);
+            crate::spec::units::check_image_ref(&tag).unwrap_or_else(|e| panic!("{tag}: {e}"));
+        }
+        let longest = "a".repeat(63);
+        let tag = built_image_tag(&longest, &longest);
+        crate::spec::units::check_image_ref(&tag).unwrap_or_else(|e| panic!("{tag}: {e}"));
+    }
 
     #[test]
     fn a_task_containers_owner_is_read_back_from_its_name() {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use super::diagnostic::{closest, Problem};
+use super::host::HostPaths;
 use super::model::*;
 use super::units::{check_image_ref, parse_duration, parse_size};
 use super::yaml::{Key, Node, Span, Value};
@@ -24,6 +25,8 @@ pub struct Decoder<'a> {
     pub problems: Vec<Problem>,
     /// The directory of the first stack file.
     pub dir: &'a Path,
+    /// The host paths a bind mount may not reach without `allow_host_access`.
+    pub host: &'a HostPaths,
 }
 
 /// A field path such as `services.api.health`.
@@ -427,6 +430,7 @@ const CONTAINER: &[&str] = &[
     "labels",
     "restart",
     "stop_grace",
+    "allow_host_access",
 ];
 const SERVICE_ONLY: &[&str] = &["routes", "watch"];
 const DATASTORE_ONLY: &[&str] = &["kind", "volume", "seed"];
@@ -539,34 +543,14 @@ fn decode_container(d: &mut Decoder, f: &Fields, needs_image: bool) -> Option<Co
             let Some(file) = d.path_value(item, &ip) else {
                 continue;
             };
-            match dotenvy::from_path_iter(&file) {
-                Ok(iter) => {
-                    for entry in iter {
-                        match entry {
-                            Ok((k, v)) => {
-                                secret_env.push(k.clone());
-                                env.insert(k, v);
-                            }
-                            Err(err) => {
-                                d.error(
-                                    item,
-                                    &ip,
-                                    format!("cannot read env file {}: {err}", file.display()),
-                                );
-                                break;
-                            }
-                        }
+            match super::envfile::read(&file) {
+                Ok(pairs) => {
+                    for (k, v) in pairs {
+                        secret_env.push(k.clone());
+                        env.insert(k, v);
                     }
                 }
-                Err(err) => d.error(
-                    item,
-                    &ip,
-                    format!(
-                        "cannot read env file {}: {}",
-                        file.display(),
-                        io_reason(&err)
-                    ),
-                ),
+                Err(err) => d.error(item, &ip, err.0),
             }
         }
     }
@@ -628,6 +612,10 @@ fn decode_container(d: &mut Decoder, f: &Fields, needs_image: bool) -> Option<Co
         .get("resources")
         .and_then(|n| decode_resources(d, n, &f.path("resources")))
         .unwrap_or_default();
+    let allow_host_access = f
+        .get("allow_host_access")
+        .and_then(|n| d.bool(n, &f.path("allow_host_access")))
+        .unwrap_or(false);
     let mut volumes = Vec::new();
     if let Some(node) = f.get("volumes") {
         let p = f.path("volumes");
@@ -635,6 +623,11 @@ fn decode_container(d: &mut Decoder, f: &Fields, needs_image: bool) -> Option<Co
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if let Some(v) = decode_volume(d, item, &p.index(i), None) {
+                        if let VolumeSource::Bind(source) = &v.source {
+                            if !allow_host_access {
+                                check_bind_source(d, source, item, &p.index(i));
+                            }
+                        }
                         volumes.push(v);
                     }
                 }
@@ -697,12 +690,29 @@ fn decode_container(d: &mut Decoder, f: &Fields, needs_image: bool) -> Option<Co
     })
 }
 
-fn io_reason(err: &dotenvy::Error) -> String {
-    match err {
-        dotenvy::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
-            "no such file".into()
-        }
-        other => other.to_string(),
+/// Reports a path from the stack file that names nothing, at its value.
+fn check_exists(d: &mut Decoder, path: &Path, what: &str, node: &Node, at: &FieldPath) {
+    if !path.exists() {
+        d.error(
+            node,
+            at,
+            format!("{what} {} does not exist", path.display()),
+        );
+    }
+}
+
+/// Refuses a bind source that would hand the container the host (see
+/// [`HostPaths`]), unless the unit says `allow_host_access: true`.
+fn check_bind_source(d: &mut Decoder, source: &Path, node: &Node, path: &FieldPath) {
+    if let Some(why) = d.host.refusal(source) {
+        d.problem(
+            Problem::at(
+                node.span,
+                path.as_str(),
+                format!("bind mount of {why}: a container could take over the host through it"),
+            )
+            .hint("mount a directory of the project instead, or set `allow_host_access: true` on this unit if it must"),
+        );
     }
 }
 
@@ -1252,6 +1262,24 @@ fn decode_route(
             d.error(node, path, format!("`{}` is not a host name", truncate(h)));
             return None;
         }
+        // The proxy answers `<service>.internal` for every service; a route
+        // with such a host would take another service's name over (or a
+        // future one's), so the whole `.internal` domain is devstack's.
+        let lower = h.to_ascii_lowercase();
+        if lower == "internal" || lower.ends_with(".internal") {
+            d.problem(
+                Problem::at(
+                    node.span,
+                    path.as_str(),
+                    format!(
+                        "the route host `{}` is in `.internal`, where devstack names services",
+                        truncate(h)
+                    ),
+                )
+                .hint("every service already answers as `<service>.internal` through the proxy; route another host, such as `name.localhost`"),
+            );
+            return None;
+        }
     }
     if let Some(p) = &route_path {
         if !p.starts_with('/') || p.chars().any(|c| c.is_whitespace()) {
@@ -1327,12 +1355,14 @@ fn decode_watch(
             Value::Seq(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if let Some(path) = d.path_value(item, &p.index(i)) {
+                        check_exists(d, &path, "watch path", item, &p.index(i));
                         paths.push(path);
                     }
                 }
             }
             _ => {
                 if let Some(path) = d.path_value(n, &p) {
+                    check_exists(d, &path, "watch path", n, &p);
                     paths.push(path);
                 }
             }
@@ -1444,13 +1474,7 @@ fn decode_datastore(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Da
     let seed = f.get("seed").and_then(|n| {
         let p = f.path("seed");
         let seed = d.path_value(n, &p)?;
-        if !seed.exists() {
-            d.error(
-                n,
-                &p,
-                format!("seed data {} does not exist", seed.display()),
-            );
-        }
+        check_exists(d, &seed, "seed data", n, &p);
         Some(seed)
     });
     Some(Datastore {

@@ -1,13 +1,61 @@
 //! `${VAR}` interpolation, as Compose does it: `$VAR`, `${VAR}`, `${VAR:-default}`,
 //! `${VAR-default}`, `${VAR:?message}`, `${VAR?message}`, `${VAR:+alt}`, `${VAR+alt}`,
 //! and `$$` for a literal `$`. Defaults may themselves hold variables.
+//!
+//! The stack file is input like any other: nesting is bounded (a default
+//! nested tens of thousands deep would otherwise overflow the stack), and so
+//! is the length of what a value expands to (`$A$A$A...` with a long `A`).
+
+/// Deepest nesting of `${...}` inside defaults; real stacks use two or three.
+pub const MAX_DEPTH: usize = 32;
+/// Longest text one value may expand to.
+pub const MAX_LEN: usize = 1 << 20;
+
+/// Why a value could not be interpolated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A malformed `${...}` or a required variable that is not set.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the value expands to more than {} KiB", .max_len.div_ceil(1024))]
+    TooLong { max_len: usize },
+    #[error("variables are nested more than {MAX_DEPTH} levels deep")]
+    TooDeep,
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error::Invalid(message)
+    }
+}
 
 /// Replaces variables in `text`, reading them through `lookup`.
-pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Error> {
+    interpolate_within(text, lookup, MAX_LEN)
+}
+
+/// Like [`interpolate`], with at most `max_len` bytes of output.
+pub fn interpolate_within(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    max_len: usize,
+) -> Result<String, Error> {
+    expand_text(text, lookup, 0, max_len)
+}
+
+fn expand_text(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
+    max_len: usize,
+) -> Result<String, Error> {
     if !text.contains('$') {
         return Ok(text.to_string());
     }
-    let mut out = String::with_capacity(text.len());
+    if depth > MAX_DEPTH {
+        return Err(Error::TooDeep);
+    }
+    let mut out = String::with_capacity(text.len().min(max_len));
     let mut rest = text;
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
@@ -22,7 +70,7 @@ pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
                     after.chars().take(20).collect::<String>()
                 )
             })?;
-            out.push_str(&expand(&after[..end], lookup)?);
+            out.push_str(&expand(&after[..end], lookup, depth, max_len)?);
             rest = &after[end + 1..];
         } else {
             let len = name_len(rest);
@@ -34,8 +82,14 @@ pub fn interpolate(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
                 rest = &rest[len..];
             }
         }
+        if out.len() > max_len {
+            return Err(Error::TooLong { max_len });
+        }
     }
     out.push_str(rest);
+    if out.len() > max_len {
+        return Err(Error::TooLong { max_len });
+    }
     Ok(out)
 }
 
@@ -71,12 +125,15 @@ fn matching_brace(s: &str) -> Option<usize> {
     None
 }
 
-fn expand(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand(
+    inner: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
+    max_len: usize,
+) -> Result<String, Error> {
     let len = name_len(inner);
     if len == 0 {
-        return Err(format!(
-            "`${{{inner}}}` does not start with a variable name"
-        ));
+        return Err(format!("`${{{inner}}}` does not start with a variable name").into());
     }
     let name = &inner[..len];
     let op = &inner[len..];
@@ -97,26 +154,26 @@ fn expand(inner: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
     } else if let Some(arg) = op.strip_prefix('+') {
         ("+", arg)
     } else {
-        return Err(format!(
-            "`${{{inner}}}`: unknown operator `{op}` (use :-, -, :?, ?, :+ or +)"
-        ));
+        return Err(
+            format!("`${{{inner}}}`: unknown operator `{op}` (use :-, -, :?, ?, :+ or +)").into(),
+        );
     };
     match operator {
         ":-" if set_nonempty => Ok(value.unwrap_or_default()),
         "-" if value.is_some() => Ok(value.unwrap_or_default()),
-        ":-" | "-" => interpolate(arg, lookup),
+        ":-" | "-" => expand_text(arg, lookup, depth + 1, max_len),
         ":?" if set_nonempty => Ok(value.unwrap_or_default()),
         "?" if value.is_some() => Ok(value.unwrap_or_default()),
         ":?" | "?" => {
-            let message = interpolate(arg, lookup)?;
-            Err(if message.is_empty() {
+            let message = expand_text(arg, lookup, depth + 1, max_len)?;
+            Err(Error::Invalid(if message.is_empty() {
                 format!("required variable `{name}` is not set")
             } else {
                 format!("required variable `{name}` is not set: {message}")
-            })
+            }))
         }
-        ":+" if set_nonempty => interpolate(arg, lookup),
-        "+" if value.is_some() => interpolate(arg, lookup),
+        ":+" if set_nonempty => expand_text(arg, lookup, depth + 1, max_len),
+        "+" if value.is_some() => expand_text(arg, lookup, depth + 1, max_len),
         _ => Ok(String::new()),
     }
 }
@@ -132,7 +189,7 @@ mod tests {
             "PORT" => Some("8080".to_string()),
             _ => None,
         };
-        let got = interpolate(text, &lookup);
+        let got = interpolate(text, &lookup).map_err(|e| e.to_string());
         match expected {
             Ok(want) => assert_eq!(got.as_deref(), Ok(want), "{text}"),
             Err(fragment) => {
@@ -167,5 +224,41 @@ mod tests {
         check("${UNSET", Err("missing its closing"));
         check("${}", Err("does not start with a variable name"));
         check("${SET/x}", Err("unknown operator"));
+    }
+
+    /// Regression (issue 10): `${A:-${A:-...}}` nested tens of thousands deep
+    /// overflowed the stack. Run on a thread with a bounded stack (2 MiB, a
+    /// main thread's is 8) so an unbounded recursion fails this test
+    /// instead of passing by luck.
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let depth = 50_000;
+        let text = format!("{}x{}", "${A:-".repeat(depth), "}".repeat(depth));
+        let got = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || interpolate(&text, &|_| None))
+            .unwrap()
+            .join()
+            .expect("the interpolation thread did not overflow its stack");
+        assert_eq!(got, Err(Error::TooDeep));
+        assert!(Error::TooDeep
+            .to_string()
+            .contains("nested more than 32 levels"));
+        // Nesting up to the limit still works.
+        let text = format!("{}x{}", "${A:-".repeat(MAX_DEPTH), "}".repeat(MAX_DEPTH));
+        check(&text, Ok("x"));
+    }
+
+    /// A short value cannot expand into gigabytes through a long variable.
+    #[test]
+    fn expansion_length_is_bounded() {
+        let long = "y".repeat(64 * 1024);
+        let lookup = |name: &str| (name == "LONG").then(|| long.clone());
+        let text = "$LONG".repeat(100_000);
+        let err = interpolate(&text, &lookup).unwrap_err().to_string();
+        assert!(err.contains("expands to more than 1024 KiB"), "{err}");
+        assert_eq!(interpolate("$LONG", &lookup).unwrap().len(), 64 * 1024);
+        let err = interpolate_within("${LONG}${LONG}", &lookup, 100_000).unwrap_err();
+        assert_eq!(err, Error::TooLong { max_len: 100_000 });
     }
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::decode::{decode_stack, Decoder};
 use super::diagnostic::{Problem, Report, Sources};
-use super::interpolate::interpolate;
+use super::host::HostPaths;
+use super::interpolate::{self, interpolate_within, MAX_LEN};
 use super::merge::merge;
 use super::model::Stack;
 use super::validate::validate;
@@ -59,32 +60,19 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
     let mut vars: HashMap<String, String> = HashMap::new();
     let dotenv = dir.join(".env");
     if dotenv.is_file() {
-        match dotenvy::from_path_iter(&dotenv) {
-            Ok(iter) => {
-                for item in iter {
-                    match item {
-                        Ok((k, v)) => {
-                            vars.insert(k, v);
-                        }
-                        Err(err) => {
-                            problems.push(Problem::nowhere(format!(
-                                "cannot read {}: {err}",
-                                dotenv.display()
-                            )));
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(err) => problems.push(Problem::nowhere(format!(
-                "cannot read {}: {err}",
-                dotenv.display()
-            ))),
+        match super::envfile::read(&dotenv) {
+            Ok(pairs) => vars.extend(pairs),
+            Err(err) => problems.push(Problem::nowhere(err.0)),
         }
     }
     vars.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let lookup = |name: &str| vars.get(name).cloned();
 
+    // What all values together may expand to, across files.
+    let mut budget = Budget {
+        left: MAX_TOTAL_EXPANSION,
+        spent: false,
+    };
     let mut merged: Option<Node> = None;
     for (i, file) in options.files.iter().enumerate() {
         let given = options.contents.as_ref().and_then(|c| c.get(i)).cloned();
@@ -143,7 +131,7 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
             ));
             continue;
         }
-        interpolate_tree(&mut node, "", &lookup, &mut problems);
+        interpolate_tree(&mut node, "", &lookup, &mut budget, &mut problems);
         merged = Some(match merged {
             None => node,
             Some(base) => merge(base, node),
@@ -157,9 +145,11 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
                     .iter()
                     .any(|p| p.message.starts_with("invalid YAML")) =>
         {
+            let host = HostPaths::from_env(&options.env);
             let mut decoder = Decoder {
                 problems: Vec::new(),
                 dir: &dir,
+                host: &host,
             };
             let stack = decode_stack(&mut decoder, root);
             // A value whose interpolation failed was already reported; its
@@ -216,27 +206,60 @@ fn absolute_dir(file: &Path) -> PathBuf {
     std::fs::canonicalize(&absolute).unwrap_or(absolute)
 }
 
+/// Most text that interpolation may produce over a whole stack: each value is
+/// bounded, but an alias copies a value thousands of times before it is
+/// interpolated.
+const MAX_TOTAL_EXPANSION: usize = 16 << 20;
+
+/// What is left of [`MAX_TOTAL_EXPANSION`], and whether running out was reported.
+struct Budget {
+    left: usize,
+    spent: bool,
+}
+
 /// Interpolates every scalar value (not keys) in place, reporting bad or missing variables.
 fn interpolate_tree(
     node: &mut Node,
     path: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
+    budget: &mut Budget,
     problems: &mut Vec<Problem>,
 ) {
     match &mut node.value {
         Value::Scalar { text, .. } => {
             if text.contains('$') {
-                match interpolate(text, lookup) {
-                    Ok(done) => *text = done,
-                    Err(why) => problems.push(Problem::at(node.span, path, why).hint(
-                        "set it in the environment or in the .env file beside the stack file",
-                    )),
+                let max_len = budget.left.min(MAX_LEN);
+                match interpolate_within(text, lookup, max_len) {
+                    Ok(done) => {
+                        budget.left -= done.len();
+                        *text = done;
+                    }
+                    Err(why @ interpolate::Error::TooLong { .. }) if max_len < MAX_LEN => {
+                        // Once the whole budget is spent, one report is enough.
+                        if !budget.spent {
+                            budget.spent = true;
+                            problems.push(Problem::at(
+                                node.span,
+                                path,
+                                format!(
+                                    "the stack's values expand to more than {} MiB in all ({why})",
+                                    MAX_TOTAL_EXPANSION >> 20
+                                ),
+                            ));
+                        }
+                    }
+                    Err(why @ interpolate::Error::Invalid(_)) => {
+                        problems.push(Problem::at(node.span, path, why.to_string()).hint(
+                            "set it in the environment or in the .env file beside the stack file",
+                        ))
+                    }
+                    Err(why) => problems.push(Problem::at(node.span, path, why.to_string())),
                 }
             }
         }
         Value::Seq(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate_tree(item, &format!("{path}[{i}]"), lookup, problems);
+                interpolate_tree(item, &format!("{path}[{i}]"), lookup, budget, problems);
             }
         }
         Value::Map(entries) => {
@@ -246,7 +269,7 @@ fn interpolate_tree(
                 } else {
                     format!("{path}.{}", key.name)
                 };
-                interpolate_tree(value, &child, lookup, problems);
+                interpolate_tree(value, &child, lookup, budget, problems);
             }
         }
         Value::Null => {}

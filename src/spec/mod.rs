@@ -6,6 +6,8 @@
 
 pub mod decode;
 pub mod diagnostic;
+pub mod envfile;
+pub mod host;
 pub mod interpolate;
 pub mod load;
 pub mod merge;

@@ -5,13 +5,20 @@ use std::time::Duration;
 
 use super::*;
 
+/// A stack accepted by mistake, not printed: it may hold megabytes of
+/// hostile input.
+#[derive(Debug)]
+struct Accepted;
+
 fn ok(yaml: &str) -> Stack {
     load(&LoadOptions::inline("t.yaml", yaml)).unwrap_or_else(|r| panic!("{}", r.render(false)))
 }
 
 /// Loading fails, and the problems' paths and messages contain these fragments, in order.
 fn problems(yaml: &str, expected: &[(&str, &str)]) {
-    let report = load(&LoadOptions::inline("t.yaml", yaml)).expect_err("should be invalid");
+    let report = load(&LoadOptions::inline("t.yaml", yaml))
+        .map(|_| Accepted)
+        .expect_err("should be invalid");
     let got: Vec<(String, String)> = report
         .problems
         .iter()
@@ -172,5 +179,242 @@ fn reserved_labels() {
     problems(
         "name: t\nservices:\n  api: {image: a, labels: {dev.devstack.project: x}}\n",
         &[("services.api.labels.dev.devstack.project", "devstack's own")],
+    );
+}
+
+/// Regression (issue 10): bind mounts of the Docker socket, `/` and system
+/// directories were accepted; the watcher would start such a service added
+/// to the file by a container holding the stack's directory.
+#[test]
+fn host_takeover_binds_are_refused_without_the_opt_in() {
+    problems(
+        "name: t\nservices:\n  api:\n    image: a\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock\n      - /run/docker.sock:/d.sock\n      - /:/host\n      - {source: /etc, target: /e, read_only: true}\n      - /proc:/p\n      - ./data:/data\n      - cache:/cache\n",
+        &[
+            ("services.api.volumes[0]", "bind mount of `/var/run/docker.sock`"),
+            ("services.api.volumes[1]", "`/run/docker.sock` holds the Docker engine's socket"),
+            ("services.api.volumes[2]", "bind mount of `/` is the host's whole filesystem"),
+            ("services.api.volumes[3]", "bind mount of `/etc` is in /etc"),
+            ("services.api.volumes[4]", "`/proc` is in /proc"),
+        ],
+    );
+    // The unit that needs the engine says so, and only it may.
+    let s = ok("name: t\nservices:\n  portainer:\n    image: a\n    allow_host_access: true\n    volumes: ['/var/run/docker.sock:/var/run/docker.sock']\n");
+    assert_eq!(s.services["portainer"].container.volumes.len(), 1);
+    problems(
+        "name: t\nservices:\n  ok: {image: a, allow_host_access: true, volumes: ['/:/host']}\ndatastores:\n  db: {kind: generic, image: g, volumes: ['/:/host']}\n",
+        &[("datastores.db.volumes[0]", "the host's whole filesystem")],
+    );
+    problems(
+        "name: t\nservices:\n  api: {image: a, allow_host_access: yes}\n",
+        &[(
+            "services.api.allow_host_access",
+            "expected `true` or `false`",
+        )],
+    );
+    // A datastore's data volume is never a host path at all.
+    problems(
+        "name: t\ndatastores:\n  db: {kind: redis, image: r, volume: '/var/run/docker.sock'}\n",
+        &[("datastores.db.volume", "must be a named volume")],
+    );
+}
+
+/// A link in the stack's directory is judged by what it points at.
+#[test]
+fn a_bind_through_a_link_is_judged_by_its_target() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/var/run", dir.path().join("sockets")).unwrap();
+    std::os::unix::fs::symlink("/", dir.path().join("everything")).unwrap();
+    let yaml = format!(
+        "name: t\nservices:\n  api:\n    image: a\n    volumes: ['{0}/sockets/docker.sock:/s', '{0}/everything:/h']\n",
+        dir.path().display()
+    );
+    problems(
+        &yaml,
+        &[
+            (
+                "services.api.volumes[0]",
+                "holds the Docker engine's socket",
+            ),
+            (
+                "services.api.volumes[1]",
+                "(which is `/`) is the host's whole filesystem",
+            ),
+        ],
+    );
+}
+
+/// The socket `DOCKER_HOST` names is the engine, wherever it lives.
+#[test]
+fn the_socket_docker_host_names_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("engine.sock");
+    std::fs::write(&socket, "").unwrap();
+    let mut options = LoadOptions::inline(
+        "t.yaml",
+        &format!(
+            "name: t\nservices:\n  api: {{image: a, volumes: ['{}:/s']}}\n",
+            socket.display()
+        ),
+    );
+    options
+        .env
+        .insert("DOCKER_HOST".into(), format!("unix://{}", socket.display()));
+    let report = load(&options)
+        .map(|_| Accepted)
+        .expect_err("the engine's socket is refused");
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(
+        report.problems[0]
+            .message
+            .contains("holds the Docker engine's socket"),
+        "{}",
+        report.problems[0].message
+    );
+}
+
+/// Regression (issue 10): a route `web.internal` on `api` took `web`'s
+/// internal name over (the route sorts before the built-in one).
+#[test]
+fn routes_in_internal_are_refused() {
+    problems(
+        "name: t\nservices:\n  web: {image: w, port: 80}\n  api: {image: a, port: 80, routes: [web.internal, 'web.internal/x', {host: Foo.Internal}, api.t.localhost]}\n",
+        &[
+            ("services.api.routes[0]", "the route host `web.internal` is in `.internal`"),
+            ("services.api.routes[1]", "`web.internal` is in `.internal`"),
+            ("services.api.routes[2]", "`Foo.Internal` is in `.internal`"),
+        ],
+    );
+}
+
+/// Regression (issue 10): names that mean two containers on one network.
+#[test]
+fn names_that_clash_on_the_network_are_refused() {
+    problems(
+        "name: t\nservices:\n  migrate-run: {image: a}\ntasks:\n  migrate: {image: m}\n",
+        &[(
+            "services.migrate-run",
+            "would be named like the task `migrate`'s",
+        )],
+    );
+    problems(
+        "name: t\nservices:\n  web: {image: a}\n  t-web-2: {image: b}\n  t-proxy: {image: c}\n",
+        &[
+            (
+                "services.t-web-2",
+                "the name of `web`'s replica 2 container",
+            ),
+            ("services.t-proxy", "the stack's proxy container"),
+        ],
+    );
+    // Look-alikes that name nothing else are fine.
+    ok("name: t\nservices:\n  web: {image: a}\n  t-web: {image: b}\n  t-api-1: {image: c}\n  web-run: {image: d}\n");
+}
+
+/// Regression (issue 11 item 7): `watch.paths` naming nothing was reported
+/// only when `watch` started.
+#[test]
+fn paths_that_name_nothing_are_reported_with_their_place() {
+    problems(
+        "name: t\nservices:\n  api: {image: a, watch: {action: restart, paths: [./src, ./no-such-dir]}}\n  web: {image: a, watch: {action: restart, paths: ./no-such-file}}\n",
+        &[
+            ("services.api.watch.paths[1]", "watch path"),
+            ("services.web.watch.paths", "no-such-file does not exist"),
+        ],
+    );
+    problems(
+        "name: t\nservices:\n  api: {image: a, env_file: [./no-such.env]}\ndatastores:\n  db: {kind: redis, image: r, seed: ./no-such-seed}\nproxy:\n  template: ./no-such.cfg\n",
+        &[
+            ("services.api.env_file[0]", "no-such.env: no such file"),
+            ("datastores.db.seed", "no-such-seed does not exist"),
+            ("proxy.template", "no-such.cfg does not exist"),
+        ],
+    );
+}
+
+/// Regression (issue 10): a malformed env-file line was quoted, value and all.
+#[test]
+fn a_bad_env_file_line_is_not_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api.env");
+    std::fs::write(&file, "A=1\n# note\nDB_PASSWORD hunter2-s3cr3t\n").unwrap();
+    let yaml = format!(
+        "name: t\nservices:\n  api: {{image: a, env_file: '{}'}}\n",
+        file.display()
+    );
+    let report = load(&LoadOptions::inline("t.yaml", &yaml))
+        .map(|_| Accepted)
+        .expect_err("bad env file");
+    let text = report.render(false);
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("api.env, line 3 is not `KEY=value`"),
+        "{text}"
+    );
+    assert_eq!(report.problems[0].path, "services.api.env_file");
+}
+
+/// Regression (issue 10): interpolation nested tens of thousands deep
+/// overflowed the stack, and aliases of a large value took its size times
+/// their count. The loader runs on a thread with a bounded stack (2 MiB).
+#[test]
+fn hostile_stack_files_get_a_diagnostic() {
+    fn load_bounded(yaml: String) -> Report {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || load(&LoadOptions::inline("t.yaml", &yaml)))
+            .unwrap()
+            .join()
+            .expect("the loader did not overflow its stack")
+            .map(|_| Accepted)
+            .expect_err("the stack is refused")
+    }
+    let depth = 50_000;
+    let nested = format!(
+        "name: t\nservices:\n  api: {{image: a, env: {{X: '{}x{}'}}}}\n",
+        "${A:-".repeat(depth),
+        "}".repeat(depth)
+    );
+    let report = load_bounded(nested);
+    assert_eq!(report.problems[0].path, "services.api.env.X");
+    assert!(
+        report.problems[0].message.contains("nested more than 32"),
+        "{:?}",
+        report.problems
+    );
+
+    // 64 KiB aliased 3,000 times: under the node limit, 190 MiB copied.
+    let mut aliased = format!(
+        "name: t\nx-big: &big '{}'\nservices:\n  api:\n    image: a\n    command:\n",
+        "x".repeat(64 << 10)
+    );
+    for _ in 0..3000 {
+        aliased.push_str("      - *big\n");
+    }
+    let report = load_bounded(aliased);
+    assert!(
+        report.problems[0].message.contains("more than 16 MiB"),
+        "{:?}",
+        report.problems
+    );
+
+    // An alias of a value holding a long variable, thousands of times.
+    let mut options = LoadOptions::inline("t.yaml", "");
+    options.env.insert("LONG".into(), "y".repeat(64 << 10));
+    let mut text =
+        String::from("name: t\nx-v: &v '$LONG'\nservices:\n  api:\n    image: a\n    command:\n");
+    for _ in 0..3000 {
+        text.push_str("      - *v\n");
+    }
+    options.contents = Some(vec![text]);
+    let report = load(&options)
+        .map(|_| Accepted)
+        .expect_err("the expansion is refused");
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(
+        report.problems[0]
+            .message
+            .contains("expand to more than 16 MiB in all"),
+        "{:?}",
+        report.problems
     );
 }

@@ -135,6 +135,27 @@ pub fn validate(stack: &Stack, root: &Node) -> Vec<Problem> {
         }
     }
 
+    // Names that would mean two things on the stack's network, under the
+    // project name the stack gives itself (`-p` is checked by the CLI).
+    for (name, _, _) in stack.units() {
+        if let Some(why) = name_clash(stack, &stack.name, name) {
+            let sec = section(stack, name);
+            let path = [Seg::Key(sec), Seg::Key(name)];
+            // At the name itself, not at the unit's first field.
+            let at = match &locate(root, &[Seg::Key(sec)]).value {
+                Value::Map(entries) => entries
+                    .iter()
+                    .find(|(k, _)| k.name == name)
+                    .map(|(k, _)| k.span),
+                _ => None,
+            };
+            problems.push(
+                Problem::at(at.unwrap_or(span(root, &path)), path_text(&path), why)
+                    .hint("rename one of the two"),
+            );
+        }
+    }
+
     if let Some(cycle) = find_cycle(stack) {
         let first = &cycle[0];
         let path = [
@@ -252,6 +273,37 @@ pub fn validate(stack: &Stack, root: &Node) -> Vec<Problem> {
         }
     }
     problems
+}
+
+/// Why the unit `unit` would be confused with another container of `project`
+/// (see `plan::names`): its containers are named `<project>-<unit>-<replica>`
+/// and answer to `<unit>` on the network, next to the proxy
+/// (`<project>-proxy`) and one-off tasks (`<project>-<task>-run-<pid>`).
+pub fn name_clash(stack: &Stack, project: &str, unit: &str) -> Option<String> {
+    if let Some(task) = unit
+        .strip_suffix("-run")
+        .filter(|t| stack.tasks.contains_key(*t))
+    {
+        return Some(format!(
+            "`{unit}`'s containers would be named like the task `{task}`'s (`{project}-{task}-run-<n>`)"
+        ));
+    }
+    let rest = unit.strip_prefix(project)?.strip_prefix('-')?;
+    if rest == "proxy" {
+        return Some(format!(
+            "`{unit}` is the name of the stack's proxy container on the network"
+        ));
+    }
+    let (other, replica) = rest.rsplit_once('-')?;
+    let is_replica = !replica.is_empty()
+        && replica.bytes().all(|b| b.is_ascii_digit())
+        && !replica.starts_with('0');
+    if is_replica && stack.unit(other).is_some() {
+        return Some(format!(
+            "`{unit}` is the name of `{other}`'s replica {replica} container on the network"
+        ));
+    }
+    None
 }
 
 fn owner_text(owner: &str) -> String {

@@ -80,6 +80,9 @@ pub struct YamlError {
 const MAX_DEPTH: usize = 64;
 /// Most nodes an alias expansion may produce (the "billion laughs" guard).
 const MAX_NODES: usize = 200_000;
+/// Most scalar text aliases may copy: a megabyte anchored once and aliased
+/// a thousand times stays under the node limit but would take a gigabyte.
+const MAX_ALIAS_BYTES: usize = 16 << 20;
 
 /// Parses one YAML document. An empty file is `Null`.
 pub fn parse(file: FileId, source: &str) -> Result<Node, YamlError> {
@@ -93,6 +96,7 @@ pub fn parse(file: FileId, source: &str) -> Result<Node, YamlError> {
         root: None,
         error: None,
         nodes: 0,
+        alias_bytes: 0,
         documents: 0,
     };
     let mut parser = Parser::new_from_str(source);
@@ -148,10 +152,13 @@ struct Builder<'a> {
     source: &'a str,
     line_starts: &'a [usize],
     stack: Vec<Open>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node with its node count and scalar bytes, counted once.
+    anchors: HashMap<usize, (Node, usize, usize)>,
     root: Option<Node>,
     error: Option<YamlError>,
     nodes: usize,
+    /// Scalar bytes copied by aliases so far.
+    alias_bytes: usize,
     documents: usize,
 }
 
@@ -203,7 +210,8 @@ impl Builder<'_> {
 
     fn push_node(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = (node_count(&node), text_bytes(&node));
+            self.anchors.insert(anchor, (node.clone(), size.0, size.1));
         }
         match self.stack.last_mut() {
             None => {
@@ -293,6 +301,19 @@ fn merge_into(entries: &mut Vec<(Key, Node)>, merged_keys: &mut Vec<String>, mer
                 entries.push((k, v));
             }
         }
+    }
+}
+
+/// The bytes of scalar text (keys and values) in a node.
+fn text_bytes(node: &Node) -> usize {
+    match &node.value {
+        Value::Scalar { text, .. } => text.len(),
+        Value::Seq(items) => items.iter().map(text_bytes).sum(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| k.name.len() + text_bytes(v))
+            .sum(),
+        Value::Null => 0,
     }
 }
 
@@ -388,9 +409,22 @@ impl MarkedEventReceiver for Builder<'_> {
                 };
                 self.push_node(Node { value, span }, anchor);
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(node) => {
-                    if self.count(node_count(&node), at) {
+            Event::Alias(id) => match self.anchors.get(&id) {
+                Some(&(_, nodes, bytes)) => {
+                    // Counted before the copy is made, so a refused alias costs nothing.
+                    self.alias_bytes += bytes;
+                    if self.alias_bytes > MAX_ALIAS_BYTES {
+                        self.fail(
+                            at,
+                            format!(
+                                "aliases copy more than {} MiB of text (a large anchored value aliased many times?)",
+                                MAX_ALIAS_BYTES >> 20
+                            ),
+                        );
+                        return;
+                    }
+                    if self.count(nodes, at) {
+                        let node = self.anchors[&id].0.clone();
                         self.push_node(node, 0);
                     }
                 }
@@ -490,6 +524,26 @@ mod tests {
         }
         let err = parse(0, &src).unwrap_err();
         assert!(err.message.contains("too many"));
+    }
+
+    /// Regression (issue 10): a large scalar anchored once and aliased
+    /// thousands of times stayed under the node limit, and took its size
+    /// times the aliases in memory. Sized so the old code, which accepted
+    /// it, needed under 200 MiB (`tests/cli` runs the megabyte version).
+    #[test]
+    fn alias_of_a_large_scalar_is_bounded_by_bytes() {
+        let big = "x".repeat(64 << 10);
+        let mut src = format!("big: &big {big}\nlist:\n");
+        for _ in 0..3000 {
+            src.push_str("  - *big\n");
+        }
+        let err = parse(0, &src).unwrap_err();
+        assert!(err.message.contains("more than 16 MiB"), "{}", err.message);
+        // The error points at the alias that went over, inside the list.
+        assert!(err.span.start > big.len(), "{err:?}");
+        // A few copies are fine.
+        let src = format!("big: &big {big}\nlist: [*big, *big, *big]\n");
+        assert!(parse(0, &src).is_ok());
     }
 
     #[test]

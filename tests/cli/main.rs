@@ -91,7 +91,11 @@ fn regex_escape(text: &str) -> String {
 /// `validate` on a bad fixture: exit 1, and a report that matches its snapshot.
 fn check_bad(name: &str) {
     let file = format!("fixtures/bad/{name}.yaml");
-    let out = Run::new(&["validate", "-f", &file]).run();
+    // The engine's socket named by the environment would change the reports.
+    let out = Run::new(&["validate", "-f", &file])
+        .env_remove("DOCKER_HOST")
+        .env_remove("XDG_RUNTIME_DIR")
+        .run();
     assert_eq!(out.code, 1, "{name}: {}", out.stderr);
     assert!(out.stdout.is_empty(), "{name}: report goes to stderr");
     // Every problem names the file with line and column.
@@ -148,6 +152,78 @@ fn bad_not_a_mapping() {
 fn bad_no_name() {
     check_bad("no-name");
 }
+#[test]
+fn bad_host_access() {
+    check_bad("host-access");
+}
+#[test]
+fn bad_names() {
+    check_bad("names");
+}
+#[test]
+fn bad_missing_paths() {
+    check_bad("missing-paths");
+}
+#[test]
+fn bad_env_file() {
+    check_bad("env-file");
+    let out = Run::new(&["validate", "-f", "fixtures/bad/env-file.yaml"]).run();
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+}
+
+/// Regression (issue 10): hostile stack files, run through the real binary
+/// under a 2 GiB address-space limit and a 60 s budget. The old code
+/// overflowed its stack on the first and needed ~4 GiB for the second.
+#[test]
+fn hostile_stack_files_get_a_diagnostic_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let depth = 50_000;
+    let nested = format!(
+        "name: nested\nservices:\n  api:\n    image: api:1\n    env:\n      X: '{}x{}'\n",
+        "${A:-".repeat(depth),
+        "}".repeat(depth)
+    );
+    let mut aliased = format!(
+        "name: aliased\nx-big: &big '{}'\nservices:\n  api:\n    image: api:1\n    command:\n",
+        "x".repeat(1 << 20)
+    );
+    for _ in 0..4000 {
+        aliased.push_str("      - *big\n");
+    }
+    for (name, text, expected) in [
+        (
+            "nested.yaml",
+            nested,
+            "variables are nested more than 32 levels deep",
+        ),
+        (
+            "aliased.yaml",
+            aliased,
+            "aliases copy more than 16 MiB of text",
+        ),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let started = std::time::Instant::now();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 2097152 && exec timeout 60 \"$0\" validate -f \"$1\"")
+            .arg(env!("CARGO_BIN_EXE_devstack"))
+            .arg(&file)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+        assert!(stderr.contains(&format!("{name}:")), "{name}: {stderr}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{name} took {:?}",
+            started.elapsed()
+        );
+    }
+}
 
 #[test]
 fn every_bad_fixture_has_a_test() {
@@ -164,6 +240,10 @@ fn every_bad_fixture_has_a_test() {
         "unset-variable",
         "not-a-mapping",
         "no-name",
+        "host-access",
+        "names",
+        "missing-paths",
+        "env-file",
     ];
     for entry in std::fs::read_dir("fixtures/bad").unwrap() {
         let path = entry.unwrap().path();

@@ -233,13 +233,13 @@ impl Drop for Project {
         let _ = self
             .command(&["down", "--volumes", "--timeout", "1s"])
             .output();
-        // Images built for this project (tagged `<project>-<service>:devstack`).
+        // Images built for this project (tagged `devstack-built:<project>.<service>`).
         let images = docker(&[
             "images",
             "--format",
             "{{.Repository}}:{{.Tag}}",
             "--filter",
-            &format!("reference={}-*", self.name),
+            &format!("reference=devstack-built:{}.*", self.name),
         ]);
         for image in lines(&images) {
             let _ = Command::new("docker").args(["rmi", "-f", &image]).output();

@@ -490,6 +490,57 @@ fn a_stack_file_edit_redeploys_only_the_changed_service() {
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
 }
 
+/// Regression (issue 10): a container holding the stack's directory could
+/// add a service mounting the Docker socket, and the watcher started it.
+/// The edit is refused and nothing starts; once the mount is gone, the same
+/// service starts (as new, so the refused edit was never applied).
+#[test]
+fn a_stack_file_edit_adding_a_host_takeover_mount_is_not_applied() {
+    let mut s = Stack::new("k");
+    up(&s, "first");
+    let rx = start_watch(&mut s);
+    let path = s.dir.path().join("devstack.yaml");
+    let yaml = std::fs::read_to_string(&path).unwrap();
+    let intruder = "  intruder:
+    image: devstack-fixtures/busybox
+    command: sleep 3600
+    stop_grace: 1s
+    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]
+";
+    let with = |service: &str| yaml.replacen("proxy:\n", &format!("{service}proxy:\n"), 1);
+    std::fs::write(&path, with(intruder)).unwrap();
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5)).is_err(),
+        "the edit mounting the Docker socket was applied"
+    );
+    let intruders = || {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                "label=dev.devstack.service=intruder",
+            ])
+            .args([
+                "--filter",
+                &format!("label=dev.devstack.project={}", s.name),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    assert_eq!(intruders(), 0, "a container was made for the refused edit");
+    let harmless = intruder.replace(
+        "    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n",
+        "",
+    );
+    std::fs::write(&path, with(&harmless)).unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["service"], "intruder", "{v}");
+    assert_eq!(v["result"], "started", "{v}");
+    assert_eq!(intruders(), 1);
+}
+
 #[test]
 fn a_save_during_a_build_abandons_it_and_only_the_last_state_is_deployed() {
     let mut s = Stack::new("g");
