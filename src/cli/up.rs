@@ -23,7 +23,9 @@ use crate::engine::events::{ContainerEvent, ContainerEventKind};
 use crate::engine::logs::{LogLine, LogQuery};
 use crate::engine::progress::{Progress, Reporter};
 use crate::engine::{Engine, EngineError};
+use crate::plan::names::ProjectName;
 use crate::plan::ObservedState;
+use crate::process::ProcessIdentity;
 use crate::spec::Stack;
 
 pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
@@ -39,7 +41,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         Render::Plain
     };
     let request = UpRequest {
-        project: loaded.project.clone(),
+        project: loaded.project.to_string(),
         services: args.services.clone(),
         replicas: BTreeMap::new(),
         timeout,
@@ -55,17 +57,26 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     // A routing path that cannot start (the proxy image is missing, its
     // port is taken) leaves the stack usable on its own: said, not fatal.
     let routing_off =
-        |e: anyhow::Error| eprintln!("warning: routing is off for {}: {e:#}", loaded.project);
+        |e: anyhow::Error| sayln!("warning: routing is off for {}: {e:#}", loaded.project);
     let routing = if args.detach || args.wait {
         if let Err(e) = super::agent::spawn_agent(global, &loaded.project).await {
             routing_off(e);
         }
         None
-    } else if crate::router::state::read(&loaded.project).is_some() {
-        None
     } else {
-        match super::agent::start_routing(&engine, &loaded).await {
-            Ok(r) => Some(r),
+        // Decided and started under the agent lock, as `spawn_agent` does:
+        // an `up --detach` at the same moment starts no second path.
+        let started = async {
+            let _lock = super::agent::agent_lock(&loaded.project).await?;
+            if crate::router::state::read(&loaded.project).is_some() {
+                return Ok(None);
+            }
+            super::agent::start_routing(&engine, &loaded)
+                .await
+                .map(Some)
+        };
+        match started.await {
+            Ok(r) => r,
             Err(e) => {
                 routing_off(e);
                 None
@@ -85,7 +96,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     };
     let interrupted = cancel.is_cancelled();
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "event": "outcome", "outcome": outcome })
         );
@@ -104,7 +115,10 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     if interrupted {
         if let Some(r) = routing {
             r.shutdown().await;
-            crate::router::state::remove(&loaded.project, std::process::id());
+            crate::router::state::remove(
+                &loaded.project,
+                &ProcessIdentity::current(&loaded.project),
+            );
         }
         if !(args.detach || args.wait) {
             stop_gracefully(&engine, &loaded.project, &interrupts).await;
@@ -131,7 +145,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
             let _claim = match super::watch::claim(&loaded.project) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("watch: {e}; this `up` does not watch");
+                    sayln!("watch: {e}; this `up` does not watch");
                     return;
                 }
             };
@@ -139,12 +153,12 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
                 super::watch::watch_loop(&engine, &loaded, &services, json, &cancel).await
             {
                 // The stack keeps running; only the watching stopped.
-                eprintln!("watch: {e:#}; saves are not applied");
+                sayln!("watch: {e:#}; saves are not applied");
             }
         })
     };
     // Foreground: every container's output, prefixed, until Ctrl-C.
-    eprintln!("Streaming logs; Ctrl-C stops the stack (twice to kill it).");
+    sayln!("Streaming logs; Ctrl-C stops the stack (twice to kill it).");
     let units = crate::plan::dependency_closure(&loaded.stack, &args.services).unwrap_or_default();
     stream_logs(
         &engine,
@@ -165,7 +179,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     // Out of the registry (and so the proxy) first, then stopped.
     if let Some(r) = routing {
         r.shutdown().await;
-        crate::router::state::remove(&loaded.project, std::process::id());
+        crate::router::state::remove(&loaded.project, &ProcessIdentity::current(&loaded.project));
     }
     stop_gracefully(&engine, &loaded.project, &interrupts).await;
     Ok(exit::INTERRUPTED)
@@ -217,7 +231,7 @@ async fn stop_gracefully(
     project: &str,
     interrupts: &tokio::sync::watch::Receiver<u32>,
 ) {
-    eprintln!("Stopping {project} gracefully (Ctrl-C again to kill)...");
+    sayln!("Stopping {project} gracefully (Ctrl-C again to kill)...");
     let mut rx = interrupts.clone();
     // Called after the first Ctrl-C: only a further one kills.
     let seen = (*rx.borrow_and_update()).max(1);
@@ -226,13 +240,13 @@ async fn stop_gracefully(
     tokio::select! {
         result = stop => {
             if let Err(e) = result {
-                eprintln!("error: {e}");
+                sayln!("error: {e}");
             }
         }
         _ = rx.wait_for(|n| *n > seen) => {
-            eprintln!("Killing {project}...");
+            sayln!("Killing {project}...");
             if let Err(e) = apply::kill_all(engine, project).await {
-                eprintln!("error: {e}");
+                sayln!("error: {e}");
             }
         }
     }
@@ -291,7 +305,9 @@ pub(crate) fn unix_now() -> i64 {
 
 /// Loads the stack, or (for commands that only need the project) settles for
 /// `-p` when the stack file cannot be read.
-pub(crate) fn project_of(global: &GlobalArgs) -> anyhow::Result<(String, Option<LoadedStack>)> {
+pub(crate) fn project_of(
+    global: &GlobalArgs,
+) -> anyhow::Result<(ProjectName, Option<LoadedStack>)> {
     if let Some(project) = &global.project_name {
         let loaded = super::stack::try_load(global).ok();
         return Ok((project.clone(), loaded));
@@ -657,12 +673,12 @@ async fn render(mut rx: mpsc::UnboundedReceiver<Progress>, mode: Render, color: 
         match mode {
             Render::Json => {
                 if let Ok(line) = serde_json::to_string(&event) {
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
             Render::Plain => {
                 if let Some(line) = plain_line(&event) {
-                    eprintln!("{line}");
+                    sayln!("{line}");
                 }
             }
             Render::Bars => {
@@ -874,7 +890,7 @@ pub(crate) fn print_table(stack: &Stack, outcome: &UpOutcome, color: bool) {
             .trim_end()
             .to_string()
     };
-    println!("{}", bold.apply_to(line(header)));
+    outln!("{}", bold.apply_to(line(header)));
     for row in &rows {
         let cells = [
             row[0].as_str(),
@@ -894,9 +910,9 @@ pub(crate) fn print_table(stack: &Stack, outcome: &UpOutcome, color: bool) {
             Some(_) if color => Style::new().red().force_styling(true),
             Some(_) => Style::new(),
         };
-        println!("{}", style.apply_to(text));
+        outln!("{}", style.apply_to(text));
     }
-    println!(
+    outln!(
         "{} {} ({:.2}s)",
         outcome.project,
         if outcome.all_healthy() {
@@ -940,7 +956,7 @@ pub(crate) fn print_failures(outcome: &UpOutcome, color: bool) {
         match &unit.state {
             UnitState::Healthy => {}
             UnitState::Blocked { by } => {
-                eprintln!(
+                sayln!(
                     "{} {}: not started because `{by}` is not healthy",
                     red.apply_to("✗"),
                     unit.service
@@ -952,18 +968,18 @@ pub(crate) fn print_failures(outcome: &UpOutcome, color: bool) {
                 last_health,
                 logs,
             } => {
-                eprintln!("{} {}: {reason}", red.apply_to("✗"), unit.service);
+                sayln!("{} {}: {reason}", red.apply_to("✗"), unit.service);
                 if let Some(h) = last_health {
-                    eprintln!("  last health check: {h}");
+                    sayln!("  last health check: {h}");
                 }
                 if !logs.is_empty() {
-                    eprintln!(
+                    sayln!(
                         "  last {} log lines of {}:",
                         logs.len(),
                         container.as_deref().unwrap_or(&unit.service)
                     );
                     for l in logs {
-                        eprintln!("  | {l}");
+                        sayln!("  | {l}");
                     }
                 }
             }
