@@ -26,6 +26,7 @@ use crate::engine::{Engine, EngineError};
 use crate::plan::names::ProjectName;
 use crate::plan::ObservedState;
 use crate::process::ProcessIdentity;
+use crate::router::state;
 use crate::spec::Stack;
 
 pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
@@ -84,7 +85,25 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         }
     };
 
+    // One `up` of a project at a time: a second one (another terminal, a
+    // script) waits, then finds the containers the first one made.
+    let turn = tokio::select! {
+        turn = wait_turn(&loaded.project) => turn,
+        _ = cancel.cancelled() => Err(Failed::new(exit::INTERRUPTED, "interrupted while waiting").into()),
+    };
+    let turn = match turn {
+        Ok(turn) => turn,
+        Err(e) => {
+            // Nothing was brought up by this one, so nothing is stopped.
+            if let Some(r) = routing {
+                r.shutdown().await;
+                state::remove(&loaded.project, &ProcessIdentity::current(&loaded.project));
+            }
+            return Err(e);
+        }
+    };
     let outcome = bring_up(&engine, &loaded.stack, &request, mode, color, &cancel).await;
+    drop(turn);
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -183,6 +202,30 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     }
     stop_gracefully(&engine, &loaded.project, &interrupts).await;
     Ok(exit::INTERRUPTED)
+}
+
+/// Waits (as long as it takes; Ctrl-C ends it) until no other `up` of the
+/// project is bringing it up, and holds the right until dropped.
+async fn wait_turn(project: &ProjectName) -> anyhow::Result<state::StateLock> {
+    let mut said = false;
+    loop {
+        match state::try_lock(project, state::LockKind::Up) {
+            Ok(lock) => return Ok(lock),
+            Err(state::LockError::Held { holder, .. }) => {
+                if !said {
+                    sayln!(
+                        "waiting for another `devstack up` of {project}{} to finish...",
+                        holder
+                            .map(|p| format!(" (process {p})"))
+                            .unwrap_or_default()
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Runs `apply::up` with a renderer for its progress.

@@ -196,7 +196,14 @@ pub fn clear(project: &ProjectName, _watch: &StateLock, _agent: &StateLock) {
             }
         }
     }
-    for name in [AGENT_LOG, LockKind::Watch.file(), LockKind::Agent.file()] {
+    // `up.lock` too: an `up` holding it now keeps its descriptor, and the
+    // next `up` locks a new file (see `try_lock`).
+    for name in [
+        AGENT_LOG,
+        LockKind::Watch.file(),
+        LockKind::Agent.file(),
+        LockKind::Up.file(),
+    ] {
         let _ = std::fs::remove_file(dir.join(name));
     }
     // Fails, as it should, when anything else is left in it.
@@ -212,6 +219,9 @@ pub enum LockKind {
     /// The right to decide whether the project needs a routing path, and to
     /// start one (`up`, `watch`, `down`): two at once would start two.
     Agent,
+    /// The right to bring the project's containers up (`up`): two plans
+    /// carried out at once would both create the same containers.
+    Up,
 }
 
 impl LockKind {
@@ -219,6 +229,7 @@ impl LockKind {
         match self {
             LockKind::Watch => "watch.lock",
             LockKind::Agent => "agent.lock",
+            LockKind::Up => "up.lock",
         }
     }
 }

@@ -441,3 +441,35 @@ fn a_project_name_that_climbs_out_of_the_state_directory_is_refused() {
         intact();
     }
 }
+
+/// `devstack config | head -0`: a stdout whose reader is gone is not an
+/// error (exit 0, nothing on stderr), never a panic; `config` once panicked
+/// with "failed printing to stdout: Broken pipe" and exit 101.
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    for args in [
+        &["config", "-f", "fixtures/good/overlay-base.yaml"][..],
+        &["completions", "bash"][..],
+        &["validate", "-f", "fixtures/good/overlay-base.yaml"][..],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors this test then owns.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: each descriptor was just made and is owned once.
+        let (reader, writer) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // The reader is gone before devstack writes a byte.
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_devstack"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("DEVSTACK_PROJECT_NAME")
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .expect("the devstack binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
