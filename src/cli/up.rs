@@ -95,10 +95,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         Ok(turn) => turn,
         Err(e) => {
             // Nothing was brought up by this one, so nothing is stopped.
-            if let Some(r) = routing {
-                r.shutdown().await;
-                state::remove(&loaded.project, &ProcessIdentity::current(&loaded.project));
-            }
+            end_routing(routing, &loaded.project).await;
             return Err(e);
         }
     };
@@ -107,9 +104,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            if let Some(r) = routing {
-                r.shutdown().await;
-            }
+            end_routing(routing, &loaded.project).await;
             return Err(e);
         }
     };
@@ -126,19 +121,11 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         if !args.json {
             print_failures(&outcome, color);
         }
-        if let Some(r) = routing {
-            r.shutdown().await;
-        }
+        end_routing(routing, &loaded.project).await;
         return Ok(exit::UNHEALTHY);
     }
     if interrupted {
-        if let Some(r) = routing {
-            r.shutdown().await;
-            crate::router::state::remove(
-                &loaded.project,
-                &ProcessIdentity::current(&loaded.project),
-            );
-        }
+        end_routing(routing, &loaded.project).await;
         if !(args.detach || args.wait) {
             stop_gracefully(&engine, &loaded.project, &interrupts).await;
         }
@@ -196,12 +183,18 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     // The loop ends on the same cancel; a rebuild under way is abandoned.
     watcher.abort();
     // Out of the registry (and so the proxy) first, then stopped.
-    if let Some(r) = routing {
-        r.shutdown().await;
-        crate::router::state::remove(&loaded.project, &ProcessIdentity::current(&loaded.project));
-    }
+    end_routing(routing, &loaded.project).await;
     stop_gracefully(&engine, &loaded.project, &interrupts).await;
     Ok(exit::INTERRUPTED)
+}
+
+/// Takes down the routing path this process runs, if it does, and its
+/// record in the state directory.
+async fn end_routing(routing: Option<crate::router::routing::Routing>, project: &ProjectName) {
+    if let Some(r) = routing {
+        r.shutdown().await;
+        state::remove(project, &ProcessIdentity::current(project));
+    }
 }
 
 /// Waits (as long as it takes; Ctrl-C ends it) until no other `up` of the

@@ -20,7 +20,8 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// One routed service behind the fixture proxy on `listen`.
+/// One routed service behind the fixture proxy on `listen`; its health
+/// check is patient, as a loaded machine starts the app slowly.
 fn routed_stack(listen: &str) -> String {
     format!(
         "\
@@ -30,7 +31,7 @@ services:
     image: devstack-fixtures/app
     port: 8080
     env: {{ SERVICE: web }}
-    health: {{ http: /health, interval: 1s }}
+    health: {{ http: /health, interval: 1s, start_period: 60s }}
     stop_grace: 1s
     routes: [web.test.localhost]
 proxy:
