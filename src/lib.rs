@@ -9,12 +9,14 @@
 //! - [`registrar`]: presence: healthy containers written to etcd under leases.
 //! - [`router`]: the proxy configuration rendered from a registry snapshot.
 //! - [`watcher`]: source watching, debounced rebuilds and blue-green swaps.
+//! - [`process`]: who a process is (pid, start time, project), checked before it is trusted or signalled.
 //! - [`cli`]: the command line; clap types stop here.
 
 pub mod cli;
 pub mod engine;
 pub mod etcd;
 pub mod plan;
+pub mod process;
 pub mod registrar;
 pub mod router;
 pub mod spec;

@@ -12,6 +12,8 @@ use super::stack::{load_stack, LoadedStack};
 use super::up::{connect, engine_failure};
 use super::{exit, Failed};
 use crate::engine::Engine;
+use crate::plan::names::ProjectName;
+use crate::process::ProcessIdentity;
 use crate::router::routing::{Routing, RoutingError, RoutingOptions};
 use crate::router::state::{self, RoutingState};
 use crate::spec::LoadOptions;
@@ -22,7 +24,7 @@ pub(crate) async fn start_routing(
     engine: &Engine,
     loaded: &LoadedStack,
 ) -> anyhow::Result<Routing> {
-    let (stack, project) = (&loaded.stack, loaded.project.as_str());
+    let (stack, project) = (&loaded.stack, &loaded.project);
     let routing = Routing::start(engine, stack, project, RoutingOptions::default())
         .await
         .map_err(|e| match e {
@@ -36,22 +38,22 @@ pub(crate) async fn start_routing(
         use crate::router::RouterEvent;
         loop {
             match events.recv().await {
-                Ok(RouterEvent::RenderFailed { template, line, message }) => eprintln!(
+                Ok(RouterEvent::RenderFailed { template, line, message }) => sayln!(
                     "router: the proxy template{}{} did not render: {message}; the last good config stays",
                     template.map(|t| format!(" {}", t.display())).unwrap_or_default(),
                     line.map(|l| format!(" (line {l})")).unwrap_or_default()
                 ),
-                Ok(RouterEvent::CheckFailed { line, message, text }) => eprintln!(
+                Ok(RouterEvent::CheckFailed { line, message, text }) => sayln!(
                     "router: haproxy refused the rendered config{}{}: {message}; the last good config stays",
                     line.map(|l| format!(" at line {l}")).unwrap_or_default(),
                     text.map(|t| format!(" (`{t}`)")).unwrap_or_default()
                 ),
                 Ok(RouterEvent::EtcdUnavailable { message, .. }) => {
-                    eprintln!("router: {message}; retrying, the proxy keeps its config")
+                    sayln!("router: {message}; retrying, the proxy keeps its config")
                 }
-                Ok(RouterEvent::ProxyTrouble { message }) => eprintln!("router: {message}"),
+                Ok(RouterEvent::ProxyTrouble { message }) => sayln!("router: {message}"),
                 Ok(RouterEvent::RegistrySkipped { key, reason }) => {
-                    eprintln!("warning: router: registry key {key:?} left out: {reason}")
+                    sayln!("warning: router: registry key {key:?} left out: {reason}")
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -60,13 +62,13 @@ pub(crate) async fn start_routing(
         }
     });
     follow_stack_files(&routing, loaded);
-    let recorded = RoutingState {
-        pid: std::process::id(),
-        endpoints: routing.endpoints.clone(),
-        listen: stack.proxy.listen.to_string(),
-    };
+    let recorded = RoutingState::of_this_process(
+        project,
+        routing.endpoints.clone(),
+        stack.proxy.listen.to_string(),
+    );
     if let Err(e) = state::write(project, &recorded) {
-        eprintln!(
+        sayln!(
             "warning: cannot record the routing state in {}: {e}",
             state::state_dir(project).display()
         );
@@ -84,7 +86,7 @@ fn follow_stack_files(routing: &Routing, loaded: &LoadedStack) {
     let watcher = match crate::watcher::fs::watch_files(&files, tx) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("router: stack file edits are not followed: {e}");
+            sayln!("router: stack file edits are not followed: {e}");
             return;
         }
     };
@@ -130,26 +132,54 @@ pub async fn run(global: &GlobalArgs) -> anyhow::Result<u8> {
         _ = tokio::signal::ctrl_c() => {}
     }
     routing.shutdown().await;
-    state::remove(&loaded.project, std::process::id());
+    state::remove(&loaded.project, &ProcessIdentity::current(&loaded.project));
     Ok(exit::OK)
 }
 
+/// How long a devstack waits for another one that is deciding about (or
+/// starting) the project's routing path: an agent's start is bounded by 60 s.
+pub(crate) const AGENT_LOCK_WAIT: Duration = Duration::from_secs(75);
+
+/// Takes the project's agent lock: whoever holds it decides alone whether a
+/// routing path runs and starts one, so two `up`s at once start one agent.
+pub(crate) async fn agent_lock(project: &ProjectName) -> anyhow::Result<state::StateLock> {
+    state::lock(project, state::LockKind::Agent, AGENT_LOCK_WAIT)
+        .await
+        .map_err(|e| match e {
+            state::LockError::Held { holder, .. } => {
+                Failed::new(
+                    exit::FAILURE,
+                    format!(
+                    "another devstack{} has been starting the routing path of `{project}` for {}s",
+                    holder.map(|p| format!(" (process {p})")).unwrap_or_default(),
+                    AGENT_LOCK_WAIT.as_secs()
+                ),
+                )
+                .into()
+            }
+            other => other.into(),
+        })
+}
+
 /// Starts `devstack agent` for the project in the background (its own
-/// session, output to `agent.log` in the state directory) unless one runs,
-/// and waits until it serves.
-pub(crate) async fn spawn_agent(global: &GlobalArgs, project: &str) -> anyhow::Result<()> {
+/// session, output to `agent.log` in the state directory) unless a routing
+/// path runs, and waits until it serves. The decision and the start happen
+/// under the agent lock.
+pub(crate) async fn spawn_agent(global: &GlobalArgs, project: &ProjectName) -> anyhow::Result<()> {
+    let _lock = agent_lock(project).await?;
     if state::read(project).is_some() {
         return Ok(());
     }
     let dir = state::state_dir(project);
     std::fs::create_dir_all(&dir)?;
-    let log = std::fs::File::create(dir.join("agent.log"))?;
+    let log_path = dir.join(state::AGENT_LOG);
+    let log = std::fs::File::create(&log_path)?;
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
     for f in super::stack::stack_files(global) {
         cmd.arg("-f").arg(absolute(f));
     }
-    cmd.arg("-p").arg(project).arg("agent");
+    cmd.arg("-p").arg(project.as_str()).arg("agent");
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -161,14 +191,15 @@ pub(crate) async fn spawn_agent(global: &GlobalArgs, project: &str) -> anyhow::R
             Ok(())
         });
     }
+    // The lock's descriptor is close-on-exec: the agent does not inherit it.
     let mut child = cmd.spawn()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if state::read(project).is_some_and(|s| s.pid == child.id()) {
+        if state::read(project).is_some_and(|s| s.owner.pid == child.id()) {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            let text = std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default();
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             return Err(Failed::new(
                 exit::FAILURE,
                 format!(
@@ -183,7 +214,7 @@ pub(crate) async fn spawn_agent(global: &GlobalArgs, project: &str) -> anyhow::R
                 exit::FAILURE,
                 format!(
                     "the routing agent of `{project}` did not start within 60s; see {}",
-                    dir.join("agent.log").display()
+                    log_path.display()
                 ),
             )
             .into());
@@ -192,20 +223,31 @@ pub(crate) async fn spawn_agent(global: &GlobalArgs, project: &str) -> anyhow::R
     }
 }
 
-/// Stops the project's agent, if one runs, and waits for it to deregister.
-pub(crate) async fn stop_agent(project: &str) {
-    let Some(s) = state::read(project) else {
-        return;
+/// Stops the project's routing process, if one runs (a detached stack's
+/// agent, or a foreground `up` elsewhere), and waits for it to deregister.
+/// Only a process whose recorded identity (pid and start time) is still the
+/// one running is signalled: a pid reused since, or a file an older devstack
+/// wrote, is never sent anything.
+pub(crate) async fn stop_agent(project: &ProjectName) {
+    let s = match state::look(project) {
+        state::Recorded::Running(s) => s,
+        state::Recorded::Unverified { pid } => {
+            sayln!(
+                "note: {} names process {pid}, written by an older devstack; it is not signalled (stop that devstack yourself if it still runs)",
+                state::state_dir(project).join("routing.json").display()
+            );
+            return;
+        }
+        state::Recorded::Nothing | state::Recorded::Stale => return,
     };
-    if s.pid == std::process::id() {
+    if s.owner == ProcessIdentity::current(project) {
         return;
     }
-    // SAFETY: sending SIGTERM to the pid the agent recorded.
-    unsafe {
-        libc::kill(s.pid as i32, libc::SIGTERM);
+    if !s.owner.signal(libc::SIGTERM) {
+        return;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while state::alive(s.pid) && Instant::now() < deadline {
+    while s.owner.is_running() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::plan::names::ProjectName;
+
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0    success
@@ -36,7 +38,8 @@ pub struct GlobalArgs {
     /// Stack file; repeat to merge overlays in order (later wins). Default: devstack.yaml
     #[arg(short = 'f', long = "file", value_name = "FILE", global = true)]
     pub files: Vec<PathBuf>,
-    /// Name of this copy of the stack (default: the stack's `name`), so copies run side by side
+    /// Name of this copy of the stack (default: the stack's `name`), so copies run side by side;
+    /// lowercase letters, digits, `-` and `_`
     #[arg(
         short = 'p',
         long,
@@ -44,7 +47,7 @@ pub struct GlobalArgs {
         value_name = "NAME",
         global = true
     )]
-    pub project_name: Option<String>,
+    pub project_name: Option<ProjectName>,
     /// Never colour the output (the NO_COLOR environment variable does the same)
     #[arg(long, global = true)]
     pub no_color: bool,

@@ -15,9 +15,9 @@ pub fn run(global: &GlobalArgs, args: ConfigArgs) -> anyhow::Result<u8> {
         mask_secrets(&mut stack);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stack)?);
+        outln!("{}", serde_json::to_string_pretty(&stack)?);
     } else {
-        print!("{}", serde_yaml::to_string(&stack)?);
+        out!("{}", serde_yaml::to_string(&stack)?);
     }
     Ok(exit::OK)
 }

@@ -9,6 +9,7 @@ use super::exit;
 use super::up::{connect, duration_arg, engine_failure, project_of};
 use crate::engine::apply;
 use crate::engine::progress::Reporter;
+use crate::router::state;
 
 pub async fn run(global: &GlobalArgs, args: DownArgs) -> anyhow::Result<u8> {
     // `-p NAME` is enough: a CI job can clean up even if the stack file changed.
@@ -18,6 +19,16 @@ pub async fn run(global: &GlobalArgs, args: DownArgs) -> anyhow::Result<u8> {
         None => None,
     };
     let engine = connect().await?;
+    // Held to the end: no `up` starts a routing path for the project while
+    // it is taken down. One that cannot be had in time (an agent that hangs
+    // starting) does not stop `down`.
+    let agent_lock = match super::agent::agent_lock(&project).await {
+        Ok(lock) => Some(lock),
+        Err(e) => {
+            sayln!("warning: {e:#}");
+            None
+        }
+    };
     // A detached stack's routing agent deregisters and stops first.
     super::agent::stop_agent(&project).await;
     let (reporter, mut rx) = Reporter::channel();
@@ -26,7 +37,7 @@ pub async fn run(global: &GlobalArgs, args: DownArgs) -> anyhow::Result<u8> {
         while let Some(event) = rx.recv().await {
             if let crate::engine::progress::Progress::Stopped { container, .. } = event {
                 if !quiet {
-                    eprintln!("removed {container}");
+                    sayln!("removed {container}");
                 }
             }
         }
@@ -35,21 +46,22 @@ pub async fn run(global: &GlobalArgs, args: DownArgs) -> anyhow::Result<u8> {
     drop(reporter);
     let _ = printer.await;
     let outcome = result.map_err(engine_failure)?;
-    // The project's state directory (routing state, the agent's log) goes
-    // too, unless a foreground `up` or a `watch` elsewhere still uses it.
-    if crate::router::state::read(&project).is_none() {
-        if let Ok(_claim) = super::watch::claim(&project) {
-            let _ = std::fs::remove_dir_all(crate::router::state::state_dir(&project));
+    // What devstack wrote in the project's state directory (routing state,
+    // the agent's log, the locks) goes too, unless a foreground `up` or a
+    // `watch` elsewhere still uses it; anything else there stays.
+    if let Some(agent_lock) = &agent_lock {
+        if let Ok(watch_lock) = super::watch::claim(&project) {
+            state::clear(&project, &watch_lock, agent_lock);
         }
     }
     if outcome.network {
-        eprintln!("removed network {project}");
+        sayln!("removed network {project}");
     }
     for v in &outcome.volumes {
-        eprintln!("removed volume {v}");
+        sayln!("removed volume {v}");
     }
     if outcome.containers.is_empty() && !outcome.network && outcome.volumes.is_empty() {
-        eprintln!("{project}: nothing to remove");
+        sayln!("{project}: nothing to remove");
     }
     Ok(exit::OK)
 }

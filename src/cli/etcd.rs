@@ -192,16 +192,16 @@ async fn serve(a: ServeArgs) -> anyhow::Result<u8> {
     } else {
         format!("data in {}", a.data_dir.display())
     };
-    eprintln!(
+    sayln!(
         "etcd serving on {url} ({place}, revision {}, started in {} ms)",
         server.revision(),
         server.startup_time().as_millis()
     );
-    eprintln!("  etcdctl --endpoints={url} get '' --prefix");
+    sayln!("  etcdctl --endpoints={url} get '' --prefix");
     let stop = server.stop_token();
     tokio::spawn(async move {
         shutdown_signal().await;
-        eprintln!("etcd: stopping (again to force)");
+        sayln!("etcd: stopping (again to force)");
         stop.cancel();
         shutdown_signal().await;
         std::process::exit(i32::from(exit::INTERRUPTED));
@@ -248,7 +248,7 @@ async fn connect(e: &Endpoints) -> anyhow::Result<Client> {
             format!("cannot reach etcd at {endpoints}: {err}"),
         )
     })?;
-    eprintln!("etcd at {endpoints} (etcdctl --endpoints={endpoints} ...)");
+    sayln!("etcd at {endpoints} (etcdctl --endpoints={endpoints} ...)");
     Ok(client)
 }
 
@@ -281,14 +281,14 @@ async fn get(a: GetArgs) -> anyhow::Result<u8> {
     if a.json {
         let kvs: Vec<_> = resp.kvs().iter().map(kv_json).collect();
         let rev = resp.header().map_or(0, |h| h.revision());
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({ "revision": rev, "kvs": kvs }))?
         );
     } else {
         for kv in resp.kvs() {
-            println!("{}", String::from_utf8_lossy(kv.key()));
-            println!("{}", String::from_utf8_lossy(kv.value()));
+            outln!("{}", String::from_utf8_lossy(kv.key()));
+            outln!("{}", String::from_utf8_lossy(kv.value()));
         }
     }
     // Like `etcdctl get`, a missing key is not an error; scripts test the output.
@@ -301,7 +301,7 @@ async fn put(a: PutArgs) -> anyhow::Result<u8> {
         .put(a.key.as_str(), a.value.as_str(), None::<PutOptions>)
         .await
         .map_err(|e| etcd_failed(&a.endpoints, e))?;
-    println!(
+    outln!(
         "OK (revision {})",
         resp.header().map_or(0, |h| h.revision())
     );
@@ -317,7 +317,7 @@ async fn del(a: DelArgs) -> anyhow::Result<u8> {
         .delete(a.key.as_str(), opts)
         .await
         .map_err(|e| etcd_failed(&a.endpoints, e))?;
-    println!("{}", resp.deleted());
+    outln!("{}", resp.deleted());
     Ok(exit::OK)
 }
 
@@ -365,12 +365,12 @@ async fn watch(a: WatchArgs) -> anyhow::Result<u8> {
             if a.json {
                 let mut v = kv_json(kv);
                 v["type"] = kind.into();
-                println!("{}", serde_json::to_string(&v)?);
+                outln!("{}", serde_json::to_string(&v)?);
             } else {
-                println!("{kind}");
-                println!("{}", String::from_utf8_lossy(kv.key()));
+                outln!("{kind}");
+                outln!("{}", String::from_utf8_lossy(kv.key()));
                 if ev.event_type() == EventType::Put {
-                    println!("{}", String::from_utf8_lossy(kv.value()));
+                    outln!("{}", String::from_utf8_lossy(kv.value()));
                 }
             }
         }
@@ -400,10 +400,10 @@ async fn ls(a: LsArgs) -> anyhow::Result<u8> {
         .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
         .collect();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&keys)?);
+        outln!("{}", serde_json::to_string_pretty(&keys)?);
     } else {
         for k in keys {
-            println!("{k}");
+            outln!("{k}");
         }
     }
     Ok(exit::OK)

@@ -4,6 +4,10 @@
 //! types; each subcommand turns them into library calls. Nothing below `cli`
 //! sees a clap type.
 
+// First: its printing macros are used by every module after it.
+#[macro_use]
+pub mod output;
+
 pub mod agent;
 pub mod args;
 pub mod config;
@@ -11,7 +15,6 @@ pub mod down;
 pub mod etcd;
 pub mod exec;
 pub mod logs;
-pub mod output;
 pub mod ps;
 pub mod restart;
 pub mod routes;
@@ -110,7 +113,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Agent => agent::run(&global).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "devstack", &mut std::io::stdout());
+            // Written whole through `out!`: clap_complete panics on a failed write.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "devstack", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
             Ok(exit::OK)
         }
     }

@@ -87,11 +87,11 @@ pub async fn run(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<u8> {
     }))
     .await;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(exit::OK);
     }
     if rows.is_empty() {
-        eprintln!("{project}: no containers");
+        sayln!("{project}: no containers");
         return Ok(exit::OK);
     }
     let table: Vec<[String; 5]> = rows
@@ -131,7 +131,7 @@ pub async fn run(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<u8> {
             .enumerate()
             .map(|(i, c)| format!("{c:w$}", w = widths[i]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        outln!("{}", line.join("  ").trim_end());
     };
     print(header.to_vec());
     for row in &table {

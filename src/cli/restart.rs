@@ -82,12 +82,12 @@ pub async fn run(global: &GlobalArgs, args: RestartArgs) -> anyhow::Result<u8> {
         for r in results {
             let (name, ready, took) = r.map_err(engine_failure)?;
             match ready {
-                Ok(_) => eprintln!("{name}: restarted, healthy in {:.2}s", took.as_secs_f64()),
+                Ok(_) => sayln!("{name}: restarted, healthy in {:.2}s", took.as_secs_f64()),
                 Err(why) => {
                     failed = true;
-                    eprintln!("{name}: restarted but {why}");
+                    sayln!("{name}: restarted but {why}");
                     for line in engine.last_lines(&name, 20).await {
-                        eprintln!("  | {line}");
+                        sayln!("  | {line}");
                     }
                 }
             }

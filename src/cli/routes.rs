@@ -73,7 +73,7 @@ pub async fn run(global: &GlobalArgs, args: RoutesArgs) -> anyhow::Result<u8> {
                 })
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "project": loaded.project,
@@ -84,7 +84,7 @@ pub async fn run(global: &GlobalArgs, args: RoutesArgs) -> anyhow::Result<u8> {
         );
         return Ok(exit::OK);
     }
-    println!("{:<48} {:<16} INSTANCES", "ROUTE", "SERVICE");
+    outln!("{:<48} {:<16} INSTANCES", "ROUTE", "SERVICE");
     for r in &v.routes {
         let instances = registry.instances(&r.service);
         let list = if instances.is_empty() {
@@ -96,7 +96,7 @@ pub async fn run(global: &GlobalArgs, args: RoutesArgs) -> anyhow::Result<u8> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!(
+        outln!(
             "{:<48} {:<16} {list}",
             url_of(listen, r.host.as_deref(), r.path.as_deref()),
             r.service

@@ -19,7 +19,7 @@ pub async fn run(global: &GlobalArgs, args: ScaleArgs) -> anyhow::Result<u8> {
         .map_err(|e| Failed::new(exit::USAGE, e))?;
     let engine = connect().await?;
     let request = UpRequest {
-        project: loaded.project.clone(),
+        project: loaded.project.to_string(),
         services: replicas.keys().cloned().collect(),
         replicas,
         timeout: Duration::from_secs(120),

@@ -4,15 +4,16 @@ use std::path::PathBuf;
 
 use super::args::GlobalArgs;
 use super::{exit, Reported};
+use crate::plan::names::ProjectName;
 use crate::spec::diagnostic::stderr_color;
-use crate::spec::{self, LoadOptions, Report, Stack};
+use crate::spec::{self, LoadOptions, Problem, Report, Stack};
 
 /// A valid stack, with the name its Docker objects are labelled with.
 #[derive(Debug, Clone)]
 pub struct LoadedStack {
     pub stack: Stack,
     /// The project name: `--project-name`, `DEVSTACK_PROJECT_NAME`, or the stack's name.
-    pub project: String,
+    pub project: ProjectName,
     /// The stack files, in merge order.
     pub files: Vec<PathBuf>,
 }
@@ -30,9 +31,14 @@ pub fn stack_files(global: &GlobalArgs) -> Vec<PathBuf> {
 pub fn try_load(global: &GlobalArgs) -> Result<LoadedStack, Report> {
     let files = stack_files(global);
     let stack = spec::load(&LoadOptions::new(files.clone()))?;
+    // `-p` was checked as it was parsed; the stack's name by `spec`, with
+    // the same rule, so this only fails if the two rules ever part.
     let project = match &global.project_name {
         Some(name) => name.clone(),
-        None => stack.name.clone(),
+        None => ProjectName::new(&stack.name).map_err(|why| Report {
+            sources: Default::default(),
+            problems: vec![Problem::nowhere(format!("name: {why}"))],
+        })?,
     };
     Ok(LoadedStack {
         stack,
@@ -45,17 +51,8 @@ pub fn try_load(global: &GlobalArgs) -> Result<LoadedStack, Report> {
 /// On invalid input the report is printed here and the error is
 /// [`Reported`], so callers just return it.
 pub fn load_stack(global: &GlobalArgs) -> anyhow::Result<LoadedStack> {
-    let loaded = try_load(global).map_err(|report| {
-        eprint!("{}", report.render(stderr_color(global.no_color)));
+    try_load(global).map_err(|report| {
+        say!("{}", report.render(stderr_color(global.no_color)));
         anyhow::Error::new(Reported(exit::FAILURE))
-    })?;
-    check_project_name(&loaded.project)?;
-    Ok(loaded)
-}
-
-/// A project name ends up in container, network and volume names, so it
-/// follows the same rule as the names in a stack file.
-fn check_project_name(name: &str) -> anyhow::Result<()> {
-    crate::spec::decode::check_name(name)
-        .map_err(|why| super::Failed::new(exit::USAGE, format!("project name: {why}")).into())
+    })
 }

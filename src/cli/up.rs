@@ -23,8 +23,11 @@ use crate::engine::events::{ContainerEvent, ContainerEventKind};
 use crate::engine::logs::{LogLine, LogQuery};
 use crate::engine::progress::{Progress, Reporter};
 use crate::engine::{Engine, EngineError};
+use crate::plan::names::ProjectName;
 use crate::plan::ObservedState;
+use crate::process::ProcessIdentity;
 use crate::router::served;
+use crate::router::state;
 use crate::spec::Stack;
 
 pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
@@ -40,7 +43,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         Render::Plain
     };
     let request = UpRequest {
-        project: loaded.project.clone(),
+        project: loaded.project.to_string(),
         services: args.services.clone(),
         replicas: BTreeMap::new(),
         timeout,
@@ -65,7 +68,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
             )
             .into())
         } else {
-            eprintln!("warning: routing is off for {}: {e:#}", loaded.project);
+            sayln!("warning: routing is off for {}: {e:#}", loaded.project);
             Ok(())
         }
     };
@@ -76,11 +79,20 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
             routing_on = false;
         }
         None
-    } else if crate::router::state::read(&loaded.project).is_some() {
-        None
     } else {
-        match super::agent::start_routing(&engine, &loaded).await {
-            Ok(r) => Some(r),
+        // Decided and started under the agent lock, as `spawn_agent` does:
+        // an `up --detach` at the same moment starts no second path.
+        let started = async {
+            let _lock = super::agent::agent_lock(&loaded.project).await?;
+            if crate::router::state::read(&loaded.project).is_some() {
+                return Ok(None);
+            }
+            super::agent::start_routing(&engine, &loaded)
+                .await
+                .map(Some)
+        };
+        match started.await {
+            Ok(r) => r,
             Err(e) => {
                 routing_failed(e)?;
                 routing_on = false;
@@ -89,13 +101,26 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         }
     };
 
+    // One `up` of a project at a time: a second one (another terminal, a
+    // script) waits, then finds the containers the first one made.
+    let turn = tokio::select! {
+        turn = wait_turn(&loaded.project) => turn,
+        _ = cancel.cancelled() => Err(Failed::new(exit::INTERRUPTED, "interrupted while waiting").into()),
+    };
+    let turn = match turn {
+        Ok(turn) => turn,
+        Err(e) => {
+            // Nothing was brought up by this one, so nothing is stopped.
+            end_routing(routing, &loaded.project).await;
+            return Err(e);
+        }
+    };
     let outcome = bring_up(&engine, &loaded.stack, &request, mode, color, &cancel).await;
+    drop(turn);
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            if let Some(r) = routing {
-                r.shutdown().await;
-            }
+            end_routing(routing, &loaded.project).await;
             return Err(e);
         }
     };
@@ -119,7 +144,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     };
     let interrupted = cancel.is_cancelled();
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({
                 "event": "outcome",
@@ -141,10 +166,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
             .iter()
             .map(|(t, why)| format!("  {} ({}): {why}", t.url, t.service))
             .collect();
-        if let Some(r) = routing {
-            r.shutdown().await;
-            crate::router::state::remove(&loaded.project, std::process::id());
-        }
+        end_routing(routing, &loaded.project).await;
         return Err(Failed::new(
             exit::ROUTING,
             format!(
@@ -159,16 +181,11 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         if !args.json {
             print_failures(&outcome, color);
         }
-        if let Some(r) = routing {
-            r.shutdown().await;
-        }
+        end_routing(routing, &loaded.project).await;
         return Ok(exit::UNHEALTHY);
     }
     if interrupted {
-        if let Some(r) = routing {
-            r.shutdown().await;
-            crate::router::state::remove(&loaded.project, std::process::id());
-        }
+        end_routing(routing, &loaded.project).await;
         if !(args.detach || args.wait) {
             stop_gracefully(&engine, &loaded.project, &interrupts).await;
         }
@@ -194,7 +211,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
             let _claim = match super::watch::claim(&loaded.project) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("watch: {e}; this `up` does not watch");
+                    sayln!("watch: {e}; this `up` does not watch");
                     return;
                 }
             };
@@ -202,12 +219,12 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
                 super::watch::watch_loop(&engine, &loaded, &services, json, &cancel).await
             {
                 // The stack keeps running; only the watching stopped.
-                eprintln!("watch: {e:#}; saves are not applied");
+                sayln!("watch: {e:#}; saves are not applied");
             }
         })
     };
     // Foreground: every container's output, prefixed, until Ctrl-C.
-    eprintln!("Streaming logs; Ctrl-C stops the stack (twice to kill it).");
+    sayln!("Streaming logs; Ctrl-C stops the stack (twice to kill it).");
     let units = crate::plan::dependency_closure(&loaded.stack, &args.services).unwrap_or_default();
     stream_logs(
         &engine,
@@ -226,12 +243,42 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
     // The loop ends on the same cancel; a rebuild under way is abandoned.
     watcher.abort();
     // Out of the registry (and so the proxy) first, then stopped.
-    if let Some(r) = routing {
-        r.shutdown().await;
-        crate::router::state::remove(&loaded.project, std::process::id());
-    }
+    end_routing(routing, &loaded.project).await;
     stop_gracefully(&engine, &loaded.project, &interrupts).await;
     Ok(exit::INTERRUPTED)
+}
+
+/// Takes down the routing path this process runs, if it does, and its
+/// record in the state directory.
+async fn end_routing(routing: Option<crate::router::routing::Routing>, project: &ProjectName) {
+    if let Some(r) = routing {
+        r.shutdown().await;
+        state::remove(project, &ProcessIdentity::current(project));
+    }
+}
+
+/// Waits (as long as it takes; Ctrl-C ends it) until no other `up` of the
+/// project is bringing it up, and holds the right until dropped.
+async fn wait_turn(project: &ProjectName) -> anyhow::Result<state::StateLock> {
+    let mut said = false;
+    loop {
+        match state::try_lock(project, state::LockKind::Up) {
+            Ok(lock) => return Ok(lock),
+            Err(state::LockError::Held { holder, .. }) => {
+                if !said {
+                    sayln!(
+                        "waiting for another `devstack up` of {project}{} to finish...",
+                        holder
+                            .map(|p| format!(" (process {p})"))
+                            .unwrap_or_default()
+                    );
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Runs `apply::up` with a renderer for its progress.
@@ -280,7 +327,7 @@ async fn stop_gracefully(
     project: &str,
     interrupts: &tokio::sync::watch::Receiver<u32>,
 ) {
-    eprintln!("Stopping {project} gracefully (Ctrl-C again to kill)...");
+    sayln!("Stopping {project} gracefully (Ctrl-C again to kill)...");
     let mut rx = interrupts.clone();
     // Called after the first Ctrl-C: only a further one kills.
     let seen = (*rx.borrow_and_update()).max(1);
@@ -289,13 +336,13 @@ async fn stop_gracefully(
     tokio::select! {
         result = stop => {
             if let Err(e) = result {
-                eprintln!("error: {e}");
+                sayln!("error: {e}");
             }
         }
         _ = rx.wait_for(|n| *n > seen) => {
-            eprintln!("Killing {project}...");
+            sayln!("Killing {project}...");
             if let Err(e) = apply::kill_all(engine, project).await {
-                eprintln!("error: {e}");
+                sayln!("error: {e}");
             }
         }
     }
@@ -356,7 +403,9 @@ pub(crate) fn unix_now() -> i64 {
 
 /// Loads the stack, or (for commands that only need the project) settles for
 /// `-p` when the stack file cannot be read.
-pub(crate) fn project_of(global: &GlobalArgs) -> anyhow::Result<(String, Option<LoadedStack>)> {
+pub(crate) fn project_of(
+    global: &GlobalArgs,
+) -> anyhow::Result<(ProjectName, Option<LoadedStack>)> {
     if let Some(project) = &global.project_name {
         let loaded = super::stack::try_load(global).ok();
         return Ok((project.clone(), loaded));
@@ -722,12 +771,12 @@ async fn render(mut rx: mpsc::UnboundedReceiver<Progress>, mode: Render, color: 
         match mode {
             Render::Json => {
                 if let Ok(line) = serde_json::to_string(&event) {
-                    println!("{line}");
+                    outln!("{line}");
                 }
             }
             Render::Plain => {
                 if let Some(line) = plain_line(&event) {
-                    eprintln!("{line}");
+                    sayln!("{line}");
                 }
             }
             Render::Bars => {
@@ -954,7 +1003,7 @@ pub(crate) fn print_table(
             .trim_end()
             .to_string()
     };
-    println!("{}", bold.apply_to(line(header)));
+    outln!("{}", bold.apply_to(line(header)));
     for row in &rows {
         let cells = [
             row[0].as_str(),
@@ -974,9 +1023,9 @@ pub(crate) fn print_table(
             Some(_) if color => Style::new().red().force_styling(true),
             Some(_) => Style::new(),
         };
-        println!("{}", style.apply_to(text));
+        outln!("{}", style.apply_to(text));
     }
-    println!(
+    outln!(
         "{} {} ({:.2}s)",
         outcome.project,
         if outcome.all_healthy() {
@@ -1011,7 +1060,7 @@ pub(crate) fn print_failures(outcome: &UpOutcome, color: bool) {
         match &unit.state {
             UnitState::Healthy => {}
             UnitState::Blocked { by } => {
-                eprintln!(
+                sayln!(
                     "{} {}: not started because `{by}` is not healthy",
                     red.apply_to("✗"),
                     unit.service
@@ -1023,18 +1072,18 @@ pub(crate) fn print_failures(outcome: &UpOutcome, color: bool) {
                 last_health,
                 logs,
             } => {
-                eprintln!("{} {}: {reason}", red.apply_to("✗"), unit.service);
+                sayln!("{} {}: {reason}", red.apply_to("✗"), unit.service);
                 if let Some(h) = last_health {
-                    eprintln!("  last health check: {h}");
+                    sayln!("  last health check: {h}");
                 }
                 if !logs.is_empty() {
-                    eprintln!(
+                    sayln!(
                         "  last {} log lines of {}:",
                         logs.len(),
                         container.as_deref().unwrap_or(&unit.service)
                     );
                     for l in logs {
-                        eprintln!("  | {l}");
+                        sayln!("  | {l}");
                     }
                 }
             }

@@ -9,10 +9,10 @@ pub fn run(global: &GlobalArgs, args: ValidateArgs) -> anyhow::Result<u8> {
     match try_load(global) {
         Ok(loaded) => {
             if args.json {
-                println!("{}", serde_json::json!({ "valid": true, "problems": [] }));
+                outln!("{}", serde_json::json!({ "valid": true, "problems": [] }));
             } else {
                 let s = &loaded.stack;
-                println!(
+                outln!(
                     "{}: valid ({} services, {} datastores, {} tasks)",
                     s.name,
                     s.services.len(),
@@ -24,9 +24,9 @@ pub fn run(global: &GlobalArgs, args: ValidateArgs) -> anyhow::Result<u8> {
         }
         Err(report) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+                outln!("{}", serde_json::to_string_pretty(&report.to_json())?);
             } else {
-                eprint!("{}", report.render(stderr_color(global.no_color)));
+                say!("{}", report.render(stderr_color(global.no_color)));
             }
             Ok(exit::FAILURE)
         }

@@ -16,6 +16,7 @@ use crate::engine::apply::{self, UnitState, UpRequest};
 use crate::engine::progress::Reporter;
 use crate::engine::{context, Engine};
 use crate::plan;
+use crate::plan::names::ProjectName;
 use crate::router::state;
 use crate::spec::{Etcd, LoadOptions, Stack, WatchAction};
 use crate::watcher::sync::Sync;
@@ -64,7 +65,7 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
         .any(|o| o.task.is_none() && o.state == crate::plan::ObservedState::Running);
     if running && state::read(&loaded.project).is_none() {
         if let Err(e) = super::agent::spawn_agent(global, &loaded.project).await {
-            eprintln!("warning: routing is off for {}: {e:#}", loaded.project);
+            sayln!("warning: routing is off for {}: {e:#}", loaded.project);
         }
     }
     let cancel = CancellationToken::new();
@@ -75,7 +76,7 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
         }
     });
     if !args.json {
-        eprintln!(
+        sayln!(
             "watching {} (Ctrl-C to stop)",
             actions.keys().cloned().collect::<Vec<_>>().join(", ")
         );
@@ -83,42 +84,18 @@ pub async fn run(global: &GlobalArgs, args: WatchArgs) -> anyhow::Result<u8> {
     watch_loop(&engine, &loaded, &args.services, args.json, &cancel).await
 }
 
-/// Holds the project's watch lock (a `flock` on `watch.lock` in its state
-/// directory) for as long as it lives; the kernel releases it when the
-/// process ends, however it ends.
-pub(crate) struct WatchClaim {
-    _file: std::fs::File,
-}
-
-/// Claims the right to watch the project's sources, or says who holds it.
-pub(crate) fn claim(project: &str) -> Result<WatchClaim, String> {
-    use std::io::{Read, Seek, Write};
-    use std::os::fd::AsRawFd;
-    let dir = state::state_dir(project);
-    let path = dir.join("watch.lock");
-    let open = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-    });
-    let mut file = open.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let mut holder = String::new();
-        let _ = file.read_to_string(&mut holder);
-        let holder = holder.trim();
-        return Err(format!(
+/// Claims the right to watch the project's sources (the watch lock in its
+/// state directory, held until the returned lock drops or the process ends),
+/// or says who holds it.
+pub(crate) fn claim(project: &ProjectName) -> Result<state::StateLock, String> {
+    match state::try_lock(project, state::LockKind::Watch) {
+        Ok(lock) => Ok(lock),
+        Err(state::LockError::Held { holder, .. }) => Err(format!(
             "the sources of `{project}` are already watched{} (a foreground `devstack up` watches too); one watcher per project",
-            if holder.is_empty() { String::new() } else { format!(" by process {holder}") }
-        ));
+            holder.map(|p| format!(" by process {p}")).unwrap_or_default()
+        )),
+        Err(e) => Err(e.to_string()),
     }
-    let _ = file.set_len(0);
-    let _ = file.rewind();
-    let _ = write!(file, "{}", std::process::id());
-    Ok(WatchClaim { _file: file })
 }
 
 /// What a change to a service does.
@@ -195,7 +172,7 @@ pub(crate) async fn watch_loop(
 ) -> anyhow::Result<u8> {
     // The stack as last applied: an edit of the stack file replaces it.
     let mut current = loaded.stack.clone();
-    let project = loaded.project.as_str();
+    let project = &loaded.project;
     // Whether a registry runs decides whether swaps wait for registration.
     let discovery = match (state::read(project), &current.discovery.etcd) {
         (Some(s), _) => Some(s.endpoints),
@@ -245,7 +222,7 @@ pub(crate) async fn watch_loop(
                 Ok(next) => next,
                 Err(report) => {
                     // The running stack stays as it is until the file is valid again.
-                    eprint!("{}", report.render(false));
+                    say!("{}", report.render(false));
                     continue;
                 }
             };
@@ -263,7 +240,7 @@ pub(crate) async fn watch_loop(
                         _sources = w;
                         actions = a;
                     }
-                    Err(e) => eprintln!("watch: the new watch rules are not applied: {e:#}"),
+                    Err(e) => sayln!("watch: the new watch rules are not applied: {e:#}"),
                 }
             }
             continue;
@@ -483,12 +460,12 @@ async fn apply_edit(
     if !change.later.is_empty() {
         let what = change.later.join(", ");
         if json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({ "event": "not-applied", "trigger": trigger, "changed": change.later })
             );
         } else {
-            println!("stack file: {what} changed; the running routing path applies that at the next `devstack down` and `up`");
+            outln!("stack file: {what} changed; the running routing path applies that at the next `devstack down` and `up`");
         }
     }
     Applied {
@@ -526,17 +503,17 @@ async fn remove_units(
 fn print(report: &swap::Report, json: bool) {
     if json {
         if let Ok(line) = serde_json::to_string(report) {
-            println!("{line}");
+            outln!("{line}");
         }
         return;
     }
-    println!("{}", report.line());
+    outln!("{}", report.line());
     if let swap::Outcome::Unhealthy { health, logs, .. } = &report.outcome {
         if let Some(h) = health {
-            println!("  health: {h}");
+            outln!("  health: {h}");
         }
         for l in logs {
-            println!("  | {l}");
+            outln!("  | {l}");
         }
     }
 }

@@ -4,6 +4,71 @@
 //! objects whose `dev.devstack.project` label is the project, so a stranger's
 //! container called `shop-web-1` is never adopted or removed.
 
+use serde::{Deserialize, Serialize};
+
+/// The name of a project (one copy of a stack): the stack's `name`, or
+/// `-p`/`DEVSTACK_PROJECT_NAME`. It ends up in container, network and volume
+/// names and in the path of the project's state directory, so it can only be
+/// made by the name check (`spec::decode::check_name`: lowercase letters,
+/// digits, `-` and `_`): no `/`, no `..`, nothing a path could climb out with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProjectName(String);
+
+/// A project name the name check refused; the text says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidProjectName(String);
+
+impl ProjectName {
+    /// The name, if it passes the check.
+    pub fn new(name: &str) -> Result<ProjectName, InvalidProjectName> {
+        crate::spec::decode::check_name(name).map_err(InvalidProjectName)?;
+        Ok(ProjectName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for ProjectName {
+    type Err = InvalidProjectName;
+
+    fn from_str(name: &str) -> Result<ProjectName, InvalidProjectName> {
+        ProjectName::new(name)
+    }
+}
+
+impl TryFrom<String> for ProjectName {
+    type Error = InvalidProjectName;
+
+    fn try_from(name: String) -> Result<ProjectName, InvalidProjectName> {
+        ProjectName::new(&name)
+    }
+}
+
+impl From<ProjectName> for String {
+    fn from(name: ProjectName) -> String {
+        name.0
+    }
+}
+
+/// Read as the plain name wherever a `&str` is taken (Docker names, labels).
+impl std::ops::Deref for ProjectName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ProjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The project (one copy of a stack) an object belongs to.
 pub const LABEL_PROJECT: &str = "dev.devstack.project";
 /// The service or datastore a container runs.
@@ -78,6 +143,26 @@ mod tests {
         let longest = "a".repeat(63);
         let tag = built_image_tag(&longest, &longest);
         crate::spec::units::check_image_ref(&tag).unwrap_or_else(|e| panic!("{tag}: {e}"));
+    }
+
+    #[test]
+    fn a_project_name_is_only_made_by_the_name_check() {
+        for bad in [
+            "", "..", "../..", "/abs", "a/b", ".", "Shop", "-x", "a b", "a\nb",
+        ] {
+            assert!(ProjectName::new(bad).is_err(), "{bad:?} was accepted");
+            assert!(bad.parse::<ProjectName>().is_err(), "{bad:?} parsed");
+            assert!(
+                serde_json::from_value::<ProjectName>(serde_json::json!(bad)).is_err(),
+                "{bad:?} deserialized"
+            );
+        }
+        let name = ProjectName::new("ci-job_17").expect("a valid name");
+        assert_eq!(name.as_str(), "ci-job_17");
+        assert_eq!(
+            serde_json::to_value(&name).unwrap(),
+            serde_json::json!("ci-job_17")
+        );
     }
 
     #[test]

@@ -446,7 +446,7 @@ fn project_name_is_checked() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("project name: `Not/Valid` is not a valid name"),
+            .contains("'Not/Valid' for '--project-name <NAME>': `Not/Valid` is not a valid name"),
         "{}",
         out.stderr
     );
@@ -470,4 +470,86 @@ fn etcd_quick_looks_go_to_the_stacks_cluster() {
         .run();
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("http://127.0.0.1:9"), "{}", out.stderr);
+}
+
+/// `-p ..` once made `down` empty `$XDG_STATE_HOME` (the project's "state
+/// directory" was `$XDG_STATE_HOME/devstack/..`): a project name that could
+/// make a path outside devstack's own directory is a usage error for every
+/// command, from `-p` and from `DEVSTACK_PROJECT_NAME`, and nothing is removed.
+#[test]
+fn a_project_name_that_climbs_out_of_the_state_directory_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let home = scratch.path().join("state");
+    let victim = scratch.path().join("victim");
+    for dir in [&home, &victim] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("sentinel"), "keep me").unwrap();
+    }
+    let absolute = victim.to_string_lossy().into_owned();
+    let intact = || {
+        for dir in [&home, &victim] {
+            assert_eq!(
+                std::fs::read_to_string(dir.join("sentinel"))
+                    .ok()
+                    .as_deref(),
+                Some("keep me"),
+                "{} lost its sentinel",
+                dir.display()
+            );
+        }
+    };
+    for name in ["..", "../..", absolute.as_str(), "devstack/../..", "."] {
+        for command in ["down", "ps", "logs", "routes", "up"] {
+            let out = Run::new(&[command, "-p", name])
+                .dir(scratch.path())
+                .env("XDG_STATE_HOME", &home.to_string_lossy())
+                .run();
+            assert_eq!(out.code, 2, "{command} -p {name}: {}", out.stderr);
+            assert!(
+                out.stderr.contains("is not a valid name"),
+                "{command} -p {name}: {}",
+                out.stderr
+            );
+            intact();
+        }
+        let out = Run::new(&["down"])
+            .dir(scratch.path())
+            .env("XDG_STATE_HOME", &home.to_string_lossy())
+            .env("DEVSTACK_PROJECT_NAME", name)
+            .run();
+        assert_eq!(out.code, 2, "DEVSTACK_PROJECT_NAME={name}: {}", out.stderr);
+        intact();
+    }
+}
+
+/// `devstack config | head -0`: a stdout whose reader is gone is not an
+/// error (exit 0, nothing on stderr), never a panic; `config` once panicked
+/// with "failed printing to stdout: Broken pipe" and exit 101.
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    for args in [
+        &["config", "-f", "fixtures/good/overlay-base.yaml"][..],
+        &["completions", "bash"][..],
+        &["validate", "-f", "fixtures/good/overlay-base.yaml"][..],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors this test then owns.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: each descriptor was just made and is owned once.
+        let (reader, writer) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // The reader is gone before devstack writes a byte.
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_devstack"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env_remove("DEVSTACK_PROJECT_NAME")
+            .stdout(std::process::Stdio::from(writer))
+            .output()
+            .expect("the devstack binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }

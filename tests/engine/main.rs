@@ -2,12 +2,15 @@
 //! engine, through the built binary. They fail (never skip) when no engine
 //! answers, and build the local fixture images first when they are missing.
 
+#[path = "../support/process.rs"]
+mod process;
 mod support;
 
 mod failures;
 mod follow;
 mod lifecycle;
 mod logs;
+mod processes;
 mod pull;
 mod routed;
 mod side_by_side;

@@ -86,6 +86,9 @@ pub struct Project {
     /// The directory of a stack written by the test itself (`inline`),
     /// removed after `down`.
     _scratch: Option<tempfile::TempDir>,
+    /// `XDG_STATE_HOME` of every command, when the test looks into the
+    /// project's state directory (`with_state_home`).
+    state_home: Option<tempfile::TempDir>,
 }
 
 impl Project {
@@ -97,6 +100,7 @@ impl Project {
             name,
             files: vec![stack_file(stack)],
             _scratch: None,
+            state_home: None,
         }
     }
 
@@ -119,7 +123,24 @@ impl Project {
             name: self.name.clone(),
             files,
             _scratch: None,
+            state_home: None,
         }
+    }
+
+    /// The same project with its state (`$XDG_STATE_HOME`) in a scratch
+    /// directory of its own, for every command it runs.
+    pub fn with_state_home(mut self) -> Project {
+        self.state_home = Some(tempfile::tempdir().expect("a scratch state home"));
+        self
+    }
+
+    /// The project's state directory (`routing.json`, the agent's log).
+    pub fn state_dir(&self) -> PathBuf {
+        let home = self
+            .state_home
+            .as_ref()
+            .expect("a project made `with_state_home`");
+        home.path().join("devstack").join(&self.name)
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -131,6 +152,9 @@ impl Project {
         cmd.env("NO_COLOR", "1")
             .env_remove("DEVSTACK_PROJECT_NAME")
             .stdin(Stdio::null());
+        if let Some(home) = &self.state_home {
+            cmd.env("XDG_STATE_HOME", home.path());
+        }
         cmd
     }
 

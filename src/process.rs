@@ -1,0 +1,196 @@
+//! Who a process is: its pid, when it started and the project it serves.
+//!
+//! A pid alone names a process only while it lives: once it exits, the
+//! kernel hands the number to the next process. devstack records the
+//! processes it leaves running (a detached stack's routing agent, a
+//! foreground `up`) as a [`ProcessIdentity`] and checks it, pid *and* start
+//! time, before it trusts the record or sends a signal, so a stale record
+//! never makes it signal a stranger.
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::names::ProjectName;
+
+/// One process, told apart from any later process that gets its pid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    pub pid: u32,
+    /// When it started, in clock ticks since boot (field 22 of
+    /// `/proc/<pid>/stat`); `None` where there is no `/proc`, and there the
+    /// pid is all there is to check.
+    pub start_time: Option<u64>,
+    /// The project it serves.
+    pub project: ProjectName,
+}
+
+impl ProcessIdentity {
+    /// This process, serving `project`.
+    pub fn current(project: &ProjectName) -> ProcessIdentity {
+        let pid = std::process::id();
+        ProcessIdentity {
+            pid,
+            start_time: start_time(pid),
+            project: project.clone(),
+        }
+    }
+
+    /// Whether the process this identity names still runs: a process with
+    /// this pid exists, has not exited (a zombie counts as gone), and started
+    /// when this one did.
+    pub fn is_running(&self) -> bool {
+        if !alive(self.pid) {
+            return false;
+        }
+        match (self.start_time, start_time(self.pid)) {
+            (Some(recorded), Some(now)) => recorded == now,
+            // No /proc here: the recorded time could not be taken either.
+            (None, None) => true,
+            // Recorded with a start time that cannot be read now (the process
+            // is gone between the two looks), or the other way round.
+            _ => false,
+        }
+    }
+
+    /// Sends `signal` to the process, only if it is still this one. Returns
+    /// whether it was sent.
+    ///
+    /// On Linux the process is first pinned with a pidfd, then checked, then
+    /// signalled through the pidfd: a process that exits after the check and
+    /// whose pid is reused is not signalled, as the pidfd still names the
+    /// one that was checked.
+    pub fn signal(&self, signal: i32) -> bool {
+        let Ok(pid) = i32::try_from(self.pid) else {
+            return false;
+        };
+        if pid <= 0 {
+            return false;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+            if fd >= 0 {
+                let fd = fd as i32;
+                let sent = self.is_running()
+                    // SAFETY: a descriptor this function opened, a plain
+                    // signal number, no siginfo.
+                    && unsafe {
+                        libc::syscall(
+                            libc::SYS_pidfd_send_signal,
+                            fd,
+                            signal,
+                            std::ptr::null::<libc::siginfo_t>(),
+                            0,
+                        )
+                    } == 0;
+                // SAFETY: closing the descriptor opened above, once.
+                unsafe { libc::close(fd) };
+                return sent;
+            }
+            // Kernels before 5.3 have no pidfd: check, then kill.
+        }
+        // SAFETY: kill with a pid that was just checked to be this process.
+        self.is_running() && unsafe { libc::kill(pid, signal) } == 0
+    }
+}
+
+/// Whether a process with this pid exists and has not exited (signal 0
+/// checks without sending anything). A zombie, dead but not yet reaped (its
+/// parent gone and no init reaping, as in some containers), counts as gone.
+/// A pid alone: use [`ProcessIdentity::is_running`] for a process recorded
+/// earlier.
+pub fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill with signal 0 only checks for the process.
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    match stat_fields(pid as u32) {
+        Some(fields) => fields
+            .first()
+            .is_none_or(|state| state != "Z" && state != "X"),
+        // No /proc (not Linux): the signal check is all there is.
+        None => true,
+    }
+}
+
+/// The process's start time in clock ticks since boot, from `/proc`.
+pub fn start_time(pid: u32) -> Option<u64> {
+    // Fields after `comm` start at field 3 (the state): field 22 is the 20th.
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
+/// The fields of `/proc/<pid>/stat` after `(comm)`, which may itself hold
+/// spaces and parentheses (hence the last `)`).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project() -> ProjectName {
+        ProjectName::new("p").unwrap()
+    }
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(alive(std::process::id()));
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("true runs");
+        // Exited but not yet waited for: a zombie of this process.
+        let pid = child.id();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while alive(pid) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!alive(pid), "an exited, unreaped child counts as gone");
+        let _ = child.wait();
+        assert!(!alive(pid));
+    }
+
+    #[test]
+    fn the_current_process_is_itself_and_not_a_later_one() {
+        let me = ProcessIdentity::current(&project());
+        assert!(me.start_time.is_some(), "Linux has /proc");
+        assert!(me.is_running());
+        // The same pid with another start time: a process that got the pid later.
+        let other = ProcessIdentity {
+            start_time: me.start_time.map(|t| t + 1),
+            ..me.clone()
+        };
+        assert!(!other.is_running());
+        // Signal 0 checks without sending: sent to itself, refused to the impostor.
+        assert!(me.signal(0));
+        assert!(!other.signal(0));
+    }
+
+    #[test]
+    fn a_process_with_a_reused_pid_is_not_signalled() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep runs");
+        let recorded = ProcessIdentity {
+            pid: child.id(),
+            // Another start time: the record was of an earlier process.
+            start_time: start_time(child.id()).map(|t| t.saturating_sub(1)),
+            project: project(),
+        };
+        assert!(!recorded.signal(libc::SIGTERM));
+        assert!(matches!(child.try_wait(), Ok(None)), "sleep was signalled");
+        let real = ProcessIdentity {
+            start_time: start_time(child.id()),
+            ..recorded
+        };
+        assert!(real.signal(libc::SIGTERM));
+        let status = child.wait().expect("sleep ends");
+        assert!(!status.success());
+    }
+}
