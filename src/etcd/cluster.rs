@@ -61,18 +61,24 @@ impl PbMaintenanceService for MaintenanceService {
         req: Request<PbAlarmRequest>,
     ) -> Result<Response<PbAlarmResponse>, Status> {
         // The only alarm this member raises is NOSPACE (the space quota).
-        // GET lists it, DEACTIVATE lowers it (a write still over the quota
-        // raises it again), ACTIVATE of NOSPACE raises it.
+        // GET lists it; DEACTIVATE and ACTIVATE name a member and an alarm,
+        // as in etcd (etcdctl disarms what it listed), and a write still
+        // over the quota raises it again.
         let req = req.into_inner();
-        let concerns_nospace = req.alarm == 0 || req.alarm == ALARM_NOSPACE;
+        let mine = req.member_id == self.0.ids.member_id;
         let raised = match req.action {
-            0 => self.0.nospace.load(Ordering::Relaxed) && concerns_nospace,
-            1 if req.alarm == ALARM_NOSPACE => {
+            0 => {
+                self.0.nospace.load(Ordering::Relaxed)
+                    && (req.alarm == 0 || req.alarm == ALARM_NOSPACE)
+            }
+            1 if req.alarm == ALARM_NOSPACE && mine => {
                 self.0.nospace.store(true, Ordering::Relaxed);
                 true
             }
             1 => return Err(unsupported("raising this alarm")),
-            _ => concerns_nospace && self.0.nospace.swap(false, Ordering::Relaxed),
+            _ => {
+                req.alarm == ALARM_NOSPACE && mine && self.0.nospace.swap(false, Ordering::Relaxed)
+            }
         };
         Ok(Response::new(PbAlarmResponse {
             // etcd answers an alarm list without a header.

@@ -167,6 +167,10 @@ pub struct Lease {
     pub keys: BTreeSet<Vec<u8>>,
 }
 
+/// One piece of a range read ([`Store::scan_chunk`]): the keys alive in it,
+/// and the key to continue after if the range goes on.
+pub type RangeChunk = (Vec<Arc<KeyValue>>, Option<Vec<u8>>);
+
 /// What TimeToLive reports for a live lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseInfo {
@@ -319,7 +323,7 @@ impl Store {
         rev: i64,
         after: Option<&[u8]>,
         max: usize,
-    ) -> Result<(Vec<Arc<KeyValue>>, Option<Vec<u8>>), StoreError> {
+    ) -> Result<RangeChunk, StoreError> {
         if rev < self.compacted {
             return Err(StoreError::Compacted);
         }

@@ -312,7 +312,7 @@ async fn filling_the_quota_raises_nospace_and_deletes_and_disarm_recover() {
         .raw
         .alarm(PbAlarmRequest {
             action: 2,
-            member_id: 0,
+            member_id: alarms[0].member_id,
             alarm: 1,
         })
         .await
