@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Largest write request accepted, in bytes (etcd's --max-request-bytes)
     #[arg(long, value_name = "BYTES", default_value_t = crate::etcd::DEFAULT_MAX_REQUEST_BYTES)]
     pub max_request_bytes: usize,
+    /// Space quota in bytes; once exceeded, writes fail with etcd's NOSPACE
+    /// alarm until it is disarmed after compacting (etcd's --quota-backend-bytes)
+    #[arg(long, value_name = "BYTES", default_value_t = crate::etcd::DEFAULT_QUOTA_BACKEND_BYTES)]
+    pub quota_backend_bytes: u64,
 }
 
 /// Where the quick looks connect.
@@ -183,6 +187,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<u8> {
     config.name = a.name;
     config.advertise_client_urls = a.advertise_client_urls;
     config.max_request_bytes = a.max_request_bytes;
+    config.quota_backend_bytes = a.quota_backend_bytes;
     let server = Server::start(config)
         .await
         .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;

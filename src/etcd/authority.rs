@@ -9,6 +9,12 @@
 //! except header blocks whose `:authority` is not a valid authority, whose
 //! value is rewritten to one of the same length (`http---host:port`).
 //!
+//! The filter is the first to see a client's bytes, so it bounds what it
+//! holds: a header block (HEADERS and its CONTINUATION frames) larger than
+//! [`MAX_BLOCK`] ends the connection (the CONTINUATION flood, which would
+//! otherwise grow one buffer without end), and a frame longer than the
+//! HTTP/2 server accepts is not buffered but passed on for it to refuse.
+//!
 //! **Invariant:** the rewritten value has the same decoded length as the
 //! original, so both ends' HPACK dynamic tables stay the same size and in
 //! step; header blocks are otherwise passed through byte for byte.
@@ -27,8 +33,13 @@ const FLAG_END_STREAM: u8 = 0x1;
 const FLAG_END_HEADERS: u8 = 0x4;
 const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
-/// The frame size every HTTP/2 peer must accept (SETTINGS_MAX_FRAME_SIZE default).
+/// The frame size every HTTP/2 peer must accept (SETTINGS_MAX_FRAME_SIZE
+/// default), which is also the largest the server accepts.
 const MAX_FRAME: usize = 16_384;
+/// The most of one header block held before the connection is dropped:
+/// twice the header list the server accepts, so a block that HPACK made
+/// larger than its decoded list still reaches the server to be judged.
+const MAX_BLOCK: usize = 2 * super::MAX_HEADER_LIST_BYTES as usize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -53,6 +64,8 @@ pub(crate) struct FixedConn {
     /// then CONTINUATION payloads, until END_HEADERS.
     block: Option<PendingBlock>,
     eof: bool,
+    /// A header block outgrew [`MAX_BLOCK`]: the connection is ended.
+    flooded: bool,
 }
 
 struct PendingBlock {
@@ -75,6 +88,7 @@ impl FixedConn {
             ready_pos: 0,
             block: None,
             eof: false,
+            flooded: false,
         }
     }
 
@@ -99,12 +113,21 @@ impl FixedConn {
                     self.mode = Mode::Frames;
                 }
                 Mode::Frames => {
-                    if self.raw.len() < 9 {
+                    if self.flooded || self.raw.len() < 9 {
                         return;
                     }
                     let len = usize::from(self.raw[0]) << 16
                         | usize::from(self.raw[1]) << 8
                         | usize::from(self.raw[2]);
+                    if len > MAX_FRAME {
+                        // The server refuses such a frame with a connection
+                        // error; it is not buffered here to get there.
+                        if let Some(block) = self.block.take() {
+                            self.ready.extend_from_slice(&block.original);
+                        }
+                        self.mode = Mode::Passthrough;
+                        continue;
+                    }
                     if self.raw.len() < 9 + len {
                         return;
                     }
@@ -152,6 +175,11 @@ impl FixedConn {
                 self.end_block_if(flags, block);
             }
             (FRAME_CONTINUATION, Some(mut block)) => {
+                if block.original.len() + frame.len() > MAX_BLOCK {
+                    self.flooded = true;
+                    self.raw.clear();
+                    return;
+                }
                 block.fragment.extend_from_slice(&frame[9..]);
                 block.original.extend_from_slice(&frame);
                 self.end_block_if(flags, block);
@@ -225,6 +253,12 @@ impl AsyncRead for FixedConn {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
+            if this.flooded {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("HTTP/2 header block larger than {MAX_BLOCK} bytes"),
+                )));
+            }
             if this.ready_pos < this.ready.len() {
                 let n = buf.remaining().min(this.ready.len() - this.ready_pos);
                 buf.put_slice(&this.ready[this.ready_pos..this.ready_pos + n]);

@@ -1,24 +1,25 @@
 //! The Maintenance and Cluster services, answered as a one-member cluster:
 //! enough for `etcdctl endpoint status`, `endpoint health`, `member list`,
-//! `alarm list` and `defrag`. Membership changes and snapshots are refused.
+//! `alarm list` / `alarm disarm` (the `NOSPACE` alarm of the space quota)
+//! and `defrag`. Membership changes and snapshots are refused.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use etcd_client::proto::{
-    PbAlarmRequest, PbAlarmResponse, PbClusterService, PbDefragmentRequest, PbDefragmentResponse,
-    PbDowngradeRequest, PbDowngradeResponse, PbHashKvRequest, PbHashKvResponse, PbHashRequest,
-    PbHashResponse, PbMaintenanceService, PbMember, PbMemberAddRequest, PbMemberAddResponse,
-    PbMemberListRequest, PbMemberListResponse, PbMemberPromoteRequest, PbMemberPromoteResponse,
-    PbMemberRemoveRequest, PbMemberRemoveResponse, PbMemberUpdateRequest, PbMemberUpdateResponse,
-    PbMoveLeaderRequest, PbMoveLeaderResponse, PbSnapshotRequest, PbSnapshotResponse,
-    PbStatusRequest, PbStatusResponse,
+    PbAlarmMember, PbAlarmRequest, PbAlarmResponse, PbClusterService, PbDefragmentRequest,
+    PbDefragmentResponse, PbDowngradeRequest, PbDowngradeResponse, PbHashKvRequest,
+    PbHashKvResponse, PbHashRequest, PbHashResponse, PbMaintenanceService, PbMember,
+    PbMemberAddRequest, PbMemberAddResponse, PbMemberListRequest, PbMemberListResponse,
+    PbMemberPromoteRequest, PbMemberPromoteResponse, PbMemberRemoveRequest, PbMemberRemoveResponse,
+    PbMemberUpdateRequest, PbMemberUpdateResponse, PbMoveLeaderRequest, PbMoveLeaderResponse,
+    PbSnapshotRequest, PbSnapshotResponse, PbStatusRequest, PbStatusResponse,
 };
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{Core, ETCD_VERSION, RAFT_TERM};
+use super::{Core, ALARM_NOSPACE, ETCD_VERSION, RAFT_TERM};
 
 pub(crate) struct MaintenanceService(pub(crate) Arc<Core>);
 pub(crate) struct ClusterService(pub(crate) Arc<Core>);
@@ -59,15 +60,37 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         req: Request<PbAlarmRequest>,
     ) -> Result<Response<PbAlarmResponse>, Status> {
-        // No alarm is ever raised (there is no quota), so GET and DEACTIVATE
-        // answer the empty list, and ACTIVATE is refused.
-        if req.into_inner().action == 1 {
-            return Err(unsupported("raising an alarm"));
-        }
+        // The only alarm this member raises is NOSPACE (the space quota).
+        // GET lists it; DEACTIVATE and ACTIVATE name a member and an alarm,
+        // as in etcd (etcdctl disarms what it listed), and a write still
+        // over the quota raises it again.
+        let req = req.into_inner();
+        let mine = req.member_id == self.0.ids.member_id;
+        let raised = match req.action {
+            0 => {
+                self.0.nospace.load(Ordering::Relaxed)
+                    && (req.alarm == 0 || req.alarm == ALARM_NOSPACE)
+            }
+            1 if req.alarm == ALARM_NOSPACE && mine => {
+                self.0.nospace.store(true, Ordering::Relaxed);
+                true
+            }
+            1 => return Err(unsupported("raising this alarm")),
+            _ => {
+                req.alarm == ALARM_NOSPACE && mine && self.0.nospace.swap(false, Ordering::Relaxed)
+            }
+        };
         Ok(Response::new(PbAlarmResponse {
             // etcd answers an alarm list without a header.
             header: None,
-            alarms: Vec::new(),
+            alarms: if raised {
+                vec![PbAlarmMember {
+                    member_id: self.0.ids.member_id,
+                    alarm: ALARM_NOSPACE,
+                }]
+            } else {
+                Vec::new()
+            },
         }))
     }
 
@@ -86,11 +109,16 @@ impl PbMaintenanceService for MaintenanceService {
             raft_index: index,
             raft_term: RAFT_TERM,
             raft_applied_index: index,
-            errors: Vec::new(),
+            errors: if self.0.nospace.load(Ordering::Relaxed) {
+                // etcd reports raised alarms here, in AlarmMember's text form.
+                vec![format!("memberID:{} alarm:NOSPACE ", self.0.ids.member_id)]
+            } else {
+                Vec::new()
+            },
             db_size_in_use: size,
             is_learner: false,
             storage_version: String::new(),
-            db_size_quota: 0,
+            db_size_quota: self.0.config.quota_backend_bytes as i64,
             downgrade_info: None,
         }))
     }

@@ -10,27 +10,38 @@ use etcd_client::proto::{
 use prost::Message;
 use tonic::{Request, Response, Status};
 
-use super::store::{Store, StoreError};
-use super::{wal, Core, GRPC_OVERHEAD_BYTES};
+use super::store::{self, KeyRange, Store, StoreError};
+use super::{wal, Core};
+
+/// How many keys a Range reads per hold of the store's lock: a range over
+/// the whole store must not keep lease renewals and writes waiting.
+const RANGE_CHUNK: usize = 1024;
 
 pub(crate) struct KvService(pub(crate) Arc<Core>);
 
 impl KvService {
-    /// etcd refuses a write whose encoded request exceeds `--max-request-bytes`;
-    /// gRPC refuses anything beyond that plus its overhead allowance first.
+    /// etcd refuses a write whose encoded request exceeds `--max-request-bytes`
+    /// (gRPC has refused anything beyond that plus its allowance already).
     fn check_size(&self, len: usize) -> Result<(), Status> {
-        let limit = self.0.max_request_bytes() + GRPC_OVERHEAD_BYTES;
-        if len > limit {
-            // The words of grpc-go's own refusal, which etcd clients see.
-            return Err(Status::resource_exhausted(format!(
-                "grpc: received message larger than max ({len} vs. {limit})"
-            )));
-        }
         if len > self.0.max_request_bytes() {
             return Err(StoreError::RequestTooLarge.into());
         }
         Ok(())
     }
+}
+
+/// Whether a txn may add data (a put in any branch, at any depth): those are
+/// the txns etcd's quota refuses.
+fn txn_has_put(r: &PbTxnRequest) -> bool {
+    use etcd_client::proto::PbTxnOpRequest as Op;
+    r.success
+        .iter()
+        .chain(&r.failure)
+        .any(|op| match &op.request {
+            Some(Op::RequestPut(_)) => true,
+            Some(Op::RequestTxn(t)) => txn_has_put(t),
+            _ => false,
+        })
 }
 
 #[tonic::async_trait]
@@ -40,8 +51,35 @@ impl PbKvService for KvService {
         req: Request<PbRangeRequest>,
     ) -> Result<Response<PbRangeResponse>, Status> {
         let req = req.into_inner();
-        let mut resp = self.0.read(|store, rev| store.range(&req, rev))?;
-        resp.header = Some(self.0.header(resp.header.map_or(0, |h| h.revision)));
+        let (rev, current) = self.0.read(|store, current| {
+            Ok::<_, StoreError>((store.range_rev(&req, current)?, current))
+        })?;
+        // The range is read in pieces, each under the lock for a moment, and
+        // built (copied, filtered, sorted) without it.
+        let range = KeyRange::new(&req.key, &req.range_end);
+        let mut found = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let (chunk, next) = self
+                .0
+                .read(|store, _| store.scan_chunk(&range, rev, after.as_deref(), RANGE_CHUNK))?;
+            found.extend(chunk);
+            match next {
+                Some(key) => after = Some(key),
+                None => break,
+            }
+            tokio::task::yield_now().await;
+        }
+        // Copying and sorting a large range is long work: it is done on the
+        // blocking pool, so the async workers stay free for keep-alives.
+        let mut resp = if found.len() <= RANGE_CHUNK {
+            store::finish_range(&req, current, found.iter())
+        } else {
+            tokio::task::spawn_blocking(move || store::finish_range(&req, current, found.iter()))
+                .await
+                .map_err(|e| Status::internal(format!("range: {e}")))?
+        };
+        resp.header = Some(self.0.header(current));
         Ok(Response::new(resp))
     }
 
@@ -62,6 +100,7 @@ impl PbKvService for KvService {
         let mut resp = self
             .0
             .write(|store, _| {
+                self.0.check_quota(store, req.encoded_len())?;
                 let a = store.put(&req)?;
                 Ok((a.response, a.record.map(|r| wal::encode_record(&r))))
             })
@@ -96,6 +135,9 @@ impl PbKvService for KvService {
         } else {
             self.0
                 .write(|store, durable| {
+                    if txn_has_put(&req) {
+                        self.0.check_quota(store, req.encoded_len())?;
+                    }
                     let a = store.txn(&req, durable)?;
                     Ok((a.response, a.record.map(|r| wal::encode_record(&r))))
                 })

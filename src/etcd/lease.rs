@@ -31,6 +31,8 @@ impl PbLeaseService for LeaseService {
         let (id, ttl, rev) = self
             .0
             .write(|store, durable| {
+                // etcd's quota refuses grants too while NOSPACE is raised.
+                self.0.check_quota(store, 0)?;
                 let (id, ttl) = store.lease_grant(req.id, req.ttl, Instant::now())?;
                 Ok(((id, ttl, durable), None))
             })

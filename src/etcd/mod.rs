@@ -31,7 +31,7 @@ mod watch;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ use tokio::sync::watch as tokio_watch;
 use tokio_util::sync::CancellationToken;
 
 use store::Store;
-use wal::{Durable, Wal, WalError};
+use wal::{DirLock, Durable, Wal, WalError};
 
 /// The etcd version this server reports. It follows etcd 3.5 because clients
 /// (Kubernetes among them) gate features such as watch progress requests on
@@ -54,6 +54,19 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
 /// What gRPC accepts on top of `max_request_bytes` before it refuses a
 /// message outright (etcd's `grpcOverheadBytes`).
 pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// etcd's default `--quota-backend-bytes` (2 GiB).
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 << 30;
+/// How many streams one client connection may have open at once. etcd
+/// leaves this unbounded; here one connection must not be able to pin the
+/// process's memory with streams it never finishes. etcd clients multiplex
+/// their watches over one stream, so real clients stay far below it.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// The largest header list a client may send on one request (decoded), and
+/// twice that is the most of a header block `authority` buffers before it
+/// drops the connection (the CONTINUATION flood).
+pub(crate) const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+/// etcd's alarm type for an exceeded space quota (`AlarmType_NOSPACE`).
+const ALARM_NOSPACE: i32 = 1;
 /// The raft term a freshly elected single member reports.
 const RAFT_TERM: u64 = 2;
 
@@ -90,6 +103,10 @@ pub struct ServerConfig {
     /// etcd's `--max-request-bytes`: larger writes are refused, and watch
     /// responses marked `fragment` are split at this size.
     pub max_request_bytes: usize,
+    /// etcd's `--quota-backend-bytes`: once the store (history included)
+    /// would outgrow it, writes that add data fail with `NOSPACE` until the
+    /// alarm is disarmed after compacting.
+    pub quota_backend_bytes: u64,
     /// How often watches created with `progress_notify` hear from an idle
     /// store (etcd's `--experimental-watch-progress-notify-interval`).
     pub progress_notify_interval: Duration,
@@ -114,6 +131,7 @@ impl ServerConfig {
             name: "devstack".into(),
             advertise_client_urls: Vec::new(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             progress_notify_interval: Duration::from_secs(600),
             lease_check_interval: Duration::from_millis(500),
         }
@@ -143,7 +161,12 @@ pub(crate) struct Core {
     client_urls: Vec<String>,
     /// Counts applied requests, reported as the raft index by Status.
     raft_index: AtomicU64,
+    /// The `NOSPACE` alarm: raised when a write would outgrow the quota,
+    /// lowered only by an Alarm DEACTIVATE, as in etcd.
+    nospace: AtomicBool,
     stop: CancellationToken,
+    /// The data directory's lock, held as long as the server lives.
+    _dir_lock: Option<DirLock>,
 }
 
 impl Core {
@@ -192,6 +215,11 @@ impl Core {
         &self,
         f: impl FnOnce(&mut Store, i64) -> Result<(T, Option<Vec<u8>>), store::StoreError>,
     ) -> Result<T, tonic::Status> {
+        // A log that failed once stays failed: refuse before the store
+        // changes, so memory does not run further ahead of the disk.
+        if self.wal.is_broken() {
+            return Err(unwritable());
+        }
         let (resp, seq) = {
             let mut store = self.lock();
             let durable = self.durable_rev();
@@ -208,15 +236,36 @@ impl Core {
         if self.wal.wait(seq).await {
             Ok(resp)
         } else {
-            Err(tonic::Status::unavailable(
-                "etcdserver: the data directory cannot be written",
-            ))
+            Err(unwritable())
         }
     }
 
     fn max_request_bytes(&self) -> usize {
         self.config.max_request_bytes
     }
+
+    /// etcd's quota check for a write that adds about `cost` bytes: refused
+    /// with `NOSPACE` while the alarm is up, and the alarm goes up when the
+    /// store would outgrow the quota. Deletes and compaction are not checked,
+    /// so that space can be freed.
+    fn check_quota(&self, store: &Store, cost: usize) -> Result<(), store::StoreError> {
+        if self.nospace.load(Ordering::Relaxed) {
+            return Err(store::StoreError::NoSpace);
+        }
+        if store.size_bytes().saturating_add(cost as u64) > self.config.quota_backend_bytes {
+            self.nospace.store(true, Ordering::Relaxed);
+            eprintln!(
+                "etcd: the store would exceed its quota of {} bytes: alarm NOSPACE raised, writes refused until it is disarmed",
+                self.config.quota_backend_bytes
+            );
+            return Err(store::StoreError::NoSpace);
+        }
+        Ok(())
+    }
+}
+
+fn unwritable() -> tonic::Status {
+    tonic::Status::unavailable("etcdserver: the data directory cannot be written")
 }
 
 /// The embedded etcd server.
@@ -227,13 +276,18 @@ impl Server {
     /// the server accepts connections.
     pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
         let started = Instant::now();
+        // Nothing in the data directory is read before it is ours.
+        let dir_lock = match &config.data_dir {
+            Some(dir) => Some(DirLock::acquire(dir)?),
+            None => None,
+        };
         let ids = match &config.data_dir {
             Some(dir) => load_ids(dir)?,
             None => fresh_ids(),
         };
         let mut store = Store::new(ids.member_id << 16 ^ now_nanos() & 0xffff_ffff);
-        let wal = match &config.data_dir {
-            Some(dir) => Wal::open(dir, &mut store)?,
+        let wal = match &dir_lock {
+            Some(lock) => Wal::open(lock, &mut store)?,
             None => Wal::memory(store.rev()),
         };
         // Leases do not survive a restart, so neither do their keys: a real
@@ -265,7 +319,9 @@ impl Server {
             config,
             client_urls,
             raft_index: AtomicU64::new(1),
+            nospace: AtomicBool::new(false),
             stop: stop.clone(),
+            _dir_lock: dir_lock,
         });
         let lease_task = tokio::spawn(lease::expire_loop(core.clone()));
         let serve = tokio::spawn(serve(core.clone(), listener));
@@ -284,9 +340,11 @@ async fn serve(core: Arc<Core>, listener: TcpListener) -> Result<(), tonic::tran
     use etcd_client::proto::{
         PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
     };
-    // Oversized requests are refused by the services themselves, with the
-    // code and words grpc-go uses; this is only a memory bound.
-    let max_in = (core.max_request_bytes() + GRPC_OVERHEAD_BYTES).max(64 << 20);
+    // Requests up to `max_request_bytes` plus gRPC's allowance reach the
+    // services, which refuse what is over `max_request_bytes` with etcd's
+    // words; anything larger is refused by tonic before it is buffered, so
+    // one stream holds at most this much.
+    let max_in = core.max_request_bytes() + GRPC_OVERHEAD_BYTES;
     let mut routes = tonic::service::Routes::new(
         PbKvServer::new(kv::KvService(core.clone()))
             .max_decoding_message_size(max_in)
@@ -304,6 +362,8 @@ async fn serve(core: Arc<Core>, listener: TcpListener) -> Result<(), tonic::tran
     .add_service(PbClusterServer::new(cluster::ClusterService(core.clone())))
     .add_service(lock::LockServer(core.clone()));
     http::add_routes(routes.axum_router_mut(), core.clone());
+    let router = std::mem::take(routes.axum_router_mut());
+    *routes.axum_router_mut() = router.layer(axum::middleware::map_response(grpc_go_size_refusal));
     use futures::StreamExt;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
         conn.map(|tcp| {
@@ -315,9 +375,45 @@ async fn serve(core: Arc<Core>, listener: TcpListener) -> Result<(), tonic::tran
     let stop = core.stop.clone();
     tonic::transport::Server::builder()
         .accept_http1(true)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
         .await
+}
+
+/// tonic refuses a message over the size limit with OUT_OF_RANGE and its own
+/// words; grpc-go, which etcd clients know, says RESOURCE_EXHAUSTED
+/// "grpc: received message larger than max (N vs. M)". This rewrites the
+/// one into the other (the refusal comes before any handler runs, so the
+/// status is in the response headers).
+async fn grpc_go_size_refusal(mut resp: axum::response::Response) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    let headers = resp.headers_mut();
+    if headers.get("grpc-status").is_none_or(|v| v != "11") {
+        return resp;
+    }
+    let Some(message) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) else {
+        return resp;
+    };
+    // tonic percent-encodes spaces in the message.
+    let message = message.replace("%20", " ");
+    let Some(rest) = message.strip_prefix("Error, decoded message length too large: found ") else {
+        return resp;
+    };
+    let number = |s: &str| s.split(' ').next().and_then(|n| n.parse::<u64>().ok());
+    let (Some(found), Some(limit)) = (
+        number(rest),
+        rest.split("the limit is: ").nth(1).and_then(number),
+    ) else {
+        return resp;
+    };
+    let text = format!("grpc: received message larger than max ({found} vs. {limit})");
+    if let Ok(value) = HeaderValue::from_str(&text) {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        headers.insert("grpc-message", value);
+    }
+    resp
 }
 
 /// A server that is running. Dropping it stops it too, without waiting.

@@ -58,6 +58,8 @@ pub enum StoreError {
     LeaseTtlTooLarge,
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
 }
 
 impl StoreError {
@@ -77,6 +79,7 @@ impl StoreError {
             }
             StoreError::LeaseNotFound => Code::NotFound,
             StoreError::LeaseExists => Code::FailedPrecondition,
+            StoreError::NoSpace => Code::ResourceExhausted,
         }
     }
 }
@@ -164,6 +167,10 @@ pub struct Lease {
     pub keys: BTreeSet<Vec<u8>>,
 }
 
+/// One piece of a range read ([`Store::scan_chunk`]): the keys alive in it,
+/// and the key to continue after if the range goes on.
+pub type RangeChunk = (Vec<Arc<KeyValue>>, Option<Vec<u8>>);
+
 /// What TimeToLive reports for a live lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseInfo {
@@ -196,6 +203,16 @@ pub struct Store {
     leases: HashMap<i64, Lease>,
     /// Counter behind server-chosen lease IDs; seeded so IDs look like etcd's.
     next_lease_id: u64,
+    /// About how many bytes the kept versions hold (see [`version_cost`]):
+    /// what the space quota is measured against, as etcd measures its
+    /// database file. It grows with history and shrinks at compaction.
+    size: u64,
+}
+
+/// What one kept version of a key costs towards the quota: its key and
+/// value plus a fixed allowance for the bookkeeping around them.
+fn version_cost(kv: &KeyValue) -> u64 {
+    (kv.key.len() + kv.value.len()) as u64 + 64
 }
 
 impl Default for Store {
@@ -214,7 +231,13 @@ impl Store {
             log: VecDeque::new(),
             leases: HashMap::new(),
             next_lease_id: lease_id_seed,
+            size: 0,
         }
+    }
+
+    /// About how many bytes the store holds, history included.
+    pub fn size_bytes(&self) -> u64 {
+        self.size
     }
 
     /// The revision of the last applied write.
@@ -252,26 +275,70 @@ impl Store {
         &'a self,
         range: &'a KeyRange,
         rev: i64,
-    ) -> Box<dyn Iterator<Item = &'a Arc<KeyValue>> + 'a> {
+    ) -> impl Iterator<Item = &'a Arc<KeyValue>> + 'a {
+        self.entries(range, None)
+            .filter_map(move |(_, v)| Self::value_at(v, rev))
+    }
+
+    /// The keys of `range` (alive or not) in key order, after `after` if given.
+    fn entries<'a>(
+        &'a self,
+        range: &'a KeyRange,
+        after: Option<&'a [u8]>,
+    ) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<Version>)> + 'a> {
         use std::ops::Bound::{Excluded, Included, Unbounded};
-        let iter: Box<dyn Iterator<Item = (&Vec<u8>, &Vec<Version>)>> = match range {
-            KeyRange::Single(k) => Box::new(self.keys.get_key_value(k).into_iter()),
-            KeyRange::From(k) => Box::new(
-                self.keys
-                    .range::<[u8], _>((Included(k.as_slice()), Unbounded)),
-            ),
+        let (start, end): (&[u8], _) = match range {
+            KeyRange::Single(k) => {
+                let one = self.keys.get_key_value(k.as_slice());
+                return Box::new(one.into_iter().filter(move |_| after.is_none()));
+            }
+            KeyRange::From(k) => (k, Unbounded),
             KeyRange::Between(k, end) => {
                 if end <= k {
-                    Box::new(std::iter::empty())
-                } else {
-                    Box::new(
-                        self.keys
-                            .range::<[u8], _>((Included(k.as_slice()), Excluded(end.as_slice()))),
-                    )
+                    return Box::new(std::iter::empty());
                 }
+                (k, Excluded(end.as_slice()))
             }
         };
-        Box::new(iter.filter_map(move |(_, v)| Self::value_at(v, rev)))
+        // `after` came from this range, so it is below `end`.
+        let start = after.map_or(Included(start), Excluded);
+        Box::new(self.keys.range::<[u8], _>((start, end)))
+    }
+
+    /// The revision a range read in pieces ([`Store::scan_chunk`]) reads at,
+    /// checked as etcd checks it.
+    pub fn range_rev(&self, r: &PbRangeRequest, current: i64) -> Result<i64, StoreError> {
+        check_range(r)?;
+        self.read_rev(r.revision, current)
+    }
+
+    /// One piece of a range read: the keys alive at `rev` among the next
+    /// `max` keys of `range` after `after`, and the key to continue after if
+    /// the range goes on. Reads at a fixed revision see the same keys however
+    /// many writes come between the pieces; a compaction past `rev` does
+    /// not, so it fails the read, as it would have before it began.
+    pub fn scan_chunk(
+        &self,
+        range: &KeyRange,
+        rev: i64,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<RangeChunk, StoreError> {
+        if rev < self.compacted {
+            return Err(StoreError::Compacted);
+        }
+        let mut found = Vec::new();
+        let mut last = None;
+        for (i, (key, versions)) in self.entries(range, after).enumerate() {
+            if i == max {
+                return Ok((found, last.map(<[u8]>::to_vec)));
+            }
+            last = Some(key.as_slice());
+            if let Some(kv) = Self::value_at(versions, rev) {
+                found.push(kv.clone());
+            }
+        }
+        Ok((found, None))
     }
 
     /// Checks a read revision against the store as etcd's `rangeKeys` does.
@@ -299,75 +366,7 @@ impl Store {
     ) -> Result<PbRangeResponse, StoreError> {
         let rev = self.read_rev(r.revision, current)?;
         let range = KeyRange::new(&r.key, &r.range_end);
-        let filtered = r.sort_order != 0
-            || r.min_mod_revision != 0
-            || r.max_mod_revision != 0
-            || r.min_create_revision != 0
-            || r.max_create_revision != 0;
-        // etcd fetches one more than the limit to learn `more`, or everything
-        // when it must sort or filter first.
-        let fetch = if filtered || r.limit <= 0 {
-            usize::MAX
-        } else {
-            (r.limit as usize).saturating_add(1)
-        };
-        let mut count = 0i64;
-        let mut kvs: Vec<KeyValue> = Vec::new();
-        for kv in self.scan(&range, rev) {
-            count += 1;
-            if !r.count_only && kvs.len() < fetch {
-                kvs.push(KeyValue::clone(kv));
-            }
-        }
-        if r.max_mod_revision != 0 {
-            kvs.retain(|kv| kv.mod_revision <= r.max_mod_revision);
-        }
-        if r.min_mod_revision != 0 {
-            kvs.retain(|kv| kv.mod_revision >= r.min_mod_revision);
-        }
-        if r.max_create_revision != 0 {
-            kvs.retain(|kv| kv.create_revision <= r.max_create_revision);
-        }
-        if r.min_create_revision != 0 {
-            kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
-        }
-        let mut order = r.sort_order;
-        if r.sort_target != 0 && order == 0 {
-            // Results come in key order already; any other target sorts ascending.
-            order = 1;
-        }
-        if order != 0 {
-            let cmp: fn(&KeyValue, &KeyValue) -> Ordering = match r.sort_target {
-                1 => |a, b| a.version.cmp(&b.version),
-                2 => |a, b| a.create_revision.cmp(&b.create_revision),
-                3 => |a, b| a.mod_revision.cmp(&b.mod_revision),
-                4 => |a, b| a.value.cmp(&b.value),
-                _ => |a, b| a.key.cmp(&b.key),
-            };
-            // Stable sorts: etcd's Go sort keeps ties in key order for the
-            // small slices where that is observable, ascending or descending.
-            if order == 2 {
-                kvs.sort_by(|a, b| cmp(b, a));
-            } else {
-                kvs.sort_by(cmp);
-            }
-        }
-        let mut more = false;
-        if r.limit > 0 && kvs.len() > r.limit as usize {
-            kvs.truncate(r.limit as usize);
-            more = true;
-        }
-        if r.keys_only {
-            for kv in &mut kvs {
-                kv.value.clear();
-            }
-        }
-        Ok(PbRangeResponse {
-            header: Some(header(current)),
-            kvs,
-            more,
-            count,
-        })
+        Ok(finish_range(r, current, self.scan(&range, rev)))
     }
 
     /// A standalone Put.
@@ -587,7 +586,8 @@ impl Store {
     /// unless it is a tombstone.
     pub fn compact_unchecked(&mut self, rev: i64) {
         self.compacted = rev;
-        self.keys.retain(|_, versions| {
+        let mut size = 0u64;
+        self.keys.retain(|key, versions| {
             let idx = versions.partition_point(|v| v.rev <= rev);
             if idx > 0 {
                 let keep_from = if versions[idx - 1].kv.is_some() {
@@ -597,8 +597,13 @@ impl Store {
                 };
                 versions.drain(..keep_from);
             }
+            // Tombstones have no value; count their key like an empty one.
+            for v in versions.iter() {
+                size += v.kv.as_deref().map_or(key.len() as u64 + 64, version_cost);
+            }
             !versions.is_empty()
         });
+        self.size = size;
         while self.log.front().is_some_and(|r| r.rev < rev) {
             self.log.pop_front();
         }
@@ -743,6 +748,7 @@ impl Store {
                 Some(last) if last.rev == rev => last.kv = stored,
                 _ => versions.push(Version { rev, kv: stored }),
             }
+            self.size += version_cost(&kv);
             events.push(Event { kind, kv, prev });
         }
         self.rev = rev;
@@ -756,6 +762,7 @@ impl Store {
         let mut at_compacted = Vec::new();
         for kv in kvs {
             let kv = Arc::new(kv);
+            self.size += version_cost(&kv);
             if kv.mod_revision == compacted {
                 at_compacted.push(Event {
                     kind: EventKind::Put,
@@ -806,6 +813,85 @@ impl Store {
             txn.delete_keys(&KeyRange::Single(key));
         }
         txn.end()
+    }
+}
+
+/// A Range's response from the keys alive in its range at its revision, in
+/// key order: etcd's counting, limit, filters, sort and `keys_only`. It needs
+/// no store, so a long range does it without the store's lock.
+pub fn finish_range<'a>(
+    r: &PbRangeRequest,
+    current: i64,
+    found: impl Iterator<Item = &'a Arc<KeyValue>>,
+) -> PbRangeResponse {
+    let filtered = r.sort_order != 0
+        || r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0;
+    // etcd fetches one more than the limit to learn `more`, or everything
+    // when it must sort or filter first.
+    let fetch = if filtered || r.limit <= 0 {
+        usize::MAX
+    } else {
+        (r.limit as usize).saturating_add(1)
+    };
+    let mut count = 0i64;
+    let mut kvs: Vec<KeyValue> = Vec::new();
+    for kv in found {
+        count += 1;
+        if !r.count_only && kvs.len() < fetch {
+            kvs.push(KeyValue::clone(kv));
+        }
+    }
+    if r.max_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision <= r.max_mod_revision);
+    }
+    if r.min_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision >= r.min_mod_revision);
+    }
+    if r.max_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision <= r.max_create_revision);
+    }
+    if r.min_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
+    }
+    let mut order = r.sort_order;
+    if r.sort_target != 0 && order == 0 {
+        // Results come in key order already; any other target sorts ascending.
+        order = 1;
+    }
+    if order != 0 {
+        let cmp: fn(&KeyValue, &KeyValue) -> Ordering = match r.sort_target {
+            1 => |a, b| a.version.cmp(&b.version),
+            2 => |a, b| a.create_revision.cmp(&b.create_revision),
+            3 => |a, b| a.mod_revision.cmp(&b.mod_revision),
+            4 => |a, b| a.value.cmp(&b.value),
+            _ => |a, b| a.key.cmp(&b.key),
+        };
+        // Stable sorts: etcd's Go sort keeps ties in key order for the
+        // small slices where that is observable, ascending or descending.
+        if order == 2 {
+            kvs.sort_by(|a, b| cmp(b, a));
+        } else {
+            kvs.sort_by(cmp);
+        }
+    }
+    let mut more = false;
+    if r.limit > 0 && kvs.len() > r.limit as usize {
+        kvs.truncate(r.limit as usize);
+        more = true;
+    }
+    if r.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    PbRangeResponse {
+        header: Some(header(current)),
+        kvs,
+        more,
+        count,
     }
 }
 
@@ -1167,6 +1253,8 @@ impl<'s> WriteTxn<'s> {
         }
         let rev = self.begin + 1;
         self.store.rev = rev;
+        // Each event is one new version (a delete's event carries the key).
+        self.store.size += self.events.iter().map(|e| version_cost(&e.kv)).sum::<u64>();
         let record = Arc::new(Record {
             rev,
             events: self.events,

@@ -3,9 +3,18 @@
 //!
 //! The log is a sequence of frames `[len u32][crc32 u32][payload]`. A payload
 //! is a revision's changes, a compaction, or a base (the live keys at a
-//! compaction, written when the log is rewritten at start-up). A torn or
-//! corrupt tail is cut off at replay: nothing in it was ever acknowledged,
-//! because a write is acknowledged only after the fsync that covers it.
+//! compaction, written when the log is rewritten at start-up).
+//!
+//! At replay, a torn tail (the last frame runs past the end of the file, or a
+//! sector of it never reached the disk and reads as zeroes, as etcd's
+//! `isTornEntry` judges) is cut off: nothing in it was ever acknowledged,
+//! because a write is acknowledged only after the fsync that covers it. Any
+//! other bad frame is corruption of acknowledged data, and the log refuses
+//! to open, naming the file and the byte offset, as etcd does.
+//!
+//! **Invariant:** one process at a time uses a data directory: [`DirLock`]
+//! (an `flock` on `lock` inside it) is taken before anything in it is read,
+//! and [`Wal::open`] needs it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -20,6 +29,10 @@ const TAG_RECORD: u8 = 1;
 const TAG_COMPACT: u8 = 2;
 const TAG_BASE: u8 = 3;
 const WAL_FILE: &str = "wal";
+const LOCK_FILE: &str = "lock";
+/// The unit a torn write is judged in: a sector that never reached the disk
+/// reads as zeroes (etcd's `minSectorSize`).
+const SECTOR: usize = 512;
 
 /// A persistence failure.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +43,71 @@ pub enum WalError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "data directory {path} is in use by another devstack etcd{}; stop it first, or give this one another --data-dir",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    InUse { path: PathBuf, holder: Option<u32> },
+    #[error(
+        "{path}: corrupt record at byte offset {offset} ({reason}); refusing to start, because records after it were acknowledged to clients. Move the file aside to start with an empty store"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: usize,
+        reason: &'static str,
+    },
+}
+
+/// Exclusive use of a data directory, for as long as this value lives: an
+/// `flock` on its `lock` file, which also names the holder's pid for the
+/// error a second server gets. The kernel drops the lock when the process
+/// dies, so a crash never leaves the directory locked.
+#[derive(Debug)]
+pub struct DirLock {
+    dir: PathBuf,
+    _file: File,
+}
+
+impl DirLock {
+    /// Creates `dir` if needed and locks it, or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<DirLock, WalError> {
+        use std::os::unix::io::AsRawFd;
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        // SAFETY: flock on a descriptor this function owns; no memory involved.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io_err(&path)(err));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(WalError::InUse {
+                path: dir.to_path_buf(),
+                holder: text.trim().parse().ok(),
+            });
+        }
+        // Only the holder writes its pid, so a reader sees a whole one.
+        file.set_len(0).map_err(io_err(&path))?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())
+            .map_err(io_err(&path))?;
+        Ok(DirLock {
+            dir: dir.to_path_buf(),
+            _file: file,
+        })
+    }
+
+    /// The locked directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -77,7 +155,10 @@ impl Wal {
         let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
         p.seq += 1;
         p.rev = rev;
-        if self.on_disk {
+        if self.on_disk && self.durable.borrow().broken {
+            // The writer has stopped: nothing more becomes durable, and
+            // buffering it would only grow memory.
+        } else if self.on_disk {
             frame(payload, &mut p.buf);
             cond.notify_one();
         } else {
@@ -97,6 +178,11 @@ impl Wal {
 
     pub fn subscribe(&self) -> watch::Receiver<Durable> {
         self.durable.subscribe()
+    }
+
+    /// Whether the log has failed: no further write will become durable.
+    pub fn is_broken(&self) -> bool {
+        self.durable.borrow().broken
     }
 
     /// Waits until entry `seq` is on disk. `false` if the log broke first.
@@ -148,8 +234,8 @@ impl Wal {
 
     /// Opens (or creates) the log in `dir`, replays it into `store`, rewrites
     /// it if compaction left history behind, and starts the writer thread.
-    pub fn open(dir: &Path, store: &mut Store) -> Result<Wal, WalError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    pub fn open(lock: &DirLock, store: &mut Store) -> Result<Wal, WalError> {
+        let dir = lock.dir();
         let path = dir.join(WAL_FILE);
         let mut data = Vec::new();
         if path.exists() {
@@ -157,11 +243,16 @@ impl Wal {
                 .and_then(|mut f| f.read_to_end(&mut data))
                 .map_err(io_err(&path))?;
         }
-        let (valid_len, stale) = replay(&data, store);
+        let (valid_len, stale) = replay(&data, store).map_err(|c| WalError::Corrupt {
+            path: path.clone(),
+            offset: c.offset,
+            reason: c.reason,
+        })?;
         if stale > 0 {
             rewrite(dir, store)?;
         } else if valid_len < data.len() {
-            // Cut the torn tail so new frames follow the last good one.
+            // Cut the torn tail (or the zeroes written ahead) so new frames
+            // follow the last good one.
             let f = OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -259,10 +350,23 @@ fn write_loop(
     let (lock, cond) = &*shared;
     let mut buf = Vec::new();
     let mut zeroed = file.metadata().map(|m| m.len()).unwrap_or(0).max(offset);
-    let fail = |e: std::io::Error| {
+    // Zeroing ahead is only an optimisation: once it fails (a full disk),
+    // the log simply grows with its frames.
+    let mut zeroing = true;
+    // A failed write (a full disk, an I/O error) may have left part of its
+    // frames in the file. They are cut off again, so that the log ends with
+    // the last acknowledged frame and the next start does not take the
+    // remains for a torn tail or for corruption; and the log stops, because
+    // the store in memory now holds a revision the disk does not.
+    let fail = |e: std::io::Error, good_end: u64| {
+        let cut = file.set_len(good_end).and_then(|_| file.sync_data());
         eprintln!(
-            "etcd: writing {}: {e}; no further writes will be acknowledged",
-            path.display()
+            "etcd: writing {}: {e}; no further writes will be acknowledged{}",
+            path.display(),
+            match cut {
+                Ok(()) => String::new(),
+                Err(e) => format!(" (cutting the partial write also failed: {e})"),
+            }
         );
         durable.send_modify(|d| d.broken = true);
     };
@@ -275,7 +379,7 @@ fn write_loop(
                 if !p.buf.is_empty() || p.closing {
                     break;
                 }
-                if zeroed >= offset + ZERO_AHEAD / 2 {
+                if !zeroing || zeroed >= offset + ZERO_AHEAD / 2 {
                     p = cond.wait(p).unwrap_or_else(|e| e.into_inner());
                     continue;
                 }
@@ -291,10 +395,14 @@ fn write_loop(
             (p.seq, p.rev, p.closing)
         };
         if buf.is_empty() && !closing {
-            if let Err(e) = zero_fill(&file, zeroed, zeroed + ZERO_STEP) {
-                return fail(e);
+            if zero_fill(&file, zeroed, zeroed + ZERO_STEP).is_err() {
+                // Give back what the partial zeroing took; zeroes past the
+                // last frame would read as the end of the log anyway.
+                let _ = file.set_len(zeroed);
+                zeroing = false;
+            } else {
+                zeroed += ZERO_STEP;
             }
-            zeroed += ZERO_STEP;
             continue;
         }
         if !buf.is_empty() {
@@ -305,11 +413,11 @@ fn write_loop(
             let result = file
                 .write_all_at(&buf, offset)
                 .and_then(|_| file.sync_data());
+            if let Err(e) = result {
+                return fail(e, offset);
+            }
             offset = end;
             buf.clear();
-            if let Err(e) = result {
-                return fail(e);
-            }
             durable.send_modify(|d| {
                 d.seq = seq;
                 d.rev = rev;
@@ -327,18 +435,86 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(io_err(dir))
 }
 
-/// Replays every good frame into `store`. Returns the length of the good
-/// prefix and how many frames hold history that compaction made unreachable.
-fn replay(data: &[u8], store: &mut Store) -> (usize, usize) {
+/// Where and why replay found acknowledged data it cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Corruption {
+    offset: usize,
+    reason: &'static str,
+}
+
+/// What is at one position of the log.
+enum Frame<'a> {
+    /// A frame whose checksum matches, and where the next one starts.
+    Good(&'a [u8], usize),
+    /// The end of the log: the end of the file, or the zeroes written ahead.
+    End,
+    /// A write that never completed: it is the last thing in the log.
+    Torn,
+    /// A frame that was written whole and has changed since.
+    Bad(&'static str),
+}
+
+/// Reads the frame at `pos`, telling a torn write from corruption the way
+/// etcd's WAL decoder does: a frame that runs past the end of the file, or
+/// has a sector that reads as all zeroes, never fully reached the disk.
+fn read_frame(data: &[u8], pos: usize) -> Frame<'_> {
+    let rest = &data[pos..];
+    if rest.is_empty() {
+        return Frame::End;
+    }
+    let Some(head) = rest.get(..8) else {
+        return Frame::Torn;
+    };
+    if head.iter().all(|&b| b == 0) {
+        return Frame::End;
+    }
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let Some(payload) = rest.get(8..8 + len) else {
+        return Frame::Torn;
+    };
+    if crc32(payload) == crc {
+        return Frame::Good(payload, pos + 8 + len);
+    }
+    // Split the frame at the file's sector boundaries, as the disk wrote it.
+    let mut at = pos;
+    let end = pos + 8 + len;
+    while at < end {
+        let next = ((at / SECTOR + 1) * SECTOR).min(end);
+        if data[at..next].iter().all(|&b| b == 0) {
+            return Frame::Torn;
+        }
+        at = next;
+    }
+    Frame::Bad("checksum mismatch")
+}
+
+/// Replays every frame into `store`. Returns the length of the log without
+/// its torn tail and how many frames hold history that compaction made
+/// unreachable; or where a frame that was written whole cannot be used.
+fn replay(data: &[u8], store: &mut Store) -> Result<(usize, usize), Corruption> {
     let mut pos = 0;
     let mut stale = 0usize;
     let mut revs: Vec<i64> = Vec::new();
-    while let Some((payload, next)) = unframe(data, pos) {
-        let Some(entry) = decode(payload) else { break };
+    loop {
+        let bad = |reason| {
+            Err(Corruption {
+                offset: pos,
+                reason,
+            })
+        };
+        let (payload, next) = match read_frame(data, pos) {
+            Frame::Good(payload, next) => (payload, next),
+            Frame::End | Frame::Torn => return Ok((pos, stale)),
+            Frame::Bad(reason) => return bad(reason),
+        };
+        let Some(entry) = decode(payload) else {
+            return bad("a record that cannot be decoded");
+        };
         match entry {
             Entry::Record(rev, changes) => {
                 if rev != store.rev() + 1 {
-                    break;
+                    return bad("a revision out of sequence");
                 }
                 store.replay(rev, changes);
                 revs.push(rev);
@@ -351,14 +527,13 @@ fn replay(data: &[u8], store: &mut Store) -> (usize, usize) {
             }
             Entry::Base(rev, compacted, kvs) => {
                 if pos != 0 {
-                    break;
+                    return bad("a base record after the start of the log");
                 }
                 store.load_base(rev, compacted, kvs);
             }
         }
         pos = next;
     }
-    (pos, stale)
 }
 
 /// Replaces the log with a base at the compacted revision plus every later
@@ -395,14 +570,6 @@ fn frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32(payload).to_le_bytes());
     out.extend_from_slice(payload);
-}
-
-fn unframe(data: &[u8], pos: usize) -> Option<(&[u8], usize)> {
-    let head = data.get(pos..pos + 8)?;
-    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(head[4..].try_into().ok()?);
-    let payload = data.get(pos + 8..(pos + 8).checked_add(len)?)?;
-    (crc32(payload) == crc).then_some((payload, pos + 8 + len))
 }
 
 /// The payload of one revision's record.
@@ -601,9 +768,10 @@ mod tests {
     #[test]
     fn replays_records_and_compaction_and_cuts_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
         {
             let mut store = Store::new(0);
-            let wal = Wal::open(dir.path(), &mut store).unwrap();
+            let wal = Wal::open(&lock, &mut store).unwrap();
             put(&mut store, &wal, "a", "1");
             put(&mut store, &wal, "a", "2");
             put(&mut store, &wal, "b", "3");
@@ -616,10 +784,7 @@ mod tests {
         let path = dir.path().join(WAL_FILE);
         let data = fs::read(&path).unwrap();
         let mut end = 0;
-        while let Some((payload, next)) = unframe(&data, end) {
-            if decode(payload).is_none() {
-                break;
-            }
+        while let Frame::Good(_, next) = read_frame(&data, end) {
             end = next;
         }
         let f = OpenOptions::new().write(true).open(&path).unwrap();
@@ -628,7 +793,7 @@ mod tests {
         drop(f);
 
         let mut store = Store::new(0);
-        let wal = Wal::open(dir.path(), &mut store).unwrap();
+        let wal = Wal::open(&lock, &mut store).unwrap();
         assert_eq!(store.rev(), 5);
         assert_eq!(store.compacted(), 3);
         let kvs = store.live_kvs_at(5);
@@ -649,9 +814,109 @@ mod tests {
         wal.close();
         drop(wal);
         let mut again = Store::new(0);
-        let _wal = Wal::open(dir.path(), &mut again).unwrap();
+        let _wal = Wal::open(&lock, &mut again).unwrap();
         assert_eq!(again.rev(), 6);
         assert_eq!(again.compacted(), 3);
         assert_eq!(again.live_kvs_at(6).len(), 4);
+    }
+
+    /// Writes three records ("a", "b", "c") and returns the log's bytes and
+    /// the offsets of the frames.
+    fn three_records(lock: &DirLock) -> (Vec<u8>, Vec<usize>) {
+        let mut store = Store::new(0);
+        let wal = Wal::open(lock, &mut store).unwrap();
+        for k in ["a", "b", "c"] {
+            put(&mut store, &wal, k, "some value");
+        }
+        wal.close();
+        drop(wal);
+        let data = fs::read(lock.dir().join(WAL_FILE)).unwrap();
+        let mut offsets = vec![0];
+        while let Frame::Good(_, next) = read_frame(&data, *offsets.last().unwrap()) {
+            offsets.push(next);
+        }
+        offsets.pop();
+        assert_eq!(offsets.len(), 3, "three frames written");
+        (data, offsets)
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_middle_record_refuses_to_open_naming_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let (mut data, offsets) = three_records(&lock);
+        data[offsets[1] + 12] ^= 0x40;
+        fs::write(dir.path().join(WAL_FILE), &data).unwrap();
+        let err = Wal::open(&lock, &mut Store::new(0)).err().expect("refused");
+        match &err {
+            WalError::Corrupt { offset, .. } => assert_eq!(*offset, offsets[1]),
+            other => panic!("expected Corrupt, got {other}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("byte offset {}", offsets[1])),
+            "{text}"
+        );
+        assert!(
+            text.contains(&dir.path().join(WAL_FILE).display().to_string()),
+            "{text}"
+        );
+        // Nothing was cut: the acknowledged record after it is still there.
+        assert_eq!(fs::read(dir.path().join(WAL_FILE)).unwrap(), data);
+    }
+
+    #[test]
+    fn a_last_record_with_a_sector_of_zeroes_is_a_torn_tail_and_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let (data, offsets) = three_records(&lock);
+        // A big last record, of which the second sector never reached the disk.
+        let mut store = Store::new(0);
+        let wal = Wal::open(&lock, &mut store).unwrap();
+        put(&mut store, &wal, "d", &"x".repeat(3 * SECTOR));
+        wal.close();
+        drop(wal);
+        let mut data2 = fs::read(dir.path().join(WAL_FILE)).unwrap();
+        let last = *offsets.last().unwrap();
+        let Frame::Good(_, end_c) = read_frame(&data, last) else {
+            panic!("frame c")
+        };
+        let sector = (end_c / SECTOR + 1) * SECTOR;
+        data2[sector..sector + SECTOR].fill(0);
+        fs::write(dir.path().join(WAL_FILE), &data2).unwrap();
+        let mut store = Store::new(0);
+        let _wal = Wal::open(&lock, &mut store).unwrap();
+        assert_eq!(store.rev(), 4, "a, b and c kept; d cut");
+        assert_eq!(
+            fs::metadata(dir.path().join(WAL_FILE)).unwrap().len() as usize,
+            end_c
+        );
+    }
+
+    #[test]
+    fn a_last_record_cut_short_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = DirLock::acquire(dir.path()).unwrap();
+        let (data, offsets) = three_records(&lock);
+        let cut = offsets[2] + 10;
+        fs::write(dir.path().join(WAL_FILE), &data[..cut]).unwrap();
+        let mut store = Store::new(0);
+        let _wal = Wal::open(&lock, &mut store).unwrap();
+        assert_eq!(store.rev(), 3);
+    }
+
+    #[test]
+    fn a_second_lock_on_a_directory_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DirLock::acquire(dir.path()).unwrap();
+        let err = DirLock::acquire(dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        drop(_held);
+        DirLock::acquire(dir.path()).expect("free again once released");
     }
 }

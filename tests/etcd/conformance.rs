@@ -1168,3 +1168,61 @@ async fn lock_service_grants_in_order() {
     p.same_value("lock, wait, unlock", &outcomes[0], &outcomes[1]);
     assert!(outcomes[1].2, "the second lock waited for the first");
 }
+
+/// Puts 64 KiB values until the server refuses one; that refusal.
+async fn fill_until_refused(c: &Raw) -> tonic::Status {
+    let value = "f".repeat(64 * 1024);
+    for i in 0..400 {
+        if let Err(e) = within(10, "put", c.put(put(&format!("fill/{i:03}"), &value))).await {
+            return e;
+        }
+    }
+    panic!("400 puts of 64 KiB fitted in a 4 MiB quota");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn space_quota_and_the_nospace_alarm() {
+    let quota = 4 << 20;
+    let mut p = Pair::start_with(&["--quota-backend-bytes", "4194304"], |c| {
+        c.quota_backend_bytes = quota
+    })
+    .await;
+    let (real, emb) = tokio::join!(fill_until_refused(&p.real), fill_until_refused(&p.emb));
+    p.same_value(
+        "the refusal",
+        &(real.code(), real.message()),
+        &(emb.code(), emb.message()),
+    );
+    let get_alarms = |c: Raw| c.alarm(PbAlarmRequest::default());
+    p.same("alarm list", get_alarms).await.unwrap();
+    p.same("a small put while NOSPACE", |c| c.put(put("small", "x")))
+        .await
+        .ok();
+    p.same("a grant while NOSPACE", |c| c.lease_grant(lease(5, 60)))
+        .await
+        .ok();
+    // Deletes still work (the revisions differ: the stores filled unlike).
+    p.real.delete(del("fill/000")).await.unwrap();
+    p.emb.delete(del("fill/000")).await.unwrap();
+    p.same("disarm for another member", |c| {
+        c.alarm(PbAlarmRequest {
+            action: 2,
+            member_id: 1,
+            alarm: 1,
+        })
+    })
+    .await
+    .unwrap();
+    p.same("disarm, as etcdctl does it", |c| async move {
+        let listed = c.alarm(PbAlarmRequest::default()).await?;
+        c.alarm(PbAlarmRequest {
+            action: 2,
+            member_id: listed.alarms[0].member_id,
+            alarm: listed.alarms[0].alarm,
+        })
+        .await
+    })
+    .await
+    .unwrap();
+    p.same("alarm list after disarm", get_alarms).await.unwrap();
+}

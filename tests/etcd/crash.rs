@@ -3,49 +3,12 @@
 //! a restart.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client::proto::*;
 
 use crate::harness::*;
-
-fn serve(dir: &std::path::Path, port: u16) -> ChildGuard {
-    let log = std::fs::File::create(dir.with_extension(format!("{port}.log"))).unwrap();
-    ChildGuard(
-        Command::new(devstack_bin())
-            .args([
-                "etcd",
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
-async fn connect(port: u16) -> Raw {
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(raw) = Raw::connect(&url).await {
-            if raw.range(get("probe")).await.is_ok() {
-                return raw;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "devstack etcd serve did not come up on {url}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_puts_loses_no_acknowledged_write() {

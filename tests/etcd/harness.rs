@@ -665,6 +665,72 @@ pub fn lease(id: i64, ttl: i64) -> PbLeaseGrantRequest {
     PbLeaseGrantRequest { ttl, id }
 }
 
+/// The arguments of `devstack etcd serve` on loopback `port` storing in `dir`.
+pub fn serve_args(dir: &Path, port: u16) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = ["etcd", "serve", "--listen"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    args.push(format!("127.0.0.1:{port}").into());
+    args.push("--data-dir".into());
+    args.push(dir.into());
+    args
+}
+
+/// Where a `devstack etcd serve` child started by [`serve`] logs.
+pub fn serve_log(dir: &Path, port: u16) -> std::path::PathBuf {
+    dir.with_extension(format!("{port}.log"))
+}
+
+/// `devstack etcd serve` as a child process, with `extra` arguments; its
+/// stderr goes to [`serve_log`].
+pub fn serve_with(dir: &Path, port: u16, extra: &[&str]) -> ChildGuard {
+    let log = std::fs::File::create(serve_log(dir, port)).unwrap();
+    ChildGuard(
+        std::process::Command::new(devstack_bin())
+            .args(serve_args(dir, port))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `devstack etcd serve` as a child process (see [`serve_with`]).
+pub fn serve(dir: &Path, port: u16) -> ChildGuard {
+    serve_with(dir, port, &[])
+}
+
+/// A client of the server on `port`, once it answers (within 10 s).
+pub async fn connect(port: u16) -> Raw {
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(raw) = Raw::connect(&url).await {
+            if raw.range(get("probe")).await.is_ok() {
+                return raw;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "devstack etcd serve did not come up on {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A memory figure of process `pid` from /proc, in KiB: `VmRSS` (resident
+/// now) or `VmHWM` (the peak of resident memory).
+pub fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} for pid {pid}"))
+}
+
 /// Path of the built `devstack` binary.
 pub fn devstack_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_devstack"))
