@@ -34,6 +34,13 @@ pub fn volume_name(project: &str, name: &str) -> String {
     format!("{project}_{name}")
 }
 
+/// The volume (within the stack) that holds a datastore's data when the
+/// stack names none: `<datastore>-data`, so `<project>_<datastore>-data`
+/// on the engine, found again by every later `up` of the project.
+pub fn data_volume(datastore: &str) -> String {
+    format!("{datastore}-data")
+}
+
 /// The tag of an image built for a unit that names no image of its own.
 /// Image names must be lowercase, so the parts are lowercased.
 pub fn built_image_tag(project: &str, service: &str) -> String {

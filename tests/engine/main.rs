@@ -9,3 +9,4 @@ mod follow;
 mod lifecycle;
 mod logs;
 mod side_by_side;
+mod volumes;
