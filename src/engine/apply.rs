@@ -883,10 +883,24 @@ pub async fn down(
     let (datastores, first): (Vec<&Observed>, Vec<&Observed>) =
         observed.iter().partition(|o| is_datastore(engine, o));
     let mut removed = Vec::new();
+    let mut anonymous = BTreeSet::new();
     for wave in [first, datastores] {
         let results = join_all(wave.iter().map(|o| async move {
+            // Anonymous volumes are data too: they go only with `--volumes`,
+            // found through the containers that mount them: the engine's
+            // own `v` removes only those it made for that very container,
+            // not one a replacement mounts by name.
+            let mut anonymous = Vec::new();
+            if volumes {
+                let mounts = engine.mounts_of(&o.id).await.unwrap_or_default();
+                anonymous.extend(
+                    mounts
+                        .into_iter()
+                        .filter(|m| m.anonymous)
+                        .filter_map(|m| m.volume),
+                );
+            }
             engine.stop(&o.id, grace).await?;
-            // Anonymous volumes are data too: they go only with `--volumes`.
             if volumes {
                 engine.remove_with_volumes(&o.id).await?;
             } else {
@@ -896,16 +910,23 @@ pub async fn down(
                 container: o.name.clone(),
                 removed: true,
             });
-            Ok::<_, EngineError>(o.name.clone())
+            Ok::<_, EngineError>((o.name.clone(), anonymous))
         }))
         .await;
         for r in results {
-            removed.push(r?);
+            let (name, volumes) = r?;
+            removed.push(name);
+            anonymous.extend(volumes);
         }
     }
     let network = engine.remove_network(project).await?;
     let mut removed_volumes = Vec::new();
     if volumes {
+        // Every container that mounted them is gone by now.
+        for v in anonymous {
+            engine.remove_volume(&v).await?;
+            removed_volumes.push(v);
+        }
         for v in engine.list_volumes(project).await? {
             engine.remove_volume(&v).await?;
             removed_volumes.push(v);

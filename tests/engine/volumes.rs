@@ -298,10 +298,15 @@ fn a_services_anonymous_volume_is_kept_over_a_recreate_and_down_and_goes_with_do
         "down deleted an anonymous volume"
     );
 
+    // A new container after `down` gets a volume of its own (as with
+    // Compose); carried over a recreate, `down --volumes` deletes it.
     p.ok(&["up", "--wait"]);
     let third = volume_at(&p.containers()[0].id, "/cache");
     assert_eq!(third.len(), 64, "{third:?}");
     leftovers.0.push(third.clone());
+    rewrite(&p, &box_stack(&image.0, "3"));
+    p.ok(&["up", "--wait"]);
+    assert_eq!(volume_at(&p.containers()[0].id, "/cache"), third);
     p.ok(&["down", "--volumes"]);
     assert!(
         !volume_exists(&third),
