@@ -165,7 +165,7 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
-    /// Also remove the stack's named volumes (datastore data)
+    /// Also remove the stack's data: its named volumes and its containers' anonymous volumes
     #[arg(short, long)]
     pub volumes: bool,
     /// Grace period between SIGTERM and kill (default: each service's `stop_grace`)

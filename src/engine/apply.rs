@@ -143,7 +143,7 @@ pub async fn up(
     let mut fresh_volumes = BTreeSet::new();
     let mut volume_names = BTreeSet::new();
     for unit in &units {
-        if let Some(c) = stack.unit(unit) {
+        if let Some(c) = plan::effective_unit(stack, unit) {
             for v in &c.volumes {
                 if let VolumeSource::Named(n) = &v.source {
                     volume_names.insert(n.clone());
@@ -185,7 +185,8 @@ pub async fn up(
                 continue;
             }
         }
-        engine.remove(&o.id).await?;
+        // A one-off's anonymous volumes were scratch of that run.
+        engine.remove_with_volumes(&o.id).await?;
     }
     if request.remove_orphans {
         let all: Vec<&str> = stack.units().map(|(n, _, _)| n).collect();
@@ -369,9 +370,11 @@ async fn reconcile_unit(
     } else {
         UnitKind::Datastore
     };
-    let Some(container) = stack.unit(unit) else {
+    // With a datastore's default data volume, when it needs one.
+    let Some(container) = plan::effective_unit(stack, unit) else {
         return failed(unit, kind, 0, "is not in the stack".into(), started);
     };
+    let container = &*container;
     let replicas = request
         .replicas
         .get(unit)
@@ -414,10 +417,11 @@ async fn reconcile_unit(
             _ = cancel.cancelled() => {}
         }
     }
+    let data_volume = plan::data_volume(stack, unit);
     let seed = stack
         .datastores
         .get(unit)
-        .and_then(|d| Some((d.seed.clone()?, d.data_volume.clone()?, d.kind)))
+        .and_then(|d| Some((d.seed.clone()?, data_volume.clone()?.0, d.kind)))
         .filter(|(_, volume, _)| fresh_volumes.contains(volume));
     let creations = join_all(
         actions
@@ -544,9 +548,10 @@ async fn reconcile_unit(
         }
     }
     let precreated = &precreated;
+    let data_volume = &data_volume;
     let executed = join_all(work.into_iter().map(|action| {
         async move {
-            let (verb, spec, reason, old) = match action {
+            let (verb, mut spec, reason, old) = match action {
                 Action::Keep { id, spec } => {
                     reporter.send(Progress::Container {
                         service: unit.to_string(),
@@ -592,6 +597,24 @@ async fn reconcile_unit(
             });
             if let Some(old) = old {
                 engine.stop(&old, Some(spec.stop_grace)).await?;
+                // Read before the old one goes: the anonymous volumes the new
+                // one keeps, and data an older devstack left outside the
+                // named data volume.
+                let mounts = engine.carry_volumes_from(&mut spec, &old).await?;
+                let moving = OldData {
+                    id: &old,
+                    created: observed.iter().find(|o| o.id == old).map(|o| o.created),
+                    mounts: &mounts,
+                };
+                move_old_data(
+                    engine,
+                    &request.project,
+                    data_volume.as_ref(),
+                    &moving,
+                    &spec,
+                    reporter,
+                )
+                .await?;
                 engine.remove(&old).await?;
             }
             // A replacement's data volume is not fresh, so no seed here.
@@ -711,6 +734,50 @@ async fn reconcile_unit(
     end(UnitState::Healthy, reports)
 }
 
+/// A datastore container about to be replaced, as [`move_old_data`] needs it.
+struct OldData<'a> {
+    id: &'a str,
+    /// Seconds since the epoch.
+    created: Option<i64>,
+    mounts: &'a [plan::OldMount],
+}
+
+/// Moves the data an older devstack left in a datastore container's
+/// anonymous volume (or its own layer) into the named data volume its
+/// replacement `spec` mounts, before the old container is removed; see
+/// [`plan::moves_data`]. The old anonymous volume itself is kept.
+async fn move_old_data(
+    engine: &Engine,
+    project: &str,
+    data_volume: Option<&(String, String)>,
+    old: &OldData<'_>,
+    spec: &ContainerSpec,
+    reporter: &Reporter,
+) -> Result<(), EngineError> {
+    let (Some((name, dir)), Some(old_created)) = (data_volume, old.created) else {
+        return Ok(());
+    };
+    let full = names::volume_name(project, name);
+    let Some(created) = engine.volume_created(&full).await? else {
+        return Ok(());
+    };
+    if !plan::moves_data(&full, dir, created, old_created, old.mounts) {
+        return Ok(());
+    }
+    let helper = plan::data_move_helper(spec, project, &full, &std::process::id().to_string());
+    if helper.mounts.is_empty() {
+        return Ok(());
+    }
+    reporter.send(Progress::Container {
+        service: spec.service.clone(),
+        container: spec.name.clone(),
+        action: "moving data".into(),
+        reason: Some(format!("{dir} of the old container into volume `{full}`")),
+    });
+    engine.move_data(old.id, &helper, dir).await?;
+    Ok(())
+}
+
 fn failed(
     unit: &str,
     kind: UnitKind,
@@ -802,7 +869,8 @@ async fn run_task_before(
 /// Takes the project down: stops (SIGTERM, then kill after `grace`) and
 /// removes its containers — application services first, datastores last, so
 /// services do not log errors about vanished databases — then its network,
-/// and with `volumes` its named volumes. Only objects with the project label
+/// and with `volumes` the containers' anonymous volumes and the project's
+/// named volumes; without it, no volume at all. Only objects with the project label
 /// are touched.
 pub async fn down(
     engine: &Engine,
@@ -815,24 +883,50 @@ pub async fn down(
     let (datastores, first): (Vec<&Observed>, Vec<&Observed>) =
         observed.iter().partition(|o| is_datastore(engine, o));
     let mut removed = Vec::new();
+    let mut anonymous = BTreeSet::new();
     for wave in [first, datastores] {
         let results = join_all(wave.iter().map(|o| async move {
+            // Anonymous volumes are data too: they go only with `--volumes`,
+            // found through the containers that mount them: the engine's
+            // own `v` removes only those it made for that very container,
+            // not one a replacement mounts by name.
+            let mut anonymous = Vec::new();
+            if volumes {
+                let mounts = engine.mounts_of(&o.id).await.unwrap_or_default();
+                anonymous.extend(
+                    mounts
+                        .into_iter()
+                        .filter(|m| m.anonymous)
+                        .filter_map(|m| m.volume),
+                );
+            }
             engine.stop(&o.id, grace).await?;
-            engine.remove(&o.id).await?;
+            if volumes {
+                engine.remove_with_volumes(&o.id).await?;
+            } else {
+                engine.remove(&o.id).await?;
+            }
             reporter.send(Progress::Stopped {
                 container: o.name.clone(),
                 removed: true,
             });
-            Ok::<_, EngineError>(o.name.clone())
+            Ok::<_, EngineError>((o.name.clone(), anonymous))
         }))
         .await;
         for r in results {
-            removed.push(r?);
+            let (name, volumes) = r?;
+            removed.push(name);
+            anonymous.extend(volumes);
         }
     }
     let network = engine.remove_network(project).await?;
     let mut removed_volumes = Vec::new();
     if volumes {
+        // Every container that mounted them is gone by now.
+        for v in anonymous {
+            engine.remove_volume(&v).await?;
+            removed_volumes.push(v);
+        }
         for v in engine.list_volumes(project).await? {
             engine.remove_volume(&v).await?;
             removed_volumes.push(v);
@@ -927,7 +1021,7 @@ pub async fn prepare_task(
 ) -> Result<(), EngineError> {
     engine.ensure_network(project).await?;
     let service = stack.tasks.get(task).and_then(|t| t.service.as_deref());
-    if let Some(unit) = service.and_then(|s| stack.unit(s)) {
+    if let Some(unit) = service.and_then(|s| plan::effective_unit(stack, s)) {
         for v in &unit.volumes {
             if let VolumeSource::Named(n) = &v.source {
                 engine.ensure_volume(project, n).await?;

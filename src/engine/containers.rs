@@ -20,7 +20,7 @@ use super::{Engine, EngineError};
 use crate::plan::names::{
     LABEL_HASH, LABEL_KIND, LABEL_PROJECT, LABEL_REPLICA, LABEL_SERVICE, LABEL_TASK,
 };
-use crate::plan::{ContainerSpec, MountSource, Observed, ObservedState};
+use crate::plan::{ContainerSpec, MountSource, Observed, ObservedState, OldMount};
 use crate::spec::{Protocol, RestartPolicy};
 
 /// A published port as the engine bound it.
@@ -227,15 +227,27 @@ impl Engine {
     }
 
     /// Removes a container (forcefully: callers stop it first when they care
-    /// about a graceful end). Anonymous volumes go with it; named ones stay.
+    /// about a graceful end). Its anonymous volumes stay, as with Compose: a
+    /// replacement mounts them again, and only `down --volumes` deletes data.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.remove_container(id, false).await
+    }
+
+    /// Removes a container and its anonymous volumes (`down --volumes`, and
+    /// one-off containers, whose volumes are scratch of that one run, as
+    /// with `docker run --rm`). Named volumes are never removed here.
+    pub async fn remove_with_volumes(&self, id: &str) -> Result<(), EngineError> {
+        self.remove_container(id, true).await
+    }
+
+    async fn remove_container(&self, id: &str, volumes: bool) -> Result<(), EngineError> {
         match self
             .docker
             .remove_container(
                 id,
                 Some(RemoveContainerOptions {
                     force: true,
-                    v: true,
+                    v: volumes,
                     ..Default::default()
                 }),
             )
@@ -406,6 +418,58 @@ impl Engine {
         })
     }
 
+    /// The mounts of container `id`, as [`crate::plan::volumes`] judges them.
+    pub async fn mounts_of(&self, id: &str) -> Result<Vec<OldMount>, EngineError> {
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| EngineError::api(format!("inspecting `{id}`"), e))?;
+        Ok(c.mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| {
+                let volume = match m.typ.as_deref() {
+                    Some("volume") => Some(m.name?),
+                    _ => None,
+                };
+                Some(OldMount {
+                    anonymous: volume.as_deref().is_some_and(is_anonymous_volume),
+                    volume,
+                    target: m.destination?,
+                    read_only: !m.rw.unwrap_or(true),
+                })
+            })
+            .collect())
+    }
+
+    /// The paths an image declares a `VOLUME` for.
+    pub async fn image_volumes(&self, image: &str) -> Result<Vec<String>, EngineError> {
+        let i = self
+            .docker
+            .inspect_image(image)
+            .await
+            .map_err(|e| EngineError::api(format!("inspecting image `{image}`"), e))?;
+        Ok(i.config.and_then(|c| c.volumes).unwrap_or_default())
+    }
+
+    /// Adds to `spec` (a replacement of container `old`) the anonymous
+    /// volumes of `old` it must keep ([`crate::plan::carried_mounts`]), and
+    /// returns `old`'s mounts. Call it before `old` is removed.
+    pub async fn carry_volumes_from(
+        &self,
+        spec: &mut ContainerSpec,
+        old: &str,
+    ) -> Result<Vec<OldMount>, EngineError> {
+        let mounts = self.mounts_of(old).await?;
+        if mounts.iter().any(|m| m.anonymous) {
+            let image_volumes = self.image_volumes(&spec.image).await?;
+            let carried = crate::plan::carried_mounts(spec, &image_volumes, &mounts);
+            spec.mounts.extend(carried);
+        }
+        Ok(mounts)
+    }
+
     /// Whether an image carries its own HEALTHCHECK (used when the stack gives none).
     pub async fn image_has_healthcheck(&self, image: &str) -> bool {
         match self.docker.inspect_image(image).await {
@@ -418,6 +482,13 @@ impl Engine {
             Err(_) => false,
         }
     }
+}
+
+/// The engine names a volume it makes for a container (from an image's
+/// `VOLUME`, or a mount without a source) with 64 hex digits; devstack's own
+/// volumes are always `<project>_<name>`.
+fn is_anonymous_volume(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The address in the engine's complaint: "Bind for 127.0.0.1:8080 failed:

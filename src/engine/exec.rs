@@ -178,7 +178,7 @@ impl Engine {
         body.hostname = None;
         let id = self.create_one_off(spec, body).await?;
         let result = self.run_created(&id, spec, attach).await;
-        let _ = self.remove(&id).await;
+        let _ = self.remove_with_volumes(&id).await;
         result
     }
 
@@ -314,7 +314,7 @@ impl Engine {
             Ok((code, self.last_lines(&id, 20).await))
         }
         .await;
-        let _ = self.remove(&id).await;
+        let _ = self.remove_with_volumes(&id).await;
         result
     }
 

@@ -1,14 +1,21 @@
 //! The stack's network and named volumes, created with the project's labels
-//! and removed only when they carry them.
+//! and removed only when they carry them, and moving a directory's data
+//! from one container into another's volume.
 
 use std::collections::HashMap;
 
 use bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
-use bollard::query_parameters::{ListVolumesOptions, RemoveVolumeOptions};
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptions, DownloadFromContainerOptions, ListVolumesOptions,
+    RemoveVolumeOptions, UploadToContainerOptions,
+};
+use futures::TryStreamExt;
 
+use super::containers::parse_rfc3339;
 use super::error::{is_conflict, is_not_found};
 use super::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_PROJECT, LABEL_VOLUME};
+use crate::plan::ContainerSpec;
 
 impl Engine {
     /// Creates the project's bridge network unless it exists. A network of that
@@ -127,6 +134,82 @@ impl Engine {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// When volume `full_name` was made (seconds since the epoch); `None`
+    /// when it does not exist or the engine does not say.
+    pub async fn volume_created(&self, full_name: &str) -> Result<Option<i64>, EngineError> {
+        match self.docker.inspect_volume(full_name).await {
+            Ok(v) => Ok(v.created_at.as_deref().and_then(parse_rfc3339)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(EngineError::api(
+                format!("inspecting volume `{full_name}`"),
+                e,
+            )),
+        }
+    }
+
+    /// Copies directory `dir` of container `from` (stopped) into the volumes
+    /// of a container made from `helper` (created for this, never started,
+    /// removed after), owners and modes kept: the engine's archive API packs
+    /// them into the tar and unpacks them as they are. Streamed, so a large
+    /// data directory never sits in memory. False when `from` has nothing at `dir`.
+    pub async fn move_data(
+        &self,
+        from: &str,
+        helper: &ContainerSpec,
+        dir: &str,
+    ) -> Result<bool, EngineError> {
+        let dir = dir.trim_end_matches('/');
+        let what = || format!("moving {dir} of `{from}` into `{}`", helper.name);
+        match self
+            .docker
+            .get_container_archive_info(
+                from,
+                Some(ContainerArchiveInfoOptions {
+                    path: dir.to_string(),
+                }),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(EngineError::api(what(), e)),
+        }
+        let id = self.create(helper).await?;
+        // The tar holds `<basename>/...`, so it is unpacked in the parent:
+        // the directory entry itself gives the volume's root its owner and mode.
+        let parent = match dir.rsplit_once('/') {
+            Some((p, _)) if !p.is_empty() => p.to_string(),
+            _ => "/".to_string(),
+        };
+        let tar = self
+            .docker
+            .download_from_container(
+                from,
+                Some(DownloadFromContainerOptions {
+                    path: dir.to_string(),
+                }),
+            )
+            .map_err(std::io::Error::other);
+        let result = self
+            .docker
+            .upload_to_container(
+                &id,
+                Some(UploadToContainerOptions {
+                    path: parent,
+                    ..Default::default()
+                }),
+                bollard::body_try_stream(tar),
+            )
+            .await
+            .map(|()| true)
+            .map_err(|e| EngineError::api(what(), e));
+        // Only the helper's own scratch volumes go; the named one stays.
+        let removed = self.remove_with_volumes(&id).await;
+        let moved = result?;
+        removed?;
+        Ok(moved)
     }
 
     /// Removes one volume by its full name.

@@ -8,16 +8,21 @@
 //! - [`names`]: container, network, volume and image names, and the labels.
 //! - [`spec`]: [`ContainerSpec`], what one container of a unit should be, and its config hash.
 //! - [`graph`]: dependency order, the units a partial `up` needs, tasks that run before a unit.
+//! - [`volumes`]: the default data volume of a datastore, and the volumes a replacement container keeps.
 //! - [`diff`]: desired versus observed containers, per unit, as [`Action`]s.
 
 pub mod diff;
 pub mod graph;
 pub mod names;
 pub mod spec;
+pub mod volumes;
 
 pub use diff::{plan_orphans, plan_unit, Action, Observed, ObservedState};
 pub use graph::{dependency_closure, stop_order, tasks_before, PlanError};
 pub use spec::{desired_containers, task_container, ContainerSpec, MountSource, MountSpec};
+pub use volumes::{
+    carried_mounts, data_move_helper, data_volume, effective_unit, moves_data, OldMount,
+};
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -99,6 +99,13 @@ pub fn volume_name(project: &str, name: &str) -> String {
     format!("{project}_{name}")
 }
 
+/// The volume (within the stack) that holds a datastore's data when the
+/// stack names none: `<datastore>-data`, so `<project>_<datastore>-data`
+/// on the engine, found again by every later `up` of the project.
+pub fn data_volume(datastore: &str) -> String {
+    format!("{datastore}-data")
+}
+
 /// The reference of an image built for a unit that names no image of its own:
 /// `devstack-built:<project>.<service>`. Names hold `-` and `_`, so joining
 /// them with either made `a-b`+`c` and `a`+`b-c` one image; they never hold

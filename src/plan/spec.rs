@@ -188,7 +188,12 @@ pub fn task_container(
     suffix: &str,
 ) -> Option<ContainerSpec> {
     let task = stack.tasks.get(task_name)?;
-    let base = task.service.as_deref().and_then(|s| stack.unit(s));
+    // A task on a datastore mounts its data volume, the default one included.
+    let base = task
+        .service
+        .as_deref()
+        .and_then(|s| super::volumes::effective_unit(stack, s));
+    let base = base.as_deref();
     let mut env: BTreeMap<String, String> = base.map(|b| b.env.clone()).unwrap_or_default();
     env.extend(task.env.clone());
     let env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -277,6 +277,10 @@ async fn swap(
         let fixed_port = spec.ports.iter().any(|p| p.host_port.is_some());
         let canonical = spec.name.clone();
         let mut spec = spec;
+        // The replacement keeps the anonymous volumes of the one it replaces.
+        if let Some(o) = old.first() {
+            engine.carry_volumes_from(&mut spec, &o.id).await?;
+        }
         if !old.is_empty() && !fixed_port {
             // A distinct name so both run side by side; labels (project,
             // service, replica) are the same, which is what `up`, `ps` and the

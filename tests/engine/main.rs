@@ -14,3 +14,4 @@ mod processes;
 mod pull;
 mod routed;
 mod side_by_side;
+mod volumes;

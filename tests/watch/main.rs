@@ -792,3 +792,54 @@ fn watch_starts_a_routing_agent_that_died_before_it_swaps() {
     let errors = unexpected(&load.finish(), &["first", "second"]);
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+/// Runs `devstack exec web -- ARGS` in the stack's directory.
+fn exec_web(s: &Stack, args: &[&str]) -> std::process::Output {
+    s.cmd(&["exec", "web", "--"])
+        .args(args)
+        .output()
+        .expect("devstack exec runs")
+}
+
+#[test]
+fn a_swapped_replica_keeps_the_anonymous_volumes_of_the_one_it_replaces() {
+    let mut s = Stack::new("v");
+    // The image declares a VOLUME, as many do for caches and uploads: the
+    // engine gives each container an anonymous volume there.
+    let dockerfile = std::fs::read_to_string(s.file("Dockerfile")).unwrap();
+    std::fs::write(
+        s.file("Dockerfile"),
+        format!("{dockerfile}\nVOLUME /cache\n"),
+    )
+    .unwrap();
+    // What this test checks does not depend on a quick start: room for a busy machine.
+    let stack = s.dir.path().join("devstack.yaml");
+    let yaml = std::fs::read_to_string(&stack).unwrap();
+    std::fs::write(
+        &stack,
+        yaml.replace("start_period: 3s", "start_period: 60s"),
+    )
+    .unwrap();
+    up(&s, "first");
+    let wrote = exec_web(&s, &["sh", "-c", "echo kept > /cache/file"]);
+    assert!(
+        wrote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wrote.stderr)
+    );
+    let rx = start_watch(&mut s);
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    let listen = s.listen;
+    until(Duration::from_secs(10), "the new version answers", || {
+        message(listen).as_deref() == Ok("second")
+    });
+    let read = exec_web(&s, &["cat", "/cache/file"]);
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        "kept",
+        "the new container did not get the old one's volume: {}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+}
