@@ -16,7 +16,7 @@ use crate::engine::apply::{self, UnitState, UpRequest};
 use crate::engine::progress::Reporter;
 use crate::engine::{context, Engine};
 use crate::plan;
-use crate::router::state;
+use crate::router::{state, Layout};
 use crate::spec::{Etcd, LoadOptions, Stack, WatchAction};
 use crate::watcher::sync::Sync;
 use crate::watcher::{debounce, edit, fs, swap, Change, Filter};
@@ -204,7 +204,7 @@ pub(crate) async fn watch_loop(
     }
     .map(|endpoints| swap::Discovery {
         endpoints,
-        prefix: current.discovery.prefix.clone(),
+        layout: Layout::new(&current.discovery, project),
     });
 
     let (htx, hrx) = mpsc::unbounded_channel();

@@ -7,6 +7,7 @@
 //! (through `engine`) to the proxy container.
 
 pub mod debounce;
+pub mod layout;
 pub mod registry;
 pub mod render;
 pub mod routing;
@@ -14,6 +15,7 @@ pub mod run;
 pub mod runtime;
 pub mod state;
 
+pub use layout::Layout;
 pub use registry::{Instance, Registry};
 pub use render::{render, view, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
 pub use run::{start, Change, RouterConfig, RouterEvent, RouterHandle};

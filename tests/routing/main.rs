@@ -4,6 +4,7 @@
 //! HAProxy container of the stack. They fail, never skip, without an engine
 //! or the fixture images.
 
+mod copies;
 mod path;
 #[path = "../support/real_etcd.rs"]
 mod real_etcd;
