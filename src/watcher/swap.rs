@@ -39,6 +39,10 @@ pub enum Outcome {
     Synced {
         files: usize,
         containers: Vec<String>,
+        /// Files left out (links into other directories, FIFOs, sockets,
+        /// devices), each with why.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<String>,
     },
     /// The build failed; the running version stays.
     BuildFailed { message: String },
@@ -79,11 +83,19 @@ impl Report {
     pub fn line(&self) -> String {
         let result = match &self.outcome {
             Outcome::Swapped { containers } => format!("swapped {} replica(s)", containers.len()),
-            Outcome::Synced { files, containers } => {
-                format!(
+            Outcome::Synced {
+                files,
+                containers,
+                skipped,
+            } => {
+                let mut line = format!(
                     "synced {files} file(s) into {} container(s)",
                     containers.len()
-                )
+                );
+                if !skipped.is_empty() {
+                    line.push_str(&format!("; skipped {}", skipped.join("; ")));
+                }
+                line
             }
             Outcome::BuildFailed { message } => format!("build failed: {message}"),
             Outcome::Unhealthy {
