@@ -371,7 +371,7 @@ mod tests {
             ctx.join("gone.txt"),
         ]
         .into();
-        let sync = Sync::new("web", &[ctx.clone()], "/app", &[], None).unwrap();
+        let sync = Sync::new("web", std::slice::from_ref(&ctx), "/app", &[], None).unwrap();
 
         // Bounded: opening the FIFO would block this thread for good.
         let (tx, rx) = std::sync::mpsc::channel();
