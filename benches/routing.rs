@@ -28,7 +28,7 @@ use devstack::engine::Engine;
 use devstack::registrar::{self, RegistrarConfig};
 use devstack::router::routing::{Routing, RoutingOptions};
 use devstack::router::run::{proxy_spec, reload};
-use devstack::router::{render, view, Registry, BUILTIN_TEMPLATE};
+use devstack::router::{render, view, Layout, Registry, BUILTIN_TEMPLATE};
 use devstack::spec::{load, LoadOptions, Stack};
 use etcd_client::{Client, GetOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -298,7 +298,7 @@ async fn devstack_side(engine: &Engine, rounds: usize) {
         &view(
             &stack,
             &project,
-            &current_registry(&routing.endpoints, &stack).await,
+            &current_registry(&routing.endpoints, &stack, &project).await,
         ),
     )
     .expect("renders");
@@ -329,17 +329,15 @@ async fn devstack_side(engine: &Engine, rounds: usize) {
     cleanup(&project);
 }
 
-async fn current_registry(endpoints: &[String], stack: &Stack) -> Registry {
+async fn current_registry(endpoints: &[String], stack: &Stack, project: &str) -> Registry {
+    let layout = Layout::new(&stack.discovery, project);
     let mut c = Client::connect(endpoints, None).await.expect("etcd");
     let resp = c
-        .get(
-            format!("{}/", stack.discovery.prefix),
-            Some(GetOptions::new().with_prefix()),
-        )
+        .get(layout.listing(), Some(GetOptions::new().with_prefix()))
         .await
         .expect("get");
     Registry::from_kvs(
-        &stack.discovery.prefix,
+        layout.prefix(),
         resp.kvs().iter().map(|kv| {
             (
                 kv.key_str().unwrap_or_default().to_string(),
@@ -396,7 +394,7 @@ async fn naive_side(engine: &Engine, rounds: usize) {
             let mut live = empty;
             while !cancel.is_cancelled() {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let registry = current_registry(&endpoints, &stack).await;
+                let registry = current_registry(&endpoints, &stack, &project).await;
                 let text = render(BUILTIN_TEMPLATE, &view(&stack, &project, &registry)).unwrap();
                 if text != live {
                     if let Ok(Ok(())) = engine.proxy_check(&id, &text).await {

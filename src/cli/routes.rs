@@ -9,7 +9,7 @@ use super::args::{GlobalArgs, RoutesArgs};
 use super::stack::load_stack;
 use super::{exit, Failed};
 use crate::router::state;
-use crate::router::{view, Registry};
+use crate::router::{view, Layout, Registry};
 use crate::spec::Etcd;
 
 pub async fn run(global: &GlobalArgs, args: RoutesArgs) -> anyhow::Result<u8> {
@@ -42,13 +42,13 @@ pub async fn run(global: &GlobalArgs, args: RoutesArgs) -> anyhow::Result<u8> {
     let mut client = Client::connect(&endpoints, Some(options))
         .await
         .map_err(unreachable)?;
-    let prefix = format!("{}/", stack.discovery.prefix);
+    let layout = Layout::new(&stack.discovery, &loaded.project);
     let resp = client
-        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .get(layout.listing(), Some(GetOptions::new().with_prefix()))
         .await
         .map_err(unreachable)?;
     let registry = Registry::from_kvs(
-        &stack.discovery.prefix,
+        layout.prefix(),
         resp.kvs().iter().map(|kv| {
             (
                 String::from_utf8_lossy(kv.key()).into_owned(),

@@ -17,7 +17,7 @@ use crate::engine::progress::Reporter;
 use crate::engine::{context, Engine};
 use crate::plan;
 use crate::plan::names::ProjectName;
-use crate::router::state;
+use crate::router::{state, Layout};
 use crate::spec::{Etcd, LoadOptions, Stack, WatchAction};
 use crate::watcher::sync::Sync;
 use crate::watcher::{debounce, edit, fs, swap, Change, Filter};
@@ -181,7 +181,7 @@ pub(crate) async fn watch_loop(
     }
     .map(|endpoints| swap::Discovery {
         endpoints,
-        prefix: current.discovery.prefix.clone(),
+        layout: Layout::new(&current.discovery, project),
     });
 
     let (htx, hrx) = mpsc::unbounded_channel();

@@ -272,9 +272,8 @@ impl Engine {
     }
 
     /// Writes `bytes` into a container at the absolute `path` (missing
-    /// directories are made), for `watch` in `sync` mode and the proxy's
-    /// configuration. One tar, so the file appears whole: a request never
-    /// reads half of it.
+    /// directories are made), for the proxy's configuration. One tar, so the
+    /// file appears whole: a request never reads half of it.
     pub async fn copy_into(
         &self,
         id: &str,
@@ -282,25 +281,17 @@ impl Engine {
         bytes: &[u8],
         mode: u32,
     ) -> Result<(), EngineError> {
-        let relative = path.trim_start_matches('/');
-        let mut tar = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(mode);
-        header.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or_default(),
-        );
-        header.set_cksum();
-        let packed = tar
-            .append_data(&mut header, relative, bytes)
-            .and_then(|()| tar.into_inner())
-            .map_err(|e| EngineError::Api {
-                what: format!("packing {path}"),
-                message: e.to_string(),
-            })?;
+        self.upload(id, path, Upload::File { bytes, mode }).await
+    }
+
+    /// Writes a file or a symbolic link into a container at the absolute
+    /// `path` (missing directories are made), one tar per upload (see
+    /// [`pack_upload`]), for `watch` in `sync` mode.
+    pub async fn upload(&self, id: &str, path: &str, what: Upload<'_>) -> Result<(), EngineError> {
+        let packed = pack_upload(path, what).map_err(|e| EngineError::Api {
+            what: format!("packing {path}"),
+            message: e.to_string(),
+        })?;
         self.docker
             .upload_to_container(
                 id,
@@ -660,6 +651,46 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         }),
         ..Default::default()
     }
+}
+
+/// What [`Engine::upload`] writes at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upload<'a> {
+    /// A regular file with these permission bits (setuid, setgid and sticky
+    /// are dropped: a synced file never gains privileges in the container).
+    File { bytes: &'a [u8], mode: u32 },
+    /// A symbolic link to `target`, written as a link (the engine makes it
+    /// as `ln -s` would), never as the content it points at.
+    Link { target: &'a std::path::Path },
+}
+
+/// The tar [`Engine::upload`] sends: one entry at `path` (absolute in the
+/// container), stamped now.
+pub fn pack_upload(path: &str, what: Upload<'_>) -> std::io::Result<Vec<u8>> {
+    let relative = path.trim_start_matches('/');
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default(),
+    );
+    match what {
+        Upload::File { bytes, mode } => {
+            header.set_size(bytes.len() as u64);
+            header.set_mode(mode & 0o777);
+            header.set_cksum();
+            tar.append_data(&mut header, relative, bytes)?;
+        }
+        Upload::Link { target } => {
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            header.set_mode(0o777);
+            tar.append_link(&mut header, relative, target)?;
+        }
+    }
+    tar.into_inner()
 }
 
 #[cfg(test)]

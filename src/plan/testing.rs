@@ -79,7 +79,7 @@ pub fn stack_of(units: Vec<(&str, UnitBuilder)>) -> Stack {
         tasks: IndexMap::new(),
         discovery: Discovery {
             etcd: Etcd::Embedded,
-            prefix: "/services".into(),
+            prefix: None,
             ttl: Duration::from_secs(300),
             key: None,
             value: None,

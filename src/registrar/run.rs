@@ -11,7 +11,10 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseTimeToLiveOptions, PutOptions,
+    Txn, TxnOp,
+};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
@@ -23,6 +26,7 @@ use crate::engine::events::ContainerEventKind;
 use crate::engine::health::{check_for, HealthMonitor, HealthState};
 use crate::engine::Engine;
 use crate::plan::{names, ObservedState};
+use crate::router::layout::{Layout, Record};
 use crate::spec::Stack;
 
 /// What the registrar needs.
@@ -106,6 +110,7 @@ pub fn start(
         initial: HashSet::new(),
         engine,
         network: names::network_name(&config.project),
+        layout: Layout::new(&config.stack.discovery, &config.project),
         config,
         events: events.clone(),
         client: None,
@@ -161,6 +166,9 @@ struct Registrar {
     engine: Engine,
     config: RegistrarConfig,
     network: String,
+    /// Where registrations and their ownership records go (discovery
+    /// settings wait for the next `up`, so this never changes).
+    layout: Layout,
     events: broadcast::Sender<RegistrarEvent>,
     client: Option<Client>,
     /// Set when an etcd call failed; cleared by a successful resync.
@@ -313,32 +321,42 @@ impl Registrar {
         }
     }
 
-    /// Makes etcd match: leased keys under the prefix that no followed
-    /// container accounts for are deleted (left by a crashed devstack);
-    /// followed containers' keys already there are adopted; registrations
-    /// that vanished (etcd restarted empty) are made again.
+    /// Makes etcd match: registrations this project made (its ownership
+    /// records) that no followed container accounts for are released (left
+    /// by a crashed devstack); followed containers' registrations already
+    /// there are adopted with their lease; registrations that vanished (etcd
+    /// restarted empty) are made again. Keys without a record of this
+    /// project (another copy's, a hand-made one) are never touched.
     async fn resync(&mut self) {
         let Some(mut client) = self.client().await else {
             return;
         };
-        let prefix = format!("{}/", self.config.stack.discovery.prefix);
-        let listing = match client
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-        {
-            Ok(r) => r,
+        let listed = async {
+            let present = list(&mut client, self.layout.listing()).await?;
+            let records = list(&mut client, self.layout.records()).await?;
+            Ok::<_, etcd_client::Error>((present, records))
+        };
+        let (present, records) = match listed.await {
+            Ok(l) => l,
             Err(e) => {
                 self.etcd_unavailable(format!("etcd: {e}"));
                 return;
             }
         };
         self.etcd_down = false;
-        let present: HashMap<String, i64> = listing
-            .kvs()
-            .iter()
-            .map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.lease()))
+        let present: HashMap<String, i64> = present
+            .into_iter()
+            .map(|(key, _, lease)| (key, lease))
             .collect();
-        let mut accounted = std::collections::HashSet::new();
+        // Container id → (registered key, lease) of this project's records.
+        let records: HashMap<String, (String, i64)> = records
+            .into_iter()
+            .filter_map(|(key, value, lease)| {
+                let id = self.layout.record_id(&key)?.to_string();
+                let record: Record = serde_json::from_str(&value).ok()?;
+                Some((id, (record.key, lease)))
+            })
+            .collect();
         let ids: Vec<String> = self.tracked.keys().cloned().collect();
         for id in &ids {
             let discovery = self.config.stack.discovery.clone();
@@ -348,7 +366,6 @@ impl Registrar {
             let Some(key) = t.presence.as_ref().and_then(|p| key_of(&discovery, p).ok()) else {
                 continue;
             };
-            accounted.insert(key.clone());
             match (&t.registration, present.get(&key)) {
                 // Registered and still there with our lease: fine.
                 (Some(r), Some(lease)) if r.lease == *lease => {}
@@ -358,8 +375,10 @@ impl Registrar {
                         r.keeper.cancel();
                     }
                 }
-                // There from before (a previous devstack): adopt the lease.
-                (None, Some(lease)) if *lease != 0 => {
+                // Made by a previous devstack of this project: adopt the lease.
+                (None, Some(lease))
+                    if *lease != 0 && records.get(id) == Some(&(key.clone(), *lease)) =>
+                {
                     let keeper = CancellationToken::new();
                     spawn_keeper(
                         client.clone(),
@@ -378,12 +397,18 @@ impl Registrar {
                 _ => {}
             }
         }
-        for (key, lease) in &present {
-            if *lease != 0 && !accounted.contains(key) {
-                if client.delete(key.as_str(), None).await.is_err() {
-                    self.etcd_down = true;
-                }
-                let _ = client.lease_revoke(*lease).await;
+        for (id, (key, lease)) in &records {
+            let kept = self
+                .tracked
+                .get(id)
+                .and_then(|t| t.registration.as_ref())
+                .is_some_and(|r| r.lease == *lease);
+            if !kept
+                && release(&mut client, &self.layout, id, key, *lease)
+                    .await
+                    .is_err()
+            {
+                self.etcd_down = true;
             }
         }
         for id in ids {
@@ -458,7 +483,7 @@ impl Registrar {
         let version = version_of(&image);
         let presence = status.ip.map(|ip| Presence {
             project: self.config.project.clone(),
-            prefix: self.config.stack.discovery.prefix.clone(),
+            prefix: self.layout.prefix().to_string(),
             service: service.to_string(),
             id: status.id.clone(),
             name: status.name.clone(),
@@ -589,14 +614,18 @@ impl Registrar {
             return;
         };
         let ttl = discovery.ttl.as_secs().max(1) as i64;
+        let record =
+            serde_json::to_string(&Record { key: key.clone() }).expect("a record serializes");
         let result = async {
             let lease = client.lease_grant(ttl, None).await?.id();
+            // The key and its ownership record on one lease, in one
+            // transaction: whatever holds the key also says whose it is.
+            let on_lease = || Some(PutOptions::new().with_lease(lease));
             client
-                .put(
-                    key.as_str(),
-                    value.as_str(),
-                    Some(PutOptions::new().with_lease(lease)),
-                )
+                .txn(Txn::new().and_then([
+                    TxnOp::put(key.as_str(), value.as_str(), on_lease()),
+                    TxnOp::put(self.layout.record(id), record.as_str(), on_lease()),
+                ]))
                 .await?;
             Ok::<i64, etcd_client::Error>(lease)
         }
@@ -649,15 +678,10 @@ impl Registrar {
             .map(|p| p.name.clone())
             .unwrap_or_else(|| id.to_string());
         if let Some(mut client) = self.client().await {
-            // Revoking the lease deletes the key with it, in one request; the
-            // delete covers a lease that already expired.
-            let revoked = client.lease_revoke(r.lease).await;
-            if revoked.is_err() {
-                if let Err(e) = client.delete(r.key.as_str(), None).await {
-                    // The key expires with its lease anyway; the resync after
-                    // etcd returns removes it sooner.
-                    self.etcd_unavailable(format!("etcd: {e}"));
-                }
+            if let Err(e) = release(&mut client, &self.layout, id, &r.key, r.lease).await {
+                // The key expires with its lease anyway; the resync after
+                // etcd returns removes it sooner.
+                self.etcd_unavailable(format!("etcd: {e}"));
             }
         }
         self.report(RegistrarEvent::Deregistered {
@@ -676,6 +700,112 @@ impl Registrar {
                 t.monitor.cancel();
             }
         }
+    }
+}
+
+/// Every key under `prefix`: (key, value, lease).
+async fn list(
+    client: &mut Client,
+    prefix: String,
+) -> Result<Vec<(String, String, i64)>, etcd_client::Error> {
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await?;
+    Ok(resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+                kv.lease(),
+            )
+        })
+        .collect())
+}
+
+/// Takes back a registration of container `id` this project made: its key
+/// and ownership record, each only while it is still on `lease` (a key
+/// registered again since, by anyone, stays). The lease is revoked (one
+/// request deleting both) only when nothing but those two is attached to
+/// it: a lease someone else put a key on, inside the prefix or out, is left
+/// to expire.
+async fn release(
+    client: &mut Client,
+    layout: &Layout,
+    id: &str,
+    key: &str,
+    lease: i64,
+) -> Result<(), etcd_client::Error> {
+    let record = layout.record(id);
+    let attached = client
+        .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await?;
+    let only_ours = attached
+        .keys()
+        .iter()
+        .all(|k| k.as_slice() == key.as_bytes() || k.as_slice() == record.as_bytes());
+    if attached.ttl() > 0 && only_ours {
+        client.lease_revoke(lease).await?;
+        return Ok(());
+    }
+    for k in [key, record.as_str()] {
+        delete_on_lease(client, k, lease).await?;
+    }
+    Ok(())
+}
+
+/// Deletes `key` if it is still attached to `lease`; true when it was.
+async fn delete_on_lease(
+    client: &mut Client,
+    key: &str,
+    lease: i64,
+) -> Result<bool, etcd_client::Error> {
+    let resp = client
+        .txn(
+            Txn::new()
+                .when([Compare::lease(key, CompareOp::Equal, lease)])
+                .and_then([TxnOp::delete(key, None)]),
+        )
+        .await?;
+    Ok(resp.succeeded())
+}
+
+/// The registration of container `id` (its full id) this project made, as
+/// its ownership record names it: (key, lease).
+async fn registration_of(
+    client: &mut Client,
+    layout: &Layout,
+    id: &str,
+) -> Result<Option<(String, i64)>, etcd_client::Error> {
+    let resp = client.get(layout.record(id), None).await?;
+    Ok(resp.kvs().first().and_then(|kv| {
+        let record: Record = serde_json::from_slice(kv.value()).ok()?;
+        Some((record.key, kv.lease()))
+    }))
+}
+
+/// Whether container `id` (its full id, matched exactly) is registered.
+pub async fn is_registered(
+    client: &mut Client,
+    layout: &Layout,
+    id: &str,
+) -> Result<bool, etcd_client::Error> {
+    Ok(registration_of(client, layout, id).await?.is_some())
+}
+
+/// Takes container `id` (its full id, matched exactly) out of the registry
+/// ahead of its stop: its key is deleted if it is still the one its record
+/// names; the record and the lease stay for the registrar to release when
+/// the container stops. True when a key was deleted.
+pub async fn withdraw(
+    client: &mut Client,
+    layout: &Layout,
+    id: &str,
+) -> Result<bool, etcd_client::Error> {
+    match registration_of(client, layout, id).await? {
+        Some((key, lease)) => delete_on_lease(client, &key, lease).await,
+        None => Ok(false),
     }
 }
 

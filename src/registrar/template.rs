@@ -5,6 +5,7 @@
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
+use crate::router::layout::join_key;
 use crate::router::Instance;
 use crate::spec::Discovery;
 
@@ -52,10 +53,7 @@ pub fn version_of(image: &str) -> String {
 /// The key a container is registered under.
 pub fn key_of(discovery: &Discovery, presence: &Presence) -> Result<String, TemplateError> {
     match &discovery.key {
-        None => Ok(format!(
-            "{}/{}/{}",
-            presence.prefix, presence.service, presence.id
-        )),
+        None => Ok(join_key(&presence.prefix, &presence.service, &presence.id)),
         Some(template) => render("key", template, presence).map(|k| k.trim().to_string()),
     }
 }
@@ -127,7 +125,7 @@ mod tests {
     fn discovery(key: Option<&str>, value: Option<&str>) -> Discovery {
         Discovery {
             etcd: Etcd::Embedded,
-            prefix: "/services".into(),
+            prefix: None,
             ttl: Duration::from_secs(30),
             key: key.map(str::to_string),
             value: value.map(str::to_string),

@@ -7,6 +7,7 @@
 //! (through `engine`) to the proxy container.
 
 pub mod debounce;
+pub mod layout;
 pub mod registry;
 pub mod render;
 pub mod routing;
@@ -15,6 +16,7 @@ pub mod runtime;
 pub mod served;
 pub mod state;
 
+pub use layout::Layout;
 pub use registry::{Instance, Registry};
 pub use render::{render, view, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
 pub use run::{start, Change, RouterConfig, RouterEvent, RouterHandle};

@@ -14,6 +14,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::layout::split_key;
+
 /// One registered container: where the proxy can reach it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Instance {
@@ -54,11 +56,11 @@ pub struct Registry {
 
 impl Registry {
     /// Builds the snapshot from the key-values under `prefix`, in devstack's
-    /// default layout: `<prefix>/<service>/<container-id>` → JSON [`Instance`].
-    /// Keys or values in another layout are kept in `kvs` only.
+    /// default layout: `<prefix>/<service>/<container-id>` → JSON [`Instance`]
+    /// (the layout is [`super::layout`]'s). Keys or values in another layout
+    /// are kept in `kvs` only.
     pub fn from_kvs(prefix: &str, kvs: impl IntoIterator<Item = (String, String)>) -> Registry {
         let mut registry = Registry::default();
-        let prefix = prefix.trim_end_matches('/');
         for (key, value) in kvs {
             if key.chars().chain(value.chars()).any(char::is_control) {
                 registry.skipped.push(Skipped {
@@ -67,20 +69,18 @@ impl Registry {
                 });
                 continue;
             }
-            if let Some(rest) = key.strip_prefix(prefix).and_then(|r| r.strip_prefix('/')) {
-                if let Some((service, id)) = rest.split_once('/') {
-                    match parse_instance(service, id, &value) {
-                        Some(Ok(instance)) => registry
-                            .services
-                            .entry(instance.service.clone())
-                            .or_default()
-                            .push(instance),
-                        Some(Err(reason)) => registry.skipped.push(Skipped {
-                            key: key.clone(),
-                            reason,
-                        }),
-                        None => {}
-                    }
+            if let Some((service, id)) = split_key(prefix, &key) {
+                match parse_instance(service, id, &value) {
+                    Some(Ok(instance)) => registry
+                        .services
+                        .entry(instance.service.clone())
+                        .or_default()
+                        .push(instance),
+                    Some(Err(reason)) => registry.skipped.push(Skipped {
+                        key: key.clone(),
+                        reason,
+                    }),
+                    None => {}
                 }
             }
             registry.kvs.insert(key, value);
@@ -208,6 +208,8 @@ mod tests {
                 ("/services/web/w1".to_string(), "172.18.0.9:3000".to_string()),
                 ("/services/config".to_string(), "not an instance".to_string()),
                 ("/elsewhere/x/y".to_string(), "10.0.0.1:1".to_string()),
+                // Another copy's default layout below a shared prefix.
+                ("/services/b/api/c9".to_string(), "10.0.0.2:1".to_string()),
             ],
         );
         let api = registry.instances("api");
@@ -216,7 +218,8 @@ mod tests {
         assert_eq!(registry.instances("web")[0].port, 3000);
         assert_eq!(registry.instances("web")[0].address, "172.18.0.9");
         assert!(registry.instances("x").is_empty());
-        assert_eq!(registry.kvs.len(), 5);
+        assert!(registry.instances("b").is_empty(), "not an instance of `b`");
+        assert_eq!(registry.kvs.len(), 6);
         assert!(registry.skipped.is_empty(), "{:?}", registry.skipped);
     }
 

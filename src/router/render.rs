@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
+use super::layout::Layout;
 use super::registry::{is_token, Instance, Registry};
 use crate::spec::{Probe, Stack};
 
@@ -228,7 +229,7 @@ pub fn view_keeping(
         .collect();
     View {
         project: project.to_string(),
-        prefix: stack.discovery.prefix.clone(),
+        prefix: Layout::new(&stack.discovery, project).prefix().to_string(),
         routes,
         services,
         kvs: registry.kvs.clone(),

@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::debounce::Debounce;
+use super::layout::Layout;
 use super::registry::Registry;
 use super::render::{render, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
 use super::runtime::{runtime_commands, runtime_failure};
@@ -452,8 +453,14 @@ impl Router {
         }
     }
 
+    /// The registry's keys for this project (discovery settings wait for the
+    /// next `up`, so an edited stack never moves them).
+    fn layout(&self) -> Layout {
+        Layout::new(&self.config.stack.discovery, &self.config.project)
+    }
+
     fn prefix_key(&self) -> String {
-        format!("{}/", self.config.stack.discovery.prefix)
+        self.layout().listing()
     }
 
     async fn connect_and_list(&mut self) -> Result<(Client, i64), String> {
@@ -490,7 +497,7 @@ impl Router {
     /// Renders the registry and brings the proxy to it.
     async fn apply(&mut self) {
         let started = Instant::now();
-        let registry = Registry::from_kvs(&self.config.stack.discovery.prefix, self.kvs.clone());
+        let registry = Registry::from_kvs(self.layout().prefix(), self.kvs.clone());
         let skipped: BTreeSet<String> = registry.skipped.iter().map(|s| s.key.clone()).collect();
         for s in &registry.skipped {
             if !self.skipped.contains(&s.key) {

@@ -1522,7 +1522,7 @@ fn decode_task(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Task> {
 fn decode_discovery(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Option<Discovery> {
     let mut discovery = Discovery {
         etcd: Etcd::Embedded,
-        prefix: "/services".into(),
+        prefix: None,
         ttl: Duration::from_secs(30),
         key: None,
         value: None,
@@ -1570,7 +1570,7 @@ fn decode_discovery(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> O
             if !prefix.starts_with('/') {
                 d.error(n, &f.path("prefix"), "the key prefix must start with `/`");
             }
-            discovery.prefix = prefix.trim_end_matches('/').to_string();
+            discovery.prefix = Some(prefix.trim_end_matches('/').to_string());
         }
     }
     if let Some(n) = f.get("ttl") {

@@ -330,8 +330,12 @@ pub enum Etcd {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Discovery {
     pub etcd: Etcd,
-    /// Key prefix of the registry, starting with `/`.
-    pub prefix: String,
+    /// Key prefix of the registry, starting with `/`, as the stack gives it.
+    /// None: devstack's own, per project (`router::layout::Layout` says
+    /// which); given, it is the production layout, shared by every copy of
+    /// the stack that uses the same etcd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
     /// Lease TTL of each registration.
     #[serde(with = "duration_text")]
     pub ttl: Duration,

@@ -48,7 +48,7 @@ fn defaults() {
         "routes default to the service's port"
     );
     assert_eq!(s.discovery.etcd, Etcd::Embedded);
-    assert_eq!(s.discovery.prefix, "/services");
+    assert_eq!(s.discovery.prefix, None, "devstack's per-project prefix");
     assert_eq!(s.discovery.ttl, Duration::from_secs(30));
     assert_eq!(s.proxy.listen.to_string(), "127.0.0.1:8080");
 }
@@ -116,7 +116,7 @@ fn external_etcd() {
             endpoints: vec!["http://10.0.0.5:2379".into()]
         }
     );
-    assert_eq!(s.discovery.prefix, "/reg");
+    assert_eq!(s.discovery.prefix.as_deref(), Some("/reg"));
     assert_eq!(s.discovery.ttl, Duration::from_secs(300));
 }
 

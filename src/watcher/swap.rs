@@ -8,22 +8,25 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
+use etcd_client::{Client, ConnectOptions};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::proxy::{master_cli, proxy_container_name};
 use crate::engine::{health, Engine, EngineError};
 use crate::plan::{self, names, ObservedState};
+use crate::registrar::run::{is_registered, withdraw};
 use crate::router::runtime::{parse_servers_state, parse_stat_sessions, ServerState};
-use crate::router::Registry;
+use crate::router::Layout;
 use crate::spec::{Stack, UnitKind};
 
 /// Where the running stack's registry is, to wait for a new container's registration.
 #[derive(Debug, Clone)]
 pub struct Discovery {
     pub endpoints: Vec<String>,
-    pub prefix: String,
+    /// The project's registry keys (a container's registration is found by
+    /// its exact id there).
+    pub layout: Layout,
 }
 
 /// How one rebuild ended.
@@ -36,6 +39,10 @@ pub enum Outcome {
     Synced {
         files: usize,
         containers: Vec<String>,
+        /// Files left out (links into other directories, FIFOs, sockets,
+        /// devices), each with why.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<String>,
     },
     /// The build failed; the running version stays.
     BuildFailed { message: String },
@@ -76,11 +83,19 @@ impl Report {
     pub fn line(&self) -> String {
         let result = match &self.outcome {
             Outcome::Swapped { containers } => format!("swapped {} replica(s)", containers.len()),
-            Outcome::Synced { files, containers } => {
-                format!(
+            Outcome::Synced {
+                files,
+                containers,
+                skipped,
+            } => {
+                let mut line = format!(
                     "synced {files} file(s) into {} container(s)",
                     containers.len()
-                )
+                );
+                if !skipped.is_empty() {
+                    line.push_str(&format!("; skipped {}", skipped.join("; ")));
+                }
+                line
             }
             Outcome::BuildFailed { message } => format!("build failed: {message}"),
             Outcome::Unhealthy {
@@ -340,7 +355,7 @@ async fn swap(
         if let Some(d) = discovery {
             // Best effort: without a registry answer the swap still goes on,
             // as long as the proxy (below) confirms the new one serves.
-            let _ = wait_registered(d, service, &id).await;
+            let _ = wait_registered(d, &id).await;
             let new_ip = engine.inspect(&id, &network).await?.ip;
             let routed = match (&proxy, new_ip) {
                 // The old one is behind the proxy, so the new one must be
@@ -356,7 +371,7 @@ async fn swap(
                 // It may serve without HAProxy saying so: out of the proxy
                 // first, like an old version, then gone.
                 let ips: Vec<IpAddr> = new_ip.into_iter().collect();
-                leave_proxy(d, proxy.as_ref(), service, &[&id], &ips, spec.stop_grace).await;
+                leave_proxy(d, proxy.as_ref(), &[&id], &ips, spec.stop_grace).await;
                 let _ = engine.stop(&id, Some(spec.stop_grace)).await;
                 let _ = engine.remove(&id).await;
                 return Ok(Outcome::Failed {
@@ -370,7 +385,7 @@ async fn swap(
             // Out of the proxy before it is stopped, so no new request
             // reaches a container that is shutting down.
             let ids: Vec<&str> = old.iter().map(|o| o.id.as_str()).collect();
-            leave_proxy(d, proxy.as_ref(), service, &ids, &old_ips, spec.stop_grace).await;
+            leave_proxy(d, proxy.as_ref(), &ids, &old_ips, spec.stop_grace).await;
         }
         for o in &old {
             // Stopping deregisters it at once (the registrar follows the kill
@@ -396,7 +411,7 @@ async fn swap(
     })
 }
 
-/// Takes containers `ids` (at `ips`) of `service` out of the proxy: their
+/// Takes containers `ids` (full ids, at `ips`) out of the proxy: their
 /// keys are deleted (the registrar revokes their leases when they stop), then
 /// HAProxy is asked until no slot sends them traffic, and the requests
 /// already sent finish (at most `grace`). Without a proxy to ask, a settle
@@ -404,7 +419,6 @@ async fn swap(
 async fn leave_proxy(
     d: &Discovery,
     proxy: Option<&ProxyView>,
-    service: &str,
     ids: &[&str],
     ips: &[IpAddr],
     grace: Duration,
@@ -413,7 +427,7 @@ async fn leave_proxy(
         Some(p) => p.slots_serving(ips).await,
         None => Vec::new(),
     };
-    let deleted = deregister(d, service, ids).await.unwrap_or(false);
+    let deleted = deregister(d, ids).await.unwrap_or(false);
     match proxy {
         Some(p) if !slots.is_empty() => {
             p.wait_serving(ips, false).await;
@@ -491,32 +505,12 @@ impl ProxyView {
     }
 }
 
-/// Polls etcd until the registrar has registered container `id` of `service`.
-async fn wait_registered(d: &Discovery, service: &str, id: &str) -> Result<(), etcd_client::Error> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(2));
-    let mut client = Client::connect(&d.endpoints, Some(options)).await?;
+/// Polls etcd until the registrar has registered container `id` (its full id).
+async fn wait_registered(d: &Discovery, id: &str) -> Result<(), etcd_client::Error> {
+    let mut client = connect(d).await?;
     let until = Instant::now() + REGISTER_TIMEOUT;
-    let prefix = format!("{}/", d.prefix);
     while Instant::now() < until {
-        let resp = client
-            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
-            .await?;
-        let registry = Registry::from_kvs(
-            &d.prefix,
-            resp.kvs().iter().map(|kv| {
-                (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    String::from_utf8_lossy(kv.value()).into_owned(),
-                )
-            }),
-        );
-        if registry
-            .instances(service)
-            .iter()
-            .any(|i| !i.id.is_empty() && (id.starts_with(&i.id) || i.id.starts_with(id)))
-        {
+        if is_registered(&mut client, &d.layout, id).await? {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -524,40 +518,20 @@ async fn wait_registered(d: &Discovery, service: &str, id: &str) -> Result<(), e
     Ok(())
 }
 
-/// Deletes the registry keys of containers `ids` of `service`; true when one was deleted.
-async fn deregister(
-    d: &Discovery,
-    service: &str,
-    ids: &[&str],
-) -> Result<bool, etcd_client::Error> {
+/// Deletes the registry keys of containers `ids` (full ids, matched
+/// exactly); true when one was deleted.
+async fn deregister(d: &Discovery, ids: &[&str]) -> Result<bool, etcd_client::Error> {
+    let mut client = connect(d).await?;
+    let mut deleted = false;
+    for id in ids {
+        deleted |= withdraw(&mut client, &d.layout, id).await?;
+    }
+    Ok(deleted)
+}
+
+async fn connect(d: &Discovery) -> Result<Client, etcd_client::Error> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(2));
-    let mut client = Client::connect(&d.endpoints, Some(options)).await?;
-    let prefix = format!("{}/", d.prefix);
-    let resp = client
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await?;
-    let mut deleted = false;
-    for kv in resp.kvs() {
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
-        // Parsed one key at a time, so any key layout the registry reads
-        // (a stack's own `discovery.key`) is recognized by its instance.
-        let one = Registry::from_kvs(
-            &d.prefix,
-            [(
-                key.clone(),
-                String::from_utf8_lossy(kv.value()).into_owned(),
-            )],
-        );
-        let ours = one.instances(service).iter().any(|i| {
-            ids.iter()
-                .any(|id| id.starts_with(&i.id) || i.id.starts_with(id))
-        });
-        if ours {
-            client.delete(key, None).await?;
-            deleted = true;
-        }
-    }
-    Ok(deleted)
+    Client::connect(&d.endpoints, Some(options)).await
 }

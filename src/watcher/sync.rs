@@ -2,6 +2,13 @@
 //! containers (no new image, no new container), then the stack's `then`
 //! command runs in each. A change to a file matching `rebuild_on` (a
 //! dependency manifest) needs a rebuild instead, which the caller does.
+//!
+//! What is copied is what the build context holds, never what it points
+//! at: a symbolic link arrives as the same link (as `docker build` copies
+//! it), a file reached through a linked directory is not synced, FIFOs,
+//! sockets and devices are skipped without being opened (opening a FIFO
+//! blocks until a writer comes), and setuid/setgid bits are dropped. Each
+//! skipped file is named in the report.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +18,7 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use super::swap::{Outcome, Report};
 use super::WatchError;
+use crate::engine::containers::Upload;
 use crate::engine::Engine;
 use crate::plan::ObservedState;
 
@@ -120,25 +128,18 @@ impl Sync {
             .collect();
         // Read every file once, before touching any container: a file that
         // vanished is deleted there, one that cannot be read fails the sync.
-        let mut writes = Vec::new();
-        let mut deletes = Vec::new();
-        for f in files {
-            let Some(dest) = self.destination(f) else {
-                continue;
-            };
-            if f.is_dir() {
-                continue;
-            }
-            match std::fs::read(f) {
-                Ok(bytes) => writes.push((dest, bytes, mode_of(f))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => deletes.push(dest),
-                Err(e) => return failed(format!("reading {}: {e}", f.display())),
-            }
-        }
+        let Collected {
+            entries,
+            deletes,
+            skipped,
+        } = match self.collect(files) {
+            Ok(c) => c,
+            Err(message) => return failed(message),
+        };
         let mut names = Vec::new();
         for c in &running {
-            for (dest, bytes, mode) in &writes {
-                if let Err(e) = engine.copy_into(&c.id, dest, bytes, *mode).await {
+            for entry in &entries {
+                if let Err(e) = engine.upload(&c.id, &entry.dest, entry.upload()).await {
                     return failed(e.to_string());
                 }
             }
@@ -167,18 +168,148 @@ impl Sync {
             names.push(c.name.clone());
         }
         Outcome::Synced {
-            files: writes.len() + deletes.len(),
+            files: entries.len() + deletes.len(),
             containers: names,
+            skipped,
+        }
+    }
+
+    /// What `files` ask of the containers, read from the context.
+    fn collect(&self, files: &BTreeSet<PathBuf>) -> Result<Collected, String> {
+        let mut c = Collected::default();
+        for f in files {
+            let Some(dest) = self.destination(f) else {
+                continue;
+            };
+            let Some((root, _)) = self.roots.iter().find(|(root, _)| f.starts_with(root)) else {
+                continue;
+            };
+            match read_entry(root, f) {
+                Ok(Read::Entry(content)) => c.entries.push(Entry { dest, content }),
+                Ok(Read::Gone) => c.deletes.push(dest),
+                Ok(Read::Directory) => {}
+                Ok(Read::Skipped(why)) => c.skipped.push(format!("{}: {why}", f.display())),
+                Err(e) => return Err(format!("reading {}: {e}", f.display())),
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// What a burst of changed files asks of the containers.
+#[derive(Debug, Default)]
+struct Collected {
+    entries: Vec<Entry>,
+    /// Destinations of files that no longer exist.
+    deletes: Vec<String>,
+    /// Files not synced, each with why.
+    skipped: Vec<String>,
+}
+
+/// One file or link to write, at `dest` in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    dest: String,
+    content: Content,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Content {
+    File { bytes: Vec<u8>, mode: u32 },
+    Link(PathBuf),
+}
+
+impl Entry {
+    fn upload(&self) -> Upload<'_> {
+        match &self.content {
+            Content::File { bytes, mode } => Upload::File { bytes, mode: *mode },
+            Content::Link(target) => Upload::Link { target },
         }
     }
 }
 
-/// The file's permission bits, so a synced script stays executable.
-fn mode_of(f: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(f)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644)
+/// What reading one changed file found.
+#[derive(Debug)]
+enum Read {
+    Entry(Content),
+    Gone,
+    Directory,
+    /// Not synced, with why.
+    Skipped(String),
+}
+
+/// Reads `file` (below `root`) as the context holds it, following no link.
+fn read_entry(root: &Path, file: &Path) -> std::io::Result<Read> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    // A directory between the root and the file that is a link would lead
+    // out of the context (notify may report paths below it).
+    let mut dir = file.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
+        match std::fs::symlink_metadata(d) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Ok(Read::Skipped(format!(
+                    "reached through the link {}, which sync does not follow",
+                    d.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Gone),
+            Err(e) => return Err(e),
+        }
+        dir = d.parent();
+    }
+    let meta = match std::fs::symlink_metadata(file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Gone),
+        Err(e) => return Err(e),
+    };
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        return Ok(Read::Directory);
+    }
+    if kind.is_symlink() {
+        return Ok(Read::Entry(Content::Link(std::fs::read_link(file)?)));
+    }
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return Ok(Read::Skipped(format!("{what}, not synced")));
+    }
+    // Opened without following a link and without blocking, then checked
+    // again: the path may have been swapped for a link or a FIFO since.
+    let mut opened = match open_no_follow(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Gone),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(Read::Skipped("replaced while read, not synced".into()))
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = opened.metadata()?;
+    if !meta.file_type().is_file() {
+        return Ok(Read::Skipped("replaced while read, not synced".into()));
+    }
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut opened, &mut bytes)?;
+    Ok(Read::Entry(Content::File {
+        bytes,
+        // The permission bits, so a synced script stays executable; never
+        // setuid, setgid or sticky.
+        mode: meta.permissions().mode() & 0o777,
+    }))
+}
+
+fn open_no_follow(file: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(file)
 }
 
 #[cfg(test)]
@@ -208,5 +339,102 @@ mod tests {
         ];
         assert!(s.needs_rebuild(&manifest));
         assert!(s.needs_rebuild(&[PathBuf::from("/src/web/lib/package.json")]));
+    }
+
+    /// A context holding what a careless or hostile checkout may: a link to
+    /// a secret outside it, a directory link leading out, a FIFO, a setuid
+    /// script; and the tars sync would send for it.
+    #[test]
+    fn sync_sends_links_as_links_and_skips_what_is_not_a_file() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("home");
+        std::fs::create_dir(&outside).unwrap();
+        let secret = outside.join("id_ed25519");
+        std::fs::write(&secret, "PRIVATE KEY").unwrap();
+        let ctx = tmp.path().join("web");
+        std::fs::create_dir(&ctx).unwrap();
+        let script = ctx.join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o6755)).unwrap();
+        symlink(&secret, ctx.join("key")).unwrap();
+        symlink(&outside, ctx.join("home")).unwrap();
+        let fifo = ctx.join("pipe");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a node.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+        let files: BTreeSet<PathBuf> = [
+            script.clone(),
+            ctx.join("key"),
+            ctx.join("home/id_ed25519"),
+            fifo.clone(),
+            ctx.join("gone.txt"),
+        ]
+        .into();
+        let sync = Sync::new("web", std::slice::from_ref(&ctx), "/app", &[], None).unwrap();
+
+        // Bounded: opening the FIFO would block this thread for good.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(sync.collect(&files));
+        });
+        let c = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("collecting blocked (a FIFO was opened?)")
+            .expect("collects");
+
+        assert_eq!(c.deletes, ["/app/gone.txt"]);
+        let skipped = c.skipped.join("\n");
+        assert_eq!(c.skipped.len(), 2, "{skipped}");
+        assert!(skipped.contains("pipe: a FIFO"), "{skipped}");
+        assert!(
+            skipped.contains("home/id_ed25519: reached through the link"),
+            "{skipped}"
+        );
+        assert_eq!(c.entries.len(), 2, "{:?}", c.entries);
+
+        // The tars: the link is a link to the same target, no content; the
+        // script keeps its rwx bits but not setuid/setgid.
+        let mut seen = Vec::new();
+        for e in &c.entries {
+            let tar = crate::engine::containers::pack_upload(&e.dest, e.upload()).unwrap();
+            assert!(
+                !tar.windows(11).any(|w| w == b"PRIVATE KEY"),
+                "the secret's content is in the tar of {}",
+                e.dest
+            );
+            let mut archive = tar::Archive::new(tar.as_slice());
+            for entry in archive.entries().unwrap() {
+                let entry = entry.unwrap();
+                let h = entry.header();
+                seen.push((
+                    entry.path().unwrap().display().to_string(),
+                    h.entry_type(),
+                    h.mode().unwrap(),
+                    entry.link_name().unwrap().map(|l| l.display().to_string()),
+                    h.size().unwrap(),
+                ));
+            }
+        }
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            seen,
+            [
+                (
+                    "app/key".to_string(),
+                    tar::EntryType::Symlink,
+                    0o777,
+                    Some(secret.display().to_string()),
+                    0
+                ),
+                (
+                    "app/run.sh".to_string(),
+                    tar::EntryType::Regular,
+                    0o755,
+                    None,
+                    10
+                ),
+            ]
+        );
     }
 }

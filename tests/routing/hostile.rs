@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use devstack::engine::Engine;
 use devstack::router::routing::{Routing, RoutingOptions};
+use devstack::router::Layout;
 use devstack::router::RouterEvent;
 use tokio::sync::broadcast;
 
@@ -84,7 +85,8 @@ fn hostile_registry_values_are_skipped_with_a_warning() {
         // command in the proxy, then a backend that takes the rest of the
         // line. It goes in alone, so nothing else spoils that config.
         let injected = "192.0.2.50:8080 check\n\nprogram pwned\n    command /bin/sh -c \"touch /tmp/pwned; exec sleep 3600\"\n\nbackend devstack_pwned\n    server x 127.0.0.1";
-        let mut keys = vec!["/services/a/nl".to_string()];
+        let layout = Layout::new(&p.stack.discovery, &p.name);
+        let mut keys = vec![layout.key("a", "nl")];
         etcdctl_put(
             &url,
             &keys[0],
@@ -101,7 +103,7 @@ fn hostile_registry_values_are_skipped_with_a_warning() {
             ("port", "{\"service\":\"a\",\"id\":\"port\",\"address\":\"192.0.2.49\",\"port\":70000}".to_string()),
         ];
         for (id, value) in &hostile {
-            let key = format!("/services/a/{id}");
+            let key = layout.key("a", id);
             etcdctl_put(&url, &key, value);
             keys.push(key);
         }

@@ -5,6 +5,7 @@
 //! or the fixture images.
 
 mod control;
+mod copies;
 mod hostile;
 mod path;
 #[path = "../support/real_etcd.rs"]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use devstack::engine::proxy::master_cli;
 use devstack::engine::Engine;
 use devstack::router::routing::{Routing, RoutingOptions};
+use devstack::router::Layout;
 use etcd_client::{Client, GetOptions};
 
 use crate::support::*;
@@ -92,17 +93,19 @@ async fn routing_path(real: Option<&RealEtcd>) {
         .expect("the routing path starts");
     let url = routing.endpoints[0].clone();
     let cli = routing.router.proxy.cli;
+    let listing = Layout::new(&p.stack.discovery, &p.name).listing();
+    let under_a = format!("{listing}a/");
 
     until(Duration::from_secs(20), "three registrations", || async {
-        keys(&url, "/services/").await.len() == 3
+        keys(&url, &listing).await.len() == 3
     })
     .await;
-    let seen_by_etcdctl = etcdctl_keys(&url, "/services/");
+    let seen_by_etcdctl = etcdctl_keys(&url, &listing);
     assert_eq!(seen_by_etcdctl.len(), 3, "{seen_by_etcdctl:?}");
     assert_eq!(
         seen_by_etcdctl
             .iter()
-            .filter(|k| k.starts_with("/services/a/"))
+            .filter(|k| k.starts_with(&under_a))
             .count(),
         2,
         "{seen_by_etcdctl:?}"
@@ -137,7 +140,7 @@ async fn routing_path(real: Option<&RealEtcd>) {
     }
 
     // A killed replica is gone from etcd and from HAProxy within a second.
-    let victim_key = format!("/services/a/{}", docker(&["inspect", "-f", "{{.Id}}", &a1]));
+    let victim_key = format!("{under_a}{}", docker(&["inspect", "-f", "{{.Id}}", &a1]));
     let victim_ip = docker(&[
         "inspect",
         "-f",
@@ -150,7 +153,7 @@ async fn routing_path(real: Option<&RealEtcd>) {
         Duration::from_secs(1),
         "the killed replica leaves etcd",
         || async {
-            !keys(&url, "/services/a/")
+            !keys(&url, &under_a)
                 .await
                 .iter()
                 .any(|(k, _)| *k == victim_key)
@@ -195,5 +198,8 @@ async fn routing_path(real: Option<&RealEtcd>) {
 
     // Stopping the registrar takes its registrations with it.
     routing.shutdown().await;
-    assert!(keys(&url, "/services/").await.is_empty());
+    assert!(keys(&url, &listing).await.is_empty());
+    // Their ownership records went with them.
+    let records = Layout::new(&p.stack.discovery, &p.name).records();
+    assert!(keys(&url, &records).await.is_empty());
 }

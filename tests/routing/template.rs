@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use devstack::engine::Engine;
 use devstack::router::routing::{Routing, RoutingOptions};
-use devstack::router::{RouterEvent, BUILTIN_TEMPLATE};
+use devstack::router::{Layout, RouterEvent, BUILTIN_TEMPLATE};
 use tokio::sync::broadcast;
 
 use crate::support::*;
@@ -68,6 +68,8 @@ fn a_bad_template_keeps_the_last_good_config() {
         let mut etcd = etcd_client::Client::connect([url], None)
             .await
             .expect("etcd");
+        // A key under the project's prefix: every change re-renders.
+        let poke_key = format!("{}poke", Layout::new(&p.stack.discovery, &p.name).listing());
         let mut n = 0;
         let mut poke = || {
             n += 1;
@@ -80,7 +82,9 @@ fn a_bad_template_keeps_the_last_good_config() {
             "global\n    master-worker\n{{ no_such_name }}\n",
         )
         .unwrap();
-        etcd.put("/services/poke", poke(), None).await.expect("put");
+        etcd.put(poke_key.as_str(), poke(), None)
+            .await
+            .expect("put");
         let line = expect(&mut events, "render failure", |e| match e {
             RouterEvent::RenderFailed { line, .. } => Some(*line),
             _ => None,
@@ -95,7 +99,9 @@ fn a_bad_template_keeps_the_last_good_config() {
         // A template whose config HAProxy refuses: HAProxy's line is reported.
         let refused = format!("{BUILTIN_TEMPLATE}\nbackend broken\n    bogus_keyword here\n");
         std::fs::write(p.path("haproxy.cfg.j2"), refused).unwrap();
-        etcd.put("/services/poke", poke(), None).await.expect("put");
+        etcd.put(poke_key.as_str(), poke(), None)
+            .await
+            .expect("put");
         let (line, text) = expect(&mut events, "check failure", |e| match e {
             RouterEvent::CheckFailed { line, text, .. } => Some((*line, text.clone())),
             _ => None,
@@ -114,7 +120,9 @@ fn a_bad_template_keeps_the_last_good_config() {
             format!("{BUILTIN_TEMPLATE}\n# fixed\n"),
         )
         .unwrap();
-        etcd.put("/services/poke", poke(), None).await.expect("put");
+        etcd.put(poke_key.as_str(), poke(), None)
+            .await
+            .expect("put");
         expect(&mut events, "an apply", |e| match e {
             RouterEvent::Applied { .. } => Some(()),
             _ => None,

@@ -430,6 +430,52 @@ fn sync_mode_serves_the_edit_from_the_same_container_and_a_manifest_rebuilds() {
 }
 
 #[test]
+fn sync_copies_a_link_out_of_the_context_as_a_link_and_skips_a_fifo() {
+    let mut s = Stack::with("l", "    watch: { action: sync, target: /app }");
+    up(&s, "first");
+    let rx = start_watch(&mut s);
+    let container = format!("{}-web-1", s.name);
+    let inside = |script: &str| {
+        let out = Command::new("docker")
+            .args(["exec", &container, "sh", "-c", script])
+            .output()
+            .expect("docker exec runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+
+    // A link in the context to a secret outside it (`~/.ssh/id_ed25519`).
+    let home = tempfile::tempdir().expect("a temp dir");
+    let secret = home.path().join("id_ed25519");
+    std::fs::write(&secret, "PRIVATE KEY").unwrap();
+    std::os::unix::fs::symlink(&secret, s.file("key")).unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "synced", "{v}");
+    assert_eq!(
+        inside("readlink /app/key"),
+        secret.display().to_string(),
+        "not a link"
+    );
+    let read = inside("cat /app/key 2>/dev/null");
+    assert!(
+        !read.contains("PRIVATE KEY"),
+        "the secret was copied: {read}"
+    );
+
+    // A FIFO is skipped, named, and does not block the watcher.
+    let fifo = s.file("pipe");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "synced", "{v}");
+    let skipped = v["skipped"].to_string();
+    assert!(skipped.contains("pipe: a FIFO"), "{v}");
+    assert_eq!(inside("test -e /app/pipe && echo there"), "");
+}
+
+#[test]
 fn a_burst_of_fifty_saves_is_one_or_two_builds_and_the_last_state_wins() {
     let mut s = Stack::new("e");
     up(&s, "first");
