@@ -174,3 +174,14 @@ fn reserved_labels() {
         &[("services.api.labels.dev.devstack.project", "devstack's own")],
     );
 }
+
+#[test]
+fn init_is_a_boolean_off_by_default() {
+    let s = ok("name: t\nservices:\n  a: {image: a, init: true}\n  b: {image: b}\n");
+    assert!(s.services["a"].container.init);
+    assert!(!s.services["b"].container.init);
+    problems(
+        "name: t\nservices:\n  a: {image: a, init: yes please}\n",
+        &[("services.a.init", "`true` or `false`")],
+    );
+}
