@@ -63,13 +63,15 @@ impl Stack {
         std::fs::write(web.join("Dockerfile"), dockerfile).unwrap();
         std::fs::write(web.join("message.txt"), "first").unwrap();
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // A start period that a busy CI machine's slow python start fits in:
+        // it only bounds how long a version that never answers is waited for.
         let yaml = format!(
             "name: {name}
 services:
   web:
     build: ./web
     port: 8080
-    health: {{ http: /health, interval: 500ms, retries: 2, start_period: 3s }}
+    health: {{ http: /health, interval: 500ms, retries: 2, start_period: 20s }}
     restart: \"no\"
     stop_grace: 1s
     routes: [web.test.localhost]

@@ -19,7 +19,7 @@ const IGNORES_TERM: &str = "python3 /app/app.py; exit 0";
 fn edit_stack(s: &Stack, edit: impl Fn(String) -> String) -> String {
     let path = s.dir.path().join("devstack.yaml");
     let yaml = std::fs::read_to_string(&path).unwrap();
-    let yaml = edit(yaml.replacen("start_period: 3s", "start_period: 120s", 1));
+    let yaml = edit(yaml.replacen("start_period: 20s", "start_period: 120s", 1));
     std::fs::write(&path, &yaml).unwrap();
     yaml
 }
@@ -251,21 +251,19 @@ fn a_second_save_is_served_while_the_old_container_ignoring_sigterm_still_stops(
         let v = next_event(&rx);
         assert_eq!(v["result"], "swapped", "{v}");
     }
-    // Every answer is a version in order: nothing failed, and no request
-    // reached an old container after a newer one had answered.
-    let answers = load.finish();
-    let errors = unexpected(&answers, &["first", "second", "third"]);
+    // Nothing failed meanwhile.
+    let errors = unexpected(&load.finish(), &["first", "second", "third"]);
     assert!(errors.is_empty(), "failed requests: {errors:?}");
-    let rank = |m: &str| ["first", "second", "third"].iter().position(|x| *x == m);
-    let mut highest = 0;
-    for m in answers.iter().flatten() {
-        let r = rank(m).unwrap_or(0);
-        assert!(
-            r >= highest,
-            "`{m}` answered after a newer version had: an old container got a request after it left"
-        );
-        highest = r;
-    }
+    // The replaced containers still run (ignoring SIGTERM for up to a
+    // minute) and still answer their health check, yet no request reaches
+    // them: they never go back into the proxy.
+    let originals_running = originals.iter().filter(|id| running(id)).count();
+    let answers: Vec<_> = (0..30).map(|_| message(listen)).collect();
+    let stale = unexpected(&answers, &["third"]);
+    assert!(
+        stale.is_empty(),
+        "after both swaps, with {originals_running} replaced container(s) still running: {stale:?}"
+    );
     kill_web(&s);
 }
 
