@@ -163,11 +163,34 @@ pub(crate) fn watched(stack: &Stack, services: &[String]) -> anyhow::Result<Watc
 /// restarts) its service, one at a time, and is reported as a line or a JSON
 /// event; an edit of the stack file applies to the running stack. `services`
 /// limits both to those named (and their dependencies) when not empty.
+/// Returns once the old containers swaps left behind have stopped.
 pub(crate) async fn watch_loop(
     engine: &Engine,
     loaded: &LoadedStack,
     services: &[String],
     json: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<u8> {
+    // Swapped-out containers drain and stop in the background while the
+    // next change runs; they are waited for here, so none is left half way.
+    let retiring = swap::Retiring::default();
+    let result = watch_changes(engine, loaded, services, json, &retiring, cancel).await;
+    if !retiring.is_empty() && !json {
+        eprintln!(
+            "watch: waiting for {} replaced container(s) to stop",
+            retiring.len()
+        );
+    }
+    retiring.finish().await;
+    result
+}
+
+async fn watch_changes(
+    engine: &Engine,
+    loaded: &LoadedStack,
+    services: &[String],
+    json: bool,
+    retiring: &swap::Retiring,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u8> {
     // The stack as last applied: an edit of the stack file replaces it.
@@ -227,7 +250,7 @@ pub(crate) async fn watch_loop(
                 }
             };
             let applied = tokio::select! {
-                a = apply_edit(engine, &current, next, project, services, &trigger, discovery.as_ref(), json, cancel) => a,
+                a = apply_edit(engine, &current, next, project, services, &trigger, discovery.as_ref(), retiring, json, cancel) => a,
                 _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
             };
             current = applied.stack;
@@ -263,6 +286,7 @@ pub(crate) async fn watch_loop(
                     &mut crx,
                     &mut queue,
                     discovery.as_ref(),
+                    retiring,
                     cancel,
                 );
                 match latest.await {
@@ -298,6 +322,7 @@ async fn rebuild_latest(
     changes: &mut mpsc::UnboundedReceiver<Change>,
     queue: &mut BTreeMap<String, Change>,
     discovery: Option<&swap::Discovery>,
+    retiring: &swap::Retiring,
     cancel: &CancellationToken,
 ) -> Option<swap::Report> {
     let service = change.service.clone();
@@ -328,7 +353,7 @@ async fn rebuild_latest(
     let t1 = Instant::now();
     let outcome = match built {
         Ok(built) => tokio::select! {
-            o = swap::deploy(engine, stack, project, &service, &built, discovery, cancel) => o,
+            o = swap::deploy(engine, stack, project, &service, &built, discovery, retiring, cancel) => o,
             _ = cancel.cancelled() => return None,
         },
         Err(outcome) => outcome,
@@ -363,6 +388,7 @@ async fn apply_edit(
     services: &[String],
     trigger: &str,
     discovery: Option<&swap::Discovery>,
+    retiring: &swap::Retiring,
     json: bool,
     cancel: &CancellationToken,
 ) -> Applied {
@@ -385,7 +411,10 @@ async fn apply_edit(
         outcome,
     };
     for name in &change.swap {
-        let r = swap::rebuild(engine, &stack, project, name, trigger, discovery, cancel).await;
+        let r = swap::rebuild(
+            engine, &stack, project, name, trigger, discovery, retiring, cancel,
+        )
+        .await;
         if !matches!(r.outcome, swap::Outcome::Swapped { .. }) {
             if let (Some(old), Some(slot)) =
                 (current.services.get(name), stack.services.get_mut(name))

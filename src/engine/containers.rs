@@ -620,7 +620,7 @@ pub(crate) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         pids_limit: spec.resources.pids,
         storage_opt,
         network_mode: Some(spec.network.clone()),
-        init: None,
+        init: spec.init.then_some(true),
         ..Default::default()
     };
     let endpoint = EndpointSettings {

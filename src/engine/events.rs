@@ -22,7 +22,11 @@ pub enum ContainerEventKind {
         exit_code: Option<i64>,
     },
     Stopped,
-    Killed,
+    /// A signal was sent: `docker kill`, or a stop's stop signal and, at the
+    /// end of its grace, SIGKILL. `signal` is its number.
+    Killed {
+        signal: Option<i32>,
+    },
     Paused,
     Unpaused,
     Restarted,
@@ -131,7 +135,9 @@ fn kind_of(action: &str, attrs: &HashMap<String, String>) -> ContainerEventKind 
             exit_code: attrs.get("exitCode").and_then(|c| c.parse().ok()),
         },
         "stop" => ContainerEventKind::Stopped,
-        "kill" => ContainerEventKind::Killed,
+        "kill" => ContainerEventKind::Killed {
+            signal: attrs.get("signal").and_then(|s| s.parse().ok()),
+        },
         "pause" => ContainerEventKind::Paused,
         "unpause" => ContainerEventKind::Unpaused,
         "restart" => ContainerEventKind::Restarted,
@@ -163,5 +169,10 @@ mod tests {
             }
         );
         assert_eq!(kind_of("destroy", &attrs), ContainerEventKind::Removed);
+        let attrs = HashMap::from([("signal".to_string(), "15".to_string())]);
+        assert_eq!(
+            kind_of("kill", &attrs),
+            ContainerEventKind::Killed { signal: Some(15) }
+        );
     }
 }

@@ -53,6 +53,8 @@ pub struct ContainerSpec {
     pub resources: Resources,
     pub restart: RestartPolicy,
     pub stop_grace: Duration,
+    /// Docker's init process as PID 1.
+    pub init: bool,
     /// The stack's network.
     pub network: String,
     /// Names other containers reach this one by on the stack network.
@@ -81,6 +83,9 @@ struct HashInput<'a> {
     resources: &'a Resources,
     restart: RestartPolicy,
     stop_grace: Duration,
+    /// Left out when false, so containers made before `init` existed keep their hash.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    init: bool,
     network: &'a str,
     user_labels: &'a BTreeMap<String, String>,
 }
@@ -127,6 +132,7 @@ pub fn desired_containers(
         resources: &unit.resources,
         restart: unit.restart,
         stop_grace: unit.stop_grace,
+        init: unit.init,
         network: &network,
         user_labels: &unit.labels,
     };
@@ -165,6 +171,7 @@ pub fn desired_containers(
                 resources: unit.resources.clone(),
                 restart: unit.restart,
                 stop_grace: unit.stop_grace,
+                init: unit.init,
                 network: network.clone(),
                 labels,
                 health: unit.health.clone(),
@@ -238,6 +245,7 @@ pub fn task_container(
         stop_grace: base
             .map(|b| b.stop_grace)
             .unwrap_or(Duration::from_secs(10)),
+        init: base.is_some_and(|b| b.init),
         network: names::network_name(project),
         aliases: Vec::new(),
         labels,
@@ -277,6 +285,9 @@ mod tests {
         assert_ne!(original, h(&base, "sha256:2", 1), "a new image changes it");
         let with_env = unit("app:1").env("A", "1").build();
         assert_ne!(original, h(&with_env, "sha256:1", 1), "env changes it");
+        let mut with_init = base.clone();
+        with_init.init = true;
+        assert_ne!(original, h(&with_init, "sha256:1", 1), "init changes it");
         let mut with_health = base.clone();
         with_health.health = Some(crate::plan::testing::http_health(8080));
         assert_eq!(

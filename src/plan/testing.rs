@@ -28,6 +28,7 @@ pub fn unit(image: &str) -> UnitBuilder {
         labels: BTreeMap::new(),
         restart: RestartPolicy::No,
         stop_grace: Duration::from_secs(10),
+        init: false,
     })
 }
 

@@ -160,6 +160,9 @@ struct Tracked {
     /// interval; a signalled one until its fate is clear).
     not_before: Option<Instant>,
     interval: Duration,
+    /// Sent a signal that stops it: never registered again, however long
+    /// it takes to exit (a start makes a new `Tracked`).
+    stopping: bool,
 }
 
 struct Registrar {
@@ -180,6 +183,13 @@ struct Registrar {
     ready: tokio::sync::watch::Sender<bool>,
     /// Those containers still waiting for it.
     initial: HashSet<String>,
+}
+
+/// Whether a signal is one `docker stop` sends to end a container: SIGTERM
+/// (the default stop signal), SIGINT and SIGQUIT (images' `STOPSIGNAL`, as
+/// postgres and nginx set), and SIGKILL.
+fn asks_to_stop(signal: i32) -> bool {
+    matches!(signal, 2 | 3 | 9 | 15)
 }
 
 /// How long the first pass may hold `ready` back (a container whose check
@@ -431,14 +441,22 @@ impl Registrar {
                 self.untrack(&id, None).await;
                 self.track(&id, &service).await;
             }
-            ContainerEventKind::Killed => {
+            ContainerEventKind::Killed { signal } => {
                 // SIGKILL, or the SIGTERM of a stop: out of the proxy before
-                // the process even reacts. A signal it survives (SIGHUP to
-                // reload) brings it back after one health interval.
+                // the process even reacts. A signal that asks it to stop
+                // keeps it out until it starts again: one that ignores
+                // SIGTERM (a shell as PID 1) still answers its health check
+                // until SIGKILL, and must get no request meanwhile. Another
+                // signal it survives (SIGHUP to reload) brings it back after
+                // one health interval.
                 if let Some(t) = self.tracked.get_mut(&id) {
-                    let wait = t.interval.max(Duration::from_secs(1));
-                    t.not_before = Some(Instant::now() + wait);
-                    self.schedule(&id, wait);
+                    if signal.is_some_and(asks_to_stop) {
+                        t.stopping = true;
+                    } else {
+                        let wait = t.interval.max(Duration::from_secs(1));
+                        t.not_before = Some(Instant::now() + wait);
+                        self.schedule(&id, wait);
+                    }
                 }
                 self.deregister(&id, "killed").await;
             }
@@ -532,6 +550,7 @@ impl Registrar {
                 registration: None,
                 not_before: None,
                 interval,
+                stopping: false,
             },
         );
     }
@@ -562,7 +581,7 @@ impl Registrar {
         let Some(t) = self.tracked.get(id) else {
             return;
         };
-        let wanted = t.health == HealthState::Healthy && t.presence.is_some();
+        let wanted = t.health == HealthState::Healthy && t.presence.is_some() && !t.stopping;
         let unwanted = matches!(
             t.health,
             HealthState::Unhealthy { .. } | HealthState::Stopped

@@ -431,6 +431,7 @@ const CONTAINER: &[&str] = &[
     "restart",
     "stop_grace",
     "allow_host_access",
+    "init",
 ];
 const SERVICE_ONLY: &[&str] = &["routes", "watch"];
 const DATASTORE_ONLY: &[&str] = &["kind", "volume", "seed"];
@@ -670,6 +671,10 @@ fn decode_container(d: &mut Decoder, f: &Fields, needs_image: bool) -> Option<Co
         .get("stop_grace")
         .and_then(|n| d.duration(n, &f.path("stop_grace")))
         .unwrap_or(Duration::from_secs(10));
+    let init = f
+        .get("init")
+        .and_then(|n| d.bool(n, &f.path("init")))
+        .unwrap_or(false);
     Some(Container {
         image,
         build,
@@ -687,6 +692,7 @@ fn decode_container(d: &mut Decoder, f: &Fields, needs_image: bool) -> Option<Co
         labels,
         restart,
         stop_grace,
+        init,
     })
 }
 

@@ -97,6 +97,11 @@ pub struct Container {
     /// Time between SIGTERM and kill when stopping.
     #[serde(with = "duration_text")]
     pub stop_grace: Duration,
+    /// Runs Docker's init process as PID 1 (HostConfig.Init): it passes
+    /// signals on and reaps zombies, so a process without a SIGTERM handler
+    /// still stops at once instead of at the end of `stop_grace`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

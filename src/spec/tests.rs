@@ -418,3 +418,14 @@ fn hostile_stack_files_get_a_diagnostic() {
         report.problems
     );
 }
+
+#[test]
+fn init_is_a_boolean_off_by_default() {
+    let s = ok("name: t\nservices:\n  a: {image: a, init: true}\n  b: {image: b}\n");
+    assert!(s.services["a"].container.init);
+    assert!(!s.services["b"].container.init);
+    problems(
+        "name: t\nservices:\n  a: {image: a, init: yes please}\n",
+        &[("services.a.init", "`true` or `false`")],
+    );
+}

@@ -5,12 +5,15 @@
 //! healthy containers, and the new one is removed, the old one untouched.
 //! The old one leaves the registry (so the proxy) before it is stopped.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, ConnectOptions};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::engine::proxy::{master_cli, proxy_container_name};
 use crate::engine::{health, Engine, EngineError};
@@ -177,7 +180,9 @@ pub async fn build(
 
 /// Swaps the running replicas of `service` to `built`: the second half of a
 /// rebuild. Never leaves the service without a serving container because
-/// the new version failed.
+/// the new version failed. Returns once every new replica serves and the
+/// old ones left the proxy; `retiring` drains, stops and removes those.
+#[allow(clippy::too_many_arguments)]
 pub async fn deploy(
     engine: &Engine,
     stack: &Stack,
@@ -185,16 +190,20 @@ pub async fn deploy(
     service: &str,
     built: &Built,
     discovery: Option<&Discovery>,
+    retiring: &Retiring,
     cancel: &CancellationToken,
 ) -> Outcome {
-    swap(engine, stack, project, service, built, discovery, cancel)
-        .await
-        .unwrap_or_else(|e| Outcome::Failed {
-            message: e.to_string(),
-        })
+    swap(
+        engine, stack, project, service, built, discovery, retiring, cancel,
+    )
+    .await
+    .unwrap_or_else(|e| Outcome::Failed {
+        message: e.to_string(),
+    })
 }
 
 /// Builds (or finds) the image of `service` and swaps its running replicas.
+#[allow(clippy::too_many_arguments)]
 pub async fn rebuild(
     engine: &Engine,
     stack: &Stack,
@@ -202,6 +211,7 @@ pub async fn rebuild(
     service: &str,
     trigger: &str,
     discovery: Option<&Discovery>,
+    retiring: &Retiring,
     cancel: &CancellationToken,
 ) -> Report {
     let t0 = Instant::now();
@@ -209,7 +219,12 @@ pub async fn rebuild(
     let build_ms = t0.elapsed().as_millis() as u64;
     let t1 = Instant::now();
     let outcome = match built {
-        Ok(built) => deploy(engine, stack, project, service, &built, discovery, cancel).await,
+        Ok(built) => {
+            deploy(
+                engine, stack, project, service, &built, discovery, retiring, cancel,
+            )
+            .await
+        }
         Err(outcome) => outcome,
     };
     Report {
@@ -222,6 +237,7 @@ pub async fn rebuild(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn swap(
     engine: &Engine,
     stack: &Stack,
@@ -229,6 +245,7 @@ async fn swap(
     service: &str,
     built: &Built,
     discovery: Option<&Discovery>,
+    retiring: &Retiring,
     cancel: &CancellationToken,
 ) -> Result<Outcome, EngineError> {
     let Some(unit) = stack.unit(service) else {
@@ -237,10 +254,13 @@ async fn swap(
         });
     };
     let observed = engine.list_project(project).await?;
+    // Containers an earlier swap is stopping left the proxy already: they
+    // are nobody's old version any more.
     let mine: Vec<_> = observed
         .iter()
         .filter(|o| o.task.is_none() && o.service.as_deref() == Some(service))
         .filter(|o| matches!(o.state, ObservedState::Running | ObservedState::Restarting))
+        .filter(|o| !retiring.contains(&o.id))
         .collect();
     // The running scale, not the stack's: `scale` may have changed it.
     let replicas = mine
@@ -271,9 +291,6 @@ async fn swap(
         .map(|d| d.as_millis())
         .unwrap_or_default();
     let mut swapped = Vec::new();
-    // The images the replaced containers ran: removed at the end if nothing
-    // needs them, or every save would leave one behind.
-    let mut replaced_images = std::collections::BTreeSet::new();
     for spec in desired {
         let old: Vec<_> = mine
             .iter()
@@ -287,6 +304,28 @@ async fn swap(
             // The build produced the same image (a change the build ignores): nothing to swap.
             continue;
         }
+        // Where the proxy sends this replica's traffic now, if anywhere,
+        // and the images the old ones ran (removed once nothing needs them,
+        // or every save would leave one behind).
+        let mut old_ips = Vec::new();
+        let mut images = Vec::new();
+        for o in &old {
+            if let Ok(status) = engine.inspect(&o.id, &network).await {
+                old_ips.extend(status.ip);
+                images.extend(status.image.filter(|i| *i != built.image_id));
+            }
+        }
+        let mut leaving = Retirement {
+            project: project.to_string(),
+            service: service.to_string(),
+            replica: spec.replica,
+            canonical: spec.name.clone(),
+            ids: old.iter().map(|o| o.id.clone()).collect(),
+            proxy,
+            slots: Vec::new(),
+            grace: spec.stop_grace,
+            images,
+        };
         // A fixed host port can be bound by one container only: the old one
         // has to leave first, so this replica is replaced, not swapped.
         let fixed_port = spec.ports.iter().any(|p| p.host_port.is_some());
@@ -303,18 +342,10 @@ async fn swap(
             spec.name = format!("{canonical}-g{generation}");
         }
         if fixed_port || old.iter().any(|o| o.name == spec.name) {
-            for o in &old {
-                engine.stop(&o.id, Some(spec.stop_grace)).await?;
-                engine.remove(&o.id).await?;
-            }
-        }
-        // Where the proxy sends this replica's traffic now, if anywhere.
-        let mut old_ips = Vec::new();
-        for o in &old {
-            if let Ok(status) = engine.inspect(&o.id, &network).await {
-                old_ips.extend(status.ip);
-                replaced_images.extend(status.image.filter(|i| *i != built.image_id));
-            }
+            leaving.run(engine, retiring).await;
+            leaving.ids.clear();
+            leaving.images.clear();
+            old_ips.clear();
         }
         let old_routed = match &proxy {
             Some(p) => !p.slots_serving(&old_ips).await.is_empty(),
@@ -371,9 +402,13 @@ async fn swap(
                 // It may serve without HAProxy saying so: out of the proxy
                 // first, like an old version, then gone.
                 let ips: Vec<IpAddr> = new_ip.into_iter().collect();
-                leave_proxy(d, proxy.as_ref(), &[&id], &ips, spec.stop_grace).await;
-                let _ = engine.stop(&id, Some(spec.stop_grace)).await;
-                let _ = engine.remove(&id).await;
+                let failed = Retirement {
+                    ids: vec![id.clone()],
+                    slots: leave_proxy(d, proxy.as_ref(), &[&id], &ips).await,
+                    images: Vec::new(),
+                    ..leaving
+                };
+                failed.run(engine, retiring).await;
                 return Ok(Outcome::Failed {
                     message: format!(
                         "the proxy did not route to the new `{}` within {}s; the old version keeps serving",
@@ -384,45 +419,154 @@ async fn swap(
             }
             // Out of the proxy before it is stopped, so no new request
             // reaches a container that is shutting down.
-            let ids: Vec<&str> = old.iter().map(|o| o.id.as_str()).collect();
-            leave_proxy(d, proxy.as_ref(), &ids, &old_ips, spec.stop_grace).await;
+            let ids: Vec<&str> = leaving.ids.iter().map(String::as_str).collect();
+            leaving.slots = leave_proxy(d, proxy.as_ref(), &ids, &old_ips).await;
         }
-        for o in &old {
-            // Stopping deregisters it at once (the registrar follows the kill
-            // event); the grace period lets in-flight requests finish.
-            engine.stop(&o.id, Some(spec.stop_grace)).await?;
-            engine.remove(&o.id).await?;
-        }
-        // Back to the usual name, so `exec`, `logs` and the next `up` see the
-        // container they expect. A failed rename only leaves the long name.
-        let name = if spec.name != canonical && engine.rename(&id, &canonical).await.is_ok() {
-            canonical
-        } else {
-            spec.name
-        };
-        swapped.push(name);
-    }
-    for image in &replaced_images {
-        // Only untagged and unused ones: a pulled or pinned image stays.
-        engine.remove_unused_image(image).await;
+        // Draining, stopping (a process that ignores SIGTERM takes its whole
+        // grace) and removing the old one hold up neither the next replica
+        // nor the next save: they go on in the background.
+        retiring.spawn(engine, leaving);
+        // Reported by the name the replica goes by: the new container takes
+        // it once the old one is gone.
+        swapped.push(canonical);
     }
     Ok(Outcome::Swapped {
         containers: swapped,
     })
 }
 
+/// The old containers of one replica on their way out: already out of the
+/// proxy (when it routed to them), still to be drained, stopped, removed.
+struct Retirement {
+    project: String,
+    service: String,
+    replica: u32,
+    /// The replica's usual name, which its serving container takes back.
+    canonical: String,
+    ids: Vec<String>,
+    proxy: Option<ProxyView>,
+    /// The proxy's slots that sent them traffic, to drain.
+    slots: Vec<(String, String)>,
+    grace: Duration,
+    /// The images they ran, removed when nothing else needs them.
+    images: Vec<String>,
+}
+
+impl Retirement {
+    /// Drains, stops and removes; then the replica's serving container gets
+    /// the usual name back and the old images go. Errors only leave
+    /// something behind for the next `up` or `down`, so they are not
+    /// reported.
+    async fn run(&self, engine: &Engine, retiring: &Retiring) {
+        if let (Some(p), false) = (&self.proxy, self.slots.is_empty()) {
+            p.drain(&self.slots, self.grace).await;
+        }
+        for id in &self.ids {
+            // Stopping deregisters it for good (the registrar follows the
+            // stop signal); the grace lets in-flight requests finish.
+            let _ = engine.stop(id, Some(self.grace)).await;
+            let _ = engine.remove(id).await;
+        }
+        retiring.forget(&self.ids);
+        self.settle_name(engine, retiring).await;
+        for image in &self.images {
+            // Only untagged and unused ones: a pulled or pinned image stays.
+            engine.remove_unused_image(image).await;
+        }
+    }
+
+    /// Gives the replica's one serving container its usual name, so `exec`,
+    /// `logs` and the next `up` see the container they expect. Decided on
+    /// what runs now, not on what this swap made: a later swap of the same
+    /// replica may have replaced that one already, and retirements end in
+    /// any order. Nothing is renamed while two serve (a swap under way) or
+    /// while another container holds the name.
+    async fn settle_name(&self, engine: &Engine, retiring: &Retiring) {
+        let Ok(observed) = engine.list_project(&self.project).await else {
+            return;
+        };
+        if observed.iter().any(|o| o.name == self.canonical) {
+            return;
+        }
+        let serving: Vec<_> = observed
+            .iter()
+            .filter(|o| o.task.is_none() && o.service.as_deref() == Some(&self.service))
+            .filter(|o| o.replica == Some(self.replica) && !retiring.contains(&o.id))
+            .filter(|o| o.state == ObservedState::Running)
+            .collect();
+        if let [one] = serving.as_slice() {
+            let _ = engine.rename(&one.id, &self.canonical).await;
+        }
+    }
+}
+
+/// The old containers swaps are retiring in the background, so that one
+/// slow to stop (a process that ignores SIGTERM waits out its whole
+/// `stop_grace`) holds up neither the next replica nor the next save. Cloned
+/// handles share one set; [`Retiring::finish`] waits for all of them.
+#[derive(Clone, Default)]
+pub struct Retiring {
+    tasks: TaskTracker,
+    /// The containers being retired, which the next swap leaves alone.
+    ids: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Retiring {
+    fn contains(&self, id: &str) -> bool {
+        self.ids.lock().is_ok_and(|ids| ids.contains(id))
+    }
+
+    fn forget(&self, ids: &[String]) {
+        if let Ok(mut set) = self.ids.lock() {
+            for id in ids {
+                set.remove(id);
+            }
+        }
+    }
+
+    /// How many containers are still on their way out.
+    pub fn len(&self) -> usize {
+        self.ids.lock().map(|ids| ids.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn spawn(&self, engine: &Engine, job: Retirement) {
+        if job.ids.is_empty() {
+            return;
+        }
+        if let Ok(mut set) = self.ids.lock() {
+            set.extend(job.ids.iter().cloned());
+        }
+        let engine = engine.clone();
+        let retiring = self.clone();
+        self.tasks
+            .spawn(async move { job.run(&engine, &retiring).await });
+    }
+
+    /// Waits until every retirement begun has ended (each is bounded by
+    /// its drain and stop grace), so a watcher that exits leaves no old
+    /// container running nor half removed.
+    pub async fn finish(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+        self.tasks.reopen();
+    }
+}
+
 /// Takes containers `ids` (full ids, at `ips`) out of the proxy: their
 /// keys are deleted (the registrar revokes their leases when they stop), then
-/// HAProxy is asked until no slot sends them traffic, and the requests
-/// already sent finish (at most `grace`). Without a proxy to ask, a settle
-/// time stands in.
+/// HAProxy is asked until no slot sends them traffic. Returns those slots,
+/// whose requests in flight are still to finish. Without a proxy to ask, a
+/// settle time stands in.
 async fn leave_proxy(
     d: &Discovery,
     proxy: Option<&ProxyView>,
     ids: &[&str],
     ips: &[IpAddr],
-    grace: Duration,
-) {
+) -> Vec<(String, String)> {
     let slots = match proxy {
         Some(p) => p.slots_serving(ips).await,
         None => Vec::new(),
@@ -431,15 +575,16 @@ async fn leave_proxy(
     match proxy {
         Some(p) if !slots.is_empty() => {
             p.wait_serving(ips, false).await;
-            p.drain(&slots, grace).await;
         }
         None if deleted => tokio::time::sleep(ROUTE_SETTLE).await,
         _ => {}
     }
+    slots
 }
 
 /// The proxy's own account of where it sends traffic, from HAProxy's runtime
 /// API: exact where a fixed wait would only guess.
+#[derive(Debug, Clone, Copy)]
 struct ProxyView {
     cli: SocketAddr,
 }

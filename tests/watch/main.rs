@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 #[path = "../support/process.rs"]
 mod process;
+mod sigterm;
 
 const BIN: &str = env!("CARGO_BIN_EXE_devstack");
 
@@ -62,13 +63,15 @@ impl Stack {
         std::fs::write(web.join("Dockerfile"), dockerfile).unwrap();
         std::fs::write(web.join("message.txt"), "first").unwrap();
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        // A start period that a busy CI machine's slow python start fits in:
+        // it only bounds how long a version that never answers is waited for.
         let yaml = format!(
             "name: {name}
 services:
   web:
     build: ./web
     port: 8080
-    health: {{ http: /health, interval: 500ms, retries: 2, start_period: 3s }}
+    health: {{ http: /health, interval: 500ms, retries: 2, start_period: 20s }}
     restart: \"no\"
     stop_grace: 1s
     routes: [web.test.localhost]
@@ -329,21 +332,27 @@ fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
     assert!(errors.is_empty(), "{errors:?}");
     // One rebuild for the edit: no second event from the swap file.
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
-    // The replaced build was removed with the old container: one image
-    // of this stack's web, not one more per save.
-    let images = process::output(
-        "docker",
-        &[
-            "images",
-            "-q",
-            "--filter",
-            &format!("label=devstack-test={}", s.name),
-        ],
-    );
-    assert_eq!(images.lines().count(), 1, "images left: {images}");
-    // The new container took the usual name, so `up` finds what it expects
-    // and keeps it rather than recreating it.
-    assert_eq!(web_names(&s), [format!("{}-web-1", s.name)]);
+    // The replaced build is removed with the old container (which stops in
+    // the background): one image of this stack's web, not one more per save.
+    let images = || {
+        process::output(
+            "docker",
+            &[
+                "images",
+                "-q",
+                "--filter",
+                &format!("label=devstack-test={}", s.name),
+            ],
+        )
+    };
+    until(Duration::from_secs(15), "the old image is removed", || {
+        images().lines().count() == 1
+    });
+    // The new container takes the usual name once the old one is gone, so
+    // `up` finds what it expects and keeps it rather than recreating it.
+    until(Duration::from_secs(15), "the usual name", || {
+        web_names(&s) == [format!("{}-web-1", s.name)]
+    });
     let serving = hostname(listen).expect("web answers");
     up(&s, "second");
     assert_eq!(
@@ -772,7 +781,9 @@ fn two_replicas_are_swapped_one_at_a_time_without_a_failed_request() {
     });
     let errors = unexpected(&load.finish(), &["first", "second"]);
     assert!(errors.is_empty(), "failed requests: {errors:?}");
-    assert_eq!(web_names(&s).len(), 2);
+    until(Duration::from_secs(15), "the old replicas are gone", || {
+        web_names(&s).len() == 2
+    });
 }
 
 #[test]
