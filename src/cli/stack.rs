@@ -40,6 +40,21 @@ pub fn try_load(global: &GlobalArgs) -> Result<LoadedStack, Report> {
             problems: vec![Problem::nowhere(format!("name: {why}"))],
         })?,
     };
+    // `spec` checked the unit names against the stack's own name; a copy
+    // under another name (`-p`) must not make them clash either.
+    if global.project_name.is_some() {
+        let units = stack.services.keys().chain(stack.datastores.keys());
+        let problems: Vec<Problem> = units
+            .filter_map(|unit| spec::validate::name_clash(&stack, &project, unit))
+            .map(|why| Problem::nowhere(format!("project name `{project}`: {why}")))
+            .collect();
+        if !problems.is_empty() {
+            return Err(Report {
+                sources: Default::default(),
+                problems,
+            });
+        }
+    }
     Ok(LoadedStack {
         stack,
         project,

@@ -176,7 +176,7 @@ pub(crate) async fn watch_loop(
     let retiring = swap::Retiring::default();
     let result = watch_changes(engine, loaded, services, json, &retiring, cancel).await;
     if !retiring.is_empty() && !json {
-        eprintln!(
+        sayln!(
             "watch: waiting for {} replaced container(s) to stop",
             retiring.len()
         );

@@ -29,6 +29,7 @@ pub mod store;
 pub mod wal;
 mod watch;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -254,7 +255,8 @@ impl Core {
         }
         if store.size_bytes().saturating_add(cost as u64) > self.config.quota_backend_bytes {
             self.nospace.store(true, Ordering::Relaxed);
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "etcd: the store would exceed its quota of {} bytes: alarm NOSPACE raised, writes refused until it is disarmed",
                 self.config.quota_backend_bytes
             );

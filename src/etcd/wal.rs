@@ -360,7 +360,8 @@ fn write_loop(
     // the store in memory now holds a revision the disk does not.
     let fail = |e: std::io::Error, good_end: u64| {
         let cut = file.set_len(good_end).and_then(|_| file.sync_data());
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "etcd: writing {}: {e}; no further writes will be acknowledged{}",
             path.display(),
             match cut {

@@ -553,3 +553,29 @@ fn a_closed_stdout_is_not_an_error() {
         assert!(stderr.is_empty(), "{args:?}: {stderr}");
     }
 }
+
+/// A copy under another project name must not make unit names clash with
+/// that copy's own containers (`<project>-proxy`, `<project>-<unit>-<n>`).
+#[test]
+fn a_project_name_that_makes_unit_names_clash_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("devstack.yaml"),
+        "name: shop\nservices:\n  ci-proxy: { image: a }\n  web: { image: a }\n",
+    )
+    .unwrap();
+    let file = dir.path().join("devstack.yaml");
+    let file = file.to_str().unwrap();
+    let out = Run::new(&["validate", "-f", file]).run();
+    assert_eq!(out.code, 0, "valid under its own name: {}", out.stderr);
+    let out = Run::new(&["config", "-p", "ci", "-f", file]).run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("project name `ci`")
+            && out
+                .stderr
+                .contains("`ci-proxy` is the name of the stack's proxy container"),
+        "{}",
+        out.stderr
+    );
+}
