@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indexmap::IndexMap;
@@ -392,17 +392,7 @@ pub fn resolve(dir: &Path, text: &str) -> PathBuf {
     } else {
         dir.join(text)
     };
-    let mut out = PathBuf::new();
-    for component in raw.components() {
-        match component {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+    super::host::fold(&raw)
 }
 
 const TOP: &[&str] = &[

@@ -145,7 +145,7 @@ pub fn real_path(path: &Path) -> PathBuf {
 }
 
 /// `.` and `..` removed without touching the disk.
-fn fold(path: &Path) -> PathBuf {
+pub(super) fn fold(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {

@@ -35,7 +35,7 @@ services:
     stop_grace: 1s
     routes: [web.test.localhost]
 proxy:
-  image: devstack-fixtures/haproxy
+  image: devstack-fixtures/haproxy:2.6
   listen: {listen}
 "
     )
