@@ -216,19 +216,6 @@ fn split_tag(image: &str) -> (&str, Option<&str>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::split_tag;
-
-    #[test]
-    fn tags_split_after_the_last_slash() {
-        assert_eq!(split_tag("redis:7"), ("redis", Some("7")));
-        assert_eq!(split_tag("reg:5000/app:1.2"), ("reg:5000/app", Some("1.2")));
-        assert_eq!(split_tag("reg:5000/app"), ("reg:5000/app", Some("latest")));
-        assert_eq!(split_tag("app@sha256:ab"), ("app@sha256:ab", None));
-    }
-}
-
 /// A registry's refusal, with what devstack sent: whether credentials from
 /// the Docker client's config went with the pull, and where to fix them.
 fn refusal_hint(message: String, image: &str, authenticated: bool) -> String {
@@ -248,5 +235,18 @@ fn refusal_hint(message: String, image: &str, authenticated: bool) -> String {
         format!("{message} (the registry `{registry}` refused the credentials from {config}: `docker login {registry}` again)")
     } else {
         format!("{message} (no credentials for `{registry}` in {config}: `docker login {registry}` first)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_tag;
+
+    #[test]
+    fn tags_split_after_the_last_slash() {
+        assert_eq!(split_tag("redis:7"), ("redis", Some("7")));
+        assert_eq!(split_tag("reg:5000/app:1.2"), ("reg:5000/app", Some("1.2")));
+        assert_eq!(split_tag("reg:5000/app"), ("reg:5000/app", Some("latest")));
+        assert_eq!(split_tag("app@sha256:ab"), ("app@sha256:ab", None));
     }
 }
