@@ -9,14 +9,6 @@ use etcd_client::proto::*;
 
 use crate::harness::*;
 
-fn ranged(k: &str, end: &str) -> PbRangeRequest {
-    PbRangeRequest {
-        key: k.into(),
-        range_end: end.into(),
-        ..Default::default()
-    }
-}
-
 /// Puts a fixed set of keys with a few versions each.
 async fn seed(p: &mut Pair) {
     for (k, v) in [

@@ -63,14 +63,7 @@ async fn kill_9_during_puts_loses_no_acknowledged_write() {
         let port = free_port();
         let _child = serve(&dir, port);
         let raw = within(15, "server restart", connect(port)).await;
-        let all = raw
-            .range(PbRangeRequest {
-                key: vec![0],
-                range_end: vec![0],
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let all = raw.range(ranged("\0", "\0")).await.unwrap();
         let store: BTreeMap<Vec<u8>, PbKeyValue> =
             all.kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
         let acked = acked.lock().unwrap().clone();

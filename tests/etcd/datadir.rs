@@ -6,8 +6,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_client::proto::*;
-
 use crate::harness::*;
 
 /// Waits (at most `secs`) for a child to exit; its exit status.
@@ -129,14 +127,7 @@ async fn a_torn_last_record_is_cut_and_the_server_starts() {
     let port = free_port();
     let _child = serve(&dir, port);
     let raw = within(15, "server start", connect(port)).await;
-    let all = raw
-        .range(PbRangeRequest {
-            key: vec![0],
-            range_end: vec![0],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let all = raw.range(ranged("\0", "\0")).await.unwrap();
     let keys: Vec<&[u8]> = all.kvs.iter().map(|kv| kv.key.as_slice()).collect();
     assert_eq!(keys, vec![&b"a"[..], &b"b"[..]]);
     let rev = raw

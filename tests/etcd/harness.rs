@@ -591,6 +591,15 @@ pub fn get(k: &str) -> PbRangeRequest {
     }
 }
 
+/// The keys from `k` up to `end` (`ranged("\0", "\0")`: every key).
+pub fn ranged(k: &str, end: &str) -> PbRangeRequest {
+    PbRangeRequest {
+        key: k.into(),
+        range_end: end.into(),
+        ..Default::default()
+    }
+}
+
 pub fn get_prefix(k: &str) -> PbRangeRequest {
     PbRangeRequest {
         key: k.into(),
