@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use devstack::engine::proxy::master_cli;
-use devstack::engine::Engine;
-use devstack::router::routing::{Routing, RoutingOptions};
 use devstack::router::run::reload;
 
 use crate::support::*;
@@ -67,11 +65,7 @@ fn listening_ports(container: &str) -> Vec<u16> {
 fn no_container_of_the_stack_reaches_the_master_cli() {
     run(Duration::from_secs(120), async {
         let p = Project::new("control", SERVICES, "");
-        let engine = Engine::connect().await.expect("the engine answers");
-        p.up(&engine).await;
-        let routing = Routing::start(&engine, &p.stack, &p.name, RoutingOptions::default())
-            .await
-            .expect("the routing path starts");
+        let routing = p.up_routed().await;
         let proxy = routing.router.proxy.clone();
         let ip = proxy.ip.expect("the proxy has an address").to_string();
         until(

@@ -6,8 +6,6 @@
 use std::process::Command;
 use std::time::Duration;
 
-use devstack::engine::Engine;
-use devstack::router::routing::{Routing, RoutingOptions};
 use devstack::router::Layout;
 use devstack::router::RouterEvent;
 use tokio::sync::broadcast;
@@ -66,11 +64,7 @@ async fn skipped(rx: &mut broadcast::Receiver<RouterEvent>, want: &[String]) -> 
 fn hostile_registry_values_are_skipped_with_a_warning() {
     run(Duration::from_secs(120), async {
         let p = Project::new("hostile", SERVICES, "");
-        let engine = Engine::connect().await.expect("the engine answers");
-        p.up(&engine).await;
-        let routing = Routing::start(&engine, &p.stack, &p.name, RoutingOptions::default())
-            .await
-            .expect("the routing path starts");
+        let routing = p.up_routed().await;
         let mut events = routing.router.subscribe();
         let url = routing.endpoints[0].clone();
         let a1 = format!("{}-a-1", p.name);

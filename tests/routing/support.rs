@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use devstack::engine::apply::{self, UpRequest};
 use devstack::engine::progress::Reporter;
 use devstack::engine::Engine;
+use devstack::router::routing::{Routing, RoutingOptions};
 use devstack::spec::{load, LoadOptions, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -92,6 +93,16 @@ impl Project {
 
     pub fn path(&self, file: &str) -> PathBuf {
         self.dir.path().join(file)
+    }
+
+    /// `up` through the engine, then the stack's routing path started as
+    /// `up` starts it.
+    pub async fn up_routed(&self) -> Routing {
+        let engine = Engine::connect().await.expect("the engine answers");
+        self.up(&engine).await;
+        Routing::start(&engine, &self.stack, &self.name, RoutingOptions::default())
+            .await
+            .expect("the routing path starts")
     }
 
     /// `up` through the engine: every service healthy.

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use devstack::engine::Engine;
-use devstack::router::routing::{Routing, RoutingOptions};
 use devstack::router::{Layout, RouterEvent, BUILTIN_TEMPLATE};
 use tokio::sync::broadcast;
 
@@ -52,11 +50,7 @@ fn a_bad_template_keeps_the_last_good_config() {
             "  template: ./haproxy.cfg.j2\n",
             &[("haproxy.cfg.j2", BUILTIN_TEMPLATE)],
         );
-        let engine = Engine::connect().await.expect("the engine answers");
-        p.up(&engine).await;
-        let routing = Routing::start(&engine, &p.stack, &p.name, RoutingOptions::default())
-            .await
-            .expect("the routing path starts");
+        let routing = p.up_routed().await;
         let mut events = routing.router.subscribe();
         until(
             Duration::from_secs(20),
