@@ -30,9 +30,7 @@ pub async fn run(global: &GlobalArgs, args: ExecArgs) -> anyhow::Result<u8> {
         .list_project(&project)
         .await
         .map_err(engine_failure)?;
-    let container = observed.iter().find(|o| {
-        o.service.as_deref() == Some(args.service.as_str()) && o.replica == Some(args.replica)
-    });
+    let container = crate::plan::replica_container(&observed, &args.service, args.replica);
     let Some(container) = container else {
         return Err(Failed::new(
             exit::FAILURE,

@@ -181,6 +181,38 @@ fn is_generation_of(name: &str, base: &str) -> bool {
         .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The container that stands for one replica of a service now, for commands
+/// that act on one (`exec`). During a blue-green swap a replica has two: the
+/// old one, still running while it drains and stops in the background, and
+/// its replacement. The replacement is the one meant: running first, then the
+/// newest, then the one with the later swap generation in its name (creation
+/// times are whole seconds).
+pub fn replica_container<'a>(
+    observed: &'a [Observed],
+    service: &str,
+    replica: u32,
+) -> Option<&'a Observed> {
+    observed
+        .iter()
+        .filter(|o| o.task.is_none() && o.service.as_deref() == Some(service))
+        .filter(|o| o.replica == Some(replica))
+        .max_by_key(|o| {
+            (
+                o.state == ObservedState::Running,
+                o.created,
+                generation(&o.name),
+            )
+        })
+}
+
+/// The swap generation in a container's name (`-g<millis>` at its end), 0 for
+/// the usual name.
+fn generation(name: &str) -> u128 {
+    name.rsplit_once("-g")
+        .and_then(|(_, digits)| digits.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Containers of the project whose unit the stack no longer has.
 /// Task containers are left alone: their own `run` removes them.
 pub fn plan_orphans<'a>(
@@ -352,5 +384,29 @@ mod tests {
         );
         assert_eq!(kinds(&plan), vec!["remove"]);
         assert!(matches!(&plan[0], Action::Remove { id, .. } if id == "x"));
+    }
+
+    #[test]
+    fn a_replica_mid_swap_is_its_replacement_not_the_container_stopping() {
+        let d = desired(1, "i1");
+        let mut old = observed(&d[0], "old", ObservedState::Running);
+        old.created = 100;
+        let mut new = observed(&d[0], "new", ObservedState::Running);
+        new.created = 200;
+        new.name = format!("{}-g1700000000000", d[0].name);
+        let both = [old.clone(), new.clone()];
+        assert_eq!(replica_container(&both, "web", 1).unwrap().id, "new");
+        // Created in the same second: the swap generation decides.
+        new.created = 100;
+        let same = [new.clone(), old.clone()];
+        assert_eq!(replica_container(&same, "web", 1).unwrap().id, "new");
+        // A stopped replacement (a swap that failed) is not preferred to
+        // the old one still running.
+        new.state = ObservedState::Exited;
+        new.created = 200;
+        let failed = [old, new];
+        assert_eq!(replica_container(&failed, "web", 1).unwrap().id, "old");
+        assert!(replica_container(&failed, "web", 2).is_none());
+        assert!(replica_container(&failed, "db", 1).is_none());
     }
 }

@@ -17,7 +17,7 @@ pub mod names;
 pub mod spec;
 pub mod volumes;
 
-pub use diff::{plan_orphans, plan_unit, Action, Observed, ObservedState};
+pub use diff::{plan_orphans, plan_unit, replica_container, Action, Observed, ObservedState};
 pub use graph::{dependency_closure, stop_order, tasks_before, PlanError};
 pub use spec::{desired_containers, task_container, ContainerSpec, MountSource, MountSpec};
 pub use volumes::{
