@@ -18,7 +18,8 @@ use serde::Serialize;
 use super::error::{is_conflict, is_not_found, message_of};
 use super::{Engine, EngineError};
 use crate::plan::names::{
-    LABEL_HASH, LABEL_KIND, LABEL_PROJECT, LABEL_REPLICA, LABEL_SERVICE, LABEL_TASK,
+    self as names, LABEL_HASH, LABEL_KIND, LABEL_PROJECT, LABEL_REPLICA, LABEL_SCHEMA,
+    LABEL_SERVICE, LABEL_TASK,
 };
 use crate::plan::{ContainerSpec, MountSource, Observed, ObservedState, OldMount};
 use crate::spec::{Protocol, RestartPolicy};
@@ -89,6 +90,24 @@ impl Engine {
             }))
             .await
             .map_err(|e| EngineError::api(format!("listing the containers of `{project}`"), e))?;
+        for c in &list {
+            let labels = c.labels.as_ref();
+            let schema = labels.and_then(|l| l.get(LABEL_SCHEMA));
+            match names::schema_of(schema) {
+                Some(n) if n <= names::SCHEMA => {}
+                _ => {
+                    let name = c.names.as_ref().and_then(|n| n.first()).cloned();
+                    return Err(EngineError::NewerSchema {
+                        what: format!(
+                            "the container `{}`",
+                            name.unwrap_or_default().trim_start_matches('/')
+                        ),
+                        found: schema.cloned().unwrap_or_default(),
+                        known: names::SCHEMA,
+                    });
+                }
+            }
+        }
         let mut out: Vec<Observed> = list
             .into_iter()
             .filter_map(|c| {

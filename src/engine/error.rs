@@ -53,6 +53,15 @@ pub enum EngineError {
         project: String,
     },
 
+    /// An object of the project was made by a newer devstack, whose labels
+    /// this one may misread: nothing is touched.
+    #[error("{what} was made by a newer devstack (label schema `{found}`; this devstack knows schema {known} and older): use that devstack, or take the project down with it first")]
+    NewerSchema {
+        what: String,
+        found: String,
+        known: u32,
+    },
+
     /// A container of the project could not be found.
     #[error("{0}")]
     NotFound(String),

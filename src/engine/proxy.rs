@@ -169,11 +169,13 @@ impl Engine {
                 }]),
             ),
         ]);
-        let labels = HashMap::from([
-            (LABEL_PROJECT.to_string(), spec.project.clone()),
-            (LABEL_KIND.to_string(), PROXY_KIND.to_string()),
-            (LABEL_SPEC.to_string(), spec_fingerprint(spec)),
-        ]);
+        let labels: HashMap<String, String> = names::owner_labels(&spec.project)
+            .into_iter()
+            .chain([
+                (LABEL_KIND.to_string(), PROXY_KIND.to_string()),
+                (LABEL_SPEC.to_string(), spec_fingerprint(spec)),
+            ])
+            .collect();
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             entrypoint: Some(vec!["haproxy".into()]),

@@ -41,10 +41,7 @@ impl Engine {
         let request = NetworkCreateRequest {
             name: name.clone(),
             driver: Some("bridge".into()),
-            labels: Some(HashMap::from([(
-                LABEL_PROJECT.to_string(),
-                project.to_string(),
-            )])),
+            labels: Some(names::owner_labels(project).into()),
             ..Default::default()
         };
         match self.docker.create_network(request).await {
@@ -99,10 +96,12 @@ impl Engine {
         }
         let request = VolumeCreateRequest {
             name: Some(full.clone()),
-            labels: Some(HashMap::from([
-                (LABEL_PROJECT.to_string(), project.to_string()),
-                (LABEL_VOLUME.to_string(), name.to_string()),
-            ])),
+            labels: Some(
+                names::owner_labels(project)
+                    .into_iter()
+                    .chain([(LABEL_VOLUME.to_string(), name.to_string())])
+                    .collect(),
+            ),
             ..Default::default()
         };
         self.docker

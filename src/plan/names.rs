@@ -84,6 +84,39 @@ pub const LABEL_TASK: &str = "dev.devstack.task";
 /// The named volume's name within the stack (without the project prefix).
 pub const LABEL_VOLUME: &str = "dev.devstack.volume";
 
+/// The version of the meaning of devstack's labels and state files. An
+/// object without [`LABEL_SCHEMA`] was made by a release before labels had
+/// one (schema 0), and is adopted as it is; one with a higher number than
+/// this was made by a newer devstack, whose labels this one may misread, and
+/// is refused.
+pub const SCHEMA: u32 = 1;
+/// [`SCHEMA`] as the object's maker knew it.
+pub const LABEL_SCHEMA: &str = "dev.devstack.schema";
+/// The devstack release that made the object (for people reading `docker inspect`).
+pub const LABEL_VERSION: &str = "dev.devstack.version";
+
+/// The labels every object devstack makes carries: its project, the schema
+/// of its labels and the release that made it.
+pub fn owner_labels(project: &str) -> [(String, String); 3] {
+    [
+        (LABEL_PROJECT.to_string(), project.to_string()),
+        (LABEL_SCHEMA.to_string(), SCHEMA.to_string()),
+        (
+            LABEL_VERSION.to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+    ]
+}
+
+/// The schema an object's labels say it was made with: 0 without the
+/// label (an older release); `None` when the label is not a number.
+pub fn schema_of<'a>(label: impl Into<Option<&'a String>>) -> Option<u32> {
+    match label.into() {
+        None => Some(0),
+        Some(s) => s.parse().ok(),
+    }
+}
+
 /// `<project>-<service>-<replica>`, as Compose names them.
 pub fn container_name(project: &str, service: &str, replica: u32) -> String {
     format!("{project}-{service}-{replica}")
@@ -178,5 +211,15 @@ mod tests {
         assert_eq!(task_container_owner(&name), Some(4242));
         assert_eq!(task_container_owner("shop-migrate-run-x"), None);
         assert_eq!(task_container_owner("shop-web-1"), None);
+    }
+
+    #[test]
+    fn schema_labels_tell_older_current_and_unreadable_apart() {
+        let labels: std::collections::BTreeMap<_, _> = owner_labels("shop").into();
+        assert_eq!(labels[LABEL_PROJECT], "shop");
+        assert_eq!(schema_of(labels.get(LABEL_SCHEMA)), Some(SCHEMA));
+        assert_eq!(schema_of(None), Some(0), "no label: an older release");
+        assert_eq!(schema_of(&"7".to_string()), Some(7));
+        assert_eq!(schema_of(&"one".to_string()), None);
     }
 }

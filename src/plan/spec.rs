@@ -144,7 +144,7 @@ pub fn desired_containers(
         .map(|replica| {
             let name = names::container_name(project, service, replica);
             let mut labels = unit.labels.clone();
-            labels.insert(names::LABEL_PROJECT.into(), project.into());
+            labels.extend(names::owner_labels(project));
             labels.insert(names::LABEL_SERVICE.into(), service.into());
             labels.insert(names::LABEL_REPLICA.into(), replica.to_string());
             labels.insert(names::LABEL_HASH.into(), config_hash.clone());
@@ -221,8 +221,7 @@ pub fn task_container(
                 .collect()
         })
         .unwrap_or_default();
-    let mut labels = BTreeMap::new();
-    labels.insert(names::LABEL_PROJECT.to_string(), project.to_string());
+    let mut labels: BTreeMap<String, String> = names::owner_labels(project).into();
     labels.insert(names::LABEL_TASK.to_string(), task_name.to_string());
     let command = command_override
         .filter(|c| !c.is_empty())

@@ -13,5 +13,6 @@ mod logs;
 mod processes;
 mod pull;
 mod routed;
+mod schema;
 mod side_by_side;
 mod volumes;
