@@ -486,13 +486,7 @@ impl Store {
         pos: &mut usize,
         view: i64,
     ) -> PbTxnResponse {
-        let succeeded = path[*pos];
-        *pos += 1;
-        let ops = if succeeded {
-            &req.success
-        } else {
-            &req.failure
-        };
+        let (succeeded, ops) = branch(req, path, pos);
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let resp = match &op.request {
@@ -1209,13 +1203,7 @@ impl<'s> WriteTxn<'s> {
     }
 
     fn apply_txn(&mut self, req: &PbTxnRequest, path: &[bool], pos: &mut usize) -> PbTxnResponse {
-        let succeeded = path[*pos];
-        *pos += 1;
-        let ops = if succeeded {
-            &req.success
-        } else {
-            &req.failure
-        };
+        let (succeeded, ops) = branch(req, path, pos);
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
@@ -1262,6 +1250,23 @@ impl<'s> WriteTxn<'s> {
         self.store.log.push_back(record.clone());
         Some(record)
     }
+}
+
+/// The branch a transaction took, as its compare `path` recorded (one
+/// entry per transaction, nested ones included, in the order they run).
+fn branch<'a>(
+    req: &'a PbTxnRequest,
+    path: &[bool],
+    pos: &mut usize,
+) -> (bool, &'a [PbTxnRequestOp]) {
+    let succeeded = path[*pos];
+    *pos += 1;
+    let ops = if succeeded {
+        &req.success
+    } else {
+        &req.failure
+    };
+    (succeeded, ops)
 }
 
 #[cfg(test)]

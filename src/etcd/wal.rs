@@ -211,25 +211,33 @@ impl Wal {
 
     /// An in-memory log for a server without a data directory.
     pub fn memory(rev: i64) -> Wal {
+        let (shared, durable) = Wal::fresh(rev);
+        Wal {
+            shared,
+            durable,
+            writer: Mutex::new(None),
+            on_disk: false,
+        }
+    }
+
+    /// Nothing pending and everything durable up to `rev`.
+    #[allow(clippy::type_complexity)]
+    fn fresh(rev: i64) -> (Arc<(Mutex<Pending>, Condvar)>, Arc<watch::Sender<Durable>>) {
         let (tx, _) = watch::channel(Durable {
             seq: 0,
             rev,
             broken: false,
         });
-        Wal {
-            shared: Arc::new((
-                Mutex::new(Pending {
-                    buf: Vec::new(),
-                    seq: 0,
-                    rev,
-                    closing: false,
-                }),
-                Condvar::new(),
-            )),
-            durable: Arc::new(tx),
-            writer: Mutex::new(None),
-            on_disk: false,
-        }
+        let pending = Pending {
+            buf: Vec::new(),
+            seq: 0,
+            rev,
+            closing: false,
+        };
+        (
+            Arc::new((Mutex::new(pending), Condvar::new())),
+            Arc::new(tx),
+        )
     }
 
     /// Opens (or creates) the log in `dir`, replays it into `store`, rewrites
@@ -274,22 +282,7 @@ impl Wal {
         } else {
             valid_len as u64
         };
-        let rev = store.rev();
-        let (tx, _) = watch::channel(Durable {
-            seq: 0,
-            rev,
-            broken: false,
-        });
-        let shared = Arc::new((
-            Mutex::new(Pending {
-                buf: Vec::new(),
-                seq: 0,
-                rev,
-                closing: false,
-            }),
-            Condvar::new(),
-        ));
-        let durable = Arc::new(tx);
+        let (shared, durable) = Wal::fresh(store.rev());
         let writer = {
             let shared = shared.clone();
             let durable = durable.clone();
