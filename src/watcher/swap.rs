@@ -163,10 +163,16 @@ pub async fn build(
     // A service without a build (redeployed because the stack file changed)
     // runs its image as found, or pulled as `up` would.
     let resolved = match &unit.build {
-        Some(build) => engine.build(service, build, &tag, |_| {}).await,
-        None => match engine.image_id(&tag).await {
+        Some(build) => {
+            let platform = unit.platform.as_deref();
+            engine.build(service, build, &tag, platform, |_| {}).await
+        }
+        None => match engine.local_image(&tag, unit.platform.as_deref()).await {
             Ok(Some(id)) => Ok(id),
-            Ok(None) => engine.pull(service, &tag, |_| {}).await,
+            Ok(None) => {
+                let platform = unit.platform.as_deref();
+                engine.pull(service, &tag, platform, |_| {}).await
+            }
             Err(e) => Err(e),
         },
     };
