@@ -322,3 +322,91 @@ fn the_platform_a_stack_names_is_the_one_pulled_and_run() {
         "nothing new was started"
     );
 }
+
+/// Runs the demo's image decision (stacks/demo/choose-images.sh, what
+/// `just up` runs first) with the probe pointed at `registry`; returns the
+/// stack files it chose and what it said.
+fn choose_demo_images(registry: &str) -> (Vec<std::path::PathBuf>, String) {
+    let out = Command::new("bash")
+        .arg(repo().join("stacks/demo/choose-images.sh"))
+        .arg("--no-build")
+        .env("DEVSTACK_DEMO_REGISTRY", registry)
+        .env_remove("DEVSTACK_DEMO_IMAGES")
+        .output()
+        .expect("bash runs");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    let files = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(std::path::PathBuf::from)
+        .collect();
+    (files, said)
+}
+
+/// Issue 11 item 6: `just up` on an ordinary laptop. Where a registry
+/// answers (here the loopback one, which says 401 as Docker Hub does), the
+/// demo runs on the public images it names; where none does (a closed
+/// port), on the local replicas, and the demo then comes up and routes.
+#[test]
+fn the_demo_runs_on_public_images_where_a_registry_answers_and_on_replicas_where_none_does() {
+    let demo = repo().join("stacks/demo/devstack.yaml");
+    let overlay = repo().join("stacks/demo/replicas.yaml");
+    let registry = Registry::start();
+    let (files, said) = choose_demo_images(&format!("http://{}", registry.addr));
+    assert_eq!(files, vec![demo.clone()], "{said}");
+    assert!(said.contains("public images"), "{said}");
+    assert!(said.contains("HTTP 401"), "{said}");
+    drop(registry);
+
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let (files, said) = choose_demo_images(&format!("http://{closed}"));
+    assert_eq!(files, vec![demo, overlay], "{said}");
+    assert!(said.contains("local replicas"), "{said}");
+    assert!(said.contains("nothing accepts the connection"), "{said}");
+
+    // What `just up` then runs here: the demo on the replicas, every route
+    // answered by the app behind it.
+    let mut p = Project::new("demo", "basic.yaml");
+    p.files = files;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let _built = Tags(vec!["demo/api:dev".into()]);
+    let out = p
+        .command(&["up", "--wait", "--timeout", "240s"])
+        .env("DEMO_PORT", port.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (host, path, says) in [
+        ("demo.localhost", "/", "\"service\": \"web\""),
+        ("api.demo.localhost", "/", "\"service\": \"api\""),
+        ("demo.localhost", "/api", "\"service\": \"api\""),
+        ("demo.localhost", "/redis", "+PONG"),
+    ] {
+        let answer = get_through(port, host, path);
+        assert!(
+            answer.starts_with("HTTP/1.") && answer.contains(" 200 "),
+            "{host}{path}: {answer}"
+        );
+        assert!(answer.contains(says), "{host}{path}: {answer}");
+    }
+}
+
+/// A GET through the proxy on `port` for `host`; the whole answer.
+fn get_through(port: u16, host: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the proxy listens");
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
