@@ -368,13 +368,14 @@ fn the_demo_runs_on_public_images_where_a_registry_answers_and_on_replicas_where
 
     // What `just up` then runs here: the demo on the replicas, every route
     // answered by the app behind it.
+    // Declared before the project, so dropped after its `down`.
+    let _built = Tags(vec!["demo/api:dev".into()]);
     let mut p = Project::new("demo", "basic.yaml");
     p.files = files;
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port");
-    let _built = Tags(vec!["demo/api:dev".into()]);
     let out = p
         .command(&["up", "--wait", "--timeout", "240s"])
         .env("DEMO_PORT", port.to_string())
