@@ -1,6 +1,7 @@
 # devstack's everyday commands. `just --list` shows them all.
 
-# The demo stack: local images only, so it runs with no registry.
+# The demo stack: public images, or their local replicas where no registry
+# answers (stacks/demo/choose-images.sh decides and says why).
 demo := "stacks/demo/devstack.yaml"
 
 default:
@@ -10,7 +11,7 @@ default:
 build:
     cargo build
 
-# Build the local fixture images the tests and the demo use (about a second when current)
+# Build the local fixture images the tests use, and the demo where no registry answers (about a second when current)
 fixtures:
     bash fixtures/images/build.sh
 
@@ -18,9 +19,14 @@ fixtures:
 fixtures-verify: fixtures
     bash fixtures/images/verify.sh
 
-# Bring the demo stack up (builds the fixture images and devstack first)
-up: fixtures build
-    ./target/debug/devstack -f {{demo}} up
+# Bring the demo stack up: public images pulled where a registry answers, else local replicas built (Linux, root)
+up: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    chosen=$(bash stacks/demo/choose-images.sh)
+    files=()
+    while IFS= read -r file; do files+=(-f "$file"); done <<< "$chosen"
+    exec ./target/debug/devstack "${files[@]}" up
 
 # Take the demo stack down and remove its volumes
 down: build

@@ -277,11 +277,15 @@ async fn resolve_images(
     let jobs = wanted.into_iter().map(|(key, name)| {
         let builds = builds.clone();
         async move {
-            let (image, build) = match key.strip_prefix("task:") {
-                Some(task) => (stack.tasks.get(task).and_then(|t| t.image.clone()), None),
+            let (image, build, platform) = match key.strip_prefix("task:") {
+                Some(task) => (
+                    stack.tasks.get(task).and_then(|t| t.image.clone()),
+                    None,
+                    None,
+                ),
                 None => match stack.unit(&name) {
-                    Some(c) => (c.image.clone(), c.build.clone()),
-                    None => (None, None),
+                    Some(c) => (c.image.clone(), c.build.clone(), c.platform.clone()),
+                    None => (None, None, None),
                 },
             };
             let tag = image
@@ -295,7 +299,7 @@ async fn resolve_images(
                     tag: tag.clone(),
                 });
                 let id = engine
-                    .build(&name, &build, &tag, |out| {
+                    .build(&name, &build, &tag, platform.as_deref(), |out| {
                         if let ImageOutput::Line(line) = out {
                             reporter.send(Progress::BuildOutput {
                                 service: name.clone(),
@@ -311,11 +315,11 @@ async fn resolve_images(
                 });
                 return Ok::<_, EngineError>((key, (tag, id)));
             }
-            if let Some(id) = engine.image_id(&tag).await? {
+            if let Some(id) = engine.local_image(&tag, platform.as_deref()).await? {
                 return Ok((key, (tag, id)));
             }
             let id = engine
-                .pull(&name, &tag, |out| {
+                .pull(&name, &tag, platform.as_deref(), |out| {
                     let (layer, status) = match out {
                         ImageOutput::Layer { layer, status } => (Some(layer), status),
                         ImageOutput::Line(status) => (None, status),

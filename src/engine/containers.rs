@@ -157,7 +157,9 @@ impl Engine {
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(spec.name.clone()),
-                    ..Default::default()
+                    // The engine refuses an image of another platform
+                    // rather than run it (or emulate it) unasked.
+                    platform: spec.platform.clone().unwrap_or_default(),
                 }),
                 body,
             )

@@ -388,7 +388,8 @@ impl Engine {
             .create_container(
                 Some(bollard::query_parameters::CreateContainerOptions {
                     name: Some(spec.name.clone()),
-                    ..Default::default()
+                    // A task runs its service's image as the service does.
+                    platform: spec.platform.clone().unwrap_or_default(),
                 }),
                 body,
             )

@@ -35,6 +35,27 @@ impl Engine {
         }
     }
 
+    /// The id of an image present on the engine and made for `platform`
+    /// (any platform when `None`), or `None`: an image of another platform
+    /// under the same tag is pulled again, as `docker pull --platform` would.
+    pub async fn local_image(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+    ) -> Result<Option<String>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => match platform {
+                Some(want) if !platform_matches(want, &platform_of(&image)) => Ok(None),
+                _ => Ok(image.id),
+            },
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(EngineError::api(
+                format!("inspecting image `{reference}`"),
+                e,
+            )),
+        }
+    }
+
     /// Removes an image that nothing needs any more (a build a rebuild
     /// replaced): only an untagged one, never forced, so an image with a name
     /// (a pulled or pinned one) or one that any container uses stays. True
@@ -54,11 +75,14 @@ impl Engine {
             .is_ok()
     }
 
-    /// Pulls an image, reporting each layer's progress, and returns its id.
+    /// Pulls an image (for `platform`, when given), reporting each layer's
+    /// progress, and returns its id. A registry that has the image only for
+    /// other platforms is a failure naming what it has.
     pub async fn pull(
         &self,
         service: &str,
         image: &str,
+        platform: Option<&str>,
         mut on_output: impl FnMut(ImageOutput),
     ) -> Result<String, EngineError> {
         // `name:tag` goes as from_image=name & tag=tag; a digest stays whole.
@@ -74,6 +98,7 @@ impl Engine {
             Some(CreateImageOptions {
                 from_image: Some(from_image.to_string()),
                 tag: tag.map(str::to_string),
+                platform: platform.unwrap_or_default().to_string(),
                 ..Default::default()
             }),
             None,
@@ -104,13 +129,37 @@ impl Engine {
                 }
             }
         }
-        self.image_id(image)
-            .await?
-            .ok_or_else(|| EngineError::Pull {
-                service: service.into(),
-                image: image.into(),
-                message: "the engine reported success but the image is not there".into(),
-            })
+        let pulled = match self.docker.inspect_image(image).await {
+            Ok(found) => found,
+            Err(e) if is_not_found(&e) => {
+                return Err(EngineError::Pull {
+                    service: service.into(),
+                    image: image.into(),
+                    message: "the engine reported success but the image is not there".into(),
+                })
+            }
+            Err(e) => return Err(EngineError::api(format!("inspecting image `{image}`"), e)),
+        };
+        // An engine may pull a single-platform image whatever was asked
+        // (only a multi-platform index is chosen from): say so here rather
+        // than let the container fail to start with `exec format error`.
+        if let Some(want) = platform {
+            let got = platform_of(&pulled);
+            if !platform_matches(want, &got) {
+                return Err(EngineError::Pull {
+                    service: service.into(),
+                    image: image.into(),
+                    message: format!(
+                        "the registry has it for {got} only, not for {want} (the stack's `platform`); push a {want} image, or set `platform` to one it has"
+                    ),
+                });
+            }
+        }
+        pulled.id.ok_or_else(|| EngineError::Pull {
+            service: service.into(),
+            image: image.into(),
+            message: "the engine reported success but the image has no id".into(),
+        })
     }
 
     /// Builds `build` into `tag` with the classic builder (BuildKit needs a
@@ -121,6 +170,7 @@ impl Engine {
         service: &str,
         build: &Build,
         tag: &str,
+        platform: Option<&str>,
         mut on_output: impl FnMut(ImageOutput),
     ) -> Result<String, EngineError> {
         let context_dir = build.context.clone();
@@ -151,6 +201,8 @@ impl Engine {
                     .collect::<HashMap<_, _>>(),
             ),
             target: build.target.clone().unwrap_or_default(),
+            // FROM images are pulled for it, and the image is marked with it.
+            platform: platform.unwrap_or_default().to_string(),
             version: BuilderVersion::BuilderV1,
             ..Default::default()
         };
@@ -204,6 +256,37 @@ impl Engine {
     }
 }
 
+/// An image's platform as Docker writes it: `os/arch[/variant]`.
+fn platform_of(image: &bollard::models::ImageInspect) -> String {
+    let os = image.os.as_deref().unwrap_or("unknown");
+    let arch = image.architecture.as_deref().unwrap_or("unknown");
+    match image.variant.as_deref().filter(|v| !v.is_empty()) {
+        Some(variant) => format!("{os}/{arch}/{variant}"),
+        None => format!("{os}/{arch}"),
+    }
+}
+
+/// Whether an image of platform `got` serves a stack asking for `want`.
+/// A variant is compared only when the stack names one, and each
+/// architecture's default variant (`arm64/v8`, `amd64/v1`, `arm/v7`) is the
+/// same as none, as containerd normalizes them.
+fn platform_matches(want: &str, got: &str) -> bool {
+    fn parts(p: &str) -> (&str, &str, &str) {
+        let mut it = p.splitn(3, '/');
+        let os = it.next().unwrap_or("");
+        let arch = it.next().unwrap_or("");
+        let variant = match (arch, it.next().unwrap_or("")) {
+            ("arm64", "v8") | ("amd64", "v1") | ("arm", "v7") => "",
+            (_, v) => v,
+        };
+        (os, arch, variant)
+    }
+    let (want_os, want_arch, want_variant) = parts(want);
+    let (got_os, got_arch, got_variant) = parts(got);
+    let named_variant = want.splitn(3, '/').nth(2).is_some();
+    want_os == got_os && want_arch == got_arch && (!named_variant || want_variant == got_variant)
+}
+
 /// `registry:5000/app:1.2` → (`registry:5000/app`, Some(`1.2`)); digests are left whole.
 fn split_tag(image: &str) -> (&str, Option<&str>) {
     if image.contains('@') {
@@ -240,7 +323,33 @@ fn refusal_hint(message: String, image: &str, authenticated: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::split_tag;
+    use super::{platform_matches, split_tag};
+
+    #[test]
+    fn platforms_match_by_os_arch_and_a_named_variant() {
+        for (want, got) in [
+            ("linux/amd64", "linux/amd64"),
+            ("linux/arm64", "linux/arm64/v8"),
+            ("linux/arm64/v8", "linux/arm64"),
+            ("linux/arm", "linux/arm/v6"),
+            ("linux/arm/v7", "linux/arm"),
+            ("linux/amd64/v1", "linux/amd64"),
+        ] {
+            assert!(platform_matches(want, got), "{want} is served by {got}");
+        }
+        for (want, got) in [
+            ("linux/arm64", "linux/amd64"),
+            ("linux/amd64", "windows/amd64"),
+            ("linux/arm/v6", "linux/arm/v7"),
+            ("linux/arm/v6", "linux/arm"),
+            ("linux/amd64/v3", "linux/amd64"),
+        ] {
+            assert!(
+                !platform_matches(want, got),
+                "{want} is not served by {got}"
+            );
+        }
+    }
 
     #[test]
     fn tags_split_after_the_last_slash() {

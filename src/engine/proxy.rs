@@ -62,6 +62,8 @@ pub struct ProxySpec {
     pub project: String,
     /// The image (already resolved from the stack or the default).
     pub image: String,
+    /// The platform to pull it for and run it as (the stack's `proxy.platform`).
+    pub platform: Option<String>,
     /// The host address where every route is served.
     pub listen: SocketAddr,
     /// Network aliases: every service's production name (`<service>.internal`),
@@ -136,6 +138,16 @@ impl Engine {
             }
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(EngineError::api(format!("inspecting `{name}`"), e)),
+        }
+        // The image is pulled when it is not here (or is of another
+        // platform), as a service's is: a laptop has no `haproxy:2.8` yet.
+        if self
+            .local_image(&spec.image, spec.platform.as_deref())
+            .await?
+            .is_none()
+        {
+            self.pull("proxy", &spec.image, spec.platform.as_deref(), |_| {})
+                .await?;
         }
         let id = self.create_proxy(spec, &name, &network).await?;
         self.upload_file(&id, CONFIG_PATH, config).await?;
@@ -227,7 +239,7 @@ impl Engine {
             .create_container(
                 Some(CreateContainerOptions {
                     name: Some(name.to_string()),
-                    ..Default::default()
+                    platform: spec.platform.clone().unwrap_or_default(),
                 }),
                 body,
             )
@@ -237,9 +249,7 @@ impl Engine {
             Err(e) if is_not_found(&e) => Err(EngineError::Pull {
                 service: "proxy".into(),
                 image: spec.image.clone(),
-                message:
-                    "the image is not present here; pull it, or set `proxy.image` to one that is"
-                        .into(),
+                message: "the image went away between its pull and the proxy's creation".into(),
             }),
             Err(e) if is_conflict(&e) => Err(EngineError::api(
                 format!("creating `{name}` (another devstack may be creating it)"),
@@ -399,13 +409,17 @@ fn spec_fingerprint(spec: &ProxySpec) -> String {
     aliases.sort();
     // CONTAINER_LAYOUT changes whenever what devstack asks of the container
     // does (user, sysctls, command), so an older devstack's proxy is replaced.
-    let text = format!(
+    let mut text = format!(
         "{}\n{}\n{}\n{}\n{CONTAINER_LAYOUT}",
         spec.image,
         spec.listen,
         aliases.join(","),
         MASTER_CLI_PORT
     );
+    // Only when set, so a proxy made before `platform` existed is kept.
+    if let Some(platform) = &spec.platform {
+        text.push_str(&format!("\n{platform}"));
+    }
     Sha256::digest(text.as_bytes())
         .iter()
         .take(10)

@@ -44,6 +44,8 @@ pub struct ContainerSpec {
     pub image: String,
     /// The image id it resolved to; part of the hash so a rebuilt image recreates.
     pub image_id: String,
+    /// The platform the container runs as (`linux/amd64`); None: the engine's.
+    pub platform: Option<String>,
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
     /// `KEY=VALUE`, sorted by key.
@@ -75,6 +77,11 @@ pub struct ContainerSpec {
 #[derive(Serialize)]
 struct HashInput<'a> {
     image_id: &'a str,
+    /// Left out when unset, so containers made before `platform` existed
+    /// keep their hash. The image id alone would not tell: an image that is
+    /// already present under another platform keeps its id until pulled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: &'a Option<String>,
     command: &'a Option<Vec<String>>,
     entrypoint: &'a Option<Vec<String>>,
     env: &'a [String],
@@ -124,6 +131,7 @@ pub fn desired_containers(
     let network = names::network_name(project);
     let input = HashInput {
         image_id,
+        platform: &unit.platform,
         command: &unit.command,
         entrypoint: &unit.entrypoint,
         env: &env,
@@ -163,6 +171,7 @@ pub fn desired_containers(
                 kind,
                 image: image.into(),
                 image_id: image_id.into(),
+                platform: unit.platform.clone(),
                 command: unit.command.clone(),
                 entrypoint: unit.entrypoint.clone(),
                 env: env.clone(),
@@ -234,6 +243,11 @@ pub fn task_container(
         kind: UnitKind::Service,
         image: image.to_string(),
         image_id: String::new(),
+        // The service's platform goes with the service's image, not with an
+        // image of the task's own.
+        platform: base
+            .filter(|_| task.image.is_none())
+            .and_then(|b| b.platform.clone()),
         command,
         entrypoint: base.and_then(|b| b.entrypoint.clone()),
         env,
@@ -287,6 +301,18 @@ mod tests {
         let mut with_init = base.clone();
         with_init.init = true;
         assert_ne!(original, h(&with_init, "sha256:1", 1), "init changes it");
+        let amd64 = unit("app:1").platform("linux/amd64").build();
+        let arm64 = unit("app:1").platform("linux/arm64").build();
+        assert_ne!(original, h(&amd64, "sha256:1", 1), "a platform changes it");
+        assert_ne!(
+            h(&amd64, "sha256:1", 1),
+            h(&arm64, "sha256:1", 1),
+            "another platform changes it, even with the same image id"
+        );
+        assert_eq!(
+            specs(&arm64, "sha256:1", 1)[0].platform.as_deref(),
+            Some("linux/arm64")
+        );
         let mut with_health = base.clone();
         with_health.health = Some(crate::plan::testing::http_health(8080));
         assert_eq!(

@@ -14,6 +14,7 @@ pub fn unit(image: &str) -> UnitBuilder {
     UnitBuilder(Container {
         image: Some(image.into()),
         build: None,
+        platform: None,
         command: None,
         entrypoint: None,
         env: BTreeMap::new(),
@@ -39,6 +40,10 @@ impl UnitBuilder {
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.0.env.insert(k.into(), v.into());
+        self
+    }
+    pub fn platform(mut self, platform: &str) -> Self {
+        self.0.platform = Some(platform.into());
         self
     }
     pub fn build(self) -> Container {
@@ -88,6 +93,7 @@ pub fn stack_of(units: Vec<(&str, UnitBuilder)>) -> Stack {
         proxy: Proxy {
             kind: ProxyKind::Haproxy,
             image: None,
+            platform: None,
             listen: "127.0.0.1:8080".parse().expect("a literal address"),
             template: None,
         },

@@ -93,6 +93,7 @@ pub fn proxy_spec(stack: &Stack, project: &str, etcd_alias: bool) -> ProxySpec {
             .image
             .clone()
             .unwrap_or_else(|| proxy::DEFAULT_PROXY_IMAGE.to_string()),
+        platform: stack.proxy.platform.clone(),
         listen: stack.proxy.listen,
         aliases,
     }

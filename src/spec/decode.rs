@@ -17,7 +17,7 @@ use indexmap::IndexMap;
 use super::diagnostic::{closest, Problem};
 use super::host::HostPaths;
 use super::model::*;
-use super::units::{check_image_ref, parse_duration, parse_size};
+use super::units::{check_image_ref, check_platform, parse_duration, parse_size};
 use super::yaml::{Key, Node, Span, Value};
 
 /// The problems found so far and what decoding needs to know about the world.
@@ -272,6 +272,19 @@ impl Decoder<'_> {
         }
     }
 
+    /// A platform, `os/arch[/variant]` with known values.
+    fn platform(&mut self, node: &Node, path: &FieldPath) -> Option<String> {
+        let text = self.string(node, path)?;
+        match check_platform(&text) {
+            Ok(()) => Some(text),
+            Err(why) => {
+                self.problems
+                    .push(Problem::at(node.span, path.as_str(), why.message).hint(why.hint));
+                None
+            }
+        }
+    }
+
     /// A list of strings, or one string (split like a shell when `split` is set).
     fn argv(&mut self, node: &Node, path: &FieldPath, split: bool) -> Option<Vec<String>> {
         match &node.value {
@@ -406,6 +419,7 @@ const TOP: &[&str] = &[
 const CONTAINER: &[&str] = &[
     "image",
     "build",
+    "platform",
     "command",
     "entrypoint",
     "env",
@@ -503,6 +517,9 @@ fn decode_container(d: &mut Decoder, f: &Fields, needs_image: bool) -> Option<Co
     let build = f
         .get("build")
         .and_then(|n| decode_build(d, n, &f.path("build")));
+    let platform = f
+        .get("platform")
+        .and_then(|n| d.platform(n, &f.path("platform")));
     if needs_image && f.get("image").is_none() && f.get("build").is_none() {
         d.problem(
             Problem::at(f.span, f.path.as_str(), "needs an `image` or a `build`")
@@ -668,6 +685,7 @@ fn decode_container(d: &mut Decoder, f: &Fields, needs_image: bool) -> Option<Co
     Some(Container {
         image,
         build,
+        platform,
         command,
         entrypoint,
         env,
@@ -1590,13 +1608,18 @@ fn decode_proxy(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Optio
     let mut proxy = Proxy {
         kind: ProxyKind::Haproxy,
         image: None,
+        platform: None,
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
         template: None,
     };
     let Some(node) = node else {
         return Some(proxy);
     };
-    let f = d.fields(node, path, &["kind", "image", "listen", "template"])?;
+    let f = d.fields(
+        node,
+        path,
+        &["kind", "image", "platform", "listen", "template"],
+    )?;
     if let Some(n) = f.get("kind") {
         if let Some(kind) = d.string(n, &f.path("kind")) {
             if kind != "haproxy" {
@@ -1605,6 +1628,9 @@ fn decode_proxy(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Optio
         }
     }
     proxy.image = f.get("image").and_then(|n| d.image(n, &f.path("image")));
+    proxy.platform = f
+        .get("platform")
+        .and_then(|n| d.platform(n, &f.path("platform")));
     if let Some(n) = f.get("listen") {
         let p = f.path("listen");
         if let Some(text) = d.string(n, &p) {

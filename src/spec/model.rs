@@ -69,6 +69,11 @@ pub struct Container {
     pub image: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build: Option<Build>,
+    /// The platform the image is pulled or built for and the container runs
+    /// as (`linux/amd64`, `linux/arm64/v8`): production's, on a laptop of
+    /// another architecture. None: the engine's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     /// Replaces the image's CMD. A string in the file is split like a shell would.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -364,6 +369,9 @@ pub struct Proxy {
     /// The proxy image; None means devstack's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The platform of the proxy image (as a unit's `platform`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
     /// Host address and port where every route is served.
     pub listen: std::net::SocketAddr,
     /// Absolute path of a user template replacing the built-in one.

@@ -429,3 +429,41 @@ fn init_is_a_boolean_off_by_default() {
         &[("services.a.init", "`true` or `false`")],
     );
 }
+
+/// Issue 11 item 5: production's platform, per service, datastore and proxy,
+/// checked when the stack loads rather than at the pull.
+#[test]
+fn platform_is_checked_where_it_is_written() {
+    let s = ok("name: t\nservices:\n  a: {image: a, platform: linux/amd64}\n  b: {image: b}\ndatastores:\n  db: {kind: redis, image: r, platform: linux/arm64/v8}\nproxy:\n  platform: linux/arm/v7\n");
+    assert_eq!(
+        s.services["a"].container.platform.as_deref(),
+        Some("linux/amd64")
+    );
+    assert_eq!(s.services["b"].container.platform, None);
+    assert_eq!(
+        s.datastores["db"].container.platform.as_deref(),
+        Some("linux/arm64/v8")
+    );
+    assert_eq!(s.proxy.platform.as_deref(), Some("linux/arm/v7"));
+    problems(
+        "name: t\nservices:\n  a: {image: a, platform: amd64}\n  b: {image: b, platform: linux/x86_64}\ndatastores:\n  db: {kind: redis, image: r, platform: linux/arm64/v7}\nproxy:\n  platform: [linux/amd64]\n",
+        &[
+            ("services.a.platform", "`amd64` is not a platform"),
+            ("services.b.platform", "unknown architecture `x86_64`"),
+            ("datastores.db.platform", "`v7` is not a variant of `arm64`"),
+            ("proxy.platform", "expected a string"),
+        ],
+    );
+    let report = load(&LoadOptions::inline(
+        "t.yaml",
+        "name: t\nservices:\n  b: {image: b, platform: linux/x86_64}\n",
+    ))
+    .map(|_| Accepted)
+    .expect_err("should be invalid");
+    let problem = &report.problems[0];
+    assert_eq!(
+        problem.hint.as_deref(),
+        Some("Docker calls it `linux/amd64`"),
+        "{problem:?}"
+    );
+}

@@ -1,4 +1,5 @@
-//! Durations (`2s`, `1m30s`, `250ms`), sizes (`512m`, `1g`, `64MiB`) and image references.
+//! Durations (`2s`, `1m30s`, `250ms`), sizes (`512m`, `1g`, `64MiB`), image
+//! references and platforms (`linux/amd64`, `linux/arm64/v8`).
 
 use std::time::Duration;
 
@@ -187,6 +188,132 @@ pub fn check_image_ref(reference: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Operating systems an image can be made for (Go's `GOOS` values, which
+/// the OCI image index and Docker use).
+const PLATFORM_OS: &[&str] = &[
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+];
+
+/// Architectures (Go's `GOARCH` values) with the variants each may carry.
+const PLATFORM_ARCH: &[(&str, &[&str])] = &[
+    ("386", &[]),
+    ("amd64", &["v1", "v2", "v3", "v4"]),
+    ("arm", &["v5", "v6", "v7", "v8"]),
+    ("arm64", &["v8", "v9"]),
+    ("loong64", &[]),
+    ("mips", &[]),
+    ("mipsle", &[]),
+    ("mips64", &[]),
+    ("mips64le", &[]),
+    ("ppc64", &[]),
+    ("ppc64le", &[]),
+    ("riscv64", &[]),
+    ("s390x", &[]),
+    ("wasm", &[]),
+];
+
+/// Names people write for an architecture (`uname -m`, Debian's) and the
+/// platform they mean.
+const ARCH_ALIASES: &[(&str, &str)] = &[
+    ("x86_64", "amd64"),
+    ("x86-64", "amd64"),
+    ("x64", "amd64"),
+    ("aarch64", "arm64"),
+    ("armhf", "arm/v7"),
+    ("armv7", "arm/v7"),
+    ("armv7l", "arm/v7"),
+    ("armel", "arm/v6"),
+    ("armv6", "arm/v6"),
+    ("i386", "386"),
+    ("i686", "386"),
+    ("x86", "386"),
+];
+
+/// Why a platform was refused, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformError {
+    pub message: String,
+    pub hint: String,
+}
+
+/// Checks a platform as Docker names them: `os/arch` or `os/arch/variant`,
+/// lowercase, with known values only (an unknown one would only fail later,
+/// at the pull, with the registry's wording).
+pub fn check_platform(text: &str) -> Result<(), PlatformError> {
+    let example = "write `os/arch[/variant]`, such as `linux/amd64` or `linux/arm64/v8`";
+    let parts: Vec<&str> = text.split('/').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {
+        return Err(PlatformError {
+            message: format!("`{text}` is not a platform"),
+            hint: example.into(),
+        });
+    }
+    let (os, arch, variant) = (parts[0], parts[1], parts.get(2).copied());
+    let lower = text.to_ascii_lowercase();
+    if lower != text {
+        let fixed = check_platform(&lower).map(|()| lower);
+        return Err(PlatformError {
+            message: format!("the platform `{text}` is not lowercase"),
+            hint: match fixed {
+                Ok(fixed) => format!("write `{fixed}`"),
+                Err(_) => example.into(),
+            },
+        });
+    }
+    if !PLATFORM_OS.contains(&os) {
+        return Err(PlatformError {
+            message: format!("unknown operating system `{os}` in the platform `{text}`"),
+            hint: format!("one of: {}", PLATFORM_OS.join(", ")),
+        });
+    }
+    let Some((_, variants)) = PLATFORM_ARCH.iter().find(|(a, _)| *a == arch) else {
+        let hint = match ARCH_ALIASES.iter().find(|(alias, _)| *alias == arch) {
+            Some((_, meant)) => format!("Docker calls it `{os}/{meant}`"),
+            None => format!(
+                "one of: {}",
+                PLATFORM_ARCH
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        return Err(PlatformError {
+            message: format!("unknown architecture `{arch}` in the platform `{text}`"),
+            hint,
+        });
+    };
+    if let Some(variant) = variant {
+        if !variants.contains(&variant) {
+            return Err(PlatformError {
+                message: format!(
+                    "`{variant}` is not a variant of `{arch}` in the platform `{text}`"
+                ),
+                hint: if variants.is_empty() {
+                    format!("`{arch}` has no variants: write `{os}/{arch}`")
+                } else {
+                    format!("one of: {}", variants.join(", "))
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +369,39 @@ mod tests {
             "", "API:1", "api:", "api::1", "api:-x", "a//b", "api@md5", "-api",
         ] {
             assert!(check_image_ref(bad).is_err(), "{bad}");
+        }
+    }
+    #[test]
+    fn platforms() {
+        for good in [
+            "linux/amd64",
+            "linux/arm64/v8",
+            "linux/arm/v7",
+            "windows/amd64",
+            "linux/s390x",
+            "linux/amd64/v3",
+        ] {
+            assert_eq!(check_platform(good), Ok(()), "{good}");
+        }
+        for (bad, message, hint) in [
+            ("amd64", "is not a platform", "os/arch"),
+            ("linux/", "is not a platform", "os/arch"),
+            ("linux/amd64/v8/x", "is not a platform", "os/arch"),
+            ("Linux/AMD64", "not lowercase", "`linux/amd64`"),
+            (
+                "linux/x86_64",
+                "unknown architecture `x86_64`",
+                "`linux/amd64`",
+            ),
+            ("linux/aarch64", "unknown architecture", "`linux/arm64`"),
+            ("linux/sparc", "unknown architecture", "one of: 386, amd64"),
+            ("beos/amd64", "unknown operating system `beos`", "linux"),
+            ("linux/arm64/v7", "not a variant of `arm64`", "v8"),
+            ("linux/s390x/v1", "not a variant", "has no variants"),
+        ] {
+            let err = check_platform(bad).expect_err(bad);
+            assert!(err.message.contains(message), "{bad}: {err:?}");
+            assert!(err.hint.contains(hint), "{bad}: {err:?}");
         }
     }
 }

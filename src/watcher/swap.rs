@@ -162,11 +162,12 @@ pub async fn build(
         .unwrap_or_else(|| names::built_image_tag(project, service));
     // A service without a build (redeployed because the stack file changed)
     // runs its image as found, or pulled as `up` would.
+    let platform = unit.platform.as_deref();
     let resolved = match &unit.build {
-        Some(build) => engine.build(service, build, &tag, |_| {}).await,
-        None => match engine.image_id(&tag).await {
+        Some(build) => engine.build(service, build, &tag, platform, |_| {}).await,
+        None => match engine.local_image(&tag, platform).await {
             Ok(Some(id)) => Ok(id),
-            Ok(None) => engine.pull(service, &tag, |_| {}).await,
+            Ok(None) => engine.pull(service, &tag, platform, |_| {}).await,
             Err(e) => Err(e),
         },
     };

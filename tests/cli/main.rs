@@ -579,3 +579,45 @@ fn a_project_name_that_makes_unit_names_clash_is_refused() {
         out.stderr
     );
 }
+
+/// Issue 11 item 5: a platform that is not `os/arch[/variant]` with known
+/// values is a validate error at its line and column, with what to write.
+#[test]
+fn a_bad_platform_is_reported_where_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("devstack.yaml");
+    std::fs::write(
+        &file,
+        "name: t\nservices:\n  api:\n    image: api:1\n    platform: linux/aarch64\nproxy:\n  platform: linux/amd64\n",
+    )
+    .unwrap();
+    let out = Run::new(&["validate", "-f", "devstack.yaml"])
+        .dir(dir.path())
+        .run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("devstack.yaml:5:15"),
+        "the position: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("services.api.platform"),
+        "the field: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("unknown architecture `aarch64`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("Docker calls it `linux/arm64`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("1 problem"),
+        "only the bad one: {}",
+        out.stderr
+    );
+}
