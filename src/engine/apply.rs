@@ -1105,3 +1105,6 @@ pub async fn prepare_task<E: ContainerEngine>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
