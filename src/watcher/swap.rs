@@ -797,3 +797,6 @@ async fn connect(d: &Discovery) -> Result<Client, etcd_client::Error> {
         .with_timeout(Duration::from_secs(2));
     Client::connect(&d.endpoints, Some(options)).await
 }
+
+#[cfg(test)]
+mod tests;
