@@ -9,7 +9,10 @@
 //! them: a container that became ready is registered ([`Call::Registered`])
 //! and stays so until it stops or is deregistered; [`FakeProxy`] routes to
 //! registered, running containers and logs when it starts ([`Call::Routed`])
-//! or stops ([`Call::Unrouted`]) answering with one.
+//! or stops ([`Call::Unrouted`]) answering with one. Like the real router,
+//! the proxy follows the registry [`ROUTE_LAG`] late (on tokio's clock, so
+//! tests with paused time do not wait): a controller that does not wait for
+//! the proxy is caught acting on a registration it has not applied yet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,6 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::task::yield_now;
+use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
 use super::containers::ContainerStatus;
@@ -31,6 +35,9 @@ use crate::plan::{ContainerSpec, Observed, ObservedState, OldMount};
 use crate::router::runtime::{ProxyRuntime, ServerState};
 use crate::spec::{Build, DatastoreKind, Health, RestartPolicy};
 use crate::watcher::swap::Registry;
+
+/// How long the fake proxy takes to apply a registry change.
+pub const ROUTE_LAG: Duration = Duration::from_millis(100);
 
 /// One thing a controller did, by container name (as it was at the time).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,8 +118,11 @@ struct State {
     network: bool,
     /// Full volume name → creation time.
     volumes: BTreeMap<String, i64>,
-    /// Registered container ids.
-    registered: BTreeSet<String>,
+    /// Registered container ids, with when.
+    registered: BTreeMap<String, TokioInstant>,
+    /// Container ids deregistered (while running), with when: the proxy
+    /// still routes to them for [`ROUTE_LAG`].
+    withdrawn: BTreeMap<String, TokioInstant>,
     /// Container ids the proxy last answered as serving.
     routed: BTreeSet<String>,
     calls: Vec<Call>,
@@ -597,7 +607,8 @@ impl ContainerEngine for FakeEngine {
         }
         let (id, name) = (c.id.clone(), c.name.clone());
         // The registrar registers what became healthy.
-        if s.registered.insert(id) {
+        if !s.registered.contains_key(&id) {
+            s.registered.insert(id, TokioInstant::now());
             s.calls.push(Call::Registered(name));
         }
         Ok(Duration::ZERO)
@@ -622,11 +633,18 @@ pub struct FakeProxy {
 impl ProxyRuntime for FakeProxy {
     async fn servers(&self) -> Option<Vec<ServerState>> {
         yield_now().await;
+        let now = TokioInstant::now();
         let mut s = lock(&self.state);
         let serving: Vec<FakeContainer> = s
             .containers
             .values()
-            .filter(|c| s.registered.contains(&c.id) && c.state == ObservedState::Running)
+            .filter(|c| c.state == ObservedState::Running)
+            .filter(|c| {
+                let applied = |t: Option<&TokioInstant>| t.is_some_and(|t| now >= *t + ROUTE_LAG);
+                let joined = applied(s.registered.get(&c.id));
+                let left = applied(s.withdrawn.get(&c.id));
+                joined || (s.withdrawn.contains_key(&c.id) && !left)
+            })
             .filter(|c| !s.script.unroutable.contains(&c.spec.service))
             .filter(|c| s.script.unroutable_after.is_none_or(|n| c.seq <= n))
             .cloned()
@@ -682,7 +700,8 @@ impl Registry for FakeRegistry {
         let mut s = lock(&self.state);
         let mut deleted = false;
         for id in ids {
-            if s.registered.remove(*id) {
+            if s.registered.remove(*id).is_some() {
+                s.withdrawn.insert(id.to_string(), TokioInstant::now());
                 deleted = true;
                 let name = s.name_of(id);
                 s.calls.push(Call::Deregistered(name));

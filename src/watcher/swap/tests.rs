@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::engine::apply::{self, UpRequest};
-use crate::engine::fake::{Call, FakeEngine};
+use crate::engine::fake::{Call, FakeEngine, ROUTE_LAG};
 use crate::engine::progress::Reporter;
 use crate::plan::testing::{stack_of, unit, UnitBuilder};
 use crate::spec::{DatastoreKind, Stack};
@@ -43,6 +43,8 @@ async fn running(stack: &Stack, replicas: u32) -> FakeEngine {
     .await
     .expect("up");
     assert!(outcome.all_healthy(), "{outcome:?}");
+    // The proxy routes to what runs.
+    tokio::time::sleep(ROUTE_LAG).await;
     fake.clear_calls();
     fake.script(|s| {
         s.build_ids.insert("api".into(), "sha256:api-v2".into());
@@ -185,6 +187,7 @@ async fn an_unhealthy_new_container_is_removed_and_the_old_keeps_serving() {
     );
     assert!(!calls.iter().any(named("shop-api-1")), "{calls:#?}");
     assert_eq!(fake.running("api"), ["shop-api-1"]);
+    tokio::time::sleep(ROUTE_LAG).await;
     let proxy = fake.find_proxy(PROJECT).await.expect("the fake proxy");
     let servers = proxy.servers().await.expect("servers");
     let old = fake
