@@ -456,10 +456,10 @@ async fn seed_data_goes_only_into_a_fresh_volume() {
     stack.datastores["db"].seed = Some("/seed/dump.sql".into());
     up_all(&fake, &stack).await;
     assert!(fake.calls().contains(&call(Call::Seed, "shop-db-1")));
-    stack.datastores["db"]
-        .container
-        .env
-        .insert("TUNE".into(), "1".into());
+    // The container goes, its volume stays: the next one is not seeded.
+    down(&fake, PROJECT, None, false, &Reporter::silent())
+        .await
+        .expect("down");
     fake.clear_calls();
     up_all(&fake, &stack).await;
     let calls = fake.calls();

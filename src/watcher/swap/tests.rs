@@ -115,7 +115,15 @@ async fn a_swap_never_stops_the_old_container_before_the_new_one_is_routed() {
         |c| *c == Call::Routed(new.clone()),
         "route to the new",
     );
-    assert!(routed_new < stop_old, "{calls:#?}");
+    let old_leaves = at(
+        &calls,
+        |c| *c == Call::Deregistered("shop-api-1".into()),
+        "deregistration of the old",
+    );
+    assert!(
+        routed_new < old_leaves && old_leaves < stop_old,
+        "{calls:#?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
