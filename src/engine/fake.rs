@@ -607,8 +607,8 @@ impl ContainerEngine for FakeEngine {
         }
         let (id, name) = (c.id.clone(), c.name.clone());
         // The registrar registers what became healthy.
-        if !s.registered.contains_key(&id) {
-            s.registered.insert(id, TokioInstant::now());
+        if let std::collections::btree_map::Entry::Vacant(e) = s.registered.entry(id) {
+            e.insert(TokioInstant::now());
             s.calls.push(Call::Registered(name));
         }
         Ok(Duration::ZERO)
