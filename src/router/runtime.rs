@@ -446,6 +446,18 @@ mod tests {
     }
 
     #[test]
+    fn a_servers_answer_without_a_table_is_no_answer() {
+        // No worker yet, or an error: the proxy did not answer.
+        assert_eq!(servers_answer("Unknown command.\n"), None);
+        assert_eq!(servers_answer(""), None);
+        // A table without servers is an answer: nothing is served.
+        assert_eq!(
+            servers_answer("1\n# be_id be_name srv_id srv_name\n"),
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
     fn sessions_per_server_come_from_show_stat() {
         let text = "# pxname,svname,qcur,qmax,scur,smax,slim\nmain,FRONTEND,,,3,9,2000\nsvc_web,s1,0,0,2,5,\nsvc_web,s2,0,0,0,1,\nsvc_web,BACKEND,0,0,2,5,200\n\n";
         assert_eq!(
