@@ -140,68 +140,11 @@ pub async fn up<E: ContainerEngine>(
     let images = resolve_images(engine, stack, project, &units, &tasks, reporter).await?;
 
     engine.ensure_network(project).await?;
-    let mut fresh_volumes = BTreeSet::new();
-    let mut volume_names = BTreeSet::new();
-    for unit in &units {
-        if let Some(c) = plan::effective_unit(stack, unit) {
-            for v in &c.volumes {
-                if let VolumeSource::Named(n) = &v.source {
-                    volume_names.insert(n.clone());
-                }
-            }
-        }
-    }
-    for name in &volume_names {
-        if engine.ensure_volume(project, name).await? {
-            fresh_volumes.insert(name.clone());
-            reporter.send(Progress::Created {
-                object: "volume".into(),
-                name: names::volume_name(project, name),
-            });
-        }
-    }
-
+    let fresh_volumes = ensure_volumes(engine, stack, project, &units, reporter).await?;
     let observed = engine.list_project(project).await?;
-    // One-off task containers are removed by whoever ran them; one that
-    // finished, or whose maker is gone, was left by a devstack killed
-    // meanwhile. One still running for a dead devstack (a migration, say)
-    // is let finish first, within this `up`'s deadline; one a live `run`
-    // owns is left alone.
-    for o in observed.iter().filter(|o| o.task.is_some()) {
-        let finished = matches!(o.state, ObservedState::Exited | ObservedState::Dead);
-        let orphaned = names::task_container_owner(&o.name)
-            .is_some_and(|pid| !crate::router::state::alive(pid));
-        if !finished && !orphaned {
-            continue;
-        }
-        if o.state == ObservedState::Running {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let waited = tokio::time::timeout(
-                left,
-                engine.wait_exit(&o.id, || format!("waiting for `{}`", o.name)),
-            )
-            .await;
-            if !matches!(waited, Ok(Ok(_))) {
-                continue;
-            }
-        }
-        // A one-off's anonymous volumes were scratch of that run.
-        engine.remove_with_volumes(&o.id).await?;
-    }
+    remove_task_leftovers(engine, &observed, deadline).await?;
     if request.remove_orphans {
-        let all: Vec<&str> = stack.units().map(|(n, _, _)| n).collect();
-        for action in plan::plan_orphans(all, &observed) {
-            if let Action::Remove { id, name, reason } = action {
-                reporter.send(Progress::Container {
-                    service: String::new(),
-                    container: name.clone(),
-                    action: "removing".into(),
-                    reason: Some(reason),
-                });
-                engine.stop(&id, None).await?;
-                engine.remove(&id).await?;
-            }
-        }
+        remove_orphans(engine, stack, &observed, reporter).await?;
     }
 
     let mut senders = Vec::new();
@@ -239,6 +182,95 @@ pub async fn up<E: ContainerEngine>(
         units,
         millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Creates the named volumes `units` mount that do not exist yet; returns
+/// the names (within the stack) of those created now, which seeds may fill.
+async fn ensure_volumes<E: ContainerEngine>(
+    engine: &E,
+    stack: &Stack,
+    project: &str,
+    units: &[String],
+    reporter: &Reporter,
+) -> Result<BTreeSet<String>, EngineError> {
+    let mut fresh_volumes = BTreeSet::new();
+    let mut volume_names = BTreeSet::new();
+    for unit in units {
+        if let Some(c) = plan::effective_unit(stack, unit) {
+            for v in &c.volumes {
+                if let VolumeSource::Named(n) = &v.source {
+                    volume_names.insert(n.clone());
+                }
+            }
+        }
+    }
+    for name in &volume_names {
+        if engine.ensure_volume(project, name).await? {
+            fresh_volumes.insert(name.clone());
+            reporter.send(Progress::Created {
+                object: "volume".into(),
+                name: names::volume_name(project, name),
+            });
+        }
+    }
+    Ok(fresh_volumes)
+}
+
+/// One-off task containers are removed by whoever ran them; one that
+/// finished, or whose maker is gone, was left by a devstack killed
+/// meanwhile. One still running for a dead devstack (a migration, say) is
+/// let finish first, within this `up`'s deadline; one a live `run` owns is
+/// left alone.
+async fn remove_task_leftovers<E: ContainerEngine>(
+    engine: &E,
+    observed: &[Observed],
+    deadline: Instant,
+) -> Result<(), EngineError> {
+    for o in observed.iter().filter(|o| o.task.is_some()) {
+        let finished = matches!(o.state, ObservedState::Exited | ObservedState::Dead);
+        let orphaned = names::task_container_owner(&o.name)
+            .is_some_and(|pid| !crate::router::state::alive(pid));
+        if !finished && !orphaned {
+            continue;
+        }
+        if o.state == ObservedState::Running {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let waited = tokio::time::timeout(
+                left,
+                engine.wait_exit(&o.id, || format!("waiting for `{}`", o.name)),
+            )
+            .await;
+            if !matches!(waited, Ok(Ok(_))) {
+                continue;
+            }
+        }
+        // A one-off's anonymous volumes were scratch of that run.
+        engine.remove_with_volumes(&o.id).await?;
+    }
+    Ok(())
+}
+
+/// Stops and removes the containers of units the stack no longer has.
+async fn remove_orphans<E: ContainerEngine>(
+    engine: &E,
+    stack: &Stack,
+    observed: &[Observed],
+    reporter: &Reporter,
+) -> Result<(), EngineError> {
+    let all: Vec<&str> = stack.units().map(|(n, _, _)| n).collect();
+    for action in plan::plan_orphans(all, observed) {
+        if let Action::Remove { id, name, reason } = action {
+            reporter.send(Progress::Container {
+                service: String::new(),
+                container: name.clone(),
+                action: "removing".into(),
+                reason: Some(reason),
+            });
+            engine.stop(&id, None).await?;
+            engine.remove(&id).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Builds or finds (pulling if needed) the image of every unit and task.
