@@ -16,12 +16,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::containers::Published;
-use super::health::{self, NotReady};
+use super::health::NotReady;
 use super::images::ImageOutput;
 use super::progress::{Progress, Reporter};
-use super::{Engine, EngineError};
+use super::{ContainerEngine, EngineError};
 use crate::plan::{self, names, Action, ContainerSpec, Observed, ObservedState, PlanError};
-use crate::spec::{Stack, UnitKind, VolumeSource};
+use crate::spec::{Container, Stack, UnitKind, VolumeSource};
 
 /// Why `up` stopped before reconciling units.
 #[derive(Debug, thiserror::Error)]
@@ -117,8 +117,8 @@ enum Signal {
 type Images = HashMap<String, (String, String)>;
 
 /// Brings the stack up: see the module documentation.
-pub async fn up(
-    engine: &Engine,
+pub async fn up<E: ContainerEngine>(
+    engine: &E,
     stack: &Stack,
     request: &UpRequest,
     reporter: &Reporter,
@@ -140,9 +140,62 @@ pub async fn up(
     let images = resolve_images(engine, stack, project, &units, &tasks, reporter).await?;
 
     engine.ensure_network(project).await?;
+    let fresh_volumes = ensure_volumes(engine, stack, project, &units, reporter).await?;
+    let observed = engine.list_project(project).await?;
+    remove_task_leftovers(engine, &observed, deadline).await?;
+    if request.remove_orphans {
+        remove_orphans(engine, stack, &observed, reporter).await?;
+    }
+
+    let mut senders = Vec::new();
+    let mut receivers: HashMap<String, watch::Receiver<Signal>> = HashMap::new();
+    for u in &units {
+        let (tx, rx) = watch::channel(Signal::Pending);
+        senders.push((u.clone(), tx));
+        receivers.insert(u.clone(), rx);
+    }
+    let run = Run {
+        engine,
+        stack,
+        request,
+        signals: &receivers,
+        observed: &observed,
+        images: &images,
+        fresh_volumes: &fresh_volumes,
+        deadline,
+        reporter,
+        cancel,
+        started,
+    };
+    let run = &run;
+    let futures = senders.into_iter().map(|(unit, tx)| async move {
+        let outcome = reconcile_unit(run, &unit, &tx).await;
+        let _ = tx.send(match outcome.state {
+            UnitState::Healthy => Signal::Healthy,
+            _ => Signal::Failed,
+        });
+        outcome
+    });
+    let units = join_all(futures).await;
+    Ok(UpOutcome {
+        project: project.to_string(),
+        units,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Creates the named volumes `units` mount that do not exist yet; returns
+/// the names (within the stack) of those created now, which seeds may fill.
+async fn ensure_volumes<E: ContainerEngine>(
+    engine: &E,
+    stack: &Stack,
+    project: &str,
+    units: &[String],
+    reporter: &Reporter,
+) -> Result<BTreeSet<String>, EngineError> {
     let mut fresh_volumes = BTreeSet::new();
     let mut volume_names = BTreeSet::new();
-    for unit in &units {
+    for unit in units {
         if let Some(c) = plan::effective_unit(stack, unit) {
             for v in &c.volumes {
                 if let VolumeSource::Named(n) = &v.source {
@@ -160,13 +213,19 @@ pub async fn up(
             });
         }
     }
+    Ok(fresh_volumes)
+}
 
-    let observed = engine.list_project(project).await?;
-    // One-off task containers are removed by whoever ran them; one that
-    // finished, or whose maker is gone, was left by a devstack killed
-    // meanwhile. One still running for a dead devstack (a migration, say)
-    // is let finish first, within this `up`'s deadline; one a live `run`
-    // owns is left alone.
+/// One-off task containers are removed by whoever ran them; one that
+/// finished, or whose maker is gone, was left by a devstack killed
+/// meanwhile. One still running for a dead devstack (a migration, say) is
+/// let finish first, within this `up`'s deadline; one a live `run` owns is
+/// left alone.
+async fn remove_task_leftovers<E: ContainerEngine>(
+    engine: &E,
+    observed: &[Observed],
+    deadline: Instant,
+) -> Result<(), EngineError> {
     for o in observed.iter().filter(|o| o.task.is_some()) {
         let finished = matches!(o.state, ObservedState::Exited | ObservedState::Dead);
         let orphaned = names::task_container_owner(&o.name)
@@ -188,74 +247,36 @@ pub async fn up(
         // A one-off's anonymous volumes were scratch of that run.
         engine.remove_with_volumes(&o.id).await?;
     }
-    if request.remove_orphans {
-        let all: Vec<&str> = stack.units().map(|(n, _, _)| n).collect();
-        for action in plan::plan_orphans(all, &observed) {
-            if let Action::Remove { id, name, reason } = action {
-                reporter.send(Progress::Container {
-                    service: String::new(),
-                    container: name.clone(),
-                    action: "removing".into(),
-                    reason: Some(reason),
-                });
-                engine.stop(&id, None).await?;
-                engine.remove(&id).await?;
-            }
-        }
-    }
+    Ok(())
+}
 
-    let mut senders = Vec::new();
-    let mut receivers: HashMap<String, watch::Receiver<Signal>> = HashMap::new();
-    for u in &units {
-        let (tx, rx) = watch::channel(Signal::Pending);
-        senders.push((u.clone(), tx));
-        receivers.insert(u.clone(), rx);
-    }
-    let observed = Arc::new(observed);
-    let images = Arc::new(images);
-    let fresh_volumes = Arc::new(fresh_volumes);
-
-    let receivers = &receivers;
-    let futures = senders.into_iter().map(|(unit, tx)| {
-        let observed = observed.clone();
-        let images = images.clone();
-        let fresh_volumes = fresh_volumes.clone();
-        async move {
-            let outcome = reconcile_unit(
-                engine,
-                stack,
-                request,
-                &unit,
-                &tx,
-                receivers,
-                &observed,
-                &images,
-                &fresh_volumes,
-                deadline,
-                reporter,
-                cancel,
-                started,
-            )
-            .await;
-            let _ = tx.send(match outcome.state {
-                UnitState::Healthy => Signal::Healthy,
-                _ => Signal::Failed,
+/// Stops and removes the containers of units the stack no longer has.
+async fn remove_orphans<E: ContainerEngine>(
+    engine: &E,
+    stack: &Stack,
+    observed: &[Observed],
+    reporter: &Reporter,
+) -> Result<(), EngineError> {
+    let all: Vec<&str> = stack.units().map(|(n, _, _)| n).collect();
+    for action in plan::plan_orphans(all, observed) {
+        if let Action::Remove { id, name, reason } = action {
+            reporter.send(Progress::Container {
+                service: String::new(),
+                container: name.clone(),
+                action: "removing".into(),
+                reason: Some(reason),
             });
-            outcome
+            engine.stop(&id, None).await?;
+            engine.remove(&id).await?;
         }
-    });
-    let units = join_all(futures).await;
-    Ok(UpOutcome {
-        project: project.to_string(),
-        units,
-        millis: started.elapsed().as_millis() as u64,
-    })
+    }
+    Ok(())
 }
 
 /// Builds or finds (pulling if needed) the image of every unit and task.
 /// Builds run two at a time: more only fight over the CPU.
-async fn resolve_images(
-    engine: &Engine,
+async fn resolve_images<E: ContainerEngine>(
+    engine: &E,
     stack: &Stack,
     project: &str,
     units: &[String],
@@ -353,60 +374,106 @@ async fn resolve_images(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn reconcile_unit(
-    engine: &Engine,
-    stack: &Stack,
-    request: &UpRequest,
-    unit: &str,
-    signal: &watch::Sender<Signal>,
-    signals: &HashMap<String, watch::Receiver<Signal>>,
-    observed: &[Observed],
-    images: &Images,
-    fresh_volumes: &BTreeSet<String>,
+/// What every unit's reconcile shares within one `up`.
+struct Run<'a, E> {
+    engine: &'a E,
+    stack: &'a Stack,
+    request: &'a UpRequest,
+    /// Each unit's signal to its dependents.
+    signals: &'a HashMap<String, watch::Receiver<Signal>>,
+    /// The project's containers as `up` found them.
+    observed: &'a [Observed],
+    images: &'a Images,
+    /// Named volumes this `up` created (only those are seeded).
+    fresh_volumes: &'a BTreeSet<String>,
     deadline: Instant,
-    reporter: &Reporter,
-    cancel: &CancellationToken,
+    reporter: &'a Reporter,
+    cancel: &'a CancellationToken,
     started: Instant,
+}
+
+/// One unit being reconciled: what its outcome reports.
+struct Unit<'a> {
+    name: &'a str,
+    kind: UnitKind,
+    replicas: u32,
+    started: Instant,
+}
+
+impl Unit<'_> {
+    fn end(&self, state: UnitState, containers: Vec<ContainerReport>) -> UnitOutcome {
+        UnitOutcome {
+            service: self.name.to_string(),
+            kind: self.kind,
+            replicas: self.replicas,
+            state,
+            containers,
+            millis: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    fn failed(&self, reason: String) -> UnitOutcome {
+        self.end(
+            UnitState::Failed {
+                reason,
+                container: None,
+                last_health: None,
+                logs: Vec::new(),
+            },
+            Vec::new(),
+        )
+    }
+}
+
+/// A container started (or kept) by a unit's plan, waiting to be ready:
+/// its id, its spec, and the verb the report gives it.
+type Started = (String, Box<ContainerSpec>, &'static str);
+
+/// Brings one unit to its plan: create fresh replicas once the dependencies
+/// started, wait for them to be healthy, run the `before` tasks, carry out
+/// the rest of the plan, wait for the replicas.
+async fn reconcile_unit<E: ContainerEngine>(
+    run: &Run<'_, E>,
+    name: &str,
+    signal: &watch::Sender<Signal>,
 ) -> UnitOutcome {
-    let kind = if stack.services.contains_key(unit) {
+    let kind = if run.stack.services.contains_key(name) {
         UnitKind::Service
     } else {
         UnitKind::Datastore
     };
+    let mut unit = Unit {
+        name,
+        kind,
+        replicas: 0,
+        started: run.started,
+    };
     // With a datastore's default data volume, when it needs one.
-    let Some(container) = plan::effective_unit(stack, unit) else {
-        return failed(unit, kind, 0, "is not in the stack".into(), started);
+    let Some(container) = plan::effective_unit(run.stack, name) else {
+        return unit.failed("is not in the stack".into());
     };
     let container = &*container;
-    let replicas = request
+    unit.replicas = run
+        .request
         .replicas
-        .get(unit)
+        .get(name)
         .copied()
         .unwrap_or(container.replicas);
-    let end = |state: UnitState, containers: Vec<ContainerReport>| UnitOutcome {
-        service: unit.to_string(),
-        kind,
-        replicas,
-        state,
-        containers,
-        millis: started.elapsed().as_millis() as u64,
-    };
 
     // 1. The plan for this unit: it needs only the image, not the dependencies.
-    let Some((image, image_id)) = images.get(unit).cloned() else {
-        return failed(unit, kind, replicas, "has no image".into(), started);
+    let Some((image, image_id)) = run.images.get(name).cloned() else {
+        return unit.failed("has no image".into());
     };
     let desired = plan::desired_containers(
-        &request.project,
-        unit,
+        &run.request.project,
+        name,
         kind,
         container,
         &image,
         &image_id,
-        replicas,
+        unit.replicas,
     );
-    let actions = plan::plan_unit(unit, &desired, observed);
+    let actions = plan::plan_unit(name, &desired, run.observed);
 
     // 2. Fresh replicas are created as soon as the dependencies have started,
     //    while they become healthy: on slow storage creating is a good part of
@@ -414,284 +481,344 @@ async fn reconcile_unit(
     //    is started. Not earlier, so that creating dependents does not slow the
     //    dependencies themselves down. Replacements wait for health, so the old
     //    container keeps serving until then.
-    for dep in container.depends_on.iter().filter_map(|d| signals.get(d)) {
-        let mut rx = dep.clone();
-        tokio::select! {
-            _ = rx.wait_for(|s| *s != Signal::Pending) => {}
-            _ = cancel.cancelled() => {}
+    wait_dependencies_started(run, container).await;
+    let precreated = match precreate(run, name, &actions).await {
+        Ok(p) => p,
+        Err(e) => {
+            run.reporter.send(Progress::Failed {
+                service: name.to_string(),
+                reason: e.to_string(),
+            });
+            return unit.failed(e.to_string());
         }
-    }
-    let data_volume = plan::data_volume(stack, unit);
-    let seed = stack
-        .datastores
-        .get(unit)
-        .and_then(|d| Some((d.seed.clone()?, data_volume.clone()?.0, d.kind)))
-        .filter(|(_, volume, _)| fresh_volumes.contains(volume));
-    let creations = join_all(
-        actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Create { spec } => Some(spec),
-                _ => None,
-            })
-            .map(|spec| {
-                let seed = seed.clone();
-                async move {
-                    reporter.send(Progress::Container {
-                        service: unit.to_string(),
-                        container: spec.name.clone(),
-                        action: "creating".into(),
-                        reason: None,
-                    });
-                    let id = engine.create(spec).await?;
-                    if let Some((seed, volume, kind)) = seed {
-                        let volume = plan::MountSource::Volume(names::volume_name(
-                            &request.project,
-                            &volume,
-                        ));
-                        if let (1, Some(m)) = (
-                            spec.replica,
-                            spec.mounts.iter().find(|m| m.source == volume),
-                        ) {
-                            engine.seed(&id, unit, &seed, &m.target, kind).await?;
-                        }
-                    }
-                    Ok::<_, EngineError>((spec.name.clone(), id))
-                }
-            }),
-    )
-    .await;
-    let mut precreated: HashMap<String, String> = HashMap::new();
-    for result in creations {
-        match result {
-            Ok((name, id)) => {
-                precreated.insert(name, id);
-            }
-            Err(e) => {
-                reporter.send(Progress::Failed {
-                    service: unit.to_string(),
-                    reason: e.to_string(),
-                });
-                return failed(unit, kind, replicas, e.to_string(), started);
-            }
-        }
-    }
+    };
 
     // 3. Wait for the dependencies, and only them.
-    let deps: Vec<&String> = container
-        .depends_on
-        .iter()
-        .filter(|d| signals.contains_key(*d))
-        .collect();
-    let pending: Vec<String> = deps
-        .iter()
-        .filter(|d| *signals[**d].borrow() != Signal::Healthy)
-        .map(|d| d.to_string())
-        .collect();
-    if !pending.is_empty() {
-        reporter.send(Progress::Waiting {
-            service: unit.to_string(),
-            on: pending,
+    if let Err(by) = wait_dependencies_healthy(run, name, container).await {
+        run.reporter.send(Progress::Blocked {
+            service: name.to_string(),
+            by: by.clone(),
         });
-    }
-    for dep in deps {
-        let mut rx = signals[dep].clone();
-        let result = tokio::select! {
-            r = rx.wait_for(|s| matches!(s, Signal::Healthy | Signal::Failed)) => r.map(|s| s.clone()).unwrap_or(Signal::Failed),
-            _ = cancel.cancelled() => Signal::Failed,
-        };
-        if result != Signal::Healthy {
-            reporter.send(Progress::Blocked {
-                service: unit.to_string(),
-                by: dep.clone(),
-            });
-            return end(UnitState::Blocked { by: dep.clone() }, Vec::new());
-        }
+        return unit.end(UnitState::Blocked { by }, Vec::new());
     }
 
     // 4. Tasks that must succeed first, only when something is about to start.
     if actions.iter().any(|a| !a.is_noop()) {
-        for task in plan::tasks_before(stack, unit) {
-            if let Err(state) = run_task_before(
-                engine,
-                stack,
-                &request.project,
-                task,
-                unit,
-                images,
-                reporter,
-            )
-            .await
-            {
-                return end(state, Vec::new());
+        for task in plan::tasks_before(run.stack, name) {
+            if let Err(state) = run_task_before(run, task, name).await {
+                return unit.end(state, Vec::new());
             }
         }
     }
 
     // 5. Removals first (they free names and ports), then the rest in parallel.
-    let mut work = Vec::new();
-    for action in actions {
-        match action {
-            Action::Remove { id, name, reason } => {
-                reporter.send(Progress::Container {
-                    service: unit.to_string(),
-                    container: name.clone(),
-                    action: "removing".into(),
-                    reason: Some(reason),
-                });
-                let result = async {
-                    engine.stop(&id, Some(container.stop_grace)).await?;
-                    engine.remove(&id).await
-                }
-                .await;
-                if let Err(e) = result {
-                    return failed(unit, kind, replicas, e.to_string(), started);
-                }
-            }
-            other => work.push(other),
-        }
+    let (removals, work): (Vec<Action>, Vec<Action>) = actions
+        .into_iter()
+        .partition(|a| matches!(a, Action::Remove { .. }));
+    if let Err(e) = remove_extra(run, name, container, removals).await {
+        return unit.failed(e.to_string());
     }
-    let precreated = &precreated;
-    let data_volume = &data_volume;
-    let executed = join_all(work.into_iter().map(|action| {
-        async move {
-            let (verb, mut spec, reason, old) = match action {
-                Action::Keep { id, spec } => {
-                    reporter.send(Progress::Container {
-                        service: unit.to_string(),
-                        container: spec.name.clone(),
-                        action: "up to date".into(),
-                        reason: None,
-                    });
-                    return Ok(Some((id, spec, "kept")));
-                }
-                Action::Start { id, spec } => {
-                    reporter.send(Progress::Container {
-                        service: unit.to_string(),
-                        container: spec.name.clone(),
-                        action: "starting".into(),
-                        reason: None,
-                    });
-                    engine.start(&id, unit).await?;
-                    return Ok(Some((id, spec, "started")));
-                }
-                Action::Create { spec } => match precreated.get(&spec.name) {
-                    Some(id) => {
-                        engine.start(id, unit).await?;
-                        return Ok(Some((id.clone(), spec, "created")));
-                    }
-                    None => ("created", spec, None, None),
-                },
-                Action::Recreate { id, spec, reason } => {
-                    ("recreated", spec, Some(reason), Some(id))
-                }
-                // Removals were carried out above.
-                Action::Remove { .. } => return Ok(None),
-            };
-            reporter.send(Progress::Container {
-                service: unit.to_string(),
-                container: spec.name.clone(),
-                action: if old.is_some() {
-                    "recreating"
-                } else {
-                    "creating"
-                }
-                .into(),
-                reason,
-            });
-            if let Some(old) = old {
-                engine.stop(&old, Some(spec.stop_grace)).await?;
-                // Read before the old one goes: the anonymous volumes the new
-                // one keeps, and data an older devstack left outside the
-                // named data volume.
-                let mounts = engine.carry_volumes_from(&mut spec, &old).await?;
-                let moving = OldData {
-                    id: &old,
-                    created: observed.iter().find(|o| o.id == old).map(|o| o.created),
-                    mounts: &mounts,
-                };
-                move_old_data(
-                    engine,
-                    &request.project,
-                    data_volume.as_ref(),
-                    &moving,
-                    &spec,
-                    reporter,
-                )
-                .await?;
-                engine.remove(&old).await?;
-            }
-            // A replacement's data volume is not fresh, so no seed here.
-            let id = engine.create(&spec).await?;
-            engine.start(&id, unit).await?;
-            Ok::<_, EngineError>(Some((id, spec, verb)))
-        }
-    }))
-    .await;
-    for result in &executed {
-        if let Err(e) = result {
-            reporter.send(Progress::Failed {
-                service: unit.to_string(),
+    let started = match execute(run, name, work, &precreated).await {
+        Ok(started) => started,
+        Err(e) => {
+            run.reporter.send(Progress::Failed {
+                service: name.to_string(),
                 reason: e.to_string(),
             });
-            return end(
-                UnitState::Failed {
-                    reason: e.to_string(),
-                    container: None,
-                    last_health: None,
-                    logs: Vec::new(),
-                },
-                Vec::new(),
-            );
+            return unit.failed(e.to_string());
         }
-    }
-    let started_containers: Vec<(String, Box<ContainerSpec>, &'static str)> = executed
-        .into_iter()
-        .filter_map(|r| r.ok().flatten())
-        .collect();
-
+    };
     let _ = signal.send(Signal::Started);
 
     // 6. Wait for every replica to be ready, all at once.
-    let check = health::check_for(engine, container.health.as_ref(), &image).await;
-    let network = names::network_name(&request.project);
-    let waits = started_containers.iter().map(|(id, spec, _)| {
+    wait_replicas(run, &unit, container, &image, &started).await
+}
+
+/// Waits until every dependency has at least started (or ended), or `up`
+/// is cancelled.
+async fn wait_dependencies_started<E>(run: &Run<'_, E>, container: &Container) {
+    for dep in container
+        .depends_on
+        .iter()
+        .filter_map(|d| run.signals.get(d))
+    {
+        let mut rx = dep.clone();
+        tokio::select! {
+            _ = rx.wait_for(|s| *s != Signal::Pending) => {}
+            _ = run.cancel.cancelled() => {}
+        }
+    }
+}
+
+/// Creates (does not start) the unit's fresh replicas, seeding a fresh data
+/// volume through the first one; returns their ids by name.
+async fn precreate<E: ContainerEngine>(
+    run: &Run<'_, E>,
+    name: &str,
+    actions: &[Action],
+) -> Result<HashMap<String, String>, EngineError> {
+    let seed = run
+        .stack
+        .datastores
+        .get(name)
+        .and_then(|d| {
+            let volume = plan::data_volume(run.stack, name)?.0;
+            Some((d.seed.clone()?, volume, d.kind))
+        })
+        .filter(|(_, volume, _)| run.fresh_volumes.contains(volume));
+    let creations = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create { spec } => Some(spec),
+            _ => None,
+        })
+        .map(|spec| {
+            let seed = seed.clone();
+            async move {
+                run.reporter.send(Progress::Container {
+                    service: name.to_string(),
+                    container: spec.name.clone(),
+                    action: "creating".into(),
+                    reason: None,
+                });
+                let id = run.engine.create(spec).await?;
+                if let Some((seed, volume, kind)) = seed {
+                    let volume = plan::MountSource::Volume(names::volume_name(
+                        &run.request.project,
+                        &volume,
+                    ));
+                    if let (1, Some(m)) = (
+                        spec.replica,
+                        spec.mounts.iter().find(|m| m.source == volume),
+                    ) {
+                        run.engine.seed(&id, name, &seed, &m.target, kind).await?;
+                    }
+                }
+                Ok::<_, EngineError>((spec.name.clone(), id))
+            }
+        });
+    join_all(creations).await.into_iter().collect()
+}
+
+/// Waits until every dependency is healthy; the first that is not (failed,
+/// blocked, or `up` cancelled) is the error.
+async fn wait_dependencies_healthy<E>(
+    run: &Run<'_, E>,
+    name: &str,
+    container: &Container,
+) -> Result<(), String> {
+    let deps: Vec<&String> = container
+        .depends_on
+        .iter()
+        .filter(|d| run.signals.contains_key(*d))
+        .collect();
+    let pending: Vec<String> = deps
+        .iter()
+        .filter(|d| *run.signals[**d].borrow() != Signal::Healthy)
+        .map(|d| d.to_string())
+        .collect();
+    if !pending.is_empty() {
+        run.reporter.send(Progress::Waiting {
+            service: name.to_string(),
+            on: pending,
+        });
+    }
+    for dep in deps {
+        let mut rx = run.signals[dep].clone();
+        let result = tokio::select! {
+            r = rx.wait_for(|s| matches!(s, Signal::Healthy | Signal::Failed)) => r.map(|s| s.clone()).unwrap_or(Signal::Failed),
+            _ = run.cancel.cancelled() => Signal::Failed,
+        };
+        if result != Signal::Healthy {
+            return Err(dep.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Stops and removes the containers the plan removes, one after another.
+async fn remove_extra<E: ContainerEngine>(
+    run: &Run<'_, E>,
+    name: &str,
+    container: &Container,
+    removals: Vec<Action>,
+) -> Result<(), EngineError> {
+    for action in removals {
+        if let Action::Remove {
+            id,
+            name: c,
+            reason,
+        } = action
+        {
+            run.reporter.send(Progress::Container {
+                service: name.to_string(),
+                container: c,
+                action: "removing".into(),
+                reason: Some(reason),
+            });
+            run.engine.stop(&id, Some(container.stop_grace)).await?;
+            run.engine.remove(&id).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Carries out the plan's keeps, starts, creations and replacements, in
+/// parallel; returns the containers to wait for. The first error wins.
+async fn execute<E: ContainerEngine>(
+    run: &Run<'_, E>,
+    name: &str,
+    work: Vec<Action>,
+    precreated: &HashMap<String, String>,
+) -> Result<Vec<Started>, EngineError> {
+    let executed = join_all(
+        work.into_iter()
+            .map(|action| execute_one(run, name, action, precreated)),
+    )
+    .await;
+    let mut started = Vec::new();
+    for result in executed {
+        started.extend(result?);
+    }
+    Ok(started)
+}
+
+/// One action of the plan (removals were carried out before).
+async fn execute_one<E: ContainerEngine>(
+    run: &Run<'_, E>,
+    name: &str,
+    action: Action,
+    precreated: &HashMap<String, String>,
+) -> Result<Option<Started>, EngineError> {
+    let report = |container: &str, action: &str, reason: Option<String>| {
+        run.reporter.send(Progress::Container {
+            service: name.to_string(),
+            container: container.to_string(),
+            action: action.into(),
+            reason,
+        })
+    };
+    match action {
+        Action::Keep { id, spec } => {
+            report(&spec.name, "up to date", None);
+            Ok(Some((id, spec, "kept")))
+        }
+        Action::Start { id, spec } => {
+            report(&spec.name, "starting", None);
+            run.engine.start(&id, name).await?;
+            Ok(Some((id, spec, "started")))
+        }
+        Action::Create { spec } => {
+            let id = match precreated.get(&spec.name) {
+                Some(id) => id.clone(),
+                None => {
+                    report(&spec.name, "creating", None);
+                    run.engine.create(&spec).await?
+                }
+            };
+            run.engine.start(&id, name).await?;
+            Ok(Some((id, spec, "created")))
+        }
+        Action::Recreate {
+            id,
+            mut spec,
+            reason,
+        } => {
+            report(&spec.name, "recreating", Some(reason));
+            replace(run, &id, &mut spec).await?;
+            // A replacement's data volume is not fresh, so no seed here.
+            let new = run.engine.create(&spec).await?;
+            run.engine.start(&new, name).await?;
+            Ok(Some((new, spec, "recreated")))
+        }
+        Action::Remove { .. } => Ok(None),
+    }
+}
+
+/// Takes container `old` away for its replacement `spec`: stops it, carries
+/// its anonymous volumes over, moves data an older devstack left outside
+/// the named data volume, removes it.
+async fn replace<E: ContainerEngine>(
+    run: &Run<'_, E>,
+    old: &str,
+    spec: &mut ContainerSpec,
+) -> Result<(), EngineError> {
+    run.engine.stop(old, Some(spec.stop_grace)).await?;
+    // Read before the old one goes: the anonymous volumes the new one
+    // keeps, and data an older devstack left outside the named data volume.
+    let mounts = run.engine.carry_volumes_from(spec, old).await?;
+    let moving = OldData {
+        id: old,
+        created: run.observed.iter().find(|o| o.id == old).map(|o| o.created),
+        mounts: &mounts,
+    };
+    let data_volume = plan::data_volume(run.stack, &spec.service);
+    move_old_data(
+        run.engine,
+        &run.request.project,
+        data_volume.as_ref(),
+        &moving,
+        spec,
+        run.reporter,
+    )
+    .await?;
+    run.engine.remove(old).await
+}
+
+/// Waits for the unit's started containers to be ready, all at once; the
+/// first that is not fails the unit with its probe output and last lines.
+async fn wait_replicas<E: ContainerEngine>(
+    run: &Run<'_, E>,
+    unit: &Unit<'_>,
+    container: &Container,
+    image: &str,
+    started: &[Started],
+) -> UnitOutcome {
+    let name = unit.name;
+    let check = run
+        .engine
+        .health_check(container.health.as_ref(), image)
+        .await;
+    let network = names::network_name(&run.request.project);
+    let waits = started.iter().map(|(id, spec, _)| {
         let check = check.clone();
         let network = network.clone();
         async move {
             let mut last = None;
-            let result = health::wait_ready(
-                engine,
-                id,
-                &network,
-                container.restart,
-                &check,
-                deadline,
-                cancel,
-                |detail| {
-                    last = Some(detail.to_string());
-                    reporter.send(Progress::Probe {
-                        service: unit.to_string(),
-                        container: spec.name.clone(),
-                        detail: detail.to_string(),
-                    });
-                },
-            )
-            .await;
+            let result = run
+                .engine
+                .wait_ready(
+                    id,
+                    &network,
+                    container.restart,
+                    &check,
+                    run.deadline,
+                    run.cancel,
+                    |detail| {
+                        last = Some(detail.to_string());
+                        run.reporter.send(Progress::Probe {
+                            service: name.to_string(),
+                            container: spec.name.clone(),
+                            detail: detail.to_string(),
+                        });
+                    },
+                )
+                .await;
             (result, last)
         }
     });
     let results = join_all(waits).await;
     let mut reports = Vec::new();
-    for ((id, spec, verb), (result, last)) in started_containers.iter().zip(results) {
-        match result {
+    for ((id, spec, verb), (result, last)) in started.iter().zip(results) {
+        let not_ready = match result {
             Ok(_) => {
-                reporter.send(Progress::Ready {
-                    service: unit.to_string(),
+                run.reporter.send(Progress::Ready {
+                    service: name.to_string(),
                     container: spec.name.clone(),
-                    millis: started.elapsed().as_millis() as u64,
+                    millis: run.started.elapsed().as_millis() as u64,
                 });
-                let published = engine
+                let published = run
+                    .engine
                     .inspect(id, &network)
                     .await
                     .map(|s| s.published)
@@ -702,40 +829,39 @@ async fn reconcile_unit(
                     action: verb.to_string(),
                     published,
                 });
+                continue;
             }
-            Err(not_ready) => {
-                let reason = format!("`{}` {not_ready}", spec.name);
-                reporter.send(Progress::Failed {
-                    service: unit.to_string(),
-                    reason: reason.clone(),
-                });
-                let logs = if not_ready == NotReady::Cancelled {
-                    Vec::new()
-                } else {
-                    engine.last_lines(id, 20).await
-                };
-                return end(
-                    UnitState::Failed {
-                        reason,
-                        container: Some(spec.name.clone()),
-                        last_health: match &not_ready {
-                            NotReady::Unhealthy { last } | NotReady::Timeout { last } => {
-                                Some(last.clone())
-                            }
-                            _ => last,
-                        },
-                        logs,
-                    },
-                    reports,
-                );
-            }
-        }
+            Err(not_ready) => not_ready,
+        };
+        let reason = format!("`{}` {not_ready}", spec.name);
+        run.reporter.send(Progress::Failed {
+            service: name.to_string(),
+            reason: reason.clone(),
+        });
+        let logs = if not_ready == NotReady::Cancelled {
+            Vec::new()
+        } else {
+            run.engine.last_lines(id, 20).await
+        };
+        let last_health = match &not_ready {
+            NotReady::Unhealthy { last } | NotReady::Timeout { last } => Some(last.clone()),
+            _ => last,
+        };
+        return unit.end(
+            UnitState::Failed {
+                reason,
+                container: Some(spec.name.clone()),
+                last_health,
+                logs,
+            },
+            reports,
+        );
     }
-    reporter.send(Progress::Healthy {
-        service: unit.to_string(),
-        millis: started.elapsed().as_millis() as u64,
+    run.reporter.send(Progress::Healthy {
+        service: name.to_string(),
+        millis: run.started.elapsed().as_millis() as u64,
     });
-    end(UnitState::Healthy, reports)
+    unit.end(UnitState::Healthy, reports)
 }
 
 /// A datastore container about to be replaced, as [`move_old_data`] needs it.
@@ -750,8 +876,8 @@ struct OldData<'a> {
 /// anonymous volume (or its own layer) into the named data volume its
 /// replacement `spec` mounts, before the old container is removed; see
 /// [`plan::moves_data`]. The old anonymous volume itself is kept.
-async fn move_old_data(
-    engine: &Engine,
+async fn move_old_data<E: ContainerEngine>(
+    engine: &E,
     project: &str,
     data_volume: Option<&(String, String)>,
     old: &OldData<'_>,
@@ -782,39 +908,20 @@ async fn move_old_data(
     Ok(())
 }
 
-fn failed(
-    unit: &str,
-    kind: UnitKind,
-    replicas: u32,
-    reason: String,
-    started: Instant,
-) -> UnitOutcome {
-    UnitOutcome {
-        service: unit.to_string(),
-        kind,
-        replicas,
-        state: UnitState::Failed {
-            reason,
-            container: None,
-            last_health: None,
-            logs: Vec::new(),
-        },
-        containers: Vec::new(),
-        millis: started.elapsed().as_millis() as u64,
-    }
-}
-
 /// Runs a task that must succeed before `before` starts; on failure the unit
 /// fails with the task's exit code and output.
-async fn run_task_before(
-    engine: &Engine,
-    stack: &Stack,
-    project: &str,
+async fn run_task_before<E: ContainerEngine>(
+    run: &Run<'_, E>,
     task: &str,
     before: &str,
-    images: &Images,
-    reporter: &Reporter,
 ) -> Result<(), UnitState> {
+    let (engine, stack, project, images, reporter) = (
+        run.engine,
+        run.stack,
+        run.request.project.as_str(),
+        run.images,
+        run.reporter,
+    );
     let fail = |reason: String, logs: Vec<String>| UnitState::Failed {
         reason,
         container: None,
@@ -876,8 +983,8 @@ async fn run_task_before(
 /// and with `volumes` the containers' anonymous volumes and the project's
 /// named volumes; without it, no volume at all. Only objects with the project label
 /// are touched.
-pub async fn down(
-    engine: &Engine,
+pub async fn down<E: ContainerEngine>(
+    engine: &E,
     project: &str,
     grace: Option<Duration>,
     volumes: bool,
@@ -885,7 +992,7 @@ pub async fn down(
 ) -> Result<DownOutcome, EngineError> {
     let observed = engine.list_project(project).await?;
     let (datastores, first): (Vec<&Observed>, Vec<&Observed>) =
-        observed.iter().partition(|o| is_datastore(engine, o));
+        observed.iter().partition(|o| is_datastore(o));
     let mut removed = Vec::new();
     let mut anonymous = BTreeSet::new();
     for wave in [first, datastores] {
@@ -943,7 +1050,7 @@ pub async fn down(
     })
 }
 
-fn is_datastore(_engine: &Engine, o: &Observed) -> bool {
+fn is_datastore(o: &Observed) -> bool {
     o.kind.as_deref() == Some("datastore")
 }
 
@@ -957,15 +1064,15 @@ pub struct DownOutcome {
 
 /// Stops every running container of the project (the foreground `up`'s
 /// Ctrl-C): services first, then datastores; containers stay, as with Compose.
-pub async fn stop_all(
-    engine: &Engine,
+pub async fn stop_all<E: ContainerEngine>(
+    engine: &E,
     project: &str,
     grace: Option<Duration>,
     reporter: &Reporter,
 ) -> Result<(), EngineError> {
     let observed = engine.list_project(project).await?;
     let (datastores, first): (Vec<&Observed>, Vec<&Observed>) =
-        observed.iter().partition(|o| is_datastore(engine, o));
+        observed.iter().partition(|o| is_datastore(o));
     for wave in [first, datastores] {
         for r in join_all(wave.iter().map(|o| async move {
             engine.stop(&o.id, grace).await?;
@@ -984,7 +1091,7 @@ pub async fn stop_all(
 }
 
 /// Kills every running container of the project at once (the second Ctrl-C).
-pub async fn kill_all(engine: &Engine, project: &str) -> Result<(), EngineError> {
+pub async fn kill_all<E: ContainerEngine>(engine: &E, project: &str) -> Result<(), EngineError> {
     let observed = engine.list_project(project).await?;
     for r in join_all(observed.iter().map(|o| engine.kill(&o.id))).await {
         r?;
@@ -993,8 +1100,8 @@ pub async fn kill_all(engine: &Engine, project: &str) -> Result<(), EngineError>
 }
 
 /// The image a task runs, built or pulled if it is missing (`devstack run`).
-pub async fn task_image(
-    engine: &Engine,
+pub async fn task_image<E: ContainerEngine>(
+    engine: &E,
     stack: &Stack,
     project: &str,
     task: &str,
@@ -1017,8 +1124,8 @@ pub async fn task_image(
 
 /// The network and the named volumes a task's container needs, created if
 /// the stack is not up.
-pub async fn prepare_task(
-    engine: &Engine,
+pub async fn prepare_task<E: ContainerEngine>(
+    engine: &E,
     stack: &Stack,
     project: &str,
     task: &str,
@@ -1034,3 +1141,6 @@ pub async fn prepare_task(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,9 +10,12 @@
 //! - [`resources`]: the stack's network and named volumes.
 //! - [`health`]: devstack's own fast readiness probes, and [`health::HealthMonitor`] to follow a container.
 //! - [`logs`], [`exec`], [`events`]: container output, commands in containers, the engine's event stream.
+//! - [`api`]: [`ContainerEngine`], the seam the controllers are written against
+//!   (`fake`, in tests, is its in-memory, recording implementation).
 //! - [`apply`]: carries out `up`: build, plan, start in dependency order, wait healthy.
 //! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
 
+pub mod api;
 pub mod apply;
 pub mod auth;
 pub mod containers;
@@ -20,6 +23,8 @@ pub mod context;
 pub mod error;
 pub mod events;
 pub mod exec;
+#[cfg(test)]
+pub mod fake;
 pub mod health;
 pub mod images;
 pub mod logs;
@@ -32,6 +37,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
+pub use api::ContainerEngine;
 pub use error::EngineError;
 
 /// How long connecting may take before we say no engine answered.

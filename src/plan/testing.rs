@@ -46,8 +46,68 @@ impl UnitBuilder {
         self.0.platform = Some(platform.into());
         self
     }
+    pub fn replicas(mut self, n: u32) -> Self {
+        self.0.replicas = n;
+        self
+    }
+    /// Publishes container port 80 on host port `host`.
+    pub fn host_port(mut self, host: u16) -> Self {
+        self.0.ports.push(Port {
+            host_ip: "127.0.0.1".parse().expect("a literal address"),
+            host_port: Some(host),
+            container_port: 80,
+            protocol: Protocol::Tcp,
+        });
+        self
+    }
+    /// Built from a context (the image name is the built image's tag).
+    pub fn built(mut self) -> Self {
+        self.0.image = None;
+        self.0.build = Some(Build {
+            context: std::path::PathBuf::from("/src"),
+            dockerfile: "Dockerfile".into(),
+            args: BTreeMap::new(),
+            target: None,
+        });
+        self
+    }
+    pub fn health(mut self, health: Health) -> Self {
+        self.0.health = Some(health);
+        self
+    }
     pub fn build(self) -> Container {
         self.0
+    }
+}
+
+impl Stack {
+    /// Adds a datastore of `kind` (with its default data volume).
+    pub fn with_datastore(mut self, name: &str, kind: DatastoreKind, unit: UnitBuilder) -> Stack {
+        self.datastores.insert(
+            name.to_string(),
+            Datastore {
+                container: unit.build(),
+                kind,
+                data_volume: None,
+                seed: None,
+            },
+        );
+        self
+    }
+
+    /// Adds a task running in `service`'s image, which must succeed before `before` start.
+    pub fn with_task(mut self, name: &str, service: &str, before: &[&str]) -> Stack {
+        self.tasks.insert(
+            name.to_string(),
+            Task {
+                service: Some(service.to_string()),
+                image: None,
+                command: Some(vec!["migrate".into()]),
+                env: BTreeMap::new(),
+                before: before.iter().map(|b| b.to_string()).collect(),
+            },
+        );
+        self
     }
 }
 

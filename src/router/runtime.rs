@@ -12,8 +12,62 @@
 //! token: a line whose words are not (a user template rendering a raw
 //! registry value, say) is left to the reload path, where `haproxy -c`
 //! judges the whole config.
+//!
+//! It also reads HAProxy's tables (`show servers state`, `show stat`) for
+//! the controllers that ask the proxy where it sends traffic: [`ProxyRuntime`]
+//! is that question as a trait, [`MasterCli`] asks a running HAProxy, and
+//! the tests' fake engine answers from its own state.
+
+use std::future::Future;
+use std::net::SocketAddr;
 
 use super::registry::{is_address, is_token};
+use crate::engine::proxy::master_cli;
+
+/// A proxy's account of where it sends traffic, read from its runtime API.
+pub trait ProxyRuntime: Clone + Send + Sync + 'static {
+    /// Every server slot (`show servers state`); `None` when the proxy does
+    /// not answer with a table.
+    fn servers(&self) -> impl Future<Output = Option<Vec<ServerState>>> + Send;
+    /// Requests in flight per (backend, server) (`show stat`); `None` when
+    /// the proxy does not answer.
+    fn sessions(&self) -> impl Future<Output = Option<Vec<(String, String, u64)>>> + Send;
+}
+
+/// A running HAProxy, asked through its master CLI (commands go to the
+/// current worker with `@1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MasterCli {
+    pub addr: SocketAddr,
+}
+
+impl MasterCli {
+    /// The proxy at `addr`, if it answers `show servers state` now.
+    pub async fn answering(addr: SocketAddr) -> Option<MasterCli> {
+        let cli = MasterCli { addr };
+        cli.servers().await.map(|_| cli)
+    }
+}
+
+impl ProxyRuntime for MasterCli {
+    async fn servers(&self) -> Option<Vec<ServerState>> {
+        let text = master_cli(self.addr, "@1 show servers state").await.ok()?;
+        servers_answer(&text)
+    }
+
+    async fn sessions(&self) -> Option<Vec<(String, String, u64)>> {
+        let text = master_cli(self.addr, "@1 show stat").await.ok()?;
+        Some(parse_stat_sessions(&text))
+    }
+}
+
+/// The servers of a `show servers state` answer; an answer with no table
+/// (no worker yet, an error message) is `None`, while a table without
+/// servers starts with its version line `1`.
+pub fn servers_answer(text: &str) -> Option<Vec<ServerState>> {
+    let servers = parse_servers_state(text);
+    (!servers.is_empty() || text.trim_start().starts_with('1')).then_some(servers)
+}
 
 /// One server line: `server <name> <addr>:<port> <options...>`.
 #[derive(Debug, PartialEq, Eq)]
@@ -389,6 +443,18 @@ mod tests {
         assert!(!servers[1].serving());
         // An answer that is not a state table (an error) parses as nothing.
         assert!(parse_servers_state("Unknown command.\n").is_empty());
+    }
+
+    #[test]
+    fn a_servers_answer_without_a_table_is_no_answer() {
+        // No worker yet, or an error: the proxy did not answer.
+        assert_eq!(servers_answer("Unknown command.\n"), None);
+        assert_eq!(servers_answer(""), None);
+        // A table without servers is an answer: nothing is served.
+        assert_eq!(
+            servers_answer("1\n# be_id be_name srv_id srv_name\n"),
+            Some(Vec::new())
+        );
     }
 
     #[test]

@@ -6,22 +6,24 @@
 //! The old one leaves the registry (so the proxy) before it is stopped.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{Client, ConnectOptions};
 use serde::Serialize;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::proxy::{master_cli, proxy_container_name};
-use crate::engine::{health, Engine, EngineError};
-use crate::plan::{self, names, ObservedState};
+use crate::engine::health::{self, Check};
+use crate::engine::{ContainerEngine, EngineError};
+use crate::plan::{self, names, ContainerSpec, Observed, ObservedState};
 use crate::registrar::run::{is_registered, withdraw};
-use crate::router::runtime::{parse_servers_state, parse_stat_sessions, ServerState};
+use crate::router::runtime::ProxyRuntime;
 use crate::router::Layout;
-use crate::spec::{Stack, UnitKind};
+use crate::spec::{Container, Stack, UnitKind};
 
 /// Where the running stack's registry is, to wait for a new container's registration.
 #[derive(Debug, Clone)]
@@ -145,8 +147,8 @@ pub struct Built {
 
 /// Builds (or finds) the image of `service`: the first half of a rebuild,
 /// which the caller may abandon (drop) when a newer save arrives.
-pub async fn build(
-    engine: &Engine,
+pub async fn build<E: ContainerEngine>(
+    engine: &E,
     stack: &Stack,
     project: &str,
     service: &str,
@@ -184,8 +186,8 @@ pub async fn build(
 /// the new version failed. Returns once every new replica serves and the
 /// old ones left the proxy; `retiring` drains, stops and removes those.
 #[allow(clippy::too_many_arguments)]
-pub async fn deploy(
-    engine: &Engine,
+pub async fn deploy<E: ContainerEngine>(
+    engine: &E,
     stack: &Stack,
     project: &str,
     service: &str,
@@ -194,19 +196,21 @@ pub async fn deploy(
     retiring: &Retiring,
     cancel: &CancellationToken,
 ) -> Outcome {
-    swap(
-        engine, stack, project, service, built, discovery, retiring, cancel,
-    )
-    .await
-    .unwrap_or_else(|e| Outcome::Failed {
-        message: e.to_string(),
-    })
+    let swap = Swap {
+        engine,
+        stack,
+        project,
+        registry: discovery,
+        retiring,
+        cancel,
+    };
+    swap.deploy(service, built).await
 }
 
 /// Builds (or finds) the image of `service` and swaps its running replicas.
 #[allow(clippy::too_many_arguments)]
-pub async fn rebuild(
-    engine: &Engine,
+pub async fn rebuild<E: ContainerEngine>(
+    engine: &E,
     stack: &Stack,
     project: &str,
     service: &str,
@@ -215,184 +219,248 @@ pub async fn rebuild(
     retiring: &Retiring,
     cancel: &CancellationToken,
 ) -> Report {
-    let t0 = Instant::now();
-    let built = build(engine, stack, project, service).await;
-    let build_ms = t0.elapsed().as_millis() as u64;
-    let t1 = Instant::now();
-    let outcome = match built {
-        Ok(built) => {
-            deploy(
-                engine, stack, project, service, &built, discovery, retiring, cancel,
-            )
-            .await
-        }
-        Err(outcome) => outcome,
+    let swap = Swap {
+        engine,
+        stack,
+        project,
+        registry: discovery,
+        retiring,
+        cancel,
     };
-    Report {
-        service: service.into(),
-        trigger: trigger.into(),
-        build_ms,
-        swap_ms: t1.elapsed().as_millis() as u64,
-        superseded: 0,
-        outcome,
+    swap.rebuild(service, trigger).await
+}
+
+/// The registry as a swap uses it: to wait until the registrar registered a
+/// new container, and to take old ones out of it before they stop.
+/// [`Discovery`] is the running stack's etcd; tests use the fake engine's.
+pub trait Registry: Send + Sync {
+    /// Waits (a bounded time) until container `id` (its full id) is registered.
+    fn wait_registered(&self, id: &str) -> impl Future<Output = ()> + Send;
+    /// Deletes the registrations of containers `ids`; true when one was deleted.
+    fn deregister(&self, ids: &[&str]) -> impl Future<Output = bool> + Send;
+}
+
+impl Registry for Discovery {
+    async fn wait_registered(&self, id: &str) {
+        // Best effort: without a registry answer the swap still goes on,
+        // as long as the proxy confirms the new one serves.
+        let _ = wait_registered(self, id).await;
+    }
+
+    async fn deregister(&self, ids: &[&str]) -> bool {
+        deregister(self, ids).await.unwrap_or(false)
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn swap(
-    engine: &Engine,
-    stack: &Stack,
-    project: &str,
-    service: &str,
-    built: &Built,
-    discovery: Option<&Discovery>,
-    retiring: &Retiring,
-    cancel: &CancellationToken,
-) -> Result<Outcome, EngineError> {
-    let Some(unit) = stack.unit(service) else {
-        return Ok(Outcome::Failed {
-            message: "is not in the stack".into(),
-        });
-    };
-    let observed = engine.list_project(project).await?;
-    // Containers an earlier swap is stopping left the proxy already: they
-    // are nobody's old version any more.
-    let mine: Vec<_> = observed
+/// What one rebuild works with, the same for every replica it swaps.
+pub struct Swap<'a, E, R> {
+    pub engine: &'a E,
+    pub stack: &'a Stack,
+    pub project: &'a str,
+    /// The running stack's registry, when a routing path runs: new
+    /// containers must register (and the proxy route them) before old ones go.
+    pub registry: Option<&'a R>,
+    /// The old containers being stopped in the background.
+    pub retiring: &'a Retiring,
+    pub cancel: &'a CancellationToken,
+}
+
+/// What a swap does with one replica, decided from what runs
+/// ([`replica_move`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Move {
+    /// The running containers already have this configuration (a change the
+    /// build ignores): nothing to swap.
+    Unchanged,
+    /// Nothing runs for the replica: the new container takes its name.
+    Fresh,
+    /// The old containers leave first, then the new one starts under the
+    /// usual name: a fixed host port can be bound by one container only.
+    Replace,
+    /// The new container starts beside the old ones under a distinct name
+    /// (the labels are the same, which is what `up`, `ps` and the registrar
+    /// go by); it takes the usual name once they are gone.
+    SideBySide { name: String },
+}
+
+/// Decides how replica `spec` replaces its running containers `old`.
+/// `generation` makes the side-by-side name unique to this swap.
+pub fn replica_move(old: &[&Observed], spec: &ContainerSpec, generation: u128) -> Move {
+    if old.is_empty() {
+        return Move::Fresh;
+    }
+    if old
         .iter()
-        .filter(|o| o.task.is_none() && o.service.as_deref() == Some(service))
-        .filter(|o| matches!(o.state, ObservedState::Running | ObservedState::Restarting))
-        .filter(|o| !retiring.contains(&o.id))
-        .collect();
-    // The running scale, not the stack's: `scale` may have changed it.
-    let replicas = mine
-        .iter()
-        .filter_map(|o| o.replica)
-        .max()
-        .unwrap_or(unit.replicas)
-        .max(1);
-    let desired = plan::desired_containers(
-        project,
-        service,
-        UnitKind::Service,
-        unit,
-        &built.tag,
-        &built.image_id,
-        replicas,
-    );
-    let network = names::network_name(project);
-    let check = health::check_for(engine, unit.health.as_ref(), &built.tag).await;
-    // The proxy itself says when it routes to a container: asked only when
-    // a registry runs (without one, nothing routes by registration).
-    let proxy = match discovery {
-        Some(_) => ProxyView::find(engine, project).await,
-        None => None,
-    };
-    let generation = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default();
-    let mut swapped = Vec::new();
-    for spec in desired {
-        let old: Vec<_> = mine
-            .iter()
-            .filter(|o| o.replica == Some(spec.replica))
-            .collect();
-        if !old.is_empty()
-            && old
-                .iter()
-                .all(|o| o.config_hash.as_deref() == Some(spec.config_hash.as_str()))
-        {
-            // The build produced the same image (a change the build ignores): nothing to swap.
-            continue;
+        .all(|o| o.config_hash.as_deref() == Some(spec.config_hash.as_str()))
+    {
+        return Move::Unchanged;
+    }
+    let fixed_port = spec.ports.iter().any(|p| p.host_port.is_some());
+    let name = format!("{}-g{generation}", spec.name);
+    if fixed_port || old.iter().any(|o| o.name == name) {
+        Move::Replace
+    } else {
+        Move::SideBySide { name }
+    }
+}
+
+/// How one replica's swap ended.
+enum Replica {
+    /// Nothing to do.
+    Unchanged,
+    /// The new container serves; reported by the replica's usual name.
+    Swapped(String),
+    /// The swap of this service stops here, with this outcome.
+    Stopped(Outcome),
+}
+
+impl<E: ContainerEngine, R: Registry> Swap<'_, E, R> {
+    /// Builds (or finds) the image of `service` and swaps its running replicas.
+    pub async fn rebuild(&self, service: &str, trigger: &str) -> Report {
+        let t0 = Instant::now();
+        let built = build(self.engine, self.stack, self.project, service).await;
+        let build_ms = t0.elapsed().as_millis() as u64;
+        let t1 = Instant::now();
+        let outcome = match built {
+            Ok(built) => self.deploy(service, &built).await,
+            Err(outcome) => outcome,
+        };
+        Report {
+            service: service.into(),
+            trigger: trigger.into(),
+            build_ms,
+            swap_ms: t1.elapsed().as_millis() as u64,
+            superseded: 0,
+            outcome,
         }
-        // Where the proxy sends this replica's traffic now, if anywhere,
-        // and the images the old ones ran (removed once nothing needs them,
-        // or every save would leave one behind).
-        let mut old_ips = Vec::new();
-        let mut images = Vec::new();
-        for o in &old {
-            if let Ok(status) = engine.inspect(&o.id, &network).await {
-                old_ips.extend(status.ip);
-                images.extend(status.image.filter(|i| *i != built.image_id));
+    }
+
+    /// Swaps the running replicas of `service` to `built` (see [`deploy`]).
+    pub async fn deploy(&self, service: &str, built: &Built) -> Outcome {
+        self.swap(service, built)
+            .await
+            .unwrap_or_else(|e| Outcome::Failed {
+                message: e.to_string(),
+            })
+    }
+
+    async fn swap(&self, service: &str, built: &Built) -> Result<Outcome, EngineError> {
+        let Some(unit) = self.stack.unit(service) else {
+            return Ok(Outcome::Failed {
+                message: "is not in the stack".into(),
+            });
+        };
+        let observed = self.engine.list_project(self.project).await?;
+        // Containers an earlier swap is stopping left the proxy already: they
+        // are nobody's old version any more.
+        let mine: Vec<&Observed> = observed
+            .iter()
+            .filter(|o| o.task.is_none() && o.service.as_deref() == Some(service))
+            .filter(|o| matches!(o.state, ObservedState::Running | ObservedState::Restarting))
+            .filter(|o| !self.retiring.contains(&o.id))
+            .collect();
+        // The running scale, not the stack's: `scale` may have changed it.
+        let replicas = mine
+            .iter()
+            .filter_map(|o| o.replica)
+            .max()
+            .unwrap_or(unit.replicas)
+            .max(1);
+        let desired = plan::desired_containers(
+            self.project,
+            service,
+            UnitKind::Service,
+            unit,
+            &built.tag,
+            &built.image_id,
+            replicas,
+        );
+        let check = self
+            .engine
+            .health_check(unit.health.as_ref(), &built.tag)
+            .await;
+        // The proxy itself says when it routes to a container: asked only when
+        // a registry runs (without one, nothing routes by registration).
+        let proxy = match self.registry {
+            Some(_) => self.engine.find_proxy(self.project).await,
+            None => None,
+        };
+        let generation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let mut swapped = Vec::new();
+        for spec in desired {
+            let old: Vec<&Observed> = mine
+                .iter()
+                .filter(|o| o.replica == Some(spec.replica))
+                .copied()
+                .collect();
+            let how = replica_move(&old, &spec, generation);
+            let replica = self
+                .swap_replica(unit, built, &check, proxy.as_ref(), &old, spec, how)
+                .await?;
+            match replica {
+                Replica::Unchanged => {}
+                Replica::Swapped(name) => swapped.push(name),
+                Replica::Stopped(outcome) => return Ok(outcome),
             }
         }
-        let mut leaving = Retirement {
-            project: project.to_string(),
-            service: service.to_string(),
-            replica: spec.replica,
-            canonical: spec.name.clone(),
-            ids: old.iter().map(|o| o.id.clone()).collect(),
-            proxy,
-            slots: Vec::new(),
-            grace: spec.stop_grace,
-            images,
-        };
-        // A fixed host port can be bound by one container only: the old one
-        // has to leave first, so this replica is replaced, not swapped.
-        let fixed_port = spec.ports.iter().any(|p| p.host_port.is_some());
+        Ok(Outcome::Swapped {
+            containers: swapped,
+        })
+    }
+
+    /// Swaps one replica: the new container starts (beside the old ones,
+    /// or after them for [`Move::Replace`]), must be healthy, registered and
+    /// routed, then the old ones leave the proxy and retire in the background.
+    #[allow(clippy::too_many_arguments)]
+    async fn swap_replica(
+        &self,
+        unit: &Container,
+        built: &Built,
+        check: &Check,
+        proxy: Option<&E::Proxy>,
+        old: &[&Observed],
+        mut spec: ContainerSpec,
+        how: Move,
+    ) -> Result<Replica, EngineError> {
+        if how == Move::Unchanged {
+            return Ok(Replica::Unchanged);
+        }
+        let network = names::network_name(self.project);
         let canonical = spec.name.clone();
-        let mut spec = spec;
+        let (mut leaving, mut old_ips) = self.retirement(old, &spec, built, proxy).await;
         // The replacement keeps the anonymous volumes of the one it replaces.
         if let Some(o) = old.first() {
-            engine.carry_volumes_from(&mut spec, &o.id).await?;
+            self.engine.carry_volumes_from(&mut spec, &o.id).await?;
         }
-        if !old.is_empty() && !fixed_port {
-            // A distinct name so both run side by side; labels (project,
-            // service, replica) are the same, which is what `up`, `ps` and the
-            // registrar go by. It takes the usual name once the old one is gone.
-            spec.name = format!("{canonical}-g{generation}");
+        match how {
+            Move::SideBySide { name } => spec.name = name,
+            Move::Replace => {
+                leaving.run(self.engine, self.retiring).await;
+                leaving.ids.clear();
+                leaving.images.clear();
+                old_ips.clear();
+            }
+            Move::Fresh | Move::Unchanged => {}
         }
-        if fixed_port || old.iter().any(|o| o.name == spec.name) {
-            leaving.run(engine, retiring).await;
-            leaving.ids.clear();
-            leaving.images.clear();
-            old_ips.clear();
-        }
-        let old_routed = match &proxy {
-            Some(p) => !p.slots_serving(&old_ips).await.is_empty(),
+        let old_routed = match proxy {
+            Some(p) => !slots_serving(p, &old_ips).await.is_empty(),
             None => false,
         };
-        let id = engine.create(&spec).await?;
-        engine.start(&id, service).await?;
-        let mut last = None;
-        let ready = health::wait_ready(
-            engine,
-            &id,
-            &network,
-            unit.restart,
-            &check,
-            Instant::now() + READY_TIMEOUT,
-            cancel,
-            |d| last = Some(d.to_string()),
-        )
-        .await;
-        if let Err(why) = ready {
-            let logs = engine.last_lines(&id, 20).await;
-            // It never served (unhealthy containers are never registered); remove it.
-            let _ = engine.stop(&id, Some(Duration::from_secs(1))).await;
-            let _ = engine.remove(&id).await;
-            let health = match &why {
-                health::NotReady::Unhealthy { last } | health::NotReady::Timeout { last } => {
-                    Some(last.clone())
-                }
-                _ => last,
-            };
-            return Ok(Outcome::Unhealthy {
-                container: spec.name,
-                reason: why.to_string(),
-                health,
-                logs,
-            });
+        let id = self.engine.create(&spec).await?;
+        self.engine.start(&id, &spec.service).await?;
+        if let Err(unhealthy) = self.wait_healthy(unit, check, &id, &spec.name).await {
+            return Ok(Replica::Stopped(unhealthy));
         }
-        if let Some(d) = discovery {
-            // Best effort: without a registry answer the swap still goes on,
-            // as long as the proxy (below) confirms the new one serves.
-            let _ = wait_registered(d, &id).await;
-            let new_ip = engine.inspect(&id, &network).await?.ip;
-            let routed = match (&proxy, new_ip) {
+        if let Some(registry) = self.registry {
+            registry.wait_registered(&id).await;
+            let new_ip = self.engine.inspect(&id, &network).await?.ip;
+            let routed = match (proxy, new_ip) {
                 // The old one is behind the proxy, so the new one must be
                 // too before the old one leaves.
-                (Some(p), Some(ip)) if old_routed => p.wait_serving(&[ip], true).await,
+                (Some(p), Some(ip)) if old_routed => wait_serving(p, &[ip], true).await,
                 (None, _) => {
                     tokio::time::sleep(ROUTE_SETTLE).await;
                     true
@@ -405,47 +473,122 @@ async fn swap(
                 let ips: Vec<IpAddr> = new_ip.into_iter().collect();
                 let failed = Retirement {
                     ids: vec![id.clone()],
-                    slots: leave_proxy(d, proxy.as_ref(), &[&id], &ips).await,
+                    slots: leave_proxy(registry, proxy, &[&id], &ips).await,
                     images: Vec::new(),
                     ..leaving
                 };
-                failed.run(engine, retiring).await;
-                return Ok(Outcome::Failed {
+                failed.run(self.engine, self.retiring).await;
+                return Ok(Replica::Stopped(Outcome::Failed {
                     message: format!(
                         "the proxy did not route to the new `{}` within {}s; the old version keeps serving",
                         spec.name,
                         ROUTE_TIMEOUT.as_secs()
                     ),
-                });
+                }));
             }
             // Out of the proxy before it is stopped, so no new request
             // reaches a container that is shutting down.
             let ids: Vec<&str> = leaving.ids.iter().map(String::as_str).collect();
-            leaving.slots = leave_proxy(d, proxy.as_ref(), &ids, &old_ips).await;
+            leaving.slots = leave_proxy(registry, proxy, &ids, &old_ips).await;
         }
         // Draining, stopping (a process that ignores SIGTERM takes its whole
         // grace) and removing the old one hold up neither the next replica
         // nor the next save: they go on in the background.
-        retiring.spawn(engine, leaving);
+        self.retiring.spawn(self.engine, leaving);
         // Reported by the name the replica goes by: the new container takes
         // it once the old one is gone.
-        swapped.push(canonical);
+        Ok(Replica::Swapped(canonical))
     }
-    Ok(Outcome::Swapped {
-        containers: swapped,
-    })
+
+    /// The old containers of a replica as a retirement still to run, and
+    /// where the proxy sends their traffic now, if anywhere; with the images
+    /// they ran (removed once nothing needs them, or every save would leave
+    /// one behind).
+    async fn retirement(
+        &self,
+        old: &[&Observed],
+        spec: &ContainerSpec,
+        built: &Built,
+        proxy: Option<&E::Proxy>,
+    ) -> (Retirement<E::Proxy>, Vec<IpAddr>) {
+        let network = names::network_name(self.project);
+        let mut old_ips = Vec::new();
+        let mut images = Vec::new();
+        for o in old {
+            if let Ok(status) = self.engine.inspect(&o.id, &network).await {
+                old_ips.extend(status.ip);
+                images.extend(status.image.filter(|i| *i != built.image_id));
+            }
+        }
+        let leaving = Retirement {
+            project: self.project.to_string(),
+            service: spec.service.clone(),
+            replica: spec.replica,
+            canonical: spec.name.clone(),
+            ids: old.iter().map(|o| o.id.clone()).collect(),
+            proxy: proxy.cloned(),
+            slots: Vec::new(),
+            grace: spec.stop_grace,
+            images,
+        };
+        (leaving, old_ips)
+    }
+
+    /// Waits until the new container `id` is ready; if it is not, removes it
+    /// (it never served: unhealthy containers are never registered) and
+    /// returns the outcome that says why.
+    async fn wait_healthy(
+        &self,
+        unit: &Container,
+        check: &Check,
+        id: &str,
+        name: &str,
+    ) -> Result<(), Outcome> {
+        let network = names::network_name(self.project);
+        let mut last = None;
+        let ready = self
+            .engine
+            .wait_ready(
+                id,
+                &network,
+                unit.restart,
+                check,
+                std::time::Instant::now() + READY_TIMEOUT,
+                self.cancel,
+                |d| last = Some(d.to_string()),
+            )
+            .await;
+        let Err(why) = ready else {
+            return Ok(());
+        };
+        let logs = self.engine.last_lines(id, 20).await;
+        let _ = self.engine.stop(id, Some(Duration::from_secs(1))).await;
+        let _ = self.engine.remove(id).await;
+        let health = match &why {
+            health::NotReady::Unhealthy { last } | health::NotReady::Timeout { last } => {
+                Some(last.clone())
+            }
+            _ => last,
+        };
+        Err(Outcome::Unhealthy {
+            container: name.to_string(),
+            reason: why.to_string(),
+            health,
+            logs,
+        })
+    }
 }
 
 /// The old containers of one replica on their way out: already out of the
 /// proxy (when it routed to them), still to be drained, stopped, removed.
-struct Retirement {
+struct Retirement<P> {
     project: String,
     service: String,
     replica: u32,
     /// The replica's usual name, which its serving container takes back.
     canonical: String,
     ids: Vec<String>,
-    proxy: Option<ProxyView>,
+    proxy: Option<P>,
     /// The proxy's slots that sent them traffic, to drain.
     slots: Vec<(String, String)>,
     grace: Duration,
@@ -453,14 +596,14 @@ struct Retirement {
     images: Vec<String>,
 }
 
-impl Retirement {
+impl<P: ProxyRuntime> Retirement<P> {
     /// Drains, stops and removes; then the replica's serving container gets
     /// the usual name back and the old images go. Errors only leave
     /// something behind for the next `up` or `down`, so they are not
     /// reported.
-    async fn run(&self, engine: &Engine, retiring: &Retiring) {
+    async fn run<E: ContainerEngine>(&self, engine: &E, retiring: &Retiring) {
         if let (Some(p), false) = (&self.proxy, self.slots.is_empty()) {
-            p.drain(&self.slots, self.grace).await;
+            drain(p, &self.slots, self.grace).await;
         }
         for id in &self.ids {
             // Stopping deregisters it for good (the registrar follows the
@@ -482,7 +625,7 @@ impl Retirement {
     /// replica may have replaced that one already, and retirements end in
     /// any order. Nothing is renamed while two serve (a swap under way) or
     /// while another container holds the name.
-    async fn settle_name(&self, engine: &Engine, retiring: &Retiring) {
+    async fn settle_name<E: ContainerEngine>(&self, engine: &E, retiring: &Retiring) {
         let Ok(observed) = engine.list_project(&self.project).await else {
             return;
         };
@@ -534,7 +677,7 @@ impl Retiring {
         self.len() == 0
     }
 
-    fn spawn(&self, engine: &Engine, job: Retirement) {
+    fn spawn<E: ContainerEngine>(&self, engine: &E, job: Retirement<E::Proxy>) {
         if job.ids.is_empty() {
             return;
         }
@@ -562,20 +705,20 @@ impl Retiring {
 /// HAProxy is asked until no slot sends them traffic. Returns those slots,
 /// whose requests in flight are still to finish. Without a proxy to ask, a
 /// settle time stands in.
-async fn leave_proxy(
-    d: &Discovery,
-    proxy: Option<&ProxyView>,
+async fn leave_proxy<R: Registry, P: ProxyRuntime>(
+    registry: &R,
+    proxy: Option<&P>,
     ids: &[&str],
     ips: &[IpAddr],
 ) -> Vec<(String, String)> {
     let slots = match proxy {
-        Some(p) => p.slots_serving(ips).await,
+        Some(p) => slots_serving(p, ips).await,
         None => Vec::new(),
     };
-    let deleted = deregister(d, ids).await.unwrap_or(false);
+    let deleted = registry.deregister(ids).await;
     match proxy {
         Some(p) if !slots.is_empty() => {
-            p.wait_serving(ips, false).await;
+            wait_serving(p, ips, false).await;
         }
         None if deleted => tokio::time::sleep(ROUTE_SETTLE).await,
         _ => {}
@@ -583,71 +726,45 @@ async fn leave_proxy(
     slots
 }
 
-/// The proxy's own account of where it sends traffic, from HAProxy's runtime
-/// API: exact where a fixed wait would only guess.
-#[derive(Debug, Clone, Copy)]
-struct ProxyView {
-    cli: SocketAddr,
+/// The (backend, server) slots of the proxy that send traffic to one of `ips`.
+async fn slots_serving<P: ProxyRuntime>(proxy: &P, ips: &[IpAddr]) -> Vec<(String, String)> {
+    let servers = proxy.servers().await.unwrap_or_default();
+    servers
+        .into_iter()
+        .filter(|s| s.serving() && ips.iter().any(|ip| s.address == ip.to_string()))
+        .map(|s| (s.backend, s.server))
+        .collect()
 }
 
-impl ProxyView {
-    /// The project's proxy, if one runs and answers.
-    async fn find(engine: &Engine, project: &str) -> Option<ProxyView> {
-        let c = engine
-            .proxy_container(&proxy_container_name(project))
-            .await
-            .ok()?;
-        let view = ProxyView { cli: c.cli };
-        view.servers().await.map(|_| view)
-    }
-
-    async fn servers(&self) -> Option<Vec<ServerState>> {
-        let text = master_cli(self.cli, "@1 show servers state").await.ok()?;
-        let servers = parse_servers_state(&text);
-        // An answer with no table is an error (no worker yet, say).
-        (!servers.is_empty() || text.trim_start().starts_with('1')).then_some(servers)
-    }
-
-    /// The (backend, server) slots that send traffic to one of `ips`.
-    async fn slots_serving(&self, ips: &[IpAddr]) -> Vec<(String, String)> {
-        let servers = self.servers().await.unwrap_or_default();
-        servers
-            .into_iter()
-            .filter(|s| s.serving() && ips.iter().any(|ip| s.address == ip.to_string()))
-            .map(|s| (s.backend, s.server))
-            .collect()
-    }
-
-    /// Waits until the proxy sends traffic to one of `ips` (`serving`), or to
-    /// none of them; false when that did not happen within [`ROUTE_TIMEOUT`].
-    async fn wait_serving(&self, ips: &[IpAddr], serving: bool) -> bool {
-        let until = Instant::now() + ROUTE_TIMEOUT;
-        loop {
-            if self.slots_serving(ips).await.is_empty() != serving {
-                return true;
-            }
-            if Instant::now() >= until {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+/// Waits until the proxy sends traffic to one of `ips` (`serving`), or to
+/// none of them; false when that did not happen within [`ROUTE_TIMEOUT`].
+async fn wait_serving<P: ProxyRuntime>(proxy: &P, ips: &[IpAddr], serving: bool) -> bool {
+    let until = Instant::now() + ROUTE_TIMEOUT;
+    loop {
+        if slots_serving(proxy, ips).await.is_empty() != serving {
+            return true;
         }
-    }
-
-    /// Waits (at most `grace`) until `slots` have no request in flight.
-    async fn drain(&self, slots: &[(String, String)], grace: Duration) {
-        let until = Instant::now() + grace;
-        while Instant::now() < until {
-            let Ok(text) = master_cli(self.cli, "@1 show stat").await else {
-                return;
-            };
-            let busy = parse_stat_sessions(&text)
-                .iter()
-                .any(|(b, s, n)| *n > 0 && slots.iter().any(|(sb, ss)| sb == b && ss == s));
-            if !busy {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if Instant::now() >= until {
+            return false;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (at most `grace`) until `slots` have no request in flight.
+async fn drain<P: ProxyRuntime>(proxy: &P, slots: &[(String, String)], grace: Duration) {
+    let until = Instant::now() + grace;
+    while Instant::now() < until {
+        let Some(sessions) = proxy.sessions().await else {
+            return;
+        };
+        let busy = sessions
+            .iter()
+            .any(|(b, s, n)| *n > 0 && slots.iter().any(|(sb, ss)| sb == b && ss == s));
+        if !busy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -681,3 +798,6 @@ async fn connect(d: &Discovery) -> Result<Client, etcd_client::Error> {
         .with_timeout(Duration::from_secs(2));
     Client::connect(&d.endpoints, Some(options)).await
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,328 @@
+//! The engine seam: the operations the controllers (`apply`, the watcher's
+//! swap) ask of a container engine, as a trait. [`Engine`] implements it over
+//! bollard; `engine::fake` (tests only) implements it in memory and records
+//! every call, so the controllers' decisions are unit-tested without Docker.
+//!
+//! Each method is the inherent `Engine` method of the same name (or the
+//! `health` function it names); callers holding an `Engine` keep calling
+//! those. Methods return `impl Future + Send` so generic controllers can be
+//! spawned (a swap retires old containers in the background).
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::containers::ContainerStatus;
+use super::health::{self, Check, NotReady};
+use super::images::ImageOutput;
+use super::proxy::proxy_container_name;
+use super::{Engine, EngineError};
+use crate::plan::{ContainerSpec, Observed, OldMount};
+use crate::router::runtime::{MasterCli, ProxyRuntime};
+use crate::spec::{Build, DatastoreKind, Health, RestartPolicy};
+
+/// What the controllers need of a container engine.
+pub trait ContainerEngine: Clone + Send + Sync + 'static {
+    /// How to ask the project's proxy where it sends traffic.
+    type Proxy: ProxyRuntime;
+
+    // Containers.
+    /// Every container (running or not) labelled with the project.
+    fn list_project(
+        &self,
+        project: &str,
+    ) -> impl Future<Output = Result<Vec<Observed>, EngineError>> + Send;
+    /// Creates a container; returns its id.
+    fn create(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    fn start(
+        &self,
+        id: &str,
+        service: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn stop(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn kill(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Removes a container, keeping its anonymous volumes.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn remove_with_volumes(&self, id: &str)
+        -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn rename(&self, id: &str, name: &str) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn inspect(
+        &self,
+        id: &str,
+        network: &str,
+    ) -> impl Future<Output = Result<ContainerStatus, EngineError>> + Send;
+    fn mounts_of(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Vec<OldMount>, EngineError>> + Send;
+    /// Adds to `spec` the anonymous volumes of `old` it keeps; returns `old`'s mounts.
+    fn carry_volumes_from(
+        &self,
+        spec: &mut ContainerSpec,
+        old: &str,
+    ) -> impl Future<Output = Result<Vec<OldMount>, EngineError>> + Send;
+    /// The last `n` lines a container printed.
+    fn last_lines(&self, id: &str, n: u64) -> impl Future<Output = Vec<String>> + Send;
+    fn wait_exit(
+        &self,
+        id: &str,
+        what: impl FnOnce() -> String + Send,
+    ) -> impl Future<Output = Result<Option<i64>, EngineError>> + Send;
+    /// Runs a one-off container to completion: exit code and last lines.
+    fn run_detached(
+        &self,
+        spec: &ContainerSpec,
+    ) -> impl Future<Output = Result<(i64, Vec<String>), EngineError>> + Send;
+    /// Loads seed data into a created datastore container's fresh volume.
+    fn seed(
+        &self,
+        id: &str,
+        service: &str,
+        seed: &Path,
+        data_dir: &str,
+        kind: DatastoreKind,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    // Images.
+    fn image_id(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<Option<String>, EngineError>> + Send;
+    /// The id of the image here for `platform` (any platform when `None`);
+    /// `None` when it is missing or here for another platform only.
+    fn local_image(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, EngineError>> + Send;
+    fn build(
+        &self,
+        service: &str,
+        build: &Build,
+        tag: &str,
+        platform: Option<&str>,
+        on_output: impl FnMut(ImageOutput) + Send,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    fn pull(
+        &self,
+        service: &str,
+        image: &str,
+        platform: Option<&str>,
+        on_output: impl FnMut(ImageOutput) + Send,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send;
+    /// Removes an untagged image nothing uses; true when it went.
+    fn remove_unused_image(&self, id: &str) -> impl Future<Output = bool> + Send;
+
+    // Networks and volumes.
+    fn ensure_network(&self, project: &str)
+        -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn remove_network(
+        &self,
+        project: &str,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// True when the volume was created now.
+    fn ensure_volume(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    fn list_volumes(
+        &self,
+        project: &str,
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+    fn remove_volume(
+        &self,
+        full_name: &str,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn volume_created(
+        &self,
+        full_name: &str,
+    ) -> impl Future<Output = Result<Option<i64>, EngineError>> + Send;
+    fn move_data(
+        &self,
+        from: &str,
+        helper: &ContainerSpec,
+        dir: &str,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+
+    // Readiness.
+    /// The check a unit's containers pass ([`health::check_for`]).
+    fn health_check(
+        &self,
+        health: Option<&Health>,
+        image: &str,
+    ) -> impl Future<Output = Check> + Send;
+    /// Waits until a container is ready ([`health::wait_ready`]).
+    #[allow(clippy::too_many_arguments)]
+    fn wait_ready(
+        &self,
+        id: &str,
+        network: &str,
+        restart: RestartPolicy,
+        check: &Check,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        on_detail: impl FnMut(&str) + Send,
+    ) -> impl Future<Output = Result<Duration, NotReady>> + Send;
+
+    // The proxy.
+    /// The project's running proxy, when one answers its runtime API.
+    fn find_proxy(&self, project: &str) -> impl Future<Output = Option<Self::Proxy>> + Send;
+}
+
+impl ContainerEngine for Engine {
+    type Proxy = MasterCli;
+
+    async fn list_project(&self, project: &str) -> Result<Vec<Observed>, EngineError> {
+        Engine::list_project(self, project).await
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+        Engine::create(self, spec).await
+    }
+    async fn start(&self, id: &str, service: &str) -> Result<(), EngineError> {
+        Engine::start(self, id, service).await
+    }
+    async fn stop(&self, id: &str, grace: Option<Duration>) -> Result<(), EngineError> {
+        Engine::stop(self, id, grace).await
+    }
+    async fn kill(&self, id: &str) -> Result<(), EngineError> {
+        Engine::kill(self, id).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        Engine::remove(self, id).await
+    }
+    async fn remove_with_volumes(&self, id: &str) -> Result<(), EngineError> {
+        Engine::remove_with_volumes(self, id).await
+    }
+    async fn rename(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        Engine::rename(self, id, name).await
+    }
+    async fn inspect(&self, id: &str, network: &str) -> Result<ContainerStatus, EngineError> {
+        Engine::inspect(self, id, network).await
+    }
+    async fn mounts_of(&self, id: &str) -> Result<Vec<OldMount>, EngineError> {
+        Engine::mounts_of(self, id).await
+    }
+    async fn carry_volumes_from(
+        &self,
+        spec: &mut ContainerSpec,
+        old: &str,
+    ) -> Result<Vec<OldMount>, EngineError> {
+        Engine::carry_volumes_from(self, spec, old).await
+    }
+    async fn last_lines(&self, id: &str, n: u64) -> Vec<String> {
+        Engine::last_lines(self, id, n).await
+    }
+    async fn wait_exit(
+        &self,
+        id: &str,
+        what: impl FnOnce() -> String + Send,
+    ) -> Result<Option<i64>, EngineError> {
+        Engine::wait_exit(self, id, what).await
+    }
+    async fn run_detached(&self, spec: &ContainerSpec) -> Result<(i64, Vec<String>), EngineError> {
+        Engine::run_detached(self, spec).await
+    }
+    async fn seed(
+        &self,
+        id: &str,
+        service: &str,
+        seed: &Path,
+        data_dir: &str,
+        kind: DatastoreKind,
+    ) -> Result<(), EngineError> {
+        Engine::seed(self, id, service, seed, data_dir, kind).await
+    }
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {
+        Engine::image_id(self, reference).await
+    }
+    async fn local_image(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+    ) -> Result<Option<String>, EngineError> {
+        Engine::local_image(self, reference, platform).await
+    }
+    async fn build(
+        &self,
+        service: &str,
+        build: &Build,
+        tag: &str,
+        platform: Option<&str>,
+        on_output: impl FnMut(ImageOutput) + Send,
+    ) -> Result<String, EngineError> {
+        Engine::build(self, service, build, tag, platform, on_output).await
+    }
+    async fn pull(
+        &self,
+        service: &str,
+        image: &str,
+        platform: Option<&str>,
+        on_output: impl FnMut(ImageOutput) + Send,
+    ) -> Result<String, EngineError> {
+        Engine::pull(self, service, image, platform, on_output).await
+    }
+    async fn remove_unused_image(&self, id: &str) -> bool {
+        Engine::remove_unused_image(self, id).await
+    }
+    async fn ensure_network(&self, project: &str) -> Result<(), EngineError> {
+        Engine::ensure_network(self, project).await
+    }
+    async fn remove_network(&self, project: &str) -> Result<bool, EngineError> {
+        Engine::remove_network(self, project).await
+    }
+    async fn ensure_volume(&self, project: &str, name: &str) -> Result<bool, EngineError> {
+        Engine::ensure_volume(self, project, name).await
+    }
+    async fn list_volumes(&self, project: &str) -> Result<Vec<String>, EngineError> {
+        Engine::list_volumes(self, project).await
+    }
+    async fn remove_volume(&self, full_name: &str) -> Result<(), EngineError> {
+        Engine::remove_volume(self, full_name).await
+    }
+    async fn volume_created(&self, full_name: &str) -> Result<Option<i64>, EngineError> {
+        Engine::volume_created(self, full_name).await
+    }
+    async fn move_data(
+        &self,
+        from: &str,
+        helper: &ContainerSpec,
+        dir: &str,
+    ) -> Result<bool, EngineError> {
+        Engine::move_data(self, from, helper, dir).await
+    }
+    async fn health_check(&self, health: Option<&Health>, image: &str) -> Check {
+        health::check_for(self, health, image).await
+    }
+    async fn wait_ready(
+        &self,
+        id: &str,
+        network: &str,
+        restart: RestartPolicy,
+        check: &Check,
+        deadline: Instant,
+        cancel: &CancellationToken,
+        on_detail: impl FnMut(&str) + Send,
+    ) -> Result<Duration, NotReady> {
+        health::wait_ready(
+            self, id, network, restart, check, deadline, cancel, on_detail,
+        )
+        .await
+    }
+    async fn find_proxy(&self, project: &str) -> Option<MasterCli> {
+        let c = self
+            .proxy_container(&proxy_container_name(project))
+            .await
+            .ok()?;
+        MasterCli::answering(c.cli).await
+    }
+}
