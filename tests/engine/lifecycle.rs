@@ -55,7 +55,29 @@ fn up_serves_requests_and_down_leaves_nothing() {
 
 #[test]
 fn a_second_up_changes_nothing_and_a_changed_service_is_recreated_alone() {
-    let p = Project::new("idem", "basic.yaml");
+    // Its own copy of the web context, with a file no other test has: when
+    // copies of one context are built at the same moment, the builder's cache
+    // ends up with two chains of the same steps, and a rebuild may take the
+    // other one (the same files under another image id).
+    let basic = std::fs::read_to_string(stack_file("basic.yaml")).expect("basic.yaml");
+    assert!(basic.contains("{ context: ../../apps/web, allow_outside: true }"));
+    let p = Project::inline(
+        "idem",
+        &basic.replace("{ context: ../../apps/web, allow_outside: true }", "./web"),
+    );
+    let web_dir = p.files[0]
+        .parent()
+        .expect("a scratch directory")
+        .join("web");
+    std::fs::create_dir(&web_dir).expect("the context directory");
+    for file in ["Dockerfile", "app.py", ".dockerignore"] {
+        std::fs::copy(
+            repo().join("fixtures/apps/web").join(file),
+            web_dir.join(file),
+        )
+        .expect("the context is copied");
+    }
+    std::fs::write(web_dir.join("unique.txt"), &p.name).expect("a file of its own");
     p.ok(&["up", "--wait"]);
     let before: BTreeMap<String, (String, String)> = p
         .containers()
