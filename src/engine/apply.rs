@@ -176,12 +176,51 @@ pub async fn up<E: ContainerEngine>(
         });
         outcome
     });
-    let units = join_all(futures).await;
+    let mut units = join_all(futures).await;
+    exited_since_ready(engine, project, &mut units).await;
     Ok(UpOutcome {
         project: project.to_string(),
         units,
         millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// A unit is reported healthy only if its containers still run when `up`
+/// ends: one with no health check is "ready" once it has stayed up a moment,
+/// and a process that dies a second later (a worker that cannot reach its
+/// queue) would otherwise be reported healthy.
+async fn exited_since_ready<E: ContainerEngine>(
+    engine: &E,
+    project: &str,
+    units: &mut [UnitOutcome],
+) {
+    let Ok(observed) = engine.list_project(project).await else {
+        return;
+    };
+    let network = names::network_name(project);
+    for unit in units.iter_mut() {
+        if !matches!(unit.state, UnitState::Healthy) {
+            continue;
+        }
+        let ids: BTreeSet<&str> = unit.containers.iter().map(|c| c.id.as_str()).collect();
+        let exited = observed.iter().find(|o| {
+            ids.contains(o.id.as_str())
+                && matches!(o.state, ObservedState::Exited | ObservedState::Dead)
+        });
+        let Some(o) = exited else {
+            continue;
+        };
+        let code = match engine.inspect(&o.id, &network).await {
+            Ok(status) => status.exit_code.unwrap_or(-1),
+            Err(_) => -1,
+        };
+        unit.state = UnitState::Failed {
+            reason: format!("exited with code {code} after it was ready"),
+            container: Some(o.name.clone()),
+            last_health: None,
+            logs: engine.last_lines(&o.id, 20).await,
+        };
+    }
 }
 
 /// Creates the named volumes `units` mount that do not exist yet; returns

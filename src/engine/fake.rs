@@ -85,6 +85,8 @@ pub struct Script {
     pub unhealthy: BTreeSet<String>,
     /// Services whose containers fail to start.
     pub start_fails: BTreeSet<String>,
+    /// Services whose containers exit right after they were found ready.
+    pub exit_after_ready: BTreeSet<String>,
     /// Exit codes of one-off tasks (else 0).
     pub task_exit: BTreeMap<String, i64>,
     /// Services the proxy never routes to, registered or not.
@@ -617,6 +619,12 @@ impl ContainerEngine for FakeEngine {
             });
         }
         let (id, name) = (c.id.clone(), c.name.clone());
+        if s.script.exit_after_ready.contains(&c.spec.service) {
+            if let Ok(c) = s.find_mut(&id) {
+                c.state = ObservedState::Exited;
+            }
+            return Ok(Duration::ZERO);
+        }
         // The registrar registers what became healthy.
         if let std::collections::btree_map::Entry::Vacant(e) = s.registered.entry(id) {
             e.insert(TokioInstant::now());

@@ -297,6 +297,26 @@ async fn a_start_failure_fails_the_unit_and_blocks_its_dependents() {
 }
 
 #[tokio::test]
+async fn a_container_that_exits_after_it_was_ready_fails_its_unit() {
+    let fake = FakeEngine::new();
+    fake.script(|s| {
+        s.exit_after_ready.insert("api".into());
+    });
+    let outcome = up_all(&fake, &shop()).await;
+    match state(&outcome, "api") {
+        UnitState::Failed {
+            reason, container, ..
+        } => {
+            assert!(reason.contains("after it was ready"), "{reason}");
+            assert_eq!(container.as_deref(), Some("shop-api-1"));
+        }
+        other => panic!("api was reported {other:?}"),
+    }
+    assert!(matches!(state(&outcome, "db"), UnitState::Healthy));
+    assert!(!outcome.all_healthy());
+}
+
+#[tokio::test]
 async fn a_replica_count_edit_scales_and_does_not_swap() {
     let fake = FakeEngine::new();
     let stack = stack_of(vec![("api", unit("api"))]);
