@@ -4,10 +4,11 @@
 use std::io::IsTerminal;
 
 use super::args::{ExecArgs, GlobalArgs};
-use super::up::{connect, engine_failure, project_of};
+use super::stack::project_of;
 use super::{exit, Failed};
 use crate::engine::exec::Attach;
 use crate::plan::ObservedState;
+use crate::ui::{connect, engine_failure};
 
 pub async fn run(global: &GlobalArgs, args: ExecArgs) -> anyhow::Result<u8> {
     let (project, loaded) = project_of(global)?;

@@ -7,10 +7,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{GlobalArgs, RestartArgs};
 use super::stack::load_stack;
-use super::up::{connect, engine_failure};
 use super::{exit, Failed};
 use crate::engine::health;
 use crate::plan::{self, names};
+use crate::ui::{connect, engine_failure};
 
 pub async fn run(global: &GlobalArgs, args: RestartArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;

@@ -1,0 +1,257 @@
+//! The routing path of a running stack (embedded etcd, registrar, proxy,
+//! router: `router::routing::Routing`), started by its controller: in the
+//! process of a foreground `up`, or in a background `devstack agent` that
+//! `up --detach`/`--wait` and `watch` spawn and `down` stops. Found by other
+//! commands through `routing.json` ([`super::state`]).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::follow::Follower;
+use super::state::{self, RoutingState};
+use super::{LoadedStack, Signals, Tasks};
+use crate::engine::Engine;
+use crate::plan::names::ProjectName;
+use crate::process::ProcessIdentity;
+use crate::router::routing::{Routing, RoutingError, RoutingOptions};
+use crate::router::RouterEvent;
+use crate::ui::{engine_failure, exit, Failed};
+
+/// A routing path this process runs, recorded in `routing.json`.
+pub struct RoutingPath {
+    routing: Routing,
+    project: ProjectName,
+}
+
+impl RoutingPath {
+    /// The etcd client URLs of its registry.
+    pub fn endpoints(&self) -> &[String] {
+        &self.routing.endpoints
+    }
+
+    /// Takes the path down (the registrar deregisters first) and removes
+    /// its record.
+    pub async fn end(self) {
+        self.routing.shutdown().await;
+        state::remove(&self.project, &ProcessIdentity::current(&self.project));
+    }
+}
+
+/// Starts the routing path in this process and records it for other
+/// commands. The registrar and the router follow `follower`'s stacks; what
+/// the router meets is said on stderr by a task of `tasks`.
+pub async fn start_routing(
+    engine: &Engine,
+    loaded: &LoadedStack,
+    follower: &Follower,
+    tasks: &Tasks,
+) -> anyhow::Result<RoutingPath> {
+    let (stack, project) = (&loaded.stack, &loaded.project);
+    let options = RoutingOptions {
+        stacks: Some(follower.stacks()),
+        ..RoutingOptions::default()
+    };
+    let routing = Routing::start(engine, stack, project, options)
+        .await
+        .map_err(|e| match e {
+            RoutingError::Engine(e) => engine_failure(e),
+            other => Failed::new(exit::FAILURE, other.to_string()).into(),
+        })?;
+    // Problems the router meets are worth a line: the stack keeps running
+    // on the last good config, and the user should know why it did not change.
+    let mut events = routing.router.subscribe();
+    let stop = tasks.stop_token().clone();
+    tasks.spawn(async move {
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = stop.cancelled() => return,
+            };
+            match event {
+                Ok(RouterEvent::RenderFailed { template, line, message }) => sayln!(
+                    "router: the proxy template{}{} did not render: {message}; the last good config stays",
+                    template.map(|t| format!(" {}", t.display())).unwrap_or_default(),
+                    line.map(|l| format!(" (line {l})")).unwrap_or_default()
+                ),
+                Ok(RouterEvent::CheckFailed { line, message, text }) => sayln!(
+                    "router: haproxy refused the rendered config{}{}: {message}; the last good config stays",
+                    line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+                    text.map(|t| format!(" (`{t}`)")).unwrap_or_default()
+                ),
+                Ok(RouterEvent::EtcdUnavailable { message, .. }) => {
+                    sayln!("router: {message}; retrying, the proxy keeps its config")
+                }
+                Ok(RouterEvent::ProxyTrouble { message }) => sayln!("router: {message}"),
+                Ok(RouterEvent::RegistrySkipped { key, reason }) => {
+                    sayln!("warning: router: registry key {key:?} left out: {reason}")
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let recorded = RoutingState::of_this_process(
+        project,
+        routing.endpoints.clone(),
+        stack.proxy.listen.to_string(),
+    );
+    if let Err(e) = state::write(project, &recorded) {
+        sayln!(
+            "warning: cannot record the routing state in {}: {e}",
+            state::state_dir(project).display()
+        );
+    }
+    Ok(RoutingPath {
+        routing,
+        project: project.clone(),
+    })
+}
+
+/// `devstack agent`: the routing path of a detached stack, following its
+/// files, until SIGTERM (from `down`) or Ctrl-C.
+pub async fn run(loaded: &LoadedStack, engine: &Engine) -> anyhow::Result<u8> {
+    let tasks = Tasks::new();
+    let follower = Follower::start(loaded, &tasks);
+    let _signals = super::on_signals(&tasks, Signals::InterruptOrTerminate);
+    let path = match start_routing(engine, loaded, &follower, &tasks).await {
+        Ok(path) => path,
+        Err(e) => {
+            tasks.join().await;
+            return Err(e);
+        }
+    };
+    tasks.stop_token().cancelled().await;
+    path.end().await;
+    tasks.join().await;
+    Ok(exit::OK)
+}
+
+/// How long a devstack waits for another one that is deciding about (or
+/// starting) the project's routing path: an agent's start is bounded by 60 s.
+pub const AGENT_LOCK_WAIT: Duration = Duration::from_secs(75);
+
+/// Takes the project's agent lock: whoever holds it decides alone whether a
+/// routing path runs and starts one, so two `up`s at once start one agent.
+pub async fn agent_lock(project: &ProjectName) -> anyhow::Result<state::StateLock> {
+    state::lock(project, state::LockKind::Agent, AGENT_LOCK_WAIT)
+        .await
+        .map_err(|e| match e {
+            state::LockError::Held { holder, .. } => {
+                Failed::new(
+                    exit::FAILURE,
+                    format!(
+                    "another devstack{} has been starting the routing path of `{project}` for {}s",
+                    holder.map(|p| format!(" (process {p})")).unwrap_or_default(),
+                    AGENT_LOCK_WAIT.as_secs()
+                ),
+                )
+                .into()
+            }
+            other => other.into(),
+        })
+}
+
+/// Starts `devstack agent` for the project in the background (its own
+/// session, output to `agent.log` in the state directory) unless a routing
+/// path runs, and waits until it serves. The decision and the start happen
+/// under the agent lock.
+pub async fn spawn_agent(loaded: &LoadedStack) -> anyhow::Result<()> {
+    let project = &loaded.project;
+    let _lock = agent_lock(project).await?;
+    if state::read(project)?.is_some() {
+        return Ok(());
+    }
+    let dir = state::state_dir(project);
+    std::fs::create_dir_all(&dir)?;
+    let log_path = dir.join(state::AGENT_LOG);
+    let log = std::fs::File::create(&log_path)?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = std::process::Command::new(exe);
+    for f in &loaded.files {
+        cmd.arg("-f").arg(absolute(f.clone()));
+    }
+    cmd.arg("-p").arg(project.as_str()).arg("agent");
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Its own session: the agent outlives this terminal and its Ctrl-C.
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    // The lock's descriptor is close-on-exec: the agent does not inherit it.
+    let mut child = cmd.spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if state::read(project)?.is_some_and(|s| s.owner.pid == child.id()) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(Failed::new(
+                exit::FAILURE,
+                format!(
+                    "the routing agent of `{project}` exited ({status}):\n{}",
+                    text.trim()
+                ),
+            )
+            .into());
+        }
+        if Instant::now() > deadline {
+            return Err(Failed::new(
+                exit::FAILURE,
+                format!(
+                    "the routing agent of `{project}` did not start within 60s; see {}",
+                    log_path.display()
+                ),
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stops the project's routing process, if one runs (a detached stack's
+/// agent, or a foreground `up` elsewhere), and waits for it to deregister.
+/// Only a process whose recorded identity (pid and start time) is still the
+/// one running is signalled: a pid reused since, or a file an older devstack
+/// wrote, is never sent anything; a file a newer devstack wrote is an error.
+pub async fn stop_agent(project: &ProjectName) -> anyhow::Result<()> {
+    let s = match state::look(project)? {
+        state::Recorded::Running(s) => s,
+        state::Recorded::Unverified { pid } => {
+            sayln!(
+                "note: {} names process {pid}, written by an older devstack; it is not signalled (stop that devstack yourself if it still runs)",
+                state::routing_file(project).display()
+            );
+            return Ok(());
+        }
+        state::Recorded::Nothing | state::Recorded::Stale => return Ok(()),
+    };
+    if s.owner == ProcessIdentity::current(project) {
+        return Ok(());
+    }
+    if !s.owner.signal(libc::SIGTERM) {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.owner.is_running() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn absolute(path: PathBuf) -> PathBuf {
+    if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(&path))
+            .unwrap_or(path)
+    }
+}
