@@ -1,12 +1,15 @@
 //! `devstack agent` (hidden): runs a detached stack's discovery and routing
 //! path (embedded etcd, registrar, proxy, router) until `down` stops it;
-//! `controller::agent` starts it and does the work.
+//! `controller::agent` spawns it and does the work.
 
 use super::args::GlobalArgs;
 use super::stack::load_stack;
+use crate::controller::agent::{self, ReadyPipe};
 
 pub async fn run(global: &GlobalArgs) -> anyhow::Result<u8> {
+    // First, before anything could start a process that would inherit it.
+    let ready = ReadyPipe::inherited();
     let loaded = load_stack(global)?;
     let engine = crate::ui::connect().await?;
-    crate::controller::agent::run(&loaded, &engine).await
+    agent::run(&loaded, &engine, ready).await
 }

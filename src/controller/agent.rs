@@ -4,9 +4,13 @@
 //! `up --detach`/`--wait` and `watch` spawn and `down` stops. Found by other
 //! commands through `routing.json` ([`super::state`]).
 
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
 
 use super::follow::Follower;
 use super::state::{self, RoutingState};
@@ -111,12 +115,17 @@ pub async fn start_routing(
 
 /// `devstack agent`: the routing path of a detached stack, following its
 /// files, until SIGTERM (from `down`) or Ctrl-C.
-pub async fn run(loaded: &LoadedStack, engine: &Engine) -> anyhow::Result<u8> {
+/// `ready`: the pipe its spawner waits on, told once the path serves (a
+/// failed start closes it unsaid).
+pub async fn run(loaded: &LoadedStack, engine: &Engine, ready: ReadyPipe) -> anyhow::Result<u8> {
     let tasks = Tasks::new();
     let follower = Follower::start(loaded, &tasks);
     let _signals = super::on_signals(&tasks, Signals::InterruptOrTerminate);
     let path = match start_routing(engine, loaded, &follower, &tasks).await {
-        Ok(path) => path,
+        Ok(path) => {
+            ready.say_ready();
+            path
+        }
         Err(e) => {
             tasks.join().await;
             return Err(e);
@@ -176,43 +185,135 @@ pub async fn spawn_agent(loaded: &LoadedStack) -> anyhow::Result<()> {
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    // The agent says it serves on a pipe: it writes a line once its routing
+    // path runs and `routing.json` names it; the end of the pipe without
+    // that line means it exited.
+    let (ready, ready_writer) = ready_pipe()?;
+    let writer_fd = ready_writer.as_raw_fd();
+    cmd.env(READY_FD, writer_fd.to_string());
     // Its own session: the agent outlives this terminal and its Ctrl-C.
-    // SAFETY: setsid is async-signal-safe and touches no memory.
+    // SAFETY: setsid and fcntl are async-signal-safe and touch no memory.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
             libc::setsid();
+            // The write end, close-on-exec here, is the agent's to keep.
+            if libc::fcntl(writer_fd, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
     // The lock's descriptor is close-on-exec: the agent does not inherit it.
     let mut child = cmd.spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if state::read(project)?.is_some_and(|s| s.owner.pid == child.id()) {
-            return Ok(());
+    // Only the agent holds the write end now: its exit ends the pipe.
+    drop(ready_writer);
+    let said = tokio::time::timeout(AGENT_START, async {
+        let mut text = String::new();
+        let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(ready)?;
+        reader.read_to_string(&mut text).await.map(|_| text)
+    })
+    .await;
+    match said {
+        Ok(Ok(text)) if text.trim() == READY => {
+            if state::read(project)?.is_some_and(|s| s.owner.pid == child.id()) {
+                return Ok(());
+            }
+            Err(Failed::new(
+                exit::FAILURE,
+                format!(
+                    "the routing agent of `{project}` said it serves, but {} does not name it",
+                    state::routing_file(project).display()
+                ),
+            )
+            .into())
         }
-        if let Some(status) = child.try_wait()? {
+        Ok(Ok(_)) | Ok(Err(_)) => {
+            // The pipe ended without the line: the agent is exiting.
+            let status = tokio::task::spawn_blocking(move || child.wait()).await??;
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            return Err(Failed::new(
+            Err(Failed::new(
                 exit::FAILURE,
                 format!(
                     "the routing agent of `{project}` exited ({status}):\n{}",
                     text.trim()
                 ),
             )
-            .into());
+            .into())
         }
-        if Instant::now() > deadline {
-            return Err(Failed::new(
-                exit::FAILURE,
-                format!(
-                    "the routing agent of `{project}` did not start within 60s; see {}",
-                    log_path.display()
-                ),
-            )
-            .into());
+        Err(_) => Err(Failed::new(
+            exit::FAILURE,
+            format!(
+                "the routing agent of `{project}` did not start within {}s; see {}",
+                AGENT_START.as_secs(),
+                log_path.display()
+            ),
+        )
+        .into()),
+    }
+}
+
+/// How long an agent may take to start its routing path.
+const AGENT_START: Duration = Duration::from_secs(60);
+
+/// The environment variable naming the descriptor an agent says it serves on.
+const READY_FD: &str = "DEVSTACK_AGENT_READY_FD";
+
+/// The line an agent writes there once it serves.
+const READY: &str = "ready";
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+fn ready_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made and belong to nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// In an agent: the pipe the devstack that spawned it waits on (its
+/// environment names the descriptor), taken over at once and made
+/// close-on-exec, so no process the agent starts (`ssh` to a remote engine)
+/// keeps it open.
+#[derive(Debug)]
+pub struct ReadyPipe(Option<std::fs::File>);
+
+impl ReadyPipe {
+    /// The pipe this process inherited; none when it was not spawned that
+    /// way (run by hand) or the descriptor is not a pipe.
+    pub fn inherited() -> ReadyPipe {
+        let Some(fd) = std::env::var(READY_FD)
+            .ok()
+            .and_then(|v| v.parse::<libc::c_int>().ok())
+            .filter(|fd| *fd > 2)
+        else {
+            return ReadyPipe(None);
+        };
+        // Only a descriptor that is open and a pipe is taken over.
+        // SAFETY: fstat writes into the struct it is given; a closed or bad
+        // descriptor is an error, not undefined behaviour.
+        let is_pipe = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
+        };
+        if !is_pipe {
+            return ReadyPipe(None);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // SAFETY: the descriptor was inherited for this one use and nothing
+        // else in this process refers to it; fcntl only sets its flag.
+        let file = unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            std::fs::File::from(OwnedFd::from_raw_fd(fd))
+        };
+        ReadyPipe(Some(file))
+    }
+
+    /// Says the routing path serves, and closes the pipe.
+    fn say_ready(self) {
+        if let Some(mut pipe) = self.0 {
+            let _ = writeln!(pipe, "{READY}");
+        }
     }
 }
 
