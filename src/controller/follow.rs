@@ -93,3 +93,100 @@ impl Follower {
         self.edits.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const FIRST: &str = "name: t\nservices:\n  api: {image: 'api:git-1', port: 8080}\n";
+    const SECOND: &str = "name: t\nservices:\n  api: {image: 'api:git-2', port: 8080}\n";
+
+    fn image(stack: &Stack) -> String {
+        stack.services["api"]
+            .container
+            .image
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded) until `rx` sees a new value.
+    async fn next<T>(rx: &mut watch::Receiver<T>) {
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .expect("an edit is published within 10 s")
+            .expect("the follower still publishes");
+    }
+
+    #[tokio::test]
+    async fn each_edit_is_loaded_once_and_published_to_every_consumer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("devstack.yaml");
+        std::fs::write(&file, FIRST).unwrap();
+        let loaded = LoadedStack::load(vec![file.clone()], None).unwrap();
+        let tasks = Tasks::new();
+        let follower = Follower::start(&loaded, &tasks);
+        // Two consumers of valid stacks (registrar, router), one of edits.
+        let (mut a, mut b, mut edits) = (follower.stacks(), follower.stacks(), follower.edits());
+        assert_eq!(
+            image(&a.borrow()),
+            "api:git-1",
+            "starts with the loaded stack"
+        );
+        std::fs::write(&file, SECOND).unwrap();
+        next(&mut a).await;
+        next(&mut b).await;
+        next(&mut edits).await;
+        let (sa, sb) = (a.borrow_and_update().clone(), b.borrow_and_update().clone());
+        assert_eq!(image(&sa), "api:git-2");
+        assert!(Arc::ptr_eq(&sa, &sb), "one load, shared by every consumer");
+        let edit = edits.borrow_and_update().clone().expect("an edit");
+        assert!(Arc::ptr_eq(edit.stack.as_ref().unwrap(), &sa));
+        assert_eq!(edit.file.file_name(), file.file_name());
+        tasks.join().await;
+    }
+
+    #[tokio::test]
+    async fn an_invalid_edit_reaches_the_watch_loop_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("devstack.yaml");
+        std::fs::write(&file, FIRST).unwrap();
+        let loaded = LoadedStack::load(vec![file.clone()], None).unwrap();
+        let tasks = Tasks::new();
+        let follower = Follower::start(&loaded, &tasks);
+        let (stacks, mut edits) = (follower.stacks(), follower.edits());
+        std::fs::write(&file, "name: t\nservices:\n  api: {imagee: x}\n").unwrap();
+        next(&mut edits).await;
+        let edit = edits.borrow_and_update().clone().expect("an edit");
+        let report = edit.stack.expect_err("the edit is invalid");
+        assert!(
+            report.render(false).contains("imagee"),
+            "{}",
+            report.render(false)
+        );
+        assert!(
+            !stacks.has_changed().unwrap(),
+            "the registrar and router keep the last valid stack"
+        );
+        assert_eq!(image(&stacks.borrow()), "api:git-1");
+        tasks.join().await;
+    }
+
+    #[tokio::test]
+    async fn its_tasks_end_when_the_stack_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("devstack.yaml");
+        std::fs::write(&file, FIRST).unwrap();
+        let loaded = LoadedStack::load(vec![file.clone()], None).unwrap();
+        let tasks = Tasks::new();
+        let follower = Follower::start(&loaded, &tasks);
+        let mut edits = follower.edits();
+        drop(follower);
+        tokio::time::timeout(Duration::from_secs(10), tasks.join())
+            .await
+            .expect("the watcher and its debounce are joined");
+        // Its senders went with its task: consumers see the end.
+        assert!(edits.changed().await.is_err());
+    }
+}

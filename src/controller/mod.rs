@@ -118,3 +118,48 @@ pub fn on_signals(tasks: &Tasks, which: Signals) -> latest::Receiver<u32> {
     });
     rx
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn join_stops_and_waits_for_every_task() {
+        let tasks = Tasks::new();
+        let ended = Arc::new(AtomicUsize::new(0));
+        for _ in 0..3 {
+            let (stop, ended) = (tasks.stop_token().clone(), ended.clone());
+            tasks.spawn(async move {
+                stop.cancelled().await;
+                // Work after the stop (deregistering, say) is waited for too.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                ended.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        tasks.join().await;
+        assert_eq!(ended.load(Ordering::SeqCst), 3);
+        assert!(tasks.stop_token().is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn the_signal_listener_outlives_the_stop_and_ends_at_join() {
+        let tasks = Tasks::new();
+        let count = on_signals(&tasks, Signals::InterruptOrTerminate);
+        // Stopped for another reason than a signal: still counting, so a
+        // Ctrl-C during the graceful stop would still force it.
+        tasks.stop_token().cancel();
+        tokio::task::yield_now().await;
+        assert!(count.has_changed().is_ok(), "the listener still runs");
+        tokio::time::timeout(Duration::from_secs(5), tasks.join())
+            .await
+            .expect("joined");
+        assert!(
+            count.has_changed().is_err(),
+            "the listener ended with the join"
+        );
+    }
+}
