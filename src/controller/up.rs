@@ -69,13 +69,13 @@ pub async fn run(loaded: &LoadedStack, options: &UpOptions) -> anyhow::Result<u8
         let code = match code {
             Err(e) => Err(e),
             Ok(Some(code)) => Ok(code),
-            Ok(None) => {
-                let follower = follower.as_ref().ok_or_else(|| {
-                    Failed::new(exit::FAILURE, "a foreground `up` follows its stack files")
-                })?;
-                foreground(&engine, loaded, options, since, follower, &tasks).await?;
-                Ok(exit::INTERRUPTED)
-            }
+            Ok(None) => match follower.as_ref() {
+                Some(follower) => foreground(&engine, loaded, options, since, follower, &tasks)
+                    .await
+                    .map(|()| exit::INTERRUPTED),
+                // Only a foreground `up` goes on, and it follows its files.
+                None => Ok(exit::OK),
+            },
         };
         // Stopped only when interrupted once up, or at the end of the
         // foreground; an `up` that failed leaves what it started running.

@@ -1,7 +1,8 @@
 //! `ui`: what a command shows and how it ends, shared by every command and by the
 //! controller of a running stack: the printing macros (`out!`, `outln!`,
 //! `say!`, `sayln!`), the exit codes and the errors that carry them, progress
-//! rendering, the table after `up`, and log streaming.
+//! rendering, the table after `up`, log streaming, and the terminal lent to
+//! a command in a container.
 //!
 //! It sits below `cli` and `controller` and above the pipeline: it reads
 //! engine and plan types and never decides anything about the stack.
@@ -12,6 +13,7 @@ pub mod output;
 
 pub mod logs;
 pub mod progress;
+pub mod terminal;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
