@@ -11,7 +11,8 @@
 //!   stopped through `routing.json`.
 //! - [`watch`]: the watch loop: source saves rebuilt and swapped, stack edits
 //!   applied to the running stack.
-//! - [`up`]: `up`, `watch` and `agent` as whole operations.
+//! - [`up`], [`down`], [`restart`]: those commands as whole operations on a
+//!   running stack (`watch::run` and `agent::run` are the other two).
 //!
 //! Every task a running stack starts is spawned on its [`Tasks`] (one
 //! cancellation token, one task tracker) and joined when it stops.
@@ -19,6 +20,7 @@
 pub mod agent;
 pub mod down;
 pub mod follow;
+pub mod restart;
 pub mod stack;
 pub mod state;
 pub mod up;
