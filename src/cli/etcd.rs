@@ -9,6 +9,7 @@ use super::args::{
     ServeArgs,
 };
 use super::{exit, Failed};
+use crate::controller::{on_signals, Signals, Tasks};
 use crate::etcd::{Server, ServerConfig};
 
 pub async fn run(global: &GlobalArgs, args: EtcdArgs) -> anyhow::Result<u8> {
@@ -82,35 +83,22 @@ async fn serve(a: ServeArgs) -> anyhow::Result<u8> {
         server.startup_time().as_millis()
     );
     sayln!("  etcdctl --endpoints={url} get '' --prefix");
+    // Ctrl-C or SIGTERM stops it; a second one while it stops exits at once.
+    let tasks = Tasks::new();
+    let mut signals = on_signals(&tasks, Signals::InterruptOrTerminate);
     let stop = server.stop_token();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        sayln!("etcd: stopping (again to force)");
-        stop.cancel();
-        shutdown_signal().await;
-        std::process::exit(i32::from(exit::INTERRUPTED));
-    });
-    server
-        .wait()
-        .await
-        .map_err(|e| Failed::new(exit::FAILURE, format!("etcd server failed: {e}")))?;
+    let served = tokio::select! {
+        r = server.wait() => r,
+        _ = async {
+            let _ = signals.wait_for(|n| *n >= 1).await;
+            sayln!("etcd: stopping (again to force)");
+            stop.cancel();
+            let _ = signals.wait_for(|n| *n >= 2).await;
+        } => std::process::exit(i32::from(exit::INTERRUPTED)),
+    };
+    tasks.join().await;
+    served.map_err(|e| Failed::new(exit::FAILURE, format!("etcd server failed: {e}")))?;
     Ok(exit::OK)
-}
-
-/// Ctrl-C, or SIGTERM where there is one.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn connect(e: &Endpoints) -> anyhow::Result<Client> {
@@ -218,9 +206,22 @@ async fn watch(a: EtcdWatchArgs) -> anyhow::Result<u8> {
         .watch(a.key.as_str(), Some(opts))
         .await
         .map_err(|e| etcd_failed(&a.endpoints, e))?;
+    let tasks = Tasks::new();
+    let _signals = on_signals(&tasks, Signals::Interrupt);
+    let result = follow(&a, &mut stream, tasks.stop_token()).await;
+    tasks.join().await;
+    result
+}
+
+/// Prints the watch's events until it ends or `stop` (Ctrl-C) fires.
+async fn follow(
+    a: &EtcdWatchArgs,
+    stream: &mut etcd_client::WatchStream,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<u8> {
     loop {
         let msg = tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(exit::INTERRUPTED),
+            _ = stop.cancelled() => return Ok(exit::INTERRUPTED),
             msg = stream.message() => msg.map_err(|e| etcd_failed(&a.endpoints, e))?,
         };
         let Some(resp) = msg else { return Ok(exit::OK) };
