@@ -238,23 +238,31 @@ async fn watch_changes(
         // Changes waiting their turn, one per service (the latest state wins).
         let mut queue: BTreeMap<String, Change> = BTreeMap::new();
         let mut edits_open = true;
+        // An edit published and not applied yet (`changed` marks it seen).
+        let mut edited = false;
         loop {
-            // An edit of the stack file goes first, before any source change.
-            let edited = edits_open && edits.has_changed().unwrap_or(false);
+            edited |= edits_open && edits.has_changed().unwrap_or(false);
             if queue.is_empty() && !edited {
                 tokio::select! {
                     c = crx.recv() => match c {
                         Some(c) => enqueue(&mut queue, c),
                         None => return Ok(exit::OK),
                     },
-                    r = edits.changed(), if edits_open => edits_open = r.is_ok(),
+                    r = edits.changed(), if edits_open => match r {
+                        Ok(()) => edited = true,
+                        // The follower is gone: saves are still watched.
+                        Err(_) => edits_open = false,
+                    },
                     _ = cancel.cancelled() => return Ok(exit::OK),
                 }
             }
             while let Ok(c) = crx.try_recv() {
                 enqueue(&mut queue, c);
             }
-            if edits_open && edits.has_changed().unwrap_or(false) {
+            // An edit of the stack file goes first, before any source change.
+            edited |= edits_open && edits.has_changed().unwrap_or(false);
+            if edited {
+                edited = false;
                 let edit = edits.borrow_and_update().clone();
                 let Some(edit) = edit else { continue };
                 let next = match edit.stack {
