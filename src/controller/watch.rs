@@ -200,7 +200,7 @@ async fn watch_changes(
     loaded: &LoadedStack,
     services: &[String],
     json: bool,
-    mut edits: watch::Receiver<Option<Edit>>,
+    edits: watch::Receiver<Option<Edit>>,
     retiring: &swap::Retiring,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u8> {
@@ -237,22 +237,15 @@ async fn watch_changes(
     let result: anyhow::Result<u8> = async {
         // Changes waiting their turn, one per service (the latest state wins).
         let mut queue: BTreeMap<String, Change> = BTreeMap::new();
-        let mut edits_open = true;
-        // An edit published and not applied yet (`changed` marks it seen).
-        let mut edited = false;
+        let mut edits = Edits::new(edits);
         loop {
-            edited |= edits_open && edits.has_changed().unwrap_or(false);
-            if queue.is_empty() && !edited {
+            if queue.is_empty() && !edits.waiting() {
                 tokio::select! {
                     c = crx.recv() => match c {
                         Some(c) => enqueue(&mut queue, c),
                         None => return Ok(exit::OK),
                     },
-                    r = edits.changed(), if edits_open => match r {
-                        Ok(()) => edited = true,
-                        // The follower is gone: saves are still watched.
-                        Err(_) => edits_open = false,
-                    },
+                    () = edits.changed() => {}
                     _ = cancel.cancelled() => return Ok(exit::OK),
                 }
             }
@@ -260,11 +253,7 @@ async fn watch_changes(
                 enqueue(&mut queue, c);
             }
             // An edit of the stack file goes first, before any source change.
-            edited |= edits_open && edits.has_changed().unwrap_or(false);
-            if edited {
-                edited = false;
-                let edit = edits.borrow_and_update().clone();
-                let Some(edit) = edit else { continue };
+            if let Some(edit) = edits.take() {
                 let next = match edit.stack {
                     Ok(next) => Stack::clone(&next),
                     Err(report) => {
@@ -332,6 +321,57 @@ async fn watch_changes(
     done.cancel();
     let _ = debouncer.await;
     result
+}
+
+/// The stack-file edits a watch loop has yet to apply: the latest one the
+/// follower published, taken once.
+struct Edits {
+    rx: watch::Receiver<Option<Edit>>,
+    /// The follower still publishes.
+    open: bool,
+    /// An edit arrived and is not taken yet (`changed` marks it seen, so
+    /// `has_changed` alone would miss it).
+    waiting: bool,
+}
+
+impl Edits {
+    fn new(rx: watch::Receiver<Option<Edit>>) -> Edits {
+        Edits {
+            rx,
+            open: true,
+            waiting: false,
+        }
+    }
+
+    /// Whether an edit waits to be taken.
+    fn waiting(&mut self) -> bool {
+        self.waiting |= self.open && self.rx.has_changed().unwrap_or(false);
+        self.waiting
+    }
+
+    /// Returns once an edit arrives; never once the follower is gone (saves
+    /// are still watched).
+    async fn changed(&mut self) {
+        if !self.open {
+            return std::future::pending().await;
+        }
+        match self.rx.changed().await {
+            Ok(()) => self.waiting = true,
+            Err(_) => {
+                self.open = false;
+                std::future::pending().await
+            }
+        }
+    }
+
+    /// The edit waiting, if one is.
+    fn take(&mut self) -> Option<Edit> {
+        if !self.waiting() {
+            return None;
+        }
+        self.waiting = false;
+        self.rx.borrow_and_update().clone()
+    }
 }
 
 /// Adds a change to the queue, folded into one already waiting for its service.
@@ -618,4 +658,67 @@ async fn restart(
             None => swap::Outcome::Swapped { containers: names },
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn edit(name: &str) -> Option<Edit> {
+        Some(Edit {
+            file: PathBuf::from(name),
+            stack: Err(Arc::new(crate::spec::Report {
+                sources: Default::default(),
+                problems: Vec::new(),
+            })),
+        })
+    }
+
+    fn file(e: Option<Edit>) -> Option<PathBuf> {
+        e.map(|e| e.file)
+    }
+
+    #[tokio::test]
+    async fn an_edit_the_loop_waited_for_is_taken_once() {
+        let (tx, rx) = watch::channel(None);
+        let mut edits = Edits::new(rx);
+        assert!(!edits.waiting());
+        tx.send_replace(edit("a.yaml"));
+        // Waited for first (the loop was idle), then taken: the regression
+        // was an edit marked seen by the wait and never applied.
+        tokio::time::timeout(Duration::from_secs(5), edits.changed())
+            .await
+            .expect("the edit wakes the loop");
+        assert_eq!(file(edits.take()), Some(PathBuf::from("a.yaml")));
+        assert!(edits.take().is_none(), "an edit is applied once");
+    }
+
+    #[tokio::test]
+    async fn an_edit_that_came_while_busy_is_taken_and_the_latest_wins() {
+        let (tx, rx) = watch::channel(None);
+        let mut edits = Edits::new(rx);
+        // Two edits while the loop was rebuilding: only the latest applies.
+        tx.send_replace(edit("first.yaml"));
+        tx.send_replace(edit("second.yaml"));
+        assert!(edits.waiting());
+        assert_eq!(file(edits.take()), Some(PathBuf::from("second.yaml")));
+        assert!(!edits.waiting());
+    }
+
+    #[tokio::test]
+    async fn a_gone_follower_leaves_the_loop_waiting_for_saves() {
+        let (tx, rx) = watch::channel(None);
+        let mut edits = Edits::new(rx);
+        drop(tx);
+        // Neither an edit nor a busy loop: the wait never returns.
+        let waited = tokio::time::timeout(Duration::from_millis(50), edits.changed()).await;
+        assert!(waited.is_err(), "a closed follower never wakes the loop");
+        assert!(edits.take().is_none());
+        let again = tokio::time::timeout(Duration::from_millis(50), edits.changed()).await;
+        assert!(again.is_err());
+    }
 }
