@@ -370,6 +370,7 @@ async fn naive_side(engine: &Engine, rounds: usize) {
             project: project.clone(),
             endpoints: endpoints.clone(),
         },
+        tokio::sync::watch::channel(std::sync::Arc::new(stack.clone())).1,
         cancel.clone(),
     );
     let empty = render(

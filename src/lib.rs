@@ -10,9 +10,16 @@
 //! - [`router`]: the proxy configuration rendered from a registry snapshot.
 //! - [`watcher`]: source watching, debounced rebuilds and blue-green swaps.
 //! - [`process`]: who a process is (pid, start time, project), checked before it is trusted or signalled.
+//! - [`controller`]: one running stack: its state directory, routing path, file follower and watch loop.
+//! - [`ui`]: what commands show: printing macros, exit codes, progress, tables, log streaming.
 //! - [`cli`]: the command line; clap types stop here.
 
+// First: its printing macros are used by every module after it.
+#[macro_use]
+pub mod ui;
+
 pub mod cli;
+pub mod controller;
 pub mod engine;
 pub mod etcd;
 pub mod plan;

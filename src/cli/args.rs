@@ -1,5 +1,6 @@
 //! What a user can type: the clap definitions of every subcommand.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -92,7 +93,7 @@ pub enum Command {
     /// same. Runs until Ctrl-C.
     Watch(WatchArgs),
     /// The embedded etcd server, and quick looks at a stack's registry
-    Etcd(super::etcd::EtcdArgs),
+    Etcd(EtcdArgs),
     /// Show the routes the proxy serves and the instances behind them
     Routes(RoutesArgs),
     /// Run a detached stack's etcd, registrar, proxy and router (started by `up`)
@@ -255,4 +256,128 @@ mod tests {
     fn command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
+}
+
+// ---------------------------------------------------------------------------
+// `devstack etcd`
+
+#[derive(Debug, Args)]
+pub struct EtcdArgs {
+    #[command(subcommand)]
+    pub command: EtcdCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EtcdCommand {
+    /// Run the embedded etcd v3 server in the foreground
+    Serve(ServeArgs),
+    /// Show a key, or every key under a prefix
+    Get(GetArgs),
+    /// Set a key
+    Put(PutArgs),
+    /// Delete a key, or every key under a prefix
+    Del(DelArgs),
+    /// Print changes to a key or prefix as they happen
+    Watch(EtcdWatchArgs),
+    /// List the keys under a prefix (default: every key)
+    Ls(LsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (gRPC, /health and /version share it)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2379")]
+    pub listen: SocketAddr,
+    /// Directory the store persists to
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".devstack/etcd",
+        conflicts_with = "in_memory"
+    )]
+    pub data_dir: PathBuf,
+    /// Keep the store in memory only; nothing survives a restart
+    #[arg(long)]
+    pub in_memory: bool,
+    /// Member name reported by `etcdctl member list`
+    #[arg(long, default_value = "devstack")]
+    pub name: String,
+    /// Client URLs to report instead of the listening address (comma-separated)
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub advertise_client_urls: Vec<String>,
+    /// Largest write request accepted, in bytes (etcd's --max-request-bytes)
+    #[arg(long, value_name = "BYTES", default_value_t = crate::etcd::DEFAULT_MAX_REQUEST_BYTES)]
+    pub max_request_bytes: usize,
+    /// Space quota in bytes; once exceeded, writes fail with etcd's NOSPACE
+    /// alarm until it is disarmed after compacting (etcd's --quota-backend-bytes)
+    #[arg(long, value_name = "BYTES", default_value_t = crate::etcd::DEFAULT_QUOTA_BACKEND_BYTES)]
+    pub quota_backend_bytes: u64,
+}
+
+/// Where the quick looks connect.
+#[derive(Debug, Clone, Args)]
+pub struct Endpoints {
+    /// etcd endpoints, comma-separated (default: the running stack's etcd,
+    /// else its cluster's endpoints, else http://127.0.0.1:2379)
+    #[arg(long, env = "DEVSTACK_ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    pub key: String,
+    /// Treat KEY as a prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// Print JSON (key, value, revisions, lease) instead of key/value lines
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    pub key: String,
+    pub value: String,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Args)]
+pub struct DelArgs {
+    pub key: String,
+    /// Treat KEY as a prefix
+    #[arg(long)]
+    pub prefix: bool,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Args)]
+pub struct EtcdWatchArgs {
+    pub key: String,
+    /// Treat KEY as a prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// Start from this revision (replays history)
+    #[arg(long, value_name = "REV")]
+    pub rev: Option<i64>,
+    /// Print one JSON object per event
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Prefix to list under
+    #[arg(default_value = "")]
+    pub prefix: String,
+    /// Print a JSON array of keys
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub endpoints: Endpoints,
 }

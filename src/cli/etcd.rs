@@ -1,136 +1,16 @@
 //! `devstack etcd`: the embedded etcd server on its own, and quick looks at a store.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
 use etcd_client::{Client, EventType, GetOptions, PutOptions, WatchOptions};
 
-use super::args::GlobalArgs;
+use super::args::{
+    DelArgs, Endpoints, EtcdArgs, EtcdCommand, EtcdWatchArgs, GetArgs, GlobalArgs, LsArgs, PutArgs,
+    ServeArgs,
+};
 use super::{exit, Failed};
+use crate::controller::{on_signals, Signals, Tasks};
 use crate::etcd::{Server, ServerConfig};
-
-#[derive(Debug, Args)]
-pub struct EtcdArgs {
-    #[command(subcommand)]
-    pub command: EtcdCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum EtcdCommand {
-    /// Run the embedded etcd v3 server in the foreground
-    Serve(ServeArgs),
-    /// Show a key, or every key under a prefix
-    Get(GetArgs),
-    /// Set a key
-    Put(PutArgs),
-    /// Delete a key, or every key under a prefix
-    Del(DelArgs),
-    /// Print changes to a key or prefix as they happen
-    Watch(WatchArgs),
-    /// List the keys under a prefix (default: every key)
-    Ls(LsArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on (gRPC, /health and /version share it)
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:2379")]
-    pub listen: SocketAddr,
-    /// Directory the store persists to
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = ".devstack/etcd",
-        conflicts_with = "in_memory"
-    )]
-    pub data_dir: PathBuf,
-    /// Keep the store in memory only; nothing survives a restart
-    #[arg(long)]
-    pub in_memory: bool,
-    /// Member name reported by `etcdctl member list`
-    #[arg(long, default_value = "devstack")]
-    pub name: String,
-    /// Client URLs to report instead of the listening address (comma-separated)
-    #[arg(long, value_name = "URLS", value_delimiter = ',')]
-    pub advertise_client_urls: Vec<String>,
-    /// Largest write request accepted, in bytes (etcd's --max-request-bytes)
-    #[arg(long, value_name = "BYTES", default_value_t = crate::etcd::DEFAULT_MAX_REQUEST_BYTES)]
-    pub max_request_bytes: usize,
-    /// Space quota in bytes; once exceeded, writes fail with etcd's NOSPACE
-    /// alarm until it is disarmed after compacting (etcd's --quota-backend-bytes)
-    #[arg(long, value_name = "BYTES", default_value_t = crate::etcd::DEFAULT_QUOTA_BACKEND_BYTES)]
-    pub quota_backend_bytes: u64,
-}
-
-/// Where the quick looks connect.
-#[derive(Debug, Clone, Args)]
-pub struct Endpoints {
-    /// etcd endpoints, comma-separated (default: the running stack's etcd,
-    /// else its cluster's endpoints, else http://127.0.0.1:2379)
-    #[arg(long, env = "DEVSTACK_ETCD_ENDPOINTS", value_delimiter = ',')]
-    pub endpoints: Vec<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct GetArgs {
-    pub key: String,
-    /// Treat KEY as a prefix
-    #[arg(long)]
-    pub prefix: bool,
-    /// Print JSON (key, value, revisions, lease) instead of key/value lines
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub endpoints: Endpoints,
-}
-
-#[derive(Debug, Args)]
-pub struct PutArgs {
-    pub key: String,
-    pub value: String,
-    #[command(flatten)]
-    pub endpoints: Endpoints,
-}
-
-#[derive(Debug, Args)]
-pub struct DelArgs {
-    pub key: String,
-    /// Treat KEY as a prefix
-    #[arg(long)]
-    pub prefix: bool,
-    #[command(flatten)]
-    pub endpoints: Endpoints,
-}
-
-#[derive(Debug, Args)]
-pub struct WatchArgs {
-    pub key: String,
-    /// Treat KEY as a prefix
-    #[arg(long)]
-    pub prefix: bool,
-    /// Start from this revision (replays history)
-    #[arg(long, value_name = "REV")]
-    pub rev: Option<i64>,
-    /// Print one JSON object per event
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub endpoints: Endpoints,
-}
-
-#[derive(Debug, Args)]
-pub struct LsArgs {
-    /// Prefix to list under
-    #[arg(default_value = "")]
-    pub prefix: String,
-    /// Print a JSON array of keys
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub endpoints: Endpoints,
-}
 
 pub async fn run(global: &GlobalArgs, args: EtcdArgs) -> anyhow::Result<u8> {
     match args.command {
@@ -166,7 +46,7 @@ impl Endpoints {
             return;
         }
         if let Ok(loaded) = super::stack::try_load(global) {
-            if let Some(state) = crate::router::state::read(&loaded.project) {
+            if let Ok(Some(state)) = crate::controller::state::read(&loaded.project) {
                 self.endpoints = state.endpoints;
             } else if let crate::spec::Etcd::External { endpoints } = &loaded.stack.discovery.etcd {
                 self.endpoints = endpoints.clone();
@@ -203,35 +83,22 @@ async fn serve(a: ServeArgs) -> anyhow::Result<u8> {
         server.startup_time().as_millis()
     );
     sayln!("  etcdctl --endpoints={url} get '' --prefix");
+    // Ctrl-C or SIGTERM stops it; a second one while it stops exits at once.
+    let tasks = Tasks::new();
+    let mut signals = on_signals(&tasks, Signals::InterruptOrTerminate);
     let stop = server.stop_token();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        sayln!("etcd: stopping (again to force)");
-        stop.cancel();
-        shutdown_signal().await;
-        std::process::exit(i32::from(exit::INTERRUPTED));
-    });
-    server
-        .wait()
-        .await
-        .map_err(|e| Failed::new(exit::FAILURE, format!("etcd server failed: {e}")))?;
+    let served = tokio::select! {
+        r = server.wait() => r,
+        _ = async {
+            let _ = signals.wait_for(|n| *n >= 1).await;
+            sayln!("etcd: stopping (again to force)");
+            stop.cancel();
+            let _ = signals.wait_for(|n| *n >= 2).await;
+        } => std::process::exit(i32::from(exit::INTERRUPTED)),
+    };
+    tasks.join().await;
+    served.map_err(|e| Failed::new(exit::FAILURE, format!("etcd server failed: {e}")))?;
     Ok(exit::OK)
-}
-
-/// Ctrl-C, or SIGTERM where there is one.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn connect(e: &Endpoints) -> anyhow::Result<Client> {
@@ -326,7 +193,7 @@ async fn del(a: DelArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-async fn watch(a: WatchArgs) -> anyhow::Result<u8> {
+async fn watch(a: EtcdWatchArgs) -> anyhow::Result<u8> {
     let mut client = connect(&a.endpoints).await?;
     let mut opts = WatchOptions::new();
     if a.prefix {
@@ -339,9 +206,22 @@ async fn watch(a: WatchArgs) -> anyhow::Result<u8> {
         .watch(a.key.as_str(), Some(opts))
         .await
         .map_err(|e| etcd_failed(&a.endpoints, e))?;
+    let tasks = Tasks::new();
+    let _signals = on_signals(&tasks, Signals::Interrupt);
+    let result = follow(&a, &mut stream, tasks.stop_token()).await;
+    tasks.join().await;
+    result
+}
+
+/// Prints the watch's events until it ends or `stop` (Ctrl-C) fires.
+async fn follow(
+    a: &EtcdWatchArgs,
+    stream: &mut etcd_client::WatchStream,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<u8> {
     loop {
         let msg = tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(exit::INTERRUPTED),
+            _ = stop.cancelled() => return Ok(exit::INTERRUPTED),
             msg = stream.message() => msg.map_err(|e| etcd_failed(&a.endpoints, e))?,
         };
         let Some(resp) = msg else { return Ok(exit::OK) };

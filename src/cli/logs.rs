@@ -2,9 +2,11 @@
 //! output, one prefixed stream.
 
 use super::args::{GlobalArgs, LogsArgs};
-use super::up::{connect, project_of, stream_logs, unix_now, use_color};
+use super::stack::{project_of, use_color};
 use super::{exit, Failed};
 use crate::engine::logs::LogQuery;
+use crate::ui::logs::stream_logs;
+use crate::ui::{connect, unix_now};
 
 pub async fn run(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<u8> {
     let (project, loaded) = project_of(global)?;

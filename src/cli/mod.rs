@@ -1,12 +1,9 @@
-//! The command line: clap definitions (this file) and one module per subcommand.
+//! The command line: `run` and its dispatch, one module per subcommand.
 //!
-//! Arguments come in two layers: the clap structs here describe what a user
-//! types; each subcommand turns them into library calls. Nothing below `cli`
-//! sees a clap type.
-
-// First: its printing macros are used by every module after it.
-#[macro_use]
-pub mod output;
+//! Arguments come in two layers: the clap structs (`args.rs`) describe what
+//! a user types; each subcommand turns them into plain values, calls one
+//! library function (most often in `controller`) and prints through `ui`.
+//! Nothing below `cli` sees a clap type, and nothing outside imports `cli`.
 
 pub mod agent;
 pub mod args;
@@ -27,53 +24,8 @@ pub mod watch;
 
 use std::process::ExitCode;
 
+pub use crate::ui::{exit, Failed, Reported};
 pub use args::{Cli, Command};
-
-/// Exit codes, documented in `devstack --help` (see [`args::EXIT_CODES`]).
-pub mod exit {
-    /// The command did what was asked.
-    pub const OK: u8 = 0;
-    /// The command failed: an invalid stack file, an unhealthy service, a failed task.
-    pub const FAILURE: u8 = 1;
-    /// The command line itself was wrong (clap reports these).
-    pub const USAGE: u8 = 2;
-    /// No Docker engine answered.
-    pub const NO_ENGINE: u8 = 3;
-    /// `up --wait` gave up: a service was not healthy before the timeout.
-    pub const UNHEALTHY: u8 = 4;
-    /// An image could not be had: its build failed, or its pull was refused.
-    pub const BUILD_FAILED: u8 = 5;
-    /// The stack has routes (or a real registry) and its routing path could
-    /// not start, or a route was not served through the proxy in time.
-    pub const ROUTING: u8 = 6;
-    /// The subcommand exists in the interface but this build does not carry it out yet.
-    pub const NOT_IMPLEMENTED: u8 = 69;
-    /// Interrupted by Ctrl-C.
-    pub const INTERRUPTED: u8 = 130;
-}
-
-/// An error that has already been shown to the user (a validation report, say)
-/// and only needs its exit code passed up.
-#[derive(Debug, thiserror::Error)]
-#[error("exit {0}")]
-pub struct Reported(pub u8);
-
-/// An error that the top level prints once, with a chosen exit code.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct Failed {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Failed {
-    pub fn new(code: u8, message: impl Into<String>) -> Self {
-        Failed {
-            code,
-            message: message.into(),
-        }
-    }
-}
 
 /// Runs one parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
@@ -88,7 +40,7 @@ pub async fn run(cli: Cli) -> ExitCode {
                 .downcast_ref::<Failed>()
                 .map(|f| f.code)
                 .unwrap_or(exit::FAILURE);
-            output::print_error(&err);
+            crate::ui::output::print_error(&err);
             ExitCode::from(code)
         }
     }

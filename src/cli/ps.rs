@@ -7,10 +7,11 @@ use serde::Serialize;
 
 use super::args::{GlobalArgs, PsArgs};
 use super::exit;
-use super::up::{connect, engine_failure, project_of};
+use super::stack::project_of;
 use crate::engine::containers::Published;
 use crate::engine::health::{self, Check};
 use crate::plan::{names, ObservedState};
+use crate::ui::{connect, engine_failure};
 
 #[derive(Debug, Serialize)]
 struct Row {

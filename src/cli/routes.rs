@@ -8,14 +8,14 @@ use etcd_client::{Client, ConnectOptions, GetOptions};
 use super::args::{GlobalArgs, RoutesArgs};
 use super::stack::load_stack;
 use super::{exit, Failed};
-use crate::router::state;
+use crate::controller::state;
 use crate::router::{view, Layout, Registry};
 use crate::spec::Etcd;
 
 pub async fn run(global: &GlobalArgs, args: RoutesArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;
     let stack = &loaded.stack;
-    let running = state::read(&loaded.project);
+    let running = state::read(&loaded.project)?;
     let endpoints = match (&running, &stack.discovery.etcd) {
         (Some(s), _) => s.endpoints.clone(),
         (None, Etcd::External { endpoints }) => endpoints.clone(),

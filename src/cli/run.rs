@@ -2,13 +2,13 @@
 //! image, environment and network, removed afterwards, exit code passed through.
 
 use super::args::{GlobalArgs, RunArgs};
-use super::exec::{exit_code, terminal_attach, RawMode};
 use super::stack::load_stack;
-use super::up::{connect, engine_failure};
 use super::{exit, Failed};
 use crate::engine::apply;
 use crate::engine::progress::Reporter;
 use crate::plan::{self, PlanError};
+use crate::ui::terminal::{exit_code, terminal_attach, RawMode};
+use crate::ui::{connect, engine_failure};
 
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;

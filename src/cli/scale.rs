@@ -9,9 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{GlobalArgs, ScaleArgs};
 use super::stack::load_stack;
-use super::up::{bring_up, connect, print_failures, print_table, use_color, Render};
+use super::stack::use_color;
 use super::{exit, Failed};
+use crate::controller::up::bring_up;
 use crate::engine::apply::UpRequest;
+use crate::ui::connect;
+use crate::ui::progress::{print_failures, print_table, Render};
 
 pub async fn run(global: &GlobalArgs, args: ScaleArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;
@@ -41,7 +44,7 @@ pub async fn run(global: &GlobalArgs, args: ScaleArgs) -> anyhow::Result<u8> {
     )
     .await?;
     // URLs only where a routing path runs for the project.
-    let routing = crate::router::state::read(&loaded.project).map(|_| &[][..]);
+    let routing = crate::controller::state::read(&loaded.project)?.map(|_| &[][..]);
     print_table(&loaded.stack, &outcome, routing, color);
     if !outcome.all_healthy() {
         print_failures(&outcome, color);

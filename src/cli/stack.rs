@@ -1,22 +1,16 @@
-//! Loading the stack named on the command line, for every subcommand that needs one.
+//! What the subcommands share: the stack named on the command line loaded
+//! (through `controller::LoadedStack`), colour, and duration flags.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::args::GlobalArgs;
-use super::{exit, Reported};
+use super::{exit, Failed, Reported};
+use crate::controller::LoadedStack;
 use crate::plan::names::ProjectName;
 use crate::spec::diagnostic::stderr_color;
-use crate::spec::{self, LoadOptions, Problem, Report, Stack};
-
-/// A valid stack, with the name its Docker objects are labelled with.
-#[derive(Debug, Clone)]
-pub struct LoadedStack {
-    pub stack: Stack,
-    /// The project name: `--project-name`, `DEVSTACK_PROJECT_NAME`, or the stack's name.
-    pub project: ProjectName,
-    /// The stack files, in merge order.
-    pub files: Vec<PathBuf>,
-}
+use crate::spec::Report;
 
 /// The stack files named by `-f`, or `devstack.yaml`.
 pub fn stack_files(global: &GlobalArgs) -> Vec<PathBuf> {
@@ -29,37 +23,7 @@ pub fn stack_files(global: &GlobalArgs) -> Vec<PathBuf> {
 
 /// Loads the stack, returning the report of problems when it is invalid.
 pub fn try_load(global: &GlobalArgs) -> Result<LoadedStack, Report> {
-    let files = stack_files(global);
-    let stack = spec::load(&LoadOptions::new(files.clone()))?;
-    // `-p` was checked as it was parsed; the stack's name by `spec`, with
-    // the same rule, so this only fails if the two rules ever part.
-    let project = match &global.project_name {
-        Some(name) => name.clone(),
-        None => ProjectName::new(&stack.name).map_err(|why| Report {
-            sources: Default::default(),
-            problems: vec![Problem::nowhere(format!("name: {why}"))],
-        })?,
-    };
-    // `spec` checked the unit names against the stack's own name; a copy
-    // under another name (`-p`) must not make them clash either.
-    if global.project_name.is_some() {
-        let units = stack.services.keys().chain(stack.datastores.keys());
-        let problems: Vec<Problem> = units
-            .filter_map(|unit| spec::validate::name_clash(&stack, &project, unit))
-            .map(|why| Problem::nowhere(format!("project name `{project}`: {why}")))
-            .collect();
-        if !problems.is_empty() {
-            return Err(Report {
-                sources: Default::default(),
-                problems,
-            });
-        }
-    }
-    Ok(LoadedStack {
-        stack,
-        project,
-        files,
-    })
+    LoadedStack::load(stack_files(global), global.project_name.as_ref())
 }
 
 /// Loads and validates the stack files named by `-f` (default `devstack.yaml`).
@@ -70,4 +34,28 @@ pub fn load_stack(global: &GlobalArgs) -> anyhow::Result<LoadedStack> {
         say!("{}", report.render(stderr_color(global.no_color)));
         anyhow::Error::new(Reported(exit::FAILURE))
     })
+}
+
+/// Loads the stack, or (for commands that only need the project) settles for
+/// `-p` when the stack file cannot be read.
+pub fn project_of(global: &GlobalArgs) -> anyhow::Result<(ProjectName, Option<LoadedStack>)> {
+    if let Some(project) = &global.project_name {
+        let loaded = try_load(global).ok();
+        return Ok((project.clone(), loaded));
+    }
+    let loaded = load_stack(global)?;
+    Ok((loaded.project.clone(), Some(loaded)))
+}
+
+/// Colour only on a terminal, and never with `--no-color` or `NO_COLOR`.
+pub fn use_color(global: &GlobalArgs) -> bool {
+    !global.no_color
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::stdout().is_terminal()
+}
+
+/// Parses a duration flag (`120s`, `1m30s`, `500ms`).
+pub fn duration_arg(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    crate::spec::units::parse_duration(text)
+        .map_err(|e| Failed::new(exit::USAGE, format!("{flag}: {e}")).into())
 }

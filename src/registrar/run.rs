@@ -9,6 +9,7 @@
 //! registry wrong (level-triggered).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -65,19 +66,12 @@ pub enum RegistrarEvent {
 pub struct RegistrarHandle {
     events: broadcast::Sender<RegistrarEvent>,
     ready: tokio::sync::watch::Receiver<bool>,
-    stacks: mpsc::UnboundedSender<Stack>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RegistrarHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<RegistrarEvent> {
         self.events.subscribe()
-    }
-
-    /// Where to send an edited stack: its services (ports, health checks, new
-    /// ones) apply to containers followed from then on; discovery stays.
-    pub fn stack_sender(&self) -> mpsc::UnboundedSender<Stack> {
-        self.stacks.clone()
     }
 
     /// Waits until the containers running when it started have had their
@@ -97,9 +91,13 @@ impl RegistrarHandle {
 
 /// Starts the registrar. It runs until `cancel` fires, then deletes what it
 /// registered (a stopped devstack means nothing is present any more).
+/// Each stack `stacks` publishes (an edit of the stack files) applies its
+/// services (ports, health checks, new ones) to containers followed from
+/// then on; discovery stays.
 pub fn start(
     engine: Engine,
     config: RegistrarConfig,
+    stacks: tokio::sync::watch::Receiver<Arc<Stack>>,
     cancel: CancellationToken,
 ) -> RegistrarHandle {
     let (events, _) = broadcast::channel(1024);
@@ -119,12 +117,10 @@ pub fn start(
         tx,
         cancel: cancel.clone(),
     };
-    let (stacks, stack_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(registrar.run(rx, stack_rx));
+    let task = tokio::spawn(registrar.run(rx, stacks));
     RegistrarHandle {
         events,
         ready,
-        stacks,
         task,
     }
 }
@@ -204,7 +200,7 @@ impl Registrar {
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Msg>,
-        mut stacks: mpsc::UnboundedReceiver<Stack>,
+        mut stacks: tokio::sync::watch::Receiver<Arc<Stack>>,
     ) {
         let mut events = Box::pin(self.engine.project_events(&self.config.project, None));
         self.relist().await;
@@ -257,8 +253,10 @@ impl Registrar {
                     }
                     Msg::Recheck(id) => self.reconcile(&id).await,
                 },
-                Some(stack) = stacks.recv() => {
-                    self.config.stack.services = stack.services;
+                // An error: no one publishes edits (any more).
+                Ok(()) = stacks.changed() => {
+                    let stack = stacks.borrow_and_update().clone();
+                    self.config.stack.services = stack.services.clone();
                     // A new service's containers may have started before
                     // the stack arrived: their start events were skipped.
                     self.relist().await;

@@ -1,7 +1,7 @@
 //! The discovery and routing path of one running stack, started and stopped
 //! as one: the embedded etcd (or the stack's real cluster), the registrar,
-//! the proxy container and the router loop. `up` runs it in the foreground;
-//! `devstack agent` runs it for a detached stack.
+//! the proxy container and the router loop. `controller::agent` starts it, in a
+//! foreground `up` or in `devstack agent` for a detached stack.
 //!
 //! Where etcd listens: the embedded server binds the stack network's gateway
 //! address (a host interface on Linux, reachable from this process and from
@@ -11,6 +11,9 @@
 //! production.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::sync::watch;
 
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +46,9 @@ pub struct RoutingOptions {
     pub endpoints: Option<Vec<String>>,
     /// Where containers' `etcd:2379` leads when `endpoints` is given.
     pub etcd_for_containers: Option<SocketAddr>,
+    /// The stack's edits, for the registrar and the router to apply (the
+    /// controller's follower of the stack files); none: the stack as started.
+    pub stacks: Option<watch::Receiver<Arc<Stack>>>,
 }
 
 /// The running discovery and routing path of one project.
@@ -93,6 +99,11 @@ impl Routing {
             }
         };
         let cancel = CancellationToken::new();
+        // Without a follower, a channel that never changes.
+        let stacks = options
+            .stacks
+            .clone()
+            .unwrap_or_else(|| watch::channel(Arc::new(stack.clone())).1);
         let mut config = RouterConfig::new(stack, project, endpoints.clone());
         if let Some(addr) = for_containers {
             config = config.with_etcd_for_containers(addr);
@@ -104,13 +115,14 @@ impl Routing {
                 project: project.to_string(),
                 endpoints: endpoints.clone(),
             },
+            stacks.clone(),
             cancel.clone(),
         );
         // The registry first: a fresh etcd (a restarted agent's) is empty,
         // and a router applying it would take a serving stack out of the
         // proxy until the registrar caught up.
         registrar.ready().await;
-        let router = match router::start(engine.clone(), config, cancel.clone()).await {
+        let router = match router::start(engine.clone(), config, stacks, cancel.clone()).await {
             Ok(r) => r,
             Err(e) => {
                 // Nothing may stay behind: the registrar deregisters and ends.

@@ -14,12 +14,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::debounce::Debounce;
@@ -210,7 +211,6 @@ fn proxy_output(logs: &[String]) -> String {
 /// A running router.
 pub struct RouterHandle {
     events: broadcast::Sender<RouterEvent>,
-    stacks: mpsc::UnboundedSender<Stack>,
     task: tokio::task::JoinHandle<()>,
     /// The proxy container as started.
     pub proxy: ProxyContainer,
@@ -222,13 +222,6 @@ impl RouterHandle {
         self.events.subscribe()
     }
 
-    /// Where to send an edited stack: its services' routes (and the
-    /// template) are applied like a registry change; discovery and the proxy
-    /// container stay as they started.
-    pub fn stack_sender(&self) -> mpsc::UnboundedSender<Stack> {
-        self.stacks.clone()
-    }
-
     /// Waits for the loop to end (after the cancel token fired).
     pub async fn join(self) {
         let _ = self.task.await;
@@ -236,10 +229,14 @@ impl RouterHandle {
 }
 
 /// Starts the proxy container and the router loop. Returns once the proxy
-/// answers; the loop then follows etcd until `cancel` fires.
+/// answers; the loop then follows etcd until `cancel` fires. Each stack
+/// `stacks` publishes (an edit of the stack files) has its services' routes
+/// (and the template) applied like a registry change; discovery and the
+/// proxy container stay as they started.
 pub async fn start(
     engine: Engine,
     config: RouterConfig,
+    stacks: tokio::sync::watch::Receiver<Arc<Stack>>,
     cancel: CancellationToken,
 ) -> Result<RouterHandle, RouterError> {
     let (events, _) = broadcast::channel(256);
@@ -290,11 +287,9 @@ pub async fn start(
         skipped: BTreeSet::new(),
         gateway,
     };
-    let (stacks, stack_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(router.run(stack_rx, cancel));
+    let task = tokio::spawn(router.run(stacks, cancel));
     Ok(RouterHandle {
         events,
-        stacks,
         task,
         proxy,
     })
@@ -339,7 +334,11 @@ impl Router {
         let _ = self.events.send(event);
     }
 
-    async fn run(mut self, mut stacks: mpsc::UnboundedReceiver<Stack>, cancel: CancellationToken) {
+    async fn run(
+        mut self,
+        mut stacks: tokio::sync::watch::Receiver<Arc<Stack>>,
+        cancel: CancellationToken,
+    ) {
         let mut backoff = Duration::from_millis(100);
         let proxy_name = self.proxy.name.clone();
         let mut proxy_events = Box::pin(self.engine.project_events(&self.config.project, None));
@@ -387,7 +386,8 @@ impl Router {
                     _ = cancel.cancelled() => Trigger::Stop,
                     m = watch.message() => Trigger::Watch(m),
                     _ = sleep_until(deadline), if deadline.is_some() => Trigger::Due,
-                    Some(stack) = stacks.recv() => Trigger::Stack(Box::new(stack)),
+                    // An error: no one publishes edits (any more).
+                    Ok(()) = stacks.changed() => Trigger::Stack(Box::new(Stack::clone(&stacks.borrow_and_update()))),
                     e = proxy_events.next() => match e {
                         Some(Ok(e)) if e.name == proxy_name && matches!(e.kind, ContainerEventKind::Died { .. }) => Trigger::ProxyDied,
                         Some(_) => continue,

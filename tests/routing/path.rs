@@ -85,6 +85,7 @@ async fn routing_path(real: Option<&RealEtcd>) {
         Some(e) => RoutingOptions {
             endpoints: Some(vec![e.url.clone()]),
             etcd_for_containers: None,
+            ..RoutingOptions::default()
         },
         None => RoutingOptions::default(),
     };

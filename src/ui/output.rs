@@ -14,34 +14,34 @@ use std::io::Write;
 /// `print!` to stdout; a failed write is dropped.
 macro_rules! out {
     ($($arg:tt)*) => {
-        $crate::cli::output::write_stdout(format_args!($($arg)*))
+        $crate::ui::output::write_stdout(format_args!($($arg)*))
     };
 }
 
 /// `println!` to stdout; a failed write is dropped.
 macro_rules! outln {
     () => {
-        $crate::cli::output::write_stdout(format_args!("\n"))
+        $crate::ui::output::write_stdout(format_args!("\n"))
     };
     ($($arg:tt)*) => {
-        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::ui::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
 /// `eprint!` to stderr; a failed write is dropped.
 macro_rules! say {
     ($($arg:tt)*) => {
-        $crate::cli::output::write_stderr(format_args!($($arg)*))
+        $crate::ui::output::write_stderr(format_args!($($arg)*))
     };
 }
 
 /// `eprintln!` to stderr; a failed write is dropped.
 macro_rules! sayln {
     () => {
-        $crate::cli::output::write_stderr(format_args!("\n"))
+        $crate::ui::output::write_stderr(format_args!("\n"))
     };
     ($($arg:tt)*) => {
-        $crate::cli::output::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::ui::output::write_stderr(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 

@@ -1,0 +1,62 @@
+//! The stack a controller runs: loaded once from its files, with the project
+//! name its Docker objects are labelled with, and loaded again (the same way)
+//! when the files change.
+
+use std::path::PathBuf;
+
+use crate::plan::names::ProjectName;
+use crate::spec::{self, LoadOptions, Problem, Report, Stack};
+
+/// A valid stack, with the name its Docker objects are labelled with.
+#[derive(Debug, Clone)]
+pub struct LoadedStack {
+    pub stack: Stack,
+    /// The project name: `--project-name`, `DEVSTACK_PROJECT_NAME`, or the stack's name.
+    pub project: ProjectName,
+    /// The stack files, in merge order.
+    pub files: Vec<PathBuf>,
+}
+
+impl LoadedStack {
+    /// Loads the stack files (in merge order) under the project name given
+    /// (`-p`), or the stack's own name; the report of every problem when the
+    /// stack is invalid.
+    pub fn load(files: Vec<PathBuf>, project: Option<&ProjectName>) -> Result<Self, Report> {
+        let stack = spec::load(&LoadOptions::new(files.clone()))?;
+        // `-p` was checked as it was parsed; the stack's name by `spec`, with
+        // the same rule, so this only fails if the two rules ever part.
+        let project = match project {
+            Some(name) => name.clone(),
+            None => ProjectName::new(&stack.name).map_err(|why| Report {
+                sources: Default::default(),
+                problems: vec![Problem::nowhere(format!("name: {why}"))],
+            })?,
+        };
+        // `spec` checked the unit names against the stack's own name; a copy
+        // under another name (`-p`) must not make them clash either.
+        if project.as_str() != stack.name {
+            let units = stack.services.keys().chain(stack.datastores.keys());
+            let problems: Vec<Problem> = units
+                .filter_map(|unit| spec::validate::name_clash(&stack, &project, unit))
+                .map(|why| Problem::nowhere(format!("project name `{project}`: {why}")))
+                .collect();
+            if !problems.is_empty() {
+                return Err(Report {
+                    sources: Default::default(),
+                    problems,
+                });
+            }
+        }
+        Ok(LoadedStack {
+            stack,
+            project,
+            files,
+        })
+    }
+
+    /// The stack its files hold now (an edit), loaded as [`LoadedStack::load`]
+    /// loaded the first one; the project name stays.
+    pub fn reload(&self) -> Result<Stack, Report> {
+        spec::load(&LoadOptions::new(self.files.clone()))
+    }
+}
