@@ -267,8 +267,8 @@ async fn remove_task_leftovers<E: ContainerEngine>(
 ) -> Result<(), EngineError> {
     for o in observed.iter().filter(|o| o.task.is_some()) {
         let finished = matches!(o.state, ObservedState::Exited | ObservedState::Dead);
-        let orphaned = names::task_container_owner(&o.name)
-            .is_some_and(|pid| !crate::router::state::alive(pid));
+        let orphaned =
+            names::task_container_owner(&o.name).is_some_and(|pid| !crate::process::alive(pid));
         if !finished && !orphaned {
             continue;
         }

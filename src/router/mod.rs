@@ -14,7 +14,6 @@ pub mod routing;
 pub mod run;
 pub mod runtime;
 pub mod served;
-pub mod state;
 
 pub use layout::Layout;
 pub use registry::{Instance, Registry};
