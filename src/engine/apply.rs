@@ -140,7 +140,9 @@ pub async fn up(
     let images = resolve_images(engine, stack, project, &units, &tasks, reporter).await?;
 
     engine.ensure_network(project).await?;
-    let mut fresh_volumes = BTreeSet::new();
+    // Seeded datastores' data volumes first: made, or reset after a seed
+    // that never finished (see `datastore::load`).
+    let to_seed = crate::datastore::load::prepare(engine, stack, project, &units, reporter).await?;
     let mut volume_names = BTreeSet::new();
     for unit in &units {
         if let Some(c) = plan::effective_unit(stack, unit) {
@@ -153,7 +155,6 @@ pub async fn up(
     }
     for name in &volume_names {
         if engine.ensure_volume(project, name).await? {
-            fresh_volumes.insert(name.clone());
             reporter.send(Progress::Created {
                 object: "volume".into(),
                 name: names::volume_name(project, name),
@@ -213,30 +214,21 @@ pub async fn up(
     }
     let observed = Arc::new(observed);
     let images = Arc::new(images);
-    let fresh_volumes = Arc::new(fresh_volumes);
 
     let receivers = &receivers;
     let futures = senders.into_iter().map(|(unit, tx)| {
         let observed = observed.clone();
         let images = images.clone();
-        let fresh_volumes = fresh_volumes.clone();
+        let to_seed = &to_seed;
         async move {
-            let outcome = reconcile_unit(
-                engine,
-                stack,
-                request,
-                &unit,
-                &tx,
-                receivers,
-                &observed,
-                &images,
-                &fresh_volumes,
-                deadline,
-                reporter,
-                cancel,
-                started,
+            let mut outcome = reconcile_unit(
+                engine, stack, request, &unit, &tx, receivers, &observed, &images, deadline,
+                reporter, cancel, started,
             )
             .await;
+            if to_seed.contains(&unit) {
+                seed_unit(engine, stack, project, &mut outcome, deadline, reporter).await;
+            }
             let _ = tx.send(match outcome.state {
                 UnitState::Healthy => Signal::Healthy,
                 _ => Signal::Failed,
@@ -250,6 +242,48 @@ pub async fn up(
         units,
         millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Loads a datastore's seed once its first replica is ready, before its
+/// dependents hear it is healthy; a failure fails the unit, naming the file,
+/// the line and the server's message.
+async fn seed_unit(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    outcome: &mut UnitOutcome,
+    deadline: Instant,
+    reporter: &Reporter,
+) {
+    if !matches!(outcome.state, UnitState::Healthy) {
+        return;
+    }
+    let Some(first) = outcome.containers.first() else {
+        return;
+    };
+    let loaded = crate::datastore::load::load(
+        engine,
+        stack,
+        project,
+        &outcome.service,
+        &first.id,
+        deadline,
+        reporter,
+    )
+    .await;
+    if let Err(e) = loaded {
+        let reason = e.to_string();
+        reporter.send(Progress::Failed {
+            service: outcome.service.clone(),
+            reason: reason.clone(),
+        });
+        outcome.state = UnitState::Failed {
+            reason,
+            container: Some(first.name.clone()),
+            last_health: None,
+            logs: Vec::new(),
+        };
+    }
 }
 
 /// Builds or finds (pulling if needed) the image of every unit and task.
@@ -359,7 +393,6 @@ async fn reconcile_unit(
     signals: &HashMap<String, watch::Receiver<Signal>>,
     observed: &[Observed],
     images: &Images,
-    fresh_volumes: &BTreeSet<String>,
     deadline: Instant,
     reporter: &Reporter,
     cancel: &CancellationToken,
@@ -418,11 +451,6 @@ async fn reconcile_unit(
         }
     }
     let data_volume = plan::data_volume(stack, unit);
-    let seed = stack
-        .datastores
-        .get(unit)
-        .and_then(|d| Some((d.seed.clone()?, data_volume.clone()?.0, d.kind)))
-        .filter(|(_, volume, _)| fresh_volumes.contains(volume));
     let creations = join_all(
         actions
             .iter()
@@ -430,30 +458,15 @@ async fn reconcile_unit(
                 Action::Create { spec } => Some(spec),
                 _ => None,
             })
-            .map(|spec| {
-                let seed = seed.clone();
-                async move {
-                    reporter.send(Progress::Container {
-                        service: unit.to_string(),
-                        container: spec.name.clone(),
-                        action: "creating".into(),
-                        reason: None,
-                    });
-                    let id = engine.create(spec).await?;
-                    if let Some((seed, volume, kind)) = seed {
-                        let volume = plan::MountSource::Volume(names::volume_name(
-                            &request.project,
-                            &volume,
-                        ));
-                        if let (1, Some(m)) = (
-                            spec.replica,
-                            spec.mounts.iter().find(|m| m.source == volume),
-                        ) {
-                            engine.seed(&id, unit, &seed, &m.target, kind).await?;
-                        }
-                    }
-                    Ok::<_, EngineError>((spec.name.clone(), id))
-                }
+            .map(|spec| async move {
+                reporter.send(Progress::Container {
+                    service: unit.to_string(),
+                    container: spec.name.clone(),
+                    action: "creating".into(),
+                    reason: None,
+                });
+                let id = engine.create(spec).await?;
+                Ok::<_, EngineError>((spec.name.clone(), id))
             }),
     )
     .await;
@@ -617,7 +630,6 @@ async fn reconcile_unit(
                 .await?;
                 engine.remove(&old).await?;
             }
-            // A replacement's data volume is not fresh, so no seed here.
             let id = engine.create(&spec).await?;
             engine.start(&id, unit).await?;
             Ok::<_, EngineError>(Some((id, spec, verb)))

@@ -1426,7 +1426,7 @@ fn decode_datastore(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Da
         None => {
             d.problem(
                 Problem::at(node.span, path.as_str(), "a datastore needs a `kind`")
-                    .hint("postgres, mariadb, mysql, redis, mongodb, elasticsearch, kafka, etcd or generic"),
+                    .hint("postgres, mariadb, mysql, redis, mongodb, elasticsearch, kafka, etcd, memcached or generic"),
             );
             return None;
         }
@@ -1443,7 +1443,10 @@ fn decode_datastore(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Da
                 d.problem(Problem::at(
                     n.span,
                     p.as_str(),
-                    "a `generic` datastore's volume needs a target: `NAME:/path`",
+                    format!(
+                        "a `{}` datastore's volume needs a target: `NAME:/path`",
+                        kind.name()
+                    ),
                 ));
             }
             match volume {

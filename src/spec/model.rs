@@ -263,6 +263,7 @@ pub enum DatastoreKind {
     Elasticsearch,
     Kafka,
     Etcd,
+    Memcached,
     Generic,
 }
 
@@ -276,6 +277,7 @@ impl DatastoreKind {
         ("elasticsearch", DatastoreKind::Elasticsearch),
         ("kafka", DatastoreKind::Kafka),
         ("etcd", DatastoreKind::Etcd),
+        ("memcached", DatastoreKind::Memcached),
         ("generic", DatastoreKind::Generic),
     ];
 
@@ -289,8 +291,17 @@ impl DatastoreKind {
             DatastoreKind::Elasticsearch => Some("/usr/share/elasticsearch/data"),
             DatastoreKind::Kafka => Some("/var/lib/kafka/data"),
             DatastoreKind::Etcd => Some("/etcd-data"),
-            DatastoreKind::Generic => None,
+            DatastoreKind::Memcached | DatastoreKind::Generic => None,
         }
+    }
+
+    /// The kind's name as a stack writes it.
+    pub fn name(self) -> &'static str {
+        DatastoreKind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("generic")
     }
 }
 

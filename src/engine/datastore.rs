@@ -1,0 +1,84 @@
+//! What seeding a datastore needs of the engine: a volume's creation time
+//! and labels, and files placed in a running container through the
+//! archive API (no helper image, works with a remote engine).
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::UploadToContainerOptions;
+
+use super::error::is_not_found;
+use super::{Engine, EngineError};
+
+/// A volume as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// The engine's creation time, as it wrote it.
+    pub created: String,
+    pub labels: HashMap<String, String>,
+}
+
+impl Engine {
+    /// Volume `full_name`'s creation time and labels; `None` when it does not exist.
+    pub async fn volume_info(&self, full_name: &str) -> Result<Option<VolumeInfo>, EngineError> {
+        match self.docker.inspect_volume(full_name).await {
+            Ok(v) => Ok(Some(VolumeInfo {
+                created: v.created_at.unwrap_or_default(),
+                labels: v.labels,
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(EngineError::api(
+                format!("inspecting volume `{full_name}`"),
+                e,
+            )),
+        }
+    }
+
+    /// Places `files` (name, content) in directory `dir` of container `id`
+    /// (made if missing, with its parents: `dir` must be absolute), readable
+    /// by every user, since the server's client may run as another user.
+    pub async fn upload_files(
+        &self,
+        id: &str,
+        dir: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<(), EngineError> {
+        let what = || format!("copying seed files into `{id}`");
+        let relative = dir.trim_matches('/').to_string();
+        let result = (|| -> std::io::Result<Vec<u8>> {
+            let mut tar = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o1777);
+            header.set_size(0);
+            header.set_cksum();
+            tar.append_data(&mut header, format!("{relative}/"), std::io::empty())?;
+            for (name, content) in files {
+                let mut header = tar::Header::new_gnu();
+                header.set_mode(0o755);
+                header.set_size(content.len() as u64);
+                header.set_cksum();
+                tar.append_data(
+                    &mut header,
+                    format!("{relative}/{name}"),
+                    content.as_slice(),
+                )?;
+            }
+            tar.into_inner()
+        })();
+        let packed = result.map_err(|e| EngineError::Api {
+            what: what(),
+            message: e.to_string(),
+        })?;
+        self.docker
+            .upload_to_container(
+                id,
+                Some(UploadToContainerOptions {
+                    path: "/".into(),
+                    ..Default::default()
+                }),
+                bollard::body_full(packed.into()),
+            )
+            .await
+            .map_err(|e| EngineError::api(what(), e))
+    }
+}
