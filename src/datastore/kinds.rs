@@ -29,18 +29,16 @@ pub fn default_port(kind: DatastoreKind) -> Option<u16> {
 /// uses: root with its password when the stack gives one (or allows an
 /// empty one), else the application user (a random root password is
 /// unknown to us). Both spellings of the official images' variables.
-pub const MYSQL_ACCOUNT: &str = r#"rp="${MARIADB_ROOT_PASSWORD:-${MYSQL_ROOT_PASSWORD:-}}"
-if [ -n "$rp" ] || [ -n "${MARIADB_ALLOW_EMPTY_ROOT_PASSWORD:-${MYSQL_ALLOW_EMPTY_PASSWORD:-}}" ] || [ -z "${MARIADB_USER:-${MYSQL_USER:-}}" ]; then u=root; p="$rp"
-else u="${MARIADB_USER:-${MYSQL_USER:-}}"; p="${MARIADB_PASSWORD:-${MYSQL_PASSWORD:-}}"; fi
-db="${MARIADB_DATABASE:-${MYSQL_DATABASE:-}}"
-c=$(command -v mariadb || command -v mysql)
-"#;
+pub const MYSQL_ACCOUNT: &str = concat!(
+    r#"rp="${MARIADB_ROOT_PASSWORD:-${MYSQL_ROOT_PASSWORD:-}}"; "#,
+    r#"if [ -n "$rp" ] || [ -n "${MARIADB_ALLOW_EMPTY_ROOT_PASSWORD:-${MYSQL_ALLOW_EMPTY_PASSWORD:-}}" ] || [ -z "${MARIADB_USER:-${MYSQL_USER:-}}" ]; "#,
+    r#"then u=root; p="$rp"; else u="${MARIADB_USER:-${MYSQL_USER:-}}"; p="${MARIADB_PASSWORD:-${MYSQL_PASSWORD:-}}"; fi; "#,
+    r#"db="${MARIADB_DATABASE:-${MYSQL_DATABASE:-}}"; c=$(command -v mariadb || command -v mysql); "#,
+);
 
 /// Shell lines that set the postgres role and database the official image
 /// creates, and the password for clients that need one.
-pub const POSTGRES_ACCOUNT: &str = r#"u="${POSTGRES_USER:-postgres}"; db="${POSTGRES_DB:-$u}"
-export PGPASSWORD="${POSTGRES_PASSWORD:-}"
-"#;
+pub const POSTGRES_ACCOUNT: &str = r#"u="${POSTGRES_USER:-postgres}"; db="${POSTGRES_DB:-$u}"; export PGPASSWORD="${POSTGRES_PASSWORD:-}"; "#;
 
 /// The readiness check of a kind: a command run in the container that
 /// succeeds only once the server answers a query, and (for the kinds whose

@@ -98,7 +98,7 @@ pub async fn load(
     stack: &Stack,
     project: &str,
     unit: &str,
-    container_id: &str,
+    (container_id, container_name): (&str, &str),
     deadline: Instant,
     reporter: &Reporter,
 ) -> Result<(), LoadError> {
@@ -130,7 +130,7 @@ pub async fn load(
         if last_file.as_ref() != Some(&step.file) {
             reporter.send(Progress::Probe {
                 service: unit.to_string(),
-                container: container_id.to_string(),
+                container: container_name.to_string(),
                 detail: format!("loading seed file {}", step.file.display()),
             });
             last_file = Some(step.file.clone());

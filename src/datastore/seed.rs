@@ -176,14 +176,11 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
             }
             DatastoreKind::Etcd => {
                 let text = String::from_utf8_lossy(content);
-                for (line, key, value) in
-                    etcd_pairs(&text).map_err(|(line, message)| SeedError {
-                        file: path.clone(),
-                        line: Some(line),
-                        message,
-                    })?
-                {
-                    let _ = line;
+                for (_, key, value) in etcd_pairs(&text).map_err(|(line, message)| SeedError {
+                    file: path.clone(),
+                    line: Some(line),
+                    message,
+                })? {
                     // The official image has no shell: one etcdctl per key.
                     steps.push(Step {
                         file: path.clone(),
@@ -200,9 +197,7 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
                 }
             }
             DatastoreKind::Mongodb => {
-                const MONGO: &str = r#"set -- "$1" ; if [ -n "${MONGO_INITDB_ROOT_USERNAME:-}" ]; then set -- "$1" -u "$MONGO_INITDB_ROOT_USERNAME" -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin; fi
-db="${MONGO_INITDB_DATABASE:-test}"; f="$1"; shift
-"#;
+                const MONGO: &str = r#"set -- "$1"; if [ -n "${MONGO_INITDB_ROOT_USERNAME:-}" ]; then set -- "$1" -u "$MONGO_INITDB_ROOT_USERNAME" -p "$MONGO_INITDB_ROOT_PASSWORD" --authenticationDatabase admin; fi; db="${MONGO_INITDB_DATABASE:-test}"; f="$1"; shift; "#;
                 let stem = name.split('.').next().unwrap_or_default();
                 let script = if name.ends_with(".js") {
                     format!(
@@ -254,8 +249,7 @@ db="${MONGO_INITDB_DATABASE:-test}"; f="$1"; shift
                 });
             }
             DatastoreKind::Kafka => {
-                const KAFKA: &str = r#"k() { for d in "" /opt/kafka/bin/ /opt/bitnami/kafka/bin/; do if command -v "$d$1" >/dev/null; then b="$d$1"; shift; "$b" "$@"; return; fi; done; echo "$1: not found" >&2; return 127; }
-"#;
+                const KAFKA: &str = r#"k() { for d in "" /opt/kafka/bin/ /opt/bitnami/kafka/bin/; do if command -v "$d$1" >/dev/null; then b="$d$1"; shift; "$b" "$@"; return; fi; done; echo "$1: not found" >&2; return 127; }; "#;
                 let script = if name == "topics" || name.ends_with(".topics") {
                     format!(
                         r#"{KAFKA}grep -v '^[[:space:]]*\(#\|$\)' "$1" | while read -r t n; do k kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --create --if-not-exists --topic "$t" --partitions "${{n:-1}}" || exit 1; done"#

@@ -266,7 +266,7 @@ async fn seed_unit(
         stack,
         project,
         &outcome.service,
-        &first.id,
+        (&first.id, &first.name),
         deadline,
         reporter,
     )
