@@ -15,6 +15,9 @@ use crate::engine::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_SEED, LABEL_SEEDED};
 use crate::spec::Stack;
 
+/// A file's name and content.
+type NamedFile = (String, Vec<u8>);
+
 /// The value of `dev.devstack.seed` on a data volume made to be seeded.
 const WANTED: &str = "wanted";
 
@@ -102,7 +105,7 @@ pub async fn load(
     deadline: Instant,
     reporter: &Reporter,
 ) -> Result<(), LoadError> {
-    let (Some(ds), Some((volume, _))) = (
+    let (Some(ds), Some((volume, data_dir))) = (
         stack.datastores.get(unit),
         crate::plan::data_volume(stack, unit),
     ) else {
@@ -118,11 +121,23 @@ pub async fn load(
             line: None,
             message: e.to_string(),
         })??;
-    let steps = seed::plan(ds.kind, &files)?;
-    let uploads: Vec<(String, Vec<u8>)> = steps.iter().filter_map(|s| s.upload.clone()).collect();
-    if !uploads.is_empty() {
+    let steps = seed::plan(ds.kind, Some(&data_dir), &files)?;
+    // Files by the directory they go to.
+    let mut uploads: Vec<(&str, Vec<NamedFile>)> = Vec::new();
+    for step in &steps {
+        let Some(file) = step.upload.clone() else {
+            continue;
+        };
+        match uploads.iter_mut().find(|(dir, _)| *dir == step.upload_dir) {
+            Some((_, files)) => files.push(file),
+            None => uploads.push((&step.upload_dir, vec![file])),
+        }
+    }
+    for (dir, files) in &uploads {
+        // Only our own scratch directory is made (and made writable by all);
+        // a data directory keeps its owner and mode.
         engine
-            .upload_files(container_id, SEED_DIR, &uploads)
+            .upload_files(container_id, dir, files, *dir == SEED_DIR)
             .await?;
     }
     let mut last_file = None;
@@ -134,6 +149,9 @@ pub async fn load(
                 detail: format!("loading seed file {}", step.file.display()),
             });
             last_file = Some(step.file.clone());
+        }
+        if step.argv.is_empty() {
+            continue;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let run = engine.exec_capture(container_id, &step.argv, left).await?;
@@ -158,7 +176,7 @@ pub async fn load(
             }
         }
     }
-    if !uploads.is_empty() {
+    if uploads.iter().any(|(dir, _)| *dir == SEED_DIR) {
         // Best effort: the files are only a copy.
         let _ = engine
             .exec_capture(

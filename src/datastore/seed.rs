@@ -17,8 +17,10 @@ pub const SEED_DIR: &str = "/tmp/devstack-seed";
 pub struct Step {
     /// The seed file on this machine, for messages.
     pub file: PathBuf,
-    /// Content to place at `SEED_DIR/<upload name>` before the command runs.
+    /// Content to place at `<upload_dir>/<upload name>` before the command runs.
     pub upload: Option<(String, Vec<u8>)>,
+    /// Where the upload goes: `SEED_DIR`, or a generic datastore's data directory.
+    pub upload_dir: String,
     /// The command, run in the datastore's first replica; exit 0 is success.
     pub argv: Vec<String>,
 }
@@ -81,7 +83,13 @@ pub fn decide(has_seed: bool, volume: Option<&VolumeSeen>, marker: Option<&str>)
 
 /// The steps that load `files` (each with its content, in the order given:
 /// name order for a directory) into a datastore of `kind`.
-pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Step>, SeedError> {
+/// `data_dir` is where a `generic` datastore's seed files are copied, as
+/// they are (devstack knows no client for it).
+pub fn plan(
+    kind: DatastoreKind,
+    data_dir: Option<&str>,
+    files: &[(PathBuf, Vec<u8>)],
+) -> Result<Vec<Step>, SeedError> {
     let mut steps = Vec::new();
     for (path, content) in files {
         let name = path
@@ -111,10 +119,24 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
                 ),
             )
         };
-        let script_step = || Step {
-            file: path.clone(),
-            upload: upload(),
-            argv: sh(r#"if [ -x "$1" ]; then "$1"; else . "$1"; fi"#.into()),
+        // As the official images run their init directory's scripts; for
+        // postgres also with the role and database in `PGUSER`/`PGDATABASE`,
+        // since the script runs as root here, not as `postgres`.
+        let script_step = || {
+            let env = match kind {
+                DatastoreKind::Postgres => format!(
+                    r#"{POSTGRES_ACCOUNT}export POSTGRES_USER="$u" POSTGRES_DB="$db" PGUSER="$u" PGDATABASE="$db"; "#
+                ),
+                _ => String::new(),
+            };
+            Step {
+                file: path.clone(),
+                upload: upload(),
+                upload_dir: SEED_DIR.into(),
+                argv: sh(format!(
+                    r#"{env}if [ -x "$1" ]; then "$1"; else . "$1"; fi"#
+                )),
+            }
         };
         match kind {
             DatastoreKind::Postgres => {
@@ -136,6 +158,7 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
                 steps.push(Step {
                     file: path.clone(),
                     upload: upload(),
+                    upload_dir: SEED_DIR.into(),
                     argv: sh(script),
                 });
             }
@@ -154,6 +177,7 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
                 steps.push(Step {
                     file: path.clone(),
                     upload: upload(),
+                    upload_dir: SEED_DIR.into(),
                     argv: sh(script),
                 });
             }
@@ -168,6 +192,7 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
                 steps.push(Step {
                     file: path.clone(),
                     upload: Some((name.clone(), redis_script(&text).into_bytes())),
+                    upload_dir: SEED_DIR.into(),
                     // Each command line is followed by an ECHO of its line
                     // number, so the first error is followed by the line it
                     // came from.
@@ -176,7 +201,7 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
             }
             DatastoreKind::Etcd => {
                 let text = String::from_utf8_lossy(content);
-                for (_, key, value) in etcd_pairs(&text).map_err(|(line, message)| SeedError {
+                for (key, value) in etcd_pairs(&text).map_err(|(line, message)| SeedError {
                     file: path.clone(),
                     line: Some(line),
                     message,
@@ -185,6 +210,7 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
                     steps.push(Step {
                         file: path.clone(),
                         upload: None,
+                        upload_dir: SEED_DIR.into(),
                         argv: vec![
                             "etcdctl".into(),
                             "--endpoints=http://127.0.0.1:2379".into(),
@@ -223,6 +249,7 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
                 steps.push(Step {
                     file: path.clone(),
                     upload: upload(),
+                    upload_dir: SEED_DIR.into(),
                     argv: sh(script),
                 });
             }
@@ -245,6 +272,7 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
                 steps.push(Step {
                     file: path.clone(),
                     upload: upload(),
+                    upload_dir: SEED_DIR.into(),
                     argv: sh(script),
                 });
             }
@@ -266,9 +294,16 @@ pub fn plan(kind: DatastoreKind, files: &[(PathBuf, Vec<u8>)]) -> Result<Vec<Ste
                 steps.push(Step {
                     file: path.clone(),
                     upload: upload(),
+                    upload_dir: SEED_DIR.into(),
                     argv: sh(script),
                 });
             }
+            DatastoreKind::Generic if data_dir.is_some() => steps.push(Step {
+                file: path.clone(),
+                upload: upload(),
+                upload_dir: data_dir.unwrap_or_default().to_string(),
+                argv: Vec::new(),
+            }),
             DatastoreKind::Memcached | DatastoreKind::Generic => {
                 return Err(SeedError::new(
                     path,
@@ -299,8 +334,8 @@ fn redis_script(text: &str) -> String {
 }
 
 /// The key-value pairs of an etcd seed: `key=value` per line (`#` comments
-/// and blank lines skipped), each with its line number.
-fn etcd_pairs(text: &str) -> Result<Vec<(u64, String, String)>, (u64, String)> {
+/// and blank lines skipped); an error carries the line number.
+fn etcd_pairs(text: &str) -> Result<Vec<(String, String)>, (u64, String)> {
     let mut pairs = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i as u64 + 1;
@@ -309,7 +344,7 @@ fn etcd_pairs(text: &str) -> Result<Vec<(u64, String, String)>, (u64, String)> {
         }
         match line.split_once('=') {
             Some((k, v)) if !k.trim().is_empty() => {
-                pairs.push((n, k.trim().to_string(), v.to_string()))
+                pairs.push((k.trim().to_string(), v.to_string()))
             }
             _ => return Err((n, "expected `key=value`".into())),
         }
@@ -374,7 +409,7 @@ mod tests {
     }
 
     fn commands(kind: DatastoreKind, names: &[(&str, &str)]) -> Vec<String> {
-        plan(kind, &files(names))
+        plan(kind, None, &files(names))
             .unwrap()
             .into_iter()
             .map(|s| s.argv.join(" "))
@@ -452,17 +487,23 @@ mod tests {
 
     #[test]
     fn a_file_a_kind_cannot_load_is_refused_by_name() {
-        let err = plan(DatastoreKind::Postgres, &files(&[("data.csv", "")])).unwrap_err();
+        let err = plan(DatastoreKind::Postgres, None, &files(&[("data.csv", "")])).unwrap_err();
         assert_eq!(err.file, PathBuf::from("/seed/data.csv"));
         assert!(err.message.contains("*.sql"), "{err}");
-        let err = plan(DatastoreKind::Memcached, &files(&[("x", "")])).unwrap_err();
+        let err = plan(DatastoreKind::Memcached, None, &files(&[("x", "")])).unwrap_err();
         assert!(err.message.contains("no seed format"), "{err}");
+        let copy = plan(DatastoreKind::Generic, Some("/srv"), &files(&[("x", "1")])).unwrap();
+        assert_eq!(
+            (copy[0].upload_dir.as_str(), copy[0].argv.len()),
+            ("/srv", 0)
+        );
     }
 
     #[test]
     fn redis_commands_carry_their_line_numbers() {
         let steps = plan(
             DatastoreKind::Redis,
+            None,
             &files(&[("seed.redis", "# users\nSET a 1\n\nHSET h f \"two words\"\n")]),
         )
         .unwrap();
@@ -477,13 +518,19 @@ mod tests {
     fn etcd_puts_each_key_with_etcdctl_and_no_shell() {
         let steps = plan(
             DatastoreKind::Etcd,
+            None,
             &files(&[("keys", "/a=1\n# c\n/b/c=x=y\n")]),
         )
         .unwrap();
         let argv: Vec<Vec<String>> = steps.into_iter().map(|s| s.argv).collect();
         assert_eq!(argv[0][2..], ["put", "--", "/a", "1"]);
         assert_eq!(argv[1][2..], ["put", "--", "/b/c", "x=y"]);
-        let err = plan(DatastoreKind::Etcd, &files(&[("keys", "/a=1\nnonsense\n")])).unwrap_err();
+        let err = plan(
+            DatastoreKind::Etcd,
+            None,
+            &files(&[("keys", "/a=1\nnonsense\n")]),
+        )
+        .unwrap_err();
         assert_eq!(
             (err.line, err.message.as_str()),
             (Some(2), "expected `key=value`")

@@ -33,25 +33,28 @@ impl Engine {
         }
     }
 
-    /// Places `files` (name, content) in directory `dir` of container `id`
-    /// (made if missing, with its parents: `dir` must be absolute), readable
-    /// by every user, since the server's client may run as another user.
+    /// Places `files` (name, content) in directory `dir` of container `id`,
+    /// readable by every user, since the server's client may run as another
+    /// user. With `make_dir`, `dir` is made (mode 1777, as `/tmp`) if missing.
     pub async fn upload_files(
         &self,
         id: &str,
         dir: &str,
         files: &[(String, Vec<u8>)],
+        make_dir: bool,
     ) -> Result<(), EngineError> {
         let what = || format!("copying seed files into `{id}`");
         let relative = dir.trim_matches('/').to_string();
         let result = (|| -> std::io::Result<Vec<u8>> {
             let mut tar = tar::Builder::new(Vec::new());
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(0o1777);
-            header.set_size(0);
-            header.set_cksum();
-            tar.append_data(&mut header, format!("{relative}/"), std::io::empty())?;
+            if make_dir {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o1777);
+                header.set_size(0);
+                header.set_cksum();
+                tar.append_data(&mut header, format!("{relative}/"), std::io::empty())?;
+            }
             for (name, content) in files {
                 let mut header = tar::Header::new_gnu();
                 header.set_mode(0o755);

@@ -1474,6 +1474,18 @@ fn decode_datastore(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Da
         let p = f.path("seed");
         let seed = d.path_value(n, &p)?;
         check_exists(d, &seed, "seed data", n, &p);
+        if kind == DatastoreKind::Memcached {
+            d.error(n, &p, "a memcached datastore has no seed format");
+        } else if kind.data_dir().is_none() && data_volume.is_none() {
+            d.problem(
+                Problem::at(
+                    n.span,
+                    p.as_str(),
+                    "a generic datastore's seed is copied into its data volume, and it has none",
+                )
+                .hint("give it a `volume: NAME:/path`"),
+            );
+        }
         Some(seed)
     });
     Some(Datastore {

@@ -1,0 +1,266 @@
+//! Datastores as their official images behave, on the replicas of those
+//! images: readiness that waits for a server answering queries (past
+//! mariadb's init restart), seed data loaded by kind once per fresh volume
+//! (every format, a failing file named with its line, a seed that failed or
+//! was killed loaded again from nothing by the next `up`), and the URL a
+//! service gets as `${datastores.NAME.url}`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// The directory of an inline project's stack file, where its seeds go.
+fn dir(p: &Project) -> PathBuf {
+    p.files[0]
+        .parent()
+        .expect("the stack file is in a directory")
+        .to_path_buf()
+}
+
+fn write(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("the seed directory is made");
+    }
+    std::fs::write(path, text).expect("the seed file is written");
+}
+
+/// `text` gzip-compressed, by the system's gzip.
+fn gzip(text: &str) -> Vec<u8> {
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip runs");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes())
+        .expect("gzip reads");
+    child.wait_with_output().expect("gzip ends").stdout
+}
+
+fn postgres_stack(seed: &str) -> String {
+    format!(
+        "name: ds\ndatastores:\n  pg:\n    kind: postgres\n    image: devstack-fixtures/postgres:15\n    env: {{ POSTGRES_PASSWORD: secret }}\n    seed: {seed}\n    stop_grace: 5s\n"
+    )
+}
+
+/// The answer of one query, through `devstack exec`.
+fn psql(p: &Project, query: &str) -> String {
+    let out = p.ok(&["exec", "pg", "--", "psql", "-U", "postgres", "-XtAc", query]);
+    stdout(&out).trim().to_string()
+}
+
+fn seeded_marker(p: &Project, volume: &str) -> bool {
+    p.volumes().contains(&format!("{}_{volume}-seeded", p.name))
+}
+
+#[test]
+fn postgres_seeds_in_every_format_load_once() {
+    let p = Project::inline("pgseed", &postgres_stack("./seed"));
+    let seed = dir(&p).join("seed");
+    write(
+        &seed.join("01-schema.sql"),
+        "create table items (id int, name text);\ninsert into items values (1, 'one'), (2, 'two');\n",
+    );
+    std::fs::write(
+        seed.join("02-more.sql.gz"),
+        gzip("insert into items values (3, 'three');\n"),
+    )
+    .expect("the gzip seed is written");
+    write(
+        &seed.join("03-script.sh"),
+        "psql -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -c \"insert into items values (4, 'four')\"\n",
+    );
+    p.ok(&["up", "--wait"]);
+    assert_eq!(
+        psql(&p, "select string_agg(name, ',' order by id) from items"),
+        "one,two,three,four"
+    );
+    assert!(seeded_marker(&p, "pg-data"), "{:?}", p.volumes());
+
+    // Once per volume: a later `up` (after `down`) leaves the data alone.
+    p.ok(&["down"]);
+    p.ok(&["up", "--wait"]);
+    assert_eq!(psql(&p, "select count(*) from items"), "4");
+
+    // A pg_dump -Fc file seeds another copy.
+    let dump = p.ok(&["exec", "pg", "--", "pg_dump", "-U", "postgres", "-Fc"]);
+    assert!(
+        dump.stdout.starts_with(b"PGDMP"),
+        "not a custom-format dump"
+    );
+    let copy = Project::inline("pgdump", &postgres_stack("./items.dump"));
+    std::fs::write(dir(&copy).join("items.dump"), &dump.stdout).expect("the dump is written");
+    copy.ok(&["up", "--wait"]);
+    assert_eq!(
+        psql(&copy, "select string_agg(name, ',' order by id) from items"),
+        "one,two,three,four"
+    );
+}
+
+#[test]
+fn a_failing_seed_names_its_file_and_line_and_the_next_up_starts_again() {
+    let p = Project::inline("pgfail", &postgres_stack("./seed"));
+    let seed = dir(&p).join("seed");
+    write(
+        &seed.join("01-schema.sql"),
+        "create table items (id int);\ninsert into items values (1), (2);\n",
+    );
+    write(
+        &seed.join("02-bad.sql"),
+        "insert into items values (3);\n\ninsert into nope values (1);\n",
+    );
+    let out = p.run(&["up", "--wait"]);
+    assert!(!out.status.success(), "a failing seed must fail `up`");
+    let err = stderr(&out) + &stdout(&out);
+    assert!(
+        err.contains("02-bad.sql, line 3") && err.contains("relation \"nope\" does not exist"),
+        "{err}"
+    );
+    assert!(
+        !seeded_marker(&p, "pg-data"),
+        "a failed seed was marked done"
+    );
+
+    // Fixed, the next `up` loads it from nothing: no row twice.
+    write(&seed.join("02-bad.sql"), "insert into items values (3);\n");
+    p.ok(&["up", "--wait"]);
+    assert_eq!(
+        psql(
+            &p,
+            "select string_agg(id::text, ',' order by id) from items"
+        ),
+        "1,2,3"
+    );
+    assert!(seeded_marker(&p, "pg-data"));
+}
+
+#[test]
+fn a_first_up_killed_during_seeding_is_seeded_by_the_next() {
+    let p = Project::inline("pgkill", &postgres_stack("./seed"));
+    let seed = dir(&p).join("seed");
+    write(
+        &seed.join("01-rows.sql"),
+        "create table items (id int);\ninsert into items values (1), (2);\n",
+    );
+    // Keeps the first seed busy until devstack is killed.
+    write(&seed.join("02-wait.sh"), "sleep 120\n");
+    let mut up = p
+        .command(&["up", "--wait"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("devstack up starts");
+    let container = format!("{}-pg-1", p.name);
+    let loading = eventually(Duration::from_secs(120), || {
+        docker(&[
+            "exec",
+            &container,
+            "psql",
+            "-U",
+            "postgres",
+            "-XtAc",
+            "select count(*) from items",
+        ]) == "2"
+    });
+    assert!(loading, "the first seed file never loaded");
+    up.kill().expect("devstack is killed");
+    let _ = up.wait();
+    assert!(!seeded_marker(&p, "pg-data"));
+
+    std::fs::remove_file(seed.join("02-wait.sh")).expect("the slow script is removed");
+    p.ok(&["up", "--wait"]);
+    assert_eq!(
+        psql(
+            &p,
+            "select string_agg(id::text, ',' order by id) from items"
+        ),
+        "1,2"
+    );
+}
+
+#[test]
+fn mariadb_is_ready_after_its_init_restart_and_seeded_then() {
+    let yaml = "name: ds\ndatastores:\n  db:\n    kind: mariadb\n    image: devstack-fixtures/mariadb:10.11\n    env: { MARIADB_ROOT_PASSWORD: rootpw, MARIADB_DATABASE: shop }\n    volumes: [\"./initdb:/docker-entrypoint-initdb.d:ro\"]\n    seed: ./seed\n    stop_grace: 5s\n";
+    let p = Project::inline("myseed", yaml);
+    // A slow init script keeps the temporary server (socket only) up a while.
+    write(&dir(&p).join("initdb/01-slow.sh"), "sleep 4\n");
+    let seed = dir(&p).join("seed");
+    write(
+        &seed.join("01-phase.sql"),
+        "create table phase as select @@skip_networking as sn;\ncreate table items (id int);\ninsert into items values (1), (2);\n",
+    );
+    std::fs::write(
+        seed.join("02-more.sql.gz"),
+        gzip("insert into items values (3);\n"),
+    )
+    .expect("the gzip seed is written");
+    p.ok(&["up", "--wait"]);
+    let query = |q: &str| {
+        let out = p.ok(&[
+            "exec", "db", "--", "mariadb", "-uroot", "-prootpw", "shop", "-Nse", q,
+        ]);
+        stdout(&out).trim().to_string()
+    };
+    assert_eq!(
+        query("select sn from phase"),
+        "0",
+        "seeded into the temporary init server"
+    );
+    assert_eq!(
+        query("select group_concat(id order by id) from items"),
+        "1,2,3"
+    );
+
+    p.ok(&["down", "--volumes"]);
+    write(
+        &seed.join("03-bad.sql"),
+        "insert into items values (4);\nselect * from nope;\n",
+    );
+    let out = p.run(&["up", "--wait"]);
+    assert!(!out.status.success());
+    let err = stderr(&out) + &stdout(&out);
+    assert!(
+        err.contains("03-bad.sql, line 2") && err.contains("Table 'shop.nope' doesn't exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn redis_commands_load_memcached_answers_and_services_get_urls() {
+    let yaml = "name: ds\nservices:\n  app:\n    image: devstack-fixtures/busybox\n    env: { CACHE_URL: '${datastores.cache.url}', MEMCACHED: '${datastores.mc.url}' }\n    depends_on: [cache, mc]\n    stop_grace: 1s\ndatastores:\n  cache:\n    kind: redis\n    image: devstack-fixtures/redis:7.0\n    seed: ./cache.redis\n  mc:\n    kind: memcached\n    image: devstack-fixtures/memcached:1.6\n";
+    let p = Project::inline("redisseed", yaml);
+    write(
+        &dir(&p).join("cache.redis"),
+        "# greetings\nSET greeting \"hello world\"\n\nRPUSH list a b c\n",
+    );
+    p.ok(&["up", "--wait"]);
+    let get = p.ok(&["exec", "cache", "--", "redis-cli", "get", "greeting"]);
+    assert_eq!(stdout(&get).trim(), "hello world");
+    let len = p.ok(&["exec", "cache", "--", "redis-cli", "llen", "list"]);
+    assert_eq!(stdout(&len).trim(), "3");
+    let env = p.ok(&[
+        "exec",
+        "app",
+        "--",
+        "sh",
+        "-c",
+        "echo $CACHE_URL $MEMCACHED",
+    ]);
+    assert_eq!(stdout(&env).trim(), "redis://cache:6379 mc:11211");
+
+    p.ok(&["down", "--volumes"]);
+    write(&dir(&p).join("cache.redis"), "SET a 1\n\nNOPE x\nSET b 2\n");
+    let out = p.run(&["up", "--wait"]);
+    assert!(!out.status.success());
+    let err = stderr(&out) + &stdout(&out);
+    assert!(
+        err.contains("cache.redis, line 3") && err.contains("ERR unknown command 'NOPE'"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("app: healthy"),
+        "a dependent started before its datastore's seed loaded: {err}"
+    );
+}
