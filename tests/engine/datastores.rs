@@ -264,3 +264,40 @@ fn redis_commands_load_memcached_answers_and_services_get_urls() {
         "a dependent started before its datastore's seed loaded: {err}"
     );
 }
+
+/// etcd has no replica image: the Debian base image runs this machine's own
+/// etcd and etcdctl (Debian's `etcd-server` and `etcd-client`), mounted in.
+#[test]
+fn etcd_keys_load_through_etcdctl() {
+    let yaml = "name: ds\ndatastores:\n  kv:\n    kind: etcd\n    image: devstack-fixtures/debian:bookworm\n    command: [etcd, --data-dir, /etcd-data, --listen-client-urls, 'http://0.0.0.0:2379', --advertise-client-urls, 'http://kv:2379']\n    volumes: ['./bin/etcd:/usr/local/bin/etcd:ro', './bin/etcdctl:/usr/local/bin/etcdctl:ro']\n    seed: ./keys\n    stop_grace: 2s\n";
+    let p = Project::inline("etcdseed", yaml);
+    let bin = dir(&p).join("bin");
+    std::fs::create_dir_all(&bin).expect("bin/ is made");
+    for tool in ["etcd", "etcdctl"] {
+        std::fs::copy(Path::new("/usr/bin").join(tool), bin.join(tool))
+            .unwrap_or_else(|e| panic!("/usr/bin/{tool} (Debian's etcd packages) is needed: {e}"));
+    }
+    write(
+        &dir(&p).join("keys"),
+        "# config\n/config/mode=fast\n/config/greeting=hello = world\n",
+    );
+    p.ok(&["up", "--wait"]);
+    let get = p.ok(&[
+        "exec",
+        "kv",
+        "--",
+        "etcdctl",
+        "get",
+        "--print-value-only",
+        "/config/greeting",
+    ]);
+    assert_eq!(stdout(&get).trim(), "hello = world");
+    assert!(seeded_marker(&p, "kv-data"));
+
+    p.ok(&["down", "--volumes"]);
+    write(&dir(&p).join("keys"), "/a=1\nnot a pair\n");
+    let out = p.run(&["up", "--wait"]);
+    assert!(!out.status.success());
+    let err = stderr(&out) + &stdout(&out);
+    assert!(err.contains("keys, line 2: expected `key=value`"), "{err}");
+}
