@@ -95,6 +95,8 @@ pub enum Command {
     Etcd(super::etcd::EtcdArgs),
     /// Show the routes the proxy serves and the instances behind them
     Routes(RoutesArgs),
+    /// Snapshots of the datastores' data: snapshot, restore, ls, rm
+    Data(super::data::DataArgs),
     /// Run a detached stack's etcd, registrar, proxy and router (started by `up`)
     #[command(hide = true)]
     Agent,
@@ -122,6 +124,7 @@ impl Command {
             Command::Watch(_) => "watch",
             Command::Etcd(_) => "etcd",
             Command::Routes(_) => "routes",
+            Command::Data(_) => "data",
             Command::Agent => "agent",
             Command::Completions { .. } => "completions",
         }

@@ -86,6 +86,22 @@ pub fn readiness(kind: DatastoreKind) -> Option<Health> {
     Some(check(vec!["sh".into(), "-c".into(), script]))
 }
 
+/// The command that puts a kind's recent writes on disk before a snapshot
+/// (the container is paused for the copy itself); `None` where pausing alone is it.
+pub fn flush(kind: DatastoreKind) -> Option<Vec<String>> {
+    let script = match kind {
+        DatastoreKind::Postgres => {
+            format!(r#"{POSTGRES_ACCOUNT}psql -XqA -U "$u" -d "$db" -c CHECKPOINT"#)
+        }
+        DatastoreKind::Mariadb | DatastoreKind::Mysql => {
+            format!(r#"{MYSQL_ACCOUNT}MYSQL_PWD="$p" "$c" -u"$u" -e 'FLUSH TABLES'"#)
+        }
+        DatastoreKind::Redis => "redis-cli SAVE".into(),
+        _ => return None,
+    };
+    Some(vec!["sh".into(), "-c".into(), script])
+}
+
 fn check(argv: Vec<String>) -> Health {
     Health {
         probe: Probe::Command { argv },

@@ -6,7 +6,9 @@
 //! - [`seed`]: the commands that load seed files, the seed-or-not decision,
 //!   and where a failing file failed; pure.
 //! - [`load`]: seeding carried out through the engine, called by `up`.
+//! - [`snapshot`]: snapshots of data volumes, kept on the engine as volumes.
 
 pub mod kinds;
 pub mod load;
 pub mod seed;
+pub mod snapshot;

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::UploadToContainerOptions;
+use bollard::query_parameters::{ListVolumesOptions, UploadToContainerOptions};
 
 use super::error::is_not_found;
 use super::{Engine, EngineError};
@@ -12,6 +12,8 @@ use super::{Engine, EngineError};
 /// A volume as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeInfo {
+    /// Its full name (empty from `volume_info`, which was given it).
+    pub name: String,
     /// The engine's creation time, as it wrote it.
     pub created: String,
     pub labels: HashMap<String, String>,
@@ -22,6 +24,7 @@ impl Engine {
     pub async fn volume_info(&self, full_name: &str) -> Result<Option<VolumeInfo>, EngineError> {
         match self.docker.inspect_volume(full_name).await {
             Ok(v) => Ok(Some(VolumeInfo {
+                name: v.name,
                 created: v.created_at.unwrap_or_default(),
                 labels: v.labels,
             })),
@@ -83,5 +86,54 @@ impl Engine {
             )
             .await
             .map_err(|e| EngineError::api(what(), e))
+    }
+
+    /// The project's volumes that carry label `key`.
+    pub async fn volumes_with_label(
+        &self,
+        project: &str,
+        key: &str,
+    ) -> Result<Vec<VolumeInfo>, EngineError> {
+        let filters: HashMap<String, Vec<String>> = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{}={project}", crate::plan::names::LABEL_PROJECT),
+                key.to_string(),
+            ],
+        )]);
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| EngineError::api(format!("listing the volumes of `{project}`"), e))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeInfo {
+                name: v.name,
+                created: v.created_at.unwrap_or_default(),
+                labels: v.labels,
+            })
+            .collect())
+    }
+
+    /// Freezes every process of a container (the cgroup freezer): its files
+    /// hold still while they are copied.
+    pub async fn pause(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .pause_container(id)
+            .await
+            .map_err(|e| EngineError::api(format!("pausing `{id}`"), e))
+    }
+
+    /// Lets a paused container run again.
+    pub async fn unpause(&self, id: &str) -> Result<(), EngineError> {
+        self.docker
+            .unpause_container(id)
+            .await
+            .map_err(|e| EngineError::api(format!("unpausing `{id}`"), e))
     }
 }

@@ -301,3 +301,90 @@ fn etcd_keys_load_through_etcdctl() {
     let err = stderr(&out) + &stdout(&out);
     assert!(err.contains("keys, line 2: expected `key=value`"), "{err}");
 }
+
+/// Rewrites an inline project's stack file.
+fn rewrite(p: &Project, yaml: &str) {
+    std::fs::write(&p.files[0], yaml).expect("the stack file is rewritten");
+}
+
+#[test]
+fn a_snapshot_restores_exactly_its_rows_and_refuses_another_image() {
+    let with_app = |image: &str| {
+        format!(
+            "name: ds\nservices:\n  app:\n    image: devstack-fixtures/busybox\n    env: {{ DATABASE_URL: '${{datastores.pg.url}}' }}\n    depends_on: [pg]\n    stop_grace: 1s\ndatastores:\n  pg:\n    kind: postgres\n    image: {image}\n    env: {{ POSTGRES_PASSWORD: secret }}\n    seed: ./seed.sql\n    stop_grace: 5s\n"
+        )
+    };
+    let p = Project::inline("pgsnap", &with_app("devstack-fixtures/postgres:15"));
+    write(
+        &dir(&p).join("seed.sql"),
+        "create table items (id int);\ninsert into items values (1), (2);\n",
+    );
+    p.ok(&["up", "--wait"]);
+    p.ok(&["data", "snapshot", "before"]);
+    let ls = p.ok(&["data", "ls", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls --json is JSON");
+    assert_eq!(listed[0]["name"], "before", "{listed}");
+    assert_eq!(listed[0]["datastore"], "pg", "{listed}");
+    assert_eq!(
+        listed[0]["image"], "devstack-fixtures/postgres:15",
+        "{listed}"
+    );
+
+    psql(
+        &p,
+        "insert into items values (3); delete from items where id = 1",
+    );
+    assert_eq!(
+        psql(
+            &p,
+            "select string_agg(id::text, ',' order by id) from items"
+        ),
+        "2,3"
+    );
+    let app = format!("{}-app-1", p.name);
+    let app_started = || docker(&["inspect", "-f", "{{.State.StartedAt}}", &app]);
+    let app_before = app_started();
+
+    p.ok(&["data", "restore", "before"]);
+    assert_eq!(
+        psql(
+            &p,
+            "select string_agg(id::text, ',' order by id) from items"
+        ),
+        "1,2"
+    );
+    assert_ne!(
+        app_started(),
+        app_before,
+        "the datastore's dependent was not restarted"
+    );
+    // The restored volume is not seeded again on the next `up`.
+    p.ok(&["up", "--wait"]);
+    assert_eq!(
+        psql(
+            &p,
+            "select string_agg(id::text, ',' order by id) from items"
+        ),
+        "1,2"
+    );
+
+    // Another image reference: refused before anything is touched, unless --force.
+    rewrite(&p, &with_app("devstack-fixtures/postgres:latest"));
+    let out = p.run(&["data", "restore", "before"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    rewrite(&p, &with_app("devstack-fixtures/postgres:15"));
+
+    p.ok(&["data", "rm", "before"]);
+    assert!(
+        !p.volumes().iter().any(|v| v.contains("snapshot-before")),
+        "{:?}",
+        p.volumes()
+    );
+    let out = p.run(&["data", "restore", "before"]);
+    assert!(
+        stderr(&out).contains("there is no snapshot `before`"),
+        "{}",
+        stderr(&out)
+    );
+}
