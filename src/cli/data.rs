@@ -1,4 +1,4 @@
-//! `devstack data snapshot|restore|ls|rm`: parses, calls
+//! `devstack data snapshot|restore|ls|rm|export|import`: parses, calls
 //! `datastore::snapshot`, prints. A restore then runs `up --wait`, which
 //! starts the restored datastores again, and restarts their dependents.
 
@@ -40,6 +40,18 @@ pub enum DataCommand {
         /// One JSON object per snapshot part, in an array
         #[arg(long)]
         json: bool,
+    },
+    /// Write a snapshot to one zstd-compressed file, for `import` elsewhere
+    Export {
+        /// The snapshot's name
+        name: String,
+        /// The file to write
+        file: std::path::PathBuf,
+    },
+    /// Read a file `export` wrote into a snapshot of this project
+    Import {
+        /// The file to read
+        file: std::path::PathBuf,
     },
     /// Remove a snapshot
     Rm {
@@ -129,6 +141,21 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
                     );
                 }
             }
+        }
+        DataCommand::Export { name, file } => {
+            let n = snapshot::export(&engine, &loaded.stack, project, &name, &file)
+                .await
+                .map_err(failed)?;
+            sayln!(
+                "exported snapshot `{name}` ({n} datastore(s)) to {}",
+                file.display()
+            );
+        }
+        DataCommand::Import { file } => {
+            let name = snapshot::import(&engine, &loaded.stack, project, &file)
+                .await
+                .map_err(failed)?;
+            sayln!("imported snapshot `{name}`; `devstack data restore {name}` puts it in place");
         }
         DataCommand::Rm { name } => {
             let n = snapshot::remove(&engine, project, &name)

@@ -368,6 +368,209 @@ pub async fn remove(engine: &Engine, project: &str, name: &str) -> Result<usize,
     Ok(parts.len())
 }
 
+/// The first entry of an export file: what it holds.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Manifest {
+    /// The format of the file, for a later devstack to tell.
+    format: u32,
+    name: String,
+    /// Each part's datastore, image and time; its data is the entry `<datastore>.tar`.
+    parts: Vec<ManifestPart>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ManifestPart {
+    datastore: String,
+    image: String,
+    taken: u64,
+}
+
+const MANIFEST: &str = "devstack-snapshot.json";
+
+fn io_refused(what: &str, e: impl std::fmt::Display) -> SnapshotError {
+    SnapshotError::Refused(format!("{what}: {e}"))
+}
+
+/// Writes snapshot `name` to `file`: a zstd-compressed tar of a manifest
+/// and one tar per datastore (its data directory, owners and modes kept),
+/// for `import` on another machine.
+pub async fn export(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    name: &str,
+    file: &std::path::Path,
+) -> Result<usize, SnapshotError> {
+    let parts: Vec<Snapshot> = list(engine, project)
+        .await?
+        .into_iter()
+        .filter(|s| s.name == name)
+        .collect();
+    if parts.is_empty() {
+        return Err(SnapshotError::Refused(format!(
+            "there is no snapshot `{name}` (see `devstack data ls`)"
+        )));
+    }
+    let spool = tempfile::tempdir().map_err(|e| io_refused("making a scratch directory", e))?;
+    let mut spooled = Vec::new();
+    for part in &parts {
+        let ds = &part.datastore;
+        chosen(stack, std::slice::from_ref(ds))?;
+        let Some((_, dir)) = plan::data_volume(stack, ds) else {
+            continue;
+        };
+        let spec = replica_spec(engine, stack, project, ds).await?;
+        let source = helper(
+            &spec,
+            project,
+            &format!("{ds}-snapshot"),
+            &part.volume,
+            &dir,
+        );
+        let id = engine.create(&source).await?;
+        let path = spool.path().join(format!("{ds}.tar"));
+        let copied = engine.download_dir_to(&id, &dir, &path).await;
+        let _ = engine.remove_with_volumes(&id).await;
+        copied?;
+        spooled.push((ds.clone(), path));
+    }
+    let manifest = Manifest {
+        format: 1,
+        name: name.to_string(),
+        parts: parts
+            .iter()
+            .map(|p| ManifestPart {
+                datastore: p.datastore.clone(),
+                image: p.image.clone(),
+                taken: p.taken,
+            })
+            .collect(),
+    };
+    let file = file.to_path_buf();
+    let count = spooled.len();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let out = std::fs::File::create(&file)?;
+        let mut tar = tar::Builder::new(zstd::Encoder::new(out, 3)?);
+        let json = serde_json::to_vec_pretty(&manifest)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(json.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, MANIFEST, json.as_slice())?;
+        for (ds, path) in &spooled {
+            tar.append_path_with_name(path, format!("{ds}.tar"))?;
+        }
+        tar.into_inner()?.finish()?.sync_all()
+    })
+    .await
+    .map_err(|e| io_refused("writing the export", e))?
+    .map_err(|e| io_refused("writing the export", e))?;
+    drop(spool);
+    Ok(count)
+}
+
+/// Reads an export file into snapshot volumes of this project; returns the
+/// snapshot's name. Refused when a snapshot of that name exists, or the
+/// stack has no such datastore.
+pub async fn import(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    file: &std::path::Path,
+) -> Result<String, SnapshotError> {
+    let spool = tempfile::tempdir().map_err(|e| io_refused("making a scratch directory", e))?;
+    let dir_path = spool.path().to_path_buf();
+    let source = file.to_path_buf();
+    let shown = file.display().to_string();
+    let manifest = tokio::task::spawn_blocking(move || -> Result<Manifest, String> {
+        let input = std::fs::File::open(&source).map_err(|e| e.to_string())?;
+        let decoder = zstd::Decoder::new(input).map_err(|e| e.to_string())?;
+        let mut tar = tar::Archive::new(decoder);
+        let mut manifest = None;
+        for entry in tar.entries().map_err(|e| e.to_string())? {
+            let mut entry = entry.map_err(|e| e.to_string())?;
+            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+            let name = path.to_string_lossy().into_owned();
+            if name == MANIFEST {
+                let mut text = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut text).map_err(|e| e.to_string())?;
+                manifest =
+                    Some(serde_json::from_slice::<Manifest>(&text).map_err(|e| e.to_string())?);
+            } else if let Some(ds) = name.strip_suffix(".tar").filter(|d| {
+                !d.is_empty()
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            }) {
+                let mut out = std::fs::File::create(dir_path.join(format!("{ds}.tar")))
+                    .map_err(|e| e.to_string())?;
+                std::io::copy(&mut entry, &mut out).map_err(|e| e.to_string())?;
+            } else {
+                return Err(format!("unexpected entry `{name}`"));
+            }
+        }
+        manifest.ok_or_else(|| format!("no {MANIFEST} in it"))
+    })
+    .await
+    .map_err(|e| io_refused(&format!("reading {shown}"), e))?
+    .map_err(|e| SnapshotError::Refused(format!("{shown} is not a devstack export: {e}")))?;
+    check_name(&manifest.name)?;
+    if list(engine, project)
+        .await?
+        .iter()
+        .any(|s| s.name == manifest.name)
+    {
+        return Err(SnapshotError::Refused(format!(
+            "a snapshot `{}` exists; remove it first (`devstack data rm {}`)",
+            manifest.name, manifest.name
+        )));
+    }
+    for part in &manifest.parts {
+        chosen(stack, std::slice::from_ref(&part.datastore))?;
+    }
+    for part in &manifest.parts {
+        let ds = &part.datastore;
+        let Some((_, dir)) = plan::data_volume(stack, ds) else {
+            continue;
+        };
+        let tar = spool.path().join(format!("{ds}.tar"));
+        if !tar.is_file() {
+            return Err(SnapshotError::Refused(format!(
+                "{shown} lists `{ds}` but holds no data for it"
+            )));
+        }
+        let volume = volume_of(&manifest.name, ds);
+        let full = names::volume_name(project, &volume);
+        let time = part.taken.to_string();
+        engine
+            .ensure_volume_with(
+                project,
+                &volume,
+                &[
+                    (LABEL_SNAPSHOT, manifest.name.as_str()),
+                    (LABEL_OF, ds),
+                    (LABEL_IMAGE, &part.image),
+                    (LABEL_TIME, &time),
+                ],
+            )
+            .await?;
+        let spec = replica_spec(engine, stack, project, ds).await?;
+        let target = helper(&spec, project, &format!("{ds}-snapshot"), &full, &dir);
+        let id = engine.create(&target).await?;
+        // The tar holds `<basename>/...`: unpacked in the parent, as `move_data` does.
+        let parent = match dir.trim_end_matches('/').rsplit_once('/') {
+            Some((p, _)) if !p.is_empty() => p.to_string(),
+            _ => "/".to_string(),
+        };
+        let copied = engine.upload_tar_from(&id, &parent, &tar).await;
+        let _ = engine.remove_with_volumes(&id).await;
+        if let Err(e) = copied {
+            let _ = engine.remove_volume(&full).await;
+            return Err(e.into());
+        }
+    }
+    Ok(manifest.name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

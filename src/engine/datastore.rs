@@ -4,7 +4,13 @@
 
 use std::collections::HashMap;
 
-use bollard::query_parameters::{ListVolumesOptions, UploadToContainerOptions};
+use std::path::Path;
+
+use bollard::query_parameters::{
+    DownloadFromContainerOptions, ListVolumesOptions, UploadToContainerOptions,
+};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::error::is_not_found;
 use super::{Engine, EngineError};
@@ -135,5 +141,70 @@ impl Engine {
             .unpause_container(id)
             .await
             .map_err(|e| EngineError::api(format!("unpausing `{id}`"), e))
+    }
+
+    /// Writes the archive (a tar of `<basename>/...`, owners and modes kept)
+    /// of directory `dir` of container `id` to `file`, streamed.
+    pub async fn download_dir_to(
+        &self,
+        id: &str,
+        dir: &str,
+        file: &Path,
+    ) -> Result<(), EngineError> {
+        let what = || format!("copying {dir} of `{id}` to {}", file.display());
+        let io = |e: std::io::Error| EngineError::Api {
+            what: what(),
+            message: e.to_string(),
+        };
+        let mut out = tokio::fs::File::create(file).await.map_err(io)?;
+        let mut tar = self.docker.download_from_container(
+            id,
+            Some(DownloadFromContainerOptions {
+                path: dir.to_string(),
+            }),
+        );
+        while let Some(chunk) = tar.next().await {
+            let chunk = chunk.map_err(|e| EngineError::api(what(), e))?;
+            out.write_all(&chunk).await.map_err(io)?;
+        }
+        out.flush().await.map_err(io)
+    }
+
+    /// Unpacks the tar in `file` at `parent` of (created) container `id`, streamed.
+    pub async fn upload_tar_from(
+        &self,
+        id: &str,
+        parent: &str,
+        file: &Path,
+    ) -> Result<(), EngineError> {
+        let what = || format!("copying {} into `{id}`", file.display());
+        let input = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| EngineError::Api {
+                what: what(),
+                message: e.to_string(),
+            })?;
+        let chunks = futures::stream::unfold(input, |mut f| async move {
+            let mut buf = vec![0u8; 1 << 20];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok(buf.into()), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        });
+        self.docker
+            .upload_to_container(
+                id,
+                Some(UploadToContainerOptions {
+                    path: parent.to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_try_stream(chunks),
+            )
+            .await
+            .map_err(|e| EngineError::api(what(), e))
     }
 }
