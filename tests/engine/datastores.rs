@@ -388,3 +388,72 @@ fn a_snapshot_restores_exactly_its_rows_also_exported_and_imported() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_snapshot_under_write_load_restores_to_a_state_postgres_accepts() {
+    let p = Project::inline("pgload", &postgres_stack("./seed.sql"));
+    write(&dir(&p).join("seed.sql"), "create table items (id int);\n");
+    p.ok(&["up", "--wait"]);
+    let container = format!("{}-pg-1", p.name);
+    // One row per transaction, as fast as the server takes them, until the
+    // container goes (the restore removes it).
+    docker(&[
+        "exec",
+        "-d",
+        &container,
+        "psql",
+        "-U",
+        "postgres",
+        "-Xqc",
+        "do $$ begin for i in 1..100000000 loop insert into items values (i); commit; end loop; end $$",
+    ]);
+    let writing = eventually(Duration::from_secs(60), || {
+        docker(&[
+            "exec",
+            &container,
+            "psql",
+            "-U",
+            "postgres",
+            "-XtAc",
+            "select count(*) > 100 from items",
+        ]) == "t"
+    });
+    assert!(writing, "the writer never got going");
+    p.ok(&["data", "snapshot", "busy"]);
+    assert_eq!(
+        psql(
+            &p,
+            "select count(*) > 0 from pg_stat_activity where query like 'do $$%'"
+        ),
+        "t",
+        "the writer stopped during the snapshot"
+    );
+
+    p.ok(&["data", "restore", "busy"]);
+    let logs = docker(&["logs", &format!("{}-pg-1", p.name)]);
+    let all_logs = logs
+        + &String::from_utf8_lossy(
+            &Command::new("docker")
+                .args(["logs", &format!("{}-pg-1", p.name)])
+                .output()
+                .expect("docker logs runs")
+                .stderr,
+        );
+    assert!(!all_logs.contains("PANIC"), "{all_logs}");
+    assert!(
+        all_logs.contains("database system is ready to accept connections"),
+        "{all_logs}"
+    );
+    let rows: u64 = psql(&p, "select count(*) from items")
+        .parse()
+        .expect("a count");
+    assert!(rows > 100, "restored {rows} rows");
+    // Every id from 1 to the last is there once: the copy is a committed prefix.
+    assert_eq!(
+        psql(
+            &p,
+            "select count(*) = max(id) and count(distinct id) = count(*) from items"
+        ),
+        "t"
+    );
+}
