@@ -596,6 +596,38 @@ mod tests {
         );
     }
 
+    /// The example stacks' seeds are ones devstack loads (issue 12: they
+    /// were copied raw and never ran).
+    #[test]
+    fn the_example_stacks_seeds_plan() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (dir, kind, wants) in [
+            (
+                "stacks/events/seed/mariadb",
+                DatastoreKind::Mariadb,
+                "< \"$1\"",
+            ),
+            (
+                "stacks/opinions/seed/mongo",
+                DatastoreKind::Mongodb,
+                "mongosh || command -v mongo",
+            ),
+        ] {
+            let mut files: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .map(|p| (p.clone(), std::fs::read(p).unwrap()))
+                .collect();
+            files.sort();
+            let steps = plan(kind, None, &files).unwrap();
+            assert!(!steps.is_empty(), "{dir}");
+            assert!(
+                steps.iter().all(|s| s.argv.join(" ").contains(wants)),
+                "{dir}: {steps:#?}"
+            );
+        }
+    }
+
     #[test]
     fn errors_are_located_as_each_client_reports_them() {
         assert_eq!(
