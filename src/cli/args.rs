@@ -164,6 +164,10 @@ pub struct UpArgs {
     /// Print machine-readable events and the final state as JSON
     #[arg(long)]
     pub json: bool,
+    /// Fill datastores that have no data volume yet from this snapshot (a
+    /// branch: `-p copy up --from-snapshot NAME` beside the original)
+    #[arg(long, value_name = "NAME")]
+    pub from_snapshot: Option<String>,
 }
 
 #[derive(Debug, Args)]

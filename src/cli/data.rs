@@ -97,6 +97,7 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
                 wait: true,
                 timeout: "120s".into(),
                 json: false,
+                from_snapshot: None,
             };
             let code = super::up::run(global, up).await?;
             if code != exit::OK {

@@ -115,6 +115,20 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
             return Err(e);
         }
     };
+    if let Some(name) = &args.from_snapshot {
+        let filled =
+            crate::datastore::snapshot::branch(&engine, &loaded.stack, &loaded.project, name).await;
+        match filled {
+            Ok(filled) if !filled.is_empty() => {
+                sayln!("{} from snapshot `{name}`", filled.join(", "));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                end_routing(routing, &loaded.project).await;
+                return Err(Failed::new(exit::FAILURE, e.to_string()).into());
+            }
+        }
+    }
     let outcome = bring_up(&engine, &loaded.stack, &request, mode, color, &cancel).await;
     drop(turn);
     let outcome = match outcome {

@@ -368,6 +368,85 @@ pub async fn remove(engine: &Engine, project: &str, name: &str) -> Result<usize,
     Ok(parts.len())
 }
 
+/// Starts a copy of the stack (project `project`, usually another `-p`
+/// than the snapshot's) from snapshot `name` of whichever project holds it:
+/// each datastore whose data volume does not exist yet gets one filled from
+/// the snapshot (never seeded over); existing volumes are kept. Returns the
+/// datastores filled.
+pub async fn branch(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    name: &str,
+) -> Result<Vec<String>, SnapshotError> {
+    check_name(name)?;
+    let found = engine
+        .volumes_with_label("", &format!("{LABEL_SNAPSHOT}={name}"))
+        .await?;
+    let mut owners: Vec<String> = found
+        .iter()
+        .filter_map(|v| v.labels.get(names::LABEL_PROJECT).cloned())
+        .collect();
+    owners.sort();
+    owners.dedup();
+    let owner = match owners.as_slice() {
+        [] => {
+            return Err(SnapshotError::Refused(format!(
+                "no project has a snapshot `{name}` (see `devstack data ls`)"
+            )))
+        }
+        [one] => one.clone(),
+        more if more.iter().any(|p| p == project) => project.to_string(),
+        more => {
+            return Err(SnapshotError::Refused(format!(
+            "projects {} each have a snapshot `{name}`; import the one you mean into this project",
+            more.join(", ")
+        )))
+        }
+    };
+    let mut filled = Vec::new();
+    for part in list(engine, &owner)
+        .await?
+        .into_iter()
+        .filter(|s| s.name == name)
+    {
+        let ds = &part.datastore;
+        let Some((volume, dir)) = plan::data_volume(stack, ds) else {
+            continue;
+        };
+        let image = image_of(stack, project, ds);
+        if image != part.image {
+            return Err(SnapshotError::Refused(format!(
+                "snapshot `{name}` of `{ds}` was taken with image `{}`, and this stack runs `{image}`",
+                part.image
+            )));
+        }
+        if !engine.ensure_volume(project, &volume).await? {
+            continue;
+        }
+        let full = names::volume_name(project, &volume);
+        let spec = replica_spec(engine, stack, project, ds).await?;
+        let source = helper(
+            &spec,
+            project,
+            &format!("{ds}-snapshot"),
+            &part.volume,
+            &dir,
+        );
+        let source_id = engine.create(&source).await?;
+        let target = helper(&spec, project, &format!("{ds}-restore"), &full, &dir);
+        let copied = engine.move_data(&source_id, &target, &dir).await;
+        let _ = engine.remove_with_volumes(&source_id).await;
+        if let Err(e) = copied {
+            // Not left half filled: the next try starts from nothing.
+            let _ = engine.remove_volume(&full).await;
+            return Err(e.into());
+        }
+        filled.push(ds.clone());
+    }
+    Ok(filled)
+}
+
 /// The first entry of an export file: what it holds.
 #[derive(Debug, Serialize, serde::Deserialize)]
 struct Manifest {

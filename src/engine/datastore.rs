@@ -94,19 +94,19 @@ impl Engine {
             .map_err(|e| EngineError::api(what(), e))
     }
 
-    /// The project's volumes that carry label `key`.
+    /// The project's volumes that carry label `key` (`key` or `key=value`);
+    /// every devstack project's with `project` empty.
     pub async fn volumes_with_label(
         &self,
         project: &str,
         key: &str,
     ) -> Result<Vec<VolumeInfo>, EngineError> {
-        let filters: HashMap<String, Vec<String>> = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{}={project}", crate::plan::names::LABEL_PROJECT),
-                key.to_string(),
-            ],
-        )]);
+        let owner = match project {
+            "" => crate::plan::names::LABEL_PROJECT.to_string(),
+            p => format!("{}={p}", crate::plan::names::LABEL_PROJECT),
+        };
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_string(), vec![owner, key.to_string()])]);
         let list = self
             .docker
             .list_volumes(Some(ListVolumesOptions {

@@ -313,7 +313,7 @@ fn rewrite(p: &Project, yaml: &str) {
 }
 
 #[test]
-fn a_snapshot_restores_exactly_its_rows_also_exported_and_imported() {
+fn a_snapshot_restores_exactly_its_rows_exported_imported_and_branched() {
     let with_app = |image: &str| {
         format!(
             "name: ds\nservices:\n  app:\n    image: devstack-fixtures/busybox\n    env: {{ DATABASE_URL: '${{datastores.pg.url}}' }}\n    depends_on: [pg]\n    stop_grace: 1s\ndatastores:\n  pg:\n    kind: postgres\n    image: {image}\n    env: {{ POSTGRES_PASSWORD: secret }}\n    seed: ./seed.sql\n    stop_grace: 5s\n"
@@ -374,6 +374,19 @@ fn a_snapshot_restores_exactly_its_rows_also_exported_and_imported() {
     p.ok(&["data", "import", file]);
     p.ok(&["data", "restore", "before"]);
     assert_eq!(ids(&p), "1,2,7");
+
+    // A branch: a second copy of the stack starting from the snapshot,
+    // beside the first, with data of its own.
+    let copy = Project::inline("pgbranch", &with_app("devstack-fixtures/postgres:15"));
+    write(
+        &dir(&copy).join("seed.sql"),
+        "create table items (id int);\n",
+    );
+    copy.ok(&["up", "--wait", "--from-snapshot", "before"]);
+    assert_eq!(ids(&copy), "1,2,7");
+    psql(&copy, "insert into items values (8)");
+    assert_eq!(ids(&copy), "1,2,7,8");
+    assert_eq!(ids(&p), "1,2,7", "the branch wrote into the original");
 
     p.ok(&["data", "rm", "before"]);
     assert!(
