@@ -455,3 +455,14 @@ fn a_datastore_reference_to_nothing_is_a_problem() {
         ],
     );
 }
+
+#[test]
+fn a_seed_a_kind_cannot_take_is_a_problem() {
+    problems(
+        "name: t\ndatastores:\n  mc: {kind: memcached, image: 'memcached:1.6', seed: .}\n  g: {kind: generic, image: g, seed: .}\n",
+        &[
+            ("datastores.mc.seed", "a memcached datastore has no seed format"),
+            ("datastores.g.seed", "a generic datastore's seed is copied into its data volume, and it has none"),
+        ],
+    );
+}
