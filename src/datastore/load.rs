@@ -85,12 +85,68 @@ pub async fn prepare(
         {
             reporter.send(Progress::Created {
                 object: "volume".into(),
-                name: full,
+                name: full.clone(),
             });
         }
+        place_before_start(engine, stack, project, unit, &full)
+            .await
+            .map_err(|e| match e {
+                LoadError::Engine(e) => e,
+                LoadError::Seed(e) => EngineError::Api {
+                    what: format!("seeding `{unit}`"),
+                    message: e.to_string(),
+                },
+            })?;
         to_seed.insert(unit.clone());
     }
     Ok(to_seed)
+}
+
+/// Puts what a fresh volume must hold before the server first starts (a
+/// redis dump) into data volume `full`, through a created, never started
+/// container of the datastore's image.
+async fn place_before_start(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    unit: &str,
+    full: &str,
+) -> Result<(), LoadError> {
+    let (Some(ds), Some((_, dir))) = (
+        stack.datastores.get(unit),
+        crate::plan::data_volume(stack, unit),
+    ) else {
+        return Ok(());
+    };
+    let Some(seed_path) = ds.seed.clone() else {
+        return Ok(());
+    };
+    if ds.kind != crate::spec::DatastoreKind::Redis {
+        return Ok(());
+    }
+    let files = tokio::task::spawn_blocking(move || read_seed(&seed_path))
+        .await
+        .map_err(|e| SeedError {
+            file: PathBuf::new(),
+            line: None,
+            message: e.to_string(),
+        })??;
+    let Some(file) = seed::before_start(ds.kind, &files)? else {
+        return Ok(());
+    };
+    let spec = super::snapshot::replica_spec(engine, stack, project, unit)
+        .await
+        .map_err(|e| match e {
+            super::snapshot::SnapshotError::Engine(e) => LoadError::Engine(e),
+            super::snapshot::SnapshotError::Refused(m) => {
+                LoadError::Engine(EngineError::NotFound(m))
+            }
+        })?;
+    let helper = super::snapshot::helper(&spec, project, &format!("{unit}-seed"), full, &dir);
+    let id = engine.create(&helper).await?;
+    let placed = engine.upload_files(&id, &dir, &[file], false).await;
+    let _ = engine.remove_with_volumes(&id).await;
+    Ok(placed?)
 }
 
 /// Loads datastore `unit`'s seed into its ready container `container_id`,

@@ -182,11 +182,10 @@ pub fn plan(
                 });
             }
             DatastoreKind::Redis => {
+                // Placed in the data volume before the server first starts
+                // (`before_start`): the server loads it itself.
                 if name.ends_with(".rdb") {
-                    return Err(SeedError::new(
-                        path,
-                        "an .rdb seed is not loaded yet; give a file of redis commands",
-                    ));
+                    continue;
                 }
                 let text = String::from_utf8_lossy(content);
                 steps.push(Step {
@@ -316,6 +315,36 @@ pub fn plan(
         }
     }
     Ok(steps)
+}
+
+/// The file a fresh volume must hold before the server first starts, as
+/// (name in the data directory, content): a redis `.rdb` seed becomes
+/// `dump.rdb`, which the server loads at start. At most one.
+pub fn before_start(
+    kind: DatastoreKind,
+    files: &[(PathBuf, Vec<u8>)],
+) -> Result<Option<(String, Vec<u8>)>, SeedError> {
+    if kind != DatastoreKind::Redis {
+        return Ok(None);
+    }
+    let rdbs: Vec<&(PathBuf, Vec<u8>)> = files
+        .iter()
+        .filter(|(p, _)| p.extension().is_some_and(|e| e == "rdb"))
+        .collect();
+    match rdbs.as_slice() {
+        [] => Ok(None),
+        [(_, content)] if content.starts_with(b"REDIS") => {
+            Ok(Some(("dump.rdb".into(), content.clone())))
+        }
+        [(path, _)] => Err(SeedError::new(
+            path,
+            "not a redis dump: it does not start with `REDIS`",
+        )),
+        [_, (second, _), ..] => Err(SeedError::new(
+            second,
+            "a redis seed holds at most one .rdb file",
+        )),
+    }
 }
 
 /// A file of redis commands, each followed by `ECHO devstack-line:N`.
@@ -512,6 +541,21 @@ mod tests {
             String::from_utf8(body).unwrap(),
             "SET a 1\nECHO devstack-line:2\nHSET h f \"two words\"\nECHO devstack-line:4\n"
         );
+    }
+
+    #[test]
+    fn a_redis_dump_goes_into_the_volume_before_the_server_starts() {
+        let f = files(&[("a.rdb", "REDIS0009..."), ("b.redis", "SET a 1")]);
+        assert_eq!(
+            before_start(DatastoreKind::Redis, &f)
+                .unwrap()
+                .map(|(n, _)| n),
+            Some("dump.rdb".to_string())
+        );
+        // Only the commands are loaded once it runs.
+        assert_eq!(plan(DatastoreKind::Redis, None, &f).unwrap().len(), 1);
+        assert!(before_start(DatastoreKind::Redis, &files(&[("a.rdb", "junk")])).is_err());
+        assert_eq!(before_start(DatastoreKind::Postgres, &f).unwrap(), None);
     }
 
     #[test]

@@ -163,7 +163,7 @@ fn image_of(stack: &Stack, project: &str, unit: &str) -> String {
 }
 
 /// Datastore `ds`'s first replica as it should be, to base helpers on.
-async fn replica_spec(
+pub(crate) async fn replica_spec(
     engine: &Engine,
     stack: &Stack,
     project: &str,

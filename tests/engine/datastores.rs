@@ -245,6 +245,38 @@ fn redis_commands_load_memcached_answers_and_services_get_urls() {
     assert_eq!(stdout(&get).trim(), "hello world");
     let len = p.ok(&["exec", "cache", "--", "redis-cli", "llen", "list"]);
     assert_eq!(stdout(&len).trim(), "3");
+    // The server's own dump seeds another copy, placed before it starts.
+    let saved = p.ok(&[
+        "exec",
+        "cache",
+        "--",
+        "sh",
+        "-c",
+        "redis-cli SAVE >/dev/null && cat /data/dump.rdb",
+    ]);
+    assert!(saved.stdout.starts_with(b"REDIS"), "not a dump");
+    let copy = Project::inline(
+        "redisrdb",
+        "name: ds\ndatastores:\n  cache:\n    kind: redis\n    image: devstack-fixtures/redis:7.0\n    seed: ./seed\n",
+    );
+    std::fs::create_dir_all(dir(&copy).join("seed")).expect("seed/ is made");
+    std::fs::write(dir(&copy).join("seed/cache.rdb"), &saved.stdout).expect("the dump is written");
+    copy.ok(&["up", "--wait"]);
+    let got = copy.ok(&[
+        "exec",
+        "cache",
+        "--",
+        "redis-cli",
+        "lrange",
+        "list",
+        "0",
+        "-1",
+    ]);
+    assert_eq!(
+        stdout(&got).split_whitespace().collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+
     let env = p.ok(&[
         "exec",
         "app",
