@@ -4,6 +4,7 @@
 //!
 //! - [`spec`]: the stack format; parsing, interpolation, overlays and validation.
 //! - [`plan`]: pure planning: desired containers, config hashes, dependency order, diffs.
+//! - [`datastore`]: datastore kinds (readiness, URLs) and seed data loaded by kind.
 //! - [`engine`]: the only code that talks to Docker (bollard): build, run, probe, logs, exec, events.
 //! - [`etcd`]: the embedded etcd v3 server.
 //! - [`registrar`]: presence: healthy containers written to etcd under leases.
@@ -20,6 +21,7 @@ pub mod ui;
 
 pub mod cli;
 pub mod controller;
+pub mod datastore;
 pub mod engine;
 pub mod etcd;
 pub mod plan;

@@ -96,6 +96,8 @@ pub enum Command {
     Etcd(EtcdArgs),
     /// Show the routes the proxy serves and the instances behind them
     Routes(RoutesArgs),
+    /// Snapshots of the datastores' data: snapshot, restore, ls, rm
+    Data(super::data::DataArgs),
     /// Run a detached stack's etcd, registrar, proxy and router (started by `up`)
     #[command(hide = true)]
     Agent,
@@ -123,6 +125,7 @@ impl Command {
             Command::Watch(_) => "watch",
             Command::Etcd(_) => "etcd",
             Command::Routes(_) => "routes",
+            Command::Data(_) => "data",
             Command::Agent => "agent",
             Command::Completions { .. } => "completions",
         }
@@ -162,6 +165,10 @@ pub struct UpArgs {
     /// Print machine-readable events and the final state as JSON
     #[arg(long)]
     pub json: bool,
+    /// Fill datastores that have no data volume yet from this snapshot (a
+    /// branch: `-p copy up --from-snapshot NAME` beside the original)
+    #[arg(long, value_name = "NAME")]
+    pub from_snapshot: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod args;
 pub mod config;
+pub mod data;
 pub mod down;
 pub mod etcd;
 pub mod exec;
@@ -61,6 +62,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Restart(args) => restart::run(&global, args).await,
         Command::Scale(args) => scale::run(&global, args).await,
         Command::Routes(args) => routes::run(&global, args).await,
+        Command::Data(args) => data::run(&global, args).await,
         Command::Watch(args) => watch::run(&global, args).await,
         Command::Agent => agent::run(&global).await,
         Command::Completions { shell } => {

@@ -27,6 +27,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         json: args.json,
         render,
         color: use_color(global),
+        from_snapshot: args.from_snapshot,
     };
     up::run(&loaded, &options).await
 }

@@ -35,6 +35,8 @@ pub struct UpOptions {
     pub json: bool,
     pub render: Render,
     pub color: bool,
+    /// New data volumes start from this snapshot (`--from-snapshot`).
+    pub from_snapshot: Option<String>,
 }
 
 impl UpOptions {
@@ -164,6 +166,15 @@ async fn bring_up_routed(
         turn = wait_turn(&loaded.project) => turn?,
         _ = cancel.cancelled() => return Err(Failed::new(exit::INTERRUPTED, "interrupted while waiting").into()),
     };
+    if let Some(name) = &options.from_snapshot {
+        let filled =
+            crate::datastore::snapshot::branch(engine, &loaded.stack, &loaded.project, name)
+                .await
+                .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
+        if !filled.is_empty() {
+            sayln!("{} from snapshot `{name}`", filled.join(", "));
+        }
+    }
     let outcome = bring_up(
         engine,
         &loaded.stack,

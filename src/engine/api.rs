@@ -8,8 +8,8 @@
 //! those. Methods return `impl Future + Send` so generic controllers can be
 //! spawned (a swap retires old containers in the background).
 
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -17,11 +17,13 @@ use tokio_util::sync::CancellationToken;
 use super::containers::ContainerStatus;
 use super::health::{self, Check, NotReady};
 use super::images::ImageOutput;
+use super::progress::Reporter;
 use super::proxy::proxy_container_name;
 use super::{Engine, EngineError};
+use crate::datastore::load::LoadError;
 use crate::plan::{ContainerSpec, Observed, OldMount};
 use crate::router::runtime::{MasterCli, ProxyRuntime};
-use crate::spec::{Build, DatastoreKind, Health, RestartPolicy};
+use crate::spec::{Build, Health, RestartPolicy, Stack};
 
 /// What the controllers need of a container engine.
 pub trait ContainerEngine: Clone + Send + Sync + 'static {
@@ -82,15 +84,27 @@ pub trait ContainerEngine: Clone + Send + Sync + 'static {
         &self,
         spec: &ContainerSpec,
     ) -> impl Future<Output = Result<(i64, Vec<String>), EngineError>> + Send;
-    /// Loads seed data into a created datastore container's fresh volume.
-    fn seed(
+    /// Readies the data volumes of the seeded datastores among `units`
+    /// (made, or reset after a seed that never finished); returns the
+    /// datastores whose seed this `up` loads.
+    fn prepare_seeds(
         &self,
-        id: &str,
-        service: &str,
-        seed: &Path,
-        data_dir: &str,
-        kind: DatastoreKind,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+        stack: &Stack,
+        project: &str,
+        units: &[String],
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<BTreeSet<String>, EngineError>> + Send;
+    /// Loads `unit`'s seed through its ready container, then marks its
+    /// volume seeded.
+    fn load_seed(
+        &self,
+        stack: &Stack,
+        project: &str,
+        unit: &str,
+        container: (&str, &str),
+        deadline: Instant,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<(), LoadError>> + Send;
 
     // Images.
     fn image_id(
@@ -232,15 +246,26 @@ impl ContainerEngine for Engine {
     async fn run_detached(&self, spec: &ContainerSpec) -> Result<(i64, Vec<String>), EngineError> {
         Engine::run_detached(self, spec).await
     }
-    async fn seed(
+    async fn prepare_seeds(
         &self,
-        id: &str,
-        service: &str,
-        seed: &Path,
-        data_dir: &str,
-        kind: DatastoreKind,
-    ) -> Result<(), EngineError> {
-        Engine::seed(self, id, service, seed, data_dir, kind).await
+        stack: &Stack,
+        project: &str,
+        units: &[String],
+        reporter: &Reporter,
+    ) -> Result<BTreeSet<String>, EngineError> {
+        crate::datastore::load::prepare(self, stack, project, units, reporter).await
+    }
+    async fn load_seed(
+        &self,
+        stack: &Stack,
+        project: &str,
+        unit: &str,
+        container: (&str, &str),
+        deadline: Instant,
+        reporter: &Reporter,
+    ) -> Result<(), LoadError> {
+        crate::datastore::load::load(self, stack, project, unit, container, deadline, reporter)
+            .await
     }
     async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {
         Engine::image_id(self, reference).await

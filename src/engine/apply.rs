@@ -140,7 +140,12 @@ pub async fn up<E: ContainerEngine>(
     let images = resolve_images(engine, stack, project, &units, &tasks, reporter).await?;
 
     engine.ensure_network(project).await?;
-    let fresh_volumes = ensure_volumes(engine, stack, project, &units, reporter).await?;
+    // Seeded datastores' data volumes first: made, or reset after a seed
+    // that never finished (see `datastore::load`).
+    let to_seed = engine
+        .prepare_seeds(stack, project, &units, reporter)
+        .await?;
+    ensure_volumes(engine, stack, project, &units, reporter).await?;
     let observed = engine.list_project(project).await?;
     remove_task_leftovers(engine, &observed, deadline).await?;
     if request.remove_orphans {
@@ -161,15 +166,18 @@ pub async fn up<E: ContainerEngine>(
         signals: &receivers,
         observed: &observed,
         images: &images,
-        fresh_volumes: &fresh_volumes,
         deadline,
         reporter,
         cancel,
         started,
     };
     let run = &run;
+    let to_seed = &to_seed;
     let futures = senders.into_iter().map(|(unit, tx)| async move {
-        let outcome = reconcile_unit(run, &unit, &tx).await;
+        let mut outcome = reconcile_unit(run, &unit, &tx).await;
+        if to_seed.contains(&unit) {
+            seed_unit(run, &mut outcome).await;
+        }
         let _ = tx.send(match outcome.state {
             UnitState::Healthy => Signal::Healthy,
             _ => Signal::Failed,
@@ -223,16 +231,50 @@ async fn exited_since_ready<E: ContainerEngine>(
     }
 }
 
-/// Creates the named volumes `units` mount that do not exist yet; returns
-/// the names (within the stack) of those created now, which seeds may fill.
+/// Loads a datastore's seed once its first replica is ready, before its
+/// dependents hear it is healthy; a failure fails the unit, naming the file,
+/// the line and the server's message.
+async fn seed_unit<E: ContainerEngine>(run: &Run<'_, E>, outcome: &mut UnitOutcome) {
+    if !matches!(outcome.state, UnitState::Healthy) {
+        return;
+    }
+    let Some(first) = outcome.containers.first() else {
+        return;
+    };
+    let loaded = run
+        .engine
+        .load_seed(
+            run.stack,
+            &run.request.project,
+            &outcome.service,
+            (&first.id, &first.name),
+            run.deadline,
+            run.reporter,
+        )
+        .await;
+    if let Err(e) = loaded {
+        let reason = e.to_string();
+        run.reporter.send(Progress::Failed {
+            service: outcome.service.clone(),
+            reason: reason.clone(),
+        });
+        outcome.state = UnitState::Failed {
+            reason,
+            container: Some(first.name.clone()),
+            last_health: None,
+            logs: Vec::new(),
+        };
+    }
+}
+
+/// Creates the named volumes `units` mount that do not exist yet.
 async fn ensure_volumes<E: ContainerEngine>(
     engine: &E,
     stack: &Stack,
     project: &str,
     units: &[String],
     reporter: &Reporter,
-) -> Result<BTreeSet<String>, EngineError> {
-    let mut fresh_volumes = BTreeSet::new();
+) -> Result<(), EngineError> {
     let mut volume_names = BTreeSet::new();
     for unit in units {
         if let Some(c) = plan::effective_unit(stack, unit) {
@@ -245,14 +287,13 @@ async fn ensure_volumes<E: ContainerEngine>(
     }
     for name in &volume_names {
         if engine.ensure_volume(project, name).await? {
-            fresh_volumes.insert(name.clone());
             reporter.send(Progress::Created {
                 object: "volume".into(),
                 name: names::volume_name(project, name),
             });
         }
     }
-    Ok(fresh_volumes)
+    Ok(())
 }
 
 /// One-off task containers are removed by whoever ran them; one that
@@ -423,8 +464,6 @@ struct Run<'a, E> {
     /// The project's containers as `up` found them.
     observed: &'a [Observed],
     images: &'a Images,
-    /// Named volumes this `up` created (only those are seeded).
-    fresh_volumes: &'a BTreeSet<String>,
     deadline: Instant,
     reporter: &'a Reporter,
     cancel: &'a CancellationToken,
@@ -589,52 +628,27 @@ async fn wait_dependencies_started<E>(run: &Run<'_, E>, container: &Container) {
     }
 }
 
-/// Creates (does not start) the unit's fresh replicas, seeding a fresh data
-/// volume through the first one; returns their ids by name.
+/// Creates (does not start) the unit's fresh replicas; returns their ids by name.
 async fn precreate<E: ContainerEngine>(
     run: &Run<'_, E>,
     name: &str,
     actions: &[Action],
 ) -> Result<HashMap<String, String>, EngineError> {
-    let seed = run
-        .stack
-        .datastores
-        .get(name)
-        .and_then(|d| {
-            let volume = plan::data_volume(run.stack, name)?.0;
-            Some((d.seed.clone()?, volume, d.kind))
-        })
-        .filter(|(_, volume, _)| run.fresh_volumes.contains(volume));
     let creations = actions
         .iter()
         .filter_map(|a| match a {
             Action::Create { spec } => Some(spec),
             _ => None,
         })
-        .map(|spec| {
-            let seed = seed.clone();
-            async move {
-                run.reporter.send(Progress::Container {
-                    service: name.to_string(),
-                    container: spec.name.clone(),
-                    action: "creating".into(),
-                    reason: None,
-                });
-                let id = run.engine.create(spec).await?;
-                if let Some((seed, volume, kind)) = seed {
-                    let volume = plan::MountSource::Volume(names::volume_name(
-                        &run.request.project,
-                        &volume,
-                    ));
-                    if let (1, Some(m)) = (
-                        spec.replica,
-                        spec.mounts.iter().find(|m| m.source == volume),
-                    ) {
-                        run.engine.seed(&id, name, &seed, &m.target, kind).await?;
-                    }
-                }
-                Ok::<_, EngineError>((spec.name.clone(), id))
-            }
+        .map(|spec| async move {
+            run.reporter.send(Progress::Container {
+                service: name.to_string(),
+                container: spec.name.clone(),
+                action: "creating".into(),
+                reason: None,
+            });
+            let id = run.engine.create(spec).await?;
+            Ok::<_, EngineError>((spec.name.clone(), id))
         });
     join_all(creations).await.into_iter().collect()
 }

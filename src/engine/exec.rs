@@ -317,63 +317,6 @@ impl Engine {
         let _ = self.remove_with_volumes(&id).await;
         result
     }
-
-    /// Loads seed data into a fresh datastore volume through a created (not yet
-    /// started) container: a directory's contents land in the data directory;
-    /// a single file (a dump) in `/docker-entrypoint-initdb.d/`, which the
-    /// usual database images run on first start.
-    pub async fn seed(
-        &self,
-        id: &str,
-        service: &str,
-        seed: &std::path::Path,
-        data_dir: &str,
-        _kind: crate::spec::DatastoreKind,
-    ) -> Result<(), EngineError> {
-        let seed_path = seed.to_path_buf();
-        let is_dir = seed_path.is_dir();
-        let packed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut tar = tar::Builder::new(Vec::new());
-            tar.follow_symlinks(false);
-            if seed_path.is_dir() {
-                tar.append_dir_all(".", &seed_path)?;
-            } else {
-                let name = seed_path
-                    .file_name()
-                    .map(|n| std::path::Path::new("docker-entrypoint-initdb.d").join(n))
-                    .unwrap_or_else(|| "docker-entrypoint-initdb.d/seed".into());
-                tar.append_path_with_name(&seed_path, name)?;
-            }
-            tar.into_inner()
-        })
-        .await
-        .map_err(|e| EngineError::Context {
-            service: service.into(),
-            path: seed.display().to_string(),
-            message: e.to_string(),
-        })?
-        .map_err(|e| EngineError::Context {
-            service: service.into(),
-            path: seed.display().to_string(),
-            message: e.to_string(),
-        })?;
-        let path = if is_dir {
-            data_dir.to_string()
-        } else {
-            "/".to_string()
-        };
-        self.docker
-            .upload_to_container(
-                id,
-                Some(bollard::query_parameters::UploadToContainerOptions {
-                    path,
-                    ..Default::default()
-                }),
-                bollard::body_full(packed.into()),
-            )
-            .await
-            .map_err(|e| EngineError::api(format!("loading the seed data of `{service}`"), e))
-    }
 }
 
 impl Engine {

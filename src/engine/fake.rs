@@ -16,7 +16,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,13 +26,15 @@ use tokio_util::sync::CancellationToken;
 use super::containers::ContainerStatus;
 use super::health::{Check, NotReady};
 use super::images::ImageOutput;
+use super::progress::Reporter;
 use super::{ContainerEngine, EngineError};
+use crate::datastore::load::LoadError;
 use crate::plan::names::{
     LABEL_HASH, LABEL_KIND, LABEL_PROJECT, LABEL_REPLICA, LABEL_SERVICE, LABEL_TASK,
 };
 use crate::plan::{ContainerSpec, Observed, ObservedState, OldMount};
 use crate::router::runtime::{ProxyRuntime, ServerState};
-use crate::spec::{Build, DatastoreKind, Health, RestartPolicy};
+use crate::spec::{Build, Health, RestartPolicy, Stack};
 use crate::watcher::swap::Registry;
 
 /// How long the fake proxy takes to apply a registry change.
@@ -440,18 +441,43 @@ impl ContainerEngine for FakeEngine {
         Ok((code, vec![format!("{task} exited {code}")]))
     }
 
-    async fn seed(
+    async fn prepare_seeds(
         &self,
-        id: &str,
-        _service: &str,
-        _seed: &Path,
-        _data_dir: &str,
-        _kind: DatastoreKind,
-    ) -> Result<(), EngineError> {
+        stack: &Stack,
+        project: &str,
+        units: &[String],
+        _reporter: &Reporter,
+    ) -> Result<BTreeSet<String>, EngineError> {
         yield_now().await;
         let mut s = lock(&self.state);
-        let name = s.name_of(id);
-        s.calls.push(Call::Seed(name));
+        let mut to_seed = BTreeSet::new();
+        for unit in units {
+            let seeded = stack.datastores.get(unit).is_some_and(|d| d.seed.is_some());
+            let Some((volume, _)) = crate::plan::data_volume(stack, unit).filter(|_| seeded) else {
+                continue;
+            };
+            // Only a volume made now is seeded.
+            let full = crate::plan::names::volume_name(project, &volume);
+            if !s.volumes.contains_key(&full) {
+                s.volumes.insert(full.clone(), 500);
+                s.calls.push(Call::CreateVolume(full));
+                to_seed.insert(unit.clone());
+            }
+        }
+        Ok(to_seed)
+    }
+
+    async fn load_seed(
+        &self,
+        _stack: &Stack,
+        _project: &str,
+        _unit: &str,
+        (_, name): (&str, &str),
+        _deadline: Instant,
+        _reporter: &Reporter,
+    ) -> Result<(), LoadError> {
+        yield_now().await;
+        self.log(Call::Seed(name.to_string()));
         Ok(())
     }
 

@@ -20,6 +20,7 @@ pub mod apply;
 pub mod auth;
 pub mod containers;
 pub mod context;
+pub mod datastore;
 pub mod error;
 pub mod events;
 pub mod exec;

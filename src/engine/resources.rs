@@ -79,6 +79,17 @@ impl Engine {
     /// Creates `<project>_<name>` unless it exists; returns true when it was
     /// created now (a fresh volume, which seed data may fill).
     pub async fn ensure_volume(&self, project: &str, name: &str) -> Result<bool, EngineError> {
+        self.ensure_volume_with(project, name, &[]).await
+    }
+
+    /// As [`Engine::ensure_volume`], with `extra` labels on a volume it creates
+    /// (an existing volume keeps the labels it has: the engine cannot change them).
+    pub async fn ensure_volume_with(
+        &self,
+        project: &str,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<bool, EngineError> {
         let full = names::volume_name(project, name);
         match self.docker.inspect_volume(&full).await {
             Ok(found) => {
@@ -100,6 +111,7 @@ impl Engine {
                 names::owner_labels(project)
                     .into_iter()
                     .chain([(LABEL_VOLUME.to_string(), name.to_string())])
+                    .chain(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())))
                     .collect(),
             ),
             ..Default::default()

@@ -83,6 +83,16 @@ pub const LABEL_KIND: &str = "dev.devstack.kind";
 pub const LABEL_TASK: &str = "dev.devstack.task";
 /// The named volume's name within the stack (without the project prefix).
 pub const LABEL_VOLUME: &str = "dev.devstack.volume";
+/// On a datastore's data volume created for a stack with seed data: `wanted`.
+pub const LABEL_SEED: &str = "dev.devstack.seed";
+/// On a seeded marker volume: the creation time of the data volume it vouches for.
+pub const LABEL_SEEDED: &str = "dev.devstack.seeded";
+
+/// The marker volume that says data volume `volume` (its name in the stack)
+/// holds its seed: `<volume>-seeded`.
+pub fn seeded_marker(volume: &str) -> String {
+    format!("{volume}-seeded")
+}
 
 /// The version of the meaning of devstack's labels and state files. An
 /// object without [`LABEL_SCHEMA`] was made by a release before labels had

@@ -15,16 +15,26 @@ use crate::spec::{Container, Stack, Volume, VolumeSource};
 /// volume `<datastore>-data` there, so its data outlives its containers
 /// (an image's `VOLUME` alone would give an anonymous volume, which goes
 /// with the container).
+///
+/// A datastore without a `health` gets its kind's readiness check
+/// (`datastore::kinds::readiness`), which is no part of the config hash.
 pub fn effective_unit<'a>(stack: &'a Stack, unit: &str) -> Option<Cow<'a, Container>> {
     let container = stack.unit(unit)?;
-    Some(match default_data_volume(stack, unit) {
-        Some(volume) => {
-            let mut c = container.clone();
-            c.volumes.push(volume);
-            Cow::Owned(c)
-        }
-        None => Cow::Borrowed(container),
-    })
+    let readiness = stack
+        .datastores
+        .get(unit)
+        .filter(|d| d.container.health.is_none())
+        .and_then(|d| crate::datastore::kinds::readiness(d.kind));
+    let volume = default_data_volume(stack, unit);
+    if volume.is_none() && readiness.is_none() {
+        return Some(Cow::Borrowed(container));
+    }
+    let mut c = container.clone();
+    c.volumes.extend(volume);
+    if readiness.is_some() {
+        c.health = readiness;
+    }
+    Some(Cow::Owned(c))
 }
 
 /// The default data volume of datastore `unit`, when it needs one: the stack

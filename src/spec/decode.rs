@@ -1444,7 +1444,7 @@ fn decode_datastore(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Da
         None => {
             d.problem(
                 Problem::at(node.span, path.as_str(), "a datastore needs a `kind`")
-                    .hint("postgres, mariadb, mysql, redis, mongodb, elasticsearch, kafka, etcd or generic"),
+                    .hint("postgres, mariadb, mysql, redis, mongodb, elasticsearch, kafka, etcd, memcached or generic"),
             );
             return None;
         }
@@ -1461,7 +1461,10 @@ fn decode_datastore(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Da
                 d.problem(Problem::at(
                     n.span,
                     p.as_str(),
-                    "a `generic` datastore's volume needs a target: `NAME:/path`",
+                    format!(
+                        "a `{}` datastore's volume needs a target: `NAME:/path`",
+                        kind.name()
+                    ),
                 ));
             }
             match volume {
@@ -1489,6 +1492,18 @@ fn decode_datastore(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Da
         let p = f.path("seed");
         let seed = d.path_value(n, &p)?;
         check_exists(d, &seed, "seed data", n, &p);
+        if kind == DatastoreKind::Memcached {
+            d.error(n, &p, "a memcached datastore has no seed format");
+        } else if kind.data_dir().is_none() && data_volume.is_none() {
+            d.problem(
+                Problem::at(
+                    n.span,
+                    p.as_str(),
+                    "a generic datastore's seed is copied into its data volume, and it has none",
+                )
+                .hint("give it a `volume: NAME:/path`"),
+            );
+        }
         Some(seed)
     });
     Some(Datastore {

@@ -11,6 +11,9 @@ pub const MAX_DEPTH: usize = 32;
 /// Longest text one value may expand to.
 pub const MAX_LEN: usize = 1 << 20;
 
+/// The prefix of the names that refer to a datastore's facts (`${datastores.pg.url}`).
+pub const DATASTORES: &str = "datastores.";
+
 /// Why a value could not be interpolated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -131,7 +134,16 @@ fn expand(
     depth: usize,
     max_len: usize,
 ) -> Result<String, Error> {
-    let len = name_len(inner);
+    // `${datastores.NAME.url}`: a dotted name, resolved after decoding (see `refs.rs`).
+    let len = match inner.strip_prefix(DATASTORES) {
+        Some(rest) => {
+            DATASTORES.len()
+                + rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+                    .unwrap_or(rest.len())
+        }
+        None => name_len(inner),
+    };
     if len == 0 {
         return Err(format!("`${{{inner}}}` does not start with a variable name").into());
     }

@@ -66,7 +66,12 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
         }
     }
     vars.extend(options.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let lookup = |name: &str| vars.get(name).cloned();
+    let lookup = |name: &str| {
+        if name.starts_with(interpolate::DATASTORES) {
+            return Some(super::refs::placeholder(name));
+        }
+        vars.get(name).cloned()
+    };
 
     // What all values together may expand to, across files.
     let mut budget = Budget {
@@ -151,7 +156,10 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
                 dir: &dir,
                 host: &host,
             };
-            let stack = decode_stack(&mut decoder, root);
+            let mut stack = decode_stack(&mut decoder, root);
+            if let Some(stack) = &mut stack {
+                problems.extend(super::refs::resolve(stack));
+            }
             // A value whose interpolation failed was already reported; its
             // leftover `${...}` text would only cause a second, confusing problem.
             let failed: Vec<usize> = problems

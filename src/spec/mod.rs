@@ -12,6 +12,7 @@ pub mod interpolate;
 pub mod load;
 pub mod merge;
 pub mod model;
+pub mod refs;
 pub mod units;
 pub mod validate;
 pub mod yaml;

@@ -268,6 +268,7 @@ pub enum DatastoreKind {
     Elasticsearch,
     Kafka,
     Etcd,
+    Memcached,
     Generic,
 }
 
@@ -281,6 +282,7 @@ impl DatastoreKind {
         ("elasticsearch", DatastoreKind::Elasticsearch),
         ("kafka", DatastoreKind::Kafka),
         ("etcd", DatastoreKind::Etcd),
+        ("memcached", DatastoreKind::Memcached),
         ("generic", DatastoreKind::Generic),
     ];
 
@@ -294,8 +296,17 @@ impl DatastoreKind {
             DatastoreKind::Elasticsearch => Some("/usr/share/elasticsearch/data"),
             DatastoreKind::Kafka => Some("/var/lib/kafka/data"),
             DatastoreKind::Etcd => Some("/etcd-data"),
-            DatastoreKind::Generic => None,
+            DatastoreKind::Memcached | DatastoreKind::Generic => None,
         }
+    }
+
+    /// The kind's name as a stack writes it.
+    pub fn name(self) -> &'static str {
+        DatastoreKind::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("generic")
     }
 }
 

@@ -467,3 +467,40 @@ fn platform_is_checked_where_it_is_written() {
         "{problem:?}"
     );
 }
+
+#[test]
+fn a_datastores_url_is_offered_to_env_and_commands() {
+    let s = ok("name: t\nservices:\n  api: {image: 'api:1', env: {DATABASE_URL: '${datastores.db.url}?sslmode=disable', CACHE: '${datastores.cache.url}'}, command: [serve, '--db=${datastores.db.url}']}\ndatastores:\n  db: {kind: postgres, image: 'postgres:15.6', env: {POSTGRES_USER: app, POSTGRES_PASSWORD: s3cret}}\n  cache: {kind: redis, image: 'redis:7'}\n");
+    let api = &s.services["api"].container;
+    assert_eq!(
+        api.env["DATABASE_URL"],
+        "postgres://app:s3cret@db:5432/app?sslmode=disable"
+    );
+    assert_eq!(api.env["CACHE"], "redis://cache:6379");
+    assert_eq!(
+        api.command.as_ref().unwrap()[1],
+        "--db=postgres://app:s3cret@db:5432/app"
+    );
+}
+
+#[test]
+fn a_datastore_reference_to_nothing_is_a_problem() {
+    problems(
+        "name: t\nservices:\n  api: {image: 'api:1', env: {A: '${datastores.nope.url}', B: '${datastores.db.host}'}}\ndatastores:\n  db: {kind: redis, image: 'redis:7'}\n",
+        &[
+            ("services.api.env.A", "there is no datastore `nope`"),
+            ("services.api.env.B", "a datastore offers only `url`"),
+        ],
+    );
+}
+
+#[test]
+fn a_seed_a_kind_cannot_take_is_a_problem() {
+    problems(
+        "name: t\ndatastores:\n  mc: {kind: memcached, image: 'memcached:1.6', seed: .}\n  g: {kind: generic, image: g, seed: .}\n",
+        &[
+            ("datastores.mc.seed", "a memcached datastore has no seed format"),
+            ("datastores.g.seed", "a generic datastore's seed is copied into its data volume, and it has none"),
+        ],
+    );
+}

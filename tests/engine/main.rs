@@ -6,6 +6,7 @@
 mod process;
 mod support;
 
+mod datastores;
 mod failures;
 mod follow;
 mod lifecycle;

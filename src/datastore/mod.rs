@@ -1,0 +1,14 @@
+//! Datastores as their official images behave: what each kind is (port,
+//! readiness, connection URL), and seed data loaded by kind once per fresh
+//! data volume.
+//!
+//! - [`kinds`]: the table per kind; pure.
+//! - [`seed`]: the commands that load seed files, the seed-or-not decision,
+//!   and where a failing file failed; pure.
+//! - [`load`]: seeding carried out through the engine, called by `up`.
+//! - [`snapshot`]: snapshots of data volumes, kept on the engine as volumes.
+
+pub mod kinds;
+pub mod load;
+pub mod seed;
+pub mod snapshot;

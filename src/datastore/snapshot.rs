@@ -1,0 +1,703 @@
+//! Snapshots of datastores' data volumes, kept on the engine as volumes:
+//! `devstack data snapshot|restore|ls|rm`.
+//!
+//! A snapshot of datastore D named N is the volume
+//! `<project>_snapshot-N-D`, labelled with the snapshot's name, the
+//! datastore, the image reference it ran and the time. Taking one flushes
+//! the server (`kinds::flush`), pauses its container and copies its data
+//! directory through the engine's archive API into the snapshot volume
+//! (mounted by a created, never started helper), then unpauses it.
+//! Restoring removes the datastore's containers, makes its data volume
+//! again and copies the snapshot back the same way; `up` then starts it.
+//! No dump and reload, no helper image: the datastore's own image is the
+//! helper, and the copy works with a remote engine.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::engine::{Engine, EngineError};
+use crate::plan::{self, names, ContainerSpec, MountSource, MountSpec, ObservedState};
+use crate::spec::{Stack, UnitKind};
+
+/// The snapshot's name, on each of its volumes.
+pub const LABEL_SNAPSHOT: &str = "dev.devstack.snapshot";
+/// The datastore a snapshot volume holds.
+pub const LABEL_OF: &str = "dev.devstack.snapshot-of";
+/// The image reference the datastore ran when the snapshot was taken.
+pub const LABEL_IMAGE: &str = "dev.devstack.snapshot-image";
+/// When it was taken, seconds since the epoch.
+pub const LABEL_TIME: &str = "dev.devstack.snapshot-time";
+
+/// One datastore's part of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub name: String,
+    pub datastore: String,
+    /// The engine's volume holding the copy.
+    pub volume: String,
+    pub image: String,
+    /// Seconds since the epoch.
+    pub taken: u64,
+}
+
+/// Why a snapshot command did nothing, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// What was asked cannot be done (a bad name, an unknown datastore, ...).
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// A snapshot name: a letter or digit, then letters, digits, `_` and `-`, at most 40.
+pub fn check_name(name: &str) -> Result<(), SnapshotError> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::Refused(format!(
+            "`{name}` is not a snapshot name: use lowercase letters, digits, `_` and `-` (at most 40), starting with a letter or digit"
+        )))
+    }
+}
+
+/// The name (within the stack) of the volume holding datastore `ds`'s part of snapshot `name`.
+pub fn volume_of(name: &str, ds: &str) -> String {
+    format!("snapshot-{name}-{ds}")
+}
+
+/// The datastores a command is about: those named (each must be a
+/// datastore with a data volume), or every datastore that has one.
+pub fn chosen(stack: &Stack, named: &[String]) -> Result<Vec<String>, SnapshotError> {
+    let with_volume = |d: &str| plan::data_volume(stack, d).is_some();
+    if named.is_empty() {
+        return Ok(stack
+            .datastores
+            .keys()
+            .filter(|d| with_volume(d))
+            .cloned()
+            .collect());
+    }
+    for d in named {
+        if !stack.datastores.contains_key(d) {
+            return Err(SnapshotError::Refused(format!(
+                "`{d}` is not a datastore of this stack"
+            )));
+        }
+        if !with_volume(d) {
+            return Err(SnapshotError::Refused(format!(
+                "datastore `{d}` keeps no data in a named volume"
+            )));
+        }
+    }
+    Ok(named.to_vec())
+}
+
+/// A created, never started container of `spec`'s image that mounts only
+/// `volume` at `dir`: the other end of an archive copy.
+pub fn helper(
+    spec: &ContainerSpec,
+    project: &str,
+    task: &str,
+    volume: &str,
+    dir: &str,
+) -> ContainerSpec {
+    let mut labels = BTreeMap::new();
+    labels.insert(names::LABEL_PROJECT.to_string(), project.to_string());
+    labels.insert(names::LABEL_TASK.to_string(), task.to_string());
+    ContainerSpec {
+        name: names::task_container_name(project, task, &std::process::id().to_string()),
+        mounts: vec![MountSpec {
+            source: MountSource::Volume(volume.to_string()),
+            target: dir.to_string(),
+            read_only: false,
+        }],
+        ports: Vec::new(),
+        aliases: Vec::new(),
+        labels,
+        health: None,
+        config_hash: String::new(),
+        ..spec.clone()
+    }
+}
+
+/// The snapshots of the project, oldest first.
+pub async fn list(engine: &Engine, project: &str) -> Result<Vec<Snapshot>, EngineError> {
+    let mut all: Vec<Snapshot> = engine
+        .volumes_with_label(project, LABEL_SNAPSHOT)
+        .await?
+        .into_iter()
+        .map(|v| Snapshot {
+            name: v.labels.get(LABEL_SNAPSHOT).cloned().unwrap_or_default(),
+            datastore: v.labels.get(LABEL_OF).cloned().unwrap_or_default(),
+            image: v.labels.get(LABEL_IMAGE).cloned().unwrap_or_default(),
+            taken: v
+                .labels
+                .get(LABEL_TIME)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_default(),
+            volume: v.name,
+        })
+        .collect();
+    all.sort_by(|a, b| (a.taken, &a.name, &a.datastore).cmp(&(b.taken, &b.name, &b.datastore)));
+    Ok(all)
+}
+
+/// The image reference a unit runs.
+fn image_of(stack: &Stack, project: &str, unit: &str) -> String {
+    stack
+        .unit(unit)
+        .and_then(|c| c.image.clone())
+        .unwrap_or_else(|| names::built_image_tag(project, unit))
+}
+
+/// Datastore `ds`'s first replica as it should be, to base helpers on.
+pub(crate) async fn replica_spec(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    ds: &str,
+) -> Result<ContainerSpec, SnapshotError> {
+    let image = image_of(stack, project, ds);
+    let image_id = engine.image_id(&image).await?.ok_or_else(|| {
+        SnapshotError::Refused(format!(
+            "the image `{image}` of `{ds}` is not present; run `devstack up` first"
+        ))
+    })?;
+    let unit = plan::effective_unit(stack, ds)
+        .ok_or_else(|| SnapshotError::Refused(format!("`{ds}` is not in the stack")))?;
+    plan::desired_containers(
+        project,
+        ds,
+        UnitKind::Datastore,
+        &unit,
+        &image,
+        &image_id,
+        1,
+    )
+    .into_iter()
+    .next()
+    .ok_or_else(|| SnapshotError::Refused(format!("`{ds}` has no replica")))
+}
+
+/// Takes snapshot `name` of `datastores` (all with a data volume when
+/// empty) while the stack runs.
+pub async fn take(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    name: &str,
+    datastores: &[String],
+) -> Result<Vec<Snapshot>, SnapshotError> {
+    check_name(name)?;
+    let chosen = chosen(stack, datastores)?;
+    if list(engine, project).await?.iter().any(|s| s.name == name) {
+        return Err(SnapshotError::Refused(format!(
+            "a snapshot `{name}` exists; remove it first (`devstack data rm {name}`) or choose another name"
+        )));
+    }
+    let observed = engine.list_project(project).await?;
+    let taken = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut done = Vec::new();
+    for ds in &chosen {
+        let Some(running) = observed.iter().find(|o| {
+            o.task.is_none()
+                && o.service.as_deref() == Some(ds.as_str())
+                && o.replica == Some(1)
+                && o.state == ObservedState::Running
+        }) else {
+            return Err(SnapshotError::Refused(format!(
+                "datastore `{ds}` is not running; start it (`devstack up`) to snapshot it"
+            )));
+        };
+        let Some((_, dir)) = plan::data_volume(stack, ds) else {
+            continue;
+        };
+        let image = image_of(stack, project, ds);
+        let spec = replica_spec(engine, stack, project, ds).await?;
+        let volume = volume_of(name, ds);
+        let full = names::volume_name(project, &volume);
+        let time = taken.to_string();
+        engine
+            .ensure_volume_with(
+                project,
+                &volume,
+                &[
+                    (LABEL_SNAPSHOT, name),
+                    (LABEL_OF, ds),
+                    (LABEL_IMAGE, &image),
+                    (LABEL_TIME, &time),
+                ],
+            )
+            .await?;
+        if let Some(kind) = stack.datastores.get(ds).map(|d| d.kind) {
+            if let Some(argv) = super::kinds::flush(kind) {
+                // Best effort: the paused copy is consistent as after a
+                // power loss even without it; the flush only shortens recovery.
+                let _ = engine
+                    .exec_capture(&running.id, &argv, std::time::Duration::from_secs(60))
+                    .await;
+            }
+        }
+        let helper = helper(&spec, project, &format!("{ds}-snapshot"), &full, &dir);
+        engine.pause(&running.id).await?;
+        let copied = engine.move_data(&running.id, &helper, &dir).await;
+        let resumed = engine.unpause(&running.id).await;
+        if let Err(e) = copied {
+            let _ = engine.remove_volume(&full).await;
+            return Err(e.into());
+        }
+        resumed?;
+        done.push(Snapshot {
+            name: name.to_string(),
+            datastore: ds.clone(),
+            volume: full,
+            image,
+            taken,
+        });
+    }
+    Ok(done)
+}
+
+/// Puts snapshot `name` back into the data volumes of `datastores` (all
+/// the snapshot holds when empty). The datastores' containers are removed
+/// (`up` makes them again); returns the datastores restored. A snapshot of
+/// another image reference is refused unless `force`.
+pub async fn restore(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    name: &str,
+    datastores: &[String],
+    force: bool,
+) -> Result<Vec<String>, SnapshotError> {
+    let parts: Vec<Snapshot> = list(engine, project)
+        .await?
+        .into_iter()
+        .filter(|s| s.name == name)
+        .filter(|s| datastores.is_empty() || datastores.contains(&s.datastore))
+        .collect();
+    if parts.is_empty() {
+        return Err(SnapshotError::Refused(format!(
+            "there is no snapshot `{name}`{} (see `devstack data ls`)",
+            if datastores.is_empty() {
+                String::new()
+            } else {
+                format!(" of {}", datastores.join(", "))
+            }
+        )));
+    }
+    for part in &parts {
+        chosen(stack, std::slice::from_ref(&part.datastore))?;
+        let image = image_of(stack, project, &part.datastore);
+        if image != part.image && !force {
+            return Err(SnapshotError::Refused(format!(
+                "snapshot `{name}` of `{}` was taken with image `{}`, and the stack now runs `{image}`; its files may not be what this server reads (restore anyway with --force)",
+                part.datastore, part.image
+            )));
+        }
+    }
+    let observed = engine.list_project(project).await?;
+    let mut restored = Vec::new();
+    for part in &parts {
+        let ds = &part.datastore;
+        let Some((volume, dir)) = plan::data_volume(stack, ds) else {
+            continue;
+        };
+        let spec = replica_spec(engine, stack, project, ds).await?;
+        for o in observed
+            .iter()
+            .filter(|o| o.task.is_none() && o.service.as_deref() == Some(ds.as_str()))
+        {
+            engine.stop(&o.id, None).await?;
+            engine.remove(&o.id).await?;
+        }
+        let full = names::volume_name(project, &volume);
+        engine.remove_volume(&full).await?;
+        engine
+            .remove_volume(&names::volume_name(project, &names::seeded_marker(&volume)))
+            .await?;
+        // Made without the seed label: restored data is never seeded over.
+        engine.ensure_volume(project, &volume).await?;
+        let source = helper(
+            &spec,
+            project,
+            &format!("{ds}-snapshot"),
+            &part.volume,
+            &dir,
+        );
+        let source_id = engine.create(&source).await?;
+        let target = helper(&spec, project, &format!("{ds}-restore"), &full, &dir);
+        let copied = engine.move_data(&source_id, &target, &dir).await;
+        let _ = engine.remove_with_volumes(&source_id).await;
+        copied?;
+        restored.push(ds.clone());
+    }
+    Ok(restored)
+}
+
+/// Removes every volume of snapshot `name`; returns how many.
+pub async fn remove(engine: &Engine, project: &str, name: &str) -> Result<usize, SnapshotError> {
+    let parts: Vec<Snapshot> = list(engine, project)
+        .await?
+        .into_iter()
+        .filter(|s| s.name == name)
+        .collect();
+    if parts.is_empty() {
+        return Err(SnapshotError::Refused(format!(
+            "there is no snapshot `{name}` (see `devstack data ls`)"
+        )));
+    }
+    for p in &parts {
+        engine.remove_volume(&p.volume).await?;
+    }
+    Ok(parts.len())
+}
+
+/// Starts a copy of the stack (project `project`, usually another `-p`
+/// than the snapshot's) from snapshot `name` of whichever project holds it:
+/// each datastore whose data volume does not exist yet gets one filled from
+/// the snapshot (never seeded over); existing volumes are kept. Returns the
+/// datastores filled.
+pub async fn branch(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    name: &str,
+) -> Result<Vec<String>, SnapshotError> {
+    check_name(name)?;
+    let found = engine
+        .volumes_with_label("", &format!("{LABEL_SNAPSHOT}={name}"))
+        .await?;
+    let mut owners: Vec<String> = found
+        .iter()
+        .filter_map(|v| v.labels.get(names::LABEL_PROJECT).cloned())
+        .collect();
+    owners.sort();
+    owners.dedup();
+    let owner = match owners.as_slice() {
+        [] => {
+            return Err(SnapshotError::Refused(format!(
+                "no project has a snapshot `{name}` (see `devstack data ls`)"
+            )))
+        }
+        [one] => one.clone(),
+        more if more.iter().any(|p| p == project) => project.to_string(),
+        more => {
+            return Err(SnapshotError::Refused(format!(
+            "projects {} each have a snapshot `{name}`; import the one you mean into this project",
+            more.join(", ")
+        )))
+        }
+    };
+    let mut filled = Vec::new();
+    for part in list(engine, &owner)
+        .await?
+        .into_iter()
+        .filter(|s| s.name == name)
+    {
+        let ds = &part.datastore;
+        let Some((volume, dir)) = plan::data_volume(stack, ds) else {
+            continue;
+        };
+        let image = image_of(stack, project, ds);
+        if image != part.image {
+            return Err(SnapshotError::Refused(format!(
+                "snapshot `{name}` of `{ds}` was taken with image `{}`, and this stack runs `{image}`",
+                part.image
+            )));
+        }
+        if !engine.ensure_volume(project, &volume).await? {
+            continue;
+        }
+        let full = names::volume_name(project, &volume);
+        let spec = replica_spec(engine, stack, project, ds).await?;
+        let source = helper(
+            &spec,
+            project,
+            &format!("{ds}-snapshot"),
+            &part.volume,
+            &dir,
+        );
+        let source_id = engine.create(&source).await?;
+        let target = helper(&spec, project, &format!("{ds}-restore"), &full, &dir);
+        let copied = engine.move_data(&source_id, &target, &dir).await;
+        let _ = engine.remove_with_volumes(&source_id).await;
+        if let Err(e) = copied {
+            // Not left half filled: the next try starts from nothing.
+            let _ = engine.remove_volume(&full).await;
+            return Err(e.into());
+        }
+        filled.push(ds.clone());
+    }
+    Ok(filled)
+}
+
+/// The first entry of an export file: what it holds.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct Manifest {
+    /// The format of the file, for a later devstack to tell.
+    format: u32,
+    name: String,
+    /// Each part's datastore, image and time; its data is the entry `<datastore>.tar`.
+    parts: Vec<ManifestPart>,
+}
+
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct ManifestPart {
+    datastore: String,
+    image: String,
+    taken: u64,
+}
+
+const MANIFEST: &str = "devstack-snapshot.json";
+
+fn io_refused(what: &str, e: impl std::fmt::Display) -> SnapshotError {
+    SnapshotError::Refused(format!("{what}: {e}"))
+}
+
+/// Writes snapshot `name` to `file`: a zstd-compressed tar of a manifest
+/// and one tar per datastore (its data directory, owners and modes kept),
+/// for `import` on another machine.
+pub async fn export(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    name: &str,
+    file: &std::path::Path,
+) -> Result<usize, SnapshotError> {
+    let parts: Vec<Snapshot> = list(engine, project)
+        .await?
+        .into_iter()
+        .filter(|s| s.name == name)
+        .collect();
+    if parts.is_empty() {
+        return Err(SnapshotError::Refused(format!(
+            "there is no snapshot `{name}` (see `devstack data ls`)"
+        )));
+    }
+    let spool = tempfile::tempdir().map_err(|e| io_refused("making a scratch directory", e))?;
+    let mut spooled = Vec::new();
+    for part in &parts {
+        let ds = &part.datastore;
+        chosen(stack, std::slice::from_ref(ds))?;
+        let Some((_, dir)) = plan::data_volume(stack, ds) else {
+            continue;
+        };
+        let spec = replica_spec(engine, stack, project, ds).await?;
+        let source = helper(
+            &spec,
+            project,
+            &format!("{ds}-snapshot"),
+            &part.volume,
+            &dir,
+        );
+        let id = engine.create(&source).await?;
+        let path = spool.path().join(format!("{ds}.tar"));
+        let copied = engine.download_dir_to(&id, &dir, &path).await;
+        let _ = engine.remove_with_volumes(&id).await;
+        copied?;
+        spooled.push((ds.clone(), path));
+    }
+    let manifest = Manifest {
+        format: 1,
+        name: name.to_string(),
+        parts: parts
+            .iter()
+            .map(|p| ManifestPart {
+                datastore: p.datastore.clone(),
+                image: p.image.clone(),
+                taken: p.taken,
+            })
+            .collect(),
+    };
+    let file = file.to_path_buf();
+    let count = spooled.len();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let out = std::fs::File::create(&file)?;
+        let mut tar = tar::Builder::new(zstd::Encoder::new(out, 3)?);
+        let json = serde_json::to_vec_pretty(&manifest)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(json.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, MANIFEST, json.as_slice())?;
+        for (ds, path) in &spooled {
+            tar.append_path_with_name(path, format!("{ds}.tar"))?;
+        }
+        tar.into_inner()?.finish()?.sync_all()
+    })
+    .await
+    .map_err(|e| io_refused("writing the export", e))?
+    .map_err(|e| io_refused("writing the export", e))?;
+    drop(spool);
+    Ok(count)
+}
+
+/// Reads an export file into snapshot volumes of this project; returns the
+/// snapshot's name. Refused when a snapshot of that name exists, or the
+/// stack has no such datastore.
+pub async fn import(
+    engine: &Engine,
+    stack: &Stack,
+    project: &str,
+    file: &std::path::Path,
+) -> Result<String, SnapshotError> {
+    let spool = tempfile::tempdir().map_err(|e| io_refused("making a scratch directory", e))?;
+    let dir_path = spool.path().to_path_buf();
+    let source = file.to_path_buf();
+    let shown = file.display().to_string();
+    let manifest = tokio::task::spawn_blocking(move || -> Result<Manifest, String> {
+        let input = std::fs::File::open(&source).map_err(|e| e.to_string())?;
+        let decoder = zstd::Decoder::new(input).map_err(|e| e.to_string())?;
+        let mut tar = tar::Archive::new(decoder);
+        let mut manifest = None;
+        for entry in tar.entries().map_err(|e| e.to_string())? {
+            let mut entry = entry.map_err(|e| e.to_string())?;
+            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+            let name = path.to_string_lossy().into_owned();
+            if name == MANIFEST {
+                let mut text = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut text).map_err(|e| e.to_string())?;
+                manifest =
+                    Some(serde_json::from_slice::<Manifest>(&text).map_err(|e| e.to_string())?);
+            } else if let Some(ds) = name.strip_suffix(".tar").filter(|d| {
+                !d.is_empty()
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            }) {
+                let mut out = std::fs::File::create(dir_path.join(format!("{ds}.tar")))
+                    .map_err(|e| e.to_string())?;
+                std::io::copy(&mut entry, &mut out).map_err(|e| e.to_string())?;
+            } else {
+                return Err(format!("unexpected entry `{name}`"));
+            }
+        }
+        manifest.ok_or_else(|| format!("no {MANIFEST} in it"))
+    })
+    .await
+    .map_err(|e| io_refused(&format!("reading {shown}"), e))?
+    .map_err(|e| SnapshotError::Refused(format!("{shown} is not a devstack export: {e}")))?;
+    check_name(&manifest.name)?;
+    if list(engine, project)
+        .await?
+        .iter()
+        .any(|s| s.name == manifest.name)
+    {
+        return Err(SnapshotError::Refused(format!(
+            "a snapshot `{}` exists; remove it first (`devstack data rm {}`)",
+            manifest.name, manifest.name
+        )));
+    }
+    for part in &manifest.parts {
+        chosen(stack, std::slice::from_ref(&part.datastore))?;
+    }
+    for part in &manifest.parts {
+        let ds = &part.datastore;
+        let Some((_, dir)) = plan::data_volume(stack, ds) else {
+            continue;
+        };
+        let tar = spool.path().join(format!("{ds}.tar"));
+        if !tar.is_file() {
+            return Err(SnapshotError::Refused(format!(
+                "{shown} lists `{ds}` but holds no data for it"
+            )));
+        }
+        let volume = volume_of(&manifest.name, ds);
+        let full = names::volume_name(project, &volume);
+        let time = part.taken.to_string();
+        engine
+            .ensure_volume_with(
+                project,
+                &volume,
+                &[
+                    (LABEL_SNAPSHOT, manifest.name.as_str()),
+                    (LABEL_OF, ds),
+                    (LABEL_IMAGE, &part.image),
+                    (LABEL_TIME, &time),
+                ],
+            )
+            .await?;
+        let spec = replica_spec(engine, stack, project, ds).await?;
+        let target = helper(&spec, project, &format!("{ds}-snapshot"), &full, &dir);
+        let id = engine.create(&target).await?;
+        // The tar holds `<basename>/...`: unpacked in the parent, as `move_data` does.
+        let parent = match dir.trim_end_matches('/').rsplit_once('/') {
+            Some((p, _)) if !p.is_empty() => p.to_string(),
+            _ => "/".to_string(),
+        };
+        let copied = engine.upload_tar_from(&id, &parent, &tar).await;
+        let _ = engine.remove_with_volumes(&id).await;
+        if let Err(e) = copied {
+            let _ = engine.remove_volume(&full).await;
+            return Err(e.into());
+        }
+    }
+    Ok(manifest.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_are_plain_words() {
+        for good in ["before-migration", "bug_123", "a"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "Has Space",
+            "UPPER",
+            "a/b",
+            "a.b",
+            &"x".repeat(41),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_helper_mounts_only_the_volume_it_copies() {
+        let spec = crate::plan::testing::unit("db").build();
+        let spec =
+            plan::desired_containers("p", "db", UnitKind::Datastore, &spec, "img", "sha256:1", 1)
+                .remove(0);
+        let h = helper(
+            &spec,
+            "p",
+            "db-snapshot",
+            "p_snapshot-s-db",
+            "/var/lib/mysql",
+        );
+        assert_eq!(
+            h.mounts,
+            vec![MountSpec {
+                source: MountSource::Volume("p_snapshot-s-db".into()),
+                target: "/var/lib/mysql".into(),
+                read_only: false,
+            }]
+        );
+        assert!(h.ports.is_empty());
+        assert_eq!(
+            h.labels.get(names::LABEL_TASK).map(String::as_str),
+            Some("db-snapshot")
+        );
+        assert!(names::task_container_owner(&h.name).is_some());
+    }
+}

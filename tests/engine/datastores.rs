@@ -1,0 +1,504 @@
+//! Datastores as their official images behave, on the replicas of those
+//! images: readiness that waits for a server answering queries (past
+//! mariadb's init restart), seed data loaded by kind once per fresh volume
+//! (every format, a failing file named with its line, a seed that failed or
+//! was killed loaded again from nothing by the next `up`), and the URL a
+//! service gets as `${datastores.NAME.url}`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+/// The directory of an inline project's stack file, where its seeds go.
+fn dir(p: &Project) -> PathBuf {
+    p.files[0]
+        .parent()
+        .expect("the stack file is in a directory")
+        .to_path_buf()
+}
+
+fn write(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("the seed directory is made");
+    }
+    std::fs::write(path, text).expect("the seed file is written");
+}
+
+/// `text` gzip-compressed, by the system's gzip.
+fn gzip(text: &str) -> Vec<u8> {
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("gzip runs");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), text.as_bytes())
+        .expect("gzip reads");
+    child.wait_with_output().expect("gzip ends").stdout
+}
+
+fn postgres_stack(seed: &str) -> String {
+    format!(
+        "name: ds\ndatastores:\n  pg:\n    kind: postgres\n    image: devstack-fixtures/postgres:15\n    env: {{ POSTGRES_PASSWORD: secret }}\n    seed: {seed}\n    stop_grace: 5s\n"
+    )
+}
+
+/// The answer of one query, through `devstack exec`.
+fn psql(p: &Project, query: &str) -> String {
+    let out = p.ok(&["exec", "pg", "--", "psql", "-U", "postgres", "-XtAc", query]);
+    stdout(&out).trim().to_string()
+}
+
+/// The ids in table `items`, in order, comma-separated.
+fn ids(p: &Project) -> String {
+    psql(p, "select string_agg(id::text, ',' order by id) from items")
+}
+
+fn seeded_marker(p: &Project, volume: &str) -> bool {
+    p.volumes().contains(&format!("{}_{volume}-seeded", p.name))
+}
+
+#[test]
+fn postgres_seeds_in_every_format_load_once() {
+    let p = Project::inline("pgseed", &postgres_stack("./seed"));
+    let seed = dir(&p).join("seed");
+    write(
+        &seed.join("01-schema.sql"),
+        "create table items (id int, name text);\ninsert into items values (1, 'one'), (2, 'two');\n",
+    );
+    std::fs::write(
+        seed.join("02-more.sql.gz"),
+        gzip("insert into items values (3, 'three');\n"),
+    )
+    .expect("the gzip seed is written");
+    write(
+        &seed.join("03-script.sh"),
+        "psql -v ON_ERROR_STOP=1 -U \"$POSTGRES_USER\" -c \"insert into items values (4, 'four')\"\n",
+    );
+    p.ok(&["up", "--wait"]);
+    assert_eq!(
+        psql(&p, "select string_agg(name, ',' order by id) from items"),
+        "one,two,three,four"
+    );
+    assert!(seeded_marker(&p, "pg-data"), "{:?}", p.volumes());
+
+    // Once per volume: a later `up` (after `down`) leaves the data alone.
+    p.ok(&["down"]);
+    p.ok(&["up", "--wait"]);
+    assert_eq!(psql(&p, "select count(*) from items"), "4");
+
+    // A pg_dump -Fc file seeds another copy.
+    let dump = p.ok(&["exec", "pg", "--", "pg_dump", "-U", "postgres", "-Fc"]);
+    assert!(
+        dump.stdout.starts_with(b"PGDMP"),
+        "not a custom-format dump"
+    );
+    let copy = Project::inline("pgdump", &postgres_stack("./items.dump"));
+    std::fs::write(dir(&copy).join("items.dump"), &dump.stdout).expect("the dump is written");
+    copy.ok(&["up", "--wait"]);
+    assert_eq!(
+        psql(&copy, "select string_agg(name, ',' order by id) from items"),
+        "one,two,three,four"
+    );
+}
+
+#[test]
+fn a_failing_seed_names_its_file_and_line_and_the_next_up_starts_again() {
+    let p = Project::inline("pgfail", &postgres_stack("./seed"));
+    let seed = dir(&p).join("seed");
+    write(
+        &seed.join("01-schema.sql"),
+        "create table items (id int);\ninsert into items values (1), (2);\n",
+    );
+    write(
+        &seed.join("02-bad.sql"),
+        "insert into items values (3);\n\ninsert into nope values (1);\n",
+    );
+    let out = p.run(&["up", "--wait"]);
+    assert!(!out.status.success(), "a failing seed must fail `up`");
+    let err = stderr(&out) + &stdout(&out);
+    assert!(
+        err.contains("02-bad.sql, line 3") && err.contains("relation \"nope\" does not exist"),
+        "{err}"
+    );
+    assert!(
+        !seeded_marker(&p, "pg-data"),
+        "a failed seed was marked done"
+    );
+
+    // Fixed, the next `up` loads it from nothing: no row twice.
+    write(&seed.join("02-bad.sql"), "insert into items values (3);\n");
+    p.ok(&["up", "--wait"]);
+    assert_eq!(
+        psql(
+            &p,
+            "select string_agg(id::text, ',' order by id) from items"
+        ),
+        "1,2,3"
+    );
+    assert!(seeded_marker(&p, "pg-data"));
+}
+
+#[test]
+fn a_first_up_killed_during_seeding_is_seeded_by_the_next() {
+    let p = Project::inline("pgkill", &postgres_stack("./seed"));
+    let seed = dir(&p).join("seed");
+    write(
+        &seed.join("01-rows.sql"),
+        "create table items (id int);\ninsert into items values (1), (2);\n",
+    );
+    // Keeps the first seed busy until devstack is killed.
+    write(&seed.join("02-wait.sh"), "sleep 120\n");
+    let mut up = p
+        .command(&["up", "--wait"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("devstack up starts");
+    let container = format!("{}-pg-1", p.name);
+    let loading = eventually(Duration::from_secs(120), || {
+        docker(&[
+            "exec",
+            &container,
+            "psql",
+            "-U",
+            "postgres",
+            "-XtAc",
+            "select count(*) from items",
+        ]) == "2"
+    });
+    assert!(loading, "the first seed file never loaded");
+    up.kill().expect("devstack is killed");
+    let _ = up.wait();
+    assert!(!seeded_marker(&p, "pg-data"));
+
+    std::fs::remove_file(seed.join("02-wait.sh")).expect("the slow script is removed");
+    p.ok(&["up", "--wait"]);
+    assert_eq!(
+        psql(
+            &p,
+            "select string_agg(id::text, ',' order by id) from items"
+        ),
+        "1,2"
+    );
+}
+
+#[test]
+fn mariadb_is_ready_after_its_init_restart_and_seeded_then() {
+    let yaml = "name: ds\ndatastores:\n  db:\n    kind: mariadb\n    image: devstack-fixtures/mariadb:10.11\n    env: { MARIADB_ROOT_PASSWORD: rootpw, MARIADB_DATABASE: shop }\n    volumes: [\"./initdb:/docker-entrypoint-initdb.d:ro\"]\n    seed: ./seed\n    stop_grace: 5s\n";
+    let p = Project::inline("myseed", yaml);
+    // A slow init script keeps the temporary server (socket only) up a while.
+    write(&dir(&p).join("initdb/01-slow.sh"), "sleep 4\n");
+    let seed = dir(&p).join("seed");
+    write(
+        &seed.join("01-phase.sql"),
+        "create table phase as select @@skip_networking as sn;\ncreate table items (id int);\ninsert into items values (1), (2);\n",
+    );
+    std::fs::write(
+        seed.join("02-more.sql.gz"),
+        gzip("insert into items values (3);\n"),
+    )
+    .expect("the gzip seed is written");
+    p.ok(&["up", "--wait"]);
+    let query = |q: &str| {
+        let out = p.ok(&[
+            "exec", "db", "--", "mariadb", "-uroot", "-prootpw", "shop", "-Nse", q,
+        ]);
+        stdout(&out).trim().to_string()
+    };
+    assert_eq!(
+        query("select sn from phase"),
+        "0",
+        "seeded into the temporary init server"
+    );
+    assert_eq!(
+        query("select group_concat(id order by id) from items"),
+        "1,2,3"
+    );
+
+    p.ok(&["down", "--volumes"]);
+    write(
+        &seed.join("03-bad.sql"),
+        "insert into items values (4);\nselect * from nope;\n",
+    );
+    let out = p.run(&["up", "--wait"]);
+    assert!(!out.status.success());
+    let err = stderr(&out) + &stdout(&out);
+    assert!(
+        err.contains("03-bad.sql, line 2") && err.contains("Table 'shop.nope' doesn't exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn redis_commands_load_memcached_answers_and_services_get_urls() {
+    let yaml = "name: ds\nservices:\n  app:\n    image: devstack-fixtures/busybox\n    env: { CACHE_URL: '${datastores.cache.url}', MEMCACHED: '${datastores.mc.url}' }\n    depends_on: [cache, mc]\n    stop_grace: 1s\ndatastores:\n  cache:\n    kind: redis\n    image: devstack-fixtures/redis:7.0\n    seed: ./cache.redis\n  mc:\n    kind: memcached\n    image: devstack-fixtures/memcached:1.6\n";
+    let p = Project::inline("redisseed", yaml);
+    write(
+        &dir(&p).join("cache.redis"),
+        "# greetings\nSET greeting \"hello world\"\n\nRPUSH list a b c\n",
+    );
+    p.ok(&["up", "--wait"]);
+    let get = p.ok(&["exec", "cache", "--", "redis-cli", "get", "greeting"]);
+    assert_eq!(stdout(&get).trim(), "hello world");
+    let len = p.ok(&["exec", "cache", "--", "redis-cli", "llen", "list"]);
+    assert_eq!(stdout(&len).trim(), "3");
+    // The server's own dump seeds another copy, placed before it starts.
+    let saved = p.ok(&[
+        "exec",
+        "cache",
+        "--",
+        "sh",
+        "-c",
+        "redis-cli SAVE >/dev/null && cat /data/dump.rdb",
+    ]);
+    assert!(saved.stdout.starts_with(b"REDIS"), "not a dump");
+    let copy = Project::inline(
+        "redisrdb",
+        "name: ds\ndatastores:\n  cache:\n    kind: redis\n    image: devstack-fixtures/redis:7.0\n    seed: ./seed\n",
+    );
+    std::fs::create_dir_all(dir(&copy).join("seed")).expect("seed/ is made");
+    std::fs::write(dir(&copy).join("seed/cache.rdb"), &saved.stdout).expect("the dump is written");
+    copy.ok(&["up", "--wait"]);
+    let got = copy.ok(&[
+        "exec",
+        "cache",
+        "--",
+        "redis-cli",
+        "lrange",
+        "list",
+        "0",
+        "-1",
+    ]);
+    assert_eq!(
+        stdout(&got).split_whitespace().collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+
+    let env = p.ok(&[
+        "exec",
+        "app",
+        "--",
+        "sh",
+        "-c",
+        "echo $CACHE_URL $MEMCACHED",
+    ]);
+    assert_eq!(stdout(&env).trim(), "redis://cache:6379 mc:11211");
+
+    p.ok(&["down", "--volumes"]);
+    write(&dir(&p).join("cache.redis"), "SET a 1\n\nNOPE x\nSET b 2\n");
+    let out = p.run(&["up", "--wait"]);
+    assert!(!out.status.success());
+    let err = stderr(&out) + &stdout(&out);
+    assert!(
+        err.contains("cache.redis, line 3") && err.contains("ERR unknown command 'NOPE'"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("app: healthy"),
+        "a dependent started before its datastore's seed loaded: {err}"
+    );
+}
+
+/// etcd has no replica image: the Debian base image runs this machine's own
+/// etcd and etcdctl (Debian's `etcd-server` and `etcd-client`), mounted in.
+#[test]
+fn etcd_keys_load_through_etcdctl() {
+    let yaml = "name: ds\ndatastores:\n  kv:\n    kind: etcd\n    image: devstack-fixtures/debian:bookworm\n    command: [etcd, --data-dir, /etcd-data, --listen-client-urls, 'http://0.0.0.0:2379', --advertise-client-urls, 'http://kv:2379']\n    volumes: ['./bin/etcd:/usr/local/bin/etcd:ro', './bin/etcdctl:/usr/local/bin/etcdctl:ro']\n    seed: ./keys\n    stop_grace: 2s\n";
+    let p = Project::inline("etcdseed", yaml);
+    let bin = dir(&p).join("bin");
+    std::fs::create_dir_all(&bin).expect("bin/ is made");
+    for tool in ["etcd", "etcdctl"] {
+        std::fs::copy(Path::new("/usr/bin").join(tool), bin.join(tool))
+            .unwrap_or_else(|e| panic!("/usr/bin/{tool} (Debian's etcd packages) is needed: {e}"));
+    }
+    write(
+        &dir(&p).join("keys"),
+        "# config\n/config/mode=fast\n/config/greeting=hello = world\n",
+    );
+    p.ok(&["up", "--wait"]);
+    let get = p.ok(&[
+        "exec",
+        "kv",
+        "--",
+        "etcdctl",
+        "get",
+        "--print-value-only",
+        "/config/greeting",
+    ]);
+    assert_eq!(stdout(&get).trim(), "hello = world");
+    assert!(seeded_marker(&p, "kv-data"));
+
+    p.ok(&["down", "--volumes"]);
+    write(&dir(&p).join("keys"), "/a=1\nnot a pair\n");
+    let out = p.run(&["up", "--wait"]);
+    assert!(!out.status.success());
+    let err = stderr(&out) + &stdout(&out);
+    assert!(err.contains("keys, line 2: expected `key=value`"), "{err}");
+}
+
+/// Rewrites an inline project's stack file.
+fn rewrite(p: &Project, yaml: &str) {
+    std::fs::write(&p.files[0], yaml).expect("the stack file is rewritten");
+}
+
+#[test]
+fn a_snapshot_restores_exactly_its_rows_exported_imported_and_branched() {
+    let with_app = |image: &str| {
+        format!(
+            "name: ds\nservices:\n  app:\n    image: devstack-fixtures/busybox\n    env: {{ DATABASE_URL: '${{datastores.pg.url}}' }}\n    depends_on: [pg]\n    stop_grace: 1s\ndatastores:\n  pg:\n    kind: postgres\n    image: {image}\n    env: {{ POSTGRES_PASSWORD: secret }}\n    seed: ./seed.sql\n    stop_grace: 5s\n"
+        )
+    };
+    let p = Project::inline("pgsnap", &with_app("devstack-fixtures/postgres:15"));
+    write(
+        &dir(&p).join("seed.sql"),
+        "create table items (id int);\ninsert into items values (1), (2);\n",
+    );
+    p.ok(&["up", "--wait"]);
+    // Rows the seed does not give, so a reseeded volume is told from a restored one.
+    psql(&p, "insert into items values (7)");
+    p.ok(&["data", "snapshot", "before"]);
+    let ls = p.ok(&["data", "ls", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls --json is JSON");
+    assert_eq!(listed[0]["name"], "before", "{listed}");
+    assert_eq!(listed[0]["datastore"], "pg", "{listed}");
+    assert_eq!(
+        listed[0]["image"], "devstack-fixtures/postgres:15",
+        "{listed}"
+    );
+
+    psql(
+        &p,
+        "insert into items values (3); delete from items where id = 1",
+    );
+    assert_eq!(ids(&p), "2,3,7");
+    let app = format!("{}-app-1", p.name);
+    let app_started = || docker(&["inspect", "-f", "{{.State.StartedAt}}", &app]);
+    let app_before = app_started();
+
+    p.ok(&["data", "restore", "before"]);
+    assert_eq!(ids(&p), "1,2,7");
+    assert_ne!(
+        app_started(),
+        app_before,
+        "the datastore's dependent was not restarted"
+    );
+    // The restored volume is not seeded again on the next `up`.
+    p.ok(&["up", "--wait"]);
+    assert_eq!(ids(&p), "1,2,7");
+
+    // Another image reference: refused before anything is touched, unless --force.
+    rewrite(&p, &with_app("devstack-fixtures/postgres:latest"));
+    let out = p.run(&["data", "restore", "before"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    rewrite(&p, &with_app("devstack-fixtures/postgres:15"));
+
+    // Handed to a colleague: export, everything gone, import, restore.
+    let file = dir(&p).join("before.tar.zst");
+    let file = file.to_str().expect("a UTF-8 path");
+    p.ok(&["data", "export", "before", file]);
+    p.ok(&["down", "--volumes"]);
+    p.ok(&["up", "--wait"]);
+    assert_eq!(ids(&p), "1,2");
+    p.ok(&["data", "import", file]);
+    p.ok(&["data", "restore", "before"]);
+    assert_eq!(ids(&p), "1,2,7");
+
+    // A branch: a second copy of the stack starting from the snapshot,
+    // beside the first, with data of its own.
+    let copy = Project::inline("pgbranch", &with_app("devstack-fixtures/postgres:15"));
+    write(
+        &dir(&copy).join("seed.sql"),
+        "create table items (id int);\n",
+    );
+    copy.ok(&["up", "--wait", "--from-snapshot", "before"]);
+    assert_eq!(ids(&copy), "1,2,7");
+    psql(&copy, "insert into items values (8)");
+    assert_eq!(ids(&copy), "1,2,7,8");
+    assert_eq!(ids(&p), "1,2,7", "the branch wrote into the original");
+
+    p.ok(&["data", "rm", "before"]);
+    assert!(
+        !p.volumes().iter().any(|v| v.contains("snapshot-before")),
+        "{:?}",
+        p.volumes()
+    );
+    let out = p.run(&["data", "restore", "before"]);
+    assert!(
+        stderr(&out).contains("there is no snapshot `before`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_snapshot_under_write_load_restores_to_a_state_postgres_accepts() {
+    let p = Project::inline("pgload", &postgres_stack("./seed.sql"));
+    write(&dir(&p).join("seed.sql"), "create table items (id int);\n");
+    p.ok(&["up", "--wait"]);
+    let container = format!("{}-pg-1", p.name);
+    // One row per transaction, as fast as the server takes them, until the
+    // container goes (the restore removes it).
+    docker(&[
+        "exec",
+        "-d",
+        &container,
+        "psql",
+        "-U",
+        "postgres",
+        "-Xqc",
+        "do $$ begin for i in 1..100000000 loop insert into items values (i); commit; end loop; end $$",
+    ]);
+    let writing = eventually(Duration::from_secs(60), || {
+        docker(&[
+            "exec",
+            &container,
+            "psql",
+            "-U",
+            "postgres",
+            "-XtAc",
+            "select count(*) > 100 from items",
+        ]) == "t"
+    });
+    assert!(writing, "the writer never got going");
+    p.ok(&["data", "snapshot", "busy"]);
+    assert_eq!(
+        psql(
+            &p,
+            "select count(*) > 0 from pg_stat_activity where query like 'do $$%'"
+        ),
+        "t",
+        "the writer stopped during the snapshot"
+    );
+
+    p.ok(&["data", "restore", "busy"]);
+    let logs = docker(&["logs", &format!("{}-pg-1", p.name)]);
+    let all_logs = logs
+        + &String::from_utf8_lossy(
+            &Command::new("docker")
+                .args(["logs", &format!("{}-pg-1", p.name)])
+                .output()
+                .expect("docker logs runs")
+                .stderr,
+        );
+    assert!(!all_logs.contains("PANIC"), "{all_logs}");
+    assert!(
+        all_logs.contains("database system is ready to accept connections"),
+        "{all_logs}"
+    );
+    let rows: u64 = psql(&p, "select count(*) from items")
+        .parse()
+        .expect("a count");
+    assert!(rows > 100, "restored {rows} rows");
+    // Every id from 1 to the last is there once: the copy is a committed prefix.
+    assert_eq!(
+        psql(
+            &p,
+            "select count(*) = max(id) and count(distinct id) = count(*) from items"
+        ),
+        "t"
+    );
+}
