@@ -55,7 +55,11 @@ fn ready(images: &[&str]) {
         Err(e) => panic!("cannot run the docker CLI ({e}); these tests need a Docker engine"),
     }
     let wanted: Vec<String> = images.iter().map(|i| format!("{}/{i}", prefix())).collect();
-    let missing = || wanted.iter().any(|i| docker(&["images", "-q", i]).is_empty());
+    let missing = || {
+        wanted
+            .iter()
+            .any(|i| docker(&["images", "-q", i]).is_empty())
+    };
     if !missing() {
         return;
     }
@@ -282,7 +286,11 @@ fn strings(value: &Value) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("not a list: {value}"))
         .iter()
-        .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        })
         .collect()
 }
 
@@ -314,7 +322,9 @@ fn giveaway_serves_the_app_behind_nginx_with_redis() {
     let first = get(ex.port, "giveaway.localhost", "/");
     assert_eq!(first.status, 200, "{first:?}");
     assert!(
-        first.header("server").is_some_and(|s| s.starts_with("nginx")),
+        first
+            .header("server")
+            .is_some_and(|s| s.starts_with("nginx")),
         "not answered through nginx: {first:?}"
     );
     let n1 = first.json()["entries"]
@@ -324,7 +334,13 @@ fn giveaway_serves_the_app_behind_nginx_with_redis() {
         .as_i64()
         .expect("an entries count");
     assert_eq!(n2, n1 + 1, "the counter did not go through Redis");
-    let stored = docker(&["exec", &ex.container("redis"), "redis-cli", "get", "entries"]);
+    let stored = docker(&[
+        "exec",
+        &ex.container("redis"),
+        "redis-cli",
+        "get",
+        "entries",
+    ]);
     assert_eq!(stored, n2.to_string(), "Redis holds another count");
     // The worker (`node worker.js`, same image) is connected and running.
     let worker = ex.container("worker");
@@ -379,7 +395,11 @@ fn events_routes_reach_the_apps_reading_the_seeded_database() {
         assert_eq!(tickets, ["Early bird", "Regular"], "{shop}");
         hostnames.insert(shop["hostname"].to_string());
     }
-    assert_eq!(hostnames.len(), 2, "both ticket-shop replicas serve: {hostnames:?}");
+    assert_eq!(
+        hostnames.len(),
+        2,
+        "both ticket-shop replicas serve: {hostnames:?}"
+    );
 
     // api.events.localhost/matchmaking/...: Node, the prefix stripped.
     let api = ok_json(port, "api.events.localhost", "/matchmaking/players");
@@ -399,13 +419,25 @@ fn events_routes_reach_the_apps_reading_the_seeded_database() {
     assert_eq!(admin["service"], "matchmaking-admin", "{admin}");
     assert_eq!(strings(&admin["players"]), ["ada", "grace"], "{admin}");
     let migrations = strings(&admin["migrations"]);
-    for m in ["admin.0001_initial", "auth.0001_initial", "sessions.0001_initial", "players.0001_initial"] {
-        assert!(migrations.iter().any(|x| x == m), "{m} not applied: {admin}");
+    for m in [
+        "admin.0001_initial",
+        "auth.0001_initial",
+        "sessions.0001_initial",
+        "players.0001_initial",
+    ] {
+        assert!(
+            migrations.iter().any(|x| x == m),
+            "{m} not applied: {admin}"
+        );
     }
     assert_eq!(admin["api"]["service"], "matchmaking-api", "{admin}");
     let login = get(port, "admin.events.localhost", "/admin/login/");
     assert_eq!(login.status, 200, "{login:?}");
-    assert!(login.body.contains("Django administration"), "{}", login.body);
+    assert!(
+        login.body.contains("Django administration"),
+        "{}",
+        login.body
+    );
 
     // events.localhost (everything else): WordPress on Apache, configured
     // from WORDPRESS_DB_* by the entrypoint; not installed yet, so it sends
@@ -416,12 +448,22 @@ fn events_routes_reach_the_apps_reading_the_seeded_database() {
     assert!(location.ends_with("/wp-admin/install.php"), "{home:?}");
     let install = get(port, "events.localhost", "/wp-admin/install.php");
     assert_eq!(install.status, 200, "{install:?}");
-    assert!(install.body.contains("install.php?step=2"), "{}", install.body);
+    assert!(
+        install.body.contains("install.php?step=2"),
+        "{}",
+        install.body
+    );
     // Installing writes to MariaDB; then the site serves its own title.
     let form = "weblog_title=DevStack+Events&user_name=admin&admin_password=local-only-Pw-1234\
                 &admin_password2=local-only-Pw-1234&pw_weak=1&admin_email=admin%40events.localhost\
                 &blog_public=0&Submit=Install+WordPress&language=";
-    let done = request(port, "events.localhost", "POST", "/wp-admin/install.php?step=2", Some(form));
+    let done = request(
+        port,
+        "events.localhost",
+        "POST",
+        "/wp-admin/install.php?step=2",
+        Some(form),
+    );
     assert_eq!(done.status, 200, "{done:?}");
     assert!(done.body.contains("Success!"), "{}", done.body);
     let site = get(port, "events.localhost", "/");
