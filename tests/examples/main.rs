@@ -6,9 +6,9 @@
 //! database, a value round-tripping through Redis), and `down --volumes`
 //! must leave no container, network or volume of the project.
 //!
-//! They fail (never skip) when no Docker engine answers, and build the
-//! fixture images first when one they use is missing.
-//! `DEVSTACK_FIXTURES_PREFIX` runs them on another set of fixture images.
+//! They fail (never skip) when no Docker engine answers, and first bring
+//! the fixture images they use up to date. `DEVSTACK_FIXTURES_PREFIX` runs
+//! them on another set of fixture images (build.sh and the overlays read it).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -16,6 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -24,10 +25,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_devstack");
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn prefix() -> String {
-    std::env::var("DEVSTACK_FIXTURES_PREFIX").unwrap_or_else(|_| "devstack-fixtures".into())
 }
 
 /// Runs `docker ARGS` and returns its trimmed stdout.
@@ -39,48 +36,58 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The engine answers and these fixture images exist (built with
-/// `fixtures/images/build.sh`, under the lock the engine tests use, when one
-/// is missing).
-fn ready(images: &[&str]) {
-    let ping = Command::new("docker")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .output();
-    match ping {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "no Docker engine answered; these tests need one:\n{}",
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!("cannot run the docker CLI ({e}); these tests need a Docker engine"),
-    }
-    let wanted: Vec<String> = images.iter().map(|i| format!("{}/{i}", prefix())).collect();
-    let missing = || {
-        wanted
-            .iter()
-            .any(|i| docker(&["images", "-q", i]).is_empty())
-    };
-    if !missing() {
-        return;
-    }
-    let lock_path = std::env::temp_dir().join("devstack-fixture-images.lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .expect("a lock file in the temp dir");
-    // SAFETY: flock on a file descriptor we own; released when `lock` drops.
-    let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    assert_eq!(locked, 0, "cannot lock {}", lock_path.display());
-    if missing() {
+/// Every fixture image the examples use (`fixtures/images/build.sh` names).
+const IMAGES: &[&str] = &[
+    "haproxy:2.6",
+    "redis:7.0",
+    "nginx:1.22",
+    "node:18",
+    "python:3.11",
+    "mariadb:10.11",
+    "memcached:1.6",
+    "wordpress:6.1-php8.2-apache",
+];
+
+static READY: Once = Once::new();
+
+/// The engine answers and the fixture images the examples use are current:
+/// `fixtures/images/build.sh IMAGE...` (about a second when they are, a
+/// rebuild of those that are not, e.g. a node replica from before its
+/// `node-redis`), once per test binary, under the lock the engine tests use.
+fn ready() {
+    READY.call_once(|| {
+        let ping = Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output();
+        match ping {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => panic!(
+                "no Docker engine answered; these tests need one:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => panic!("cannot run the docker CLI ({e}); these tests need a Docker engine"),
+        }
+        let lock_path = std::env::temp_dir().join("devstack-fixture-images.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .expect("a lock file in the temp dir");
+        // SAFETY: flock on a file descriptor we own; released when `lock` drops.
+        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(locked, 0, "cannot lock {}", lock_path.display());
         let status = Command::new("bash")
             .arg(repo().join("fixtures/images/build.sh"))
+            .args(IMAGES)
             .status()
             .expect("fixtures/images/build.sh runs");
-        assert!(status.success(), "fixtures/images/build.sh failed");
-    }
-    drop(lock);
+        assert!(
+            status.success(),
+            "fixtures/images/build.sh {IMAGES:?} failed"
+        );
+        drop(lock);
+    });
 }
 
 /// A port on loopback that nothing listens on right now.
@@ -315,7 +322,7 @@ fn giveaway_fixture_app_is_the_stacks_app() {
 /// which counts entries in Redis; the worker runs beside it.
 #[test]
 fn giveaway_serves_the_app_behind_nginx_with_redis() {
-    ready(&["nginx:1.22", "redis:7.0", "node:18", "haproxy:2.6"]);
+    ready();
     let ex = Example::new("giveaway", "GIVEAWAY_PORT");
     ex.ok(&["up", "--detach", "--wait", "--timeout", "240s"]);
 
@@ -359,14 +366,7 @@ fn giveaway_serves_the_app_behind_nginx_with_redis() {
 /// stack's seed loaded, and the Django apps' migrate tasks ran first.
 #[test]
 fn events_routes_reach_the_apps_reading_the_seeded_database() {
-    ready(&[
-        "mariadb:10.11",
-        "memcached:1.6",
-        "python:3.11",
-        "node:18",
-        "wordpress:6.1-php8.2-apache",
-        "haproxy:2.6",
-    ]);
+    ready();
     let ex = Example::new("events", "EVENTS_PORT");
     ex.ok(&["up", "--detach", "--wait", "--timeout", "400s"]);
     let port = ex.port;
