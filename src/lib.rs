@@ -2,6 +2,7 @@
 //!
 //! The modules follow the pipeline (see ARCHITECTURE.md):
 //!
+//! - [`import`]: Compose files and Kubernetes manifests read as stack files.
 //! - [`spec`]: the stack format; parsing, interpolation, overlays and validation.
 //! - [`plan`]: pure planning: desired containers, config hashes, dependency order, diffs.
 //! - [`engine`]: the only code that talks to Docker (bollard): build, run, probe, logs, exec, events.
@@ -13,6 +14,7 @@
 //! - [`cli`]: the command line; clap types stop here.
 
 pub mod cli;
+pub mod import;
 pub mod engine;
 pub mod etcd;
 pub mod plan;

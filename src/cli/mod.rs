@@ -14,6 +14,7 @@ pub mod config;
 pub mod down;
 pub mod etcd;
 pub mod exec;
+pub mod import;
 pub mod logs;
 pub mod ps;
 pub mod restart;
@@ -109,6 +110,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Restart(args) => restart::run(&global, args).await,
         Command::Scale(args) => scale::run(&global, args).await,
         Command::Routes(args) => routes::run(&global, args).await,
+        Command::Import(args) => import::run(&global, args),
         Command::Watch(args) => watch::run(&global, args).await,
         Command::Agent => agent::run(&global).await,
         Command::Completions { shell } => {

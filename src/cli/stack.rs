@@ -30,7 +30,12 @@ pub fn stack_files(global: &GlobalArgs) -> Vec<PathBuf> {
 /// Loads the stack, returning the report of problems when it is invalid.
 pub fn try_load(global: &GlobalArgs) -> Result<LoadedStack, Report> {
     let files = stack_files(global);
-    let stack = spec::load(&LoadOptions::new(files.clone()))?;
+    let loaded = spec::load_with_notes(&LoadOptions::new(files.clone()))?;
+    // What an imported Compose file or manifest left out, said once per load.
+    for note in &loaded.notes {
+        sayln!("{}", note.render(&loaded.sources));
+    }
+    let stack = loaded.stack;
     // `-p` was checked as it was parsed; the stack's name by `spec`, with
     // the same rule, so this only fails if the two rules ever part.
     let project = match &global.project_name {

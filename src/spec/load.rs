@@ -12,6 +12,7 @@ use super::merge::merge;
 use super::model::Stack;
 use super::validate::validate;
 use super::yaml::{self, Node, Value};
+use crate::import::{self, Note};
 
 /// What loading needs from the outside world.
 #[derive(Debug, Clone)]
@@ -47,8 +48,27 @@ impl LoadOptions {
 /// Loads, merges and validates stack files. On failure the report holds every
 /// problem that could be found, in file order.
 pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
+    load_with_notes(options).map(|loaded| loaded.stack)
+}
+
+/// A valid stack, with what translating production definitions (Compose
+/// files, Kubernetes manifests) left out.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub stack: Stack,
+    /// Fields of imported files not carried over, in file order.
+    pub notes: Vec<Note>,
+    /// The files the notes point into.
+    pub sources: Sources,
+}
+
+/// [`load`], keeping the import notes: a file detected as Compose or
+/// Kubernetes (see [`crate::import::detect`]) is translated into the tree a
+/// stack file would parse to, then merged like any stack file.
+pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
     let mut sources = Sources::default();
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
     let first = options
         .files
         .first()
@@ -76,6 +96,23 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
     let mut merged: Option<Node> = None;
     for (i, file) in options.files.iter().enumerate() {
         let given = options.contents.as_ref().and_then(|c| c.get(i)).cloned();
+        if given.is_none() && file.is_dir() {
+            let docs = import::files::manifest_docs(file, &mut sources, &mut problems);
+            let dirs = import::Dirs {
+                source: &dir,
+                stack: &dir,
+            };
+            if let Some(translated) =
+                docs.and_then(|docs| import::translate(import::Format::Kubernetes, &docs, dirs))
+            {
+                notes.extend(translated.notes);
+                merged = Some(match merged {
+                    None => translated.tree,
+                    Some(base) => merge(base, translated.tree),
+                });
+            }
+            continue;
+        }
         let read = match given {
             Some(text) => Ok(text.into_bytes()),
             None => std::fs::read(file),
@@ -109,6 +146,29 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
             }
         };
         let id = sources.add(file.display().to_string(), text);
+        // Production definitions: translated, then merged like a stack file.
+        if let Ok(mut docs) = yaml::parse_documents(id, sources.text(id)) {
+            let format = import::detect(&docs);
+            if format == import::Format::Compose {
+                // Compose interpolates as devstack does; its errors name Compose's fields.
+                for doc in &mut docs {
+                    interpolate_tree(doc, "", &lookup, &mut budget, &mut problems);
+                }
+            }
+            let source_dir = absolute_dir(file);
+            let dirs = import::Dirs {
+                source: &source_dir,
+                stack: &dir,
+            };
+            if let Some(translated) = import::translate(format, &docs, dirs) {
+                notes.extend(translated.notes);
+                merged = Some(match merged {
+                    None => translated.tree,
+                    Some(base) => merge(base, translated.tree),
+                });
+                continue;
+            }
+        }
         let mut node = match yaml::parse(id, sources.text(id)) {
             Ok(node) => node,
             Err(err) => {
@@ -172,7 +232,11 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
         _ => None,
     };
     match stack {
-        Some(stack) if problems.is_empty() => Ok(stack),
+        Some(stack) if problems.is_empty() => Ok(Loaded {
+            stack,
+            notes,
+            sources,
+        }),
         _ => {
             if problems.is_empty() {
                 problems.push(Problem::nowhere("the stack could not be read"));
@@ -193,7 +257,12 @@ fn io_reason(err: &std::io::Error) -> String {
 }
 
 /// The absolute directory of a stack file, without resolving symlinks in its name.
+/// A directory (of Kubernetes manifests) is its own directory.
 fn absolute_dir(file: &Path) -> PathBuf {
+    if file.is_dir() {
+        let absolute = std::env::current_dir().unwrap_or_default().join(file);
+        return std::fs::canonicalize(&absolute).unwrap_or(absolute);
+    }
     let parent = file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

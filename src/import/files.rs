@@ -1,0 +1,242 @@
+//! Reading production definitions from disk: a directory of manifests,
+//! and the files `devstack import` turns into one stack file.
+
+use std::path::{Path, PathBuf};
+
+use super::{detect, translate, Dirs, Format, Note};
+use crate::spec::diagnostic::{Problem, Report, Sources};
+use crate::spec::merge::merge;
+use crate::spec::yaml::{self, Node, Value};
+
+fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => err.to_string(),
+    }
+}
+
+/// A directory given with `-f`: Kubernetes manifests, every `.yaml` and
+/// `.yml` file in it (not below it), in name order.
+pub fn manifest_docs(
+    dir: &Path,
+    sources: &mut Sources,
+    problems: &mut Vec<Problem>,
+) -> Option<Vec<Node>> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(err) => {
+            problems.push(Problem::nowhere(format!(
+                "cannot read directory {}: {}",
+                dir.display(),
+                io_reason(&err)
+            )));
+            return None;
+        }
+    };
+    let mut files: Vec<PathBuf> = listing
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.extension()
+                    .is_some_and(|e| e == "yaml" || e == "yml")
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        problems.push(
+            Problem::nowhere(format!("{} holds no .yaml or .yml files", dir.display()))
+                .hint("a directory given with -f holds Kubernetes manifests"),
+        );
+        return None;
+    }
+    let mut docs = Vec::new();
+    let before = problems.len();
+    for file in files {
+        let text = match std::fs::read(&file).map(String::from_utf8) {
+            Ok(Ok(text)) => text,
+            Ok(Err(_)) => {
+                problems.push(Problem::nowhere(format!("{} is not UTF-8 text", file.display())));
+                continue;
+            }
+            Err(err) => {
+                problems.push(Problem::nowhere(format!(
+                    "cannot read {}: {}",
+                    file.display(),
+                    io_reason(&err)
+                )));
+                continue;
+            }
+        };
+        let id = sources.add(file.display().to_string(), text);
+        match yaml::parse_documents(id, sources.text(id)) {
+            Ok(found) => {
+                for doc in found {
+                    if super::detect::is_kubernetes(&doc) {
+                        docs.push(doc);
+                    } else {
+                        problems.push(
+                            Problem::at(doc.span, "", "not a Kubernetes object (no `apiVersion` and `kind`)")
+                                .hint("a directory given with -f holds Kubernetes manifests; name a stack file with its own -f"),
+                        );
+                    }
+                }
+            }
+            Err(err) => problems.push(Problem::at(
+                err.span,
+                "",
+                format!("invalid YAML: {}", err.message),
+            )),
+        }
+    }
+    (problems.len() == before).then_some(docs)
+}
+
+
+/// What `devstack import` made of its files.
+#[derive(Debug)]
+pub struct Imported {
+    /// The devstack stack file's text.
+    pub text: String,
+    /// What was not carried over, in file order.
+    pub notes: Vec<Note>,
+    /// The files the notes point into.
+    pub sources: Sources,
+}
+
+/// Translates and merges `files` (Compose files, Kubernetes manifests or
+/// directories of them, devstack overlays) into one devstack stack file
+/// whose relative paths resolve from `out_dir`. Values are kept as written:
+/// Compose's `${VAR}` stays a variable; a literal `$` of a manifest is
+/// written `$$`.
+pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Report> {
+    let mut sources = Sources::default();
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    let mut inferred = Vec::new();
+    let mut merged: Option<Node> = None;
+    for file in files {
+        let source_dir = parent_dir(file);
+        let (format, docs) = if file.is_dir() {
+            match manifest_docs(file, &mut sources, &mut problems) {
+                Some(docs) => (Format::Kubernetes, docs),
+                None => continue,
+            }
+        } else {
+            let text = match std::fs::read(file).map(String::from_utf8) {
+                Ok(Ok(text)) => text,
+                Ok(Err(_)) => {
+                    problems.push(Problem::nowhere(format!("{} is not UTF-8 text", file.display())));
+                    continue;
+                }
+                Err(err) => {
+                    problems.push(Problem::nowhere(format!(
+                        "cannot read {}: {}",
+                        file.display(),
+                        io_reason(&err)
+                    )));
+                    continue;
+                }
+            };
+            let id = sources.add(file.display().to_string(), text);
+            match yaml::parse_documents(id, sources.text(id)) {
+                Ok(docs) => (detect(&docs), docs),
+                Err(err) => {
+                    problems.push(Problem::at(err.span, "", format!("invalid YAML: {}", err.message)));
+                    continue;
+                }
+            }
+        };
+        let dirs = Dirs {
+            source: &source_dir,
+            stack: out_dir,
+        };
+        let tree = match translate(format, &docs, dirs) {
+            Some(mut t) => {
+                if format == Format::Kubernetes {
+                    escape_dollars(&mut t.tree);
+                }
+                notes.extend(t.notes);
+                inferred.extend(t.inferred);
+                t.tree
+            }
+            None => match docs.as_slice() {
+                [doc] if matches!(doc.value, Value::Map(_)) => doc.clone(),
+                [] => continue,
+                _ => {
+                    let at = docs.first().map(|d| d.span);
+                    let message = "neither a devstack stack file, a Compose file nor Kubernetes manifests";
+                    problems.push(match at {
+                        Some(span) => Problem::at(span, "", message),
+                        None => Problem::nowhere(message),
+                    });
+                    continue;
+                }
+            },
+        };
+        merged = Some(match merged {
+            None => tree,
+            Some(base) => merge(base, tree),
+        });
+    }
+    if !problems.is_empty() {
+        let mut report = Report { sources, problems };
+        report.sort();
+        return Err(report);
+    }
+    let Some(tree) = merged else {
+        return Err(Report {
+            sources,
+            problems: vec![Problem::nowhere("nothing to import")],
+        });
+    };
+    let translated = super::Translated {
+        tree,
+        notes: Vec::new(),
+        inferred,
+    };
+    let mut header = String::from(
+        "Written by `devstack import` from:\n",
+    );
+    for file in files {
+        header.push_str(&format!("  {}\n", file.display()));
+    }
+    if !notes.is_empty() {
+        header.push_str("Not carried over:\n");
+        for note in &notes {
+            header.push_str(&format!("  {}\n", note.render(&sources)));
+        }
+    }
+    Ok(Imported {
+        text: super::write::stack_file(&translated, &header),
+        notes,
+        sources,
+    })
+}
+
+fn parent_dir(file: &Path) -> PathBuf {
+    let dir = if file.is_dir() {
+        file
+    } else {
+        file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    };
+    let absolute = std::env::current_dir().unwrap_or_default().join(dir);
+    std::fs::canonicalize(&absolute).unwrap_or(absolute)
+}
+
+/// A manifest's `$` is literal; in a stack file it is written `$$`.
+fn escape_dollars(node: &mut Node) {
+    match &mut node.value {
+        Value::Scalar { text, .. } => {
+            if text.contains('$') {
+                *text = text.replace('$', "$$");
+            }
+        }
+        Value::Seq(items) => items.iter_mut().for_each(escape_dollars),
+        Value::Map(entries) => entries.iter_mut().for_each(|(_, v)| escape_dollars(v)),
+        Value::Null => {}
+    }
+}

@@ -1,0 +1,70 @@
+//! Production's own definitions read as stack files: Compose files and
+//! Kubernetes manifests translated into devstack's YAML tree.
+//!
+//! [`detect`] decides from content markers alone which format a file is in
+//! (when in doubt, devstack's own). [`compose`] and [`k8s`] turn the parsed,
+//! position-keeping tree of such a file into the tree a devstack stack file
+//! would parse to, so that overlays merge onto it and decoding, validation
+//! and their errors work unchanged, pointing into the user's file. What
+//! cannot be carried over becomes a [`Note`] with its position and field
+//! path, classed ignored or unsupported. [`write`] prints a translated tree
+//! as a devstack stack file, with comments where a value was inferred.
+
+pub mod compose;
+pub mod detect;
+pub mod files;
+pub mod k8s;
+pub mod report;
+mod tree;
+pub mod write;
+
+use std::path::Path;
+
+use crate::spec::yaml::Node;
+
+pub use detect::{detect, Format};
+pub use report::{Class, Note};
+
+/// A production definition translated into devstack's tree.
+#[derive(Debug, Clone)]
+pub struct Translated {
+    /// The tree a devstack stack file with the same meaning would parse to.
+    pub tree: Node,
+    /// What was not carried over, each once, in source order.
+    pub notes: Vec<Note>,
+    /// Field paths of the translated tree (`services.web.port`) whose value
+    /// devstack inferred rather than read, with why: comments for `import`.
+    pub inferred: Vec<(String, String)>,
+}
+
+/// Where relative paths in a source resolve: the source's own directory,
+/// and the directory the translated stack will be read from.
+#[derive(Debug, Clone, Copy)]
+pub struct Dirs<'a> {
+    pub source: &'a Path,
+    pub stack: &'a Path,
+}
+
+impl Dirs<'_> {
+    /// A relative path of the source, written so that it resolves to the
+    /// same place from the stack's directory.
+    pub fn rebase(&self, text: &str) -> String {
+        let path = Path::new(text);
+        if path.is_absolute() || text.starts_with("~/") || self.source == self.stack {
+            return text.to_string();
+        }
+        crate::spec::decode::resolve(self.source, text)
+            .display()
+            .to_string()
+    }
+}
+
+/// Translates the documents of one format (all of one file, or of every
+/// file of a directory of manifests).
+pub fn translate(format: Format, docs: &[Node], dirs: Dirs) -> Option<Translated> {
+    match format {
+        Format::Devstack => None,
+        Format::Compose => docs.first().map(|doc| compose::translate(doc, dirs)),
+        Format::Kubernetes => Some(k8s::translate(docs)),
+    }
+}
