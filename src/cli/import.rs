@@ -28,8 +28,8 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<u8> {
             return Ok(exit::FAILURE);
         }
     };
-    for note in &imported.notes {
-        sayln!("{}", note.render(&imported.sources));
+    for line in crate::import::report::render_all(&imported.notes, &imported.sources) {
+        sayln!("{line}");
     }
     // The written file must load as it is; say so now if it does not.
     let name = if to_stdout {

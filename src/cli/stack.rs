@@ -32,8 +32,8 @@ pub fn try_load(global: &GlobalArgs) -> Result<LoadedStack, Report> {
     let files = stack_files(global);
     let loaded = spec::load_with_notes(&LoadOptions::new(files.clone()))?;
     // What an imported Compose file or manifest left out, said once per load.
-    for note in &loaded.notes {
-        sayln!("{}", note.render(&loaded.sources));
+    for line in crate::import::report::render_all(&loaded.notes, &loaded.sources) {
+        sayln!("{line}");
     }
     let stack = loaded.stack;
     // `-p` was checked as it was parsed; the stack's name by `spec`, with

@@ -164,7 +164,11 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
                 t.tree
             }
             None => match docs.as_slice() {
-                [doc] if matches!(doc.value, Value::Map(_)) => doc.clone(),
+                [doc] if matches!(doc.value, Value::Map(_)) => {
+                    let mut doc = doc.clone();
+                    rebase_stack_file(&mut doc, dirs);
+                    doc
+                }
                 [] => continue,
                 _ => {
                     let at = docs.first().map(|d| d.span);
@@ -206,8 +210,8 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
     }
     if !notes.is_empty() {
         header.push_str("Not carried over:\n");
-        for note in &notes {
-            header.push_str(&format!("  {}\n", note.render(&sources)));
+        for line in super::report::render_all(&notes, &sources) {
+            header.push_str(&format!("  {line}\n"));
         }
     }
     Ok(Imported {
@@ -238,5 +242,101 @@ fn escape_dollars(node: &mut Node) {
         Value::Seq(items) => items.iter_mut().for_each(escape_dollars),
         Value::Map(entries) => entries.iter_mut().for_each(|(_, v)| escape_dollars(v)),
         Value::Null => {}
+    }
+}
+
+/// A devstack overlay's relative paths, rebased onto the output's directory.
+fn rebase_stack_file(doc: &mut Node, dirs: Dirs) {
+    let Value::Map(top) = &mut doc.value else {
+        return;
+    };
+    for (key, section) in top.iter_mut() {
+        match key.name.as_str() {
+            "services" | "datastores" => {
+                if let Value::Map(units) = &mut section.value {
+                    for (_, unit) in units.iter_mut() {
+                        rebase_unit(unit, dirs);
+                    }
+                }
+            }
+            "proxy" => {
+                if let Value::Map(fields) = &mut section.value {
+                    for (k, v) in fields.iter_mut() {
+                        if k.name == "template" {
+                            rebase_scalar(v, dirs);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn rebase_unit(unit: &mut Node, dirs: Dirs) {
+    let Value::Map(fields) = &mut unit.value else {
+        return;
+    };
+    for (key, value) in fields.iter_mut() {
+        match key.name.as_str() {
+            "seed" | "env_file" => rebase_all(value, dirs),
+            "build" => match &mut value.value {
+                Value::Scalar { .. } => rebase_scalar(value, dirs),
+                Value::Map(build) => {
+                    for (k, v) in build.iter_mut() {
+                        if k.name == "context" {
+                            rebase_scalar(v, dirs);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            "watch" => {
+                if let Value::Map(watch) = &mut value.value {
+                    for (k, v) in watch.iter_mut() {
+                        if k.name == "paths" {
+                            rebase_all(v, dirs);
+                        }
+                    }
+                }
+            }
+            "volumes" => {
+                if let Value::Seq(items) = &mut value.value {
+                    for item in items.iter_mut() {
+                        match &mut item.value {
+                            Value::Scalar { text, .. } if text.starts_with('.') => {
+                                if let Some((source, rest)) = text.split_once(':') {
+                                    *text = format!("{}:{rest}", dirs.rebase(source));
+                                }
+                            }
+                            Value::Map(volume) => {
+                                for (k, v) in volume.iter_mut() {
+                                    if k.name == "source"
+                                        && matches!(&v.value, Value::Scalar { text, .. } if text.starts_with('.'))
+                                    {
+                                        rebase_scalar(v, dirs);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn rebase_all(node: &mut Node, dirs: Dirs) {
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|i| rebase_scalar(i, dirs)),
+        _ => rebase_scalar(node, dirs),
+    }
+}
+
+fn rebase_scalar(node: &mut Node, dirs: Dirs) {
+    if let Value::Scalar { text, .. } = &mut node.value {
+        *text = dirs.rebase(text);
     }
 }

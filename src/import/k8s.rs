@@ -805,11 +805,12 @@ fn ingress(
 ) {
     let path = o.path();
     let annotations = o.node.get("metadata").and_then(|m| m.get("annotations")).unwrap_or(&NULL);
-    let mut strip = false;
+    let mut rewrite: Option<&str> = None;
     for (k, v) in entries(annotations) {
         let p = format!("{path}.metadata.annotations.{}", k.name);
-        if k.name.ends_with("/rewrite-target") && scalar(v) == Some("/") {
-            strip = true;
+        if k.name.ends_with("/rewrite-target") {
+            rewrite = scalar(v);
+        } else if k.name.ends_with("/use-regex") {
         } else if k.name.contains("ingress") {
             cx.unsupported(v, &p, "an ingress controller setting devstack's proxy does not apply");
         }
@@ -856,10 +857,21 @@ fn ingress(
             if let Some(h) = host {
                 r.set("host", h.clone());
             }
-            if let Some(p) = entry.get("path").and_then(scalar).filter(|p| *p != "/") {
-                r.set("path", text(p, span));
+            // ingress-nginx strips a prefix with `rewrite-target: /$2` on
+            // `/prefix(/|$)(.*)`, or `rewrite-target: /` on `/prefix`.
+            let raw = entry.get("path").and_then(scalar).unwrap_or("/");
+            let (prefix, strip) = match raw.strip_suffix("(/|$)(.*)") {
+                Some(base) => (base, rewrite.is_some_and(|r| r.starts_with("/$"))),
+                None => (raw, rewrite == Some("/")),
+            };
+            if rewrite.is_some() && !strip {
+                cx.unsupported(entry, &child(&ep, "path"), "a rewrite devstack's proxy does not make (it strips a path prefix only)");
+            }
+            if prefix != "/" && !prefix.is_empty() {
+                r.set("path", text(prefix, span));
                 if strip {
                     r.set("strip_prefix", text("true", span));
+                    cx.inferred.push((child(&child("services", workload), "routes"), "the ingress rewrite strips the path prefix".into()));
                 }
             }
             let own = workloads.iter().find(|w| w.name == *workload).and_then(|w| w.port.clone());

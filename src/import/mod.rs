@@ -47,16 +47,35 @@ pub struct Dirs<'a> {
 
 impl Dirs<'_> {
     /// A relative path of the source, written so that it resolves to the
-    /// same place from the stack's directory.
+    /// same place from the stack's directory (relative when both are known
+    /// absolute directories).
     pub fn rebase(&self, text: &str) -> String {
         let path = Path::new(text);
         if path.is_absolute() || text.starts_with("~/") || self.source == self.stack {
             return text.to_string();
         }
-        crate::spec::decode::resolve(self.source, text)
-            .display()
-            .to_string()
+        let target = crate::spec::decode::resolve(self.source, text);
+        match relative(self.stack, &target) {
+            Some(rel) => rel,
+            None => target.display().to_string(),
+        }
     }
+}
+
+/// `to` written relative to the directory `from` (`./x` or `../x`).
+fn relative(from: &Path, to: &Path) -> Option<String> {
+    if !from.is_absolute() || !to.is_absolute() {
+        return None;
+    }
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut parts: Vec<String> = vec!["..".to_string(); from.len() - common];
+    if parts.is_empty() {
+        parts.push(".".into());
+    }
+    parts.extend(to[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    Some(parts.join("/"))
 }
 
 /// Translates the documents of one format (all of one file, or of every
@@ -68,3 +87,6 @@ pub fn translate(format: Format, docs: &[Node], dirs: Dirs) -> Option<Translated
         Format::Kubernetes => Some(k8s::translate(docs)),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -257,12 +257,7 @@ fn io_reason(err: &std::io::Error) -> String {
 }
 
 /// The absolute directory of a stack file, without resolving symlinks in its name.
-/// A directory (of Kubernetes manifests) is its own directory.
 fn absolute_dir(file: &Path) -> PathBuf {
-    if file.is_dir() {
-        let absolute = std::env::current_dir().unwrap_or_default().join(file);
-        return std::fs::canonicalize(&absolute).unwrap_or(absolute);
-    }
     let parent = file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
