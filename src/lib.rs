@@ -14,9 +14,9 @@
 //! - [`cli`]: the command line; clap types stop here.
 
 pub mod cli;
-pub mod import;
 pub mod engine;
 pub mod etcd;
+pub mod import;
 pub mod plan;
 pub mod process;
 pub mod registrar;

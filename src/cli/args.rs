@@ -143,7 +143,12 @@ pub struct ImportArgs {
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Where to write the stack file (`-` for stdout)
-    #[arg(short = 'o', long, value_name = "FILE", default_value = "devstack.yaml")]
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "FILE",
+        default_value = "devstack.yaml"
+    )]
     pub output: PathBuf,
     /// Replace the output file if it exists
     #[arg(long)]

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 
 use super::report::{tidy, Note};
-use super::tree::{child, datastore_kind, entries, index, items, scalar, text, texts, words, MapBuilder};
+use super::tree::{
+    child, datastore_kind, entries, index, items, scalar, text, texts, words, MapBuilder,
+};
 use super::{Dirs, Translated};
 use crate::spec::model::DatastoreKind;
 use crate::spec::yaml::{Node, Span, Value};
@@ -176,7 +178,15 @@ fn translate_services(cx: &mut Cx, services: &Node, out: &mut MapBuilder) {
             continue;
         };
         let path = child("services", &name.name);
-        let task = translate_task(cx, service, &path, &name.name, runs_before, services, &images);
+        let task = translate_task(
+            cx,
+            service,
+            &path,
+            &name.name,
+            runs_before,
+            services,
+            &images,
+        );
         tasks_out.set(&name.name, task);
     }
     if !svc_out.is_empty() {
@@ -256,19 +266,14 @@ fn env_files(cx: &mut Cx, node: &Node, path: &str) -> Option<Node> {
             files.push(text(cx.dirs.rebase(&file), item.span));
         }
     }
-    (!files.is_empty()).then(|| Node {
+    let span = node.span;
+    (!files.is_empty()).then_some(Node {
         value: Value::Seq(files),
-        span: node.span,
+        span,
     })
 }
 
-fn translate_unit(
-    cx: &mut Cx,
-    service: &Node,
-    path: &str,
-    name: &str,
-    kind: Option<&str>,
-) -> Node {
+fn translate_unit(cx: &mut Cx, service: &Node, path: &str, name: &str, kind: Option<&str>) -> Node {
     let mut unit = MapBuilder::new(service.span);
     let out_path = match kind {
         Some(_) => child("datastores", name),
@@ -318,7 +323,9 @@ fn translate_unit(
                     if let Some(port) = port(cx, item, &index(&p, i)) {
                         if first_target.is_none() {
                             let target = match &port.value {
-                                Value::Map(_) => port.get("target").and_then(scalar).map(str::to_string),
+                                Value::Map(_) => {
+                                    port.get("target").and_then(scalar).map(str::to_string)
+                                }
                                 Value::Scalar { text, .. } => text
                                     .rsplit(':')
                                     .next()
@@ -360,9 +367,17 @@ fn translate_unit(
                     for extra in ["required", "restart"] {
                         if let Some(n) = node.get(extra) {
                             if scalar(n) == Some("true") && extra == "restart" {
-                                cx.ignored(n, &child(&dp, extra), "devstack does not restart dependants");
+                                cx.ignored(
+                                    n,
+                                    &child(&dp, extra),
+                                    "devstack does not restart dependants",
+                                );
                             } else if scalar(n) == Some("false") && extra == "required" {
-                                cx.unsupported(n, &child(&dp, extra), "devstack needs every dependency to exist");
+                                cx.unsupported(
+                                    n,
+                                    &child(&dp, extra),
+                                    "devstack needs every dependency to exist",
+                                );
                             }
                         }
                     }
@@ -412,14 +427,20 @@ fn translate_unit(
                 }
             }
             "networks" => networks(cx, value, &p, name),
-            "container_name" | "hostname" => {
-                cx.ignored(value, &p, "devstack names containers per project and replica")
-            }
+            "container_name" | "hostname" => cx.ignored(
+                value,
+                &p,
+                "devstack names containers per project and replica",
+            ),
             "logging" | "pull_policy" | "stop_signal" | "labels_file" => {
                 cx.ignored(value, &p, "devstack uses the engine's default")
             }
             k if k.starts_with("x-") => {}
-            _ => cx.unsupported(value, &p, "devstack has no equivalent of this Compose field"),
+            _ => cx.unsupported(
+                value,
+                &p,
+                "devstack has no equivalent of this Compose field",
+            ),
         }
     }
     // The port the service listens on: `expose`, else the first published target.
@@ -427,13 +448,22 @@ fn translate_unit(
         (Some(p), _) => Some(p),
         (None, Some((target, span))) => {
             unit.set("port", text(target.clone(), span));
-            cx.inferred(child(&out_path, "port"), "the first published port's container side");
+            cx.inferred(
+                child(&out_path, "port"),
+                "the first published port's container side",
+            );
             Some(target)
         }
         (None, None) => None,
     };
     if let Some(h) = health {
-        if let Some(node) = healthcheck(cx, h, &child(path, "healthcheck"), port.as_deref(), &out_path) {
+        if let Some(node) = healthcheck(
+            cx,
+            h,
+            &child(path, "healthcheck"),
+            port.as_deref(),
+            &out_path,
+        ) {
             unit.set("health", node);
         }
     }
@@ -464,7 +494,11 @@ fn translate_unit(
     });
     let mut kept = Vec::new();
     for v in volumes {
-        let target = v.get("target").and_then(scalar).unwrap_or("").trim_end_matches('/');
+        let target = v
+            .get("target")
+            .and_then(scalar)
+            .unwrap_or("")
+            .trim_end_matches('/');
         let source = v.get("source").and_then(scalar).unwrap_or("").to_string();
         let is_named = !source.is_empty()
             && !source.starts_with('.')
@@ -474,7 +508,11 @@ fn translate_unit(
             unit.set("volume", text(source, v.span));
             continue;
         }
-        if kind.is_some() && !is_named && target == "/docker-entrypoint-initdb.d" && unit.get("seed").is_none() {
+        if kind.is_some()
+            && !is_named
+            && target == "/docker-entrypoint-initdb.d"
+            && unit.get("seed").is_none()
+        {
             unit.set("seed", text(source, v.span));
             cx.inferred(
                 child(&out_path, "seed"),
@@ -505,7 +543,10 @@ fn build(cx: &mut Cx, node: &Node, path: &str) -> Node {
     for (key, value) in entries(node) {
         let p = child(path, &key.name);
         match key.name.as_str() {
-            "context" => b.set("context", text(cx.dirs.rebase(scalar(value).unwrap_or(".")), value.span)),
+            "context" => b.set(
+                "context",
+                text(cx.dirs.rebase(scalar(value).unwrap_or(".")), value.span),
+            ),
             "dockerfile" | "target" => b.set(&key.name, value.clone()),
             "args" => {
                 let args = env_node(cx, value, &p);
@@ -525,7 +566,11 @@ fn port(cx: &mut Cx, item: &Node, path: &str) -> Option<Node> {
     match &item.value {
         Value::Scalar { text: t, .. } => {
             if t.contains('-') {
-                cx.unsupported(item, path, "port ranges are not supported; publish each port");
+                cx.unsupported(
+                    item,
+                    path,
+                    "port ranges are not supported; publish each port",
+                );
                 return None;
             }
             Some(text(t.clone(), item.span))
@@ -534,9 +579,15 @@ fn port(cx: &mut Cx, item: &Node, path: &str) -> Option<Node> {
             let mut p = MapBuilder::new(item.span);
             for (key, value) in map {
                 match key.name.as_str() {
-                    "target" | "published" | "host_ip" | "protocol" => p.set(&key.name, value.clone()),
+                    "target" | "published" | "host_ip" | "protocol" => {
+                        p.set(&key.name, value.clone())
+                    }
                     "mode" | "name" | "app_protocol" => {}
-                    _ => cx.unsupported(value, &child(path, &key.name), "not a port field devstack knows"),
+                    _ => cx.unsupported(
+                        value,
+                        &child(path, &key.name),
+                        "not a port field devstack knows",
+                    ),
                 }
             }
             Some(p.build())
@@ -551,7 +602,12 @@ fn volume(cx: &mut Cx, item: &Node, path: &str) -> Option<Node> {
             let parts: Vec<&str> = t.split(':').collect();
             match parts.as_slice() {
                 [target] => ("volume", String::new(), target.to_string(), false),
-                [source, target] => (kind_of(source), source.to_string(), target.to_string(), false),
+                [source, target] => (
+                    kind_of(source),
+                    source.to_string(),
+                    target.to_string(),
+                    false,
+                ),
                 [source, target, mode] => (
                     kind_of(source),
                     source.to_string(),
@@ -571,14 +627,24 @@ fn volume(cx: &mut Cx, item: &Node, path: &str) -> Option<Node> {
                 Some("volume") | None => "volume",
                 Some(_) => "other",
             },
-            item.get("source").and_then(scalar).unwrap_or("").to_string(),
-            item.get("target").and_then(scalar).unwrap_or("").to_string(),
+            item.get("source")
+                .and_then(scalar)
+                .unwrap_or("")
+                .to_string(),
+            item.get("target")
+                .and_then(scalar)
+                .unwrap_or("")
+                .to_string(),
             item.get("read_only").and_then(scalar) == Some("true"),
         ),
         _ => return None,
     };
     if kind == "tmpfs" || kind == "other" {
-        cx.unsupported(item, path, "devstack mounts named volumes and host paths only");
+        cx.unsupported(
+            item,
+            path,
+            "devstack mounts named volumes and host paths only",
+        );
         return None;
     }
     if source.is_empty() {
@@ -586,8 +652,15 @@ fn volume(cx: &mut Cx, item: &Node, path: &str) -> Option<Node> {
         return None;
     }
     for (key, value) in entries(item) {
-        if !matches!(key.name.as_str(), "type" | "source" | "target" | "read_only") {
-            cx.ignored(value, &child(path, &key.name), "devstack mounts with the engine's defaults");
+        if !matches!(
+            key.name.as_str(),
+            "type" | "source" | "target" | "read_only"
+        ) {
+            cx.ignored(
+                value,
+                &child(path, &key.name),
+                "devstack mounts with the engine's defaults",
+            );
         }
     }
     let source = if kind == "bind" && !source.starts_with('/') && !source.starts_with("~/") {
@@ -635,7 +708,11 @@ fn deploy(cx: &mut Cx, node: &Node, path: &str, unit: &mut MapBuilder, resources
                 for (k, v) in entries(value) {
                     let rp = child(&p, &k.name);
                     if k.name != "limits" {
-                        cx.ignored(v, &rp, "devstack sets limits only; reservations place containers on a cluster");
+                        cx.ignored(
+                            v,
+                            &rp,
+                            "devstack sets limits only; reservations place containers on a cluster",
+                        );
                         continue;
                     }
                     for (lk, lv) in entries(v) {
@@ -643,7 +720,11 @@ fn deploy(cx: &mut Cx, node: &Node, path: &str, unit: &mut MapBuilder, resources
                             "memory" => resources.set("memory", size(lv)),
                             "cpus" => resources.set("cpus", lv.clone()),
                             "pids" => resources.set("pids", lv.clone()),
-                            _ => cx.unsupported(lv, &child(&rp, &lk.name), "no such limit in devstack"),
+                            _ => cx.unsupported(
+                                lv,
+                                &child(&rp, &lk.name),
+                                "no such limit in devstack",
+                            ),
                         }
                     }
                 }
@@ -661,7 +742,14 @@ fn networks(cx: &mut Cx, node: &Node, path: &str, name: &str) {
     for (net, settings) in entries(node) {
         let p = child(path, &net.name);
         if net.name != "default" {
-            cx.ignored(&Node { value: Value::Null, span: net.span }, &p, "devstack puts a stack's containers on one network of its own");
+            cx.ignored(
+                &Node {
+                    value: Value::Null,
+                    span: net.span,
+                },
+                &p,
+                "devstack puts a stack's containers on one network of its own",
+            );
         }
         for (key, value) in entries(settings) {
             let kp = child(&p, &key.name);
@@ -784,7 +872,13 @@ fn recognise(argv: &[String]) -> Option<Recognised> {
     }
 }
 
-fn healthcheck(cx: &mut Cx, node: &Node, path: &str, port: Option<&str>, out_path: &str) -> Option<Node> {
+fn healthcheck(
+    cx: &mut Cx,
+    node: &Node,
+    path: &str,
+    port: Option<&str>,
+    out_path: &str,
+) -> Option<Node> {
     if node.get("disable").and_then(scalar) == Some("true") {
         return None;
     }
@@ -815,26 +909,39 @@ fn healthcheck(cx: &mut Cx, node: &Node, path: &str, port: Option<&str>, out_pat
                 let recognised = argv.as_deref().and_then(recognise);
                 let hp = child(out_path, "health");
                 match recognised {
-                    Some(Recognised::Http { port: at, path: url_path }) => {
+                    Some(Recognised::Http {
+                        port: at,
+                        path: url_path,
+                    }) => {
                         h.set("http", text(url_path, value.span));
                         if port != Some(at.as_str()) {
                             h.set("port", text(at, value.span));
                         }
-                        cx.inferred(hp, "an HTTP check: the health command only fetches a local URL");
+                        cx.inferred(
+                            hp,
+                            "an HTTP check: the health command only fetches a local URL",
+                        );
                     }
                     Some(Recognised::Tcp { port: at }) => {
                         h.set("tcp", text(at, value.span));
-                        cx.inferred(hp, "a TCP check: the health command only connects to a local port");
+                        cx.inferred(
+                            hp,
+                            "a TCP check: the health command only connects to a local port",
+                        );
                     }
                     None => match (shell, argv) {
                         (Some(line), _) => h.set("command", text(line, value.span)),
                         (None, Some(argv)) => h.set("command", texts(&argv, value.span)),
-                        (None, None) => cx.unsupported(value, &p, "not a health test devstack can read"),
+                        (None, None) => {
+                            cx.unsupported(value, &p, "not a health test devstack can read")
+                        }
                     },
                 }
             }
             "interval" | "timeout" | "retries" | "start_period" => h.set(&key.name, value.clone()),
-            "start_interval" => cx.ignored(value, &p, "devstack checks at `interval` from the start"),
+            "start_interval" => {
+                cx.ignored(value, &p, "devstack checks at `interval` from the start")
+            }
             "disable" => {}
             _ => cx.unsupported(value, &p, "not a health field devstack knows"),
         }
@@ -853,7 +960,11 @@ fn develop(cx: &mut Cx, node: &Node, path: &str) -> Option<Node> {
     for (key, value) in entries(node) {
         let p = child(path, &key.name);
         if key.name != "watch" {
-            cx.unsupported(value, &p, "devstack has no equivalent of this develop field");
+            cx.unsupported(
+                value,
+                &p,
+                "devstack has no equivalent of this develop field",
+            );
             continue;
         }
         for (i, rule) in items(value).iter().enumerate() {
@@ -872,7 +983,11 @@ fn develop(cx: &mut Cx, node: &Node, path: &str) -> Option<Node> {
                     ("rebuild", Some(rel)) if w.get("action").and_then(scalar) == Some("sync") => {
                         rebuild_on.push(text(rel, rule.span));
                     }
-                    _ => cx.unsupported(rule, &rp, "devstack watches one path set per service; this rule is left out"),
+                    _ => cx.unsupported(
+                        rule,
+                        &rp,
+                        "devstack watches one path set per service; this rule is left out",
+                    ),
                 }
                 continue;
             }
@@ -882,7 +997,11 @@ fn develop(cx: &mut Cx, node: &Node, path: &str) -> Option<Node> {
                 "sync" | "sync+restart" | "sync+exec" => "sync",
                 "restart" => "restart",
                 _ => {
-                    cx.unsupported(rule, &child(&rp, "action"), "not a watch action devstack knows");
+                    cx.unsupported(
+                        rule,
+                        &child(&rp, "action"),
+                        "not a watch action devstack knows",
+                    );
                     continue;
                 }
             };
@@ -909,7 +1028,11 @@ fn develop(cx: &mut Cx, node: &Node, path: &str) -> Option<Node> {
                 }
             }
             if action == "sync+restart" {
-                cx.unsupported(rule, &child(&rp, "action"), "devstack does not restart after a sync; add `then` with a reload command");
+                cx.unsupported(
+                    rule,
+                    &child(&rp, "action"),
+                    "devstack does not restart after a sync; add `then` with a reload command",
+                );
             }
             sync_path = Some(rule_path);
             watch = Some(w);
@@ -942,11 +1065,20 @@ fn translate_task(
     let mut task = MapBuilder::new(service.span);
     let image = service.get("image").and_then(scalar).unwrap_or("");
     // The same image as a service: the task is that service's one-off.
-    let owner = images.iter().find(|(i, _)| i == image).map(|(_, s)| s.clone());
+    let owner = images
+        .iter()
+        .find(|(i, _)| i == image)
+        .map(|(_, s)| s.clone());
     let owner_node = owner.as_deref().and_then(|o| services.get(o));
     match &owner {
         Some(owner) => {
-            task.set("service", text(owner.clone(), service.get("image").map_or(service.span, |n| n.span)));
+            task.set(
+                "service",
+                text(
+                    owner.clone(),
+                    service.get("image").map_or(service.span, |n| n.span),
+                ),
+            );
             cx.inferred(
                 child(&child("tasks", name), "service"),
                 format!("it runs the image of `{owner}`, with its environment"),
@@ -1010,13 +1142,24 @@ mod tests {
     fn local_fetches_are_http_checks() {
         assert_eq!(
             recognise(&argv("curl -fsS http://localhost:8000/health/")),
-            Some(Recognised::Http { port: "8000".into(), path: "/health/".into() })
+            Some(Recognised::Http {
+                port: "8000".into(),
+                path: "/health/".into()
+            })
         );
         assert_eq!(
             recognise(&argv("wget -q --spider http://127.0.0.1/ || exit 1")),
-            Some(Recognised::Http { port: "80".into(), path: "/".into() })
+            Some(Recognised::Http {
+                port: "80".into(),
+                path: "/".into()
+            })
         );
-        assert_eq!(recognise(&argv("nc -z localhost 11211")), Some(Recognised::Tcp { port: "11211".into() }));
+        assert_eq!(
+            recognise(&argv("nc -z localhost 11211")),
+            Some(Recognised::Tcp {
+                port: "11211".into()
+            })
+        );
         // Anything more is a command, as written.
         assert_eq!(recognise(&argv("curl -f http://other:80/")), None);
         assert_eq!(recognise(&argv("curl -H x http://localhost/")), None);

@@ -32,7 +32,9 @@ const DEVSTACK_SERVICE: &[&str] = &[
     "seed",
 ];
 /// Top-level keys only Compose has.
-const COMPOSE_TOP: &[&str] = &["networks", "volumes", "configs", "secrets", "version", "include"];
+const COMPOSE_TOP: &[&str] = &[
+    "networks", "volumes", "configs", "secrets", "version", "include",
+];
 /// Service keys only Compose has.
 const COMPOSE_SERVICE: &[&str] = &[
     "environment",
@@ -93,7 +95,10 @@ pub fn is_compose(doc: &Node) -> bool {
     let Value::Map(top) = &doc.value else {
         return false;
     };
-    if top.iter().any(|(k, _)| DEVSTACK_TOP.contains(&k.name.as_str())) {
+    if top
+        .iter()
+        .any(|(k, _)| DEVSTACK_TOP.contains(&k.name.as_str()))
+    {
         return false;
     }
     let Some(services) = doc.get("services") else {
@@ -102,7 +107,9 @@ pub fn is_compose(doc: &Node) -> bool {
     let Value::Map(services) = &services.value else {
         return false;
     };
-    let mut compose_marker = top.iter().any(|(k, _)| COMPOSE_TOP.contains(&k.name.as_str()));
+    let mut compose_marker = top
+        .iter()
+        .any(|(k, _)| COMPOSE_TOP.contains(&k.name.as_str()));
     for (_, service) in services {
         let Value::Map(fields) = &service.value else {
             return false;
@@ -141,7 +148,10 @@ mod tests {
     #[test]
     fn ambiguous_files_are_devstack() {
         // Valid in both formats: devstack's, with devstack's errors.
-        assert_eq!(format_of("services:\n  web:\n    image: nginx\n"), Format::Devstack);
+        assert_eq!(
+            format_of("services:\n  web:\n    image: nginx\n"),
+            Format::Devstack
+        );
         // A devstack overlay that only adds a build.
         assert_eq!(
             format_of("services:\n  web:\n    build: ./web\n"),
@@ -149,7 +159,9 @@ mod tests {
         );
         // Compose keys beside a devstack-only key: a devstack file with a mistake.
         assert_eq!(
-            format_of("services:\n  web:\n    image: x\n    environment: {A: b}\n    health: {tcp: 1}\n"),
+            format_of(
+                "services:\n  web:\n    image: x\n    environment: {A: b}\n    health: {tcp: 1}\n"
+            ),
             Format::Devstack
         );
         assert_eq!(

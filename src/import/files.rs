@@ -41,8 +41,7 @@ pub fn manifest_docs(
                 && !p
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-                && p.extension()
-                    .is_some_and(|e| e == "yaml" || e == "yml")
+                && p.extension().is_some_and(|e| e == "yaml" || e == "yml")
         })
         .collect();
     files.sort();
@@ -59,7 +58,10 @@ pub fn manifest_docs(
         let text = match std::fs::read(&file).map(String::from_utf8) {
             Ok(Ok(text)) => text,
             Ok(Err(_)) => {
-                problems.push(Problem::nowhere(format!("{} is not UTF-8 text", file.display())));
+                problems.push(Problem::nowhere(format!(
+                    "{} is not UTF-8 text",
+                    file.display()
+                )));
                 continue;
             }
             Err(err) => {
@@ -95,7 +97,6 @@ pub fn manifest_docs(
     (problems.len() == before).then_some(docs)
 }
 
-
 /// What `devstack import` made of its files.
 #[derive(Debug)]
 pub struct Imported {
@@ -129,7 +130,10 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
             let text = match std::fs::read(file).map(String::from_utf8) {
                 Ok(Ok(text)) => text,
                 Ok(Err(_)) => {
-                    problems.push(Problem::nowhere(format!("{} is not UTF-8 text", file.display())));
+                    problems.push(Problem::nowhere(format!(
+                        "{} is not UTF-8 text",
+                        file.display()
+                    )));
                     continue;
                 }
                 Err(err) => {
@@ -145,7 +149,11 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
             match yaml::parse_documents(id, sources.text(id)) {
                 Ok(docs) => (detect(&docs), docs),
                 Err(err) => {
-                    problems.push(Problem::at(err.span, "", format!("invalid YAML: {}", err.message)));
+                    problems.push(Problem::at(
+                        err.span,
+                        "",
+                        format!("invalid YAML: {}", err.message),
+                    ));
                     continue;
                 }
             }
@@ -172,7 +180,8 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
                 [] => continue,
                 _ => {
                     let at = docs.first().map(|d| d.span);
-                    let message = "neither a devstack stack file, a Compose file nor Kubernetes manifests";
+                    let message =
+                        "neither a devstack stack file, a Compose file nor Kubernetes manifests";
                     problems.push(match at {
                         Some(span) => Problem::at(span, "", message),
                         None => Problem::nowhere(message),
@@ -202,9 +211,7 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
         notes: Vec::new(),
         inferred,
     };
-    let mut header = String::from(
-        "Written by `devstack import` from:\n",
-    );
+    let mut header = String::from("Written by `devstack import` from:\n");
     for file in files {
         header.push_str(&format!("  {}\n", file.display()));
     }
@@ -225,7 +232,9 @@ fn parent_dir(file: &Path) -> PathBuf {
     let dir = if file.is_dir() {
         file
     } else {
-        file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+        file.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
     };
     let absolute = std::env::current_dir().unwrap_or_default().join(dir);
     std::fs::canonicalize(&absolute).unwrap_or(absolute)

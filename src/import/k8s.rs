@@ -20,6 +20,14 @@ use super::Translated;
 use crate::spec::model::DatastoreKind;
 use crate::spec::yaml::{Node, Span, Value};
 
+/// A Service's ports: (port, port name, container port).
+type ServicePorts = Vec<(String, String, String)>;
+/// Services by name: the workload each selects, and its ports.
+type ServiceTargets = BTreeMap<String, (String, ServicePorts)>;
+/// A workload's main image, its name and its environment: a one-off with
+/// the same image is that workload's task.
+type Owner = (String, String, Option<BTreeMap<String, String>>);
+
 /// One object of the manifests.
 struct Object<'a> {
     kind: &'a str,
@@ -110,7 +118,8 @@ pub fn translate(docs: &[Node]) -> Translated {
     if let Some(first) = namespaces.first() {
         if namespaces.iter().all(|n| scalar(n) == scalar(first)) {
             out.set("name", (*first).clone());
-            cx.inferred.push(("name".into(), "the namespace of every object".into()));
+            cx.inferred
+                .push(("name".into(), "the namespace of every object".into()));
         }
     }
 
@@ -118,8 +127,17 @@ pub fn translate(docs: &[Node]) -> Translated {
     // when the template's name alone says nothing (`data`) or is shared.
     let mut template_names: BTreeMap<String, usize> = BTreeMap::new();
     for o in objects.iter().filter(|o| o.kind == "StatefulSet") {
-        for t in items(o.node.get("spec").and_then(|s| s.get("volumeClaimTemplates")).unwrap_or(&NULL)) {
-            if let Some(n) = t.get("metadata").and_then(|m| m.get("name")).and_then(scalar) {
+        for t in items(
+            o.node
+                .get("spec")
+                .and_then(|s| s.get("volumeClaimTemplates"))
+                .unwrap_or(&NULL),
+        ) {
+            if let Some(n) = t
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(scalar)
+            {
                 *template_names.entry(n.to_string()).or_default() += 1;
             }
         }
@@ -138,7 +156,7 @@ pub fn translate(docs: &[Node]) -> Translated {
             workloads.push(w);
         }
     }
-    let images: Vec<(String, String, Option<BTreeMap<String, String>>)> = workloads
+    let images: Vec<Owner> = workloads
         .iter()
         .map(|w| (w.image.clone(), w.name.clone(), w.env.clone()))
         .collect();
@@ -155,7 +173,7 @@ pub fn translate(docs: &[Node]) -> Translated {
 
     // Services name workloads; Ingresses route to Services.
     let mut routes: BTreeMap<String, Vec<Node>> = BTreeMap::new();
-    let mut svc_targets: BTreeMap<String, (String, Vec<(String, String, String)>)> = BTreeMap::new();
+    let mut svc_targets: ServiceTargets = BTreeMap::new();
     for o in objects.iter().filter(|o| o.kind == "Service") {
         service(&mut cx, o, &workloads, &mut svc_targets);
     }
@@ -166,10 +184,16 @@ pub fn translate(docs: &[Node]) -> Translated {
         match o.kind {
             "Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "Service" | "Ingress"
             | "ConfigMap" | "Secret" => {}
-            k if CLUSTER_ONLY.contains(&k) => {
-                cx.ignored(o.node, &o.path(), "a cluster object with no meaning on one machine")
-            }
-            "CronJob" => cx.unsupported(o.node, &o.path(), "devstack runs no schedules; run it with `devstack run`"),
+            k if CLUSTER_ONLY.contains(&k) => cx.ignored(
+                o.node,
+                &o.path(),
+                "a cluster object with no meaning on one machine",
+            ),
+            "CronJob" => cx.unsupported(
+                o.node,
+                &o.path(),
+                "devstack runs no schedules; run it with `devstack run`",
+            ),
             _ => cx.unsupported(o.node, &o.path(), "a kind devstack does not read"),
         }
     }
@@ -177,10 +201,20 @@ pub fn translate(docs: &[Node]) -> Translated {
     for mut w in workloads {
         if let Some(r) = routes.remove(&w.name) {
             if w.datastore.is_some() {
-                cx.unsupported(&r[0], &format!("Ingress -> {}", w.name), "a datastore is not routed");
+                cx.unsupported(
+                    &r[0],
+                    &format!("Ingress -> {}", w.name),
+                    "a datastore is not routed",
+                );
             } else {
                 let span = r[0].span;
-                w.unit.set("routes", Node { value: Value::Seq(r), span });
+                w.unit.set(
+                    "routes",
+                    Node {
+                        value: Value::Seq(r),
+                        span,
+                    },
+                );
             }
         }
         match w.datastore {
@@ -230,8 +264,16 @@ fn collect<'a>(cx: &mut Cx, doc: &'a Node, out: &mut Vec<Object<'a>>) {
         }
         return;
     }
-    match doc.get("metadata").and_then(|m| m.get("name")).and_then(scalar) {
-        Some(name) => out.push(Object { kind, name, node: doc }),
+    match doc
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(scalar)
+    {
+        Some(name) => out.push(Object {
+            kind,
+            name,
+            node: doc,
+        }),
         None => cx.unsupported(doc, kind, "an object without `metadata.name`"),
     }
 }
@@ -299,12 +341,18 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
     let mut unit = MapBuilder::new(o.node.span);
     if let Some(kind) = datastore {
         unit.set("kind", text(kind, main.span));
-        cx.inferred.push((child(&out_path, "kind"), format!("a datastore: `{image}` is a {kind} image")));
+        cx.inferred.push((
+            child(&out_path, "kind"),
+            format!("a datastore: `{image}` is a {kind} image"),
+        ));
     }
     match o.kind {
         "DaemonSet" => {
             unit.set("replicas", text("1", o.node.span));
-            cx.inferred.push((child(&out_path, "replicas"), "a DaemonSet runs one replica on one machine".into()));
+            cx.inferred.push((
+                child(&out_path, "replicas"),
+                "a DaemonSet runs one replica on one machine".into(),
+            ));
         }
         _ => {
             if let Some(r) = spec.get("replicas") {
@@ -316,10 +364,17 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
         let p = format!("{path}.spec.{}", key.name);
         match key.name.as_str() {
             "replicas" | "template" | "selector" | "serviceName" | "volumeClaimTemplates" => {}
-            "strategy" | "updateStrategy" | "revisionHistoryLimit" | "minReadySeconds"
-            | "progressDeadlineSeconds" | "podManagementPolicy" | "persistentVolumeClaimRetentionPolicy" => {
-                cx.ignored(value, &p, "rollouts are devstack's own (blue-green per replica)")
-            }
+            "strategy"
+            | "updateStrategy"
+            | "revisionHistoryLimit"
+            | "minReadySeconds"
+            | "progressDeadlineSeconds"
+            | "podManagementPolicy"
+            | "persistentVolumeClaimRetentionPolicy" => cx.ignored(
+                value,
+                &p,
+                "rollouts are devstack's own (blue-green per replica)",
+            ),
             _ => cx.unsupported(value, &p, "devstack has no equivalent of this field"),
         }
     }
@@ -339,12 +394,23 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
                     unit.set("stop_grace", text(s, value.span));
                 }
             }
-            "nodeSelector" | "affinity" | "tolerations" | "topologySpreadConstraints"
-            | "priorityClassName" | "serviceAccountName" | "serviceAccount"
-            | "automountServiceAccountToken" | "imagePullSecrets" | "schedulerName"
-            | "restartPolicy" | "dnsPolicy" | "enableServiceLinks" => {
-                cx.ignored(value, &p, "scheduling and cluster identity mean nothing on one machine")
-            }
+            "nodeSelector"
+            | "affinity"
+            | "tolerations"
+            | "topologySpreadConstraints"
+            | "priorityClassName"
+            | "serviceAccountName"
+            | "serviceAccount"
+            | "automountServiceAccountToken"
+            | "imagePullSecrets"
+            | "schedulerName"
+            | "restartPolicy"
+            | "dnsPolicy"
+            | "enableServiceLinks" => cx.ignored(
+                value,
+                &p,
+                "scheduling and cluster identity mean nothing on one machine",
+            ),
             _ => cx.unsupported(value, &p, "devstack has no equivalent of this pod field"),
         }
     }
@@ -366,7 +432,11 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
             port_names.insert(n.to_string(), number.to_string());
         }
         if let Some(host) = p.get("hostPort") {
-            cx.unsupported(host, &format!("{cpath}.ports[{i}].hostPort"), "publish host ports with `ports` in an overlay");
+            cx.unsupported(
+                host,
+                &format!("{cpath}.ports[{i}].hostPort"),
+                "publish host ports with `ports` in an overlay",
+            );
         }
         if port.is_none() {
             port = Some(number.to_string());
@@ -386,7 +456,11 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
             "readinessProbe" => health = Some((value, p)),
             "livenessProbe" => {
                 if main.get("readinessProbe").is_some() {
-                    cx.ignored(value, &p, "devstack has one health check: the readiness probe's");
+                    cx.ignored(
+                        value,
+                        &p,
+                        "devstack has one health check: the readiness probe's",
+                    );
                 } else {
                     health = Some((value, p));
                 }
@@ -396,7 +470,11 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
                 for (k, v) in entries(value) {
                     let rp = child(&p, &k.name);
                     if k.name != "limits" {
-                        cx.ignored(v, &rp, "devstack sets limits only; requests place pods on nodes");
+                        cx.ignored(
+                            v,
+                            &rp,
+                            "devstack sets limits only; requests place pods on nodes",
+                        );
                         continue;
                     }
                     for (lk, lv) in entries(v) {
@@ -409,7 +487,11 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
                         };
                         match converted {
                             Some((field, v)) => resources.set(field, text(v, lv.span)),
-                            None => cx.unsupported(lv, &child(&rp, &lk.name), "not a limit devstack can set"),
+                            None => cx.unsupported(
+                                lv,
+                                &child(&rp, &lk.name),
+                                "not a limit devstack can set",
+                            ),
                         }
                     }
                 }
@@ -418,7 +500,11 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
             "imagePullPolicy" | "terminationMessagePath" | "terminationMessagePolicy" => {
                 cx.ignored(value, &p, "meaningless on one machine")
             }
-            _ => cx.unsupported(value, &p, "devstack has no equivalent of this container field"),
+            _ => cx.unsupported(
+                value,
+                &p,
+                "devstack has no equivalent of this container field",
+            ),
         }
     }
     let env = container_env(cx, main, &cpath);
@@ -428,7 +514,11 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
             m.set(k, text(v.clone(), *span));
         }
         unit.set("env", m.build());
-        env_out = Some(env.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect());
+        env_out = Some(
+            env.iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect(),
+        );
     }
     if let Some((probe_node, p)) = health {
         if let Some(h) = probe(cx, probe_node, &p, &port_names, port.as_deref()) {
@@ -447,11 +537,18 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
     });
     let claim_templates: Vec<String> = items(spec.get("volumeClaimTemplates").unwrap_or(&NULL))
         .iter()
-        .filter_map(|t| t.get("metadata").and_then(|m| m.get("name")).and_then(scalar))
+        .filter_map(|t| {
+            t.get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(scalar)
+        })
         .map(str::to_string)
         .collect();
     let mut mounts = Vec::new();
-    for (i, m) in items(main.get("volumeMounts").unwrap_or(&NULL)).iter().enumerate() {
+    for (i, m) in items(main.get("volumeMounts").unwrap_or(&NULL))
+        .iter()
+        .enumerate()
+    {
         let mp = format!("{cpath}.volumeMounts[{i}]");
         let name = m.get("name").and_then(scalar).unwrap_or("");
         let target = m.get("mountPath").and_then(scalar).unwrap_or("");
@@ -467,7 +564,10 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
             } else {
                 name.to_string()
             };
-            cx.inferred.push((child(&out_path, "volume"), format!("the `{name}` volume claim template")));
+            cx.inferred.push((
+                child(&out_path, "volume"),
+                format!("the `{name}` volume claim template"),
+            ));
             Some(v)
         } else {
             match volumes.get(name) {
@@ -477,11 +577,19 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
                     } else {
                         let vp = format!("{path}.{pod_path}.volumes.{name}");
                         if v.get("emptyDir").is_some() {
-                            cx.ignored(v, &vp, "scratch space: the container's own filesystem holds it");
+                            cx.ignored(
+                                v,
+                                &vp,
+                                "scratch space: the container's own filesystem holds it",
+                            );
                         } else if v.get("configMap").is_some() || v.get("secret").is_some() {
                             cx.unsupported(v, &vp, "files from ConfigMaps and Secrets are not mounted; bind a directory in an overlay");
                         } else {
-                            cx.unsupported(v, &vp, "devstack mounts named volumes and host paths only");
+                            cx.unsupported(
+                                v,
+                                &vp,
+                                "devstack mounts named volumes and host paths only",
+                            );
                         }
                         None
                     }
@@ -495,7 +603,10 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
         let Some(volume_name) = volume_name else {
             continue;
         };
-        if datastore.is_some() && Some(target.trim_end_matches('/')) == data_dir && unit.get("volume").is_none() {
+        if datastore.is_some()
+            && Some(target.trim_end_matches('/')) == data_dir
+            && unit.get("volume").is_none()
+        {
             unit.set("volume", text(volume_name, m.span));
             continue;
         }
@@ -504,19 +615,33 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
     }
     if !mounts.is_empty() {
         let span = mounts[0].span;
-        unit.set("volumes", Node { value: Value::Seq(mounts), span });
+        unit.set(
+            "volumes",
+            Node {
+                value: Value::Seq(mounts),
+                span,
+            },
+        );
     }
     let mut inits = Vec::new();
-    for (i, c) in items(pod.get("initContainers").unwrap_or(&NULL)).iter().enumerate() {
+    for (i, c) in items(pod.get("initContainers").unwrap_or(&NULL))
+        .iter()
+        .enumerate()
+    {
         let ip = format!("{path}.{pod_path}.initContainers[{i}]");
         if let Some(one) = one_off(cx, c, &ip) {
             inits.push(one);
         }
     }
-    let labels = entries(template.get("metadata").and_then(|m| m.get("labels")).unwrap_or(&NULL))
-        .iter()
-        .filter_map(|(k, v)| scalar(v).map(|v| (k.name.clone(), v.to_string())))
-        .collect();
+    let labels = entries(
+        template
+            .get("metadata")
+            .and_then(|m| m.get("labels"))
+            .unwrap_or(&NULL),
+    )
+    .iter()
+    .filter_map(|(k, v)| scalar(v).map(|v| (k.name.clone(), v.to_string())))
+    .collect();
     Some(Workload {
         name: o.name.to_string(),
         labels,
@@ -537,7 +662,10 @@ fn container_env(cx: &mut Cx, c: &Node, cpath: &str) -> BTreeMap<String, (String
         let p = format!("{cpath}.envFrom[{i}]");
         let prefix = from.get("prefix").and_then(scalar).unwrap_or("");
         let (source, name) = if let Some(r) = from.get("configMapRef") {
-            (&cx.config_maps, r.get("name").and_then(scalar).unwrap_or(""))
+            (
+                &cx.config_maps,
+                r.get("name").and_then(scalar).unwrap_or(""),
+            )
         } else if let Some(r) = from.get("secretRef") {
             (&cx.secrets, r.get("name").and_then(scalar).unwrap_or(""))
         } else {
@@ -551,9 +679,18 @@ fn container_env(cx: &mut Cx, c: &Node, cpath: &str) -> BTreeMap<String, (String
                 }
             }
             None => {
-                let optional = from.get("configMapRef").or(from.get("secretRef")).and_then(|r| r.get("optional")).and_then(scalar) == Some("true");
+                let optional = from
+                    .get("configMapRef")
+                    .or(from.get("secretRef"))
+                    .and_then(|r| r.get("optional"))
+                    .and_then(scalar)
+                    == Some("true");
                 if !optional {
-                    cx.unsupported(from, &p, &format!("`{name}` is not among the manifests given"));
+                    cx.unsupported(
+                        from,
+                        &p,
+                        &format!("`{name}` is not among the manifests given"),
+                    );
                 }
             }
         }
@@ -566,7 +703,11 @@ fn container_env(cx: &mut Cx, c: &Node, cpath: &str) -> BTreeMap<String, (String
         if let Some(v) = e.get("value") {
             let value = scalar(v).unwrap_or("").to_string();
             if value.contains("$(") {
-                cx.unsupported(v, &child(&p, "value"), "devstack does not expand `$(VAR)` references");
+                cx.unsupported(
+                    v,
+                    &child(&p, "value"),
+                    "devstack does not expand `$(VAR)` references",
+                );
             }
             env.insert(name.to_string(), (value, v.span));
         } else if let Some(from) = e.get("valueFrom") {
@@ -575,7 +716,11 @@ fn container_env(cx: &mut Cx, c: &Node, cpath: &str) -> BTreeMap<String, (String
             } else if let Some(r) = from.get("secretKeyRef") {
                 (&cx.secrets, r)
             } else {
-                cx.unsupported(from, &child(&p, "valueFrom"), "pod and node fields do not exist locally; set the value in an overlay");
+                cx.unsupported(
+                    from,
+                    &child(&p, "valueFrom"),
+                    "pod and node fields do not exist locally; set the value in an overlay",
+                );
                 continue;
             };
             let object = r.get("name").and_then(scalar).unwrap_or("");
@@ -584,7 +729,11 @@ fn container_env(cx: &mut Cx, c: &Node, cpath: &str) -> BTreeMap<String, (String
                 Some(v) => {
                     env.insert(name.to_string(), v.clone());
                 }
-                None => cx.unsupported(from, &child(&p, "valueFrom"), &format!("`{object}` key `{key}` is not among the manifests given")),
+                None => cx.unsupported(
+                    from,
+                    &child(&p, "valueFrom"),
+                    &format!("`{object}` key `{key}` is not among the manifests given"),
+                ),
             }
         } else {
             env.insert(name.to_string(), (String::new(), e.span));
@@ -614,7 +763,13 @@ fn probe(
         match key.name.as_str() {
             "httpGet" => {
                 let at = value.get("port").and_then(resolve_port);
-                h.set("http", text(value.get("path").and_then(scalar).unwrap_or("/"), value.span));
+                h.set(
+                    "http",
+                    text(
+                        value.get("path").and_then(scalar).unwrap_or("/"),
+                        value.span,
+                    ),
+                );
                 if at.as_deref() != port {
                     if let Some(at) = at {
                         h.set("port", text(at, value.span));
@@ -622,7 +777,11 @@ fn probe(
                 }
                 for (k, v) in entries(value) {
                     if !matches!(k.name.as_str(), "path" | "port" | "scheme") {
-                        cx.unsupported(v, &child(&p, &k.name), "devstack's http check sends a plain GET");
+                        cx.unsupported(
+                            v,
+                            &child(&p, &k.name),
+                            "devstack's http check sends a plain GET",
+                        );
                     }
                 }
             }
@@ -665,8 +824,16 @@ fn one_off(cx: &mut Cx, c: &Node, path: &str) -> Option<OneOff> {
     for (key, value) in entries(c) {
         match key.name.as_str() {
             "name" | "image" | "command" | "args" | "env" | "envFrom" => {}
-            "resources" | "imagePullPolicy" => cx.ignored(value, &child(path, &key.name), "meaningless for a one-off locally"),
-            _ => cx.unsupported(value, &child(path, &key.name), "a one-off task has no equivalent"),
+            "resources" | "imagePullPolicy" => cx.ignored(
+                value,
+                &child(path, &key.name),
+                "meaningless for a one-off locally",
+            ),
+            _ => cx.unsupported(
+                value,
+                &child(path, &key.name),
+                "a one-off task has no equivalent",
+            ),
         }
     }
     let env = container_env(cx, c, path);
@@ -681,12 +848,21 @@ fn one_off(cx: &mut Cx, c: &Node, path: &str) -> Option<OneOff> {
 
 fn job(cx: &mut Cx, o: &Object) -> Option<OneOff> {
     let path = o.path();
-    let pod = o.node.get("spec").and_then(|s| s.get("template")).and_then(|t| t.get("spec")).unwrap_or(&NULL);
+    let pod = o
+        .node
+        .get("spec")
+        .and_then(|s| s.get("template"))
+        .and_then(|t| t.get("spec"))
+        .unwrap_or(&NULL);
     let containers = items(pod.get("containers").unwrap_or(&NULL));
     let c = containers.first()?;
     for (key, value) in entries(o.node.get("spec").unwrap_or(&NULL)) {
         if key.name != "template" {
-            cx.ignored(value, &format!("{path}.spec.{}", key.name), "a task runs once, when its services start");
+            cx.ignored(
+                value,
+                &format!("{path}.spec.{}", key.name),
+                "a task runs once, when its services start",
+            );
         }
     }
     let mut one = one_off(cx, c, &format!("{path}.spec.template.spec.containers[0]"))?;
@@ -701,7 +877,7 @@ fn add_task(
     tasks: &mut Vec<(String, MapBuilder, Vec<String>, Span)>,
     one: &OneOff,
     before: Option<&str>,
-    images: &[(String, String, Option<BTreeMap<String, String>>)],
+    images: &[Owner],
 ) {
     if let Some((_, _, b, _)) = tasks.iter_mut().find(|(n, ..)| *n == one.name) {
         if let Some(before) = before {
@@ -716,7 +892,10 @@ fn add_task(
     match owner {
         Some((_, name, _)) => {
             task.set("service", text(name.clone(), one.span));
-            cx.inferred.push((child(&child("tasks", &one.name), "service"), format!("it runs the image of `{name}`, with its environment")));
+            cx.inferred.push((
+                child(&child("tasks", &one.name), "service"),
+                format!("it runs the image of `{name}`, with its environment"),
+            ));
         }
         None => task.set("image", text(one.image.clone(), one.span)),
     }
@@ -742,12 +921,7 @@ fn add_task(
 }
 
 /// A Service: which workload it selects, and its port -> target port map.
-fn service(
-    cx: &mut Cx,
-    o: &Object,
-    workloads: &[Workload],
-    targets: &mut BTreeMap<String, (String, Vec<(String, String, String)>)>,
-) {
+fn service(cx: &mut Cx, o: &Object, workloads: &[Workload], targets: &mut ServiceTargets) {
     let path = o.path();
     let spec = o.node.get("spec").unwrap_or(&NULL);
     let selector: BTreeMap<String, String> = entries(spec.get("selector").unwrap_or(&NULL))
@@ -756,20 +930,33 @@ fn service(
         .collect();
     let selected: Vec<&Workload> = workloads
         .iter()
-        .filter(|w| !selector.is_empty() && selector.iter().all(|(k, v)| w.labels.get(k) == Some(v)))
+        .filter(|w| {
+            !selector.is_empty() && selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        })
         .collect();
     let Some(w) = selected.first() else {
-        cx.unsupported(o.node, &path, "selects no workload among the manifests given");
+        cx.unsupported(
+            o.node,
+            &path,
+            "selects no workload among the manifests given",
+        );
         return;
     };
     if selected.len() > 1 {
-        cx.unsupported(o.node, &format!("{path}.spec.selector"), "selects several workloads; devstack routes a name to one");
+        cx.unsupported(
+            o.node,
+            &format!("{path}.spec.selector"),
+            "selects several workloads; devstack routes a name to one",
+        );
     }
     if o.name != w.name {
         cx.unsupported(
             o.node,
             &path,
-            &format!("pods reach this as `{}` in production; locally the service is `{}`", o.name, w.name),
+            &format!(
+                "pods reach this as `{}` in production; locally the service is `{}`",
+                o.name, w.name
+            ),
         );
     }
     let mut ports = Vec::new();
@@ -779,7 +966,12 @@ fn service(
         let target = p
             .get("targetPort")
             .and_then(scalar)
-            .map(|t| w.port_names.get(t).cloned().unwrap_or_else(|| t.to_string()))
+            .map(|t| {
+                w.port_names
+                    .get(t)
+                    .cloned()
+                    .unwrap_or_else(|| t.to_string())
+            })
             .unwrap_or_else(|| port.clone());
         ports.push((port, name, target));
     }
@@ -788,9 +980,17 @@ fn service(
         match key.name.as_str() {
             "selector" | "ports" => {}
             "type" if matches!(scalar(value), Some("ClusterIP") | None) => {}
-            "type" => cx.ignored(value, &p, "exposed outside the cluster; publish with `ports` in an overlay"),
+            "type" => cx.ignored(
+                value,
+                &p,
+                "exposed outside the cluster; publish with `ports` in an overlay",
+            ),
             "clusterIP" if scalar(value) == Some("None") => {}
-            _ => cx.ignored(value, &p, "cluster networking; devstack reaches services by name"),
+            _ => cx.ignored(
+                value,
+                &p,
+                "cluster networking; devstack reaches services by name",
+            ),
         }
     }
     targets.insert(o.name.to_string(), (w.name.clone(), ports));
@@ -800,11 +1000,15 @@ fn ingress(
     cx: &mut Cx,
     o: &Object,
     workloads: &[Workload],
-    targets: &BTreeMap<String, (String, Vec<(String, String, String)>)>,
+    targets: &ServiceTargets,
     routes: &mut BTreeMap<String, Vec<Node>>,
 ) {
     let path = o.path();
-    let annotations = o.node.get("metadata").and_then(|m| m.get("annotations")).unwrap_or(&NULL);
+    let annotations = o
+        .node
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .unwrap_or(&NULL);
     let mut rewrite: Option<&str> = None;
     for (k, v) in entries(annotations) {
         let p = format!("{path}.metadata.annotations.{}", k.name);
@@ -812,7 +1016,11 @@ fn ingress(
             rewrite = scalar(v);
         } else if k.name.ends_with("/use-regex") {
         } else if k.name.contains("ingress") {
-            cx.unsupported(v, &p, "an ingress controller setting devstack's proxy does not apply");
+            cx.unsupported(
+                v,
+                &p,
+                "an ingress controller setting devstack's proxy does not apply",
+            );
         }
     }
     let spec = o.node.get("spec").unwrap_or(&NULL);
@@ -827,20 +1035,33 @@ fn ingress(
     }
     for (i, rule) in items(spec.get("rules").unwrap_or(&NULL)).iter().enumerate() {
         let host = rule.get("host");
-        let paths = rule.get("http").and_then(|h| h.get("paths")).unwrap_or(&NULL);
+        let paths = rule
+            .get("http")
+            .and_then(|h| h.get("paths"))
+            .unwrap_or(&NULL);
         for (j, entry) in items(paths).iter().enumerate() {
             let ep = format!("{path}.spec.rules[{i}].http.paths[{j}]");
             let backend = entry.get("backend").unwrap_or(&NULL);
             let (svc, port_node) = match backend.get("service") {
                 Some(s) => (s.get("name").and_then(scalar), s.get("port")),
-                None => (backend.get("serviceName").and_then(scalar), backend.get("servicePort")),
+                None => (
+                    backend.get("serviceName").and_then(scalar),
+                    backend.get("servicePort"),
+                ),
             };
             let Some((workload, ports)) = svc.and_then(|s| targets.get(s)) else {
-                cx.unsupported(entry, &ep, "the backend is not a Service among the manifests given");
+                cx.unsupported(
+                    entry,
+                    &ep,
+                    "the backend is not a Service among the manifests given",
+                );
                 continue;
             };
             let wanted = port_node.and_then(|p| {
-                p.get("number").or(p.get("name")).and_then(scalar).or(scalar(p))
+                p.get("number")
+                    .or(p.get("name"))
+                    .and_then(scalar)
+                    .or(scalar(p))
             });
             let target = match wanted {
                 Some(want) => ports
@@ -850,7 +1071,11 @@ fn ingress(
                 None => ports.first().map(|(_, _, t)| t.clone()),
             };
             if entry.get("pathType").and_then(scalar) == Some("Exact") {
-                cx.unsupported(entry, &child(&ep, "pathType"), "devstack routes by path prefix; this exact path becomes a prefix");
+                cx.unsupported(
+                    entry,
+                    &child(&ep, "pathType"),
+                    "devstack routes by path prefix; this exact path becomes a prefix",
+                );
             }
             let span = entry.span;
             let mut r = MapBuilder::new(span);
@@ -865,16 +1090,26 @@ fn ingress(
                 None => (raw, rewrite == Some("/")),
             };
             if rewrite.is_some() && !strip {
-                cx.unsupported(entry, &child(&ep, "path"), "a rewrite devstack's proxy does not make (it strips a path prefix only)");
+                cx.unsupported(
+                    entry,
+                    &child(&ep, "path"),
+                    "a rewrite devstack's proxy does not make (it strips a path prefix only)",
+                );
             }
             if prefix != "/" && !prefix.is_empty() {
                 r.set("path", text(prefix, span));
                 if strip {
                     r.set("strip_prefix", text("true", span));
-                    cx.inferred.push((child(&child("services", workload), "routes"), "the ingress rewrite strips the path prefix".into()));
+                    cx.inferred.push((
+                        child(&child("services", workload), "routes"),
+                        "the ingress rewrite strips the path prefix".into(),
+                    ));
                 }
             }
-            let own = workloads.iter().find(|w| w.name == *workload).and_then(|w| w.port.clone());
+            let own = workloads
+                .iter()
+                .find(|w| w.name == *workload)
+                .and_then(|w| w.port.clone());
             if let Some(t) = target.filter(|t| Some(t) != own.as_ref()) {
                 r.set("port", text(t, span));
             }

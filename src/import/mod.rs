@@ -74,7 +74,11 @@ fn relative(from: &Path, to: &Path) -> Option<String> {
     if parts.is_empty() {
         parts.push(".".into());
     }
-    parts.extend(to[common..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()));
+    parts.extend(
+        to[common..]
+            .iter()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+    );
     Some(parts.join("/"))
 }
 

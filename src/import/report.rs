@@ -136,7 +136,11 @@ mod tests {
     fn the_same_ignored_field_of_many_objects_is_one_line() {
         let mut sources = Sources::default();
         let f = sources.add("m.yaml".into(), "a\nb\nc\nd\n".into());
-        let at = |start| Span { file: f, start, end: start + 1 };
+        let at = |start| Span {
+            file: f,
+            start,
+            end: start + 1,
+        };
         let notes = vec![
             Note::ignored(at(0), "Deployment/web.spec.strategy", "rollouts"),
             Note::ignored(at(2), "Deployment/api.spec.strategy", "rollouts"),

@@ -1,7 +1,7 @@
 //! Imports checked against the hand-written devstack versions of the same
 //! stacks, and bad input checked for positioned errors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use proptest::prelude::*;
 
@@ -92,12 +92,18 @@ fn compose_report_lists_each_field_left_out_once() {
     let expected: Vec<(Class, String)> = [
         (Ignored, "services.registration.container_name"),
         (Ignored, "services.registration.depends_on.memcached"),
-        (Ignored, "services.registration.deploy.resources.reservations"),
+        (
+            Ignored,
+            "services.registration.deploy.resources.reservations",
+        ),
         (Ignored, "services.registration.logging"),
         (Ignored, "services.migrate-registration.depends_on"),
         (Ignored, "services.ticket-shop.deploy.placement"),
         (Ignored, "services.matchmaking-api.depends_on.memcached"),
-        (Unsupported, "services.matchmaking-api.networks.default.aliases"),
+        (
+            Unsupported,
+            "services.matchmaking-api.networks.default.aliases",
+        ),
         (Ignored, "services.migrate-matchmaking.depends_on"),
         (Unsupported, "services.mailhog.profiles"),
         (Unsupported, "volumes.wp-content.driver"),
@@ -129,7 +135,10 @@ fn kubernetes_report_lists_sidecars_field_refs_and_cluster_objects() {
             Class::Unsupported,
             "StatefulSet/kafka.spec.template.spec.containers[0].env[5].valueFrom",
         ),
-        (Class::Ignored, "StatefulSet/mongo.spec.template.spec.nodeSelector"),
+        (
+            Class::Ignored,
+            "StatefulSet/mongo.spec.template.spec.nodeSelector",
+        ),
         (Class::Ignored, "Ingress/opinions.spec.tls"),
         (Class::Ignored, "HorizontalPodAutoscaler/gateway"),
         (
@@ -293,7 +302,9 @@ fn a_directory_of_manifests_refuses_other_files_with_their_place() {
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     let span = report.problems[0].span.unwrap();
     assert!(report.sources.name(span.file).ends_with("b.yaml"));
-    assert!(report.problems[0].message.contains("not a Kubernetes object"));
+    assert!(report.problems[0]
+        .message
+        .contains("not a Kubernetes object"));
 }
 
 #[test]
@@ -307,7 +318,9 @@ fn devstack_files_keep_todays_errors() {
         "name: a\nservices:\n  web:\n    image: a:1\n    environment: {A: b}\n    port: 80\n",
     )
     .unwrap_err();
-    assert!(report.problems[0].message.contains("unknown field `environment`"));
+    assert!(report.problems[0]
+        .message
+        .contains("unknown field `environment`"));
 }
 
 #[test]
@@ -332,13 +345,16 @@ fn import_writes_a_stack_file_that_loads_the_same() {
     .map(|f| root().join(f))
     .collect();
     let imported = files::import_files(&files, out_dir.path()).unwrap();
-    assert!(imported.text.contains("# inferred: a datastore: `mongo:4.4.29` is a mongodb image"));
+    assert!(imported
+        .text
+        .contains("# inferred: a datastore: `mongo:4.4.29` is a mongodb image"));
     assert!(imported.text.contains("unsupported: StatefulSet/kafka"));
     let out = out_dir.path().join("devstack.yaml");
     std::fs::write(&out, &imported.text).unwrap();
     let mut options = LoadOptions::new(vec![out]);
     options.env.clear();
-    let written = load(&options).unwrap_or_else(|r| panic!("{}\n{}", r.render(false), imported.text));
+    let written =
+        load(&options).unwrap_or_else(|r| panic!("{}\n{}", r.render(false), imported.text));
     assert_same(written, stack(&["stacks/opinions/devstack.yaml"]));
 }
 
@@ -350,21 +366,31 @@ fn import_keeps_compose_variables_as_variables() {
         root().join("fixtures/import/events/laptop.yaml"),
     ];
     let imported = files::import_files(&files, out_dir.path()).unwrap();
-    assert!(imported.text.contains("${DB_PASSWORD:-events}"), "{}", imported.text);
+    assert!(
+        imported.text.contains("${DB_PASSWORD:-events}"),
+        "{}",
+        imported.text
+    );
     let out = out_dir.path().join("devstack.yaml");
     std::fs::write(&out, &imported.text).unwrap();
     let mut options = LoadOptions::new(vec![out]);
     options.env.clear();
-    let written = load(&options).unwrap_or_else(|r| panic!("{}\n{}", r.render(false), imported.text));
+    let written =
+        load(&options).unwrap_or_else(|r| panic!("{}\n{}", r.render(false), imported.text));
     assert_same(written, stack(&["stacks/events/devstack.yaml"]));
 }
 
 fn mutated(text: &str, start: usize, len: usize, insert: &str) -> String {
     let mut text = text.to_string();
     let start = start.min(text.len());
-    let start = (0..=start).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    let start = (0..=start)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
     let end = (start + len).min(text.len());
-    let end = (end..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+    let end = (end..=text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
     text.replace_range(start..end, insert);
     text
 }
@@ -391,4 +417,3 @@ proptest! {
         }
     }
 }
-

@@ -114,7 +114,10 @@ pub fn index(path: &str, i: usize) -> String {
 pub fn words(node: &Node) -> Option<Vec<String>> {
     match &node.value {
         Value::Scalar { text, .. } => Some(vec![text.clone()]),
-        Value::Seq(items) => items.iter().map(|i| scalar(i).map(str::to_string)).collect(),
+        Value::Seq(items) => items
+            .iter()
+            .map(|i| scalar(i).map(str::to_string))
+            .collect(),
         _ => None,
     }
 }
@@ -130,7 +133,10 @@ pub fn k8s_quantity_bytes(text: &str) -> Option<String> {
     }
     for (suffix, mul) in [("k", 1e3), ("K", 1e3), ("M", 1e6), ("G", 1e9), ("T", 1e12)] {
         if let Some(n) = t.strip_suffix(suffix) {
-            return n.parse::<f64>().ok().map(|v| format!("{}", (v * mul) as u64));
+            return n
+                .parse::<f64>()
+                .ok()
+                .map(|v| format!("{}", (v * mul) as u64));
         }
     }
     t.parse::<f64>().ok().map(|v| format!("{}", v as u64))
@@ -196,7 +202,10 @@ mod tests {
             datastore_kind("docker.elastic.co/elasticsearch/elasticsearch:7.17.18"),
             Some("elasticsearch")
         );
-        assert_eq!(datastore_kind("registry:5000/postgres@sha256:ab"), Some("postgres"));
+        assert_eq!(
+            datastore_kind("registry:5000/postgres@sha256:ab"),
+            Some("postgres")
+        );
         assert_eq!(datastore_kind("opinions/web:git-3f2a9c1"), None);
     }
 }

@@ -84,7 +84,11 @@ impl Writer<'_> {
             Value::Map(entries) if entries.is_empty() => "{}".into(),
             Value::Seq(items) => format!(
                 "[{}]",
-                items.iter().map(|i| self.inline(i)).collect::<Vec<_>>().join(", ")
+                items
+                    .iter()
+                    .map(|i| self.inline(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Value::Map(entries) => format!(
                 "{{{}}}",
@@ -102,7 +106,16 @@ impl Writer<'_> {
 /// double-quoted with JSON's escapes (valid YAML).
 fn quote(text: &str) -> String {
     let plain = !text.is_empty()
-        && text.chars().all(|c| c.is_ascii_alphanumeric() || "._/-+=@()".contains(c) || c == ' ' || c == ':' || c == ',' || c == '$' || c == '{' || c == '}')
+        && text.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || "._/-+=@()".contains(c)
+                || c == ' '
+                || c == ':'
+                || c == ','
+                || c == '$'
+                || c == '{'
+                || c == '}'
+        })
         && !text.starts_with(|c: char| " -?:,[]{}#&*!|>'\"%@`$".contains(c))
         && !text.ends_with(' ')
         && !text.contains(": ")
@@ -121,7 +134,11 @@ fn quote(text: &str) -> String {
 }
 
 fn quote_key(key: &str) -> String {
-    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)) {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+    {
         key.to_string()
     } else {
         serde_json::to_string(key).unwrap_or_else(|_| key.to_string())
@@ -143,7 +160,10 @@ mod tests {
             inferred: vec![("services.a.image".into(), "a guess".into())],
         };
         let text = stack_file(&t, "header");
-        assert!(text.contains("    # inferred: a guess\n    image: a:1\n"), "{text}");
+        assert!(
+            text.contains("    # inferred: a guess\n    image: a:1\n"),
+            "{text}"
+        );
         let back = parse(1, &text).unwrap();
         assert_eq!(strip(&back), strip(&tree), "{text}");
     }

@@ -101,8 +101,11 @@ pub fn parse(file: FileId, source: &str) -> Result<Node, YamlError> {
 /// Parses every document of a multi-document stream (Kubernetes manifests
 /// separated by `---`), in order; empty documents are left out.
 pub fn parse_documents(file: FileId, source: &str) -> Result<Vec<Node>, YamlError> {
-    parse_stream(file, source, true)
-        .map(|docs| docs.into_iter().filter(|d| d.value != Value::Null).collect())
+    parse_stream(file, source, true).map(|docs| {
+        docs.into_iter()
+            .filter(|d| d.value != Value::Null)
+            .collect()
+    })
 }
 
 fn parse_stream(file: FileId, source: &str, multi: bool) -> Result<Vec<Node>, YamlError> {
