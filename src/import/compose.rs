@@ -532,7 +532,7 @@ fn translate_unit(cx: &mut Cx, service: &Node, path: &str, name: &str, kind: Opt
             },
         );
     }
-    unit.build()
+    unit.build_unit()
 }
 
 fn build(cx: &mut Cx, node: &Node, path: &str) -> Node {

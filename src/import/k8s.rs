@@ -218,8 +218,8 @@ pub fn translate(docs: &[Node]) -> Translated {
             }
         }
         match w.datastore {
-            Some(_) => datastores.set(&w.name, w.unit.build()),
-            None => services.set(&w.name, w.unit.build()),
+            Some(_) => datastores.set(&w.name, w.unit.build_unit()),
+            None => services.set(&w.name, w.unit.build_unit()),
         }
     }
     if !services.is_empty() {
@@ -1029,7 +1029,7 @@ fn ingress(
         match key.name.as_str() {
             "rules" => {}
             "tls" => cx.ignored(value, &p, "devstack's proxy serves plain HTTP locally"),
-            "ingressClassName" => {}
+            "ingressClassName" => cx.ignored(value, &p, "devstack has one proxy for every route"),
             _ => cx.unsupported(value, &p, "devstack routes by host and path only"),
         }
     }

@@ -63,6 +63,37 @@ impl MapBuilder {
         self.entries.is_empty()
     }
 
+    /// A unit's fields in the order a person writes them (for `import`).
+    pub fn build_unit(mut self) -> Node {
+        const ORDER: &[&str] = &[
+            "kind",
+            "image",
+            "build",
+            "command",
+            "entrypoint",
+            "env_file",
+            "env",
+            "port",
+            "ports",
+            "replicas",
+            "depends_on",
+            "health",
+            "resources",
+            "volume",
+            "volumes",
+            "seed",
+            "labels",
+            "restart",
+            "stop_grace",
+            "init",
+            "routes",
+            "watch",
+        ];
+        let rank = |name: &str| ORDER.iter().position(|k| *k == name).unwrap_or(ORDER.len());
+        self.entries.sort_by_key(|(k, _)| rank(&k.name));
+        self.build()
+    }
+
     pub fn build(self) -> Node {
         Node {
             value: Value::Map(self.entries),
