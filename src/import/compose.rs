@@ -820,12 +820,12 @@ fn routes_from_label(
 /// What a health test command checks, when it is a plain HTTP GET or TCP
 /// connect on the container itself.
 #[derive(Debug, PartialEq)]
-enum Recognised {
+pub(super) enum Recognised {
     Http { port: String, path: String },
     Tcp { port: String },
 }
 
-fn recognise(argv: &[String]) -> Option<Recognised> {
+pub(super) fn recognise(argv: &[String]) -> Option<Recognised> {
     let mut argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     // `curl -f http://localhost/ || exit 1`: the exit is only for the exit code.
     if argv.len() > 3 && argv[argv.len() - 3..] == ["||", "exit", "1"] {

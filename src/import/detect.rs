@@ -12,6 +12,8 @@ pub enum Format {
     Devstack,
     Compose,
     Kubernetes,
+    /// systemd units run by fleet (detected on the text: see `fleet::is_unit`).
+    Fleet,
 }
 
 /// Top-level keys only devstack has.

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{detect, translate, Dirs, Format, Note};
+use super::fleet::{self, Unit};
+use super::{detect, translate, Dirs, Format, Note, Translated};
 use crate::spec::diagnostic::{Problem, Report, Sources};
 use crate::spec::merge::merge;
 use crate::spec::yaml::{self, Node, Value};
@@ -97,6 +98,49 @@ pub fn manifest_docs(
     (problems.len() == before).then_some(docs)
 }
 
+/// A directory given with `-f`: fleet units when it holds `.service`
+/// files (every one of them, in name order), else Kubernetes manifests.
+pub fn translate_dir(
+    dir: &Path,
+    sources: &mut Sources,
+    problems: &mut Vec<Problem>,
+) -> Option<(Format, Translated)> {
+    let mut units: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|l| {
+            l.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "service"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if units.is_empty() {
+        let docs = manifest_docs(dir, sources, problems)?;
+        let dirs = Dirs {
+            source: dir,
+            stack: dir,
+        };
+        return translate(Format::Kubernetes, &docs, dirs).map(|t| (Format::Kubernetes, t));
+    }
+    units.sort();
+    let mut parsed = Vec::new();
+    for file in units {
+        match std::fs::read(&file).map(String::from_utf8) {
+            Ok(Ok(text)) => {
+                let id = sources.add(file.display().to_string(), text);
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                parsed.push(Unit::parse(id, &name, sources.text(id)));
+            }
+            _ => problems.push(Problem::nowhere(format!(
+                "cannot read {} as text",
+                file.display()
+            ))),
+        }
+    }
+    Some((Format::Fleet, fleet::translate(&parsed)))
+}
+
 /// What `devstack import` made of its files.
 #[derive(Debug)]
 pub struct Imported {
@@ -121,12 +165,41 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
     let mut merged: Option<Node> = None;
     for file in files {
         let source_dir = parent_dir(file);
-        let (format, docs) = if file.is_dir() {
-            match manifest_docs(file, &mut sources, &mut problems) {
-                Some(docs) => (Format::Kubernetes, docs),
-                None => continue,
-            }
+        let dirs = Dirs {
+            source: &source_dir,
+            stack: out_dir,
+        };
+        let whole = if file.is_dir() {
+            translate_dir(file, &mut sources, &mut problems)
         } else {
+            match std::fs::read_to_string(file) {
+                Ok(text) if fleet::is_unit(&text) => {
+                    let id = sources.add(file.display().to_string(), text);
+                    let name = file
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    let unit = Unit::parse(id, &name, sources.text(id));
+                    Some((Format::Fleet, fleet::translate(&[unit])))
+                }
+                _ => None,
+            }
+        };
+        if file.is_dir() || whole.is_some() {
+            if let Some((format, mut t)) = whole {
+                if format != Format::Compose {
+                    escape_dollars(&mut t.tree);
+                }
+                notes.extend(t.notes);
+                inferred.extend(t.inferred);
+                merged = Some(match merged {
+                    None => t.tree,
+                    Some(base) => merge(base, t.tree),
+                });
+            }
+            continue;
+        }
+        let (format, docs) = {
             let text = match std::fs::read(file).map(String::from_utf8) {
                 Ok(Ok(text)) => text,
                 Ok(Err(_)) => {
@@ -157,10 +230,6 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
                     continue;
                 }
             }
-        };
-        let dirs = Dirs {
-            source: &source_dir,
-            stack: out_dir,
         };
         let tree = match translate(format, &docs, dirs) {
             Some(mut t) => {

@@ -1,5 +1,5 @@
-//! Production's own definitions read as stack files: Compose files and
-//! Kubernetes manifests translated into devstack's YAML tree.
+//! Production's own definitions read as stack files: Compose files,
+//! Kubernetes manifests and fleet units translated into devstack's YAML tree.
 //!
 //! [`detect`] decides from content markers alone which format a file is in
 //! (when in doubt, devstack's own). [`compose`] and [`k8s`] turn the parsed,
@@ -13,6 +13,7 @@
 pub mod compose;
 pub mod detect;
 pub mod files;
+pub mod fleet;
 pub mod k8s;
 pub mod report;
 mod tree;
@@ -86,7 +87,7 @@ fn relative(from: &Path, to: &Path) -> Option<String> {
 /// file of a directory of manifests).
 pub fn translate(format: Format, docs: &[Node], dirs: Dirs) -> Option<Translated> {
     match format {
-        Format::Devstack => None,
+        Format::Devstack | Format::Fleet => None,
         Format::Compose => docs.first().map(|doc| compose::translate(doc, dirs)),
         Format::Kubernetes => Some(k8s::translate(docs)),
     }

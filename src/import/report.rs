@@ -112,8 +112,12 @@ pub fn render_all(notes: &[Note], sources: &Sources) -> Vec<String> {
     for note in notes {
         let key = format!("{:?} {} {}", note.class, shape(&note.path), note.message);
         if note.class == Class::Ignored {
-            if let Some((_, _, others)) = lines.iter_mut().find(|(k, _, _)| *k == key) {
-                others.push(object(&note.path).to_string());
+            if let Some((_, first, others)) = lines.iter_mut().find(|(k, _, _)| *k == key) {
+                let this = object(&note.path).to_string();
+                // The same field twice in one object (`ExecStartPre=` lines) is said once.
+                if !first.contains(&format!(": {this}.")) && !others.contains(&this) {
+                    others.push(this);
+                }
                 continue;
             }
         }

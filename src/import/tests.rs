@@ -417,3 +417,103 @@ proptest! {
         }
     }
 }
+
+/// A stack as JSON with the orders fleet cannot give left out: units are
+/// files in name order, so services and `before` lists are sorted.
+fn unordered(stack: &Stack) -> serde_json::Value {
+    let mut value = serde_json::to_value(stack).unwrap();
+    if let Some(tasks) = value.get_mut("tasks").and_then(|t| t.as_object_mut()) {
+        for task in tasks.values_mut() {
+            if let Some(before) = task.get_mut("before").and_then(|b| b.as_array_mut()) {
+                before.sort_by_key(|v| v.to_string());
+            }
+        }
+    }
+    // serde_json's maps compare as maps: service order does not count.
+    value
+}
+
+#[test]
+fn fleet_opinions_is_the_opinions_stack() {
+    let loaded = load_files(&[
+        "fixtures/import/opinions/fleet",
+        "fixtures/import/opinions/fleet-laptop.yaml",
+    ])
+    .unwrap_or_else(|r| panic!("{}", r.render(false)));
+    let written = stack(&["stacks/opinions/devstack.yaml"]);
+    assert_eq!(unordered(&loaded.stack), unordered(&written));
+    let notes = notes_of(&loaded);
+    for (class, path) in [
+        (
+            Class::Unsupported,
+            "Unit/kafka.ExecStart.-e.KAFKA_CFG_ADVERTISED_LISTENERS",
+        ),
+        (
+            Class::Unsupported,
+            "Unit/elasticsearch.ExecStart.--ulimit memlock=-1:-1",
+        ),
+        (
+            Class::Unsupported,
+            "Unit/elasticsearch.Service.LimitMEMLOCK",
+        ),
+        (Class::Ignored, "Unit/web@.X-Fleet.Conflicts"),
+        (Class::Ignored, "Unit/mongo.X-Fleet.MachineMetadata"),
+        (Class::Ignored, "Unit/create-topics.Unit.After"),
+    ] {
+        assert!(
+            notes.contains(&(class, path.to_string())),
+            "{path} missing from {notes:#?}"
+        );
+    }
+}
+
+#[test]
+fn presence_units_become_the_registry_layout() {
+    let web = "[Unit]\nDescription=web\n\n[Service]\nExecStart=/usr/bin/docker run --rm -p 3000 shop/web:1\n";
+    let presence = "[Unit]\nBindsTo=web@%i.service\n\n[Service]\nExecStart=/bin/sh -c \"while true; do etcdctl set /shop/services/web/%H:%i up --ttl 60; sleep 45; done\"\n";
+    let mut sources = crate::spec::diagnostic::Sources::default();
+    let a = sources.add("web@.service".into(), web.into());
+    let b = sources.add("web-presence@.service".into(), presence.into());
+    let t = fleet::translate(&[
+        fleet::Unit::parse(a, "web@.service", web),
+        fleet::Unit::parse(b, "web-presence@.service", presence),
+    ]);
+    let discovery = t.tree.get("discovery").expect("a discovery section");
+    assert_eq!(
+        discovery.get("prefix").and_then(tree::scalar),
+        Some("/shop/services")
+    );
+    assert_eq!(discovery.get("ttl").and_then(tree::scalar), Some("60s"));
+    assert!(t
+        .tree
+        .get("services")
+        .and_then(|s| s.get("web-presence"))
+        .is_none());
+    let web = t.tree.get("services").and_then(|s| s.get("web")).unwrap();
+    assert_eq!(web.get("port").and_then(tree::scalar), Some("3000"));
+}
+
+#[test]
+fn a_unit_file_is_never_read_as_yaml_and_a_stack_never_as_a_unit() {
+    // A unit with a broken ExecStart: reported, not a YAML error.
+    let loaded = inline(
+        "web.service",
+        "[Unit]\nDescription=x\n[Service]\nExecStart=/usr/bin/docker run -e\n",
+    );
+    let report = loaded.unwrap_err();
+    check_report(&report);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| !p.message.contains("invalid YAML")),
+        "{:?}",
+        report.problems
+    );
+    for text in [
+        include_str!("../../stacks/events/devstack.yaml"),
+        include_str!("../../stacks/opinions/devstack.yaml"),
+    ] {
+        assert!(!fleet::is_unit(text));
+    }
+}

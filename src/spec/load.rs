@@ -97,13 +97,8 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
     for (i, file) in options.files.iter().enumerate() {
         let given = options.contents.as_ref().and_then(|c| c.get(i)).cloned();
         if given.is_none() && file.is_dir() {
-            let docs = import::files::manifest_docs(file, &mut sources, &mut problems);
-            let dirs = import::Dirs {
-                source: &dir,
-                stack: &dir,
-            };
-            if let Some(translated) =
-                docs.and_then(|docs| import::translate(import::Format::Kubernetes, &docs, dirs))
+            if let Some((_, translated)) =
+                import::files::translate_dir(file, &mut sources, &mut problems)
             {
                 notes.extend(translated.notes);
                 merged = Some(match merged {
@@ -146,6 +141,20 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
             }
         };
         let id = sources.add(file.display().to_string(), text);
+        if import::fleet::is_unit(sources.text(id)) {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let unit = import::fleet::Unit::parse(id, &name, sources.text(id));
+            let translated = import::fleet::translate(&[unit]);
+            notes.extend(translated.notes);
+            merged = Some(match merged {
+                None => translated.tree,
+                Some(base) => merge(base, translated.tree),
+            });
+            continue;
+        }
         // Production definitions: translated, then merged like a stack file.
         if let Ok(mut docs) = yaml::parse_documents(id, sources.text(id)) {
             let format = import::detect(&docs);

@@ -228,7 +228,7 @@ mod tests {
         let dir = tmp.path().join("k8s");
         std::fs::create_dir(&dir).unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let _w = watch_files(&[dir.clone()], tx).unwrap();
+        let _w = watch_files(std::slice::from_ref(&dir), tx).unwrap();
         std::fs::write(dir.join("notes.txt"), "x").unwrap();
         std::fs::write(dir.join("web.yaml"), "kind: Service\n").unwrap();
         let hit = next(&mut rx).await.expect("a hit");

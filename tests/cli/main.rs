@@ -681,3 +681,39 @@ fn import_of_a_broken_manifest_is_a_positioned_error() {
     assert!(out.stderr.contains("invalid YAML"), "{}", out.stderr);
     assert!(out.stderr.contains("web.yaml:"), "{}", out.stderr);
 }
+
+/// fleet units have no order: services and `before` lists compare unordered.
+#[test]
+fn imported_fleet_units_are_the_opinions_stack() {
+    let imported = Run::new(&[
+        "config",
+        "--json",
+        "-f",
+        "fixtures/import/opinions/fleet",
+        "-f",
+        "fixtures/import/opinions/fleet-laptop.yaml",
+    ])
+    .run();
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    let written = Run::new(&["config", "--json", "-f", "stacks/opinions/devstack.yaml"]).run();
+    let unordered = |text: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+        for task in v["tasks"].as_object_mut().unwrap().values_mut() {
+            task["before"]
+                .as_array_mut()
+                .unwrap()
+                .sort_by_key(|b| b.to_string());
+        }
+        let services: std::collections::BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(v["services"].take()).unwrap();
+        (v, services)
+    };
+    assert_eq!(unordered(&imported.stdout), unordered(&written.stdout));
+    assert!(
+        imported
+            .stderr
+            .contains("unsupported: Unit/kafka.ExecStart.-e.KAFKA_CFG_ADVERTISED_LISTENERS"),
+        "{}",
+        imported.stderr
+    );
+}
