@@ -123,8 +123,8 @@ pub fn watch_files(
         .iter()
         .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
         .collect();
-    // A directory of Kubernetes manifests is watched itself: an edit of any
-    // `.yaml`/`.yml` file in it is an edit of the stack.
+    // A directory of Kubernetes manifests or fleet units is watched itself:
+    // an edit of any `.yaml`/`.yml`/`.service` file in it is a stack edit.
     let manifest_dirs: Vec<std::path::PathBuf> =
         files.iter().filter(|f| f.is_dir()).cloned().collect();
     let dirs: std::collections::BTreeSet<std::path::PathBuf> = files
@@ -147,7 +147,9 @@ pub fn watch_files(
             let in_manifest_dir = path
                 .parent()
                 .is_some_and(|p| manifest_dirs.iter().any(|d| d == p))
-                && path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+                && path
+                    .extension()
+                    .is_some_and(|e| e == "yaml" || e == "yml" || e == "service");
             if wanted.contains(path) || in_manifest_dir {
                 let _ = hits.send(Hit {
                     service: STACK.into(),
