@@ -48,8 +48,11 @@ pub fn manifest_docs(
     files.sort();
     if files.is_empty() {
         problems.push(
-            Problem::nowhere(format!("{} holds no .yaml or .yml files", dir.display()))
-                .hint("a directory given with -f holds Kubernetes manifests"),
+            Problem::nowhere(format!(
+                "{} holds no .yaml, .yml or .service files",
+                dir.display()
+            ))
+            .hint("a directory given with -f holds Kubernetes manifests or fleet units"),
         );
         return None;
     }

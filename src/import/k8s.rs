@@ -776,7 +776,13 @@ fn probe(
                     }
                 }
                 for (k, v) in entries(value) {
-                    if !matches!(k.name.as_str(), "path" | "port" | "scheme") {
+                    if k.name == "scheme" && scalar(v) == Some("HTTPS") {
+                        cx.unsupported(
+                            v,
+                            &child(&p, "scheme"),
+                            "devstack's http check speaks plain HTTP",
+                        );
+                    } else if !matches!(k.name.as_str(), "path" | "port" | "scheme") {
                         cx.unsupported(
                             v,
                             &child(&p, &k.name),

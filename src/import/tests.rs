@@ -517,3 +517,21 @@ fn a_unit_file_is_never_read_as_yaml_and_a_stack_never_as_a_unit() {
         assert!(!fleet::is_unit(text));
     }
 }
+
+#[test]
+fn an_imported_file_without_a_name_says_to_name_it_in_an_overlay() {
+    let report = inline(
+        "web.service",
+        "[Unit]\nDescription=x\n[Service]\nExecStart=/usr/bin/docker run --rm web:1\n",
+    )
+    .unwrap_err();
+    check_report(&report);
+    let problem = report.problems.iter().find(|p| p.path == "name").unwrap();
+    assert!(
+        problem
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("overlay")),
+        "{problem:?}"
+    );
+}

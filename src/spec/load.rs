@@ -69,6 +69,8 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
     let mut sources = Sources::default();
     let mut problems = Vec::new();
     let mut notes = Vec::new();
+    // The root of an imported file: a missing `name` there needs an overlay.
+    let mut imported_root: Option<usize> = None;
     let first = options
         .files
         .first()
@@ -101,6 +103,7 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
                 import::files::translate_dir(file, &mut sources, &mut problems)
             {
                 notes.extend(translated.notes);
+                imported_root.get_or_insert(translated.tree.span.file);
                 merged = Some(match merged {
                     None => translated.tree,
                     Some(base) => merge(base, translated.tree),
@@ -149,6 +152,7 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
             let unit = import::fleet::Unit::parse(id, &name, sources.text(id));
             let translated = import::fleet::translate(&[unit]);
             notes.extend(translated.notes);
+            imported_root.get_or_insert(translated.tree.span.file);
             merged = Some(match merged {
                 None => translated.tree,
                 Some(base) => merge(base, translated.tree),
@@ -171,6 +175,7 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
             };
             if let Some(translated) = import::translate(format, &docs, dirs) {
                 notes.extend(translated.notes);
+                imported_root.get_or_insert(translated.tree.span.file);
                 merged = Some(match merged {
                     None => translated.tree,
                     Some(base) => merge(base, translated.tree),
@@ -221,6 +226,15 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
                 host: &host,
             };
             let stack = decode_stack(&mut decoder, root);
+            for problem in &mut decoder.problems {
+                if problem.path == "name"
+                    && problem.span.is_some_and(|s| Some(s.file) == imported_root)
+                {
+                    problem.hint = Some(
+                        "Compose files, manifests and units may not name the stack: give `name:` in a devstack overlay (-f laptop.yaml)".into(),
+                    );
+                }
+            }
             // A value whose interpolation failed was already reported; its
             // leftover `${...}` text would only cause a second, confusing problem.
             let failed: Vec<usize> = problems
