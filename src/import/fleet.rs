@@ -258,10 +258,10 @@ fn docker_run(words: &[String]) -> Option<DockerRun> {
             run.flags.push((word.clone(), Some(rest.next()?.clone())));
         } else if word.len() > 2 && !word.starts_with("--") {
             // `-p80:80` (a value flag with its value attached) or `-it`.
-            let flag = &word[..2];
+            let flag = word.get(..2).unwrap_or(word);
             if VALUE_FLAGS.contains(&flag) {
-                run.flags
-                    .push((flag.to_string(), Some(word[2..].to_string())));
+                let value = word.get(2..).unwrap_or("");
+                run.flags.push((flag.to_string(), Some(value.to_string())));
             } else {
                 for c in word[1..].chars() {
                     run.flags.push((format!("-{c}"), None));
@@ -873,6 +873,11 @@ mod tests {
         assert_eq!(docker_run(&words("/usr/bin/etcdctl set /a b")), None);
         // A value flag at the end, with no image: not a run devstack can read.
         assert_eq!(docker_run(&words("docker run -e")), None);
+        // A flag with a multi-byte character is an unknown flag, not a panic.
+        assert_eq!(
+            docker_run(&words("docker run -é x:1")).unwrap().image,
+            "x:1"
+        );
     }
 
     #[test]

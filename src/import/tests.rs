@@ -396,6 +396,7 @@ fn mutated(text: &str, start: usize, len: usize, insert: &str) -> String {
 }
 
 const COMPOSE: &str = include_str!("../../fixtures/import/events/compose.yaml");
+const UNIT: &str = include_str!("../../fixtures/import/opinions/fleet/elasticsearch.service");
 const MANIFESTS: &str = include_str!("../../fixtures/import/opinions/k8s/datastores.yaml");
 
 proptest! {
@@ -405,6 +406,14 @@ proptest! {
     #[test]
     fn mutated_compose_never_panics(start in 0usize..6000, len in 0usize..40, insert in "\\PC{0,8}") {
         if let Err(report) = inline("compose.yaml", &mutated(COMPOSE, start, len, &insert)) {
+            check_report(&report);
+        }
+    }
+
+    /// The same for fleet units.
+    #[test]
+    fn mutated_units_never_panic(start in 0usize..900, len in 0usize..40, insert in "\\PC{0,8}") {
+        if let Err(report) = inline("elasticsearch.service", &mutated(UNIT, start, len, &insert)) {
             check_report(&report);
         }
     }
