@@ -892,10 +892,7 @@ fn healthcheck(
                     Value::Seq(_) => {
                         let all = words(value).unwrap_or_default();
                         match all.split_first() {
-                            Some((first, rest)) if first == "NONE" => {
-                                let _ = rest;
-                                return None;
-                            }
+                            Some((first, _)) if first == "NONE" => return None,
                             Some((first, rest)) if first == "CMD" => (Some(rest.to_vec()), None),
                             Some((first, rest)) if first == "CMD-SHELL" => {
                                 let line = rest.join(" ");

@@ -333,7 +333,7 @@ pub fn translate(units: &[Unit]) -> Translated {
     }
     let mut roles: Vec<(String, &Unit, u32, Role)> = Vec::new();
     for (prefix, unit, count) in by_prefix {
-        match role(&mut cx, unit) {
+        match role(unit) {
             Some(r) => roles.push((prefix, unit, count, r)),
             None => cx.unsupported(
                 unit.span,
@@ -467,7 +467,7 @@ pub fn translate(units: &[Unit]) -> Translated {
         if !env.is_empty() {
             task.set("env", env.build());
         }
-        for (flag, value) in &run.flags {
+        for (flag, _) in &run.flags {
             if !matches!(
                 flag.as_str(),
                 "-e" | "--env" | "--rm" | "--name" | "-i" | "-t"
@@ -477,7 +477,6 @@ pub fn translate(units: &[Unit]) -> Translated {
                     format!("Unit/{}.ExecStart.{flag}", unit.name),
                     "a task takes its image, command and env only",
                 );
-                let _ = value;
             }
         }
         if let Some(b) = before.get(prefix) {
@@ -546,7 +545,7 @@ fn registry_prefix(key: &str, unit: &Unit) -> String {
     }
 }
 
-fn role(cx: &mut Cx, unit: &Unit) -> Option<Role> {
+fn role(unit: &Unit) -> Option<Role> {
     let exec = unit.get("Service", "ExecStart");
     let exec = exec.first()?;
     let words = shlex::split(&exec.value)?;
@@ -583,7 +582,6 @@ fn role(cx: &mut Cx, unit: &Unit) -> Option<Role> {
     {
         return Some(Role::OneShot(run, exec.span));
     }
-    let _ = cx;
     Some(Role::Container(run, exec.span))
 }
 

@@ -13,8 +13,8 @@ use base64::Engine as _;
 
 use super::report::{tidy, Note};
 use super::tree::{
-    child, datastore_kind, entries, index, items, k8s_cpus, k8s_quantity_bytes, scalar, seconds,
-    text, texts, words, MapBuilder,
+    child, datastore_kind, entries, items, k8s_cpus, k8s_quantity_bytes, scalar, seconds, text,
+    texts, words, MapBuilder,
 };
 use super::Translated;
 use crate::spec::model::DatastoreKind;
@@ -1122,5 +1122,4 @@ fn ingress(
             routes.entry(workload.clone()).or_default().push(r.build());
         }
     }
-    let _ = index;
 }

@@ -40,8 +40,7 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn comments(&self, out: &mut String, indent: usize, path: &str) {
-        for (p, why) in self.inferred.iter().filter(|(p, _)| p == path) {
-            let _ = p;
+        for (_, why) in self.inferred.iter().filter(|(p, _)| p == path) {
             out.push_str(&format!("{:indent$}# inferred: {why}\n", ""));
         }
     }
