@@ -98,6 +98,14 @@ pub enum Command {
     Routes(RoutesArgs),
     /// Snapshots of the datastores' data: snapshot, restore, ls, rm
     Data(super::data::DataArgs),
+    /// Write the devstack stack file equivalent to Compose files or Kubernetes manifests
+    ///
+    /// Each FILE is a Compose file, a Kubernetes manifest (or a directory of
+    /// them) or a devstack overlay, merged in order. Values devstack inferred
+    /// carry a comment; what could not be carried over is listed at the top
+    /// and on stderr with file, line and field path. `-f` reads the same
+    /// files directly; `import` is for keeping the translation.
+    Import(ImportArgs),
     /// Run a detached stack's etcd, registrar, proxy and router (started by `up`)
     #[command(hide = true)]
     Agent,
@@ -126,10 +134,29 @@ impl Command {
             Command::Etcd(_) => "etcd",
             Command::Routes(_) => "routes",
             Command::Data(_) => "data",
+            Command::Import(_) => "import",
             Command::Agent => "agent",
             Command::Completions { .. } => "completions",
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Compose files, Kubernetes manifests or directories of them, devstack overlays
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Where to write the stack file (`-` for stdout)
+    #[arg(
+        short = 'o',
+        long,
+        value_name = "FILE",
+        default_value = "devstack.yaml"
+    )]
+    pub output: PathBuf,
+    /// Replace the output file if it exists
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ pub mod data;
 pub mod down;
 pub mod etcd;
 pub mod exec;
+pub mod import;
 pub mod logs;
 pub mod ps;
 pub mod restart;
@@ -63,6 +64,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Scale(args) => scale::run(&global, args).await,
         Command::Routes(args) => routes::run(&global, args).await,
         Command::Data(args) => data::run(&global, args).await,
+        Command::Import(args) => import::run(&global, args),
         Command::Watch(args) => watch::run(&global, args).await,
         Command::Agent => agent::run(&global).await,
         Command::Completions { shell } => {

@@ -23,7 +23,12 @@ pub fn stack_files(global: &GlobalArgs) -> Vec<PathBuf> {
 
 /// Loads the stack, returning the report of problems when it is invalid.
 pub fn try_load(global: &GlobalArgs) -> Result<LoadedStack, Report> {
-    LoadedStack::load(stack_files(global), global.project_name.as_ref())
+    let loaded = LoadedStack::load(stack_files(global), global.project_name.as_ref())?;
+    // What an imported Compose file or manifest left out, said once per load.
+    for line in &loaded.notes {
+        sayln!("{line}");
+    }
+    Ok(loaded)
 }
 
 /// Loads and validates the stack files named by `-f` (default `devstack.yaml`).

@@ -15,6 +15,9 @@ pub struct LoadedStack {
     pub project: ProjectName,
     /// The stack files, in merge order.
     pub files: Vec<PathBuf>,
+    /// What imported Compose files, manifests or units left out, as lines
+    /// to show once (`file:line:col: class: path: why`).
+    pub notes: Vec<String>,
 }
 
 impl LoadedStack {
@@ -22,7 +25,9 @@ impl LoadedStack {
     /// (`-p`), or the stack's own name; the report of every problem when the
     /// stack is invalid.
     pub fn load(files: Vec<PathBuf>, project: Option<&ProjectName>) -> Result<Self, Report> {
-        let stack = spec::load(&LoadOptions::new(files.clone()))?;
+        let loaded = spec::load_with_notes(&LoadOptions::new(files.clone()))?;
+        let notes = crate::import::report::render_all(&loaded.notes, &loaded.sources);
+        let stack = loaded.stack;
         // `-p` was checked as it was parsed; the stack's name by `spec`, with
         // the same rule, so this only fails if the two rules ever part.
         let project = match project {
@@ -51,6 +56,7 @@ impl LoadedStack {
             stack,
             project,
             files,
+            notes,
         })
     }
 

@@ -12,6 +12,7 @@ use super::merge::merge;
 use super::model::Stack;
 use super::validate::validate;
 use super::yaml::{self, Node, Value};
+use crate::import::{self, Note};
 
 /// What loading needs from the outside world.
 #[derive(Debug, Clone)]
@@ -47,8 +48,29 @@ impl LoadOptions {
 /// Loads, merges and validates stack files. On failure the report holds every
 /// problem that could be found, in file order.
 pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
+    load_with_notes(options).map(|loaded| loaded.stack)
+}
+
+/// A valid stack, with what translating production definitions (Compose
+/// files, Kubernetes manifests) left out.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub stack: Stack,
+    /// Fields of imported files not carried over, in file order.
+    pub notes: Vec<Note>,
+    /// The files the notes point into.
+    pub sources: Sources,
+}
+
+/// [`load`], keeping the import notes: a file detected as Compose or
+/// Kubernetes (see [`crate::import::detect`]) is translated into the tree a
+/// stack file would parse to, then merged like any stack file.
+pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
     let mut sources = Sources::default();
     let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    // The root of an imported file: a missing `name` there needs an overlay.
+    let mut imported_root: Option<usize> = None;
     let first = options
         .files
         .first()
@@ -81,6 +103,19 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
     let mut merged: Option<Node> = None;
     for (i, file) in options.files.iter().enumerate() {
         let given = options.contents.as_ref().and_then(|c| c.get(i)).cloned();
+        if given.is_none() && file.is_dir() {
+            if let Some((_, translated)) =
+                import::files::translate_dir(file, &mut sources, &mut problems)
+            {
+                notes.extend(translated.notes);
+                imported_root.get_or_insert(translated.tree.span.file);
+                merged = Some(match merged {
+                    None => translated.tree,
+                    Some(base) => merge(base, translated.tree),
+                });
+            }
+            continue;
+        }
         let read = match given {
             Some(text) => Ok(text.into_bytes()),
             None => std::fs::read(file),
@@ -114,6 +149,45 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
             }
         };
         let id = sources.add(file.display().to_string(), text);
+        if import::fleet::is_unit(sources.text(id)) {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let unit = import::fleet::Unit::parse(id, &name, sources.text(id));
+            let translated = import::fleet::translate(&[unit]);
+            notes.extend(translated.notes);
+            imported_root.get_or_insert(translated.tree.span.file);
+            merged = Some(match merged {
+                None => translated.tree,
+                Some(base) => merge(base, translated.tree),
+            });
+            continue;
+        }
+        // Production definitions: translated, then merged like a stack file.
+        if let Ok(mut docs) = yaml::parse_documents(id, sources.text(id)) {
+            let format = import::detect(&docs);
+            if format == import::Format::Compose {
+                // Compose interpolates as devstack does; its errors name Compose's fields.
+                for doc in &mut docs {
+                    interpolate_tree(doc, "", &lookup, &mut budget, &mut problems);
+                }
+            }
+            let source_dir = absolute_dir(file);
+            let dirs = import::Dirs {
+                source: &source_dir,
+                stack: &dir,
+            };
+            if let Some(translated) = import::translate(format, &docs, dirs) {
+                notes.extend(translated.notes);
+                imported_root.get_or_insert(translated.tree.span.file);
+                merged = Some(match merged {
+                    None => translated.tree,
+                    Some(base) => merge(base, translated.tree),
+                });
+                continue;
+            }
+        }
         let mut node = match yaml::parse(id, sources.text(id)) {
             Ok(node) => node,
             Err(err) => {
@@ -160,6 +234,15 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
             if let Some(stack) = &mut stack {
                 problems.extend(super::refs::resolve(stack));
             }
+            for problem in &mut decoder.problems {
+                if problem.path == "name"
+                    && problem.span.is_some_and(|s| Some(s.file) == imported_root)
+                {
+                    problem.hint = Some(
+                        "Compose files, manifests and units may not name the stack: give `name:` in a devstack overlay (-f laptop.yaml)".into(),
+                    );
+                }
+            }
             // A value whose interpolation failed was already reported; its
             // leftover `${...}` text would only cause a second, confusing problem.
             let failed: Vec<usize> = problems
@@ -180,7 +263,11 @@ pub fn load(options: &LoadOptions) -> Result<Stack, Report> {
         _ => None,
     };
     match stack {
-        Some(stack) if problems.is_empty() => Ok(stack),
+        Some(stack) if problems.is_empty() => Ok(Loaded {
+            stack,
+            notes,
+            sources,
+        }),
         _ => {
             if problems.is_empty() {
                 problems.push(Problem::nowhere("the stack could not be read"));

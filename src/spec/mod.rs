@@ -18,7 +18,7 @@ pub mod validate;
 pub mod yaml;
 
 pub use diagnostic::{Problem, Report};
-pub use load::{load, LoadOptions};
+pub use load::{load, load_with_notes, LoadOptions, Loaded};
 pub use model::*;
 
 #[cfg(test)]

@@ -86,6 +86,29 @@ const MAX_ALIAS_BYTES: usize = 16 << 20;
 
 /// Parses one YAML document. An empty file is `Null`.
 pub fn parse(file: FileId, source: &str) -> Result<Node, YamlError> {
+    parse_stream(file, source, false).map(|mut docs| {
+        docs.pop().unwrap_or(Node {
+            value: Value::Null,
+            span: Span {
+                file,
+                start: 0,
+                end: 0,
+            },
+        })
+    })
+}
+
+/// Parses every document of a multi-document stream (Kubernetes manifests
+/// separated by `---`), in order; empty documents are left out.
+pub fn parse_documents(file: FileId, source: &str) -> Result<Vec<Node>, YamlError> {
+    parse_stream(file, source, true).map(|docs| {
+        docs.into_iter()
+            .filter(|d| d.value != Value::Null)
+            .collect()
+    })
+}
+
+fn parse_stream(file: FileId, source: &str, multi: bool) -> Result<Vec<Node>, YamlError> {
     let line_starts = line_starts(source);
     let mut builder = Builder {
         file,
@@ -93,7 +116,8 @@ pub fn parse(file: FileId, source: &str) -> Result<Node, YamlError> {
         line_starts: &line_starts,
         stack: Vec::new(),
         anchors: HashMap::new(),
-        root: None,
+        roots: Vec::new(),
+        multi,
         error: None,
         nodes: 0,
         alias_bytes: 0,
@@ -114,14 +138,7 @@ pub fn parse(file: FileId, source: &str) -> Result<Node, YamlError> {
     if let Some(error) = builder.error {
         return Err(error);
     }
-    Ok(builder.root.unwrap_or(Node {
-        value: Value::Null,
-        span: Span {
-            file,
-            start: 0,
-            end: 0,
-        },
-    }))
+    Ok(builder.roots)
 }
 
 /// Byte offset where each line starts.
@@ -154,7 +171,10 @@ struct Builder<'a> {
     stack: Vec<Open>,
     /// Each anchored node with its node count and scalar bytes, counted once.
     anchors: HashMap<usize, (Node, usize, usize)>,
-    root: Option<Node>,
+    /// The finished documents (at most one unless `multi`).
+    roots: Vec<Node>,
+    /// Whether several `---` documents are accepted.
+    multi: bool,
     error: Option<YamlError>,
     nodes: usize,
     /// Scalar bytes copied by aliases so far.
@@ -215,8 +235,8 @@ impl Builder<'_> {
         }
         match self.stack.last_mut() {
             None => {
-                if self.root.is_none() {
-                    self.root = Some(node);
+                if self.multi || self.roots.is_empty() {
+                    self.roots.push(node);
                 }
             }
             Some(Open::Seq { items, .. }) => items.push(node),
@@ -334,7 +354,9 @@ impl MarkedEventReceiver for Builder<'_> {
         match ev {
             Event::DocumentStart => {
                 self.documents += 1;
-                if self.documents > 1 {
+                // Anchors are per document in YAML.
+                self.anchors.clear();
+                if self.documents > 1 && !self.multi {
                     self.fail(
                         at,
                         "a stack file holds one YAML document; found a second `---`",

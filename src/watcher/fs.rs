@@ -123,9 +123,19 @@ pub fn watch_files(
         .iter()
         .map(|f| std::path::absolute(f).unwrap_or_else(|_| f.clone()))
         .collect();
+    // A directory of Kubernetes manifests or fleet units is watched itself:
+    // an edit of any `.yaml`/`.yml`/`.service` file in it is a stack edit.
+    let manifest_dirs: Vec<std::path::PathBuf> =
+        files.iter().filter(|f| f.is_dir()).cloned().collect();
     let dirs: std::collections::BTreeSet<std::path::PathBuf> = files
         .iter()
-        .filter_map(|f| f.parent().map(|p| p.to_path_buf()))
+        .filter_map(|f| {
+            if f.is_dir() {
+                Some(f.clone())
+            } else {
+                f.parent().map(|p| p.to_path_buf())
+            }
+        })
         .collect();
     let wanted = files.clone();
     let handler = move |res: notify::Result<notify::Event>| {
@@ -134,7 +144,13 @@ pub fn watch_files(
             return;
         }
         for path in &event.paths {
-            if wanted.contains(path) {
+            let in_manifest_dir = path
+                .parent()
+                .is_some_and(|p| manifest_dirs.iter().any(|d| d == p))
+                && path
+                    .extension()
+                    .is_some_and(|e| e == "yaml" || e == "yml" || e == "service");
+            if wanted.contains(path) || in_manifest_dir {
                 let _ = hits.send(Hit {
                     service: STACK.into(),
                     file: path.clone(),
@@ -206,5 +222,19 @@ mod tests {
             }
         }
         assert!(seen, "an edit in the recreated root is seen");
+    }
+
+    #[tokio::test]
+    async fn an_edit_in_a_directory_of_manifests_is_a_stack_edit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("k8s");
+        std::fs::create_dir(&dir).unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _w = watch_files(std::slice::from_ref(&dir), tx).unwrap();
+        std::fs::write(dir.join("notes.txt"), "x").unwrap();
+        std::fs::write(dir.join("web.yaml"), "kind: Service\n").unwrap();
+        let hit = next(&mut rx).await.expect("a hit");
+        assert_eq!(hit.service, STACK);
+        assert_eq!(hit.file, dir.join("web.yaml"), "only manifests count");
     }
 }

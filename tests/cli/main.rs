@@ -408,6 +408,7 @@ fn help_lists_every_subcommand_and_exit_codes() {
         "watch",
         "etcd",
         "routes",
+        "import",
         "completions",
     ] {
         assert!(
@@ -619,5 +620,142 @@ fn a_bad_platform_is_reported_where_it_is_written() {
         out.stderr.contains("1 problem"),
         "only the bad one: {}",
         out.stderr
+    );
+}
+
+/// `config --json` of each imported fixture (production definitions plus a
+/// laptop overlay) equals that of the hand-written devstack stack.
+#[test]
+fn imported_compose_and_manifests_are_the_example_stacks() {
+    for (files, stack) in [
+        (
+            [
+                "fixtures/import/events/compose.yaml",
+                "fixtures/import/events/laptop.yaml",
+            ],
+            "stacks/events/devstack.yaml",
+        ),
+        (
+            [
+                "fixtures/import/opinions/k8s",
+                "fixtures/import/opinions/laptop.yaml",
+            ],
+            "stacks/opinions/devstack.yaml",
+        ),
+    ] {
+        let imported = Run::new(&["config", "--json", "-f", files[0], "-f", files[1]]).run();
+        assert_eq!(imported.code, 0, "{}", imported.stderr);
+        let written = Run::new(&["config", "--json", "-f", stack]).run();
+        assert_eq!(written.code, 0, "{}", written.stderr);
+        assert_eq!(imported.stdout, written.stdout, "{files:?}");
+        // What was left out is said once, with file, line and field path.
+        assert!(
+            imported
+                .stderr
+                .lines()
+                .all(|l| l.contains(": ignored: ") || l.contains(": unsupported: ")),
+            "{}",
+            imported.stderr
+        );
+    }
+    let out = Run::new(&[
+        "validate",
+        "-f",
+        "fixtures/import/events/compose.yaml",
+        "-f",
+        "fixtures/import/events/laptop.yaml",
+    ])
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains(
+        "fixtures/import/events/compose.yaml:85:18: unsupported: services.matchmaking-api.networks.default.aliases:"
+    ), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("services.registration.logging").count(),
+        1
+    );
+}
+
+#[test]
+fn import_writes_an_equivalent_stack_file_with_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("devstack.yaml");
+    let out_name = out_file.to_str().unwrap();
+    let out = Run::new(&[
+        "import",
+        "fixtures/import/events/compose.yaml",
+        "fixtures/import/events/laptop.yaml",
+        "-o",
+        out_name,
+    ])
+    .run();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(&out_file).unwrap();
+    assert!(text.contains("# inferred: an HTTP check"), "{text}");
+    assert!(text.contains("#   fixtures/import/events/compose.yaml:155:15: unsupported: services.mailhog.profiles"), "{text}");
+    let imported = Run::new(&["config", "--json", "-f", out_name]).run();
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    let written = Run::new(&["config", "--json", "-f", "stacks/events/devstack.yaml"]).run();
+    assert_eq!(imported.stdout, written.stdout);
+    // A second import does not overwrite without --force.
+    let again = Run::new(&[
+        "import",
+        "fixtures/import/events/compose.yaml",
+        "-o",
+        out_name,
+    ])
+    .run();
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("pass --force"), "{}", again.stderr);
+}
+
+#[test]
+fn import_of_a_broken_manifest_is_a_positioned_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web\n",
+    )
+    .unwrap();
+    let out = Run::new(&["import", file.to_str().unwrap(), "-o", "-"]).run();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("invalid YAML"), "{}", out.stderr);
+    assert!(out.stderr.contains("web.yaml:"), "{}", out.stderr);
+}
+
+/// fleet units have no order: services and `before` lists compare unordered.
+#[test]
+fn imported_fleet_units_are_the_opinions_stack() {
+    let imported = Run::new(&[
+        "config",
+        "--json",
+        "-f",
+        "fixtures/import/opinions/fleet",
+        "-f",
+        "fixtures/import/opinions/fleet-laptop.yaml",
+    ])
+    .run();
+    assert_eq!(imported.code, 0, "{}", imported.stderr);
+    let written = Run::new(&["config", "--json", "-f", "stacks/opinions/devstack.yaml"]).run();
+    let unordered = |text: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+        for task in v["tasks"].as_object_mut().unwrap().values_mut() {
+            task["before"]
+                .as_array_mut()
+                .unwrap()
+                .sort_by_key(|b| b.to_string());
+        }
+        let services: std::collections::BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(v["services"].take()).unwrap();
+        (v, services)
+    };
+    assert_eq!(unordered(&imported.stdout), unordered(&written.stdout));
+    assert!(
+        imported
+            .stderr
+            .contains("unsupported: Unit/kafka.ExecStart.-e.KAFKA_CFG_ADVERTISED_LISTENERS"),
+        "{}",
+        imported.stderr
     );
 }
