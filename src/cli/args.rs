@@ -106,6 +106,13 @@ pub enum Command {
     /// and on stderr with file, line and field path. `-f` reads the same
     /// files directly; `import` is for keeping the translation.
     Import(ImportArgs),
+    /// Write the stack out for a cluster engine: a Compose file for `docker stack deploy`, or Kubernetes manifests
+    ///
+    /// What the target cannot say (tasks in Compose, start order and seed data
+    /// in Kubernetes, the discovery and proxy settings in both) is listed on
+    /// stderr with its field path. Both read back through `import` (or `-f`)
+    /// into the same stack, less what is listed.
+    Export(ExportArgs),
     /// Run a detached stack's etcd, registrar, proxy and router (started by `up`)
     #[command(hide = true)]
     Agent,
@@ -135,6 +142,7 @@ impl Command {
             Command::Routes(_) => "routes",
             Command::Data(_) => "data",
             Command::Import(_) => "import",
+            Command::Export(_) => "export",
             Command::Agent => "agent",
             Command::Completions { .. } => "completions",
         }
@@ -157,6 +165,38 @@ pub struct ImportArgs {
     /// Replace the output file if it exists
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub target: ExportTarget,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportTarget {
+    /// A Compose file that `docker stack deploy` accepts (routes as `devstack.route` labels)
+    Compose {
+        /// Where to write it (default: stdout)
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Replace the output file if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// Kubernetes manifests: Deployments, StatefulSets, Services, Ingresses, ConfigMaps, PVCs
+    K8s {
+        /// Where to write them: a file (documents separated by `---`), or a
+        /// directory (an existing one, or a path ending in `/`) for one file per unit
+        #[arg(short = 'o', long, value_name = "FILE|DIR")]
+        output: Option<PathBuf>,
+        /// The namespace of every object (default: the project name)
+        #[arg(short = 'n', long, value_name = "NAME")]
+        namespace: Option<String>,
+        /// Replace output files that exist
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ pub mod data;
 pub mod down;
 pub mod etcd;
 pub mod exec;
+pub mod export;
 pub mod import;
 pub mod logs;
 pub mod ps;
@@ -65,6 +66,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Routes(args) => routes::run(&global, args).await,
         Command::Data(args) => data::run(&global, args).await,
         Command::Import(args) => import::run(&global, args),
+        Command::Export(args) => export::run(&global, args),
         Command::Watch(args) => watch::run(&global, args).await,
         Command::Agent => agent::run(&global).await,
         Command::Completions { shell } => {

@@ -16,7 +16,7 @@ pub mod files;
 pub mod fleet;
 pub mod k8s;
 pub mod report;
-mod tree;
+pub(crate) mod tree;
 pub mod write;
 
 use std::path::Path;
@@ -64,7 +64,7 @@ impl Dirs<'_> {
 }
 
 /// `to` written relative to the directory `from` (`./x` or `../x`).
-fn relative(from: &Path, to: &Path) -> Option<String> {
+pub(crate) fn relative(from: &Path, to: &Path) -> Option<String> {
     if !from.is_absolute() || !to.is_absolute() {
         return None;
     }
