@@ -231,6 +231,7 @@ pub fn export(stack: &Stack, project: &str, namespace: &str) -> Export {
             Some(vol) => {
                 spec["serviceName"] = json!(name);
                 spec["volumeClaimTemplates"] = json!([{
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                     "metadata": { "name": vol },
                     "spec": claim_spec(),
                 }]);
