@@ -25,7 +25,7 @@ use crate::spec::units::format_duration;
 /// (build contexts, seeds, bind mounts) are written relative to `out_dir`.
 pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
     let mut lost = Vec::new();
-    let mut services = Map::new();
+    let mut services: Vec<(String, Value)> = Vec::new();
     let mut volumes = BTreeSet::new();
     let mut built = Vec::new();
     for (name, service) in &stack.services {
@@ -42,7 +42,7 @@ pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
                 "a Compose file for a stack deploy has no `develop.watch`",
             ));
         }
-        services.insert(name.clone(), Value::Object(s));
+        services.push((name.clone(), Value::Object(s)));
     }
     for (name, ds) in &stack.datastores {
         let path = format!("datastores.{name}");
@@ -87,7 +87,7 @@ pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
                 ));
             }
         }
-        services.insert(name.clone(), Value::Object(s));
+        services.push((name.clone(), Value::Object(s)));
     }
     for name in stack.tasks.keys() {
         lost.push(Lost::new(
@@ -107,13 +107,20 @@ pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
         "proxy",
         "the proxy is devstack's; routes are written as `devstack.route` labels",
     ));
-    let mut doc = Map::new();
-    doc.insert("services".into(), Value::Object(services));
+    // Services in the stack's order (a JSON map would sort them).
+    let mut ordered = serde_yaml::Mapping::new();
+    for (name, service) in services {
+        let value = serde_yaml::to_value(service).unwrap_or(serde_yaml::Value::Null);
+        ordered.insert(name.into(), value);
+    }
+    let mut doc = serde_yaml::Mapping::new();
+    doc.insert("services".into(), serde_yaml::Value::Mapping(ordered));
     if !volumes.is_empty() {
         let v: Map<String, Value> = volumes.into_iter().map(|n| (n, json!({}))).collect();
-        doc.insert("volumes".into(), Value::Object(v));
+        let v = serde_yaml::to_value(v).unwrap_or(serde_yaml::Value::Null);
+        doc.insert("volumes".into(), v);
     }
-    let yaml = serde_yaml::to_string(&Value::Object(doc)).unwrap_or_default();
+    let yaml = serde_yaml::to_string(&doc).unwrap_or_default();
     let mut text = format!(
         "# The {} stack, written by `devstack export compose`.\n\
          # Deploy it with `docker stack deploy -c FILE {project}`; read it back with\n\

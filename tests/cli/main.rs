@@ -759,3 +759,137 @@ fn imported_fleet_units_are_the_opinions_stack() {
         imported.stderr
     );
 }
+
+/// `export compose` of each example stack is a file the Docker CLI's stack
+/// loader accepts (`docker stack config` checks it as `docker stack deploy`
+/// does, without a swarm), with replicas and health carried over.
+#[test]
+fn exported_compose_files_are_what_docker_stack_deploy_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    for stack in ["events", "giveaway", "opinions"] {
+        let file = dir.path().join(format!("{stack}.yaml"));
+        let out = Run::new(&[
+            "-f",
+            &format!("stacks/{stack}/devstack.yaml"),
+            "export",
+            "compose",
+            "-o",
+            file.to_str().unwrap(),
+        ])
+        .run();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        // What a stack deploy cannot say is listed, never dropped silently.
+        assert!(out.stderr.contains("left out: proxy: "), "{}", out.stderr);
+        let checked = Command::new("docker")
+            .args(["stack", "config", "-c"])
+            .arg(&file)
+            .output()
+            .expect("the docker CLI runs");
+        let stdout = String::from_utf8_lossy(&checked.stdout);
+        assert!(
+            checked.status.success(),
+            "{stack}: {}\n{}",
+            String::from_utf8_lossy(&checked.stderr),
+            std::fs::read_to_string(&file).unwrap()
+        );
+        if stack == "events" {
+            assert!(stdout.contains("replicas: 2"), "{stdout}");
+            assert!(stdout.contains("http://localhost:3000/healthz"), "{stdout}");
+        }
+    }
+}
+
+/// The events stack exported as Compose and as manifests (a directory, one
+/// file per unit) and read back with a laptop overlay holding what each
+/// format cannot say: `config --json` is the original's.
+#[test]
+fn exported_events_read_back_as_the_events_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::fs::canonicalize("stacks/events/seed/mariadb").unwrap();
+    let tasks = "tasks:
+  migrate-registration:
+    service: registration
+    command: python manage.py migrate --noinput
+    before: [registration]
+  migrate-matchmaking:
+    service: matchmaking-admin
+    command: python manage.py migrate --noinput
+    before: [matchmaking-admin]
+";
+    let common = "discovery: { prefix: /events/services, ttl: 30s }
+proxy: { image: 'haproxy:2.8', listen: '127.0.0.1:8081' }
+";
+    let compose_overlay = format!("name: events\n{tasks}{common}");
+    let k8s_overlay = format!(
+        "services:
+  registration: {{ depends_on: [mariadb, memcached] }}
+  ticket-shop: {{ depends_on: [mariadb] }}
+  matchmaking-api: {{ depends_on: [mariadb, memcached] }}
+  matchmaking-admin: {{ depends_on: [matchmaking-api] }}
+  wordpress: {{ depends_on: [mariadb] }}
+datastores:
+  mariadb: {{ seed: '{}' }}
+{common}",
+        seed.display()
+    );
+    let written = Run::new(&[
+        "config",
+        "--json",
+        "--show-secrets",
+        "-f",
+        "stacks/events/devstack.yaml",
+    ])
+    .run();
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    for (target, output, overlay) in [
+        ("compose", "compose.yaml", compose_overlay),
+        ("k8s", "manifests/", k8s_overlay),
+    ] {
+        let out_path = dir.path().join(output);
+        let out = Run::new(&[
+            "-f",
+            "stacks/events/devstack.yaml",
+            "export",
+            target,
+            "-o",
+            out_path.to_str().unwrap(),
+        ])
+        .run();
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        if target == "k8s" {
+            assert!(out_path.join("registration.yaml").is_file());
+            assert!(out_path.join("mariadb.yaml").is_file());
+        }
+        let laptop = dir.path().join(format!("laptop-{target}.yaml"));
+        std::fs::write(&laptop, overlay).unwrap();
+        let imported = Run::new(&[
+            "config",
+            "--json",
+            "--show-secrets",
+            "-f",
+            out_path.to_str().unwrap(),
+            "-f",
+            laptop.to_str().unwrap(),
+        ])
+        .run();
+        assert_eq!(imported.code, 0, "{target}: {}", imported.stderr);
+        // The same stack; a directory of manifests is read in file-name order.
+        let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+        assert_eq!(json(&imported.stdout), json(&written.stdout), "{target}");
+        if target == "compose" {
+            assert_eq!(imported.stdout, written.stdout, "units keep their order");
+        }
+        // A second export does not overwrite without --force.
+        let again = Run::new(&[
+            "-f",
+            "stacks/events/devstack.yaml",
+            "export",
+            target,
+            "-o",
+            out_path.to_str().unwrap(),
+        ])
+        .run();
+        assert_eq!(again.code, 1, "{}", again.stderr);
+        assert!(again.stderr.contains("pass --force"), "{}", again.stderr);
+    }
+}
