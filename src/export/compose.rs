@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use super::{image_of, relative_to, shell_line, size_text, Export, Lost};
+use super::{image_of, internal_names, relative_to, shell_line, size_text, Export, Lost};
 use crate::import::compose::ROUTE_LABEL;
 use crate::spec::model::{
     Container, DatastoreKind, Health, Probe, Protocol, RestartPolicy, Route, Stack, VolumeSource,
@@ -32,6 +32,7 @@ pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
         let path = format!("services.{name}");
         let c = &service.container;
         let mut s = unit(project, name, c, &path, out_dir, &mut lost, &mut volumes);
+        internal_names(stack, c, &path, &mut lost);
         if c.build.is_some() {
             built.push(image_of(project, name, c));
         }

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Map, Value};
 
-use super::{image_of, size_text, Export, Lost};
+use super::{image_of, internal_names, size_text, Export, Lost};
 use crate::spec::model::{Container, Probe, Route, Stack, Task, VolumeSource};
 
 /// The pod label that Services and workloads select by.
@@ -144,6 +144,7 @@ pub fn export(stack: &Stack, project: &str, namespace: &str) -> Export {
             container.insert("resources".into(), json!({ "limits": limits }));
         }
         lose_what_kubernetes_cannot_say(c, &path, &mut lost);
+        internal_names(stack, c, &path, &mut lost);
         if stack
             .services
             .get(name.as_str())

@@ -17,7 +17,7 @@ pub mod k8s;
 
 use std::path::Path;
 
-use crate::spec::model::Container;
+use crate::spec::model::{Container, Stack};
 
 /// One thing the target format cannot carry, at its path in the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +82,23 @@ fn image_of(project: &str, name: &str, c: &Container) -> String {
 /// `path` written relative to `dir` when both are absolute (`./x`, `../x`).
 fn relative_to(dir: &Path, path: &Path) -> String {
     crate::import::relative(dir, path).unwrap_or_else(|| path.display().to_string())
+}
+
+/// Env values that call a service as `<service>.internal`, a name only
+/// devstack's proxy answers: listed, since on a cluster nothing does.
+fn internal_names(stack: &Stack, c: &Container, path: &str, lost: &mut Vec<Lost>) {
+    for (key, value) in &c.env {
+        if let Some(service) = stack
+            .services
+            .keys()
+            .find(|s| value.contains(&format!("{s}.internal")))
+        {
+            lost.push(Lost::new(
+                format!("{path}.env.{key}"),
+                format!("`{service}.internal` is answered by devstack's proxy only; on a cluster call the service as `{service}`"),
+            ));
+        }
+    }
 }
 
 /// A shell command devstack wrote as `/bin/sh -c LINE`: the line.

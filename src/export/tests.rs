@@ -141,7 +141,9 @@ fn compose_events_reads_back_less_its_tasks() {
         paths(&lost),
         [
             "services.registration.env_file",
+            "services.ticket-shop.env.REGISTRATION_URL",
             "services.matchmaking-admin.env_file",
+            "services.matchmaking-admin.env.MATCHMAKING_API",
             "tasks.migrate-registration",
             "tasks.migrate-matchmaking",
             "name",
