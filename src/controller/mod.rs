@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod down;
 pub mod follow;
+pub mod listen;
 pub mod restart;
 pub mod stack;
 pub mod state;
