@@ -26,7 +26,7 @@ fn junit_cases(path: &Path) -> Vec<(String, String, Option<String>)> {
             .flatten()
             .find(|a| a.key.as_ref() == key)
             .map(|a| {
-                a.decode_and_unescape_value(decoder)
+                a.decoded_and_normalized_value(quick_xml::XmlVersion::Implicit1_0, decoder)
                     .expect("an attribute")
                     .to_string()
             })
@@ -81,7 +81,22 @@ fn artifacts_complete(dir: &Path, p: &Project) {
     let routes: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("routes.json")).unwrap())
             .expect("routes.json");
-    assert!(routes["listen"].is_string(), "{routes}");
+    let listen: std::net::SocketAddr = routes["listen"]
+        .as_str()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or_else(|| panic!("a listen address: {routes}"));
+    // The copy's proxy port is in `ps --json` too, published by the proxy.
+    let published_ports: Vec<u64> = ps
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["published"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p["host_port"].as_u64())
+        .collect();
+    assert!(
+        published_ports.contains(&u64::from(listen.port())),
+        "{listen} in {ps}"
+    );
     let cfg = std::fs::read_to_string(dir.join("haproxy.cfg")).unwrap();
     assert!(cfg.contains("web.tested.localhost"), "{cfg}");
     let log = dir.join("logs").join(format!("{}-web-1.log", p.name));
