@@ -268,3 +268,27 @@ fn agent_runs(project: &str) -> bool {
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .any(|c| String::from_utf8_lossy(&c).contains(&wanted))
 }
+
+#[test]
+fn the_timeout_stops_the_command_and_takes_the_copy_down() {
+    let p = Project::inline("ttime", STACK);
+    let dir = tempfile::tempdir().unwrap();
+    let out = p.run(&[
+        "test",
+        "--timeout",
+        "8s",
+        "--artifacts",
+        dir.path().to_str().unwrap(),
+        "--",
+        "sleep",
+        "120",
+    ]);
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    nothing_left(&p);
+    let cases = junit_cases(&dir.path().join("junit.xml"));
+    assert_eq!(
+        cases.last().and_then(|c| c.2.clone()).as_deref(),
+        Some("timed out after 8s"),
+        "{cases:?}"
+    );
+}
