@@ -23,6 +23,11 @@ pub fn wants_free_port(loaded: &LoadedStack) -> bool {
         || (loaded.project.as_str() != loaded.stack.name && !proxy.listen_given)
 }
 
+/// Whether this copy wants a free port and has not been given one yet.
+pub fn unsettled(loaded: &LoadedStack) -> bool {
+    wants_free_port(loaded) && loaded.stack.proxy.listen == loaded.file_listen
+}
+
 /// Settles `loaded.stack.proxy.listen` for an `up` (or `devstack test`,
 /// with `free`): the address of the routing path that runs, else a free
 /// port when one is wanted, else the fixed one, checked to be free.
@@ -151,7 +156,11 @@ mod tests {
     #[test]
     fn the_stacks_own_copy_keeps_its_listen_and_another_copy_gets_a_free_port() {
         assert!(!wants_free_port(&loaded(PLAIN, "shop")));
-        assert!(wants_free_port(&loaded(PLAIN, "shop-b")));
+        let mut copy = loaded(PLAIN, "shop-b");
+        assert!(wants_free_port(&copy));
+        assert!(unsettled(&copy), "no port chosen yet: the agent chooses");
+        copy.stack.proxy.listen = "127.0.0.1:40123".parse().expect("an address");
+        assert!(!unsettled(&copy), "chosen by `up`, handed to the agent");
         let fixed = format!("{PLAIN}proxy:\n  listen: 127.0.0.1:9123\n");
         assert!(
             !wants_free_port(&loaded(&fixed, "shop-b")),

@@ -145,7 +145,15 @@ pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<
             ],
         )
         .await
-        .map_err(engine_failure)?;
+        .map_err(|e| match e {
+            // Never a running copy's: a test copy is made fresh, and taken down after.
+            crate::engine::EngineError::Foreign { .. } => Failed::new(
+                exit::FAILURE,
+                format!("a network `{project}` is already on this engine: a test copy needs a name no project uses (drop `-p`, or name another)"),
+            )
+            .into(),
+            other => engine_failure(other),
+        })?;
 
     let mut cases = Vec::new();
     let mut command_log = Vec::new();
