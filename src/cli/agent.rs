@@ -9,7 +9,8 @@ use crate::controller::agent::{self, ReadyPipe};
 pub async fn run(global: &GlobalArgs) -> anyhow::Result<u8> {
     // First, before anything could start a process that would inherit it.
     let ready = ReadyPipe::inherited();
-    let loaded = load_stack(global)?;
+    let mut loaded = load_stack(global)?;
+    crate::controller::listen::for_agent(&mut loaded)?;
     let engine = crate::ui::connect().await?;
     agent::run(&loaded, &engine, ready).await
 }

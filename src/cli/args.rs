@@ -92,6 +92,29 @@ pub enum Command {
     /// units started, removed ones stopped. A foreground `devstack up` does the
     /// same. Runs until Ctrl-C.
     Watch(WatchArgs),
+    /// Test against a throwaway copy of the stack: up, run CMD, artifacts, down
+    ///
+    /// The copy runs as `<stack>-test-<random>` (or `-p`) with a free proxy
+    /// port, so it never touches a running copy. It is brought up as `up
+    /// --wait` does; CMD runs on the host with DEVSTACK_PROXY_URL and
+    /// DEVSTACK_URL_<SERVICE> set and its output streamed; the artifacts
+    /// (each container's log, `ps --json`, routes, the proxy's config, the
+    /// command's output, junit.xml) are written; then the copy is taken down
+    /// with its volumes, also on Ctrl-C, SIGTERM and `--timeout`. Exits with
+    /// CMD's code (124 on timeout, 130 when interrupted, devstack's codes
+    /// when the copy did not come up).
+    Test(super::test::TestArgs),
+    /// List every devstack project on the engine: running, stopped or abandoned
+    ///
+    /// Abandoned: a `devstack test` copy whose process is gone (killed
+    /// before it could take the copy down). AGENT says whether the project's
+    /// routing agent runs.
+    Ls(super::projects::LsArgs),
+    /// Remove abandoned projects: containers, network, routing state (and volumes when asked)
+    ///
+    /// Only abandoned projects (see `ls`) are touched; a `devstack test`
+    /// copy's volumes always go, other volumes only with `--volumes`.
+    Prune(super::projects::PruneArgs),
     /// The embedded etcd server, and quick looks at a stack's registry
     Etcd(EtcdArgs),
     /// Show the routes the proxy serves and the instances behind them
@@ -138,6 +161,9 @@ impl Command {
             Command::Restart(_) => "restart",
             Command::Scale(_) => "scale",
             Command::Watch(_) => "watch",
+            Command::Test(_) => "test",
+            Command::Ls(_) => "ls",
+            Command::Prune(_) => "prune",
             Command::Etcd(_) => "etcd",
             Command::Routes(_) => "routes",
             Command::Data(_) => "data",

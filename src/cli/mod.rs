@@ -15,12 +15,14 @@ pub mod exec;
 pub mod export;
 pub mod import;
 pub mod logs;
+pub mod projects;
 pub mod ps;
 pub mod restart;
 pub mod routes;
 pub mod run;
 pub mod scale;
 pub mod stack;
+pub mod test;
 pub mod up;
 pub mod validate;
 pub mod watch;
@@ -68,6 +70,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Import(args) => import::run(&global, args),
         Command::Export(args) => export::run(&global, args),
         Command::Watch(args) => watch::run(&global, args).await,
+        Command::Test(args) => test::run(&global, args).await,
+        Command::Ls(args) => projects::ls(&global, args).await,
+        Command::Prune(args) => projects::prune(&global, args).await,
         Command::Agent => agent::run(&global).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

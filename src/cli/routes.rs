@@ -57,7 +57,11 @@ pub async fn run(global: &GlobalArgs, args: RoutesArgs) -> anyhow::Result<u8> {
         }),
     );
     let v = view(stack, &loaded.project, &registry);
-    let listen = stack.proxy.listen;
+    // Where this copy's proxy listens: a copy may have been given a free port.
+    let listen = running
+        .as_ref()
+        .and_then(|s| s.listen.parse().ok())
+        .unwrap_or(stack.proxy.listen);
     if args.json {
         let routes: Vec<serde_json::Value> = v
             .routes

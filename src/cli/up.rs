@@ -28,6 +28,7 @@ pub async fn run(global: &GlobalArgs, args: UpArgs) -> anyhow::Result<u8> {
         render,
         color: use_color(global),
         from_snapshot: args.from_snapshot,
+        free_port: false,
     };
     up::run(&loaded, &options).await
 }

@@ -191,6 +191,14 @@ pub async fn spawn_agent(loaded: &LoadedStack) -> anyhow::Result<()> {
     let (ready, ready_writer) = ready_pipe()?;
     let writer_fd = ready_writer.as_raw_fd();
     cmd.env(READY_FD, writer_fd.to_string());
+    // The port `up` chose for this copy's proxy (see `listen`); one not
+    // chosen yet (`watch`) the agent chooses itself.
+    if !super::listen::unsettled(loaded) {
+        cmd.env(
+            super::listen::AGENT_ENV,
+            loaded.stack.proxy.listen.to_string(),
+        );
+    }
     // Its own session: the agent outlives this terminal and its Ctrl-C.
     // SAFETY: setsid and fcntl are async-signal-safe and touch no memory.
     unsafe {

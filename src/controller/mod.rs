@@ -20,9 +20,12 @@
 pub mod agent;
 pub mod down;
 pub mod follow;
+pub mod listen;
+pub mod projects;
 pub mod restart;
 pub mod stack;
 pub mod state;
+pub mod test;
 pub mod up;
 pub mod watch;
 

@@ -18,6 +18,9 @@ pub struct LoadedStack {
     /// What imported Compose files, manifests or units left out, as lines
     /// to show once (`file:line:col: class: path: why`).
     pub notes: Vec<String>,
+    /// The proxy's `listen` as the stack files give it (or its default),
+    /// before [`super::listen::resolve`] picked a free port in its place.
+    pub file_listen: std::net::SocketAddr,
 }
 
 impl LoadedStack {
@@ -53,6 +56,7 @@ impl LoadedStack {
             }
         }
         Ok(LoadedStack {
+            file_listen: stack.proxy.listen,
             stack,
             project,
             files,
@@ -63,6 +67,12 @@ impl LoadedStack {
     /// The stack its files hold now (an edit), loaded as [`LoadedStack::load`]
     /// loaded the first one; the project name stays.
     pub fn reload(&self) -> Result<Stack, Report> {
-        spec::load(&LoadOptions::new(self.files.clone()))
+        let mut stack = spec::load(&LoadOptions::new(self.files.clone()))?;
+        // The port picked for this copy stays while the files ask what they
+        // asked; a changed `listen` waits for the next `up`, as any proxy setting.
+        if stack.proxy.listen == self.file_listen {
+            stack.proxy.listen = self.stack.proxy.listen;
+        }
+        Ok(stack)
     }
 }

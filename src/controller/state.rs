@@ -112,12 +112,36 @@ pub enum Recorded {
 
 /// The state directory of a project.
 pub fn state_dir(project: &ProjectName) -> PathBuf {
+    state_root().join(project.as_str())
+}
+
+/// Where every project's state directory is.
+pub fn state_root() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("devstack").join(project.as_str())
+    base.join("devstack")
+}
+
+/// The projects with a state directory here (names that are not project
+/// names are skipped).
+pub fn projects() -> Vec<ProjectName> {
+    let Ok(entries) = std::fs::read_dir(state_root()) else {
+        return Vec::new();
+    };
+    let mut names: Vec<ProjectName> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| ProjectName::new(n).ok())
+        })
+        .collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names
 }
 
 /// The project's `routing.json`.

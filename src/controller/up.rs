@@ -37,6 +37,8 @@ pub struct UpOptions {
     pub color: bool,
     /// New data volumes start from this snapshot (`--from-snapshot`).
     pub from_snapshot: Option<String>,
+    /// The proxy gets a free port whatever the files say (a `devstack test` copy).
+    pub free_port: bool,
 }
 
 impl UpOptions {
@@ -48,6 +50,10 @@ impl UpOptions {
 /// `devstack up`: returns the exit code.
 pub async fn run(loaded: &LoadedStack, options: &UpOptions) -> anyhow::Result<u8> {
     let engine = crate::ui::connect().await?;
+    // Where this copy's proxy listens, settled before anything starts.
+    let mut loaded = loaded.clone();
+    super::listen::resolve(&engine, &mut loaded, options.free_port).await?;
+    let loaded = &loaded;
     let request = UpRequest {
         project: loaded.project.to_string(),
         services: options.services.clone(),

@@ -30,6 +30,7 @@ pub mod health;
 pub mod images;
 pub mod logs;
 pub mod progress;
+pub mod projects;
 pub mod proxy;
 pub mod resources;
 

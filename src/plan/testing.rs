@@ -155,6 +155,7 @@ pub fn stack_of(units: Vec<(&str, UnitBuilder)>) -> Stack {
             image: None,
             platform: None,
             listen: "127.0.0.1:8080".parse().expect("a literal address"),
+            listen_given: false,
             template: None,
         },
     }

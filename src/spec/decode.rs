@@ -1625,6 +1625,7 @@ fn decode_proxy(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Optio
         image: None,
         platform: None,
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+        listen_given: false,
         template: None,
     };
     let Some(node) = node else {
@@ -1655,7 +1656,10 @@ fn decode_proxy(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Optio
                     .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
             });
             match parsed {
-                Some(addr) => proxy.listen = addr,
+                Some(addr) => {
+                    proxy.listen = addr;
+                    proxy.listen_given = true;
+                }
                 None => d.problems.push(
                     Problem::at(
                         n.span,

@@ -385,6 +385,10 @@ pub struct Proxy {
     pub platform: Option<String>,
     /// Host address and port where every route is served.
     pub listen: std::net::SocketAddr,
+    /// Whether the stack files set `listen` (else it is the default): a
+    /// copy under another project name gets a free port only when not.
+    #[serde(skip)]
+    pub listen_given: bool,
     /// Absolute path of a user template replacing the built-in one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<PathBuf>,

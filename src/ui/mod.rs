@@ -11,6 +11,7 @@
 #[macro_use]
 pub mod output;
 
+pub mod junit;
 pub mod logs;
 pub mod progress;
 pub mod terminal;

@@ -16,4 +16,5 @@ mod pull;
 mod routed;
 mod schema;
 mod side_by_side;
+mod testcmd;
 mod volumes;

@@ -194,3 +194,80 @@ fn raw_get(port: u16, host: &str, path: &str) -> String {
     let _ = s.read_to_string(&mut text);
     text
 }
+
+/// Four copies of one routed stack (`-p`, no `listen` in the file), brought
+/// up at once: each gets a proxy port of its own, printed by `up`, recorded
+/// for `routes`, and answering from its own containers.
+#[test]
+fn four_copies_started_at_once_each_answer_through_their_own_port() {
+    let yaml = "name: copies\n\
+         services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: { SERVICE: web }\n    health: { http: /health, interval: 500ms }\n    stop_grace: 1s\n    routes: [web.copies.localhost]\n\
+         proxy:\n  image: devstack-fixtures/haproxy:2.6\n";
+    let copies: Vec<Project> = (0..4)
+        .map(|i| Project::inline(&format!("copy{i}"), yaml))
+        .collect();
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = copies
+            .iter()
+            .map(|p| s.spawn(move || p.run(&["up", "--wait", "--timeout", "90s"])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("the thread ends"))
+            .collect()
+    });
+    let mut ports = Vec::new();
+    for (p, out) in copies.iter().zip(&outs) {
+        assert_eq!(out.status.code(), Some(0), "{}: {}", p.name, stderr(out));
+        let routes: serde_json::Value =
+            serde_json::from_slice(&p.ok(&["routes", "--json"]).stdout).expect("routes --json");
+        let listen: std::net::SocketAddr = routes["listen"]
+            .as_str()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("a listen address: {routes}"));
+        assert_ne!(listen.port(), 8080, "{}: not the stack's own port", p.name);
+        assert!(
+            stdout(out).contains(&format!("http://web.copies.localhost:{}/", listen.port())),
+            "the table shows the copy's port: {}",
+            stdout(out)
+        );
+        let text = raw_get(listen.port(), "web.copies.localhost", "/");
+        assert!(text.contains(" 200 "), "{}: {text}", p.name);
+        assert!(
+            text.contains(&format!("{}-web-1", p.name)),
+            "{} answers from its own container: {text}",
+            p.name
+        );
+        ports.push(listen.port());
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 4, "four ports: {ports:?}");
+}
+
+/// A fixed port held by another devstack copy is refused before anything
+/// starts, naming that copy.
+#[test]
+fn a_fixed_port_held_by_another_copy_is_refused_naming_it() {
+    let listen = free_port();
+    let yaml = format!(
+        "name: fixed\n\
+         services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: web }}\n    health: {{ http: /health, interval: 500ms }}\n    stop_grace: 1s\n    routes: [web.fixed.localhost]\n\
+         proxy:\n  image: devstack-fixtures/haproxy:2.6\n  listen: 127.0.0.1:{listen}\n"
+    );
+    let a = Project::inline("fixeda", &yaml);
+    let b = Project::inline("fixedb", &yaml);
+    a.ok(&["up", "--wait"]);
+    let out = b.run(&["up", "--wait"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(
+        err.contains(&a.name) && err.contains(&listen.to_string()),
+        "names the holder and the port: {err}"
+    );
+    assert!(
+        b.containers().is_empty(),
+        "nothing started: {:?}",
+        b.containers()
+    );
+}

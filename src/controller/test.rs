@@ -1,0 +1,678 @@
+//! `devstack test [SERVICE...] -- CMD [ARGS...]`: a throwaway copy of the
+//! stack under its own project name (`<stack>-test-<random>` unless `-p`
+//! names it), brought up as `up --wait` does (healthy and routed, on a free
+//! proxy port), the command run on the host with the copy's addresses in its
+//! environment and its output streamed, the artifacts written, and the copy
+//! taken down with its volumes, whatever happened: the command's end,
+//! Ctrl-C, SIGTERM, or `--timeout`. Exits with the command's code.
+//!
+//! The copy's network carries its owner's identity (`engine::projects`), so
+//! a copy whose `devstack test` was killed outright is found as abandoned by
+//! `devstack ls` and removed by `devstack prune` (`controller::projects`).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::up::{self, UpOptions};
+use super::{state, LoadedStack};
+use crate::engine::logs::LogQuery;
+use crate::engine::projects::{LABEL_CREATED, LABEL_OWNER, LABEL_TEST};
+use crate::engine::{health, Engine};
+use crate::plan::names::{network_name, ProjectName};
+use crate::process::ProcessIdentity;
+use crate::ui::junit::{self, Case, Outcome};
+use crate::ui::progress::Render;
+use crate::ui::{engine_failure, exit, unix_now, Failed};
+
+/// The exit code when `--timeout` ended the run (as `timeout(1)`).
+pub const TIMED_OUT: u8 = 124;
+
+/// What `devstack test` was asked.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    /// The services to bring up (and what they depend on); all when empty.
+    pub services: Vec<String>,
+    /// The command and its arguments, run on the host.
+    pub command: Vec<String>,
+    /// Where the artifacts go (made if missing).
+    pub artifacts: PathBuf,
+    /// How long `up` may take.
+    pub up_timeout: Duration,
+    /// The whole run's limit; the copy is taken down when it passes.
+    pub timeout: Option<Duration>,
+    pub render: Render,
+    pub color: bool,
+}
+
+/// The identity written on a test copy's network: `<pid>:<start time>`.
+pub fn owner_label(owner: &ProcessIdentity) -> String {
+    format!(
+        "{}:{}",
+        owner.pid,
+        owner
+            .start_time
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-".into())
+    )
+}
+
+/// The owner a network's label names, for `project`; `None` when the label
+/// is not one devstack wrote.
+pub fn parse_owner(label: &str, project: &ProjectName) -> Option<ProcessIdentity> {
+    let (pid, start) = label.split_once(':')?;
+    Some(ProcessIdentity {
+        pid: pid.parse().ok()?,
+        start_time: match start {
+            "-" => None,
+            t => Some(t.parse().ok()?),
+        },
+        project: project.clone(),
+    })
+}
+
+/// A fresh project name for a test copy of `stack`: `<stack>-test-<6 hex>`.
+pub fn copy_name(stack: &str) -> anyhow::Result<ProjectName> {
+    use sha2::{Digest, Sha256};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let seed = format!("{}:{nanos}", std::process::id());
+    let digest = Sha256::digest(seed.as_bytes());
+    let suffix: String = digest.iter().take(3).map(|b| format!("{b:02x}")).collect();
+    ProjectName::new(&format!("{stack}-test-{suffix}")).map_err(|why| {
+        Failed::new(
+            exit::USAGE,
+            format!("cannot name the test copy of `{stack}`: {why}; name it with `-p`"),
+        )
+        .into()
+    })
+}
+
+/// How the run ended before or during the command.
+enum Ending {
+    /// The command exited (its code; 128+N for a signal).
+    Command(u8),
+    /// The stack did not come up: `up`'s code and why.
+    NotUp(u8, String),
+    Interrupted,
+    TimedOut,
+}
+
+/// `devstack test`: returns the exit code.
+pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<u8> {
+    if options.command.is_empty() {
+        return Err(Failed::new(
+            exit::USAGE,
+            "no test command: write it after `--` (devstack test -- cargo test)",
+        )
+        .into());
+    }
+    let engine = crate::ui::connect().await?;
+    let project = loaded.project.clone();
+    let started = Instant::now();
+    let deadline = options.timeout.map(|t| started + t);
+    let stop = CancellationToken::new();
+    let signals = listen_for_signals(stop.clone())?;
+    std::fs::create_dir_all(&options.artifacts).map_err(|e| {
+        Failed::new(
+            exit::FAILURE,
+            format!(
+                "cannot make the artifacts directory {}: {e}",
+                options.artifacts.display()
+            ),
+        )
+    })?;
+    sayln!(
+        "Testing {} as `{project}`; artifacts in {}",
+        loaded.stack.name,
+        options.artifacts.display()
+    );
+    // Made before anything else of the copy, with its owner: a copy whose
+    // `devstack test` dies from here on is abandoned, not a stranger's.
+    let owner = ProcessIdentity::current(&project);
+    engine
+        .create_owned_network(
+            project.as_str(),
+            &[
+                (LABEL_OWNER, owner_label(&owner)),
+                (LABEL_TEST, "true".into()),
+                (LABEL_CREATED, unix_now().to_string()),
+            ],
+        )
+        .await
+        .map_err(|e| match e {
+            // Never a running copy's: a test copy is made fresh, and taken down after.
+            crate::engine::EngineError::Foreign { .. } => Failed::new(
+                exit::FAILURE,
+                format!("a network `{project}` is already on this engine: a test copy needs a name no project uses (drop `-p`, or name another)"),
+            )
+            .into(),
+            other => engine_failure(other),
+        })?;
+
+    let mut cases = Vec::new();
+    let mut command_log = Vec::new();
+    let ending = run_inside(
+        &engine,
+        loaded,
+        options,
+        &stop,
+        deadline,
+        &mut cases,
+        &mut command_log,
+    )
+    .await;
+    let ending = match ending {
+        Ok(e) => e,
+        Err(e) => {
+            let code = e
+                .downcast_ref::<Failed>()
+                .map(|f| f.code)
+                .unwrap_or(exit::FAILURE);
+            Ending::NotUp(code, format!("{e:#}"))
+        }
+    };
+    // The command's case, whatever happened to it.
+    let command_name = options.command.join(" ");
+    let command_seconds = cases.iter().map(|c: &Case| c.seconds).fold(0.0, f64::max);
+    let tail = tail_lines(&String::from_utf8_lossy(&command_log), 40);
+    let command_case = |outcome| Case {
+        class: "command".into(),
+        name: command_name.clone(),
+        seconds: (started.elapsed().as_secs_f64() - command_seconds).max(0.0),
+        outcome,
+    };
+    let (code, case) = match &ending {
+        Ending::Command(0) => (exit::OK, command_case(Outcome::Passed)),
+        Ending::Command(code) => (
+            *code,
+            command_case(Outcome::Failed {
+                message: format!("exited with {code}"),
+                detail: tail,
+            }),
+        ),
+        Ending::NotUp(code, why) => {
+            sayln!("error: {why}");
+            (
+                *code,
+                command_case(Outcome::Skipped {
+                    message: format!("not run: the stack did not come up: {why}"),
+                }),
+            )
+        }
+        Ending::Interrupted => (
+            exit::INTERRUPTED,
+            command_case(Outcome::Failed {
+                message: "interrupted".into(),
+                detail: tail,
+            }),
+        ),
+        Ending::TimedOut => (
+            TIMED_OUT,
+            command_case(Outcome::Failed {
+                message: format!(
+                    "timed out after {}",
+                    crate::spec::units::format_duration(options.timeout.unwrap_or_default())
+                ),
+                detail: tail,
+            }),
+        ),
+    };
+    cases.push(case);
+    let written = write_artifacts(&engine, loaded, &options.artifacts, &cases, &command_log).await;
+    if let Err(e) = written {
+        sayln!("warning: the artifacts are incomplete: {e:#}");
+    }
+    // Always down, with its volumes: the copy is throwaway. Signals that
+    // come now are counted by the listener and change nothing.
+    sayln!("Taking `{project}` down...");
+    if let Err(e) = super::down::down(&engine, &project, None, true, |_| {}).await {
+        sayln!("error: taking `{project}` down: {e:#}");
+    }
+    signals.abort();
+    Ok(code)
+}
+
+/// Up, then the command; records a health case per unit.
+async fn run_inside(
+    engine: &Engine,
+    loaded: &LoadedStack,
+    options: &TestOptions,
+    stop: &CancellationToken,
+    deadline: Option<Instant>,
+    cases: &mut Vec<Case>,
+    command_log: &mut Vec<u8>,
+) -> anyhow::Result<Ending> {
+    let left = |d: Option<Instant>| d.map(|d| d.saturating_duration_since(Instant::now()));
+    let up_options = UpOptions {
+        services: options.services.clone(),
+        timeout: left(deadline)
+            .map(|l| l.min(options.up_timeout))
+            .unwrap_or(options.up_timeout),
+        detach: false,
+        wait: true,
+        json: false,
+        render: options.render,
+        color: options.color,
+        from_snapshot: None,
+        free_port: true,
+    };
+    let up_started = Instant::now();
+    let up_code = tokio::select! {
+        code = up::run(loaded, &up_options) => code,
+        _ = stop.cancelled() => return Ok(Ending::Interrupted),
+        _ = sleep_until(deadline) => return Ok(Ending::TimedOut),
+    };
+    let up_seconds = up_started.elapsed().as_secs_f64();
+    let up_failure = match &up_code {
+        Ok(0) => None,
+        Ok(code) => Some((*code, "not every service became healthy".to_string())),
+        Err(e) => Some((
+            e.downcast_ref::<Failed>()
+                .map(|f| f.code)
+                .unwrap_or(exit::FAILURE),
+            format!("{e:#}"),
+        )),
+    };
+    cases.extend(health_cases(engine, loaded, &options.services, up_seconds).await);
+    if let Some((code, why)) = up_failure {
+        return Ok(Ending::NotUp(code, why));
+    }
+    if stop.is_cancelled() {
+        return Ok(Ending::Interrupted);
+    }
+    let env = command_env(loaded)?;
+    run_command(&options.command, &env, stop, deadline, command_log).await
+}
+
+/// What the command finds in its environment: the proxy's URL, each
+/// routed service's first URL, the project name.
+fn command_env(loaded: &LoadedStack) -> anyhow::Result<Vec<(String, String)>> {
+    let listen = state::read(&loaded.project)?
+        .map(|s| s.listen)
+        .unwrap_or_else(|| loaded.stack.proxy.listen.to_string());
+    let mut stack = loaded.stack.clone();
+    if let Ok(addr) = listen.parse() {
+        stack.proxy.listen = addr;
+    }
+    let mut env = vec![
+        ("DEVSTACK_PROJECT".to_string(), loaded.project.to_string()),
+        ("DEVSTACK_PROXY_URL".to_string(), format!("http://{listen}")),
+    ];
+    for name in stack.services.keys() {
+        if let Some(url) = crate::router::served::urls(&stack, name).into_iter().next() {
+            env.push((format!("DEVSTACK_URL_{}", env_name(name)), url));
+        }
+    }
+    Ok(env)
+}
+
+/// A unit name as part of an environment variable's name: `web-api` → `WEB_API`.
+pub fn env_name(unit: &str) -> String {
+    unit.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Runs the command with its output streamed through and kept; stopped
+/// (SIGTERM, then SIGKILL after 10 s) on a signal or the deadline.
+async fn run_command(
+    command: &[String],
+    env: &[(String, String)],
+    stop: &CancellationToken,
+    deadline: Option<Instant>,
+    log: &mut Vec<u8>,
+) -> anyhow::Result<Ending> {
+    let Some((program, args)) = command.split_first() else {
+        return Ok(Ending::Command(exit::USAGE));
+    };
+    sayln!("Running `{}`", command.join(" "));
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Failed::new(exit::FAILURE, format!("cannot run `{program}`: {e}")))?;
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(Failed::new(exit::FAILURE, "the command's output is not readable").into());
+    };
+    let (mut out_buf, mut err_buf) = ([0u8; 8192], [0u8; 8192]);
+    let (mut out_open, mut err_open) = (true, true);
+    let mut ended = None;
+    let mut stopping: Option<(Ending, Instant)> = None;
+    loop {
+        if !out_open && !err_open {
+            if let Some(status) = ended.take() {
+                return Ok(finish(stopping, status));
+            }
+        }
+        tokio::select! {
+            n = stdout.read(&mut out_buf), if out_open => match n {
+                Ok(0) | Err(_) => out_open = false,
+                Ok(n) => {
+                    let chunk = &out_buf[..n];
+                    out!("{}", String::from_utf8_lossy(chunk));
+                    log.extend_from_slice(chunk);
+                }
+            },
+            n = stderr.read(&mut err_buf), if err_open => match n {
+                Ok(0) | Err(_) => err_open = false,
+                Ok(n) => {
+                    let chunk = &err_buf[..n];
+                    say!("{}", String::from_utf8_lossy(chunk));
+                    log.extend_from_slice(chunk);
+                }
+            },
+            status = child.wait(), if ended.is_none() => {
+                let status = status?;
+                if stopping.is_some() || (!out_open && !err_open) {
+                    return Ok(finish(stopping, status));
+                }
+                ended = Some(status);
+                // Output left in the pipes is read; a grandchild holding
+                // them open does not hold the run up for long.
+                let grace = tokio::time::sleep(Duration::from_secs(2));
+                tokio::pin!(grace);
+                loop {
+                    tokio::select! {
+                        n = stdout.read(&mut out_buf), if out_open => match n {
+                            Ok(0) | Err(_) => out_open = false,
+                            Ok(n) => { out!("{}", String::from_utf8_lossy(&out_buf[..n])); log.extend_from_slice(&out_buf[..n]); }
+                        },
+                        n = stderr.read(&mut err_buf), if err_open => match n {
+                            Ok(0) | Err(_) => err_open = false,
+                            Ok(n) => { say!("{}", String::from_utf8_lossy(&err_buf[..n])); log.extend_from_slice(&err_buf[..n]); }
+                        },
+                        _ = &mut grace => break,
+                    }
+                    if !out_open && !err_open {
+                        break;
+                    }
+                }
+                if let Some(status) = ended.take() {
+                    return Ok(finish(None, status));
+                }
+            },
+            _ = stop.cancelled(), if stopping.is_none() => {
+                sayln!("Stopping the test command...");
+                signal_child(&child, libc::SIGTERM);
+                stopping = Some((Ending::Interrupted, Instant::now()));
+            },
+            _ = sleep_until(deadline), if stopping.is_none() => {
+                sayln!("The test run timed out; stopping the test command...");
+                signal_child(&child, libc::SIGTERM);
+                stopping = Some((Ending::TimedOut, Instant::now()));
+            },
+            _ = tokio::time::sleep(Duration::from_millis(500)), if stopping.as_ref().is_some_and(|(_, at)| at.elapsed() > Duration::from_secs(10)) => {
+                let _ = child.start_kill();
+            },
+        }
+    }
+}
+
+/// The ending once the command exited: what stopped it, else its code.
+fn finish(stopping: Option<(Ending, Instant)>, status: std::process::ExitStatus) -> Ending {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some((why, _)) = stopping {
+        return why;
+    }
+    let code = status
+        .code()
+        .map(|c| u8::try_from(c & 0xff).unwrap_or(exit::FAILURE))
+        .or_else(|| status.signal().map(|s| 128u8.saturating_add(s as u8)))
+        .unwrap_or(exit::FAILURE);
+    Ending::Command(code)
+}
+
+fn signal_child(child: &tokio::process::Child, signal: i32) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: a signal to the child this process spawned and has not reaped.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C and SIGTERM cancel `stop`; later ones are ignored (the copy is
+/// being taken down). The listener ends when the guard is dropped.
+fn listen_for_signals(stop: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            stop.cancel();
+        }
+    }))
+}
+
+/// One case per unit brought up: healthy (its check passes now, or it
+/// runs when it has none), or failed with its state and its last lines.
+async fn health_cases(
+    engine: &Engine,
+    loaded: &LoadedStack,
+    services: &[String],
+    seconds: f64,
+) -> Vec<Case> {
+    let units = crate::plan::dependency_closure(&loaded.stack, services).unwrap_or_default();
+    let observed = engine
+        .list_project(loaded.project.as_str())
+        .await
+        .unwrap_or_default();
+    let network = network_name(loaded.project.as_str());
+    let mut cases = Vec::new();
+    for unit in units {
+        let Some(container) = loaded.stack.unit(&unit) else {
+            continue;
+        };
+        let mine: Vec<_> = observed
+            .iter()
+            .filter(|o| o.service.as_deref() == Some(unit.as_str()) && o.task.is_none())
+            .collect();
+        let mut problems = Vec::new();
+        if mine.is_empty() {
+            problems.push("no container".to_string());
+        }
+        let mut tails = String::new();
+        for o in &mine {
+            let bad = match engine.inspect(&o.id, &network).await {
+                Ok(status) if status.state == crate::plan::ObservedState::Running => {
+                    match &container.health {
+                        Some(h) => {
+                            let r =
+                                health::probe(engine, &status, &h.probe, Duration::from_secs(2))
+                                    .await;
+                            (!r.ok).then(|| format!("{}: unhealthy: {}", o.name, r.detail))
+                        }
+                        None => None,
+                    }
+                }
+                Ok(status) => Some(format!("{}: {:?}", o.name, status.state)),
+                Err(e) => Some(format!("{}: {e}", o.name)),
+            };
+            if let Some(bad) = bad {
+                problems.push(bad);
+                let lines = engine.last_lines(&o.id, 30).await;
+                tails.push_str(&format!(
+                    "--- {} (last lines)\n{}\n",
+                    o.name,
+                    lines.join("\n")
+                ));
+            }
+        }
+        cases.push(Case {
+            class: "health".into(),
+            name: unit.clone(),
+            seconds,
+            outcome: if problems.is_empty() {
+                Outcome::Passed
+            } else {
+                Outcome::Failed {
+                    message: problems.join("; "),
+                    detail: tails,
+                }
+            },
+        });
+    }
+    cases
+}
+
+/// Writes each container's log, `ps --json`, the routes, the proxy's
+/// rendered config, the command's output and the JUnit report. Each is
+/// tried; the first problem is returned after all were.
+async fn write_artifacts(
+    engine: &Engine,
+    loaded: &LoadedStack,
+    dir: &Path,
+    cases: &[Case],
+    command_log: &[u8],
+) -> anyhow::Result<()> {
+    let mut problems: Vec<String> = Vec::new();
+    let mut put = |name: &str, bytes: &[u8]| {
+        if let Err(e) = std::fs::write(dir.join(name), bytes) {
+            problems.push(format!("{}: {e}", dir.join(name).display()));
+        }
+    };
+    put(
+        "junit.xml",
+        junit::render(loaded.project.as_str(), cases).as_bytes(),
+    );
+    put("command.log", command_log);
+    for (name, args) in [
+        ("ps.json", &["ps", "--json"][..]),
+        ("routes.json", &["routes", "--json"][..]),
+    ] {
+        match devstack_output(loaded, args).await {
+            Ok(text) => put(name, &text),
+            Err(e) => put(
+                name,
+                format!("{{\"error\": {:?}}}\n", format!("{e:#}")).as_bytes(),
+            ),
+        }
+    }
+    let proxy = crate::engine::proxy::proxy_container_name(loaded.project.as_str());
+    match engine
+        .read_file(&proxy, crate::engine::proxy::CONFIG_PATH)
+        .await
+    {
+        Ok(Some(text)) => put("haproxy.cfg", &text),
+        Ok(None) => put("haproxy.cfg", b"# the proxy did not run\n"),
+        Err(e) => put("haproxy.cfg", format!("# {e}\n").as_bytes()),
+    }
+    let logs = dir.join("logs");
+    if let Err(e) = std::fs::create_dir_all(&logs) {
+        problems.push(format!("{}: {e}", logs.display()));
+    }
+    let observed = engine
+        .list_project(loaded.project.as_str())
+        .await
+        .map_err(engine_failure)?;
+    for o in observed {
+        use futures::StreamExt;
+        let query = LogQuery {
+            follow: false,
+            since: 0,
+            tail: None,
+            timestamps: false,
+        };
+        let mut stream = Box::pin(engine.logs(&o.id, &query));
+        let mut text = Vec::new();
+        while let Some(Ok(line)) = stream.next().await {
+            text.extend_from_slice(line.text.as_bytes());
+            if !line.text.ends_with('\n') {
+                text.push(b'\n');
+            }
+        }
+        let path = logs.join(format!("{}.log", o.name));
+        if let Err(e) = std::fs::write(&path, text) {
+            problems.push(format!("{}: {e}", path.display()));
+        }
+    }
+    match problems.first() {
+        None => Ok(()),
+        Some(_) => Err(anyhow::anyhow!(problems.join("; "))),
+    }
+}
+
+/// Another devstack command of this copy, as its JSON output.
+async fn devstack_output(loaded: &LoadedStack, args: &[&str]) -> anyhow::Result<Vec<u8>> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    for f in &loaded.files {
+        cmd.arg("-f").arg(f);
+    }
+    let out = cmd
+        .arg("-p")
+        .arg(loaded.project.as_str())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(anyhow::anyhow!(
+            "`devstack {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_label_reads_back_as_the_same_identity() {
+        let project = ProjectName::new("shop-test-abc123").expect("a name");
+        let me = ProcessIdentity::current(&project);
+        assert_eq!(parse_owner(&owner_label(&me), &project), Some(me.clone()));
+        assert!(me.is_running());
+        assert_eq!(
+            parse_owner("12:-", &project).map(|o| o.start_time),
+            Some(None)
+        );
+        assert_eq!(parse_owner("nonsense", &project), None);
+        assert_eq!(parse_owner("1:x", &project), None);
+    }
+
+    #[test]
+    fn copy_names_are_valid_and_differ() {
+        let a = copy_name("shop").expect("a name");
+        std::thread::sleep(Duration::from_millis(2));
+        let b = copy_name("shop").expect("a name");
+        assert!(a.as_str().starts_with("shop-test-"), "{a}");
+        assert_ne!(a, b);
+        assert_eq!(env_name("web-api.v2"), "WEB_API_V2");
+    }
+}
