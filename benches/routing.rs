@@ -26,7 +26,7 @@ use devstack::engine::progress::Reporter;
 use devstack::engine::proxy::{master_cli, CONFIG_PATH};
 use devstack::engine::Engine;
 use devstack::registrar::{self, RegistrarConfig};
-use devstack::router::routing::{Routing, RoutingOptions};
+use devstack::controller::routing::{Routing, RoutingOptions};
 use devstack::router::run::{proxy_spec, reload};
 use devstack::router::{render, view, Layout, Registry, BUILTIN_TEMPLATE};
 use devstack::spec::{load, LoadOptions, Stack};

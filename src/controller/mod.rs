@@ -21,6 +21,7 @@ pub mod agent;
 pub mod down;
 pub mod follow;
 pub mod restart;
+pub mod routing;
 pub mod stack;
 pub mod state;
 pub mod up;

@@ -33,9 +33,9 @@ use crate::plan::names::{
     LABEL_HASH, LABEL_KIND, LABEL_PROJECT, LABEL_REPLICA, LABEL_SERVICE, LABEL_TASK,
 };
 use crate::plan::{ContainerSpec, Observed, ObservedState, OldMount};
-use crate::router::runtime::{ProxyRuntime, ServerState};
+use crate::engine::runtime::{ProxyRuntime, ServerState};
 use crate::spec::{Build, Health, RestartPolicy, Stack};
-use crate::watcher::swap::Registry;
+use super::api::Registry;
 
 /// How long the fake proxy takes to apply a registry change.
 pub const ROUTE_LAG: Duration = Duration::from_millis(100);

@@ -32,13 +32,14 @@ pub mod logs;
 pub mod progress;
 pub mod proxy;
 pub mod resources;
+pub mod runtime;
 
 use std::path::Path;
 use std::time::Duration;
 
 use bollard::Docker;
 
-pub use api::ContainerEngine;
+pub use api::{ContainerEngine, Registry};
 pub use error::EngineError;
 
 /// How long connecting may take before we say no engine answered.

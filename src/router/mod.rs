@@ -10,9 +10,7 @@ pub mod debounce;
 pub mod layout;
 pub mod registry;
 pub mod render;
-pub mod routing;
 pub mod run;
-pub mod runtime;
 pub mod served;
 
 pub use layout::Layout;

@@ -6,7 +6,6 @@
 //! The old one leaves the registry (so the proxy) before it is stopped.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::health::{self, Check};
-use crate::engine::{ContainerEngine, EngineError};
+use crate::engine::{ContainerEngine, EngineError, Registry};
 use crate::plan::{self, names, ContainerSpec, Observed, ObservedState};
 use crate::registrar::run::{is_registered, withdraw};
-use crate::router::runtime::ProxyRuntime;
+use crate::engine::runtime::ProxyRuntime;
 use crate::router::Layout;
 use crate::spec::{Container, Stack, UnitKind};
 
@@ -228,16 +227,6 @@ pub async fn rebuild<E: ContainerEngine>(
         cancel,
     };
     swap.rebuild(service, trigger).await
-}
-
-/// The registry as a swap uses it: to wait until the registrar registered a
-/// new container, and to take old ones out of it before they stop.
-/// [`Discovery`] is the running stack's etcd; tests use the fake engine's.
-pub trait Registry: Send + Sync {
-    /// Waits (a bounded time) until container `id` (its full id) is registered.
-    fn wait_registered(&self, id: &str) -> impl Future<Output = ()> + Send;
-    /// Deletes the registrations of containers `ids`; true when one was deleted.
-    fn deregister(&self, ids: &[&str]) -> impl Future<Output = bool> + Send;
 }
 
 impl Registry for Discovery {

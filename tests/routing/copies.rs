@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use devstack::engine::Engine;
-use devstack::router::routing::{Routing, RoutingOptions};
+use devstack::controller::routing::{Routing, RoutingOptions};
 use etcd_client::{Client, GetOptions, PutOptions};
 
 use crate::support::*;

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use tokio_util::sync::CancellationToken;
 
-use super::run::{self as router, RouterConfig, RouterError, RouterHandle};
+use crate::router::run::{self as router, RouterConfig, RouterError, RouterHandle};
 use crate::engine::{Engine, EngineError};
 use crate::etcd::{self, RunningServer, Server, ServerConfig};
 use crate::registrar::{self, RegistrarConfig, RegistrarHandle};
