@@ -15,10 +15,10 @@ use tokio::io::AsyncReadExt;
 use super::follow::Follower;
 use super::state::{self, RoutingState};
 use super::{LoadedStack, Signals, Tasks};
+use crate::controller::routing::{Routing, RoutingError, RoutingOptions};
 use crate::engine::Engine;
 use crate::plan::names::ProjectName;
 use crate::process::ProcessIdentity;
-use crate::controller::routing::{Routing, RoutingError, RoutingOptions};
 use crate::router::RouterEvent;
 use crate::ui::{engine_failure, exit, Failed};
 

@@ -245,7 +245,7 @@ pub async fn take(
             )
             .await?;
         if let Some(kind) = stack.datastores.get(ds).map(|d| d.kind) {
-            if let Some(argv) = super::kinds::flush(kind) {
+            if let Some(argv) = crate::spec::kinds::flush(kind) {
                 // Best effort: the paused copy is consistent as after a
                 // power loss even without it; the flush only shortens recovery.
                 let _ = engine

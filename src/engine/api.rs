@@ -21,8 +21,8 @@ use super::progress::Reporter;
 use super::proxy::proxy_container_name;
 use super::{Engine, EngineError};
 use crate::datastore::load::LoadError;
-use crate::plan::{ContainerSpec, Observed, OldMount};
 use crate::engine::runtime::{MasterCli, ProxyRuntime};
+use crate::plan::{ContainerSpec, Observed, OldMount};
 use crate::spec::{Build, Health, RestartPolicy, Stack};
 
 /// What the controllers need of a container engine.

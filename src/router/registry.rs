@@ -9,8 +9,8 @@
 //! start a new line of HAProxy configuration) is not even kept for templates.
 //! What is left out is listed in [`Registry::skipped`], naming the key.
 
-use std::collections::BTreeMap;
 use crate::engine::runtime::{is_address, is_token};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 

@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::health::{self, Check};
+use crate::engine::runtime::ProxyRuntime;
 use crate::engine::{ContainerEngine, EngineError, Registry};
 use crate::plan::{self, names, ContainerSpec, Observed, ObservedState};
 use crate::registrar::run::{is_registered, withdraw};
-use crate::engine::runtime::ProxyRuntime;
 use crate::router::Layout;
 use crate::spec::{Container, Stack, UnitKind};
 

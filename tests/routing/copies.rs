@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use devstack::engine::Engine;
 use devstack::controller::routing::{Routing, RoutingOptions};
+use devstack::engine::Engine;
 use etcd_client::{Client, GetOptions, PutOptions};
 
 use crate::support::*;
