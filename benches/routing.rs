@@ -27,7 +27,7 @@ use devstack::engine::progress::Reporter;
 use devstack::engine::proxy::{master_cli, CONFIG_PATH};
 use devstack::engine::Engine;
 use devstack::registrar::{self, RegistrarConfig};
-use devstack::router::run::{proxy_spec, reload};
+use devstack::router::confd::{proxy_spec, reload};
 use devstack::router::{render, view, Layout, Registry, BUILTIN_TEMPLATE};
 use devstack::spec::{load, LoadOptions, Stack};
 use etcd_client::{Client, GetOptions};

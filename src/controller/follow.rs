@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{LoadedStack, Tasks};
 use crate::spec::{Report, Stack};
-use crate::watcher::{debounce, fs};
+use crate::watcher::{burst, fs};
 
 /// One load of the stack files after an edit.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ impl Follower {
         let debounce_stop = stop.clone();
         tasks.spawn(async move {
             tokio::select! {
-                _ = debounce::run(hits, changes_tx, debounce::QUIET, debounce::MAX_DELAY) => {}
+                _ = burst::run(hits, changes_tx, burst::QUIET, burst::MAX_DELAY) => {}
                 _ = debounce_stop.cancelled() => {}
             }
         });

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::{Engine, EngineError};
 use crate::etcd::{self, RunningServer, Server, ServerConfig};
 use crate::registrar::{self, RegistrarConfig, RegistrarHandle};
-use crate::router::run::{self as router, RouterConfig, RouterError, RouterHandle};
+use crate::router::confd::{self as router, RouterConfig, RouterError, RouterHandle};
 use crate::spec::{Etcd, Stack};
 
 /// Why the routing path could not start.

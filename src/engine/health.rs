@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::containers::ContainerStatus;
 use super::{Engine, EngineError};
 use crate::plan::ObservedState;
+use crate::spec::diagnostic::io_reason;
 use crate::spec::{Health, Probe, RestartPolicy};
 
 /// How a container's readiness is decided.
@@ -217,7 +218,7 @@ pub async fn wait_ready(
                                 .started_at
                                 .as_deref()
                                 .and_then(super::containers::parse_rfc3339)
-                                .is_some_and(|t| t + 2 <= unix_now());
+                                .is_some_and(|t| t + 2 <= super::unix_now());
                             ProbeResult {
                                 ok: up_before || since.elapsed() >= STAYS_UP,
                                 detail: "running".into(),
@@ -274,13 +275,6 @@ pub async fn wait_ready(
             _ = cancel.cancelled() => return Err(NotReady::Cancelled),
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// One probe of a running container.
@@ -447,14 +441,6 @@ pub async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> ProbeR
             ok: false,
             detail: format!("{what}: no answer in {}ms", timeout.as_millis()),
         },
-    }
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-        _ => e.to_string(),
     }
 }
 

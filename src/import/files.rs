@@ -5,17 +5,9 @@ use std::path::{Path, PathBuf};
 
 use super::fleet::{self, Unit};
 use super::{detect, translate, Dirs, Format, Note, Translated};
-use crate::spec::diagnostic::{Problem, Report, Sources};
+use crate::spec::diagnostic::{io_reason, Problem, Report, Sources};
 use crate::spec::merge::merge;
 use crate::spec::yaml::{self, Node, Value};
-
-fn io_reason(err: &std::io::Error) -> String {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => err.to_string(),
-    }
-}
 
 /// A directory given with `-f`: Kubernetes manifests, every `.yaml` and
 /// `.yml` file in it (not below it), in name order.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::decode::{decode_stack, Decoder};
-use super::diagnostic::{Problem, Report, Sources};
+use super::diagnostic::{io_reason, Problem, Report, Sources};
 use super::host::HostPaths;
 use super::interpolate::{self, interpolate_within, MAX_LEN};
 use super::merge::merge;
@@ -276,14 +276,6 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
             report.sort();
             Err(report)
         }
-    }
-}
-
-fn io_reason(err: &std::io::Error) -> String {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => err.to_string(),
     }
 }
 

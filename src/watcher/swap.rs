@@ -20,7 +20,7 @@ use crate::engine::health::{self, Check};
 use crate::engine::runtime::ProxyRuntime;
 use crate::engine::{ContainerEngine, EngineError, Registry};
 use crate::plan::{self, names, ContainerSpec, Observed, ObservedState};
-use crate::registrar::run::{is_registered, withdraw};
+use crate::registrar::presence::{is_registered, withdraw};
 use crate::router::Layout;
 use crate::spec::{Container, Stack, UnitKind};
 

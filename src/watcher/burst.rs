@@ -24,17 +24,17 @@ pub const MAX_DELAY: Duration = Duration::from_secs(2);
 /// A coalesced change: the last file touched (the one the last state comes
 /// from), every file touched (for `sync`), and how many hits the burst held.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
+pub struct Burst {
     pub service: String,
     pub file: PathBuf,
     pub files: BTreeSet<PathBuf>,
     pub hits: usize,
 }
 
-impl Change {
+impl Burst {
     /// Folds a later change of the same service into this one: its files
     /// join, its trigger is the latest.
-    pub fn absorb(&mut self, later: Change) {
+    pub fn absorb(&mut self, later: Burst) {
         self.file = later.file;
         self.files.extend(later.files);
         self.hits += later.hits;
@@ -87,7 +87,7 @@ impl Coalescer {
     }
 
     /// The bursts due at `now`, removed from the pending set.
-    pub fn take_due(&mut self, now: Instant) -> Vec<Change> {
+    pub fn take_due(&mut self, now: Instant) -> Vec<Burst> {
         let due: Vec<String> = self
             .pending
             .iter()
@@ -97,7 +97,7 @@ impl Coalescer {
         due.into_iter()
             .filter_map(|s| {
                 let p = self.pending.remove(&s)?;
-                Some(Change {
+                Some(Burst {
                     service: s,
                     file: p.file,
                     files: p.files,
@@ -112,7 +112,7 @@ impl Coalescer {
 /// until the hits end (what is still pending is flushed then).
 pub async fn run(
     mut hits: mpsc::UnboundedReceiver<Hit>,
-    changes: mpsc::UnboundedSender<Change>,
+    changes: mpsc::UnboundedSender<Burst>,
     quiet: Duration,
     max_delay: Duration,
 ) {
