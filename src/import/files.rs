@@ -9,6 +9,28 @@ use crate::spec::diagnostic::{io_reason, Problem, Report, Sources};
 use crate::spec::merge::merge;
 use crate::spec::yaml::{self, Node, Value};
 
+/// A file's text, or a problem saying why it cannot be read as text.
+fn read_text(file: &Path, problems: &mut Vec<Problem>) -> Option<String> {
+    match std::fs::read(file).map(String::from_utf8) {
+        Ok(Ok(text)) => Some(text),
+        Ok(Err(_)) => {
+            problems.push(Problem::nowhere(format!(
+                "{} is not UTF-8 text",
+                file.display()
+            )));
+            None
+        }
+        Err(err) => {
+            problems.push(Problem::nowhere(format!(
+                "cannot read {}: {}",
+                file.display(),
+                io_reason(&err)
+            )));
+            None
+        }
+    }
+}
+
 /// A directory given with `-f`: Kubernetes manifests, every `.yaml` and
 /// `.yml` file in it (not below it), in name order.
 pub fn manifest_docs(
@@ -51,23 +73,8 @@ pub fn manifest_docs(
     let mut docs = Vec::new();
     let before = problems.len();
     for file in files {
-        let text = match std::fs::read(&file).map(String::from_utf8) {
-            Ok(Ok(text)) => text,
-            Ok(Err(_)) => {
-                problems.push(Problem::nowhere(format!(
-                    "{} is not UTF-8 text",
-                    file.display()
-                )));
-                continue;
-            }
-            Err(err) => {
-                problems.push(Problem::nowhere(format!(
-                    "cannot read {}: {}",
-                    file.display(),
-                    io_reason(&err)
-                )));
-                continue;
-            }
+        let Some(text) = read_text(&file, problems) else {
+            continue;
         };
         let id = sources.add(file.display().to_string(), text);
         match yaml::parse_documents(id, sources.text(id)) {
@@ -195,23 +202,8 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
             continue;
         }
         let (format, docs) = {
-            let text = match std::fs::read(file).map(String::from_utf8) {
-                Ok(Ok(text)) => text,
-                Ok(Err(_)) => {
-                    problems.push(Problem::nowhere(format!(
-                        "{} is not UTF-8 text",
-                        file.display()
-                    )));
-                    continue;
-                }
-                Err(err) => {
-                    problems.push(Problem::nowhere(format!(
-                        "cannot read {}: {}",
-                        file.display(),
-                        io_reason(&err)
-                    )));
-                    continue;
-                }
+            let Some(text) = read_text(file, &mut problems) else {
+                continue;
             };
             let id = sources.add(file.display().to_string(), text);
             match yaml::parse_documents(id, sources.text(id)) {
