@@ -426,9 +426,17 @@ async fn rebuild_latest(
     };
     let build_ms = t0.elapsed().as_millis() as u64;
     let t1 = Instant::now();
+    let swapper = swap::Swap {
+        engine,
+        stack,
+        project,
+        registry: discovery,
+        retiring,
+        cancel,
+    };
     let outcome = match built {
         Ok(built) => tokio::select! {
-            o = swap::deploy(engine, stack, project, &service, &built, discovery, retiring, cancel) => o,
+            o = swapper.deploy(&service, &built) => o,
             _ = cancel.cancelled() => return None,
         },
         Err(outcome) => outcome,
@@ -486,10 +494,15 @@ async fn apply_edit(
         outcome,
     };
     for name in &change.swap {
-        let r = swap::rebuild(
-            engine, &stack, project, name, trigger, discovery, retiring, cancel,
-        )
-        .await;
+        let swapper = swap::Swap {
+            engine,
+            stack: &stack,
+            project,
+            registry: discovery,
+            retiring,
+            cancel,
+        };
+        let r = swapper.rebuild(name, trigger).await;
         if !matches!(r.outcome, swap::Outcome::Swapped { .. }) {
             if let (Some(old), Some(slot)) =
                 (current.services.get(name), stack.services.get_mut(name))

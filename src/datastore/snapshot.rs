@@ -13,7 +13,6 @@
 //! helper, and the copy works with a remote engine.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -132,6 +131,25 @@ pub fn helper(
     }
 }
 
+/// Copies snapshot `part`'s volume into data volume `full` (mounted at
+/// `dir`), through two helper containers of the datastore's replica `spec`.
+async fn copy_in(
+    engine: &Engine,
+    spec: &ContainerSpec,
+    project: &str,
+    part: &Snapshot,
+    full: &str,
+    dir: &str,
+) -> Result<bool, EngineError> {
+    let ds = &part.datastore;
+    let source = helper(spec, project, &format!("{ds}-snapshot"), &part.volume, dir);
+    let source_id = engine.create(&source).await?;
+    let target = helper(spec, project, &format!("{ds}-restore"), full, dir);
+    let copied = engine.move_data(&source_id, &target, dir).await;
+    let _ = engine.remove_with_volumes(&source_id).await;
+    copied
+}
+
 /// The snapshots of the project, oldest first.
 pub async fn list(engine: &Engine, project: &str) -> Result<Vec<Snapshot>, EngineError> {
     let mut all: Vec<Snapshot> = engine
@@ -208,10 +226,7 @@ pub async fn take(
         )));
     }
     let observed = engine.list_project(project).await?;
-    let taken = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let taken = u64::try_from(crate::engine::unix_now()).unwrap_or_default();
     let mut done = Vec::new();
     for ds in &chosen {
         let Some(running) = observed.iter().find(|o| {
@@ -333,17 +348,7 @@ pub async fn restore(
             .await?;
         // Made without the seed label: restored data is never seeded over.
         engine.ensure_volume(project, &volume).await?;
-        let source = helper(
-            &spec,
-            project,
-            &format!("{ds}-snapshot"),
-            &part.volume,
-            &dir,
-        );
-        let source_id = engine.create(&source).await?;
-        let target = helper(&spec, project, &format!("{ds}-restore"), &full, &dir);
-        let copied = engine.move_data(&source_id, &target, &dir).await;
-        let _ = engine.remove_with_volumes(&source_id).await;
+        let copied = copy_in(engine, &spec, project, part, &full, &dir).await;
         copied?;
         restored.push(ds.clone());
     }
@@ -426,17 +431,7 @@ pub async fn branch(
         }
         let full = names::volume_name(project, &volume);
         let spec = replica_spec(engine, stack, project, ds).await?;
-        let source = helper(
-            &spec,
-            project,
-            &format!("{ds}-snapshot"),
-            &part.volume,
-            &dir,
-        );
-        let source_id = engine.create(&source).await?;
-        let target = helper(&spec, project, &format!("{ds}-restore"), &full, &dir);
-        let copied = engine.move_data(&source_id, &target, &dir).await;
-        let _ = engine.remove_with_volumes(&source_id).await;
+        let copied = copy_in(engine, &spec, project, &part, &full, &dir).await;
         if let Err(e) = copied {
             // Not left half filled: the next try starts from nothing.
             let _ = engine.remove_volume(&full).await;

@@ -180,55 +180,6 @@ pub async fn build<E: ContainerEngine>(
     }
 }
 
-/// Swaps the running replicas of `service` to `built`: the second half of a
-/// rebuild. Never leaves the service without a serving container because
-/// the new version failed. Returns once every new replica serves and the
-/// old ones left the proxy; `retiring` drains, stops and removes those.
-#[allow(clippy::too_many_arguments)]
-pub async fn deploy<E: ContainerEngine>(
-    engine: &E,
-    stack: &Stack,
-    project: &str,
-    service: &str,
-    built: &Built,
-    discovery: Option<&Discovery>,
-    retiring: &Retiring,
-    cancel: &CancellationToken,
-) -> Outcome {
-    let swap = Swap {
-        engine,
-        stack,
-        project,
-        registry: discovery,
-        retiring,
-        cancel,
-    };
-    swap.deploy(service, built).await
-}
-
-/// Builds (or finds) the image of `service` and swaps its running replicas.
-#[allow(clippy::too_many_arguments)]
-pub async fn rebuild<E: ContainerEngine>(
-    engine: &E,
-    stack: &Stack,
-    project: &str,
-    service: &str,
-    trigger: &str,
-    discovery: Option<&Discovery>,
-    retiring: &Retiring,
-    cancel: &CancellationToken,
-) -> Report {
-    let swap = Swap {
-        engine,
-        stack,
-        project,
-        registry: discovery,
-        retiring,
-        cancel,
-    };
-    swap.rebuild(service, trigger).await
-}
-
 impl Registry for Discovery {
     async fn wait_registered(&self, id: &str) {
         // Best effort: without a registry answer the swap still goes on,
