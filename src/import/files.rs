@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::fleet::{self, Unit};
 use super::{detect, translate, Dirs, Format, Note, Translated};
 use crate::spec::diagnostic::{io_reason, Problem, Report, Sources};
-use crate::spec::merge::merge;
+use crate::spec::merge::merge_onto;
 use crate::spec::yaml::{self, Node, Value};
 
 /// A file's text, or a problem saying why it cannot be read as text.
@@ -194,10 +194,7 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
                 }
                 notes.extend(t.notes);
                 inferred.extend(t.inferred);
-                merged = Some(match merged {
-                    None => t.tree,
-                    Some(base) => merge(base, t.tree),
-                });
+                merge_onto(&mut merged, t.tree);
             }
             continue;
         }
@@ -246,10 +243,7 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
                 }
             },
         };
-        merged = Some(match merged {
-            None => tree,
-            Some(base) => merge(base, tree),
-        });
+        merge_onto(&mut merged, tree);
     }
     if !problems.is_empty() {
         let mut report = Report { sources, problems };
