@@ -300,22 +300,7 @@ pub async fn restore(
     datastores: &[String],
     force: bool,
 ) -> Result<Vec<String>, SnapshotError> {
-    let parts: Vec<Snapshot> = list(engine, project)
-        .await?
-        .into_iter()
-        .filter(|s| s.name == name)
-        .filter(|s| datastores.is_empty() || datastores.contains(&s.datastore))
-        .collect();
-    if parts.is_empty() {
-        return Err(SnapshotError::Refused(format!(
-            "there is no snapshot `{name}`{} (see `devstack data ls`)",
-            if datastores.is_empty() {
-                String::new()
-            } else {
-                format!(" of {}", datastores.join(", "))
-            }
-        )));
-    }
+    let parts = parts_of(engine, project, name, datastores).await?;
     for part in &parts {
         chosen(stack, std::slice::from_ref(&part.datastore))?;
         let image = image_of(stack, project, &part.datastore);
@@ -355,18 +340,36 @@ pub async fn restore(
     Ok(restored)
 }
 
-/// Removes every volume of snapshot `name`; returns how many.
-pub async fn remove(engine: &Engine, project: &str, name: &str) -> Result<usize, SnapshotError> {
+/// The parts of snapshot `name` (of `datastores` only, unless empty); an
+/// error when there is none.
+async fn parts_of(
+    engine: &Engine,
+    project: &str,
+    name: &str,
+    datastores: &[String],
+) -> Result<Vec<Snapshot>, SnapshotError> {
     let parts: Vec<Snapshot> = list(engine, project)
         .await?
         .into_iter()
         .filter(|s| s.name == name)
+        .filter(|s| datastores.is_empty() || datastores.contains(&s.datastore))
         .collect();
     if parts.is_empty() {
         return Err(SnapshotError::Refused(format!(
-            "there is no snapshot `{name}` (see `devstack data ls`)"
+            "there is no snapshot `{name}`{} (see `devstack data ls`)",
+            if datastores.is_empty() {
+                String::new()
+            } else {
+                format!(" of {}", datastores.join(", "))
+            }
         )));
     }
+    Ok(parts)
+}
+
+/// Removes every volume of snapshot `name`; returns how many.
+pub async fn remove(engine: &Engine, project: &str, name: &str) -> Result<usize, SnapshotError> {
+    let parts = parts_of(engine, project, name, &[]).await?;
     for p in &parts {
         engine.remove_volume(&p.volume).await?;
     }
@@ -475,16 +478,7 @@ pub async fn export(
     name: &str,
     file: &std::path::Path,
 ) -> Result<usize, SnapshotError> {
-    let parts: Vec<Snapshot> = list(engine, project)
-        .await?
-        .into_iter()
-        .filter(|s| s.name == name)
-        .collect();
-    if parts.is_empty() {
-        return Err(SnapshotError::Refused(format!(
-            "there is no snapshot `{name}` (see `devstack data ls`)"
-        )));
-    }
+    let parts = parts_of(engine, project, name, &[]).await?;
     let spool = tempfile::tempdir().map_err(|e| io_refused("making a scratch directory", e))?;
     let mut spooled = Vec::new();
     for part in &parts {
