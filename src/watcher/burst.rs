@@ -151,16 +151,20 @@ mod tests {
         }
     }
 
+    /// A running coalescer: where hits go in, where bursts come out.
+    fn coalescing(
+        quiet: Duration,
+        max_delay: Duration,
+    ) -> (mpsc::UnboundedSender<Hit>, mpsc::UnboundedReceiver<Burst>) {
+        let (htx, hrx) = mpsc::unbounded_channel();
+        let (ctx, crx) = mpsc::unbounded_channel();
+        tokio::spawn(run(hrx, ctx, quiet, max_delay));
+        (htx, crx)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_fifty_saves_is_one_change_with_the_last_file() {
-        let (htx, hrx) = mpsc::unbounded_channel();
-        let (ctx, mut crx) = mpsc::unbounded_channel();
-        tokio::spawn(run(
-            hrx,
-            ctx,
-            Duration::from_millis(200),
-            Duration::from_secs(5),
-        ));
+        let (htx, mut crx) = coalescing(Duration::from_millis(200), Duration::from_secs(5));
         for i in 0..50 {
             htx.send(hit("web", &format!("f{i}"))).unwrap();
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -177,14 +181,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_steady_stream_is_cut_at_the_max_delay() {
-        let (htx, hrx) = mpsc::unbounded_channel();
-        let (ctx, mut crx) = mpsc::unbounded_channel();
-        tokio::spawn(run(
-            hrx,
-            ctx,
-            Duration::from_millis(200),
-            Duration::from_secs(1),
-        ));
+        let (htx, mut crx) = coalescing(Duration::from_millis(200), Duration::from_secs(1));
         let t0 = Instant::now();
         let sender = tokio::spawn(async move {
             for _ in 0..300 {
