@@ -277,6 +277,19 @@ pub async fn wait_ready(
     }
 }
 
+/// A probe `what` that got no answer: an I/O error, or (`None`) nothing
+/// within `timeout`.
+fn no_answer(what: &str, error: Option<std::io::Error>, timeout: Duration) -> ProbeResult {
+    let why = match error {
+        Some(e) => io_reason(&e),
+        None => format!("no answer in {}ms", timeout.as_millis()),
+    };
+    ProbeResult {
+        ok: false,
+        detail: format!("{what}: {why}"),
+    }
+}
+
 /// One probe of a running container.
 pub async fn probe(
     engine: &Engine,
@@ -292,14 +305,8 @@ pub async fn probe(
                     ok: true,
                     detail: format!("tcp :{port} open"),
                 },
-                Ok(Err(e)) => ProbeResult {
-                    ok: false,
-                    detail: format!("tcp :{port}: {}", io_reason(&e)),
-                },
-                Err(_) => ProbeResult {
-                    ok: false,
-                    detail: format!("tcp :{port}: no answer in {}ms", timeout.as_millis()),
-                },
+                Ok(Err(e)) => no_answer(&format!("tcp :{port}"), Some(e), timeout),
+                Err(_) => no_answer(&format!("tcp :{port}"), None, timeout),
             },
             None => {
                 let script = format!(
@@ -433,14 +440,8 @@ pub async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> ProbeR
                 },
             }
         }
-        Ok(Err(e)) => ProbeResult {
-            ok: false,
-            detail: format!("{what}: {}", io_reason(&e)),
-        },
-        Err(_) => ProbeResult {
-            ok: false,
-            detail: format!("{what}: no answer in {}ms", timeout.as_millis()),
-        },
+        Ok(Err(e)) => no_answer(&what, Some(e), timeout),
+        Err(_) => no_answer(&what, None, timeout),
     }
 }
 
