@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use devstack::controller::routing::{Routing, RoutingOptions};
 use devstack::engine::apply::{self, UpRequest};
 use devstack::engine::progress::Reporter;
 use devstack::engine::proxy::{master_cli, CONFIG_PATH};
 use devstack::engine::Engine;
 use devstack::registrar::{self, RegistrarConfig};
-use devstack::router::routing::{Routing, RoutingOptions};
-use devstack::router::run::{proxy_spec, reload};
+use devstack::router::confd::{proxy_spec, reload};
 use devstack::router::{render, view, Layout, Registry, BUILTIN_TEMPLATE};
 use devstack::spec::{load, LoadOptions, Stack};
 use etcd_client::{Client, GetOptions};

@@ -5,8 +5,9 @@ use super::args::{GlobalArgs, LogsArgs};
 use super::stack::{project_of, use_color};
 use super::{exit, Failed};
 use crate::engine::logs::LogQuery;
+use crate::engine::unix_now;
+use crate::ui::connect;
 use crate::ui::logs::stream_logs;
-use crate::ui::{connect, unix_now};
 
 pub async fn run(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<u8> {
     let (project, loaded) = project_of(global)?;

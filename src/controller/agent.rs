@@ -1,5 +1,5 @@
 //! The routing path of a running stack (embedded etcd, registrar, proxy,
-//! router: `router::routing::Routing`), started by its controller: in the
+//! router: `controller::routing::Routing`), started by its controller: in the
 //! process of a foreground `up`, or in a background `devstack agent` that
 //! `up --detach`/`--wait` and `watch` spawn and `down` stops. Found by other
 //! commands through `routing.json` ([`super::state`]).
@@ -15,10 +15,10 @@ use tokio::io::AsyncReadExt;
 use super::follow::Follower;
 use super::state::{self, RoutingState};
 use super::{LoadedStack, Signals, Tasks};
+use crate::controller::routing::{Routing, RoutingError, RoutingOptions};
 use crate::engine::Engine;
 use crate::plan::names::ProjectName;
 use crate::process::ProcessIdentity;
-use crate::router::routing::{Routing, RoutingError, RoutingOptions};
 use crate::router::RouterEvent;
 use crate::ui::{engine_failure, exit, Failed};
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::{LoadedStack, Tasks};
 use crate::spec::{Report, Stack};
-use crate::watcher::{debounce, fs};
+use crate::watcher::{burst, fs};
 
 /// One load of the stack files after an edit.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ impl Follower {
         let debounce_stop = stop.clone();
         tasks.spawn(async move {
             tokio::select! {
-                _ = debounce::run(hits, changes_tx, debounce::QUIET, debounce::MAX_DELAY) => {}
+                _ = burst::run(hits, changes_tx, burst::QUIET, burst::MAX_DELAY) => {}
                 _ = debounce_stop.cancelled() => {}
             }
         });
@@ -119,14 +119,21 @@ mod tests {
             .expect("the follower still publishes");
     }
 
-    #[tokio::test]
-    async fn each_edit_is_loaded_once_and_published_to_every_consumer() {
+    /// A stack file holding `FIRST`, in a directory kept while the test runs.
+    fn stack_file() -> (tempfile::TempDir, PathBuf, Tasks) {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("devstack.yaml");
         std::fs::write(&file, FIRST).unwrap();
-        let loaded = LoadedStack::load(vec![file.clone()], None).unwrap();
-        let tasks = Tasks::new();
-        let follower = Follower::start(&loaded, &tasks);
+        (dir, file, Tasks::new())
+    }
+
+    #[tokio::test]
+    async fn each_edit_is_loaded_once_and_published_to_every_consumer() {
+        let (_dir, file, tasks) = stack_file();
+        let follower = Follower::start(
+            &LoadedStack::load(vec![file.clone()], None).unwrap(),
+            &tasks,
+        );
         // Two consumers of valid stacks (registrar, router), one of edits.
         let (mut a, mut b, mut edits) = (follower.stacks(), follower.stacks(), follower.edits());
         assert_eq!(
@@ -149,12 +156,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_invalid_edit_reaches_the_watch_loop_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("devstack.yaml");
-        std::fs::write(&file, FIRST).unwrap();
-        let loaded = LoadedStack::load(vec![file.clone()], None).unwrap();
-        let tasks = Tasks::new();
-        let follower = Follower::start(&loaded, &tasks);
+        let (_dir, file, tasks) = stack_file();
+        let follower = Follower::start(
+            &LoadedStack::load(vec![file.clone()], None).unwrap(),
+            &tasks,
+        );
         let (stacks, mut edits) = (follower.stacks(), follower.edits());
         std::fs::write(&file, "name: t\nservices:\n  api: {imagee: x}\n").unwrap();
         next(&mut edits).await;
@@ -175,12 +181,11 @@ mod tests {
 
     #[tokio::test]
     async fn its_tasks_end_when_the_stack_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("devstack.yaml");
-        std::fs::write(&file, FIRST).unwrap();
-        let loaded = LoadedStack::load(vec![file.clone()], None).unwrap();
-        let tasks = Tasks::new();
-        let follower = Follower::start(&loaded, &tasks);
+        let (_dir, file, tasks) = stack_file();
+        let follower = Follower::start(
+            &LoadedStack::load(vec![file.clone()], None).unwrap(),
+            &tasks,
+        );
         let mut edits = follower.edits();
         drop(follower);
         tokio::time::timeout(Duration::from_secs(10), tasks.join())

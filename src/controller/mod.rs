@@ -23,6 +23,7 @@ pub mod follow;
 pub mod listen;
 pub mod projects;
 pub mod restart;
+pub mod routing;
 pub mod stack;
 pub mod state;
 pub mod test;

@@ -15,12 +15,13 @@ use super::{state, LoadedStack, Signals, Tasks};
 use crate::engine::apply::{self, ApplyError, UpOutcome, UpRequest};
 use crate::engine::logs::LogQuery;
 use crate::engine::progress::Reporter;
+use crate::engine::unix_now;
 use crate::engine::Engine;
 use crate::plan::names::ProjectName;
 use crate::router::served;
 use crate::spec::Stack;
 use crate::ui::progress::{print_failures, print_table, render, Render};
-use crate::ui::{engine_failure, exit, unix_now, Failed};
+use crate::ui::{engine_failure, exit, Failed};
 
 /// What `devstack up` was asked.
 #[derive(Debug, Clone)]

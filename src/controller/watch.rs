@@ -20,8 +20,8 @@ use crate::plan::names::ProjectName;
 use crate::router::Layout;
 use crate::spec::{Etcd, Stack, WatchAction};
 use crate::ui::{engine_failure, exit, Failed};
-use crate::watcher::sync::Sync;
-use crate::watcher::{debounce, edit, fs, swap, Change, Filter};
+use crate::watcher::sync::Syncer;
+use crate::watcher::{burst, edit, fs, swap, Burst, Filter};
 
 /// How long units that an edit of the stack file adds may take to be healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -112,7 +112,7 @@ pub fn claim(project: &ProjectName) -> Result<state::StateLock, String> {
 pub enum Mode {
     Rebuild,
     Restart,
-    Sync(Sync),
+    Sync(Syncer),
 }
 
 /// What each service watches, and what a change to it does.
@@ -142,7 +142,7 @@ pub fn watched(stack: &Stack, services: &[String]) -> anyhow::Result<Watched> {
                 // The loader insists on a target for sync; "/" only if that ever slips.
                 let target = w.target.as_deref().unwrap_or("/");
                 Mode::Sync(
-                    Sync::new(name, &paths, target, &w.rebuild_on, w.then.clone())
+                    Syncer::new(name, &paths, target, &w.rebuild_on, w.then.clone())
                         .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?,
                 )
             }
@@ -219,7 +219,7 @@ async fn watch_changes(
     });
 
     let (htx, hrx) = mpsc::unbounded_channel();
-    let (ctx, mut crx) = mpsc::unbounded_channel::<Change>();
+    let (ctx, mut crx) = mpsc::unbounded_channel::<Burst>();
     let (targets, mut actions) = watched(&current, services)?;
     let mut sources =
         fs::watch(targets, htx.clone()).map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
@@ -229,14 +229,14 @@ async fn watch_changes(
         let done = done.clone();
         tokio::spawn(async move {
             tokio::select! {
-                _ = debounce::run(hrx, ctx, debounce::QUIET, debounce::MAX_DELAY) => {}
+                _ = burst::run(hrx, ctx, burst::QUIET, burst::MAX_DELAY) => {}
                 _ = done.cancelled() => {}
             }
         })
     };
     let result: anyhow::Result<u8> = async {
         // Changes waiting their turn, one per service (the latest state wins).
-        let mut queue: BTreeMap<String, Change> = BTreeMap::new();
+        let mut queue: BTreeMap<String, Burst> = BTreeMap::new();
         let mut edits = Edits::new(edits);
         loop {
             if queue.is_empty() && !edits.waiting() {
@@ -375,7 +375,7 @@ impl Edits {
 }
 
 /// Adds a change to the queue, folded into one already waiting for its service.
-fn enqueue(queue: &mut BTreeMap<String, Change>, change: Change) {
+fn enqueue(queue: &mut BTreeMap<String, Burst>, change: Burst) {
     match queue.get_mut(&change.service) {
         Some(waiting) => waiting.absorb(change),
         None => {
@@ -393,9 +393,9 @@ async fn rebuild_latest(
     engine: &Engine,
     stack: &Stack,
     project: &str,
-    mut change: Change,
-    changes: &mut mpsc::UnboundedReceiver<Change>,
-    queue: &mut BTreeMap<String, Change>,
+    mut change: Burst,
+    changes: &mut mpsc::UnboundedReceiver<Burst>,
+    queue: &mut BTreeMap<String, Burst>,
     discovery: Option<&swap::Discovery>,
     retiring: &swap::Retiring,
     cancel: &CancellationToken,
@@ -426,9 +426,17 @@ async fn rebuild_latest(
     };
     let build_ms = t0.elapsed().as_millis() as u64;
     let t1 = Instant::now();
+    let swapper = swap::Swap {
+        engine,
+        stack,
+        project,
+        registry: discovery,
+        retiring,
+        cancel,
+    };
     let outcome = match built {
         Ok(built) => tokio::select! {
-            o = swap::deploy(engine, stack, project, &service, &built, discovery, retiring, cancel) => o,
+            o = swapper.deploy(&service, &built) => o,
             _ = cancel.cancelled() => return None,
         },
         Err(outcome) => outcome,
@@ -486,10 +494,15 @@ async fn apply_edit(
         outcome,
     };
     for name in &change.swap {
-        let r = swap::rebuild(
-            engine, &stack, project, name, trigger, discovery, retiring, cancel,
-        )
-        .await;
+        let swapper = swap::Swap {
+            engine,
+            stack: &stack,
+            project,
+            registry: discovery,
+            retiring,
+            cancel,
+        };
+        let r = swapper.rebuild(name, trigger).await;
         if !matches!(r.outcome, swap::Outcome::Swapped { .. }) {
             if let (Some(old), Some(slot)) =
                 (current.services.get(name), stack.services.get_mut(name))

@@ -13,7 +13,7 @@ use super::seed::{self, SeedAction, SeedError, VolumeSeen, SEED_DIR};
 use crate::engine::progress::{Progress, Reporter};
 use crate::engine::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_SEED, LABEL_SEEDED};
-use crate::spec::Stack;
+use crate::spec::{Datastore, Stack};
 
 /// A file's name and content.
 type NamedFile = (String, Vec<u8>);
@@ -112,25 +112,16 @@ async fn place_before_start(
     unit: &str,
     full: &str,
 ) -> Result<(), LoadError> {
-    let (Some(ds), Some((_, dir))) = (
-        stack.datastores.get(unit),
-        crate::plan::data_volume(stack, unit),
-    ) else {
-        return Ok(());
-    };
-    let Some(seed_path) = ds.seed.clone() else {
-        return Ok(());
-    };
-    if ds.kind != crate::spec::DatastoreKind::Redis {
+    let is_redis = stack
+        .datastores
+        .get(unit)
+        .is_some_and(|ds| ds.kind == crate::spec::DatastoreKind::Redis);
+    if !is_redis {
         return Ok(());
     }
-    let files = tokio::task::spawn_blocking(move || read_seed(&seed_path))
-        .await
-        .map_err(|e| SeedError {
-            file: PathBuf::new(),
-            line: None,
-            message: e.to_string(),
-        })??;
+    let Some((ds, (_, dir), files)) = seed_of(stack, unit).await? else {
+        return Ok(());
+    };
     let Some(file) = seed::before_start(ds.kind, &files)? else {
         return Ok(());
     };
@@ -161,22 +152,9 @@ pub async fn load(
     deadline: Instant,
     reporter: &Reporter,
 ) -> Result<(), LoadError> {
-    let (Some(ds), Some((volume, data_dir))) = (
-        stack.datastores.get(unit),
-        crate::plan::data_volume(stack, unit),
-    ) else {
+    let Some((ds, (volume, data_dir), files)) = seed_of(stack, unit).await? else {
         return Ok(());
     };
-    let Some(seed_path) = ds.seed.clone() else {
-        return Ok(());
-    };
-    let files = tokio::task::spawn_blocking(move || read_seed(&seed_path))
-        .await
-        .map_err(|e| SeedError {
-            file: PathBuf::new(),
-            line: None,
-            message: e.to_string(),
-        })??;
     let steps = seed::plan(ds.kind, Some(&data_dir), &files)?;
     // Files by the directory they go to.
     let mut uploads: Vec<(&str, Vec<NamedFile>)> = Vec::new();
@@ -263,6 +241,30 @@ async fn mark_seeded(engine: &Engine, project: &str, volume: &str) -> Result<(),
         .await?;
     Ok(())
 }
+
+/// Datastore `unit`, its data volume (name, directory) and its seed files;
+/// `None` when it has no data volume or no seed.
+async fn seed_of<'a>(stack: &'a Stack, unit: &str) -> Result<SeedOf<'a>, LoadError> {
+    let (Some(ds), Some(volume)) = (
+        stack.datastores.get(unit),
+        crate::plan::data_volume(stack, unit),
+    ) else {
+        return Ok(None);
+    };
+    let Some(seed_path) = ds.seed.clone() else {
+        return Ok(None);
+    };
+    let files = tokio::task::spawn_blocking(move || read_seed(&seed_path))
+        .await
+        .map_err(|e| SeedError {
+            file: PathBuf::new(),
+            line: None,
+            message: e.to_string(),
+        })??;
+    Ok(Some((ds, volume, files)))
+}
+
+type SeedOf<'a> = Option<(&'a Datastore, (String, String), Vec<(PathBuf, Vec<u8>)>)>;
 
 /// The seed's files with their contents: the file itself, or a directory's
 /// files (not its subdirectories) in name order, as the official images

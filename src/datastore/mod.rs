@@ -2,13 +2,12 @@
 //! readiness, connection URL), and seed data loaded by kind once per fresh
 //! data volume.
 //!
-//! - [`kinds`]: the table per kind; pure.
+//! - `spec::kinds`: the table per kind; pure (in `spec`, which needs it to resolve URLs).
 //! - [`seed`]: the commands that load seed files, the seed-or-not decision,
 //!   and where a failing file failed; pure.
 //! - [`load`]: seeding carried out through the engine, called by `up`.
 //! - [`snapshot`]: snapshots of data volumes, kept on the engine as volumes.
 
-pub mod kinds;
 pub mod load;
 pub mod seed;
 pub mod snapshot;

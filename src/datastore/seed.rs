@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::kinds::{MYSQL_ACCOUNT, POSTGRES_ACCOUNT};
+use crate::spec::kinds::{MYSQL_ACCOUNT, POSTGRES_ACCOUNT};
 use crate::spec::DatastoreKind;
 
 /// Where seed files are placed inside the datastore's container.

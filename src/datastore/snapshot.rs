@@ -13,7 +13,6 @@
 //! helper, and the copy works with a remote engine.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -132,6 +131,25 @@ pub fn helper(
     }
 }
 
+/// Copies snapshot `part`'s volume into data volume `full` (mounted at
+/// `dir`), through two helper containers of the datastore's replica `spec`.
+async fn copy_in(
+    engine: &Engine,
+    spec: &ContainerSpec,
+    project: &str,
+    part: &Snapshot,
+    full: &str,
+    dir: &str,
+) -> Result<bool, EngineError> {
+    let ds = &part.datastore;
+    let source = helper(spec, project, &format!("{ds}-snapshot"), &part.volume, dir);
+    let source_id = engine.create(&source).await?;
+    let target = helper(spec, project, &format!("{ds}-restore"), full, dir);
+    let copied = engine.move_data(&source_id, &target, dir).await;
+    let _ = engine.remove_with_volumes(&source_id).await;
+    copied
+}
+
 /// The snapshots of the project, oldest first.
 pub async fn list(engine: &Engine, project: &str) -> Result<Vec<Snapshot>, EngineError> {
     let mut all: Vec<Snapshot> = engine
@@ -208,10 +226,7 @@ pub async fn take(
         )));
     }
     let observed = engine.list_project(project).await?;
-    let taken = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let taken = u64::try_from(crate::engine::unix_now()).unwrap_or_default();
     let mut done = Vec::new();
     for ds in &chosen {
         let Some(running) = observed.iter().find(|o| {
@@ -245,7 +260,7 @@ pub async fn take(
             )
             .await?;
         if let Some(kind) = stack.datastores.get(ds).map(|d| d.kind) {
-            if let Some(argv) = super::kinds::flush(kind) {
+            if let Some(argv) = crate::spec::kinds::flush(kind) {
                 // Best effort: the paused copy is consistent as after a
                 // power loss even without it; the flush only shortens recovery.
                 let _ = engine
@@ -285,22 +300,7 @@ pub async fn restore(
     datastores: &[String],
     force: bool,
 ) -> Result<Vec<String>, SnapshotError> {
-    let parts: Vec<Snapshot> = list(engine, project)
-        .await?
-        .into_iter()
-        .filter(|s| s.name == name)
-        .filter(|s| datastores.is_empty() || datastores.contains(&s.datastore))
-        .collect();
-    if parts.is_empty() {
-        return Err(SnapshotError::Refused(format!(
-            "there is no snapshot `{name}`{} (see `devstack data ls`)",
-            if datastores.is_empty() {
-                String::new()
-            } else {
-                format!(" of {}", datastores.join(", "))
-            }
-        )));
-    }
+    let parts = parts_of(engine, project, name, datastores).await?;
     for part in &parts {
         chosen(stack, std::slice::from_ref(&part.datastore))?;
         let image = image_of(stack, project, &part.datastore);
@@ -333,35 +333,43 @@ pub async fn restore(
             .await?;
         // Made without the seed label: restored data is never seeded over.
         engine.ensure_volume(project, &volume).await?;
-        let source = helper(
-            &spec,
-            project,
-            &format!("{ds}-snapshot"),
-            &part.volume,
-            &dir,
-        );
-        let source_id = engine.create(&source).await?;
-        let target = helper(&spec, project, &format!("{ds}-restore"), &full, &dir);
-        let copied = engine.move_data(&source_id, &target, &dir).await;
-        let _ = engine.remove_with_volumes(&source_id).await;
+        let copied = copy_in(engine, &spec, project, part, &full, &dir).await;
         copied?;
         restored.push(ds.clone());
     }
     Ok(restored)
 }
 
-/// Removes every volume of snapshot `name`; returns how many.
-pub async fn remove(engine: &Engine, project: &str, name: &str) -> Result<usize, SnapshotError> {
+/// The parts of snapshot `name` (of `datastores` only, unless empty); an
+/// error when there is none.
+async fn parts_of(
+    engine: &Engine,
+    project: &str,
+    name: &str,
+    datastores: &[String],
+) -> Result<Vec<Snapshot>, SnapshotError> {
     let parts: Vec<Snapshot> = list(engine, project)
         .await?
         .into_iter()
         .filter(|s| s.name == name)
+        .filter(|s| datastores.is_empty() || datastores.contains(&s.datastore))
         .collect();
     if parts.is_empty() {
         return Err(SnapshotError::Refused(format!(
-            "there is no snapshot `{name}` (see `devstack data ls`)"
+            "there is no snapshot `{name}`{} (see `devstack data ls`)",
+            if datastores.is_empty() {
+                String::new()
+            } else {
+                format!(" of {}", datastores.join(", "))
+            }
         )));
     }
+    Ok(parts)
+}
+
+/// Removes every volume of snapshot `name`; returns how many.
+pub async fn remove(engine: &Engine, project: &str, name: &str) -> Result<usize, SnapshotError> {
+    let parts = parts_of(engine, project, name, &[]).await?;
     for p in &parts {
         engine.remove_volume(&p.volume).await?;
     }
@@ -426,17 +434,7 @@ pub async fn branch(
         }
         let full = names::volume_name(project, &volume);
         let spec = replica_spec(engine, stack, project, ds).await?;
-        let source = helper(
-            &spec,
-            project,
-            &format!("{ds}-snapshot"),
-            &part.volume,
-            &dir,
-        );
-        let source_id = engine.create(&source).await?;
-        let target = helper(&spec, project, &format!("{ds}-restore"), &full, &dir);
-        let copied = engine.move_data(&source_id, &target, &dir).await;
-        let _ = engine.remove_with_volumes(&source_id).await;
+        let copied = copy_in(engine, &spec, project, &part, &full, &dir).await;
         if let Err(e) = copied {
             // Not left half filled: the next try starts from nothing.
             let _ = engine.remove_volume(&full).await;
@@ -480,16 +478,7 @@ pub async fn export(
     name: &str,
     file: &std::path::Path,
 ) -> Result<usize, SnapshotError> {
-    let parts: Vec<Snapshot> = list(engine, project)
-        .await?
-        .into_iter()
-        .filter(|s| s.name == name)
-        .collect();
-    if parts.is_empty() {
-        return Err(SnapshotError::Refused(format!(
-            "there is no snapshot `{name}` (see `devstack data ls`)"
-        )));
-    }
+    let parts = parts_of(engine, project, name, &[]).await?;
     let spool = tempfile::tempdir().map_err(|e| io_refused("making a scratch directory", e))?;
     let mut spooled = Vec::new();
     for part in &parts {

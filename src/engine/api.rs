@@ -21,8 +21,8 @@ use super::progress::Reporter;
 use super::proxy::proxy_container_name;
 use super::{Engine, EngineError};
 use crate::datastore::load::LoadError;
+use crate::engine::runtime::{MasterCli, ProxyRuntime};
 use crate::plan::{ContainerSpec, Observed, OldMount};
-use crate::router::runtime::{MasterCli, ProxyRuntime};
 use crate::spec::{Build, Health, RestartPolicy, Stack};
 
 /// What the controllers need of a container engine.
@@ -350,4 +350,15 @@ impl ContainerEngine for Engine {
             .ok()?;
         MasterCli::answering(c.cli).await
     }
+}
+
+/// The registry as a swap uses it: to wait until the registrar registered a
+/// new container, and to take old ones out of it before they stop.
+/// `watcher::swap` implements it over the running stack's etcd; tests use
+/// the fake engine's.
+pub trait Registry: Send + Sync {
+    /// Waits (a bounded time) until container `id` (its full id) is registered.
+    fn wait_registered(&self, id: &str) -> impl Future<Output = ()> + Send;
+    /// Deletes the registrations of containers `ids`; true when one was deleted.
+    fn deregister(&self, ids: &[&str]) -> impl Future<Output = bool> + Send;
 }

@@ -82,7 +82,7 @@ impl Engine {
         let what = format!("following the events of `{project}`");
         self.docker
             .events(Some(EventsOptions {
-                since: Some(since.unwrap_or_else(unix_now).to_string()),
+                since: Some(since.unwrap_or_else(super::unix_now).to_string()),
                 until: None,
                 filters: Some(filters),
             }))
@@ -112,13 +112,6 @@ impl Engine {
                 }
             })
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// The engine's action names (`health_status: healthy`, `die`, ...) as a kind.

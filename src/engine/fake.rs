@@ -23,19 +23,19 @@ use tokio::task::yield_now;
 use tokio::time::Instant as TokioInstant;
 use tokio_util::sync::CancellationToken;
 
+use super::api::Registry;
 use super::containers::ContainerStatus;
 use super::health::{Check, NotReady};
 use super::images::ImageOutput;
 use super::progress::Reporter;
 use super::{ContainerEngine, EngineError};
 use crate::datastore::load::LoadError;
+use crate::engine::runtime::{ProxyRuntime, ServerState};
 use crate::plan::names::{
     LABEL_HASH, LABEL_KIND, LABEL_PROJECT, LABEL_REPLICA, LABEL_SERVICE, LABEL_TASK,
 };
 use crate::plan::{ContainerSpec, Observed, ObservedState, OldMount};
-use crate::router::runtime::{ProxyRuntime, ServerState};
 use crate::spec::{Build, Health, RestartPolicy, Stack};
-use crate::watcher::swap::Registry;
 
 /// How long the fake proxy takes to apply a registry change.
 pub const ROUTE_LAG: Duration = Duration::from_millis(100);

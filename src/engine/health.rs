@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::containers::ContainerStatus;
 use super::{Engine, EngineError};
 use crate::plan::ObservedState;
+use crate::spec::diagnostic::io_reason;
 use crate::spec::{Health, Probe, RestartPolicy};
 
 /// How a container's readiness is decided.
@@ -217,7 +218,7 @@ pub async fn wait_ready(
                                 .started_at
                                 .as_deref()
                                 .and_then(super::containers::parse_rfc3339)
-                                .is_some_and(|t| t + 2 <= unix_now());
+                                .is_some_and(|t| t + 2 <= super::unix_now());
                             ProbeResult {
                                 ok: up_before || since.elapsed() >= STAYS_UP,
                                 detail: "running".into(),
@@ -276,11 +277,17 @@ pub async fn wait_ready(
     }
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// A probe `what` that got no answer: an I/O error, or (`None`) nothing
+/// within `timeout`.
+fn no_answer(what: &str, error: Option<std::io::Error>, timeout: Duration) -> ProbeResult {
+    let why = match error {
+        Some(e) => io_reason(&e),
+        None => format!("no answer in {}ms", timeout.as_millis()),
+    };
+    ProbeResult {
+        ok: false,
+        detail: format!("{what}: {why}"),
+    }
 }
 
 /// One probe of a running container.
@@ -298,14 +305,8 @@ pub async fn probe(
                     ok: true,
                     detail: format!("tcp :{port} open"),
                 },
-                Ok(Err(e)) => ProbeResult {
-                    ok: false,
-                    detail: format!("tcp :{port}: {}", io_reason(&e)),
-                },
-                Err(_) => ProbeResult {
-                    ok: false,
-                    detail: format!("tcp :{port}: no answer in {}ms", timeout.as_millis()),
-                },
+                Ok(Err(e)) => no_answer(&format!("tcp :{port}"), Some(e), timeout),
+                Err(_) => no_answer(&format!("tcp :{port}"), None, timeout),
             },
             None => {
                 let script = format!(
@@ -439,22 +440,8 @@ pub async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> ProbeR
                 },
             }
         }
-        Ok(Err(e)) => ProbeResult {
-            ok: false,
-            detail: format!("{what}: {}", io_reason(&e)),
-        },
-        Err(_) => ProbeResult {
-            ok: false,
-            detail: format!("{what}: no answer in {}ms", timeout.as_millis()),
-        },
-    }
-}
-
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
-        _ => e.to_string(),
+        Ok(Err(e)) => no_answer(&what, Some(e), timeout),
+        Err(_) => no_answer(&what, None, timeout),
     }
 }
 

@@ -33,14 +33,23 @@ pub mod progress;
 pub mod projects;
 pub mod proxy;
 pub mod resources;
+pub mod runtime;
 
 use std::path::Path;
 use std::time::Duration;
 
 use bollard::Docker;
 
-pub use api::ContainerEngine;
+pub use api::{ContainerEngine, Registry};
 pub use error::EngineError;
+
+/// Seconds since the epoch, as the engine stamps its logs and events.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
 
 /// How long connecting may take before we say no engine answered.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

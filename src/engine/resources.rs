@@ -150,14 +150,8 @@ impl Engine {
     /// When volume `full_name` was made (seconds since the epoch); `None`
     /// when it does not exist or the engine does not say.
     pub async fn volume_created(&self, full_name: &str) -> Result<Option<i64>, EngineError> {
-        match self.docker.inspect_volume(full_name).await {
-            Ok(v) => Ok(v.created_at.as_deref().and_then(parse_rfc3339)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(EngineError::api(
-                format!("inspecting volume `{full_name}`"),
-                e,
-            )),
-        }
+        let info = self.volume_info(full_name).await?;
+        Ok(info.and_then(|v| parse_rfc3339(&v.created)))
     }
 
     /// Copies directory `dir` of container `from` (stopped) into the volumes

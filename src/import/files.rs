@@ -5,15 +5,29 @@ use std::path::{Path, PathBuf};
 
 use super::fleet::{self, Unit};
 use super::{detect, translate, Dirs, Format, Note, Translated};
-use crate::spec::diagnostic::{Problem, Report, Sources};
-use crate::spec::merge::merge;
+use crate::spec::diagnostic::{io_reason, Problem, Report, Sources};
+use crate::spec::merge::merge_onto;
 use crate::spec::yaml::{self, Node, Value};
 
-fn io_reason(err: &std::io::Error) -> String {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => err.to_string(),
+/// A file's text, or a problem saying why it cannot be read as text.
+fn read_text(file: &Path, problems: &mut Vec<Problem>) -> Option<String> {
+    match std::fs::read(file).map(String::from_utf8) {
+        Ok(Ok(text)) => Some(text),
+        Ok(Err(_)) => {
+            problems.push(Problem::nowhere(format!(
+                "{} is not UTF-8 text",
+                file.display()
+            )));
+            None
+        }
+        Err(err) => {
+            problems.push(Problem::nowhere(format!(
+                "cannot read {}: {}",
+                file.display(),
+                io_reason(&err)
+            )));
+            None
+        }
     }
 }
 
@@ -59,23 +73,8 @@ pub fn manifest_docs(
     let mut docs = Vec::new();
     let before = problems.len();
     for file in files {
-        let text = match std::fs::read(&file).map(String::from_utf8) {
-            Ok(Ok(text)) => text,
-            Ok(Err(_)) => {
-                problems.push(Problem::nowhere(format!(
-                    "{} is not UTF-8 text",
-                    file.display()
-                )));
-                continue;
-            }
-            Err(err) => {
-                problems.push(Problem::nowhere(format!(
-                    "cannot read {}: {}",
-                    file.display(),
-                    io_reason(&err)
-                )));
-                continue;
-            }
+        let Some(text) = read_text(&file, problems) else {
+            continue;
         };
         let id = sources.add(file.display().to_string(), text);
         match yaml::parse_documents(id, sources.text(id)) {
@@ -195,31 +194,13 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
                 }
                 notes.extend(t.notes);
                 inferred.extend(t.inferred);
-                merged = Some(match merged {
-                    None => t.tree,
-                    Some(base) => merge(base, t.tree),
-                });
+                merge_onto(&mut merged, t.tree);
             }
             continue;
         }
         let (format, docs) = {
-            let text = match std::fs::read(file).map(String::from_utf8) {
-                Ok(Ok(text)) => text,
-                Ok(Err(_)) => {
-                    problems.push(Problem::nowhere(format!(
-                        "{} is not UTF-8 text",
-                        file.display()
-                    )));
-                    continue;
-                }
-                Err(err) => {
-                    problems.push(Problem::nowhere(format!(
-                        "cannot read {}: {}",
-                        file.display(),
-                        io_reason(&err)
-                    )));
-                    continue;
-                }
+            let Some(text) = read_text(file, &mut problems) else {
+                continue;
             };
             let id = sources.add(file.display().to_string(), text);
             match yaml::parse_documents(id, sources.text(id)) {
@@ -262,10 +243,7 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
                 }
             },
         };
-        merged = Some(match merged {
-            None => tree,
-            Some(base) => merge(base, tree),
-        });
+        merge_onto(&mut merged, tree);
     }
     if !problems.is_empty() {
         let mut report = Report { sources, problems };

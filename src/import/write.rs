@@ -16,14 +16,7 @@ pub fn stack_file(t: &Translated, header: &str) -> String {
     };
     if let Value::Map(entries) = &t.tree.value {
         // Sections in the order of a hand-written stack file.
-        const ORDER: &[&str] = &[
-            "name",
-            "services",
-            "datastores",
-            "tasks",
-            "discovery",
-            "proxy",
-        ];
+        const ORDER: &[&str] = crate::spec::decode::TOP;
         let rank = |name: &str| ORDER.iter().position(|k| *k == name).unwrap_or(ORDER.len());
         let mut entries: Vec<_> = entries.iter().collect();
         entries.sort_by_key(|(k, _)| rank(&k.name));

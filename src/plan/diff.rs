@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::spec::ContainerSpec;
+use super::container::ContainerSpec;
 
 /// A container's state as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -243,7 +243,7 @@ pub fn plan_orphans<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::spec::desired_containers;
+    use crate::plan::container::desired_containers;
     use crate::plan::testing::unit;
     use crate::spec::UnitKind;
 

@@ -6,23 +6,24 @@
 //! built in memory.
 //!
 //! - [`names`]: container, network, volume and image names, and the labels.
-//! - [`spec`]: [`ContainerSpec`], what one container of a unit should be, and its config hash.
+//! - [`container`]: [`ContainerSpec`], what one container of a unit should be, and its config hash.
 //! - [`graph`]: dependency order, the units a partial `up` needs, tasks that run before a unit.
-//! - [`volumes`]: the default data volume of a datastore, and the volumes a replacement container keeps.
+//! - [`volumes`]: the default data volume of a datastore.
+//! - [`replace`]: the volumes and data a replacement container keeps.
 //! - [`diff`]: desired versus observed containers, per unit, as [`Action`]s.
 
+pub mod container;
 pub mod diff;
 pub mod graph;
 pub mod names;
-pub mod spec;
+pub mod replace;
 pub mod volumes;
 
+pub use container::{desired_containers, task_container, ContainerSpec, MountSource, MountSpec};
 pub use diff::{plan_orphans, plan_unit, replica_container, Action, Observed, ObservedState};
 pub use graph::{dependency_closure, stop_order, tasks_before, PlanError};
-pub use spec::{desired_containers, task_container, ContainerSpec, MountSource, MountSpec};
-pub use volumes::{
-    carried_mounts, data_move_helper, data_volume, effective_unit, moves_data, OldMount,
-};
+pub use replace::{carried_mounts, data_move_helper, moves_data, OldMount};
+pub use volumes::{data_volume, effective_unit};
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -7,10 +7,10 @@
 //! registry is resynchronised with what runs.
 //!
 //! - [`template`]: a registration's key and value (devstack's layout or the stack's templates).
-//! - [`run`]: the loop over Docker events, health monitors and leases.
+//! - [`presence`]: the loop over Docker events, health monitors and leases.
 
-pub mod run;
+pub mod presence;
 pub mod template;
 
-pub use run::{start, RegistrarConfig, RegistrarEvent, RegistrarHandle};
+pub use presence::{start, RegistrarConfig, RegistrarEvent, RegistrarHandle};
 pub use template::{key_of, value_of, Presence};

@@ -1,21 +1,19 @@
 //! The router: the confd part of the pipeline. It renders the proxy
 //! configuration from a snapshot of the registry and the stack's routes, and
-//! (in [`run`]) keeps the proxy container serving the registry as it changes.
+//! (in [`confd`]) keeps the proxy container serving the registry as it changes.
 //!
 //! Rendering is pure: it never asks Docker or etcd, only reads the snapshot
-//! it is given. The loop in [`run`] is the only part that talks to etcd and
+//! it is given. The loop in [`confd`] is the only part that talks to etcd and
 //! (through `engine`) to the proxy container.
 
+pub mod confd;
 pub mod debounce;
 pub mod layout;
 pub mod registry;
 pub mod render;
-pub mod routing;
-pub mod run;
-pub mod runtime;
 pub mod served;
 
+pub use confd::{start, Change, RouterConfig, RouterEvent, RouterHandle};
 pub use layout::Layout;
 pub use registry::{Instance, Registry};
 pub use render::{render, view, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
-pub use run::{start, Change, RouterConfig, RouterEvent, RouterHandle};

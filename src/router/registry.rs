@@ -9,8 +9,8 @@
 //! start a new line of HAProxy configuration) is not even kept for templates.
 //! What is left out is listed in [`Registry::skipped`], naming the key.
 
+use crate::engine::runtime::{is_address, is_token};
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -158,37 +158,6 @@ fn checked(instance: Instance) -> Result<Instance, String> {
         }
     }
     Ok(instance)
-}
-
-/// An IP address, or a DNS name (letters, digits, `-` and `_` in labels of at
-/// most 63, at most 253 in all, no label starting or ending with `-`).
-pub fn is_address(text: &str) -> bool {
-    if text.parse::<IpAddr>().is_ok() {
-        return true;
-    }
-    let name = text.strip_suffix('.').unwrap_or(text);
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        })
-}
-
-/// One word that means nothing special to HAProxy's configuration parser nor
-/// to its command line interface: printable ASCII without spaces, quotes,
-/// backslashes, `#` (a comment), `;` (a command separator), `$` (an
-/// environment variable) or braces (anonymous ACLs).
-pub fn is_token(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !"\"'\\#;${}`".contains(c))
 }
 
 #[cfg(test)]

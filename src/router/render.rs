@@ -17,7 +17,8 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use super::layout::Layout;
-use super::registry::{is_token, Instance, Registry};
+use super::registry::{Instance, Registry};
+use crate::engine::runtime::is_token;
 use crate::spec::{Probe, Stack};
 
 /// The built-in template.

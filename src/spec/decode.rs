@@ -408,7 +408,8 @@ pub fn resolve(dir: &Path, text: &str) -> PathBuf {
     super::host::fold(&raw)
 }
 
-const TOP: &[&str] = &[
+/// A stack file's top-level keys, in the order a hand-written one has them.
+pub const TOP: &[&str] = &[
     "name",
     "services",
     "datastores",

@@ -10,6 +10,18 @@ use serde::Serialize;
 
 use super::yaml::{FileId, Span};
 
+/// An I/O error as a problem or a probe's detail says it: the common kinds
+/// in plain words, any other as the system puts it.
+pub fn io_reason(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        std::io::ErrorKind::ConnectionReset => "connection reset".into(),
+        _ => err.to_string(),
+    }
+}
+
 /// One stack file's name (as the user gave it) and text.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::decode::{decode_stack, Decoder};
-use super::diagnostic::{Problem, Report, Sources};
+use super::diagnostic::{io_reason, Problem, Report, Sources};
 use super::host::HostPaths;
 use super::interpolate::{self, interpolate_within, MAX_LEN};
-use super::merge::merge;
+use super::merge::merge_onto;
 use super::model::Stack;
 use super::validate::validate;
 use super::yaml::{self, Node, Value};
@@ -109,10 +109,7 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
             {
                 notes.extend(translated.notes);
                 imported_root.get_or_insert(translated.tree.span.file);
-                merged = Some(match merged {
-                    None => translated.tree,
-                    Some(base) => merge(base, translated.tree),
-                });
+                merge_onto(&mut merged, translated.tree);
             }
             continue;
         }
@@ -158,10 +155,7 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
             let translated = import::fleet::translate(&[unit]);
             notes.extend(translated.notes);
             imported_root.get_or_insert(translated.tree.span.file);
-            merged = Some(match merged {
-                None => translated.tree,
-                Some(base) => merge(base, translated.tree),
-            });
+            merge_onto(&mut merged, translated.tree);
             continue;
         }
         // Production definitions: translated, then merged like a stack file.
@@ -181,10 +175,7 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
             if let Some(translated) = import::translate(format, &docs, dirs) {
                 notes.extend(translated.notes);
                 imported_root.get_or_insert(translated.tree.span.file);
-                merged = Some(match merged {
-                    None => translated.tree,
-                    Some(base) => merge(base, translated.tree),
-                });
+                merge_onto(&mut merged, translated.tree);
                 continue;
             }
         }
@@ -211,10 +202,7 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
             continue;
         }
         interpolate_tree(&mut node, "", &lookup, &mut budget, &mut problems);
-        merged = Some(match merged {
-            None => node,
-            Some(base) => merge(base, node),
-        });
+        merge_onto(&mut merged, node);
     }
 
     let stack = match &merged {
@@ -276,14 +264,6 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
             report.sort();
             Err(report)
         }
-    }
-}
-
-fn io_reason(err: &std::io::Error) -> String {
-    match err.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => err.to_string(),
     }
 }
 

@@ -3,6 +3,14 @@
 
 use super::yaml::{Node, Value};
 
+/// Merges `overlay` onto what `merged` holds so far (or starts it).
+pub fn merge_onto(merged: &mut Option<Node>, overlay: Node) {
+    *merged = Some(match merged.take() {
+        None => overlay,
+        Some(base) => merge(base, overlay),
+    });
+}
+
 /// Merges `overlay` onto `base`. Every node keeps the span of the file it came
 /// from, so problems point into the right file.
 pub fn merge(base: Node, overlay: Node) -> Node {

@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod envfile;
 pub mod host;
 pub mod interpolate;
+pub mod kinds;
 pub mod load;
 pub mod merge;
 pub mod model;

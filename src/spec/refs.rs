@@ -24,7 +24,7 @@ pub fn resolve(stack: &mut Stack) -> Vec<Problem> {
         .map(|(name, d)| {
             (
                 name.clone(),
-                crate::datastore::kinds::url(d.kind, name, &d.container.env),
+                crate::spec::kinds::url(d.kind, name, &d.container.env),
             )
         })
         .collect();

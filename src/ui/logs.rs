@@ -8,9 +8,10 @@ use futures::stream::{BoxStream, SelectAll};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{engine_failure, service_style, unix_now};
+use super::{engine_failure, service_style};
 use crate::engine::events::{ContainerEvent, ContainerEventKind};
 use crate::engine::logs::{LogLine, LogQuery};
+use crate::engine::unix_now;
 use crate::engine::{Engine, EngineError};
 use crate::plan::ObservedState;
 use console::Style;

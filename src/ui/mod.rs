@@ -16,8 +16,6 @@ pub mod logs;
 pub mod progress;
 pub mod terminal;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use console::Style;
 
 use crate::engine::EngineError;
@@ -98,14 +96,6 @@ pub async fn connect() -> anyhow::Result<crate::engine::Engine> {
     crate::engine::Engine::connect()
         .await
         .map_err(engine_failure)
-}
-
-/// Seconds since the epoch, as the engine stamps its logs and events.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// A stable colour per service name, so each one's lines are easy to follow.

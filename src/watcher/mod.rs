@@ -1,14 +1,14 @@
 //! The source watcher: file changes in services' build contexts become rebuilds and blue-green swaps.
 //!
 //! The path a save takes: [`fs`] turns notify events into hits (service, file),
-//! dropping what [`filter`] says never triggers; [`debounce`] coalesces a burst
-//! of hits into one [`Change`] per service; [`swap`] builds the new image and
+//! dropping what [`filter`] says never triggers; [`burst`] coalesces a burst
+//! of hits into one [`Burst`] per service; [`swap`] builds the new image and
 //! replaces the running containers one replica at a time, the new one joining
 //! before the old one leaves; or [`sync`] copies the changed files into the
 //! running containers. [`edit`] says what an edit of the stack file itself
 //! asks of the running stack.
 
-pub mod debounce;
+pub mod burst;
 pub mod edit;
 pub mod filter;
 pub mod fs;
@@ -17,7 +17,7 @@ pub mod sync;
 
 use std::path::PathBuf;
 
-pub use debounce::{Change, Coalescer};
+pub use burst::{Burst, Coalescer};
 pub use filter::Filter;
 
 /// One file event that concerns a service (after filtering).

@@ -6,7 +6,6 @@
 //! The old one leaves the registry (so the proxy) before it is stopped.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::health::{self, Check};
-use crate::engine::{ContainerEngine, EngineError};
+use crate::engine::runtime::ProxyRuntime;
+use crate::engine::{ContainerEngine, EngineError, Registry};
 use crate::plan::{self, names, ContainerSpec, Observed, ObservedState};
-use crate::registrar::run::{is_registered, withdraw};
-use crate::router::runtime::ProxyRuntime;
+use crate::registrar::presence::{is_registered, withdraw};
 use crate::router::Layout;
 use crate::spec::{Container, Stack, UnitKind};
 
@@ -179,65 +178,6 @@ pub async fn build<E: ContainerEngine>(
             message: e.to_string(),
         }),
     }
-}
-
-/// Swaps the running replicas of `service` to `built`: the second half of a
-/// rebuild. Never leaves the service without a serving container because
-/// the new version failed. Returns once every new replica serves and the
-/// old ones left the proxy; `retiring` drains, stops and removes those.
-#[allow(clippy::too_many_arguments)]
-pub async fn deploy<E: ContainerEngine>(
-    engine: &E,
-    stack: &Stack,
-    project: &str,
-    service: &str,
-    built: &Built,
-    discovery: Option<&Discovery>,
-    retiring: &Retiring,
-    cancel: &CancellationToken,
-) -> Outcome {
-    let swap = Swap {
-        engine,
-        stack,
-        project,
-        registry: discovery,
-        retiring,
-        cancel,
-    };
-    swap.deploy(service, built).await
-}
-
-/// Builds (or finds) the image of `service` and swaps its running replicas.
-#[allow(clippy::too_many_arguments)]
-pub async fn rebuild<E: ContainerEngine>(
-    engine: &E,
-    stack: &Stack,
-    project: &str,
-    service: &str,
-    trigger: &str,
-    discovery: Option<&Discovery>,
-    retiring: &Retiring,
-    cancel: &CancellationToken,
-) -> Report {
-    let swap = Swap {
-        engine,
-        stack,
-        project,
-        registry: discovery,
-        retiring,
-        cancel,
-    };
-    swap.rebuild(service, trigger).await
-}
-
-/// The registry as a swap uses it: to wait until the registrar registered a
-/// new container, and to take old ones out of it before they stop.
-/// [`Discovery`] is the running stack's etcd; tests use the fake engine's.
-pub trait Registry: Send + Sync {
-    /// Waits (a bounded time) until container `id` (its full id) is registered.
-    fn wait_registered(&self, id: &str) -> impl Future<Output = ()> + Send;
-    /// Deletes the registrations of containers `ids`; true when one was deleted.
-    fn deregister(&self, ids: &[&str]) -> impl Future<Output = bool> + Send;
 }
 
 impl Registry for Discovery {

@@ -27,21 +27,21 @@ const THEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One service's sync rules.
 #[derive(Debug)]
-pub struct Sync {
+pub struct Syncer {
     /// The watched roots; a file's path below its root is its path below `target`.
     roots: Vec<(PathBuf, Gitignore)>,
     target: String,
     then: Option<Vec<String>>,
 }
 
-impl Sync {
+impl Syncer {
     pub fn new(
         service: &str,
         roots: &[PathBuf],
         target: &str,
         rebuild_on: &[String],
         then: Option<Vec<String>>,
-    ) -> Result<Sync, WatchError> {
+    ) -> Result<Syncer, WatchError> {
         let mut out = Vec::new();
         for root in roots {
             let mut b = GitignoreBuilder::new(root);
@@ -59,7 +59,7 @@ impl Sync {
             })?;
             out.push((root.clone(), m));
         }
-        Ok(Sync {
+        Ok(Syncer {
             roots: out,
             target: target.trim_end_matches('/').to_string(),
             then,
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn files_land_under_the_target_and_manifests_rebuild() {
-        let s = Sync::new(
+        let s = Syncer::new(
             "web",
             &[PathBuf::from("/src/web")],
             "/app/",
@@ -371,7 +371,7 @@ mod tests {
             ctx.join("gone.txt"),
         ]
         .into();
-        let sync = Sync::new("web", std::slice::from_ref(&ctx), "/app", &[], None).unwrap();
+        let sync = Syncer::new("web", std::slice::from_ref(&ctx), "/app", &[], None).unwrap();
 
         // Bounded: opening the FIFO would block this thread for good.
         let (tx, rx) = std::sync::mpsc::channel();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use devstack::engine::proxy::master_cli;
-use devstack::router::run::reload;
+use devstack::router::confd::reload;
 
 use crate::support::*;
 

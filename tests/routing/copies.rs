@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use devstack::controller::routing::{Routing, RoutingOptions};
 use devstack::engine::Engine;
-use devstack::router::routing::{Routing, RoutingOptions};
 use etcd_client::{Client, GetOptions, PutOptions};
 
 use crate::support::*;

@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use devstack::controller::routing::{Routing, RoutingOptions};
 use devstack::engine::proxy::master_cli;
 use devstack::engine::Engine;
-use devstack::router::routing::{Routing, RoutingOptions};
 use devstack::router::Layout;
 use etcd_client::{Client, GetOptions};
 

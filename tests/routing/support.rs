@@ -9,10 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use devstack::controller::routing::{Routing, RoutingOptions};
 use devstack::engine::apply::{self, UpRequest};
 use devstack::engine::progress::Reporter;
 use devstack::engine::Engine;
-use devstack::router::routing::{Routing, RoutingOptions};
 use devstack::spec::{load, LoadOptions, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;

@@ -10,6 +10,7 @@
 //! its port 2379 there, so `etcd:2379` works inside the stack as in
 //! production.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -17,10 +18,10 @@ use tokio::sync::watch;
 
 use tokio_util::sync::CancellationToken;
 
-use super::run::{self as router, RouterConfig, RouterError, RouterHandle};
 use crate::engine::{Engine, EngineError};
 use crate::etcd::{self, RunningServer, Server, ServerConfig};
 use crate::registrar::{self, RegistrarConfig, RegistrarHandle};
+use crate::router::confd::{self as router, RouterConfig, RouterError, RouterHandle};
 use crate::spec::{Etcd, Stack};
 
 /// Why the routing path could not start.
@@ -118,11 +119,8 @@ impl Routing {
             stacks.clone(),
             cancel.clone(),
         );
-        // The registry first: a fresh etcd (a restarted agent's) is empty,
-        // and a router applying it would take a serving stack out of the
-        // proxy until the registrar caught up.
-        registrar.ready().await;
-        let router = match router::start(engine.clone(), config, stacks, cancel.clone()).await {
+        let start_router = router::start(engine.clone(), config, stacks, cancel.clone());
+        let router = match registry_first(registrar.ready(), start_router).await {
             Ok(r) => r,
             Err(e) => {
                 // Nothing may stay behind: the registrar deregisters and ends.
@@ -161,6 +159,18 @@ impl Routing {
     }
 }
 
+/// The registry first: a fresh etcd (a restarted agent's) is empty, and a
+/// router applying it would take a serving stack out of the proxy until the
+/// registrar caught up. So the router starts (and makes its first apply)
+/// only once the registrar is ready: it re-registered what runs.
+async fn registry_first<T>(
+    registrar_ready: impl Future<Output = ()>,
+    start_router: impl Future<Output = T>,
+) -> T {
+    registrar_ready.await;
+    start_router.await
+}
+
 /// `http://10.0.0.5:2379` → the socket address, when the host is an IP.
 fn endpoint_addr(endpoint: &str) -> Option<SocketAddr> {
     let rest = endpoint
@@ -175,4 +185,105 @@ fn endpoint_addr(endpoint: &str) -> Option<SocketAddr> {
             ))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use etcd_client::{Client, GetOptions, PutOptions};
+
+    use super::*;
+    use crate::registrar::{key_of, value_of, Presence};
+    use crate::router::{Layout, Registry};
+
+    async fn embedded_etcd() -> RunningServer {
+        Server::start(ServerConfig::in_memory(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            0,
+        )))
+        .await
+        .expect("the embedded etcd starts")
+    }
+
+    /// What the registrar writes for `api`'s one running container.
+    fn api_presence(prefix: &str) -> Presence {
+        Presence {
+            project: "shop".into(),
+            prefix: prefix.into(),
+            service: "api".into(),
+            id: "c0ffee".into(),
+            name: "shop-api-1".into(),
+            replica: 1,
+            address: "172.18.0.5".into(),
+            port: 8080,
+            image: "api:git-1".into(),
+            version: "git-1".into(),
+        }
+    }
+
+    /// The registrar's registration: key and value on a lease, as it puts them.
+    async fn register(url: &str, stack: &Stack, presence: &Presence) {
+        let mut client = Client::connect([url], None).await.expect("etcd answers");
+        let lease = client.lease_grant(30, None).await.expect("a lease").id();
+        let key = key_of(&stack.discovery, presence).expect("the key");
+        let value = value_of(&stack.discovery, presence).expect("the value");
+        client
+            .put(key, value, Some(PutOptions::new().with_lease(lease)))
+            .await
+            .expect("the registration is written");
+    }
+
+    /// What a router's first apply sees: the registry under its prefix.
+    async fn first_apply(url: &str, prefix: &str) -> Registry {
+        let mut client = Client::connect([url], None).await.expect("etcd answers");
+        let answer = client
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .expect("the registry is read");
+        let kvs = answer.kvs().iter().map(|kv| {
+            (
+                kv.key_str().unwrap_or_default().to_string(),
+                kv.value_str().unwrap_or_default().to_string(),
+            )
+        });
+        Registry::from_kvs(prefix, kvs.collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn a_killed_registrars_restart_re_registers_before_the_router_applies() {
+        let stack = crate::plan::testing::stack_of(Vec::new());
+        let layout = Layout::new(&stack.discovery, "shop");
+        let presence = api_presence(layout.prefix());
+
+        // The first agent registered `api`, then was killed: its embedded
+        // etcd, and every registration in it, went with it.
+        let first = embedded_etcd().await;
+        register(&first.client_url(), &stack, &presence).await;
+        assert_eq!(
+            first_apply(&first.client_url(), layout.prefix())
+                .await
+                .instances("api")
+                .len(),
+            1
+        );
+        first.shutdown().await;
+
+        // The restart: a fresh, empty etcd; the registrar re-registers what
+        // still runs, and only then may the router make its first apply.
+        let second = embedded_etcd().await;
+        let url = second.client_url();
+        assert!(first_apply(&url, layout.prefix())
+            .await
+            .instances("api")
+            .is_empty());
+        let seen = registry_first(
+            register(&url, &stack, &presence),
+            first_apply(&url, layout.prefix()),
+        )
+        .await;
+        let instances = seen.instances("api");
+        assert_eq!(instances.len(), 1, "the router saw {instances:?}");
+        assert_eq!(instances[0].id, "c0ffee");
+        assert_eq!(instances[0].address, "172.18.0.5");
+        second.shutdown().await;
+    }
 }

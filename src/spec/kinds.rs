@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::spec::{DatastoreKind, Health, Probe};
+use super::{DatastoreKind, Health, Probe};
 
 /// The port the official image's server listens on.
 pub fn default_port(kind: DatastoreKind) -> Option<u16> {

@@ -27,11 +27,11 @@ use super::debounce::Debounce;
 use super::layout::Layout;
 use super::registry::Registry;
 use super::render::{render, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
-use super::runtime::{runtime_commands, runtime_failure};
 use crate::engine::events::ContainerEventKind;
 use crate::engine::proxy::{
     self, master_cli, parse_show_proc, CheckError, ProcState, ProxyContainer, ProxySpec,
 };
+use crate::engine::runtime::{runtime_commands, runtime_failure};
 use crate::engine::{Engine, EngineError};
 use crate::plan::ObservedState;
 use crate::spec::Stack;

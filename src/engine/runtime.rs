@@ -21,8 +21,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use super::registry::{is_address, is_token};
-use crate::engine::proxy::master_cli;
+use super::proxy::master_cli;
 
 /// A proxy's account of where it sends traffic, read from its runtime API.
 pub trait ProxyRuntime: Clone + Send + Sync + 'static {
@@ -294,6 +293,37 @@ fn rows<'a>(text: &'a str, split: impl Fn(&'a str) -> Vec<&'a str>) -> Vec<Row<'
         }
     }
     rows
+}
+
+/// An IP address, or a DNS name (letters, digits, `-` and `_` in labels of at
+/// most 63, at most 253 in all, no label starting or ending with `-`).
+pub fn is_address(text: &str) -> bool {
+    if text.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = text.strip_suffix('.').unwrap_or(text);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+}
+
+/// One word that means nothing special to HAProxy's configuration parser nor
+/// to its command line interface: printable ASCII without spaces, quotes,
+/// backslashes, `#` (a comment), `;` (a command separator), `$` (an
+/// environment variable) or braces (anonymous ACLs).
+pub fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"\"'\\#;${}`".contains(c))
 }
 
 #[cfg(test)]

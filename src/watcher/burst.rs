@@ -24,17 +24,17 @@ pub const MAX_DELAY: Duration = Duration::from_secs(2);
 /// A coalesced change: the last file touched (the one the last state comes
 /// from), every file touched (for `sync`), and how many hits the burst held.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
+pub struct Burst {
     pub service: String,
     pub file: PathBuf,
     pub files: BTreeSet<PathBuf>,
     pub hits: usize,
 }
 
-impl Change {
+impl Burst {
     /// Folds a later change of the same service into this one: its files
     /// join, its trigger is the latest.
-    pub fn absorb(&mut self, later: Change) {
+    pub fn absorb(&mut self, later: Burst) {
         self.file = later.file;
         self.files.extend(later.files);
         self.hits += later.hits;
@@ -87,7 +87,7 @@ impl Coalescer {
     }
 
     /// The bursts due at `now`, removed from the pending set.
-    pub fn take_due(&mut self, now: Instant) -> Vec<Change> {
+    pub fn take_due(&mut self, now: Instant) -> Vec<Burst> {
         let due: Vec<String> = self
             .pending
             .iter()
@@ -97,7 +97,7 @@ impl Coalescer {
         due.into_iter()
             .filter_map(|s| {
                 let p = self.pending.remove(&s)?;
-                Some(Change {
+                Some(Burst {
                     service: s,
                     file: p.file,
                     files: p.files,
@@ -112,7 +112,7 @@ impl Coalescer {
 /// until the hits end (what is still pending is flushed then).
 pub async fn run(
     mut hits: mpsc::UnboundedReceiver<Hit>,
-    changes: mpsc::UnboundedSender<Change>,
+    changes: mpsc::UnboundedSender<Burst>,
     quiet: Duration,
     max_delay: Duration,
 ) {
@@ -151,16 +151,20 @@ mod tests {
         }
     }
 
+    /// A running coalescer: where hits go in, where bursts come out.
+    fn coalescing(
+        quiet: Duration,
+        max_delay: Duration,
+    ) -> (mpsc::UnboundedSender<Hit>, mpsc::UnboundedReceiver<Burst>) {
+        let (htx, hrx) = mpsc::unbounded_channel();
+        let (ctx, crx) = mpsc::unbounded_channel();
+        tokio::spawn(run(hrx, ctx, quiet, max_delay));
+        (htx, crx)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_fifty_saves_is_one_change_with_the_last_file() {
-        let (htx, hrx) = mpsc::unbounded_channel();
-        let (ctx, mut crx) = mpsc::unbounded_channel();
-        tokio::spawn(run(
-            hrx,
-            ctx,
-            Duration::from_millis(200),
-            Duration::from_secs(5),
-        ));
+        let (htx, mut crx) = coalescing(Duration::from_millis(200), Duration::from_secs(5));
         for i in 0..50 {
             htx.send(hit("web", &format!("f{i}"))).unwrap();
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -177,14 +181,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_steady_stream_is_cut_at_the_max_delay() {
-        let (htx, hrx) = mpsc::unbounded_channel();
-        let (ctx, mut crx) = mpsc::unbounded_channel();
-        tokio::spawn(run(
-            hrx,
-            ctx,
-            Duration::from_millis(200),
-            Duration::from_secs(1),
-        ));
+        let (htx, mut crx) = coalescing(Duration::from_millis(200), Duration::from_secs(1));
         let t0 = Instant::now();
         let sender = tokio::spawn(async move {
             for _ in 0..300 {
