@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use super::state;
 use crate::engine::projects::ProjectObjects;
+use crate::engine::unix_now;
 use crate::engine::Engine;
 use crate::plan::names::ProjectName;
-use crate::ui::{engine_failure, unix_now};
+use crate::ui::engine_failure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

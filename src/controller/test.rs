@@ -21,12 +21,13 @@ use super::up::{self, UpOptions};
 use super::{state, LoadedStack};
 use crate::engine::logs::LogQuery;
 use crate::engine::projects::{LABEL_CREATED, LABEL_OWNER, LABEL_TEST};
+use crate::engine::unix_now;
 use crate::engine::{health, Engine};
 use crate::plan::names::{network_name, ProjectName};
 use crate::process::ProcessIdentity;
 use crate::ui::junit::{self, Case, Outcome};
 use crate::ui::progress::Render;
-use crate::ui::{engine_failure, exit, unix_now, Failed};
+use crate::ui::{engine_failure, exit, Failed};
 
 /// The exit code when `--timeout` ended the run (as `timeout(1)`).
 pub const TIMED_OUT: u8 = 124;

@@ -249,9 +249,7 @@ pub fn export(stack: &Stack, project: &str, namespace: &str) -> Export {
         // else its kind's, else the one its health check connects to.
         let own_port = c
             .port
-            .or_else(|| {
-                datastore.and_then(|(_, _, kind)| crate::datastore::kinds::default_port(kind))
-            })
+            .or_else(|| datastore.and_then(|(_, _, kind)| crate::spec::kinds::default_port(kind)))
             .or(match c.health.as_ref().map(|h| &h.probe) {
                 Some(Probe::Tcp { port }) => Some(*port),
                 _ => None,
