@@ -2,7 +2,7 @@
 //!
 //! The modules follow the pipeline (see ARCHITECTURE.md):
 //!
-//! - [`import`]: Compose files and Kubernetes manifests read as stack files.
+//! - `spec::import`: Compose files, Kubernetes manifests and fleet units read as stack files.
 //! - [`export`]: a stack written out as a Compose file for Docker Swarm or Kubernetes manifests.
 //! - [`spec`]: the stack format; parsing, interpolation, overlays and validation.
 //! - [`plan`]: pure planning: desired containers, config hashes, dependency order, diffs.
@@ -27,7 +27,6 @@ pub mod datastore;
 pub mod engine;
 pub mod etcd;
 pub mod export;
-pub mod import;
 pub mod plan;
 pub mod process;
 pub mod registrar;

@@ -103,24 +103,24 @@ pub enum Command {
     /// with its volumes, also on Ctrl-C, SIGTERM and `--timeout`. Exits with
     /// CMD's code (124 on timeout, 130 when interrupted, devstack's codes
     /// when the copy did not come up).
-    Test(super::test::TestArgs),
+    Test(TestArgs),
     /// List every devstack project on the engine: running, stopped or abandoned
     ///
     /// Abandoned: a `devstack test` copy whose process is gone (killed
     /// before it could take the copy down). AGENT says whether the project's
     /// routing agent runs.
-    Ls(super::projects::LsArgs),
+    Ls(ListArgs),
     /// Remove abandoned projects: containers, network, routing state (and volumes when asked)
     ///
     /// Only abandoned projects (see `ls`) are touched; a `devstack test`
     /// copy's volumes always go, other volumes only with `--volumes`.
-    Prune(super::projects::PruneArgs),
+    Prune(PruneArgs),
     /// The embedded etcd server, and quick looks at a stack's registry
     Etcd(EtcdArgs),
     /// Show the routes the proxy serves and the instances behind them
     Routes(RoutesArgs),
     /// Snapshots of the datastores' data: snapshot, restore, ls, rm
-    Data(super::data::DataArgs),
+    Data(DataArgs),
     /// Write the devstack stack file equivalent to Compose files or Kubernetes manifests
     ///
     /// Each FILE is a Compose file, a Kubernetes manifest (or a directory of
@@ -480,4 +480,93 @@ pub struct LsArgs {
     pub json: bool,
     #[command(flatten)]
     pub endpoints: Endpoints,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Only these services (and what they depend on)
+    pub services: Vec<String>,
+    /// The test command and its arguments, after `--`; run on the host with
+    /// DEVSTACK_PROXY_URL, DEVSTACK_URL_<SERVICE> and DEVSTACK_PROJECT set
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+    /// Where the logs, `ps`, routes, proxy config, command output and JUnit report go
+    #[arg(long, value_name = "DIR", default_value = "devstack-artifacts")]
+    pub artifacts: PathBuf,
+    /// The whole run's limit: past it the command is stopped and the copy taken down (exit 124)
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// How long the copy may take to become healthy and routed
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    pub up_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Only projects at least this old (`2h`, `30m`)
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Also remove their named volumes (a `devstack test` copy's always go)
+    #[arg(long)]
+    pub volumes: bool,
+    /// Show what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    #[command(subcommand)]
+    pub command: DataCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Copy the datastores' volumes (all by default) while the stack runs
+    Snapshot {
+        /// The snapshot's name
+        name: String,
+        /// Datastores to include (default: every one with a data volume)
+        datastores: Vec<String>,
+    },
+    /// Put the datastores' volumes back as the snapshot holds them, and restart what uses them
+    Restore {
+        /// The snapshot's name
+        name: String,
+        /// Datastores to restore (default: every one in the snapshot)
+        datastores: Vec<String>,
+        /// Restore a snapshot taken with another image reference
+        #[arg(long)]
+        force: bool,
+    },
+    /// List the project's snapshots
+    Ls {
+        /// One JSON object per snapshot part, in an array
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a snapshot to one zstd-compressed file, for `import` elsewhere
+    Export {
+        /// The snapshot's name
+        name: String,
+        /// The file to write
+        file: std::path::PathBuf,
+    },
+    /// Read a file `export` wrote into a snapshot of this project
+    Import {
+        /// The file to read
+        file: std::path::PathBuf,
+    },
+    /// Remove a snapshot
+    Rm {
+        /// The snapshot's name
+        name: String,
+    },
 }

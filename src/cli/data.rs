@@ -1,64 +1,12 @@
 //! `devstack data snapshot|restore|ls|rm|export|import`: parses, calls
-//! `datastore::snapshot`, prints. A restore then runs `up --wait`, which
+//! `engine::snapshot`, prints. A restore then runs `up --wait`, which
 //! starts the restored datastores again, and restarts their dependents.
 
-use clap::{Args, Subcommand};
-
-use super::args::{GlobalArgs, RestartArgs, UpArgs};
+use super::args::{DataArgs, DataCommand, GlobalArgs, RestartArgs, UpArgs};
 use super::stack::load_stack;
 use super::{exit, Failed};
-use crate::datastore::snapshot::{self, SnapshotError};
+use crate::engine::snapshot::{self, SnapshotError};
 use crate::ui::{connect, engine_failure};
-
-#[derive(Debug, Args)]
-pub struct DataArgs {
-    #[command(subcommand)]
-    pub command: DataCommand,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DataCommand {
-    /// Copy the datastores' volumes (all by default) while the stack runs
-    Snapshot {
-        /// The snapshot's name
-        name: String,
-        /// Datastores to include (default: every one with a data volume)
-        datastores: Vec<String>,
-    },
-    /// Put the datastores' volumes back as the snapshot holds them, and restart what uses them
-    Restore {
-        /// The snapshot's name
-        name: String,
-        /// Datastores to restore (default: every one in the snapshot)
-        datastores: Vec<String>,
-        /// Restore a snapshot taken with another image reference
-        #[arg(long)]
-        force: bool,
-    },
-    /// List the project's snapshots
-    Ls {
-        /// One JSON object per snapshot part, in an array
-        #[arg(long)]
-        json: bool,
-    },
-    /// Write a snapshot to one zstd-compressed file, for `import` elsewhere
-    Export {
-        /// The snapshot's name
-        name: String,
-        /// The file to write
-        file: std::path::PathBuf,
-    },
-    /// Read a file `export` wrote into a snapshot of this project
-    Import {
-        /// The file to read
-        file: std::path::PathBuf,
-    },
-    /// Remove a snapshot
-    Rm {
-        /// The snapshot's name
-        name: String,
-    },
-}
 
 fn failed(e: SnapshotError) -> anyhow::Error {
     match e {

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use super::args::{GlobalArgs, ImportArgs};
 use super::exit;
-use crate::import::files::import_files;
 use crate::spec::diagnostic::stderr_color;
+use crate::spec::import::files::import_files;
 use crate::spec::{self, LoadOptions};
 
 pub fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<u8> {
@@ -28,7 +28,7 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<u8> {
             return Ok(exit::FAILURE);
         }
     };
-    for line in crate::import::report::render_all(&imported.notes, &imported.sources) {
+    for line in crate::spec::import::report::render_all(&imported.notes, &imported.sources) {
         sayln!("{line}");
     }
     // The written file must load as it is; say so now if it does not.

@@ -2,34 +2,12 @@
 //! [--dry-run]`: every devstack project on the engine, and the removal of
 //! abandoned ones; the work is `controller::projects`.
 
-use clap::Args;
-
-use super::args::GlobalArgs;
+use super::args::{GlobalArgs, ListArgs, PruneArgs};
 use super::stack::duration_arg;
 use crate::controller::projects::{self, ProjectInfo, PruneOptions};
 use crate::ui::exit;
 
-#[derive(Debug, Args)]
-pub struct LsArgs {
-    /// Print JSON
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct PruneArgs {
-    /// Only projects at least this old (`2h`, `30m`)
-    #[arg(long, value_name = "DURATION")]
-    pub older_than: Option<String>,
-    /// Also remove their named volumes (a `devstack test` copy's always go)
-    #[arg(long)]
-    pub volumes: bool,
-    /// Show what would be removed, remove nothing
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-pub async fn ls(_global: &GlobalArgs, args: LsArgs) -> anyhow::Result<u8> {
+pub async fn ls(_global: &GlobalArgs, args: ListArgs) -> anyhow::Result<u8> {
     let engine = crate::ui::connect().await?;
     let found = projects::list(&engine).await?;
     if args.json {

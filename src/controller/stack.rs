@@ -29,7 +29,7 @@ impl LoadedStack {
     /// stack is invalid.
     pub fn load(files: Vec<PathBuf>, project: Option<&ProjectName>) -> Result<Self, Report> {
         let loaded = spec::load_with_notes(&LoadOptions::new(files.clone()))?;
-        let notes = crate::import::report::render_all(&loaded.notes, &loaded.sources);
+        let notes = crate::spec::import::report::render_all(&loaded.notes, &loaded.sources);
         let stack = loaded.stack;
         // `-p` was checked as it was parsed; the stack's name by `spec`, with
         // the same rule, so this only fails if the two rules ever part.

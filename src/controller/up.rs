@@ -174,10 +174,9 @@ async fn bring_up_routed(
         _ = cancel.cancelled() => return Err(Failed::new(exit::INTERRUPTED, "interrupted while waiting").into()),
     };
     if let Some(name) = &options.from_snapshot {
-        let filled =
-            crate::datastore::snapshot::branch(engine, &loaded.stack, &loaded.project, name)
-                .await
-                .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
+        let filled = crate::engine::snapshot::branch(engine, &loaded.stack, &loaded.project, name)
+            .await
+            .map_err(|e| Failed::new(exit::FAILURE, e.to_string()))?;
         if !filled.is_empty() {
             sayln!("{} from snapshot `{name}`", filled.join(", "));
         }

@@ -5,9 +5,7 @@
 //! - `spec::kinds`: the table per kind; pure (in `spec`, which needs it to resolve URLs).
 //! - [`seed`]: the commands that load seed files, the seed-or-not decision,
 //!   and where a failing file failed; pure.
-//! - [`load`]: seeding carried out through the engine, called by `up`.
-//! - [`snapshot`]: snapshots of data volumes, kept on the engine as volumes.
+//! - `engine::seeding`: seeding carried out through the engine, called by `up`.
+//! - `engine::snapshot`: snapshots of data volumes, kept on the engine as volumes.
 
-pub mod load;
 pub mod seed;
-pub mod snapshot;

@@ -20,8 +20,8 @@ use super::images::ImageOutput;
 use super::progress::Reporter;
 use super::proxy::proxy_container_name;
 use super::{Engine, EngineError};
-use crate::datastore::load::LoadError;
 use crate::engine::runtime::{MasterCli, ProxyRuntime};
+use crate::engine::seeding::LoadError;
 use crate::plan::{ContainerSpec, Observed, OldMount};
 use crate::spec::{Build, Health, RestartPolicy, Stack};
 
@@ -253,7 +253,7 @@ impl ContainerEngine for Engine {
         units: &[String],
         reporter: &Reporter,
     ) -> Result<BTreeSet<String>, EngineError> {
-        crate::datastore::load::prepare(self, stack, project, units, reporter).await
+        crate::engine::seeding::prepare(self, stack, project, units, reporter).await
     }
     async fn load_seed(
         &self,
@@ -264,7 +264,7 @@ impl ContainerEngine for Engine {
         deadline: Instant,
         reporter: &Reporter,
     ) -> Result<(), LoadError> {
-        crate::datastore::load::load(self, stack, project, unit, container, deadline, reporter)
+        crate::engine::seeding::load(self, stack, project, unit, container, deadline, reporter)
             .await
     }
     async fn image_id(&self, reference: &str) -> Result<Option<String>, EngineError> {

@@ -141,7 +141,7 @@ pub async fn up<E: ContainerEngine>(
 
     engine.ensure_network(project).await?;
     // Seeded datastores' data volumes first: made, or reset after a seed
-    // that never finished (see `datastore::load`).
+    // that never finished (see `engine::seeding`).
     let to_seed = engine
         .prepare_seeds(stack, project, &units, reporter)
         .await?;

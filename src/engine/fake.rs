@@ -29,8 +29,8 @@ use super::health::{Check, NotReady};
 use super::images::ImageOutput;
 use super::progress::Reporter;
 use super::{ContainerEngine, EngineError};
-use crate::datastore::load::LoadError;
 use crate::engine::runtime::{ProxyRuntime, ServerState};
+use crate::engine::seeding::LoadError;
 use crate::plan::names::{
     LABEL_HASH, LABEL_KIND, LABEL_PROJECT, LABEL_REPLICA, LABEL_SERVICE, LABEL_TASK,
 };

@@ -34,6 +34,8 @@ pub mod projects;
 pub mod proxy;
 pub mod resources;
 pub mod runtime;
+pub mod seeding;
+pub mod snapshot;
 
 use std::path::Path;
 use std::time::Duration;

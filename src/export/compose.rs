@@ -15,7 +15,7 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use super::{image_of, internal_names, relative_to, shell_line, size_text, Export, Lost};
-use crate::import::compose::ROUTE_LABEL;
+use crate::spec::import::compose::ROUTE_LABEL;
 use crate::spec::model::{
     Container, DatastoreKind, Health, Probe, Protocol, RestartPolicy, Route, Stack, VolumeSource,
 };
@@ -53,7 +53,7 @@ pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
             built.push(image_of(project, name, c));
         }
         let image = image_of(project, name, c);
-        if crate::import::tree::datastore_kind(&image).is_none() {
+        if crate::spec::import::tree::datastore_kind(&image).is_none() {
             lost.push(Lost::new(
                 format!("{path}.kind"),
                 format!(

@@ -5,7 +5,7 @@
 //! Both read a valid [`Stack`] (never a stack file) and return text plus
 //! the list of what the target cannot say ([`Lost`]), each with its field
 //! path in the stack, so nothing is dropped silently. What they write is
-//! what the importers (`crate::import`) read back: the round trip gives the
+//! what the importers (`crate::spec::import`) read back: the round trip gives the
 //! same stack, less what is listed.
 //!
 //! Invariant: `export` never touches Docker or a cluster; it turns a
@@ -81,7 +81,7 @@ fn image_of(project: &str, name: &str, c: &Container) -> String {
 
 /// `path` written relative to `dir` when both are absolute (`./x`, `../x`).
 fn relative_to(dir: &Path, path: &Path) -> String {
-    crate::import::relative(dir, path).unwrap_or_else(|| path.display().to_string())
+    crate::spec::import::relative(dir, path).unwrap_or_else(|| path.display().to_string())
 }
 
 /// Env values that call a service as `<service>.internal`, a name only

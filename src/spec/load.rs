@@ -12,7 +12,7 @@ use super::merge::merge_onto;
 use super::model::Stack;
 use super::validate::validate;
 use super::yaml::{self, Node, Value};
-use crate::import::{self, Note};
+use crate::spec::import::{self, Note};
 
 /// What loading needs from the outside world.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ pub struct Loaded {
 }
 
 /// [`load`], keeping the import notes: a file detected as Compose or
-/// Kubernetes (see [`crate::import::detect`]) is translated into the tree a
+/// Kubernetes (see [`crate::spec::import::detect`]) is translated into the tree a
 /// stack file would parse to, then merged like any stack file.
 pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
     let mut sources = Sources::default();

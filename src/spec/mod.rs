@@ -8,6 +8,7 @@ pub mod decode;
 pub mod diagnostic;
 pub mod envfile;
 pub mod host;
+pub mod import;
 pub mod interpolate;
 pub mod kinds;
 pub mod load;

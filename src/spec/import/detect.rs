@@ -138,10 +138,10 @@ mod tests {
     #[test]
     fn every_example_stack_is_devstack() {
         for text in [
-            include_str!("../../stacks/demo/devstack.yaml"),
-            include_str!("../../stacks/events/devstack.yaml"),
-            include_str!("../../stacks/opinions/devstack.yaml"),
-            include_str!("../../stacks/giveaway/devstack.yaml"),
+            include_str!("../../../stacks/demo/devstack.yaml"),
+            include_str!("../../../stacks/events/devstack.yaml"),
+            include_str!("../../../stacks/opinions/devstack.yaml"),
+            include_str!("../../../stacks/giveaway/devstack.yaml"),
         ] {
             assert_eq!(detect(&[parse(0, text).unwrap()]), Format::Devstack);
         }

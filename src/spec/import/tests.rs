@@ -395,9 +395,9 @@ fn mutated(text: &str, start: usize, len: usize, insert: &str) -> String {
     text
 }
 
-const COMPOSE: &str = include_str!("../../fixtures/import/events/compose.yaml");
-const UNIT: &str = include_str!("../../fixtures/import/opinions/fleet/elasticsearch.service");
-const MANIFESTS: &str = include_str!("../../fixtures/import/opinions/k8s/datastores.yaml");
+const COMPOSE: &str = include_str!("../../../fixtures/import/events/compose.yaml");
+const UNIT: &str = include_str!("../../../fixtures/import/opinions/fleet/elasticsearch.service");
+const MANIFESTS: &str = include_str!("../../../fixtures/import/opinions/k8s/datastores.yaml");
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
@@ -520,8 +520,8 @@ fn a_unit_file_is_never_read_as_yaml_and_a_stack_never_as_a_unit() {
         report.problems
     );
     for text in [
-        include_str!("../../stacks/events/devstack.yaml"),
-        include_str!("../../stacks/opinions/devstack.yaml"),
+        include_str!("../../../stacks/events/devstack.yaml"),
+        include_str!("../../../stacks/opinions/devstack.yaml"),
     ] {
         assert!(!fleet::is_unit(text));
     }

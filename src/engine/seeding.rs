@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::seed::{self, SeedAction, SeedError, VolumeSeen, SEED_DIR};
+use crate::datastore::seed::{self, SeedAction, SeedError, VolumeSeen, SEED_DIR};
 use crate::engine::progress::{Progress, Reporter};
 use crate::engine::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_SEED, LABEL_SEEDED};
