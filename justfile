@@ -57,5 +57,9 @@ bench-routing: fixtures
 bench-watch: fixtures
     cargo bench --bench watch
 
+# Benchmark: devstack data snapshot/restore/export vs pg_dump -Fc + pg_restore on about 1 GB of postgres data (DEVSTACK_BENCH_DATA_MB lowers it)
+bench-data: fixtures
+    cargo bench --bench data
+
 bench-etcd:
     cargo bench --bench etcd

@@ -11,14 +11,20 @@
 //! again and copies the snapshot back the same way; `up` then starts it.
 //! No dump and reload, no helper image: the datastore's own image is the
 //! helper, and the copy works with a remote engine.
+//!
+//! Each part also records the on-disk format version of its files (postgres:
+//! the data directory's `PG_VERSION`; mariadb/mysql: the server's release
+//! series, from the image's env or `mariadbd --version`), and a restore into
+//! a running server of another format is refused unless forced: an image
+//! reference such as `postgres:latest` can move to another major version.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::engine::{Engine, EngineError};
-use crate::plan::{self, names, ContainerSpec, MountSource, MountSpec, ObservedState};
-use crate::spec::{Stack, UnitKind};
+use crate::plan::{self, names, ContainerSpec, MountSource, MountSpec, Observed, ObservedState};
+use crate::spec::{DatastoreKind, Stack, UnitKind};
 
 /// The snapshot's name, on each of its volumes.
 pub const LABEL_SNAPSHOT: &str = "dev.devstack.snapshot";
@@ -28,6 +34,8 @@ pub const LABEL_OF: &str = "dev.devstack.snapshot-of";
 pub const LABEL_IMAGE: &str = "dev.devstack.snapshot-image";
 /// When it was taken, seconds since the epoch.
 pub const LABEL_TIME: &str = "dev.devstack.snapshot-time";
+/// The on-disk format version of its files (see [`format_of_version`]), when the kind has one.
+pub const LABEL_FORMAT: &str = "dev.devstack.snapshot-format";
 
 /// One datastore's part of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,6 +47,8 @@ pub struct Snapshot {
     pub image: String,
     /// Seconds since the epoch.
     pub taken: u64,
+    /// The on-disk format version of its files, when known.
+    pub format: Option<String>,
 }
 
 /// Why a snapshot command did nothing, or stopped.
@@ -165,6 +175,11 @@ pub async fn list(engine: &Engine, project: &str) -> Result<Vec<Snapshot>, Engin
                 .get(LABEL_TIME)
                 .and_then(|t| t.parse().ok())
                 .unwrap_or_default(),
+            format: v
+                .labels
+                .get(LABEL_FORMAT)
+                .filter(|f| !f.is_empty())
+                .cloned(),
             volume: v.name,
         })
         .collect();
@@ -178,6 +193,143 @@ fn image_of(stack: &Stack, project: &str, unit: &str) -> String {
         .unit(unit)
         .and_then(|c| c.image.clone())
         .unwrap_or_else(|| names::built_image_tag(project, unit))
+}
+
+/// The command, run in a datastore's running container, whose output
+/// tells the on-disk format its server reads: first the version an official
+/// image's env gives, then the one the server binary reports.
+fn server_version_probe(kind: DatastoreKind) -> Option<Vec<String>> {
+    let script = match kind {
+        DatastoreKind::Postgres => r#"echo "${PG_MAJOR:-}"; postgres -V 2>/dev/null || true"#,
+        DatastoreKind::Mariadb | DatastoreKind::Mysql => {
+            r#"echo "${MARIADB_VERSION:-${MYSQL_VERSION:-}}"; (mariadbd --version || mysqld --version) 2>/dev/null || true"#
+        }
+        _ => return None,
+    };
+    Some(vec!["sh".into(), "-c".into(), script.into()])
+}
+
+/// The on-disk format version of `kind`'s files for a server or file
+/// version string: postgres's major version (`15`, or `9.6` before 10),
+/// MariaDB's and MySQL's release series (`10.11`, `8.0`). A Debian epoch
+/// (`1:`) and anything after the numbers are ignored. `None` for a kind
+/// without one, or text with no version in it.
+pub fn format_of_version(kind: DatastoreKind, version: &str) -> Option<String> {
+    let version = version.trim();
+    let version = match version.split_once(':') {
+        Some((epoch, rest)) if !epoch.is_empty() && epoch.chars().all(|c| c.is_ascii_digit()) => {
+            rest
+        }
+        _ => version,
+    };
+    let numbers: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .next()?
+        .split('.')
+        .map_while(|n| n.parse().ok())
+        .collect();
+    let major = *numbers.first()?;
+    let minor = numbers.get(1);
+    match kind {
+        DatastoreKind::Postgres if major >= 10 => Some(major.to_string()),
+        DatastoreKind::Postgres | DatastoreKind::Mariadb | DatastoreKind::Mysql => {
+            minor.map(|m| format!("{major}.{m}"))
+        }
+        _ => None,
+    }
+}
+
+/// The format in a [`server_version_probe`]'s output: the env's version on
+/// the first line when there is one, else the first version the server
+/// binary printed (the first word that starts with a digit).
+pub fn format_from_probe(kind: DatastoreKind, output: &str) -> Option<String> {
+    let mut lines = output.lines();
+    if let Some(found) = lines
+        .next()
+        .filter(|l| !l.trim().is_empty())
+        .and_then(|l| format_of_version(kind, l))
+    {
+        return Some(found);
+    }
+    lines
+        .flat_map(str::split_whitespace)
+        .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+        .and_then(|w| format_of_version(kind, w))
+}
+
+/// Whether snapshot `name`'s part of `ds`, whose files are of format
+/// `recorded`, may go back into a server reading format `running`: refused
+/// when both are known and differ, unless `force`. An unknown format on
+/// either side (a snapshot from before formats were recorded, a datastore
+/// not running) is not a difference; the image reference is still compared.
+pub fn check_format(
+    name: &str,
+    ds: &str,
+    kind: DatastoreKind,
+    recorded: Option<&str>,
+    running: Option<&str>,
+    force: bool,
+) -> Result<(), SnapshotError> {
+    match (recorded, running) {
+        (Some(was), Some(now)) if was != now && !force => Err(SnapshotError::Refused(format!(
+            "snapshot `{name}` of `{ds}` holds {kind} {was} data files, and the running server is {kind} {now}, which may not read them (restore anyway with --force)",
+            kind = kind.name()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The text of file `path` in container `id` (running or not), read
+/// through the engine's archive API; `None` when it is not there or unreadable.
+async fn read_small_file(engine: &Engine, id: &str, path: &str) -> Option<String> {
+    let scratch = tempfile::tempdir().ok()?;
+    let tar_path = scratch.path().join("file.tar");
+    engine.download_dir_to(id, path, &tar_path).await.ok()?;
+    let file = std::fs::File::open(&tar_path).ok()?;
+    let mut archive = tar::Archive::new(file);
+    let mut entry = archive.entries().ok()?.next()?.ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(&mut entry, 4096), &mut text).ok()?;
+    Some(text)
+}
+
+/// The on-disk format of the files in `ds`'s data directory `dir`, read
+/// from its running container `id` (postgres: `PG_VERSION`), else the
+/// format its server reads.
+async fn data_format(engine: &Engine, kind: DatastoreKind, id: &str, dir: &str) -> Option<String> {
+    if kind == DatastoreKind::Postgres {
+        let file = format!("{}/PG_VERSION", dir.trim_end_matches('/'));
+        if let Some(found) = read_small_file(engine, id, &file)
+            .await
+            .and_then(|v| format_of_version(kind, &v))
+        {
+            return Some(found);
+        }
+    }
+    server_format(engine, kind, id).await
+}
+
+/// The on-disk format the server in running container `id` reads.
+async fn server_format(engine: &Engine, kind: DatastoreKind, id: &str) -> Option<String> {
+    let argv = server_version_probe(kind)?;
+    let out = engine
+        .exec_capture(id, &argv, std::time::Duration::from_secs(30))
+        .await
+        .ok()?;
+    if out.exit_code != Some(0) {
+        return None;
+    }
+    format_from_probe(kind, &out.output)
+}
+
+/// The running first replica of datastore `ds`, if there is one.
+fn running_replica<'a>(observed: &'a [Observed], ds: &str) -> Option<&'a Observed> {
+    observed.iter().find(|o| {
+        o.task.is_none()
+            && o.service.as_deref() == Some(ds)
+            && o.replica == Some(1)
+            && o.state == ObservedState::Running
+    })
 }
 
 /// Datastore `ds`'s first replica as it should be, to base helpers on.
@@ -229,12 +381,7 @@ pub async fn take(
     let taken = u64::try_from(crate::engine::unix_now()).unwrap_or_default();
     let mut done = Vec::new();
     for ds in &chosen {
-        let Some(running) = observed.iter().find(|o| {
-            o.task.is_none()
-                && o.service.as_deref() == Some(ds.as_str())
-                && o.replica == Some(1)
-                && o.state == ObservedState::Running
-        }) else {
+        let Some(running) = running_replica(&observed, ds) else {
             return Err(SnapshotError::Refused(format!(
                 "datastore `{ds}` is not running; start it (`devstack up`) to snapshot it"
             )));
@@ -247,19 +394,22 @@ pub async fn take(
         let volume = volume_of(name, ds);
         let full = names::volume_name(project, &volume);
         let time = taken.to_string();
-        engine
-            .ensure_volume_with(
-                project,
-                &volume,
-                &[
-                    (LABEL_SNAPSHOT, name),
-                    (LABEL_OF, ds),
-                    (LABEL_IMAGE, &image),
-                    (LABEL_TIME, &time),
-                ],
-            )
-            .await?;
-        if let Some(kind) = stack.datastores.get(ds).map(|d| d.kind) {
+        let kind = stack.datastores.get(ds).map(|d| d.kind);
+        let format = match kind {
+            Some(kind) => data_format(engine, kind, &running.id, &dir).await,
+            None => None,
+        };
+        let mut labels = vec![
+            (LABEL_SNAPSHOT, name),
+            (LABEL_OF, ds.as_str()),
+            (LABEL_IMAGE, image.as_str()),
+            (LABEL_TIME, time.as_str()),
+        ];
+        if let Some(f) = &format {
+            labels.push((LABEL_FORMAT, f.as_str()));
+        }
+        engine.ensure_volume_with(project, &volume, &labels).await?;
+        if let Some(kind) = kind {
             if let Some(argv) = crate::spec::kinds::flush(kind) {
                 // Best effort: the paused copy is consistent as after a
                 // power loss even without it; the flush only shortens recovery.
@@ -283,6 +433,7 @@ pub async fn take(
             volume: full,
             image,
             taken,
+            format,
         });
     }
     Ok(done)
@@ -291,7 +442,8 @@ pub async fn take(
 /// Puts snapshot `name` back into the data volumes of `datastores` (all
 /// the snapshot holds when empty). The datastores' containers are removed
 /// (`up` makes them again); returns the datastores restored. A snapshot of
-/// another image reference is refused unless `force`.
+/// another image reference, or of another on-disk format than the running
+/// server reads, is refused unless `force`.
 pub async fn restore(
     engine: &Engine,
     stack: &Stack,
@@ -301,6 +453,7 @@ pub async fn restore(
     force: bool,
 ) -> Result<Vec<String>, SnapshotError> {
     let parts = parts_of(engine, project, name, datastores).await?;
+    let observed = engine.list_project(project).await?;
     for part in &parts {
         chosen(stack, std::slice::from_ref(&part.datastore))?;
         let image = image_of(stack, project, &part.datastore);
@@ -310,8 +463,25 @@ pub async fn restore(
                 part.datastore, part.image
             )));
         }
+        let Some(kind) = stack.datastores.get(&part.datastore).map(|d| d.kind) else {
+            continue;
+        };
+        if force || part.format.is_none() {
+            continue;
+        }
+        let running = match running_replica(&observed, &part.datastore) {
+            Some(o) => server_format(engine, kind, &o.id).await,
+            None => None,
+        };
+        check_format(
+            name,
+            &part.datastore,
+            kind,
+            part.format.as_deref(),
+            running.as_deref(),
+            force,
+        )?;
     }
-    let observed = engine.list_project(project).await?;
     let mut restored = Vec::new();
     for part in &parts {
         let ds = &part.datastore;
@@ -460,6 +630,9 @@ struct ManifestPart {
     datastore: String,
     image: String,
     taken: u64,
+    /// Absent in files from before formats were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    format: Option<String>,
 }
 
 const MANIFEST: &str = "devstack-snapshot.json";
@@ -511,6 +684,7 @@ pub async fn export(
                 datastore: p.datastore.clone(),
                 image: p.image.clone(),
                 taken: p.taken,
+                format: p.format.clone(),
             })
             .collect(),
     };
@@ -609,18 +783,16 @@ pub async fn import(
         let volume = volume_of(&manifest.name, ds);
         let full = names::volume_name(project, &volume);
         let time = part.taken.to_string();
-        engine
-            .ensure_volume_with(
-                project,
-                &volume,
-                &[
-                    (LABEL_SNAPSHOT, manifest.name.as_str()),
-                    (LABEL_OF, ds),
-                    (LABEL_IMAGE, &part.image),
-                    (LABEL_TIME, &time),
-                ],
-            )
-            .await?;
+        let mut labels = vec![
+            (LABEL_SNAPSHOT, manifest.name.as_str()),
+            (LABEL_OF, ds.as_str()),
+            (LABEL_IMAGE, part.image.as_str()),
+            (LABEL_TIME, time.as_str()),
+        ];
+        if let Some(f) = part.format.as_deref().filter(|f| !f.is_empty()) {
+            labels.push((LABEL_FORMAT, f));
+        }
+        engine.ensure_volume_with(project, &volume, &labels).await?;
         let spec = replica_spec(engine, stack, project, ds).await?;
         let target = helper(&spec, project, &format!("{ds}-snapshot"), &full, &dir);
         let id = engine.create(&target).await?;
@@ -659,6 +831,106 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn format_versions_are_the_series_a_server_reads() {
+        use DatastoreKind::*;
+        let f = |k, v| format_of_version(k, v);
+        assert_eq!(f(Postgres, "15\n").as_deref(), Some("15"));
+        assert_eq!(f(Postgres, "15.18").as_deref(), Some("15"));
+        assert_eq!(f(Postgres, "9.6").as_deref(), Some("9.6"));
+        assert_eq!(f(Postgres, "9"), None, "9.x needs its minor");
+        assert_eq!(
+            f(Mariadb, "1:11.4.2+maria~ubu2204").as_deref(),
+            Some("11.4")
+        );
+        assert_eq!(
+            f(Mariadb, "10.11.18-MariaDB-0+deb12u1").as_deref(),
+            Some("10.11")
+        );
+        assert_eq!(f(Mysql, "8.0.36-1.el8").as_deref(), Some("8.0"));
+        assert_eq!(f(Postgres, "PostgreSQL"), None);
+        assert_eq!(
+            f(Redis, "7.2.4"),
+            None,
+            "redis is told by its image reference"
+        );
+    }
+
+    #[test]
+    fn a_probe_prefers_the_image_env_then_the_server_binary() {
+        use DatastoreKind::*;
+        assert_eq!(
+            format_from_probe(Postgres, "15\npostgres (PostgreSQL) 16.1\n").as_deref(),
+            Some("15")
+        );
+        assert_eq!(
+            format_from_probe(
+                Postgres,
+                "\npostgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"
+            )
+            .as_deref(),
+            Some("15")
+        );
+        assert_eq!(
+            format_from_probe(
+                Mariadb,
+                "\nmariadbd  Ver 10.11.18-MariaDB-0+deb12u1 for debian-linux-gnu on x86_64 (Debian 12)\n"
+            )
+            .as_deref(),
+            Some("10.11")
+        );
+        assert_eq!(
+            format_from_probe(
+                Mysql,
+                "\n/usr/sbin/mysqld  Ver 8.0.36 for Linux on x86_64\n"
+            )
+            .as_deref(),
+            Some("8.0")
+        );
+        assert_eq!(
+            format_from_probe(Postgres, "\nsh: postgres: not found\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_restore_of_another_format_is_refused_unless_forced() {
+        let pg = DatastoreKind::Postgres;
+        let refused = check_format("s", "pg", pg, Some("15"), Some("16"), false)
+            .expect_err("15 files into a 16 server");
+        let message = refused.to_string();
+        assert!(message.contains("postgres 15 data files"), "{message}");
+        assert!(message.contains("postgres 16"), "{message}");
+        assert!(message.contains("--force"), "{message}");
+        assert!(check_format("s", "pg", pg, Some("15"), Some("16"), true).is_ok());
+        assert!(check_format("s", "pg", pg, Some("15"), Some("15"), false).is_ok());
+        // Unknown on either side is no difference: the image reference still counts.
+        assert!(check_format("s", "pg", pg, None, Some("16"), false).is_ok());
+        assert!(check_format("s", "pg", pg, Some("15"), None, false).is_ok());
+    }
+
+    #[test]
+    fn an_export_from_before_formats_reads_and_a_format_travels() {
+        let old: Manifest = serde_json::from_str(
+            r#"{"format":1,"name":"s","parts":[{"datastore":"pg","image":"i","taken":1}]}"#,
+        )
+        .expect("an old manifest reads");
+        assert_eq!(old.parts[0].format, None);
+        let new = Manifest {
+            format: 1,
+            name: "s".into(),
+            parts: vec![ManifestPart {
+                datastore: "pg".into(),
+                image: "i".into(),
+                taken: 1,
+                format: Some("15".into()),
+            }],
+        };
+        let back: Manifest =
+            serde_json::from_slice(&serde_json::to_vec(&new).expect("writes")).expect("reads");
+        assert_eq!(back.parts[0].format.as_deref(), Some("15"));
     }
 
     #[test]

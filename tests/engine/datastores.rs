@@ -502,3 +502,82 @@ fn a_snapshot_under_write_load_restores_to_a_state_postgres_accepts() {
         "t"
     );
 }
+
+/// The export `file` with its snapshot renamed `name` and every part's
+/// recorded format set to `format`, as a server of that version would have written it.
+fn export_with_format(file: &Path, name: &str, format: &str) -> Vec<u8> {
+    let input = std::fs::File::open(file).expect("the export opens");
+    let mut archive = tar::Archive::new(zstd::Decoder::new(input).expect("it is zstd"));
+    let mut out = tar::Builder::new(zstd::Encoder::new(Vec::new(), 3).expect("zstd writes"));
+    for entry in archive.entries().expect("it is a tar") {
+        let mut entry = entry.expect("an entry reads");
+        let path = entry.path().expect("a path").into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).expect("the entry reads");
+        if path.to_string_lossy() == "devstack-snapshot.json" {
+            let mut manifest: serde_json::Value =
+                serde_json::from_slice(&data).expect("the manifest is JSON");
+            manifest["name"] = name.into();
+            for part in manifest["parts"].as_array_mut().expect("parts") {
+                part["format"] = format.into();
+            }
+            data = serde_json::to_vec(&manifest).expect("JSON writes");
+        }
+        let mut header = entry.header().clone();
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        out.append_data(&mut header, &path, data.as_slice())
+            .expect("the entry writes");
+    }
+    out.into_inner()
+        .expect("the tar ends")
+        .finish()
+        .expect("zstd ends")
+}
+
+#[test]
+fn a_snapshot_of_another_on_disk_format_is_refused_unless_forced() {
+    let p = Project::inline("pgformat", &postgres_stack("./seed.sql"));
+    write(
+        &dir(&p).join("seed.sql"),
+        "create table items (id int);\ninsert into items values (1);\n",
+    );
+    p.ok(&["up", "--wait"]);
+    p.ok(&["data", "snapshot", "now"]);
+    let ls = p.ok(&["data", "ls", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("ls --json is JSON");
+    assert_eq!(
+        listed[0]["format"], "15",
+        "PG_VERSION of the data: {listed}"
+    );
+
+    // The same snapshot as a postgres 14 server would have left it, imported.
+    let file = dir(&p).join("now.tar.zst");
+    p.ok(&[
+        "data",
+        "export",
+        "now",
+        file.to_str().expect("a UTF-8 path"),
+    ]);
+    let older = dir(&p).join("older.tar.zst");
+    std::fs::write(&older, export_with_format(&file, "older", "14")).expect("written");
+    p.ok(&["data", "import", older.to_str().expect("a UTF-8 path")]);
+    psql(&p, "insert into items values (2)");
+
+    let out = p.run(&["data", "restore", "older"]);
+    assert!(!out.status.success(), "a 14 snapshot went into a 15 server");
+    let err = stderr(&out);
+    assert!(
+        err.contains("postgres 14 data files") && err.contains("postgres 15"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(ids(&p), "1,2", "a refused restore touched the data");
+
+    // A snapshot of the running format restores; --force overrides the check.
+    p.ok(&["data", "restore", "now"]);
+    assert_eq!(ids(&p), "1");
+    psql(&p, "insert into items values (3)");
+    p.ok(&["data", "restore", "older", "--force"]);
+    assert_eq!(ids(&p), "1");
+}
