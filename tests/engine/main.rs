@@ -4,6 +4,8 @@
 
 #[path = "../support/process.rs"]
 mod process;
+#[path = "../support/shown.rs"]
+mod shown;
 mod support;
 
 mod datastores;

@@ -164,15 +164,7 @@ impl Project {
             .command(args)
             .output()
             .expect("the devstack binary runs");
-        // Shown when the test fails (cargo test captures it otherwise).
-        println!(
-            "$ devstack -p {} {}\nexit: {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.name,
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::shown::shown(&self.name, args, &out);
         out
     }
 

@@ -10,6 +10,9 @@
 //! the fixture images they use up to date. `DEVSTACK_FIXTURES_PREFIX` runs
 //! them on another set of fixture images (build.sh and the overlays read it).
 
+#[path = "../support/shown.rs"]
+mod shown;
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -142,15 +145,7 @@ impl Example {
             .stdin(Stdio::null())
             .output()
             .expect("the devstack binary runs");
-        // Shown when the test fails (cargo test captures it otherwise).
-        println!(
-            "$ devstack -p {} {}\nexit: {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.name,
-            args.join(" "),
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::shown::shown(&self.name, args, &out);
         out
     }
 
