@@ -2,6 +2,8 @@
 //! engine, through the built binary. They fail (never skip) when no engine
 //! answers, and build the local fixture images first when they are missing.
 
+#[path = "../support/fixtures.rs"]
+mod fixtures;
 #[path = "../support/process.rs"]
 mod process;
 #[path = "../support/shown.rs"]

@@ -34,17 +34,7 @@ static READY: Once = Once::new();
 /// lock, when they do not: several test binaries may start at once).
 pub fn ready() {
     READY.call_once(|| {
-        let ping = Command::new("docker")
-            .args(["version", "--format", "{{.Server.Version}}"])
-            .output();
-        match ping {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => panic!(
-                "no Docker engine answered; these tests need one:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => panic!("cannot run the docker CLI ({e}); these tests need a Docker engine"),
-        }
+        crate::fixtures::engine_answers();
         let wanted = [
             "devstack-fixtures/app",
             "devstack-fixtures/redis",
@@ -54,24 +44,11 @@ pub fn ready() {
         if !missing(&wanted) {
             return;
         }
-        let lock_path = std::env::temp_dir().join("devstack-fixture-images.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .expect("a lock file in the temp dir");
-        // SAFETY: flock on a file descriptor we own; released when `lock` drops.
-        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        assert_eq!(locked, 0, "cannot lock {}", lock_path.display());
-        if missing(&wanted) {
-            let status = Command::new("bash")
-                .arg(repo().join("fixtures/images/build.sh"))
-                .status()
-                .expect("fixtures/images/build.sh runs");
-            assert!(status.success(), "fixtures/images/build.sh failed");
-        }
-        drop(lock);
+        crate::fixtures::under_build_lock(|| {
+            if missing(&wanted) {
+                crate::fixtures::build(&repo(), &[]);
+            }
+        });
     });
 }
 

@@ -10,6 +10,8 @@
 //! the fixture images they use up to date. `DEVSTACK_FIXTURES_PREFIX` runs
 //! them on another set of fixture images (build.sh and the overlays read it).
 
+#[path = "../support/fixtures.rs"]
+mod fixtures;
 #[path = "../support/shown.rs"]
 mod shown;
 
@@ -59,37 +61,8 @@ static READY: Once = Once::new();
 /// `node-redis`), once per test binary, under the lock the engine tests use.
 fn ready() {
     READY.call_once(|| {
-        let ping = Command::new("docker")
-            .args(["version", "--format", "{{.Server.Version}}"])
-            .output();
-        match ping {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => panic!(
-                "no Docker engine answered; these tests need one:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => panic!("cannot run the docker CLI ({e}); these tests need a Docker engine"),
-        }
-        let lock_path = std::env::temp_dir().join("devstack-fixture-images.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .expect("a lock file in the temp dir");
-        // SAFETY: flock on a file descriptor we own; released when `lock` drops.
-        let locked = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-        assert_eq!(locked, 0, "cannot lock {}", lock_path.display());
-        let status = Command::new("bash")
-            .arg(repo().join("fixtures/images/build.sh"))
-            .args(IMAGES)
-            .status()
-            .expect("fixtures/images/build.sh runs");
-        assert!(
-            status.success(),
-            "fixtures/images/build.sh {IMAGES:?} failed"
-        );
-        drop(lock);
+        fixtures::engine_answers();
+        fixtures::under_build_lock(|| fixtures::build(&repo(), IMAGES));
     });
 }
 
