@@ -209,6 +209,12 @@ pub enum ExportTarget {
         /// Replace the output file if it exists
         #[arg(long)]
         force: bool,
+        /// Reach services without the swarm's routing mesh: each task's ports
+        /// published on its own node (`mode: host`) and service names resolving
+        /// to every task (`endpoint_mode: dnsrr`); for swarms whose kernel has
+        /// no IPVS, which the mesh's ports and virtual IPs need
+        #[arg(long)]
+        no_routing_mesh: bool,
     },
     /// Kubernetes manifests: Deployments, StatefulSets, Services, Ingresses, ConfigMaps, PVCs
     K8s {

@@ -11,7 +11,7 @@ pub fn run(global: &GlobalArgs, args: ExportArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;
     let project = loaded.project.as_str().to_string();
     let (output, force, dir_ok) = match &args.target {
-        ExportTarget::Compose { output, force } => (output.clone(), *force, false),
+        ExportTarget::Compose { output, force, .. } => (output.clone(), *force, false),
         ExportTarget::K8s { output, force, .. } => (output.clone(), *force, true),
     };
     let to_stdout = output.as_deref().is_none_or(|o| o == Path::new("-"));
@@ -21,7 +21,9 @@ pub fn run(global: &GlobalArgs, args: ExportArgs) -> anyhow::Result<u8> {
             .as_deref()
             .is_some_and(|o| o.is_dir() || o.to_string_lossy().ends_with('/'));
     let export: Export = match &args.target {
-        ExportTarget::Compose { .. } => {
+        ExportTarget::Compose {
+            no_routing_mesh, ..
+        } => {
             let out_dir = match output.as_deref().filter(|_| !to_stdout) {
                 Some(o) => o
                     .parent()
@@ -31,7 +33,12 @@ pub fn run(global: &GlobalArgs, args: ExportArgs) -> anyhow::Result<u8> {
                 None => PathBuf::from("."),
             };
             let out_dir = std::fs::canonicalize(&out_dir).unwrap_or(out_dir);
-            compose::export(&loaded.stack, &project, &out_dir)
+            let routing = if *no_routing_mesh {
+                compose::Routing::Direct
+            } else {
+                compose::Routing::Mesh
+            };
+            compose::export_with(&loaded.stack, &project, &out_dir, routing)
         }
         ExportTarget::K8s { namespace, .. } => {
             let namespace = namespace.clone().unwrap_or_else(|| project.clone());

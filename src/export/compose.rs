@@ -8,6 +8,12 @@
 //! mounted there. Tasks, watch rules, platforms, disk limits and the
 //! discovery and proxy settings have no place in such a file: each is
 //! listed as [`Lost`].
+//!
+//! [`Routing`] chooses how the swarm reaches the services: through its
+//! routing mesh (the default), or, for swarms whose kernel has no IPVS
+//! (which the mesh's published ports and per-service virtual IPs need),
+//! directly: each task's ports on its own node and service names resolving
+//! to every task, as devstack itself publishes and names them.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,9 +27,27 @@ use crate::spec::model::{
 };
 use crate::spec::units::format_duration;
 
+/// How a swarm reaches a stack's services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// Published ports on every node and a virtual IP per service, both
+    /// load-balanced by the swarm's routing mesh (IPVS in the kernel).
+    #[default]
+    Mesh,
+    /// Each task's ports published on the node that runs it (`mode: host`,
+    /// an engine-chosen port when the stack names none) and service names
+    /// resolving to every task (`endpoint_mode: dnsrr`): no IPVS needed.
+    Direct,
+}
+
 /// Writes `stack` (run as `project`) as a Compose file; relative paths
 /// (build contexts, seeds, bind mounts) are written relative to `out_dir`.
 pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
+    export_with(stack, project, out_dir, Routing::Mesh)
+}
+
+/// [`export`], the services reached as `routing` says.
+pub fn export_with(stack: &Stack, project: &str, out_dir: &Path, routing: Routing) -> Export {
     let mut lost = Vec::new();
     let mut services: Vec<(String, Value)> = Vec::new();
     let mut volumes = BTreeSet::new();
@@ -31,7 +55,16 @@ pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
     for (name, service) in &stack.services {
         let path = format!("services.{name}");
         let c = &service.container;
-        let mut s = unit(project, name, c, &path, out_dir, &mut lost, &mut volumes);
+        let mut s = unit(
+            project,
+            name,
+            c,
+            &path,
+            out_dir,
+            routing,
+            &mut lost,
+            &mut volumes,
+        );
         internal_names(stack, c, &path, &mut lost);
         if c.build.is_some() {
             built.push(image_of(project, name, c));
@@ -48,7 +81,16 @@ pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
     for (name, ds) in &stack.datastores {
         let path = format!("datastores.{name}");
         let c = &ds.container;
-        let mut s = unit(project, name, c, &path, out_dir, &mut lost, &mut volumes);
+        let mut s = unit(
+            project,
+            name,
+            c,
+            &path,
+            out_dir,
+            routing,
+            &mut lost,
+            &mut volumes,
+        );
         if c.build.is_some() {
             built.push(image_of(project, name, c));
         }
@@ -144,12 +186,14 @@ pub fn export(stack: &Stack, project: &str, out_dir: &Path) -> Export {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn unit(
     project: &str,
     name: &str,
     c: &Container,
     path: &str,
     out_dir: &Path,
+    routing: Routing,
     lost: &mut Vec<Lost>,
     volumes: &mut BTreeSet<String>,
 ) -> Map<String, Value> {
@@ -209,6 +253,9 @@ fn unit(
                 Protocol::Udp => "udp",
             };
             port.insert("protocol".into(), json!(protocol));
+            if routing == Routing::Direct {
+                port.insert("mode".into(), json!("host"));
+            }
             if !p.host_ip.is_loopback() {
                 lost.push(Lost::new(
                     format!("{path}.ports[{i}].host_ip"),
@@ -221,6 +268,9 @@ fn unit(
     }
     let mut deploy = Map::new();
     deploy.insert("replicas".into(), json!(c.replicas));
+    if routing == Routing::Direct {
+        deploy.insert("endpoint_mode".into(), json!("dnsrr"));
+    }
     let mut limits = Map::new();
     if let Some(m) = c.resources.memory {
         limits.insert("memory".into(), json!(size_text(m, ["k", "m", "g"])));

@@ -333,3 +333,49 @@ fn sizes_take_the_largest_unit_that_divides_them() {
     assert_eq!(size_text(1536, ["k", "m", "g"]), "1536");
     assert_eq!(size_text(3 << 10, ["k", "m", "g"]), "3k");
 }
+
+/// Without the routing mesh every published port is the node's own
+/// (`mode: host`) and every service is found by DNS round robin; the file
+/// reads back as the same stack.
+#[test]
+fn compose_without_the_routing_mesh_publishes_on_the_node() {
+    let text = "name: shop
+services:
+  api: { image: 'shop/api:1', port: 80, ports: ['80'], replicas: 2 }
+  admin: { image: 'shop/admin:1', port: 80, ports: ['127.0.0.1:9000:80'] }
+  worker: { image: 'shop/worker:1' }
+";
+    let dir = root().join("stacks/giveaway");
+    let options = LoadOptions {
+        files: vec![dir.join("devstack.yaml")],
+        env: Default::default(),
+        contents: Some(vec![text.into()]),
+    };
+    let stack = load(&options).unwrap_or_else(|r| panic!("{}", r.render(false)));
+    let mesh = compose::export(&stack, "shop", &dir).joined();
+    assert!(!mesh.contains("mode: host"), "{mesh}");
+    assert!(!mesh.contains("endpoint_mode"), "{mesh}");
+    let export = compose::export_with(&stack, "shop", &dir, compose::Routing::Direct);
+    let out = export.joined();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+    let mut published = Vec::new();
+    for (name, service) in doc["services"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        assert_eq!(
+            service["deploy"]["endpoint_mode"].as_str(),
+            Some("dnsrr"),
+            "{name}: {out}"
+        );
+        for port in service["ports"].as_sequence().into_iter().flatten() {
+            assert_eq!(port["mode"].as_str(), Some("host"), "{name}: {out}");
+            published.push((name.to_string(), port["published"].as_u64()));
+        }
+    }
+    assert_eq!(
+        published,
+        [("api".to_string(), None), ("admin".to_string(), Some(9000))],
+        "{out}"
+    );
+    let back = read_back(&dir, "compose.yaml", &out, "name: shop\n");
+    assert_same_but_lost(&stack, back, &export.lost);
+}
