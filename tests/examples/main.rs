@@ -1,6 +1,8 @@
 //! The example stacks (`stacks/events`, `stacks/giveaway`) as a team would
 //! run them, on the replicas of the official images: each is brought up with
 //! `up --wait` and its overlay (`fixtures/stacks/examples/*.local.yaml`),
+//! and so is the events stack imported from its Compose file
+//! (`fixtures/import/events`) with the same overlay;
 //! every route is requested through the proxy by its Host header, the answer
 //! must come from the application behind the route (reading the seeded
 //! database, a value round-tripping through Redis), and `down --volumes`
@@ -21,7 +23,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -82,6 +84,8 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 struct Example {
     name: String,
     files: Vec<PathBuf>,
+    /// Variables the overlays read, besides the port.
+    env: Vec<(&'static str, String)>,
     /// The variable the overlay reads the proxy port from, and its value.
     port_var: &'static str,
     port: u16,
@@ -98,9 +102,27 @@ impl Example {
                     .join("fixtures/stacks/examples")
                     .join(format!("{stack}.local.yaml")),
             ],
+            env: Vec::new(),
             port_var,
             port: free_port(),
         }
+    }
+
+    /// The events stack as imported from the team's Compose file and its
+    /// laptop overlay, with the fixture overlay on top (its build contexts
+    /// given absolute, since the first file's directory is another).
+    fn imported_events() -> Example {
+        let mut ex = Example::new("events", "EVENTS_PORT");
+        ex.name = ex.name.replace("-events", "-imported");
+        let apps = repo().join("fixtures/apps").display().to_string();
+        ex.env.push(("EVENTS_FIXTURE_APPS", apps));
+        let local = ex.files.pop().expect("the overlay");
+        ex.files = vec![
+            repo().join("fixtures/import/events/compose.yaml"),
+            repo().join("fixtures/import/events/laptop.yaml"),
+            local,
+        ];
+        ex
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -114,6 +136,7 @@ impl Example {
             .args(args)
             .env("NO_COLOR", "1")
             .env(self.port_var, self.port.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("DEVSTACK_PROJECT_NAME")
             .stdin(Stdio::null())
             .output()
@@ -329,16 +352,15 @@ fn giveaway_serves_the_app_behind_nginx_with_redis() {
     ex.down_leaves_nothing();
 }
 
-/// events: WordPress, two Django and two Node services on MariaDB and
-/// memcached. Every route answers from its app, each app reads the rows the
-/// stack's seed loaded, and the Django apps' migrate tasks ran first.
-#[test]
-fn events_routes_reach_the_apps_reading_the_seeded_database() {
-    ready();
-    let ex = Example::new("events", "EVENTS_PORT");
-    ex.ok(&["up", "--detach", "--wait", "--timeout", "400s"]);
-    let port = ex.port;
+/// One events stack at a time: each builds the same app images and runs
+/// seven containers, which two cores serve slowly enough already.
+static EVENTS: Mutex<()> = Mutex::new(());
 
+/// Every route of the events stack on the proxy at `port` answers from its
+/// app, each app reading the rows the stack's seed loaded, the Django apps
+/// migrated by their tasks; WordPress sends to its installer, which has
+/// reached its database.
+fn events_routes_answer(port: u16) {
     // events.localhost/register: Django (gunicorn) on the seeded event row,
     // with its own table made by `manage.py migrate`.
     let reg = ok_json(port, "events.localhost", "/register/");
@@ -421,6 +443,19 @@ fn events_routes_reach_the_apps_reading_the_seeded_database() {
         "{}",
         install.body
     );
+}
+
+/// events: WordPress, two Django and two Node services on MariaDB and
+/// memcached. Every route answers from its app, each app reads the rows the
+/// stack's seed loaded, and the Django apps' migrate tasks ran first.
+#[test]
+fn events_routes_reach_the_apps_reading_the_seeded_database() {
+    ready();
+    let _one = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let ex = Example::new("events", "EVENTS_PORT");
+    ex.ok(&["up", "--detach", "--wait", "--timeout", "400s"]);
+    let port = ex.port;
+    events_routes_answer(port);
     // Installing writes to MariaDB; then the site serves its own title.
     let form = "weblog_title=DevStack+Events&user_name=admin&admin_password=local-only-Pw-1234\
                 &admin_password2=local-only-Pw-1234&pw_weak=1&admin_email=admin%40events.localhost\
@@ -438,5 +473,28 @@ fn events_routes_reach_the_apps_reading_the_seeded_database() {
     assert_eq!(site.status, 200, "{site:?}");
     assert!(site.body.contains("DevStack Events"), "{}", site.body);
 
+    ex.down_leaves_nothing();
+}
+
+/// The events stack imported from the team's Compose file
+/// (`fixtures/import/events`, production definitions and a laptop overlay)
+/// comes up on the local image replicas and routes like the hand-written
+/// one: the same overlay, every route answering from its app.
+#[test]
+fn imported_events_stack_comes_up_and_routes() {
+    ready();
+    let _one = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
+    let ex = Example::imported_events();
+    let config = ex.ok(&["config", "--json"]);
+    let mut written = Example::new("events", "EVENTS_PORT");
+    written.port = ex.port;
+    let written = written.ok(&["config", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&config.stdout),
+        String::from_utf8_lossy(&written.stdout),
+        "the imported stack with the overlay is the hand-written one with it"
+    );
+    ex.ok(&["up", "--detach", "--wait", "--timeout", "400s"]);
+    events_routes_answer(ex.port);
     ex.down_leaves_nothing();
 }
