@@ -152,7 +152,9 @@ fn undo() -> Vec<String> {
         if let Err(e) = docker(&["swarm", "leave", "--force"]) {
             failed.push(e);
         }
-        if network_names().contains(GWBRIDGE) {
+        // No panic in here: this also runs inside the panic hook.
+        let networks = docker(&["network", "ls", "--format", "{{.Name}}"]).unwrap_or_default();
+        if networks.lines().any(|n| n.trim() == GWBRIDGE) {
             if let Err(e) = docker(&["network", "rm", GWBRIDGE]) {
                 failed.push(e);
             }
