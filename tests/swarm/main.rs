@@ -479,7 +479,8 @@ fn exported_stack_runs_on_a_swarm_and_answers() {
     ]);
     assert_eq!(lines(&volumes), [format!("{stack}_cache-data")]);
 
-    // Removed, and the engine as it was.
+    // Removed, and the engine as it was: the guard's work, done here so
+    // that what could not be undone fails the test.
     std::mem::forget(guard);
     let failed = undo();
     assert!(failed.is_empty(), "clean-up: {failed:?}");
