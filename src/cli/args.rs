@@ -139,6 +139,9 @@ pub enum Command {
     /// Run a detached stack's etcd, registrar, proxy and router (started by `up`)
     #[command(hide = true)]
     Agent,
+    /// Watch a `devstack test` and take its copy down if it dies first (started by `test`)
+    #[command(hide = true)]
+    Reap(ReapArgs),
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
@@ -170,6 +173,7 @@ impl Command {
             Command::Import(_) => "import",
             Command::Export(_) => "export",
             Command::Agent => "agent",
+            Command::Reap(_) => "reap",
             Command::Completions { .. } => "completions",
         }
     }
@@ -499,6 +503,16 @@ pub struct TestArgs {
     /// How long the copy may take to become healthy and routed
     #[arg(long, value_name = "DURATION", default_value = "120s")]
     pub up_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// The `devstack test` watched: `PID:START` as on the copy's network
+    #[arg(long, value_name = "PID:START")]
+    pub owner: String,
+    /// Where to note what was removed
+    #[arg(long, value_name = "FILE")]
+    pub log: PathBuf,
 }
 
 #[derive(Debug, Args)]
