@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::support::*;
 
 const STACK: &str = "name: tested\n\
-     services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: { SERVICE: web }\n    health: { http: /health, interval: 500ms }\n    stop_grace: 1s\n    routes: [web.tested.localhost]\n\
+     services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: { SERVICE: web }\n    health: { http: /health, interval: 500ms, retries: 60 }\n    stop_grace: 1s\n    routes: [web.tested.localhost]\n\
      proxy:\n  image: devstack-fixtures/haproxy:2.6\n";
 
 /// The test cases of a JUnit file, as (classname, name, failure message),
@@ -411,7 +411,7 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 fn a_secret_from_an_env_file_appears_in_no_artifact() {
     const SECRET: &str = "tok-s3cr3t-4711-xyzzy";
     let stack = "name: tested\n\
-         services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env_file: ./web.env\n    env: { SERVICE: web }\n    command: [sh, -c, 'echo \"token=$API_TOKEN\" >&2; exec python3 /app/app.py']\n    health: { http: /health, interval: 500ms }\n    stop_grace: 1s\n    routes: [web.tested.localhost]\n\
+         services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env_file: ./web.env\n    env: { SERVICE: web }\n    command: [sh, -c, 'echo \"token=$$API_TOKEN\" >&2; exec python3 /app/app.py']\n    health: { http: /health, interval: 500ms, retries: 60 }\n    stop_grace: 1s\n    routes: [web.tested.localhost]\n\
          proxy:\n  image: devstack-fixtures/haproxy:2.6\n";
     let p = Project::inline("tsecret", stack);
     let stack_dir = p.files[0].parent().expect("the stack's directory").to_path_buf();
