@@ -105,7 +105,10 @@ fn run(bench: &Bench, rounds: usize) -> Result<(), String> {
         }
     }
     println!();
-    println!("{:<28} {:>10} {:>12} {:>8}", "best wall time", "parallel", "sequential", "ratio");
+    println!(
+        "{:<28} {:>10} {:>12} {:>8}",
+        "best wall time", "parallel", "sequential", "ratio"
+    );
     for (name, (par, seq)) in [
         ("devstack test", (best[0], best[1])),
         ("docker-compose -p", (best[2], best[3])),
@@ -244,7 +247,10 @@ impl Bench {
             for (service, _) in SERVICES {
                 let out = compose(&["port", service, "8080"])?;
                 let addr = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                if !command_ok("curl", &["-sf", "-o", "/dev/null", &format!("http://{addr}/")]) {
+                if !command_ok(
+                    "curl",
+                    &["-sf", "-o", "/dev/null", &format!("http://{addr}/")],
+                ) {
                     return Err(format!("copy {i}: {service} did not answer on {addr}"));
                 }
             }
@@ -266,14 +272,28 @@ impl Bench {
             let _ = Command::new(self.devstack)
                 .arg("-f")
                 .arg(&self.stack)
-                .args(["-p", &project("ds", i), "down", "--volumes", "--timeout", "1s"])
+                .args([
+                    "-p",
+                    &project("ds", i),
+                    "down",
+                    "--volumes",
+                    "--timeout",
+                    "1s",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
             let _ = Command::new("docker-compose")
                 .arg("-f")
                 .arg(&self.compose)
-                .args(["-p", &project("dc", i), "down", "--volumes", "--timeout", "1"])
+                .args([
+                    "-p",
+                    &project("dc", i),
+                    "down",
+                    "--volumes",
+                    "--timeout",
+                    "1",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

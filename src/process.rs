@@ -40,6 +40,32 @@ impl ProcessIdentity {
         }
     }
 
+    /// The identity as written on a throwaway copy's network (and handed
+    /// to its reaper): `<pid>:<start time>`, `-` for no start time.
+    pub fn label(&self) -> String {
+        format!(
+            "{}:{}",
+            self.pid,
+            self.start_time
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into())
+        )
+    }
+
+    /// The identity a [`ProcessIdentity::label`] names, serving `project`;
+    /// `None` when the text is not one devstack wrote.
+    pub fn from_label(label: &str, project: &ProjectName) -> Option<ProcessIdentity> {
+        let (pid, start) = label.split_once(':')?;
+        Some(ProcessIdentity {
+            pid: pid.parse().ok()?,
+            start_time: match start {
+                "-" => None,
+                t => Some(t.parse().ok()?),
+            },
+            project: project.clone(),
+        })
+    }
+
     /// Whether the process this identity names still runs: a process with
     /// this pid exists, has not exited (a zombie counts as gone), and started
     /// when this one did.
@@ -184,6 +210,23 @@ mod tests {
 
     fn project() -> ProjectName {
         ProjectName::new("p").unwrap()
+    }
+
+    #[test]
+    fn the_owner_label_reads_back_as_the_same_identity() {
+        let project = project();
+        let me = ProcessIdentity::current(&project);
+        assert_eq!(
+            ProcessIdentity::from_label(&me.label(), &project),
+            Some(me.clone())
+        );
+        assert!(me.is_running());
+        assert_eq!(
+            ProcessIdentity::from_label("12:-", &project).map(|o| o.start_time),
+            Some(None)
+        );
+        assert_eq!(ProcessIdentity::from_label("nonsense", &project), None);
+        assert_eq!(ProcessIdentity::from_label("1:x", &project), None);
     }
 
     #[test]

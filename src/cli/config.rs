@@ -17,4 +17,3 @@ pub fn run(global: &GlobalArgs, args: ConfigArgs) -> anyhow::Result<u8> {
     }
     Ok(exit::OK)
 }
-

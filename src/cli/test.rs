@@ -49,7 +49,7 @@ pub async fn reap(global: &GlobalArgs, args: ReapArgs) -> anyhow::Result<u8> {
     let Some(project) = &global.project_name else {
         return Err(Failed::new(exit::USAGE, "reap: which copy? (`-p NAME`)").into());
     };
-    let Some(owner) = test::parse_owner(&args.owner, project) else {
+    let Some(owner) = crate::process::ProcessIdentity::from_label(&args.owner, project) else {
         return Err(Failed::new(
             exit::USAGE,
             format!("reap: `--owner {}` is not PID:START", args.owner),

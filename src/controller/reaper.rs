@@ -56,7 +56,10 @@ fn kept(var: &str) -> bool {
     ["DOCKER_", "DEVSTACK_", "XDG_", "LC_"]
         .iter()
         .any(|p| var.starts_with(p))
-        || ["PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "NO_COLOR"].contains(&var)
+        || [
+            "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "LANG", "NO_COLOR",
+        ]
+        .contains(&var)
 }
 
 /// The owner's side: the running reaper and the pipe's write end.
@@ -69,7 +72,11 @@ pub struct Reaper {
 impl Reaper {
     /// Starts the reaper of `project`, owned by this process (`owner`);
     /// what it does goes to `log` (only when it acts).
-    pub fn spawn(project: &ProjectName, owner: &ProcessIdentity, log: &Path) -> anyhow::Result<Reaper> {
+    pub fn spawn(
+        project: &ProjectName,
+        owner: &ProcessIdentity,
+        log: &Path,
+    ) -> anyhow::Result<Reaper> {
         let (reader, writer) = crate::process::pipe()?;
         let reader_fd = reader.as_raw_fd();
         let exe = std::env::current_exe()?;
@@ -82,7 +89,7 @@ impl Reaper {
             .arg(project.as_str())
             .arg("reap")
             .arg("--owner")
-            .arg(super::test::owner_label(owner))
+            .arg(owner.label())
             .arg("--log")
             .arg(absolute(log))
             .current_dir("/")
@@ -163,7 +170,7 @@ pub async fn run(project: &ProjectName, owner: &ProcessIdentity, log: &Path) -> 
         ));
         return Ok(exit::NO_ENGINE);
     };
-    let label = super::test::owner_label(owner);
+    let label = owner.label();
     // Up to three passes: a create the owner asked for just before it died
     // may land after the first.
     for pass in 0..3 {

@@ -58,32 +58,6 @@ pub struct TestOptions {
     pub color: bool,
 }
 
-/// The identity written on a test copy's network: `<pid>:<start time>`.
-pub fn owner_label(owner: &ProcessIdentity) -> String {
-    format!(
-        "{}:{}",
-        owner.pid,
-        owner
-            .start_time
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "-".into())
-    )
-}
-
-/// The owner a network's label names, for `project`; `None` when the label
-/// is not one devstack wrote.
-pub fn parse_owner(label: &str, project: &ProjectName) -> Option<ProcessIdentity> {
-    let (pid, start) = label.split_once(':')?;
-    Some(ProcessIdentity {
-        pid: pid.parse().ok()?,
-        start_time: match start {
-            "-" => None,
-            t => Some(t.parse().ok()?),
-        },
-        project: project.clone(),
-    })
-}
-
 /// A fresh project name for a test copy of `stack`: `<stack>-test-<6 hex>`.
 pub fn copy_name(stack: &str) -> anyhow::Result<ProjectName> {
     use sha2::{Digest, Sha256};
@@ -167,7 +141,7 @@ pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<
         .create_owned_network(
             project.as_str(),
             &[
-                (LABEL_OWNER, owner_label(&owner)),
+                (LABEL_OWNER, owner.label()),
                 (LABEL_TEST, "true".into()),
                 (LABEL_CREATED, unix_now().to_string()),
             ],
@@ -358,7 +332,9 @@ async fn run_task(
     let suffix = std::process::id().to_string();
     let Some(spec) = crate::plan::task_container(stack, project, task, &image, None, &suffix)
     else {
-        return Err(Failed::new(exit::FAILURE, format!("task `{task}` is not in the stack")).into());
+        return Err(
+            Failed::new(exit::FAILURE, format!("task `{task}` is not in the stack")).into(),
+        );
     };
     sayln!("Running task `{task}` on the stack's network");
     let why = std::cell::Cell::new(None);
@@ -755,7 +731,10 @@ impl Secrets {
         for secret in &self.0 {
             let mut out = Vec::with_capacity(text.len());
             let mut rest = text.as_slice();
-            while let Some(at) = rest.windows(secret.len()).position(|w| w == secret.as_slice()) {
+            while let Some(at) = rest
+                .windows(secret.len())
+                .position(|w| w == secret.as_slice())
+            {
                 out.extend_from_slice(&rest[..at]);
                 out.extend_from_slice(crate::spec::SECRET_MASK.as_bytes());
                 rest = &rest[at + secret.len()..];
@@ -801,20 +780,6 @@ fn tail_lines(text: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_owner_label_reads_back_as_the_same_identity() {
-        let project = ProjectName::new("shop-test-abc123").expect("a name");
-        let me = ProcessIdentity::current(&project);
-        assert_eq!(parse_owner(&owner_label(&me), &project), Some(me.clone()));
-        assert!(me.is_running());
-        assert_eq!(
-            parse_owner("12:-", &project).map(|o| o.start_time),
-            Some(None)
-        );
-        assert_eq!(parse_owner("nonsense", &project), None);
-        assert_eq!(parse_owner("1:x", &project), None);
-    }
 
     #[test]
     fn secrets_are_masked_wherever_they_appear_and_short_values_are_not_sought() {

@@ -161,7 +161,10 @@ fn one_task_is_the_test_suite_and_it_runs_before_nothing() {
     let s = ok("name: t\nservices:\n  api: {image: a}\ntasks:\n  migrate: {service: api, before: [api]}\n  suite: {service: api, command: 'make test', test: true}\n");
     assert_eq!(s.test_task(), Some("suite"));
     assert!(!s.tasks["migrate"].test);
-    assert_eq!(ok("name: t\nservices:\n  api: {image: a}\n").test_task(), None);
+    assert_eq!(
+        ok("name: t\nservices:\n  api: {image: a}\n").test_task(),
+        None
+    );
     problems(
         "name: t\nservices:\n  api: {image: a}\ntasks:\n  a: {service: api, test: true}\n  b: {service: api, test: true}\n",
         &[("tasks.b.test", "task `a` is already the stack's test suite")],
@@ -186,7 +189,8 @@ fn config_masks_env_file_values_and_knows_them() {
         "name: t\nservices:\n  api: {image: a, env_file: ./api.env, env: {PLAIN: p, SHORT: '2'}}\n",
     )
     .unwrap();
-    let mut s = load(&LoadOptions::new(vec![file])).unwrap_or_else(|r| panic!("{}", r.render(false)));
+    let mut s =
+        load(&LoadOptions::new(vec![file])).unwrap_or_else(|r| panic!("{}", r.render(false)));
     // `env` over the file: SHORT is no secret any more.
     assert_eq!(s.secret_values(), vec!["abcdef123"]);
     s.mask_secrets();

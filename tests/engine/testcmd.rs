@@ -414,7 +414,10 @@ fn a_secret_from_an_env_file_appears_in_no_artifact() {
          services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env_file: ./web.env\n    env: { SERVICE: web }\n    command: [sh, -c, 'echo \"token=$$API_TOKEN\" >&2; exec python3 /app/app.py']\n    health: { http: /health, interval: 500ms, retries: 60 }\n    stop_grace: 1s\n    routes: [web.tested.localhost]\n\
          proxy:\n  image: devstack-fixtures/haproxy:2.6\n";
     let p = Project::inline("tsecret", stack);
-    let stack_dir = p.files[0].parent().expect("the stack's directory").to_path_buf();
+    let stack_dir = p.files[0]
+        .parent()
+        .expect("the stack's directory")
+        .to_path_buf();
     std::fs::write(stack_dir.join("web.env"), format!("API_TOKEN={SECRET}\n")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // The command prints the secret too, and fails, so its output is in
@@ -433,11 +436,17 @@ fn a_secret_from_an_env_file_appears_in_no_artifact() {
     assert!(files.len() >= 7, "{files:?}");
     for file in &files {
         let text = String::from_utf8_lossy(&std::fs::read(file).unwrap()).to_string();
-        assert!(!text.contains(SECRET), "{} holds the secret:\n{text}", file.display());
+        assert!(
+            !text.contains(SECRET),
+            "{} holds the secret:\n{text}",
+            file.display()
+        );
     }
     // Masked, not missing: each place that held it says so.
     let log = std::fs::read_to_string(
-        dir.path().join("logs").join(format!("{}-web-1.log", p.name)),
+        dir.path()
+            .join("logs")
+            .join(format!("{}-web-1.log", p.name)),
     )
     .unwrap();
     assert!(log.contains("token=********"), "{log}");
