@@ -83,6 +83,19 @@ enum Suite {
     Task(String),
 }
 
+impl Suite {
+    /// The command given, else the stack's test task; `None`: neither.
+    fn of(loaded: &LoadedStack, options: &TestOptions) -> Option<Suite> {
+        if !options.command.is_empty() {
+            return Some(Suite::Host(options.command.clone()));
+        }
+        loaded
+            .stack
+            .test_task()
+            .map(|task| Suite::Task(task.to_string()))
+    }
+}
+
 /// How the run ended before or during the command.
 enum Ending {
     /// The command exited (its code; 128+N for a signal).
@@ -95,16 +108,12 @@ enum Ending {
 
 /// `devstack test`: returns the exit code.
 pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<u8> {
-    let suite = match (options.command.is_empty(), loaded.stack.test_task()) {
-        (false, _) => Suite::Host(options.command.clone()),
-        (true, Some(task)) => Suite::Task(task.to_string()),
-        (true, None) => {
-            return Err(Failed::new(
-                exit::USAGE,
-                "no test command: write it after `--` (devstack test -- cargo test), or mark a task of the stack `test: true`",
-            )
-            .into())
-        }
+    let Some(suite) = Suite::of(loaded, options) else {
+        return Err(Failed::new(
+            exit::USAGE,
+            "no test command: write it after `--` (devstack test -- cargo test), or mark a task of the stack `test: true`",
+        )
+        .into());
     };
     let engine = crate::ui::connect().await?;
     let project = loaded.project.clone();
@@ -166,7 +175,6 @@ pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<
         &engine,
         loaded,
         options,
-        &suite,
         &stop,
         deadline,
         &mut cases,
@@ -258,7 +266,6 @@ async fn run_inside(
     engine: &Engine,
     loaded: &LoadedStack,
     options: &TestOptions,
-    suite: &Suite,
     stop: &CancellationToken,
     deadline: Option<Instant>,
     cases: &mut Vec<Case>,
@@ -302,12 +309,15 @@ async fn run_inside(
     if stop.is_cancelled() {
         return Ok(Ending::Interrupted);
     }
-    match suite {
-        Suite::Host(command) => {
+    match Suite::of(loaded, options) {
+        None => Ok(Ending::Command(exit::USAGE)),
+        Some(Suite::Host(command)) => {
             let env = command_env(loaded)?;
-            run_command(command, &env, stop, deadline, command_log).await
+            run_command(&command, &env, stop, deadline, command_log).await
         }
-        Suite::Task(task) => run_task(engine, loaded, task, stop, deadline, command_log).await,
+        Some(Suite::Task(task)) => {
+            run_task(engine, loaded, &task, stop, deadline, command_log).await
+        }
     }
 }
 
