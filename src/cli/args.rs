@@ -97,12 +97,15 @@ pub enum Command {
     /// The copy runs as `<stack>-test-<random>` (or `-p`) with a free proxy
     /// port, so it never touches a running copy. It is brought up as `up
     /// --wait` does; CMD runs on the host with DEVSTACK_PROXY_URL and
-    /// DEVSTACK_URL_<SERVICE> set and its output streamed; the artifacts
-    /// (each container's log, `ps --json`, routes, the proxy's config, the
-    /// command's output, junit.xml) are written; then the copy is taken down
-    /// with its volumes, also on Ctrl-C, SIGTERM and `--timeout`. Exits with
-    /// CMD's code (124 on timeout, 130 when interrupted, devstack's codes
-    /// when the copy did not come up).
+    /// DEVSTACK_URL_<SERVICE> set and its output streamed (without CMD, the
+    /// stack's `test: true` task runs in a container on the copy's network);
+    /// the artifacts (each container's log, `ps --json`, routes, the proxy's
+    /// config, the stack as `config` shows it, the command's output,
+    /// junit.xml; secrets masked as `config` masks them) are written; then
+    /// the copy is taken down with its volumes, also on Ctrl-C, SIGTERM and
+    /// `--timeout`, and by a reaper of its own if `test` is killed outright.
+    /// Exits with CMD's code (124 on timeout, 130 when interrupted,
+    /// devstack's codes when the copy did not come up).
     Test(TestArgs),
     /// List every devstack project on the engine: running, stopped or abandoned
     ///
@@ -491,7 +494,8 @@ pub struct TestArgs {
     /// Only these services (and what they depend on)
     pub services: Vec<String>,
     /// The test command and its arguments, after `--`; run on the host with
-    /// DEVSTACK_PROXY_URL, DEVSTACK_URL_<SERVICE> and DEVSTACK_PROJECT set
+    /// DEVSTACK_PROXY_URL, DEVSTACK_URL_<SERVICE> and DEVSTACK_PROJECT set.
+    /// None: the stack's task marked `test: true`
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
     /// Where the logs, `ps`, routes, proxy config, command output and JUnit report go
