@@ -61,5 +61,9 @@ bench-watch: fixtures
 bench-data: fixtures
     cargo bench --bench data
 
+# Benchmark: four copies of a 6-unit stack tested in parallel vs one after another, devstack test vs docker-compose -p (up, check, down)
+bench-ci: fixtures
+    cargo bench --bench ci
+
 bench-etcd:
     cargo bench --bench etcd

@@ -6,6 +6,12 @@
 //! foreground `up`) as a [`ProcessIdentity`] and checks it, pid *and* start
 //! time, before it trusts the record or sends a signal, so a stale record
 //! never makes it signal a stranger.
+//!
+//! And how a spawned devstack learns of the one that spawned it: a pipe
+//! whose one end only the parent holds ([`pipe`], [`inherited_pipe`]); its
+//! end of file is the parent's exit, SIGKILL included.
+
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +38,32 @@ impl ProcessIdentity {
             start_time: start_time(pid),
             project: project.clone(),
         }
+    }
+
+    /// The identity as written on a throwaway copy's network (and handed
+    /// to its reaper): `<pid>:<start time>`, `-` for no start time.
+    pub fn label(&self) -> String {
+        format!(
+            "{}:{}",
+            self.pid,
+            self.start_time
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into())
+        )
+    }
+
+    /// The identity a [`ProcessIdentity::label`] names, serving `project`;
+    /// `None` when the text is not one devstack wrote.
+    pub fn from_label(label: &str, project: &ProjectName) -> Option<ProcessIdentity> {
+        let (pid, start) = label.split_once(':')?;
+        Some(ProcessIdentity {
+            pid: pid.parse().ok()?,
+            start_time: match start {
+                "-" => None,
+                t => Some(t.parse().ok()?),
+            },
+            project: project.clone(),
+        })
     }
 
     /// Whether the process this identity names still runs: a process with
@@ -94,6 +126,48 @@ impl ProcessIdentity {
     }
 }
 
+/// A pipe, both ends close-on-exec: (read end, write end). A child that is
+/// to keep one end clears the flag on it between fork and exec; every other
+/// process this one starts never holds it, so the end closes exactly when
+/// its holders exit, however they exit.
+pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just made and belong to nothing else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The pipe end this process inherited from the devstack that spawned it,
+/// its descriptor named by the environment variable `var`; taken over at
+/// once and made close-on-exec, so no process this one starts keeps it
+/// open. `None` when it was not spawned that way (run by hand) or the
+/// descriptor is not a pipe.
+pub fn inherited_pipe(var: &str) -> Option<std::fs::File> {
+    let fd = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse::<libc::c_int>().ok())
+        .filter(|fd| *fd > 2)?;
+    // Only a descriptor that is open and a pipe is taken over.
+    // SAFETY: fstat writes into the struct it is given; a closed or bad
+    // descriptor is an error, not undefined behaviour.
+    let is_pipe = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
+    };
+    if !is_pipe {
+        return None;
+    }
+    // SAFETY: the descriptor was inherited for this one use and nothing
+    // else in this process refers to it; fcntl only sets its flag.
+    Some(unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        std::fs::File::from(OwnedFd::from_raw_fd(fd))
+    })
+}
+
 /// Whether a process with this pid exists and has not exited (signal 0
 /// checks without sending anything). A zombie, dead but not yet reaped (its
 /// parent gone and no init reaping, as in some containers), counts as gone.
@@ -136,6 +210,23 @@ mod tests {
 
     fn project() -> ProjectName {
         ProjectName::new("p").unwrap()
+    }
+
+    #[test]
+    fn the_owner_label_reads_back_as_the_same_identity() {
+        let project = project();
+        let me = ProcessIdentity::current(&project);
+        assert_eq!(
+            ProcessIdentity::from_label(&me.label(), &project),
+            Some(me.clone())
+        );
+        assert!(me.is_running());
+        assert_eq!(
+            ProcessIdentity::from_label("12:-", &project).map(|o| o.start_time),
+            Some(None)
+        );
+        assert_eq!(ProcessIdentity::from_label("nonsense", &project), None);
+        assert_eq!(ProcessIdentity::from_label("1:x", &project), None);
     }
 
     #[test]

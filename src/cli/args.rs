@@ -97,12 +97,15 @@ pub enum Command {
     /// The copy runs as `<stack>-test-<random>` (or `-p`) with a free proxy
     /// port, so it never touches a running copy. It is brought up as `up
     /// --wait` does; CMD runs on the host with DEVSTACK_PROXY_URL and
-    /// DEVSTACK_URL_<SERVICE> set and its output streamed; the artifacts
-    /// (each container's log, `ps --json`, routes, the proxy's config, the
-    /// command's output, junit.xml) are written; then the copy is taken down
-    /// with its volumes, also on Ctrl-C, SIGTERM and `--timeout`. Exits with
-    /// CMD's code (124 on timeout, 130 when interrupted, devstack's codes
-    /// when the copy did not come up).
+    /// DEVSTACK_URL_<SERVICE> set and its output streamed (without CMD, the
+    /// stack's `test: true` task runs in a container on the copy's network);
+    /// the artifacts (each container's log, `ps --json`, routes, the proxy's
+    /// config, the stack as `config` shows it, the command's output,
+    /// junit.xml; secrets masked as `config` masks them) are written; then
+    /// the copy is taken down with its volumes, also on Ctrl-C, SIGTERM and
+    /// `--timeout`, and by a reaper of its own if `test` is killed outright.
+    /// Exits with CMD's code (124 on timeout, 130 when interrupted,
+    /// devstack's codes when the copy did not come up).
     Test(TestArgs),
     /// List every devstack project on the engine: running, stopped or abandoned
     ///
@@ -139,6 +142,9 @@ pub enum Command {
     /// Run a detached stack's etcd, registrar, proxy and router (started by `up`)
     #[command(hide = true)]
     Agent,
+    /// Watch a `devstack test` and take its copy down if it dies first (started by `test`)
+    #[command(hide = true)]
+    Reap(ReapArgs),
     /// Print a shell completion script
     Completions {
         /// The shell to complete for
@@ -170,6 +176,7 @@ impl Command {
             Command::Import(_) => "import",
             Command::Export(_) => "export",
             Command::Agent => "agent",
+            Command::Reap(_) => "reap",
             Command::Completions { .. } => "completions",
         }
     }
@@ -493,7 +500,8 @@ pub struct TestArgs {
     /// Only these services (and what they depend on)
     pub services: Vec<String>,
     /// The test command and its arguments, after `--`; run on the host with
-    /// DEVSTACK_PROXY_URL, DEVSTACK_URL_<SERVICE> and DEVSTACK_PROJECT set
+    /// DEVSTACK_PROXY_URL, DEVSTACK_URL_<SERVICE> and DEVSTACK_PROJECT set.
+    /// None: the stack's task marked `test: true`
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
     /// Where the logs, `ps`, routes, proxy config, command output and JUnit report go
@@ -505,6 +513,16 @@ pub struct TestArgs {
     /// How long the copy may take to become healthy and routed
     #[arg(long, value_name = "DURATION", default_value = "120s")]
     pub up_timeout: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ReapArgs {
+    /// The `devstack test` watched: `PID:START` as on the copy's network
+    #[arg(long, value_name = "PID:START")]
+    pub owner: String,
+    /// Where to note what was removed
+    #[arg(long, value_name = "FILE")]
+    pub log: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Ls(args) => projects::ls(&global, args).await,
         Command::Prune(args) => projects::prune(&global, args).await,
         Command::Agent => agent::run(&global).await,
+        Command::Reap(args) => test::reap(&global, args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Written whole through `out!`: clap_complete panics on a failed write.

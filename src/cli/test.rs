@@ -4,7 +4,7 @@
 
 use std::io::IsTerminal;
 
-use super::args::{GlobalArgs, TestArgs};
+use super::args::{GlobalArgs, ReapArgs, TestArgs};
 use super::stack::{duration_arg, load_stack, use_color};
 use crate::controller::test::{self, TestOptions};
 use crate::controller::LoadedStack;
@@ -41,4 +41,20 @@ pub async fn run(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<u8> {
         color: use_color(global),
     };
     test::run(&loaded, &options).await
+}
+
+/// The hidden `devstack -p COPY reap --owner PID:START --log FILE`, which
+/// `devstack test` starts; the work is `controller::reaper::run`.
+pub async fn reap(global: &GlobalArgs, args: ReapArgs) -> anyhow::Result<u8> {
+    let Some(project) = &global.project_name else {
+        return Err(Failed::new(exit::USAGE, "reap: which copy? (`-p NAME`)").into());
+    };
+    let Some(owner) = crate::process::ProcessIdentity::from_label(&args.owner, project) else {
+        return Err(Failed::new(
+            exit::USAGE,
+            format!("reap: `--owner {}` is not PID:START", args.owner),
+        )
+        .into());
+    };
+    crate::controller::reaper::run(project, &owner, &args.log).await
 }

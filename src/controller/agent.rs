@@ -5,7 +5,7 @@
 //! commands through `routing.json` ([`super::state`]).
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -188,7 +188,7 @@ pub async fn spawn_agent(loaded: &LoadedStack) -> anyhow::Result<()> {
     // The agent says it serves on a pipe: it writes a line once its routing
     // path runs and `routing.json` names it; the end of the pipe without
     // that line means it exited.
-    let (ready, ready_writer) = ready_pipe()?;
+    let (ready, ready_writer) = crate::process::pipe()?;
     let writer_fd = ready_writer.as_raw_fd();
     cmd.env(READY_FD, writer_fd.to_string());
     // The port `up` chose for this copy's proxy (see `listen`); one not
@@ -269,17 +269,6 @@ const READY_FD: &str = "DEVSTACK_AGENT_READY_FD";
 /// The line an agent writes there once it serves.
 const READY: &str = "ready";
 
-/// A pipe, both ends close-on-exec: (read end, write end).
-fn ready_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two descriptors into the array it is given.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just made and belong to nothing else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 /// In an agent: the pipe the devstack that spawned it waits on (its
 /// environment names the descriptor), taken over at once and made
 /// close-on-exec, so no process the agent starts (`ssh` to a remote engine)
@@ -291,30 +280,7 @@ impl ReadyPipe {
     /// The pipe this process inherited; none when it was not spawned that
     /// way (run by hand) or the descriptor is not a pipe.
     pub fn inherited() -> ReadyPipe {
-        let Some(fd) = std::env::var(READY_FD)
-            .ok()
-            .and_then(|v| v.parse::<libc::c_int>().ok())
-            .filter(|fd| *fd > 2)
-        else {
-            return ReadyPipe(None);
-        };
-        // Only a descriptor that is open and a pipe is taken over.
-        // SAFETY: fstat writes into the struct it is given; a closed or bad
-        // descriptor is an error, not undefined behaviour.
-        let is_pipe = unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
-        };
-        if !is_pipe {
-            return ReadyPipe(None);
-        }
-        // SAFETY: the descriptor was inherited for this one use and nothing
-        // else in this process refers to it; fcntl only sets its flag.
-        let file = unsafe {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-            std::fs::File::from(OwnedFd::from_raw_fd(fd))
-        };
-        ReadyPipe(Some(file))
+        ReadyPipe(crate::process::inherited_pipe(READY_FD))
     }
 
     /// Says the routing path serves, and closes the pipe.

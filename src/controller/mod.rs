@@ -11,6 +11,9 @@
 //!   stopped through `routing.json`.
 //! - [`watch`]: the watch loop: source saves rebuilt and swapped, stack edits
 //!   applied to the running stack.
+//! - [`test`], [`reaper`], [`projects`]: `devstack test`'s throwaway copies,
+//!   the watchdog that removes one whose `devstack test` was killed, and
+//!   `ls`/`prune` for every project on the engine.
 //! - [`up`], [`down`], [`restart`]: those commands as whole operations on a
 //!   running stack (`watch::run` and `agent::run` are the other two).
 //!
@@ -22,6 +25,7 @@ pub mod down;
 pub mod follow;
 pub mod listen;
 pub mod projects;
+pub mod reaper;
 pub mod restart;
 pub mod routing;
 pub mod stack;

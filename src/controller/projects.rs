@@ -13,6 +13,7 @@ use crate::engine::projects::ProjectObjects;
 use crate::engine::unix_now;
 use crate::engine::Engine;
 use crate::plan::names::ProjectName;
+use crate::process::ProcessIdentity;
 use crate::ui::engine_failure;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,7 +66,7 @@ pub async fn list(engine: &Engine) -> anyhow::Result<Vec<ProjectInfo>> {
 fn judge(p: ProjectObjects, now: i64) -> ProjectInfo {
     let name = ProjectName::new(&p.project).ok();
     let owner = match (&name, &p.owner) {
-        (Some(name), Some(label)) => super::test::parse_owner(label, name),
+        (Some(name), Some(label)) => ProcessIdentity::from_label(label, name),
         _ => None,
     };
     // A label devstack did not write (or a name it could not have made)
@@ -160,7 +161,7 @@ mod tests {
     fn a_copy_whose_owner_is_gone_is_abandoned_and_one_whose_owner_runs_is_not() {
         let name = ProjectName::new("shop-test-abc").expect("a name");
         let me = ProcessIdentity::current(&name);
-        let live = judge(objects(Some(super::super::test::owner_label(&me)), 1), 160);
+        let live = judge(objects(Some(me.label()), 1), 160);
         assert_eq!(live.state, ProjectState::Running);
         assert_eq!(live.age_seconds, Some(60));
         // This process with another start time: a later process that got the pid.

@@ -6,9 +6,11 @@
 //! taken down with its volumes, whatever happened: the command's end,
 //! Ctrl-C, SIGTERM, or `--timeout`. Exits with the command's code.
 //!
-//! The copy's network carries its owner's identity (`engine::projects`), so
-//! a copy whose `devstack test` was killed outright is found as abandoned by
-//! `devstack ls` and removed by `devstack prune` (`controller::projects`).
+//! The copy's network carries its owner's identity (`engine::projects`). A
+//! copy whose `devstack test` was killed outright (SIGKILL of its whole
+//! process group) is removed by its reaper (`controller::reaper`, started
+//! before the copy), and failing that found as abandoned by `devstack ls`
+//! and removed by `devstack prune` (`controller::projects`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,9 +19,12 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+use super::reaper::Reaper;
 use super::up::{self, UpOptions};
 use super::{state, LoadedStack};
+use crate::engine::apply;
 use crate::engine::logs::LogQuery;
+use crate::engine::progress::Reporter;
 use crate::engine::projects::{LABEL_CREATED, LABEL_OWNER, LABEL_TEST};
 use crate::engine::unix_now;
 use crate::engine::{health, Engine};
@@ -29,6 +34,9 @@ use crate::ui::junit::{self, Case, Outcome};
 use crate::ui::progress::Render;
 use crate::ui::{engine_failure, exit, Failed};
 
+/// What the reaper notes, in the artifacts directory, when it acts.
+pub const REAPER_LOG: &str = "reaper.log";
+
 /// The exit code when `--timeout` ended the run (as `timeout(1)`).
 pub const TIMED_OUT: u8 = 124;
 
@@ -37,7 +45,8 @@ pub const TIMED_OUT: u8 = 124;
 pub struct TestOptions {
     /// The services to bring up (and what they depend on); all when empty.
     pub services: Vec<String>,
-    /// The command and its arguments, run on the host.
+    /// The command and its arguments, run on the host; none: the stack's
+    /// test task (`test: true`), run on its network.
     pub command: Vec<String>,
     /// Where the artifacts go (made if missing).
     pub artifacts: PathBuf,
@@ -47,32 +56,6 @@ pub struct TestOptions {
     pub timeout: Option<Duration>,
     pub render: Render,
     pub color: bool,
-}
-
-/// The identity written on a test copy's network: `<pid>:<start time>`.
-pub fn owner_label(owner: &ProcessIdentity) -> String {
-    format!(
-        "{}:{}",
-        owner.pid,
-        owner
-            .start_time
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "-".into())
-    )
-}
-
-/// The owner a network's label names, for `project`; `None` when the label
-/// is not one devstack wrote.
-pub fn parse_owner(label: &str, project: &ProjectName) -> Option<ProcessIdentity> {
-    let (pid, start) = label.split_once(':')?;
-    Some(ProcessIdentity {
-        pid: pid.parse().ok()?,
-        start_time: match start {
-            "-" => None,
-            t => Some(t.parse().ok()?),
-        },
-        project: project.clone(),
-    })
 }
 
 /// A fresh project name for a test copy of `stack`: `<stack>-test-<6 hex>`.
@@ -94,6 +77,25 @@ pub fn copy_name(stack: &str) -> anyhow::Result<ProjectName> {
     })
 }
 
+/// What is tested: a command on the host, or the stack's test task.
+enum Suite {
+    Host(Vec<String>),
+    Task(String),
+}
+
+impl Suite {
+    /// The command given, else the stack's test task; `None`: neither.
+    fn of(loaded: &LoadedStack, options: &TestOptions) -> Option<Suite> {
+        if !options.command.is_empty() {
+            return Some(Suite::Host(options.command.clone()));
+        }
+        loaded
+            .stack
+            .test_task()
+            .map(|task| Suite::Task(task.to_string()))
+    }
+}
+
 /// How the run ended before or during the command.
 enum Ending {
     /// The command exited (its code; 128+N for a signal).
@@ -106,13 +108,13 @@ enum Ending {
 
 /// `devstack test`: returns the exit code.
 pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<u8> {
-    if options.command.is_empty() {
+    let Some(suite) = Suite::of(loaded, options) else {
         return Err(Failed::new(
             exit::USAGE,
-            "no test command: write it after `--` (devstack test -- cargo test)",
+            "no test command: write it after `--` (devstack test -- cargo test), or mark a task of the stack `test: true`",
         )
         .into());
-    }
+    };
     let engine = crate::ui::connect().await?;
     let project = loaded.project.clone();
     let started = Instant::now();
@@ -134,13 +136,21 @@ pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<
         options.artifacts.display()
     );
     // Made before anything else of the copy, with its owner: a copy whose
-    // `devstack test` dies from here on is abandoned, not a stranger's.
+    // `devstack test` dies from here on is abandoned, not a stranger's, and
+    // its reaper, started first, takes it down.
     let owner = ProcessIdentity::current(&project);
+    let mut reaper = match Reaper::spawn(&project, &owner, &options.artifacts.join(REAPER_LOG)) {
+        Ok(reaper) => Some(reaper),
+        Err(e) => {
+            sayln!("warning: cannot start the reaper of `{project}` ({e}): if this process is killed, the copy stays until `devstack prune`");
+            None
+        }
+    };
     engine
         .create_owned_network(
             project.as_str(),
             &[
-                (LABEL_OWNER, owner_label(&owner)),
+                (LABEL_OWNER, owner.label()),
                 (LABEL_TEST, "true".into()),
                 (LABEL_CREATED, unix_now().to_string()),
             ],
@@ -155,6 +165,9 @@ pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<
             .into(),
             other => engine_failure(other),
         })?;
+    if let Some(reaper) = &mut reaper {
+        reaper.arm();
+    }
 
     let mut cases = Vec::new();
     let mut command_log = Vec::new();
@@ -179,7 +192,10 @@ pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<
         }
     };
     // The command's case, whatever happened to it.
-    let command_name = options.command.join(" ");
+    let command_name = match &suite {
+        Suite::Host(command) => command.join(" "),
+        Suite::Task(task) => format!("task {task}"),
+    };
     let command_seconds = cases.iter().map(|c: &Case| c.seconds).fold(0.0, f64::max);
     let tail = tail_lines(&String::from_utf8_lossy(&command_log), 40);
     let command_case = |outcome| Case {
@@ -232,8 +248,14 @@ pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<
     // Always down, with its volumes: the copy is throwaway. Signals that
     // come now are counted by the listener and change nothing.
     sayln!("Taking `{project}` down...");
-    if let Err(e) = super::down::down(&engine, &project, None, true, |_| {}).await {
-        sayln!("error: taking `{project}` down: {e:#}");
+    match super::down::down(&engine, &project, None, true, |_| {}).await {
+        Ok(_) => {
+            if let Some(reaper) = reaper {
+                reaper.dismiss().await;
+            }
+        }
+        // The reaper tries again once this process exits.
+        Err(e) => sayln!("error: taking `{project}` down: {e:#}"),
     }
     signals.abort();
     Ok(code)
@@ -287,8 +309,74 @@ async fn run_inside(
     if stop.is_cancelled() {
         return Ok(Ending::Interrupted);
     }
-    let env = command_env(loaded)?;
-    run_command(&options.command, &env, stop, deadline, command_log).await
+    match Suite::of(loaded, options) {
+        None => Ok(Ending::Command(exit::USAGE)),
+        Some(Suite::Host(command)) => {
+            let env = command_env(loaded)?;
+            run_command(&command, &env, stop, deadline, command_log).await
+        }
+        Some(Suite::Task(task)) => {
+            run_task(engine, loaded, &task, stop, deadline, command_log).await
+        }
+    }
+}
+
+/// The stack's test suite, a task, as a one-off container on the copy's
+/// network (where services answer by their own names); its output streamed
+/// and kept; stopped (its `stop_grace`) on a signal or the deadline.
+async fn run_task(
+    engine: &Engine,
+    loaded: &LoadedStack,
+    task: &str,
+    stop: &CancellationToken,
+    deadline: Option<Instant>,
+    log: &mut Vec<u8>,
+) -> anyhow::Result<Ending> {
+    let (stack, project) = (&loaded.stack, loaded.project.as_str());
+    let image = apply::task_image(engine, stack, project, task, &Reporter::silent())
+        .await
+        .map_err(engine_failure)?;
+    apply::prepare_task(engine, stack, project, task)
+        .await
+        .map_err(engine_failure)?;
+    let suffix = std::process::id().to_string();
+    let Some(spec) = crate::plan::task_container(stack, project, task, &image, None, &suffix)
+    else {
+        return Err(
+            Failed::new(exit::FAILURE, format!("task `{task}` is not in the stack")).into(),
+        );
+    };
+    sayln!("Running task `{task}` on the stack's network");
+    let why = std::cell::Cell::new(None);
+    let stopped = async {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                sayln!("Stopping the test task...");
+                why.set(Some(false));
+            }
+            _ = sleep_until(deadline) => {
+                sayln!("The test run timed out; stopping the test task...");
+                why.set(Some(true));
+            }
+        }
+    };
+    let code = engine
+        .run_streamed(&spec, stopped, |stderr, chunk| {
+            let text = String::from_utf8_lossy(chunk);
+            if stderr {
+                say!("{text}");
+            } else {
+                out!("{text}");
+            }
+            log.extend_from_slice(chunk);
+        })
+        .await
+        .map_err(engine_failure)?;
+    Ok(match why.get() {
+        Some(true) => Ending::TimedOut,
+        Some(false) => Ending::Interrupted,
+        None => Ending::Command(u8::try_from(code & 0xff).unwrap_or(exit::FAILURE)),
+    })
 }
 
 /// What the command finds in its environment: the proxy's URL, each
@@ -552,8 +640,10 @@ async fn write_artifacts(
     command_log: &[u8],
 ) -> anyhow::Result<()> {
     let mut problems: Vec<String> = Vec::new();
+    // Every file is masked as `devstack config` masks the stack.
+    let secrets = Secrets::of(&loaded.stack);
     let mut put = |name: &str, bytes: &[u8]| {
-        if let Err(e) = std::fs::write(dir.join(name), bytes) {
+        if let Err(e) = std::fs::write(dir.join(name), secrets.mask(bytes)) {
             problems.push(format!("{}: {e}", dir.join(name).display()));
         }
     };
@@ -562,6 +652,12 @@ async fn write_artifacts(
         junit::render(loaded.project.as_str(), cases).as_bytes(),
     );
     put("command.log", command_log);
+    let mut stack = loaded.stack.clone();
+    stack.mask_secrets();
+    match serde_yaml::to_string(&stack) {
+        Ok(text) => put("config.yaml", text.as_bytes()),
+        Err(e) => put("config.yaml", format!("# {e}\n").as_bytes()),
+    }
     for (name, args) in [
         ("ps.json", &["ps", "--json"][..]),
         ("routes.json", &["routes", "--json"][..]),
@@ -608,13 +704,55 @@ async fn write_artifacts(
             }
         }
         let path = logs.join(format!("{}.log", o.name));
-        if let Err(e) = std::fs::write(&path, text) {
+        if let Err(e) = std::fs::write(&path, secrets.mask(&text)) {
             problems.push(format!("{}: {e}", path.display()));
         }
     }
     match problems.first() {
         None => Ok(()),
         Some(_) => Err(anyhow::anyhow!(problems.join("; "))),
+    }
+}
+
+/// The values `devstack config` masks, to be masked in free text too
+/// (logs, command output, JSON): wherever they appear, as a whole value or
+/// inside another (a URL with a password in it).
+struct Secrets(Vec<Vec<u8>>);
+
+impl Secrets {
+    /// Values shorter than this are masked in `config.yaml` but not sought
+    /// in free text, where `1` or `yes` would mask half of every log.
+    const SHORTEST: usize = 4;
+
+    fn of(stack: &crate::spec::Stack) -> Secrets {
+        Secrets(
+            stack
+                .secret_values()
+                .into_iter()
+                .filter(|v| v.len() >= Self::SHORTEST)
+                .map(|v| v.as_bytes().to_vec())
+                .collect(),
+        )
+    }
+
+    /// `text` with every secret replaced by [`crate::spec::SECRET_MASK`].
+    fn mask(&self, text: &[u8]) -> Vec<u8> {
+        let mut text = text.to_vec();
+        for secret in &self.0 {
+            let mut out = Vec::with_capacity(text.len());
+            let mut rest = text.as_slice();
+            while let Some(at) = rest
+                .windows(secret.len())
+                .position(|w| w == secret.as_slice())
+            {
+                out.extend_from_slice(&rest[..at]);
+                out.extend_from_slice(crate::spec::SECRET_MASK.as_bytes());
+                rest = &rest[at + secret.len()..];
+            }
+            out.extend_from_slice(rest);
+            text = out;
+        }
+        text
     }
 }
 
@@ -654,17 +792,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_owner_label_reads_back_as_the_same_identity() {
-        let project = ProjectName::new("shop-test-abc123").expect("a name");
-        let me = ProcessIdentity::current(&project);
-        assert_eq!(parse_owner(&owner_label(&me), &project), Some(me.clone()));
-        assert!(me.is_running());
+    fn secrets_are_masked_wherever_they_appear_and_short_values_are_not_sought() {
+        let secrets = Secrets(vec![b"s3cr3t-longer".to_vec(), b"s3cr3t".to_vec()]);
         assert_eq!(
-            parse_owner("12:-", &project).map(|o| o.start_time),
-            Some(None)
+            String::from_utf8(secrets.mask(b"a=s3cr3t url=pg://u:s3cr3t-longer@db s3cr3ts3cr3t"))
+                .unwrap(),
+            "a=******** url=pg://u:********@db ****************"
         );
-        assert_eq!(parse_owner("nonsense", &project), None);
-        assert_eq!(parse_owner("1:x", &project), None);
+        assert_eq!(secrets.mask(b""), b"");
+        let mut stack = crate::plan::testing::stack_of(vec![(
+            "web",
+            crate::plan::testing::unit("app")
+                .env("TOKEN", "tok-123456")
+                .env("FLAG", "yes")
+                .env("PLAIN", "visible"),
+        )]);
+        if let Some(web) = stack.services.get_mut("web") {
+            web.container.secret_env = vec!["TOKEN".into(), "FLAG".into()];
+        }
+        let secrets = Secrets::of(&stack);
+        assert_eq!(
+            String::from_utf8(secrets.mask(b"tok-123456 yes visible")).unwrap(),
+            "******** yes visible"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Commands in containers: captured (for health probes), attached to the
-//! terminal (for `exec`), and one-off task containers (for `run`).
+//! terminal (for `exec`), and one-off task containers (for `run`, for a
+//! `before` task, and streamed for `devstack test`'s test suite).
 
 use std::time::Duration;
 
@@ -320,6 +321,62 @@ impl Engine {
 }
 
 impl Engine {
+    /// Runs a one-off container to completion without a terminal, its
+    /// output handed to `each` as it comes (`true` for stderr): the task
+    /// form of `devstack test`. Once `stop` resolves the container is
+    /// stopped (SIGTERM, then SIGKILL after its `stop_grace`) and its last
+    /// output still read. Removed at the end; returns its exit code.
+    pub async fn run_streamed(
+        &self,
+        spec: &ContainerSpec,
+        stop: impl std::future::Future<Output = ()>,
+        mut each: impl FnMut(bool, &[u8]),
+    ) -> Result<i64, EngineError> {
+        let mut body = super::containers::create_body(spec);
+        body.attach_stdout = Some(true);
+        body.attach_stderr = Some(true);
+        body.hostname = None;
+        let id = self.create_one_off(spec, body).await?;
+        let what = || format!("running `{}`", spec.name);
+        let result = async {
+            let attached = self
+                .docker
+                .attach_container(
+                    &id,
+                    Some(AttachContainerOptions {
+                        stream: true,
+                        stdout: true,
+                        stderr: true,
+                        logs: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(|e| EngineError::api(what(), e))?;
+            self.start(&id, &spec.service).await?;
+            let mut output = attached.output;
+            tokio::pin!(stop);
+            let mut stopped = false;
+            loop {
+                tokio::select! {
+                    chunk = output.next() => match chunk {
+                        Some(Ok(LogOutput::StdErr { message })) => each(true, &message),
+                        Some(Ok(other)) => each(false, &other.into_bytes()),
+                        Some(Err(_)) | None => break,
+                    },
+                    _ = &mut stop, if !stopped => {
+                        stopped = true;
+                        self.stop(&id, Some(spec.stop_grace)).await?;
+                    },
+                }
+            }
+            Ok(self.wait_exit(&id, what).await?.unwrap_or(-1))
+        }
+        .await;
+        let _ = self.remove_with_volumes(&id).await;
+        result
+    }
+
     /// Creates a one-off container under the spec's name and returns its id.
     async fn create_one_off(
         &self,

@@ -295,7 +295,7 @@ pub fn export(stack: &Stack, project: &str, namespace: &str) -> Export {
     let jobs: Vec<Value> = stack
         .tasks
         .iter()
-        .filter(|(_, t)| t.before.is_empty())
+        .filter(|(_, t)| t.before.is_empty() && !t.test)
         .map(|(task_name, t)| {
             json!({
                 "apiVersion": "batch/v1", "kind": "Job",
@@ -311,6 +311,12 @@ pub fn export(stack: &Stack, project: &str, namespace: &str) -> Export {
         files.push(("jobs.yaml".into(), documents(&jobs)));
     }
     for (name, t) in &stack.tasks {
+        if t.test {
+            lost.push(Lost::new(
+                format!("tasks.{name}"),
+                "the stack's test suite runs under `devstack test`, not in the cluster",
+            ));
+        }
         if t.before.len() > 1 {
             lost.push(Lost::new(
                 format!("tasks.{name}.before"),

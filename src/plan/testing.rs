@@ -105,6 +105,7 @@ impl Stack {
                 command: Some(vec!["migrate".into()]),
                 env: BTreeMap::new(),
                 before: before.iter().map(|b| b.to_string()).collect(),
+                test: false,
             },
         );
         self

@@ -1519,7 +1519,7 @@ fn decode_task(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Task> {
     let f = d.fields(
         node,
         path,
-        &["service", "image", "command", "env", "before"],
+        &["service", "image", "command", "env", "before", "test"],
     )?;
     let service = f
         .get("service")
@@ -1546,6 +1546,10 @@ fn decode_task(d: &mut Decoder, node: &Node, path: &FieldPath) -> Option<Task> {
             .get("before")
             .map(|n| d.string_list(n, &f.path("before")))
             .unwrap_or_default(),
+        test: f
+            .get("test")
+            .and_then(|n| d.bool(n, &f.path("test")))
+            .unwrap_or(false),
     })
 }
 

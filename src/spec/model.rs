@@ -38,7 +38,53 @@ pub enum UnitKind {
     Datastore,
 }
 
+/// What replaces a secret's value wherever devstack shows it: `devstack
+/// config`, and every artifact of `devstack test`.
+pub const SECRET_MASK: &str = "********";
+
 impl Stack {
+    /// The task marked as the stack's test suite (`test: true`), if any.
+    pub fn test_task(&self) -> Option<&str> {
+        self.tasks
+            .iter()
+            .find(|(_, t)| t.test)
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Env-file values are where teams keep credentials: each becomes
+    /// [`SECRET_MASK`] (`devstack config` unless `--show-secrets`).
+    pub fn mask_secrets(&mut self) {
+        let containers = self
+            .services
+            .values_mut()
+            .map(|s| &mut s.container)
+            .chain(self.datastores.values_mut().map(|d| &mut d.container));
+        for container in containers {
+            for key in &container.secret_env {
+                if let Some(value) = container.env.get_mut(key) {
+                    *value = SECRET_MASK.to_string();
+                }
+            }
+        }
+    }
+
+    /// The values [`Stack::mask_secrets`] hides, each once, longest first
+    /// (so a secret that contains another is masked whole).
+    pub fn secret_values(&self) -> Vec<&str> {
+        let mut values: Vec<&str> = self
+            .units()
+            .flat_map(|(_, _, c)| {
+                c.secret_env
+                    .iter()
+                    .filter_map(|k| c.env.get(k).map(String::as_str))
+            })
+            .filter(|v| !v.is_empty())
+            .collect();
+        values.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        values.dedup();
+        values
+    }
+
     /// Every long-running unit (services, then datastores) with its container settings.
     pub fn units(&self) -> impl Iterator<Item = (&str, UnitKind, &Container)> {
         self.services
@@ -337,6 +383,11 @@ pub struct Task {
     pub env: BTreeMap<String, String>,
     /// Services that may start only after this task ran and succeeded.
     pub before: Vec<String>,
+    /// The stack's test suite: what `devstack test` runs, with no command
+    /// given, on the stack's network once every unit is healthy and routed.
+    /// `up` never runs it. At most one task is marked.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

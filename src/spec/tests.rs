@@ -157,6 +157,51 @@ fn cycles_through_tasks() {
 }
 
 #[test]
+fn one_task_is_the_test_suite_and_it_runs_before_nothing() {
+    let s = ok("name: t\nservices:\n  api: {image: a}\ntasks:\n  migrate: {service: api, before: [api]}\n  suite: {service: api, command: 'make test', test: true}\n");
+    assert_eq!(s.test_task(), Some("suite"));
+    assert!(!s.tasks["migrate"].test);
+    assert_eq!(
+        ok("name: t\nservices:\n  api: {image: a}\n").test_task(),
+        None
+    );
+    problems(
+        "name: t\nservices:\n  api: {image: a}\ntasks:\n  a: {service: api, test: true}\n  b: {service: api, test: true}\n",
+        &[("tasks.b.test", "task `a` is already the stack's test suite")],
+    );
+    problems(
+        "name: t\nservices:\n  api: {image: a}\ntasks:\n  a: {service: api, test: true, before: [api]}\n",
+        &[("tasks.a.before", "cannot run before a unit")],
+    );
+    problems(
+        "name: t\nservices:\n  api: {image: a}\ntasks:\n  a: {service: api, test: sometimes}\n",
+        &[("tasks.a.test", "")],
+    );
+}
+
+#[test]
+fn config_masks_env_file_values_and_knows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("api.env"), "TOKEN=abcdef123\nSHORT=1\n").unwrap();
+    let file = dir.path().join("devstack.yaml");
+    std::fs::write(
+        &file,
+        "name: t\nservices:\n  api: {image: a, env_file: ./api.env, env: {PLAIN: p, SHORT: '2'}}\n",
+    )
+    .unwrap();
+    let mut s =
+        load(&LoadOptions::new(vec![file])).unwrap_or_else(|r| panic!("{}", r.render(false)));
+    // `env` over the file: SHORT is no secret any more.
+    assert_eq!(s.secret_values(), vec!["abcdef123"]);
+    s.mask_secrets();
+    let env = &s.services["api"].container.env;
+    assert_eq!(env["TOKEN"], SECRET_MASK);
+    assert_eq!(env["SHORT"], "2");
+    assert_eq!(env["PLAIN"], "p");
+    assert!(s.secret_values().iter().all(|v| *v == SECRET_MASK));
+}
+
+#[test]
 fn watch_needs_what_its_action_needs() {
     problems(
         "name: t\nservices:\n  api: {image: a, watch: {action: rebuild}}\n",

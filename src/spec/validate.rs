@@ -135,6 +135,37 @@ pub fn validate(stack: &Stack, root: &Node) -> Vec<Problem> {
         }
     }
 
+    // One test suite, run after everything is up: never before a unit.
+    let mut marked = stack.tasks.iter().filter(|(_, t)| t.test);
+    if let Some((first, _)) = marked.next() {
+        for (name, _) in marked {
+            let path = [Seg::Key("tasks"), Seg::Key(name), Seg::Key("test")];
+            problems.push(
+                Problem::at(
+                    span(root, &path),
+                    path_text(&path),
+                    format!("task `{first}` is already the stack's test suite; mark one task `test: true`"),
+                )
+                .hint("run the others from it, or with `devstack test -- CMD`"),
+            );
+        }
+    }
+    for (name, _) in stack
+        .tasks
+        .iter()
+        .filter(|(_, t)| t.test && !t.before.is_empty())
+    {
+        let path = [Seg::Key("tasks"), Seg::Key(name), Seg::Key("before")];
+        problems.push(
+            Problem::at(
+                span(root, &path),
+                path_text(&path),
+                format!("task `{name}` is the test suite, which runs once the whole stack is up: it cannot run before a unit"),
+            )
+            .hint("drop `before`, or make the suite a task of its own"),
+        );
+    }
+
     // Names that would mean two things on the stack's network, under the
     // project name the stack gives itself (`-p` is checked by the CLI).
     for (name, _, _) in stack.units() {
