@@ -328,7 +328,9 @@ fn from_json(v: serde_json::Value) -> Value {
         // encoding/json gives float64 for every number.
         serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => Value::from(s),
-        serde_json::Value::Array(a) => Value::from(a.into_iter().map(from_json).collect::<Vec<_>>()),
+        serde_json::Value::Array(a) => {
+            Value::from(a.into_iter().map(from_json).collect::<Vec<_>>())
+        }
         serde_json::Value::Object(o) => Value::from(
             o.into_iter()
                 .map(|(k, v)| (k, from_json(v)))
@@ -441,8 +443,12 @@ fn template(name: &str, store: Arc<Store>, line: Arc<AtomicUsize>) -> Template {
         Ok(strings(s.list_dirs(&string_arg("lsdir", args, 0)?)))
     });
     let t = t
-        .func("base", |args| Ok(Value::from(base(&string_arg("base", args, 0)?))))
-        .func("dir", |args| Ok(Value::from(parent(&string_arg("dir", args, 0)?))))
+        .func("base", |args| {
+            Ok(Value::from(base(&string_arg("base", args, 0)?)))
+        })
+        .func("dir", |args| {
+            Ok(Value::from(parent(&string_arg("dir", args, 0)?)))
+        })
         .func("split", |args| {
             let s = string_arg("split", args, 0)?;
             let sep = string_arg("split", args, 1)?;
@@ -538,10 +544,14 @@ fn template(name: &str, store: Arc<Store>, line: Arc<AtomicUsize>) -> Template {
             Ok(lookup(&string_arg("lookupIP", args, 0)?, |_| true))
         })
         .func("lookupIPV4", |args| {
-            Ok(lookup(&string_arg("lookupIPV4", args, 0)?, |ip| ip.is_ipv4()))
+            Ok(lookup(&string_arg("lookupIPV4", args, 0)?, |ip| {
+                ip.is_ipv4()
+            }))
         })
         .func("lookupIPV6", |args| {
-            Ok(lookup(&string_arg("lookupIPV6", args, 0)?, |ip| ip.is_ipv6()))
+            Ok(lookup(&string_arg("lookupIPV6", args, 0)?, |ip| {
+                ip.is_ipv6()
+            }))
         })
         .func("map", |args| {
             if args.len() % 2 != 0 {
@@ -568,7 +578,12 @@ fn template(name: &str, store: Arc<Store>, line: Arc<AtomicUsize>) -> Template {
         })
         .func("sortKVByLength", |args| {
             let mut items = list_of("sortKVByLength", args.first().unwrap_or(&Value::Nil))?;
-            items.sort_by_key(|v| v.field("Key").and_then(Value::as_str).map(str::len).unwrap_or(0));
+            items.sort_by_key(|v| {
+                v.field("Key")
+                    .and_then(Value::as_str)
+                    .map(str::len)
+                    .unwrap_or(0)
+            });
             Ok(Value::from(items))
         })
         .func("seq", |args| {
@@ -576,16 +591,24 @@ fn template(name: &str, store: Arc<Store>, line: Arc<AtomicUsize>) -> Template {
             if last.saturating_sub(first) > 100_000 {
                 return Err(err("seq: more than 100000 numbers"));
             }
-            Ok(Value::from((first..=last).map(Value::Int).collect::<Vec<_>>()))
+            Ok(Value::from(
+                (first..=last).map(Value::Int).collect::<Vec<_>>(),
+            ))
         })
         .func("add", |args| {
-            Ok(Value::Int(int_arg("add", args, 0)?.wrapping_add(int_arg("add", args, 1)?)))
+            Ok(Value::Int(
+                int_arg("add", args, 0)?.wrapping_add(int_arg("add", args, 1)?),
+            ))
         })
         .func("sub", |args| {
-            Ok(Value::Int(int_arg("sub", args, 0)?.wrapping_sub(int_arg("sub", args, 1)?)))
+            Ok(Value::Int(
+                int_arg("sub", args, 0)?.wrapping_sub(int_arg("sub", args, 1)?),
+            ))
         })
         .func("mul", |args| {
-            Ok(Value::Int(int_arg("mul", args, 0)?.wrapping_mul(int_arg("mul", args, 1)?)))
+            Ok(Value::Int(
+                int_arg("mul", args, 0)?.wrapping_mul(int_arg("mul", args, 1)?),
+            ))
         })
         .func("div", |args| {
             let (a, b) = (int_arg("div", args, 0)?, int_arg("div", args, 1)?);
@@ -602,7 +625,9 @@ fn template(name: &str, store: Arc<Store>, line: Arc<AtomicUsize>) -> Template {
         .func("base64Encode", |args| {
             use base64::Engine as _;
             let s = string_arg("base64Encode", args, 0)?;
-            Ok(Value::from(base64::engine::general_purpose::STANDARD.encode(s)))
+            Ok(Value::from(
+                base64::engine::general_purpose::STANDARD.encode(s),
+            ))
         })
         .func("base64Decode", |args| {
             use base64::Engine as _;
@@ -629,12 +654,11 @@ pub fn render(name: &str, text: &str, store: &Store, data: &Value) -> Result<Str
     let parsed = template(name, store.clone(), line.clone())
         .parse(text)
         .map_err(|e| match &e {
-            TemplateError::Parse { line, message, .. } | TemplateError::Lex { line, message, .. } => {
-                RenderError {
-                    line: Some(*line),
-                    message: message.clone(),
-                }
-            }
+            TemplateError::Parse { line, message, .. }
+            | TemplateError::Lex { line, message, .. } => RenderError {
+                line: Some(*line),
+                message: message.clone(),
+            },
             _ => RenderError {
                 line: None,
                 message: e.to_string(),
@@ -754,7 +778,11 @@ mod tests {
             "x "
         );
         assert_eq!(
-            r(r#"{{range gets "/services/web/*"}}{{base .Key}}={{.Value}};{{end}}"#, &s).unwrap(),
+            r(
+                r#"{{range gets "/services/web/*"}}{{base .Key}}={{.Value}};{{end}}"#,
+                &s
+            )
+            .unwrap(),
             "c1=10.0.0.1:80;c2=10.0.0.2:80;"
         );
         assert_eq!(
@@ -778,12 +806,20 @@ mod tests {
     #[test]
     fn a_missing_key_names_its_line() {
         let s = store(&[("/a", "1")]);
-        let e = r("global\n  {{getv \"/a\"}}\n\n  x {{- getv \"/nope\" -}}\n", &s).unwrap_err();
+        let e = r(
+            "global\n  {{getv \"/a\"}}\n\n  x {{- getv \"/nope\" -}}\n",
+            &s,
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(4), "{e:?}");
         assert!(e.message.contains("key does not exist: /nope"), "{e:?}");
         let e = r("a\n{{if}}\n", &s).unwrap_err();
         assert_eq!(e.line, Some(2), "{e:?}");
-        let e = r("a\n{{range $x := ls \"/\"}}\n{{\"}}\" | no_such}}{{end}}", &s).unwrap_err();
+        let e = r(
+            "a\n{{range $x := ls \"/\"}}\n{{\"}}\" | no_such}}{{end}}",
+            &s,
+        )
+        .unwrap_err();
         assert_eq!(e.line, Some(3), "{e:?}");
     }
 

@@ -44,7 +44,10 @@ impl Resource {
 
     /// The etcd keys this resource reads: each of `keys` under `prefix`.
     pub fn full_keys(&self) -> Vec<String> {
-        self.keys.iter().map(|k| join_key(&self.prefix, k)).collect()
+        self.keys
+            .iter()
+            .map(|k| join_key(&self.prefix, k))
+            .collect()
     }
 }
 
@@ -228,7 +231,10 @@ pub fn parse(dir: &Path, file: &Path, text: &str) -> Result<Resource, Vec<String
     };
     let src = match src {
         None => {
-            problems.push(format!("{}:1: a confd resource needs `src`", file.display()));
+            problems.push(format!(
+                "{}:1: a confd resource needs `src`",
+                file.display()
+            ));
             None
         }
         Some(s) => {
@@ -316,7 +322,10 @@ mod tests {
         assert!(text.contains("haproxy.toml:6: `watch`"), "{text}");
         let dir = dir_with("[template\nsrc = 1\n", &[]);
         let problems = read(dir.path()).unwrap_err();
-        assert!(problems[0].contains("haproxy.toml:1: not a confd resource"), "{problems:?}");
+        assert!(
+            problems[0].contains("haproxy.toml:1: not a confd resource"),
+            "{problems:?}"
+        );
     }
 
     #[test]
