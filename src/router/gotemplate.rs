@@ -321,7 +321,8 @@ fn list_of(name: &str, v: &Value) -> gotmpl::Result<Vec<Value>> {
     }
 }
 
-fn from_json(v: serde_json::Value) -> Value {
+/// A JSON value as Go's `encoding/json` gives it to a template.
+pub fn from_json(v: serde_json::Value) -> Value {
     match v {
         serde_json::Value::Null => Value::Nil,
         serde_json::Value::Bool(b) => Value::Bool(b),
@@ -649,6 +650,14 @@ fn template(name: &str, store: Arc<Store>, line: Arc<AtomicUsize>) -> Template {
 /// Renders `text` (the template named `name`) with confd's functions over
 /// `store`, with `data` as dot (confd gives none: `Value::Nil`).
 pub fn render(name: &str, text: &str, store: &Store, data: &Value) -> Result<String, RenderError> {
+    // The port stops parsing silently at an `{{end}}` or `{{else}}` outside
+    // any block and renders only what came before; Go refuses it.
+    if let Some((line, word)) = stray_block_word(text) {
+        return Err(RenderError {
+            line: Some(line),
+            message: format!("unexpected {{{{{word}}}}}"),
+        });
+    }
     let store = Arc::new(store.clone());
     let line = Arc::new(AtomicUsize::new(0));
     let parsed = template(name, store.clone(), line.clone())
@@ -700,6 +709,34 @@ fn with_line_marks(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The first `{{end}}` or `{{else}}` outside any block, with its line.
+fn stray_block_word(text: &str) -> Option<(usize, &'static str)> {
+    let mut depth = 0usize;
+    let mut line = 1;
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        line += rest[..open].matches('\n').count();
+        let action = &rest[open..];
+        let end = action_end(action).unwrap_or(action.len());
+        let inner = action[2..end.saturating_sub(2).max(2)].trim_start_matches('-');
+        let inner = inner.trim_start();
+        let word: String = inner
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        match word.as_str() {
+            "if" | "range" | "with" | "define" | "block" => depth += 1,
+            "end" if depth == 0 => return Some((line, "end")),
+            "end" => depth -= 1,
+            "else" if depth == 0 => return Some((line, "else")),
+            _ => {}
+        }
+        line += action[..end].matches('\n').count();
+        rest = &action[end..];
+    }
+    None
 }
 
 /// The byte length of the action at the start of `s` (which starts `{{`).
@@ -821,6 +858,20 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.line, Some(3), "{e:?}");
+    }
+
+    #[test]
+    fn an_end_outside_a_block_is_refused() {
+        let s = store(&[]);
+        let e = r("a\n{{if 1}}c{{end}}\n{{- end}}b", &s).unwrap_err();
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (Some(3), "unexpected {{end}}")
+        );
+        let e = r("a{{else}}b", &s).unwrap_err();
+        assert_eq!(e.message, "unexpected {{else}}");
+        assert_eq!(r("{{/* {{end}} */}}{{`{{end}}`}}", &s).unwrap(), "{{end}}");
+        assert_eq!(r("{{with 1}}{{else with 2}}{{end}}x", &s).unwrap(), "x");
     }
 
     #[test]
