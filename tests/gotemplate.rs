@@ -97,7 +97,6 @@ fn go_results(cases: &Json) -> Vec<(String, String)> {
     let mut child = Command::new("go")
         .arg("run")
         .arg(&program)
-        .env("GOFLAGS", "-mod=mod")
         .env("GO111MODULE", "off")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
