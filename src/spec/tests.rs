@@ -527,10 +527,7 @@ fn a_confd_directory_is_checked_at_load() {
         "name: t\nservices:\n  api: {{image: a}}\nproxy:\n  confd: '{}'\n",
         dir.path().display()
     );
-    problems(
-        &yaml,
-        &[("proxy.confd", "haproxy.toml:2: template")],
-    );
+    problems(&yaml, &[("proxy.confd", "haproxy.toml:2: template")]);
     let report = load(&LoadOptions::inline("t.yaml", &yaml))
         .map(|_| Accepted)
         .expect_err("invalid");
@@ -539,9 +536,9 @@ fn a_confd_directory_is_checked_at_load() {
     problems(
         "name: t\nservices:\n  api: {image: a}\nproxy:\n  confd: ./no-such-dir\n  template: ./no.cfg\n",
         &[
-            ("proxy.template", "no.cfg does not exist"),
             ("proxy.confd", "no-such-dir does not exist"),
             ("proxy.confd", "`confd` and `template` both"),
+            ("proxy.template", "no.cfg does not exist"),
         ],
     );
 }
