@@ -166,11 +166,13 @@ fn a_production_confd_directory_routes_unchanged() {
                 Some("systemctl reload haproxy".to_string())
             )
         );
-        expect(&mut events, "the apply of the kill", |e| match e {
-            RouterEvent::Applied { .. } => Some(()),
+        let (change, took) = expect(&mut events, "the apply of the kill", |e| match e {
+            RouterEvent::Applied { change, took, .. } => Some((change.clone(), *took)),
             _ => None,
         })
         .await;
+        // A measurement, not an assertion: render, check_cmd, haproxy -c, reload.
+        eprintln!("confd apply after a kill: {change:?} in {took:?}");
         let (after, failed) = answering(&p, 20).await;
         assert_eq!(failed, 0, "requests failed after the replica left");
         assert_eq!(after.len(), 1, "{after:?}");
