@@ -895,6 +895,30 @@ mod tests {
         assert_eq!(s.kvs.len(), 1);
     }
 
+    /// spec validates templates with `spec::confd::FUNCTIONS`: the same set.
+    #[test]
+    fn the_function_list_is_the_registered_one() {
+        let s = store(&[]);
+        for name in crate::spec::confd::FUNCTIONS {
+            // Called without arguments: at most an argument error, never
+            // an undefined function.
+            let called = render("t", &format!("{{{{{name}}}}}"), &s, &Value::Nil);
+            if let Err(e) = called {
+                assert!(!e.message.contains("undefined function"), "{name}: {e:?}");
+            }
+        }
+        let known: std::collections::BTreeSet<&str> =
+            crate::spec::confd::FUNCTIONS.iter().copied().collect();
+        let source = include_str!("gotemplate.rs");
+        for part in source.split(".func(\"").skip(1) {
+            let name = part.split('"').next().unwrap_or_default();
+            assert!(
+                known.contains(name),
+                "{name} is registered but not in spec::confd::FUNCTIONS"
+            );
+        }
+    }
+
     #[test]
     fn go_path_match() {
         assert!(path_match("/a/*", "/a/b").unwrap());

@@ -6,6 +6,66 @@
 
 use std::path::{Path, PathBuf};
 
+/// confd's template functions, by name: what a template may call besides
+/// Go's own (`router::gotemplate` registers exactly these; a test there
+/// holds the two lists together).
+pub const FUNCTIONS: &[&str] = &[
+    "exists",
+    "get",
+    "gets",
+    "getv",
+    "getvs",
+    "ls",
+    "lsdir",
+    "base",
+    "dir",
+    "split",
+    "join",
+    "toUpper",
+    "toLower",
+    "contains",
+    "replace",
+    "trimSuffix",
+    "json",
+    "jsonArray",
+    "getenv",
+    "atoi",
+    "parseBool",
+    "datetime",
+    "lookupIP",
+    "lookupIPV4",
+    "lookupIPV6",
+    "map",
+    "reverse",
+    "sortByLength",
+    "sortKVByLength",
+    "seq",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "mod",
+    "base64Encode",
+    "base64Decode",
+];
+
+/// Go template syntax problems of a template, as `file:line: message`
+/// (its functions are confd's; nothing is executed).
+pub fn check_template(path: &Path, text: &str) -> Option<String> {
+    let mut template = gotmpl::Template::new("check");
+    for name in FUNCTIONS {
+        template = template.func(name, |_| Ok(gotmpl::Value::Nil));
+    }
+    match template.parse(text) {
+        Ok(_) => None,
+        Err(
+            gotmpl::TemplateError::Parse { line, message, .. }
+            | gotmpl::TemplateError::Lex { line, message, .. },
+        ) => Some(format!("{}:{line}: {message}", path.display())),
+        Err(e) => Some(format!("{}: {e}", path.display())),
+    }
+}
+
 /// One `[template]` resource of `conf.d/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resource {
@@ -246,15 +306,23 @@ pub fn parse(dir: &Path, file: &Path, text: &str) -> Result<Resource, Vec<String
                     dir.join("templates").display()
                 ));
                 None
-            } else if !path.is_file() {
-                problems.push(format!(
-                    "{}: template {} does not exist",
-                    at("src"),
-                    path.display()
-                ));
-                None
             } else {
-                Some(path)
+                match std::fs::read_to_string(&path) {
+                    Err(e) => {
+                        problems.push(format!(
+                            "{}: template {} does not exist or cannot be read: {e}",
+                            at("src"),
+                            path.display()
+                        ));
+                        None
+                    }
+                    Ok(text) => {
+                        if let Some(problem) = check_template(&path, &text) {
+                            problems.push(problem);
+                        }
+                        Some(path)
+                    }
+                }
             }
         }
     };
@@ -317,6 +385,7 @@ mod tests {
         let problems = read(dir.path()).unwrap_err();
         let text = problems.join("\n");
         assert!(text.contains("haproxy.toml:2: template"), "{text}");
+        assert!(text.contains("does not exist"), "{text}");
         assert!(text.contains("haproxy.toml:4: `keys`"), "{text}");
         assert!(text.contains("haproxy.toml:5: mode"), "{text}");
         assert!(text.contains("haproxy.toml:6: `watch`"), "{text}");
@@ -326,6 +395,27 @@ mod tests {
             problems[0].contains("haproxy.toml:1: not a confd resource"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_template_syntax_error_names_its_line() {
+        let dir = dir_with(
+            "[template]\nsrc = \"haproxy.cfg.tmpl\"\ndest = \"/etc/haproxy/haproxy.cfg\"\nkeys = [\"/services\"]\n",
+            &[],
+        );
+        std::fs::write(
+            dir.path().join("templates/haproxy.cfg.tmpl"),
+            "global\n{{range lsdir \"/services\"}}\n{{ (base . }}\n{{end}}\n",
+        )
+        .unwrap();
+        let problems = read(dir.path()).unwrap_err();
+        assert!(problems[0].contains("haproxy.cfg.tmpl:3:"), "{problems:?}");
+        std::fs::write(
+            dir.path().join("templates/haproxy.cfg.tmpl"),
+            "{{range gets \"/services/*\"}}{{base .Key | toUpper}}{{end}}",
+        )
+        .unwrap();
+        assert!(read(dir.path()).is_ok());
     }
 
     #[test]
