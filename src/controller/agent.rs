@@ -83,6 +83,15 @@ pub async fn start_routing(
                     line.map(|l| format!(" at line {l}")).unwrap_or_default(),
                     text.map(|t| format!(" (`{t}`)")).unwrap_or_default()
                 ),
+                Ok(RouterEvent::ConfdCheckFailed { resource, command, output }) => sayln!(
+                    "router: confd {resource}: check_cmd `{command}` refused the rendered file ({output}); the last good file stays"
+                ),
+                Ok(RouterEvent::ConfdInstalled { resource, dest, reload_cmd }) => sayln!(
+                    "router: confd {resource}: installed {dest}{}",
+                    reload_cmd
+                        .map(|c| format!("; devstack's hitless reload stood in for `{c}`"))
+                        .unwrap_or_default()
+                ),
                 Ok(RouterEvent::EtcdUnavailable { message, .. }) => {
                     sayln!("router: {message}; retrying, the proxy keeps its config")
                 }

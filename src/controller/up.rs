@@ -390,12 +390,15 @@ async fn stop_gracefully(
 }
 
 /// Whether "up" means routed for this stack: it has routes among the units
-/// brought up, or it registers in a real etcd cluster.
+/// brought up, it registers in a real etcd cluster, or its confd
+/// resources route (they decide their frontends themselves).
 fn needs_routing(stack: &Stack, services: &[String]) -> bool {
     let units = crate::plan::dependency_closure(stack, services).unwrap_or_default();
     let routes = stack
         .services
         .iter()
         .any(|(name, s)| !s.routes.is_empty() && (services.is_empty() || units.contains(name)));
-    routes || matches!(stack.discovery.etcd, crate::spec::Etcd::External { .. })
+    routes
+        || stack.proxy.confd.is_some()
+        || matches!(stack.discovery.etcd, crate::spec::Etcd::External { .. })
 }

@@ -166,7 +166,7 @@ pub async fn wait_ready(
         // while it is not running yet, is enough to catch a crash quickly.
         // With no probe, the state is all there is to read.
         let running = status.as_ref().map(|s| s.state == ObservedState::Running);
-        if tick % 5 == 0 || running != Some(true) || *check == Check::Running {
+        if tick.is_multiple_of(5) || running != Some(true) || *check == Check::Running {
             match engine.inspect(id, network).await {
                 Ok(s) => status = Some(s),
                 Err(EngineError::NotFound(_)) => return Err(NotReady::Gone),

@@ -127,7 +127,7 @@ pub fn export(stack: &Stack, project: &str, namespace: &str) -> Export {
         }
         if let Some(cpus) = c.resources.cpus {
             let milli = (cpus * 1000.0).round() as u64;
-            let cpu = if milli % 1000 == 0 {
+            let cpu = if milli.is_multiple_of(1000) {
                 (milli / 1000).to_string()
             } else {
                 format!("{milli}m")

@@ -64,7 +64,7 @@ impl Export {
 /// the largest binary unit that divides it (`384m`), else bytes.
 fn size_text(bytes: u64, units: [&str; 3]) -> String {
     for (unit, mul) in units.iter().rev().zip([1u64 << 30, 1 << 20, 1 << 10]) {
-        if bytes >= mul && bytes % mul == 0 {
+        if bytes >= mul && bytes.is_multiple_of(mul) {
             return format!("{}{unit}", bytes / mul);
         }
     }

@@ -158,6 +158,7 @@ pub fn stack_of(units: Vec<(&str, UnitBuilder)>) -> Stack {
             listen: "127.0.0.1:8080".parse().expect("a literal address"),
             listen_given: false,
             template: None,
+            confd: None,
         },
     }
 }

@@ -24,6 +24,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::debounce::Debounce;
+use super::gotemplate::{self, Store};
 use super::layout::Layout;
 use super::registry::Registry;
 use super::render::{render, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
@@ -34,6 +35,7 @@ use crate::engine::proxy::{
 use crate::engine::runtime::{runtime_commands, runtime_failure};
 use crate::engine::{Engine, EngineError};
 use crate::plan::ObservedState;
+use crate::spec::confd::Resource;
 use crate::spec::Stack;
 
 /// Everything the router needs, decided before it starts.
@@ -148,6 +150,24 @@ pub enum RouterEvent {
     },
     /// Something about the proxy container failed; retried.
     ProxyTrouble { message: String },
+    /// A confd resource's `check_cmd` refused its rendered file; the last
+    /// good file stays.
+    ConfdCheckFailed {
+        /// The resource file (`haproxy.toml`).
+        resource: String,
+        /// The command as run, `{{.src}}` replaced by the staged file.
+        command: String,
+        /// What it printed.
+        output: String,
+    },
+    /// A confd resource's file changed and is installed. For the HAProxy
+    /// configuration devstack's hitless path applied it, standing in for
+    /// the resource's `reload_cmd`.
+    ConfdInstalled {
+        resource: String,
+        dest: String,
+        reload_cmd: Option<String>,
+    },
     /// A key under the prefix is left out of the configuration (reported once
     /// while it stays): its value is not a usable instance, or it holds a
     /// control character. `key` may hold anything; print it with `{:?}`.
@@ -277,6 +297,8 @@ pub async fn start(
     let router = Router {
         engine,
         template: config.stack.proxy.template.clone(),
+        confd: config.stack.proxy.confd.clone(),
+        confd_live: BTreeMap::new(),
         config,
         events: events.clone(),
         proxy: proxy.clone(),
@@ -307,6 +329,11 @@ struct Router {
     /// The user's template file, read at every apply so an edit takes effect
     /// at the next registry change; `None`: the built-in one.
     template: Option<PathBuf>,
+    /// The stack's confd directory (`proxy.confd`), read at every apply
+    /// like the template; it renders the config instead of the template.
+    confd: Option<PathBuf>,
+    /// Each confd resource's last installed file, by resource file.
+    confd_live: BTreeMap<PathBuf, String>,
     events: broadcast::Sender<RouterEvent>,
     proxy: ProxyContainer,
     live: Option<Live>,
@@ -437,6 +464,7 @@ impl Router {
                         let stack = *stack;
                         self.config.stack.services = stack.services;
                         self.template = stack.proxy.template;
+                        self.confd = stack.proxy.confd;
                         self.apply().await;
                     }
                     Trigger::ProxyEventsEnded => {
@@ -460,8 +488,20 @@ impl Router {
         Layout::new(&self.config.stack.discovery, &self.config.project)
     }
 
+    /// What the router reads and watches: the registry's listing, or with
+    /// confd resources the longest prefix common to every key they read.
     fn prefix_key(&self) -> String {
-        self.layout().listing()
+        let resources = self
+            .confd
+            .as_ref()
+            .and_then(|dir| crate::spec::confd::read(dir).ok());
+        match resources {
+            Some(resources) => {
+                let keys: Vec<String> = resources.iter().flat_map(Resource::full_keys).collect();
+                common_prefix(&keys)
+            }
+            None => self.layout().listing(),
+        }
     }
 
     async fn connect_and_list(&mut self) -> Result<(Client, i64), String> {
@@ -516,29 +556,19 @@ impl Router {
             &registry,
             self.live.as_ref().map(|l| &l.view),
         );
-        let template = match &self.template {
-            None => BUILTIN_TEMPLATE.to_string(),
-            Some(path) => match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    self.report(RouterEvent::RenderFailed {
-                        template: Some(path.clone()),
-                        line: None,
-                        message: format!("cannot read {}: {e}", path.display()),
-                    });
-                    return;
+        let mut installed = None;
+        let text = if let Some(dir) = self.confd.clone() {
+            match self.render_confd(&dir).await {
+                Some((text, proxy_resource)) => {
+                    installed = proxy_resource;
+                    devstack_sections(&text, self.config.etcd_for_containers, self.gateway)
                 }
-            },
-        };
-        let text = match render(&template, &view) {
-            Ok(t) => devstack_sections(&t, self.config.etcd_for_containers, self.gateway),
-            Err(RenderError { line, message }) => {
-                self.report(RouterEvent::RenderFailed {
-                    template: self.template.clone(),
-                    line,
-                    message,
-                });
-                return;
+                None => return,
+            }
+        } else {
+            match self.render_template(&view) {
+                Some(text) => text,
+                None => return,
             }
         };
         let change = match self.bring_proxy_to(&text).await {
@@ -558,12 +588,236 @@ impl Router {
             }
         };
         self.live = Some(Live { text, view });
+        if let Some((resource, rendered)) = installed {
+            if self.confd_live.get(&resource.file) != Some(&rendered) {
+                self.report(RouterEvent::ConfdInstalled {
+                    resource: resource.name(),
+                    dest: resource.dest.clone(),
+                    reload_cmd: resource.reload_cmd.clone(),
+                });
+                self.confd_live.insert(resource.file.clone(), rendered);
+            }
+        }
         self.report(RouterEvent::Applied {
             change,
             revision: self.revision,
             instances,
             took: started.elapsed(),
         });
+    }
+
+    /// The stack's template (or the built-in one) rendered over `view`,
+    /// with devstack's sections; `None` when it failed (reported).
+    fn render_template(&self, view: &View) -> Option<String> {
+        let template = match &self.template {
+            None => BUILTIN_TEMPLATE.to_string(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.report(RouterEvent::RenderFailed {
+                        template: Some(path.clone()),
+                        line: None,
+                        message: format!("cannot read {}: {e}", path.display()),
+                    });
+                    return None;
+                }
+            },
+        };
+        match render(&template, view) {
+            Ok(t) => Some(devstack_sections(
+                &t,
+                self.config.etcd_for_containers,
+                self.gateway,
+            )),
+            Err(RenderError { line, message }) => {
+                self.report(RouterEvent::RenderFailed {
+                    template: self.template.clone(),
+                    line,
+                    message,
+                });
+                None
+            }
+        }
+    }
+
+    /// Renders every confd resource of `dir` over the registry, as confd
+    /// does: each resource's keys under its prefix, `check_cmd` run in the
+    /// proxy container on the staged file. Resources other than the HAProxy
+    /// configuration are installed at their `dest` in the proxy container
+    /// here; the HAProxy configuration is returned (with its resource and
+    /// text), for devstack's own path to apply. `None`: the HAProxy
+    /// configuration did not render or pass its check (reported), and the
+    /// last good config stays.
+    async fn render_confd(
+        &mut self,
+        dir: &std::path::Path,
+    ) -> Option<(String, Option<(Resource, String)>)> {
+        let resources = match crate::spec::confd::read(dir) {
+            Ok(r) => r,
+            Err(problems) => {
+                self.report(RouterEvent::RenderFailed {
+                    template: Some(dir.to_path_buf()),
+                    line: None,
+                    message: problems.join("; "),
+                });
+                return None;
+            }
+        };
+        let mut proxy_config = None;
+        let mut others_changed = false;
+        for resource in resources {
+            let is_proxy = resource.is_proxy_config();
+            let rendered = match self.render_resource(&resource).await {
+                Some(t) => t,
+                None if is_proxy => return None,
+                None => continue,
+            };
+            let unchanged = self.confd_live.get(&resource.file) == Some(&rendered);
+            if !unchanged {
+                if let Some(cmd) = &resource.check_cmd {
+                    if !self.check_resource(&resource, cmd, &rendered).await {
+                        if is_proxy {
+                            return None;
+                        }
+                        continue;
+                    }
+                }
+            }
+            if is_proxy {
+                proxy_config = Some((rendered.clone(), (resource, rendered)));
+            } else if !unchanged {
+                let mode = resource.mode.unwrap_or(0o644);
+                match self
+                    .engine
+                    .copy_into(&self.proxy.id, &resource.dest, rendered.as_bytes(), mode)
+                    .await
+                {
+                    Ok(()) => {
+                        others_changed = true;
+                        self.report(RouterEvent::ConfdInstalled {
+                            resource: resource.name(),
+                            dest: resource.dest.clone(),
+                            reload_cmd: resource.reload_cmd.clone(),
+                        });
+                        self.confd_live.insert(resource.file.clone(), rendered);
+                    }
+                    Err(e) => self.report(RouterEvent::ProxyTrouble {
+                        message: format!("installing {}: {e}", resource.dest),
+                    }),
+                }
+            }
+        }
+        if others_changed {
+            // HAProxy reads those files at a reload only.
+            self.live = None;
+        }
+        proxy_config.map(|(text, installed)| (text, Some(installed)))
+    }
+
+    /// One resource's template over its keys; `None` when it failed (reported).
+    async fn render_resource(&self, resource: &Resource) -> Option<String> {
+        let text = match std::fs::read_to_string(&resource.src) {
+            Ok(t) => t,
+            Err(e) => {
+                self.report(RouterEvent::RenderFailed {
+                    template: Some(resource.src.clone()),
+                    line: None,
+                    message: format!("cannot read {}: {e}", resource.src.display()),
+                });
+                return None;
+            }
+        };
+        let store = Store::from_registry(&self.kvs, &resource.prefix, &resource.full_keys());
+        let name = resource
+            .src
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // lookupIP asks the resolver: off the router's task.
+        let rendered = tokio::task::spawn_blocking(move || {
+            gotemplate::render(&name, &text, &store, &gotmpl::Value::Nil)
+        })
+        .await;
+        match rendered {
+            Ok(Ok(t)) => Some(t),
+            Ok(Err(gotemplate::RenderError { line, message })) => {
+                self.report(RouterEvent::RenderFailed {
+                    template: Some(resource.src.clone()),
+                    line,
+                    message,
+                });
+                None
+            }
+            Err(e) => {
+                self.report(RouterEvent::RenderFailed {
+                    template: Some(resource.src.clone()),
+                    line: None,
+                    message: format!("the render stopped: {e}"),
+                });
+                None
+            }
+        }
+    }
+
+    /// Stages `rendered` in the proxy container and runs the resource's
+    /// check command there with `{{.src}}` as that file, as confd does.
+    async fn check_resource(&self, resource: &Resource, cmd: &str, rendered: &str) -> bool {
+        let base = resource.dest.rsplit('/').next().unwrap_or("resource");
+        let staged = format!("/tmp/.{base}.devstack-confd");
+        let mut data = BTreeMap::new();
+        data.insert("src".to_string(), gotmpl::Value::from(staged.as_str()));
+        let command = match gotemplate::render(
+            "check_cmd",
+            cmd,
+            &Store::default(),
+            &gotmpl::Value::from(data),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                self.report(RouterEvent::ConfdCheckFailed {
+                    resource: resource.name(),
+                    command: cmd.to_string(),
+                    output: format!("the check_cmd does not render: {e}"),
+                });
+                return false;
+            }
+        };
+        let mode = resource.mode.unwrap_or(0o644);
+        if let Err(e) = self
+            .engine
+            .copy_into(&self.proxy.id, &staged, rendered.as_bytes(), mode)
+            .await
+        {
+            self.report(RouterEvent::ProxyTrouble {
+                message: format!("staging {staged}: {e}"),
+            });
+            return false;
+        }
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.clone()];
+        match self
+            .engine
+            .exec_capture(&self.proxy.id, &argv, Duration::from_secs(30))
+            .await
+        {
+            Ok(out) if out.exit_code == Some(0) => true,
+            Ok(out) => {
+                self.report(RouterEvent::ConfdCheckFailed {
+                    resource: resource.name(),
+                    command,
+                    output: match out.exit_code {
+                        Some(code) => format!("exit code {code}: {}", out.output.trim()),
+                        None => format!("did not finish within 30s: {}", out.output.trim()),
+                    },
+                });
+                false
+            }
+            Err(e) => {
+                self.report(RouterEvent::ProxyTrouble {
+                    message: format!("running the check_cmd of {}: {e}", resource.name()),
+                });
+                false
+            }
+        }
     }
 
     async fn bring_proxy_to(&mut self, text: &str) -> Result<Change, Refused> {
@@ -677,6 +931,27 @@ impl Router {
             }
         }
     }
+}
+
+/// The longest prefix every key shares (etcd watches one prefix).
+fn common_prefix(keys: &[String]) -> String {
+    let Some(first) = keys.first() else {
+        return "/".into();
+    };
+    let mut len = first.len();
+    for k in &keys[1..] {
+        len = len.min(
+            first
+                .bytes()
+                .zip(k.bytes())
+                .take_while(|(a, b)| a == b)
+                .count(),
+        );
+    }
+    while !first.is_char_boundary(len) {
+        len -= 1;
+    }
+    first[..len].to_string()
 }
 
 /// Why an apply did not take effect.

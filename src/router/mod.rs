@@ -8,6 +8,7 @@
 
 pub mod confd;
 pub mod debounce;
+pub mod gotemplate;
 pub mod layout;
 pub mod registry;
 pub mod render;

@@ -1632,6 +1632,7 @@ fn decode_proxy(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Optio
         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
         listen_given: false,
         template: None,
+        confd: None,
     };
     let Some(node) = node else {
         return Some(proxy);
@@ -1639,7 +1640,7 @@ fn decode_proxy(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Optio
     let f = d.fields(
         node,
         path,
-        &["kind", "image", "platform", "listen", "template"],
+        &["kind", "image", "platform", "listen", "template", "confd"],
     )?;
     if let Some(n) = f.get("kind") {
         if let Some(kind) = d.string(n, &f.path("kind")) {
@@ -1687,6 +1688,30 @@ fn decode_proxy(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Optio
                 );
             }
             proxy.template = Some(template);
+        }
+    }
+    if let Some(n) = f.get("confd") {
+        let p = f.path("confd");
+        if let Some(dir) = d.path_value(n, &p) {
+            if !dir.is_dir() {
+                d.error(
+                    n,
+                    &p,
+                    format!("confd directory {} does not exist", dir.display()),
+                );
+            } else if let Err(problems) = super::confd::read(&dir) {
+                for problem in problems {
+                    d.error(n, &p, problem);
+                }
+            }
+            if proxy.template.is_some() {
+                d.error(
+                    n,
+                    &p,
+                    "`confd` and `template` both render the proxy configuration: give one",
+                );
+            }
+            proxy.confd = Some(dir);
         }
     }
     Some(proxy)

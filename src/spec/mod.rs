@@ -4,6 +4,7 @@
 //! problem found, each with its file, line, column and field path. Nothing
 //! downstream ever sees an invalid stack.
 
+pub mod confd;
 pub mod decode;
 pub mod diagnostic;
 pub mod envfile;

@@ -443,6 +443,10 @@ pub struct Proxy {
     /// Absolute path of a user template replacing the built-in one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<PathBuf>,
+    /// Absolute path of a confd configuration directory (`conf.d/*.toml`
+    /// and `templates/*.tmpl`) rendering the proxy's configuration instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confd: Option<PathBuf>,
 }
 
 /// Durations are written back the way a user writes them (`2s`, `1m30s`, `250ms`).

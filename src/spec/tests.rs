@@ -549,3 +549,41 @@ fn a_seed_a_kind_cannot_take_is_a_problem() {
         ],
     );
 }
+
+/// `proxy.confd`: a confd directory's problems are reported at the stack's
+/// `proxy.confd` line, each naming its resource file and line; the fixture
+/// directory loads.
+#[test]
+fn a_confd_directory_is_checked_at_load() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/confd");
+    let s = ok(&format!(
+        "name: t\nservices:\n  api: {{image: a}}\nproxy:\n  confd: '{}'\n",
+        fixture.display()
+    ));
+    assert_eq!(s.proxy.confd.as_deref(), Some(fixture.as_path()));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+    std::fs::write(
+        dir.path().join("conf.d/haproxy.toml"),
+        "[template]\nsrc = \"haproxy.cfg.tmpl\"\ndest = \"/etc/haproxy/haproxy.cfg\"\nkeys = [\"/services\"]\n",
+    )
+    .unwrap();
+    let yaml = format!(
+        "name: t\nservices:\n  api: {{image: a}}\nproxy:\n  confd: '{}'\n",
+        dir.path().display()
+    );
+    problems(&yaml, &[("proxy.confd", "haproxy.toml:2: template")]);
+    let report = load(&LoadOptions::inline("t.yaml", &yaml))
+        .map(|_| Accepted)
+        .expect_err("invalid");
+    let text = report.render(false);
+    assert!(text.contains("t.yaml:5"), "{text}");
+    problems(
+        "name: t\nservices:\n  api: {image: a}\nproxy:\n  confd: ./no-such-dir\n  template: ./no.cfg\n",
+        &[
+            ("proxy.confd", "no-such-dir does not exist"),
+            ("proxy.confd", "`confd` and `template` both"),
+            ("proxy.template", "no.cfg does not exist"),
+        ],
+    );
+}

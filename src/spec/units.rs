@@ -59,7 +59,7 @@ pub fn format_duration(d: Duration) -> String {
         }
         return format!("{}us", d.as_micros());
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let mut secs = d.as_secs();

@@ -77,6 +77,7 @@ pub fn diff(current: &Stack, next: &Stack) -> StackEdit {
     }
     let mut proxy = current.proxy.clone();
     proxy.template = next.proxy.template.clone();
+    proxy.confd = next.proxy.confd.clone();
     if proxy != next.proxy {
         edit.later.push("the proxy".into());
     }

@@ -4,6 +4,7 @@
 //! HAProxy container of the stack. They fail, never skip, without an engine
 //! or the fixture images.
 
+mod confd;
 mod control;
 mod copies;
 mod hostile;

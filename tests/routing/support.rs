@@ -77,7 +77,11 @@ impl Project {
             "name: {name}\nservices:\n{services}\nproxy:\n  image: devstack-fixtures/haproxy:2.6\n  listen: {listen}\n{proxy_extra}"
         );
         for (file, text) in files {
-            std::fs::write(dir.path().join(file), text).unwrap();
+            let path = dir.path().join(file);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(path, text).unwrap();
         }
         let path = dir.path().join("devstack.yaml");
         std::fs::write(&path, &yaml).unwrap();
