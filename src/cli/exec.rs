@@ -2,7 +2,7 @@
 //! container, on this terminal (a TTY when stdin is one), exit code passed through.
 
 use super::args::{ExecArgs, GlobalArgs};
-use super::stack::project_of;
+use super::stack::{check_units, project_of};
 use super::{exit, Failed};
 use crate::plan::ObservedState;
 use crate::ui::terminal::{exit_code, terminal_attach, RawMode};
@@ -10,19 +10,8 @@ use crate::ui::{connect, engine_failure};
 
 pub async fn run(global: &GlobalArgs, args: ExecArgs) -> anyhow::Result<u8> {
     let (project, loaded) = project_of(global)?;
-    if let Some(l) = &loaded {
-        if l.stack.unit(&args.service).is_none() {
-            let hint =
-                crate::plan::graph::suggest(&args.service, l.stack.units().map(|(n, _, _)| n));
-            return Err(Failed::new(
-                exit::USAGE,
-                format!(
-                    "`{}` is not a service or datastore of this stack{hint}",
-                    args.service
-                ),
-            )
-            .into());
-        }
+    if let Some(loaded) = &loaded {
+        check_units(loaded, std::slice::from_ref(&args.service))?;
     }
     let engine = connect().await?;
     let observed = engine

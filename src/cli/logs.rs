@@ -2,7 +2,7 @@
 //! output, one prefixed stream.
 
 use super::args::{GlobalArgs, LogsArgs};
-use super::stack::{project_of, use_color};
+use super::stack::{check_units, project_of, use_color};
 use super::{exit, Failed};
 use crate::engine::logs::LogQuery;
 use crate::engine::unix_now;
@@ -12,16 +12,7 @@ use crate::ui::logs::stream_logs;
 pub async fn run(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<u8> {
     let (project, loaded) = project_of(global)?;
     if let Some(loaded) = &loaded {
-        for s in &args.services {
-            if loaded.stack.unit(s).is_none() {
-                let hint = crate::plan::graph::suggest(s, loaded.stack.units().map(|(n, _, _)| n));
-                return Err(Failed::new(
-                    exit::USAGE,
-                    format!("`{s}` is not a service or datastore of this stack{hint}"),
-                )
-                .into());
-            }
-        }
+        check_units(loaded, &args.services)?;
     }
     let since = match &args.since {
         Some(text) => parse_since(text, unix_now())

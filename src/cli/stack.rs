@@ -11,6 +11,7 @@ use crate::controller::LoadedStack;
 use crate::plan::names::ProjectName;
 use crate::spec::diagnostic::stderr_color;
 use crate::spec::Report;
+use crate::ui::progress::Render;
 
 /// The stack files named by `-f`, or `devstack.yaml`.
 pub fn stack_files(global: &GlobalArgs) -> Vec<PathBuf> {
@@ -57,6 +58,24 @@ pub fn use_color(global: &GlobalArgs) -> bool {
     !global.no_color
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::io::stdout().is_terminal()
+}
+
+/// How progress shows: JSON events, bars on a terminal, else plain lines.
+pub fn render_mode(json: bool) -> Render {
+    if json {
+        Render::Json
+    } else if std::io::stderr().is_terminal() {
+        Render::Bars
+    } else {
+        Render::Plain
+    }
+}
+
+/// The units named on the command line are the stack's (a usage error if not).
+pub fn check_units(loaded: &LoadedStack, names: &[String]) -> anyhow::Result<()> {
+    loaded
+        .check_units(names)
+        .map_err(|why| Failed::new(exit::USAGE, why).into())
 }
 
 /// Parses a duration flag (`120s`, `1m30s`, `500ms`).
