@@ -6,7 +6,7 @@ use super::exit;
 use super::stack::project_of;
 use crate::controller::ps;
 use crate::plan::ObservedState;
-use crate::ui::connect;
+use crate::ui::{columns, connect};
 
 pub async fn run(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<u8> {
     let (project, loaded) = project_of(global)?;
@@ -46,23 +46,8 @@ pub async fn run(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<u8> {
         })
         .collect();
     let header = ["NAME", "SERVICE", "STATE", "HEALTH", "PUBLISHED"];
-    let mut widths = header.map(str::len);
-    for row in &table {
-        for (i, c) in row.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let print = |cells: Vec<&str>| {
-        let line: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:w$}", w = widths[i]))
-            .collect();
-        outln!("{}", line.join("  ").trim_end());
-    };
-    print(header.to_vec());
-    for row in &table {
-        print(row.iter().map(String::as_str).collect());
+    for line in columns(header, &table) {
+        outln!("{line}");
     }
     Ok(exit::OK)
 }

@@ -13,6 +13,7 @@
 //!   applied to the running stack.
 //! - [`ps`]: a project's containers with their state and health.
 //! - [`registry`]: where a stack's registry answers, and the routes it serves.
+//! - [`task`]: the container `run TASK` or `exec SERVICE` attaches to.
 //! - [`serve`]: the embedded etcd server run on its own (`devstack etcd serve`).
 //! - [`up`], [`down`], [`restart`], [`scale`], [`data`] (restore), [`test`],
 //!   [`projects`] (`ls`, `prune`): those commands as whole operations on a
@@ -35,6 +36,7 @@ pub mod scale;
 pub mod serve;
 pub mod stack;
 pub mod state;
+pub mod task;
 pub mod test;
 pub mod up;
 pub mod watch;

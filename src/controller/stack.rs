@@ -78,6 +78,17 @@ impl LoadedStack {
         }
     }
 
+    /// Whether `task` is one of the stack's tasks; else what to say, with the
+    /// closest name.
+    pub fn check_task(&self, task: &str) -> Result<(), String> {
+        if self.stack.tasks.contains_key(task) {
+            return Ok(());
+        }
+        let hint = crate::plan::graph::suggest(task, self.stack.tasks.keys().map(String::as_str));
+        let name = task.to_string();
+        Err(crate::plan::PlanError::UnknownTask { name, hint }.to_string())
+    }
+
     /// The stack its files hold now (an edit), loaded as [`LoadedStack::load`]
     /// loaded the first one; the project name stays.
     pub fn reload(&self) -> Result<Stack, Report> {

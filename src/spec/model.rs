@@ -58,6 +58,23 @@ impl Stack {
             .map(|s| &s.container)
             .or_else(|| self.datastores.get(name).map(|d| &d.container))
     }
+
+    /// Every value that came from an env file (where teams keep credentials)
+    /// replaced by `mask`.
+    pub fn mask_secrets(&mut self, mask: &str) {
+        let containers = self
+            .services
+            .values_mut()
+            .map(|s| &mut s.container)
+            .chain(self.datastores.values_mut().map(|d| &mut d.container));
+        for container in containers {
+            for key in &container.secret_env {
+                if let Some(value) = container.env.get_mut(key) {
+                    *value = mask.to_string();
+                }
+            }
+        }
+    }
 }
 
 /// What services and datastores have in common: how to run one container.
