@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
 use bollard::models::NetworkCreateRequest;
-use bollard::query_parameters::{
-    DownloadFromContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
-};
+use bollard::query_parameters::DownloadFromContainerOptions;
 use futures::TryStreamExt;
 
 use super::containers::parse_rfc3339;
@@ -46,9 +44,7 @@ impl Engine {
     /// Every project with a container, network or volume carrying the
     /// project label, by name.
     pub async fn devstack_projects(&self) -> Result<Vec<ProjectObjects>, EngineError> {
-        let filters = || -> HashMap<String, Vec<String>> {
-            HashMap::from([("label".to_string(), vec![LABEL_PROJECT.to_string()])])
-        };
+        let label = || vec![LABEL_PROJECT.to_string()];
         let mut projects: BTreeMap<String, ProjectObjects> = BTreeMap::new();
         let entry = |projects: &mut BTreeMap<String, ProjectObjects>, name: &str| {
             projects
@@ -66,14 +62,8 @@ impl Engine {
             }
         };
         let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters()),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| EngineError::api("listing devstack's containers", e))?;
+            .containers_labelled(label(), "listing devstack's containers")
+            .await?;
         for c in containers {
             let labels = c.labels.unwrap_or_default();
             let Some(project) = labels.get(LABEL_PROJECT) else {
@@ -96,12 +86,8 @@ impl Engine {
             oldest(p, c.created);
         }
         let networks = self
-            .docker
-            .list_networks(Some(ListNetworksOptions {
-                filters: Some(filters()),
-            }))
-            .await
-            .map_err(|e| EngineError::api("listing devstack's networks", e))?;
+            .networks_labelled(label(), "listing devstack's networks")
+            .await?;
         for n in networks {
             let labels = n.labels.unwrap_or_default();
             let Some(project) = labels.get(LABEL_PROJECT) else {
@@ -121,13 +107,9 @@ impl Engine {
             oldest(p, made);
         }
         let volumes = self
-            .docker
-            .list_volumes(Some(ListVolumesOptions {
-                filters: Some(filters()),
-            }))
-            .await
-            .map_err(|e| EngineError::api("listing devstack's volumes", e))?;
-        for v in volumes.volumes.unwrap_or_default() {
+            .volumes_labelled(label(), "listing devstack's volumes")
+            .await?;
+        for v in volumes {
             let Some(project) = v.labels.get(LABEL_PROJECT) else {
                 continue;
             };
