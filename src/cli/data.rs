@@ -3,7 +3,7 @@
 
 use super::args::{DataArgs, DataCommand, GlobalArgs};
 use super::exit;
-use super::stack::{load_stack, render_mode, use_color};
+use super::stack::{load_stack, print_restarted, render_mode, use_color};
 use crate::controller::data::{self, snapshot_failed as failed, Restore};
 use crate::controller::up::UpOptions;
 use crate::engine::snapshot;
@@ -46,7 +46,7 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
                 force,
                 up,
             };
-            return data::restore(&engine, &loaded, &ask, super::restart::print_restarted).await;
+            return data::restore(&engine, &loaded, &ask, print_restarted).await;
         }
         DataCommand::Ls { json } => {
             let all = snapshot::list(&engine, project)

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::args::GlobalArgs;
 use super::{exit, Failed, Reported};
+use crate::controller::restart::Restarted;
 use crate::controller::LoadedStack;
 use crate::plan::names::ProjectName;
 use crate::spec::diagnostic::stderr_color;
@@ -82,4 +83,22 @@ pub fn check_units(loaded: &LoadedStack, names: &[String]) -> anyhow::Result<()>
 pub fn duration_arg(flag: &str, text: &str) -> anyhow::Result<Duration> {
     crate::spec::units::parse_duration(text)
         .map_err(|e| Failed::new(exit::USAGE, format!("{flag}: {e}")).into())
+}
+
+/// One container's restart (`restart`, `data restore`): how soon it was
+/// healthy, or why not and its last lines.
+pub fn print_restarted(r: &Restarted) {
+    match &r.outcome {
+        Ok(took) => sayln!(
+            "{}: restarted, healthy in {:.2}s",
+            r.name,
+            took.as_secs_f64()
+        ),
+        Err(why) => {
+            sayln!("{}: restarted but {why}", r.name);
+            for line in &r.last_lines {
+                sayln!("  | {line}");
+            }
+        }
+    }
 }
