@@ -29,17 +29,7 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
             force,
         } => {
             // Then `up --wait`, which starts the restored datastores again.
-            let up = UpOptions {
-                services: Vec::new(),
-                timeout: std::time::Duration::from_secs(120),
-                detach: false,
-                wait: true,
-                json: false,
-                render: render_mode(false),
-                color: use_color(global),
-                from_snapshot: None,
-                free_port: false,
-            };
+            let up = UpOptions::wait(render_mode(false), use_color(global));
             let ask = Restore {
                 name: &name,
                 datastores: &datastores,

@@ -3,7 +3,8 @@
 
 use super::args::{Endpoints, EtcdArgs, EtcdCommand, GlobalArgs, ServeArgs};
 use super::{exit, Failed};
-use crate::controller::{registry::look_endpoints, serve::serve, Signals, Tasks};
+use crate::controller::registry::look_endpoints;
+use crate::controller::serve::{follow, serve};
 use crate::etcd::client::{Look, LookError};
 use crate::etcd::ServerConfig;
 
@@ -76,36 +77,23 @@ pub async fn run(global: &GlobalArgs, args: EtcdArgs) -> anyhow::Result<u8> {
         }
         EtcdCommand::Watch(a) => {
             let look = connect(&a.endpoints).await?;
-            let mut watch = look.watch(&a.key, a.prefix, a.rev).await.map_err(failed)?;
-            let tasks = Tasks::new();
-            let _signals = crate::controller::on_signals(&tasks, Signals::Interrupt);
-            let stop = tasks.stop_token().clone();
-            let result = async {
-                loop {
-                    let events = tokio::select! {
-                        _ = stop.cancelled() => return Ok(exit::INTERRUPTED),
-                        events = watch.next() => events.map_err(failed)?,
-                    };
-                    let Some(events) = events else {
-                        return Ok(exit::OK);
-                    };
-                    for ev in events {
-                        let kind = if ev.put { "PUT" } else { "DELETE" };
-                        if a.json {
-                            let mut v = serde_json::to_value(&ev.kv)?;
-                            v["type"] = kind.into();
-                            outln!("{}", serde_json::to_string(&v)?);
-                        } else if ev.put {
-                            outln!("{kind}\n{}\n{}", ev.kv.key, ev.kv.value);
-                        } else {
-                            outln!("{kind}\n{}", ev.kv.key);
-                        }
+            let watch = look.watch(&a.key, a.prefix, a.rev).await.map_err(failed)?;
+            follow(watch, |events| {
+                for ev in events {
+                    let kind = if ev.put { "PUT" } else { "DELETE" };
+                    if a.json {
+                        let mut v = serde_json::to_value(&ev.kv)?;
+                        v["type"] = kind.into();
+                        outln!("{}", serde_json::to_string(&v)?);
+                    } else if ev.put {
+                        outln!("{kind}\n{}\n{}", ev.kv.key, ev.kv.value);
+                    } else {
+                        outln!("{kind}\n{}", ev.kv.key);
                     }
                 }
-            }
-            .await;
-            tasks.join().await;
-            result
+                Ok(())
+            })
+            .await
         }
     }
 }
