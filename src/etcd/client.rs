@@ -213,3 +213,45 @@ impl Watch {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::{Server, ServerConfig};
+
+    #[tokio::test]
+    async fn quick_looks_put_get_ls_watch_and_del_against_a_server() {
+        let server = Server::start(ServerConfig::in_memory("127.0.0.1:0".parse().unwrap()))
+            .await
+            .expect("server");
+        let endpoints = vec![server.client_url()];
+        let mut look = Look::connect(&endpoints).await.expect("connect");
+        assert_eq!(look.endpoints(), endpoints[0]);
+        let rev = look.put("/a/1", "one").await.unwrap();
+        look.put("/a/2", "two").await.unwrap();
+        look.put("/b", "bee").await.unwrap();
+        let (now, kvs) = look.get("/a/", true).await.unwrap();
+        assert!(now > rev);
+        let got: Vec<_> = kvs.iter().map(|kv| (&*kv.key, &*kv.value)).collect();
+        assert_eq!(got, [("/a/1", "one"), ("/a/2", "two")]);
+        assert_eq!(kvs[0].mod_revision, rev);
+        assert!(look.get("/none", false).await.unwrap().1.is_empty());
+        assert_eq!(look.ls("").await.unwrap(), ["/a/1", "/a/2", "/b"]);
+        assert_eq!(look.ls("/a").await.unwrap(), ["/a/1", "/a/2"]);
+        // A watch from the first put replays history: puts, then the delete.
+        assert_eq!(look.del("/a/", true).await.unwrap(), 2);
+        let watcher = Look::connect(&endpoints).await.unwrap();
+        let mut watch = watcher.watch("/a/1", false, Some(rev)).await.unwrap();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            let events = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
+                .await
+                .expect("events in time")
+                .unwrap()
+                .expect("the watch goes on");
+            seen.extend(events.into_iter().map(|e| (e.put, e.kv.key)));
+        }
+        assert_eq!(seen, [(true, "/a/1".into()), (false, "/a/1".into())]);
+        server.shutdown().await;
+    }
+}

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::report::{tidy, Note};
+use super::report::Note;
 use super::tree::{
     child, datastore_kind, entries, index, items, resource_limits, scalar, text, texts, words,
     MapBuilder,
@@ -78,12 +78,7 @@ pub fn translate(doc: &Node, dirs: Dirs) -> Translated {
     if let Some(services) = doc.get("services") {
         translate_services(&mut cx, services, &mut out);
     }
-    tidy(&mut cx.notes);
-    Translated {
-        tree: out.build(),
-        notes: cx.notes,
-        inferred: cx.inferred,
-    }
+    Translated::new(out.build(), cx.notes, cx.inferred)
 }
 
 fn top_volumes(cx: &mut Cx, volumes: &Node) {

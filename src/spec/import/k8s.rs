@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 
-use super::report::{tidy, Note};
+use super::report::Note;
 use super::tree::{
     child, datastore_kind, entries, items, k8s_cpus, k8s_quantity_bytes, resource_limits, scalar,
     seconds, text, texts, words, MapBuilder,
@@ -238,12 +238,7 @@ pub fn translate(docs: &[Node]) -> Translated {
         }
         out.set("tasks", t_out.build());
     }
-    tidy(&mut cx.notes);
-    Translated {
-        tree: out.build(),
-        notes: cx.notes,
-        inferred: cx.inferred,
-    }
+    Translated::new(out.build(), cx.notes, cx.inferred)
 }
 
 static NULL: Node = Node {
