@@ -40,22 +40,28 @@ pub struct ProjectObjects {
     pub test: bool,
 }
 
+/// The entry of the project an object's labels name, made on first sight.
+fn slot<'a>(
+    projects: &'a mut BTreeMap<String, ProjectObjects>,
+    labels: &HashMap<String, String>,
+) -> Option<&'a mut ProjectObjects> {
+    let name = labels.get(LABEL_PROJECT)?;
+    Some(
+        projects
+            .entry(name.clone())
+            .or_insert_with(|| ProjectObjects {
+                project: name.clone(),
+                ..Default::default()
+            }),
+    )
+}
+
 impl Engine {
     /// Every project with a container, network or volume carrying the
     /// project label, by name.
     pub async fn devstack_projects(&self) -> Result<Vec<ProjectObjects>, EngineError> {
         let label = || vec![LABEL_PROJECT.to_string()];
         let mut projects: BTreeMap<String, ProjectObjects> = BTreeMap::new();
-        let entry = |projects: &mut BTreeMap<String, ProjectObjects>, name: &str| {
-            projects
-                .entry(name.to_string())
-                .or_insert_with(|| ProjectObjects {
-                    project: name.to_string(),
-                    ..Default::default()
-                })
-                .project
-                .clone()
-        };
         let oldest = |p: &mut ProjectObjects, t: Option<i64>| {
             if let Some(t) = t.filter(|t| *t > 0) {
                 p.created = Some(p.created.map_or(t, |c| c.min(t)));
@@ -66,11 +72,7 @@ impl Engine {
             .await?;
         for c in containers {
             let labels = c.labels.unwrap_or_default();
-            let Some(project) = labels.get(LABEL_PROJECT) else {
-                continue;
-            };
-            let key = entry(&mut projects, project);
-            let Some(p) = projects.get_mut(&key) else {
+            let Some(p) = slot(&mut projects, &labels) else {
                 continue;
             };
             let name = c
@@ -90,11 +92,7 @@ impl Engine {
             .await?;
         for n in networks {
             let labels = n.labels.unwrap_or_default();
-            let Some(project) = labels.get(LABEL_PROJECT) else {
-                continue;
-            };
-            let key = entry(&mut projects, project);
-            let Some(p) = projects.get_mut(&key) else {
+            let Some(p) = slot(&mut projects, &labels) else {
                 continue;
             };
             p.network = n.name.clone();
@@ -110,11 +108,7 @@ impl Engine {
             .volumes_labelled(label(), "listing devstack's volumes")
             .await?;
         for v in volumes {
-            let Some(project) = v.labels.get(LABEL_PROJECT) else {
-                continue;
-            };
-            let key = entry(&mut projects, project);
-            let Some(p) = projects.get_mut(&key) else {
+            let Some(p) = slot(&mut projects, &v.labels) else {
                 continue;
             };
             p.volumes.push(v.name.clone());
