@@ -152,36 +152,6 @@ pub enum Command {
     },
 }
 
-impl Command {
-    /// The subcommand's name as typed.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Validate(_) => "validate",
-            Command::Config(_) => "config",
-            Command::Up(_) => "up",
-            Command::Down(_) => "down",
-            Command::Ps(_) => "ps",
-            Command::Logs(_) => "logs",
-            Command::Exec(_) => "exec",
-            Command::Run(_) => "run",
-            Command::Restart(_) => "restart",
-            Command::Scale(_) => "scale",
-            Command::Watch(_) => "watch",
-            Command::Test(_) => "test",
-            Command::Ls(_) => "ls",
-            Command::Prune(_) => "prune",
-            Command::Etcd(_) => "etcd",
-            Command::Routes(_) => "routes",
-            Command::Data(_) => "data",
-            Command::Import(_) => "import",
-            Command::Export(_) => "export",
-            Command::Agent => "agent",
-            Command::Reap(_) => "reap",
-            Command::Completions { .. } => "completions",
-        }
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// Compose files, Kubernetes manifests or directories of them, devstack overlays

@@ -1,27 +1,21 @@
 //! `devstack data snapshot|restore|ls|rm|export|import`: parses, calls
-//! `engine::snapshot`, prints. A restore then runs `up --wait`, which
-//! starts the restored datastores again, and restarts their dependents.
+//! `engine::snapshot` (a restore: `controller::data::restore`), prints.
 
-use super::args::{DataArgs, DataCommand, GlobalArgs, RestartArgs, UpArgs};
-use super::stack::load_stack;
-use super::{exit, Failed};
-use crate::engine::snapshot::{self, SnapshotError};
+use super::args::{DataArgs, DataCommand, GlobalArgs};
+use super::exit;
+use super::stack::{load_stack, print_restarted, render_mode, use_color};
+use crate::controller::data::{self, snapshot_failed as failed, Restore};
+use crate::controller::up::UpOptions;
+use crate::engine::snapshot;
 use crate::ui::{connect, engine_failure};
-
-fn failed(e: SnapshotError) -> anyhow::Error {
-    match e {
-        SnapshotError::Refused(m) => Failed::new(exit::FAILURE, m).into(),
-        SnapshotError::Engine(e) => engine_failure(e),
-    }
-}
 
 pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;
-    let project = loaded.project.as_str();
+    let (stack, project) = (&loaded.stack, loaded.project.as_str());
     let engine = connect().await?;
     match args.command {
         DataCommand::Snapshot { name, datastores } => {
-            let parts = snapshot::take(&engine, &loaded.stack, project, &name, &datastores)
+            let parts = snapshot::take(&engine, stack, project, &name, &datastores)
                 .await
                 .map_err(failed)?;
             for p in &parts {
@@ -34,38 +28,15 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
             datastores,
             force,
         } => {
-            let restored =
-                snapshot::restore(&engine, &loaded.stack, project, &name, &datastores, force)
-                    .await
-                    .map_err(failed)?;
-            sayln!("restored {} from snapshot `{name}`", restored.join(", "));
-            let up = UpArgs {
-                services: Vec::new(),
-                detach: false,
-                wait: true,
-                timeout: "120s".into(),
-                json: false,
-                from_snapshot: None,
+            // Then `up --wait`, which starts the restored datastores again.
+            let up = UpOptions::wait(render_mode(false), use_color(global));
+            let ask = Restore {
+                name: &name,
+                datastores: &datastores,
+                force,
+                up,
             };
-            let code = super::up::run(global, up).await?;
-            if code != exit::OK {
-                return Ok(code);
-            }
-            let dependents: Vec<String> = loaded
-                .stack
-                .units()
-                .filter(|(_, _, c)| c.depends_on.iter().any(|d| restored.contains(d)))
-                .map(|(n, _, _)| n.to_string())
-                .collect();
-            if !dependents.is_empty() {
-                return super::restart::run(
-                    global,
-                    RestartArgs {
-                        services: dependents,
-                    },
-                )
-                .await;
-            }
+            return data::restore(&engine, &loaded, &ask, print_restarted).await;
         }
         DataCommand::Ls { json } => {
             let all = snapshot::list(&engine, project)
@@ -74,25 +45,16 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
             if json {
                 outln!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                outln!(
-                    "{:<24} {:<16} {:<12} IMAGE",
-                    "SNAPSHOT",
-                    "DATASTORE",
-                    "TAKEN"
-                );
+                let row =
+                    |a: &str, b: &str, c: &str, d: &str| outln!("{a:<24} {b:<16} {c:<12} {d}");
+                row("SNAPSHOT", "DATASTORE", "TAKEN", "IMAGE");
                 for s in &all {
-                    outln!(
-                        "{:<24} {:<16} {:<12} {}",
-                        s.name,
-                        s.datastore,
-                        s.taken,
-                        s.image
-                    );
+                    row(&s.name, &s.datastore, &s.taken.to_string(), &s.image);
                 }
             }
         }
         DataCommand::Export { name, file } => {
-            let n = snapshot::export(&engine, &loaded.stack, project, &name, &file)
+            let n = snapshot::export(&engine, stack, project, &name, &file)
                 .await
                 .map_err(failed)?;
             sayln!(
@@ -101,7 +63,7 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
             );
         }
         DataCommand::Import { file } => {
-            let name = snapshot::import(&engine, &loaded.stack, project, &file)
+            let name = snapshot::import(&engine, stack, project, &file)
                 .await
                 .map_err(failed)?;
             sayln!("imported snapshot `{name}`; `devstack data restore {name}` puts it in place");

@@ -1,56 +1,20 @@
 //! `devstack exec SERVICE [--replica N] -- CMD...`: a command in a running
-//! container, on this terminal (a TTY when stdin is one), exit code passed through.
+//! container (found by `controller::task`), on this terminal (a TTY when
+//! stdin is one), exit code passed through.
 
 use super::args::{ExecArgs, GlobalArgs};
-use super::stack::project_of;
-use super::{exit, Failed};
-use crate::plan::ObservedState;
+use super::stack::{check_units, project_of};
+use crate::controller::task::running_replica;
 use crate::ui::terminal::{exit_code, terminal_attach, RawMode};
 use crate::ui::{connect, engine_failure};
 
 pub async fn run(global: &GlobalArgs, args: ExecArgs) -> anyhow::Result<u8> {
     let (project, loaded) = project_of(global)?;
-    if let Some(l) = &loaded {
-        if l.stack.unit(&args.service).is_none() {
-            let hint =
-                crate::plan::graph::suggest(&args.service, l.stack.units().map(|(n, _, _)| n));
-            return Err(Failed::new(
-                exit::USAGE,
-                format!(
-                    "`{}` is not a service or datastore of this stack{hint}",
-                    args.service
-                ),
-            )
-            .into());
-        }
+    if let Some(loaded) = &loaded {
+        check_units(loaded, std::slice::from_ref(&args.service))?;
     }
     let engine = connect().await?;
-    let observed = engine
-        .list_project(&project)
-        .await
-        .map_err(engine_failure)?;
-    let container = crate::plan::replica_container(&observed, &args.service, args.replica);
-    let Some(container) = container else {
-        return Err(Failed::new(
-            exit::FAILURE,
-            format!(
-                "`{}` has no replica {} in {project} (is the stack up? `devstack ps` lists what runs)",
-                args.service, args.replica
-            ),
-        )
-        .into());
-    };
-    if container.state != ObservedState::Running {
-        return Err(Failed::new(
-            exit::FAILURE,
-            format!(
-                "`{}` is not running ({:?})",
-                container.name, container.state
-            )
-            .to_lowercase(),
-        )
-        .into());
-    }
+    let container = running_replica(&engine, &project, &args.service, args.replica).await?;
     let attach = terminal_attach();
     let _raw = if attach.tty { RawMode::enable() } else { None };
     let code = engine

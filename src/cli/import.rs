@@ -1,25 +1,16 @@
-//! `devstack import`: production definitions written out as a devstack stack file.
-
-use std::path::{Path, PathBuf};
+//! `devstack import`: production definitions written out as a devstack stack
+//! file (`spec::import::files`), where `export::output` says.
 
 use super::args::{GlobalArgs, ImportArgs};
 use super::exit;
+use crate::export::output::{write_files, Place};
 use crate::spec::diagnostic::stderr_color;
 use crate::spec::import::files::import_files;
 use crate::spec::{self, LoadOptions};
 
 pub fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<u8> {
-    let to_stdout = args.output == Path::new("-");
-    let out_dir = if to_stdout {
-        PathBuf::from(".")
-    } else {
-        args.output
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."))
-    };
-    let out_dir = std::fs::canonicalize(&out_dir).unwrap_or(out_dir);
+    let place = Place::of(Some(&args.output), false);
+    let out_dir = place.base_dir();
     let color = stderr_color(global.no_color);
     let imported = match import_files(&args.files, &out_dir) {
         Ok(imported) => imported,
@@ -32,29 +23,23 @@ pub fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<u8> {
         sayln!("{line}");
     }
     // The written file must load as it is; say so now if it does not.
-    let name = if to_stdout {
-        out_dir.join("devstack.yaml")
-    } else {
-        args.output.clone()
+    let name = match &place {
+        Place::File(path) => path.clone(),
+        _ => out_dir.join("devstack.yaml"),
     };
-    let mut check = LoadOptions::new(vec![name]);
+    let mut check = LoadOptions::new(vec![name.clone()]);
     check.contents = Some(vec![imported.text.clone()]);
     let checked = spec::load(&check);
-    if to_stdout {
+    if place == Place::Stdout {
         out!("{}", imported.text);
     } else {
-        if args.output.exists() && !args.force {
-            sayln!(
-                "error: {} exists; pass --force to replace it",
-                args.output.display()
-            );
+        let files = [(name, imported.text)];
+        if let Err(why) = write_files(None, &files, args.force, |p| {
+            sayln!("wrote {}", p.display())
+        }) {
+            sayln!("error: {why}");
             return Ok(exit::FAILURE);
         }
-        if let Err(err) = std::fs::write(&args.output, &imported.text) {
-            sayln!("error: cannot write {}: {err}", args.output.display());
-            return Ok(exit::FAILURE);
-        }
-        sayln!("wrote {}", args.output.display());
     }
     match checked {
         Ok(_) => Ok(exit::OK),

@@ -2,9 +2,9 @@
 //! output, one prefixed stream.
 
 use super::args::{GlobalArgs, LogsArgs};
-use super::stack::{project_of, use_color};
+use super::stack::{check_units, project_of, use_color};
 use super::{exit, Failed};
-use crate::engine::logs::LogQuery;
+use crate::engine::logs::{parse_since, LogQuery};
 use crate::engine::unix_now;
 use crate::ui::connect;
 use crate::ui::logs::stream_logs;
@@ -12,16 +12,7 @@ use crate::ui::logs::stream_logs;
 pub async fn run(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<u8> {
     let (project, loaded) = project_of(global)?;
     if let Some(loaded) = &loaded {
-        for s in &args.services {
-            if loaded.stack.unit(s).is_none() {
-                let hint = crate::plan::graph::suggest(s, loaded.stack.units().map(|(n, _, _)| n));
-                return Err(Failed::new(
-                    exit::USAGE,
-                    format!("`{s}` is not a service or datastore of this stack{hint}"),
-                )
-                .into());
-            }
-        }
+        check_units(loaded, &args.services)?;
     }
     let since = match &args.since {
         Some(text) => parse_since(text, unix_now())
@@ -45,36 +36,4 @@ pub async fn run(global: &GlobalArgs, args: LogsArgs) -> anyhow::Result<u8> {
     )
     .await?;
     Ok(exit::OK)
-}
-
-/// `10m` (that long ago), a Unix timestamp, or an RFC 3339 time
-/// (`2024-05-01T12:00:00Z`), as seconds since the epoch.
-pub(crate) fn parse_since(text: &str, now: i64) -> Result<i64, String> {
-    let text = text.trim();
-    if let Ok(secs) = text.parse::<i64>() {
-        return Ok(secs);
-    }
-    if let Ok(d) = crate::spec::units::parse_duration(text) {
-        return Ok(now - d.as_secs() as i64);
-    }
-    crate::engine::containers::parse_rfc3339(text).ok_or_else(|| {
-        format!("`{text}` is neither a duration (10m), a Unix time nor a time like 2024-05-01T12:00:00Z")
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_since;
-
-    #[test]
-    fn since_takes_durations_unix_times_and_rfc3339() {
-        assert_eq!(parse_since("10m", 1000), Ok(400));
-        assert_eq!(parse_since("1700000000", 0), Ok(1_700_000_000));
-        assert_eq!(parse_since("2023-11-14T22:13:20Z", 0), Ok(1_700_000_000));
-        assert_eq!(
-            parse_since("2023-11-15T00:13:20+02:00", 0),
-            Ok(1_700_000_000)
-        );
-        assert!(parse_since("yesterday", 0).is_err());
-    }
 }

@@ -1,106 +1,23 @@
 //! `devstack scale SERVICE=N...`: add or remove replicas and wait for the new
-//! ones to be healthy. The stack file's `replicas` applies again at the next `up`.
-
-use std::collections::BTreeMap;
-use std::io::IsTerminal;
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
+//! ones to be healthy; the work is `controller::scale`.
 
 use super::args::{GlobalArgs, ScaleArgs};
-use super::stack::load_stack;
-use super::stack::use_color;
+use super::stack::{load_stack, render_mode, use_color};
 use super::{exit, Failed};
-use crate::controller::up::bring_up;
-use crate::engine::apply::UpRequest;
+use crate::controller::scale::{parse_assignments, scale};
 use crate::ui::connect;
-use crate::ui::progress::{print_failures, print_table, Render};
 
 pub async fn run(global: &GlobalArgs, args: ScaleArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;
     let replicas = parse_assignments(&args.assignments, |s| loaded.stack.unit(s).is_some())
         .map_err(|e| Failed::new(exit::USAGE, e))?;
     let engine = connect().await?;
-    let request = UpRequest {
-        project: loaded.project.to_string(),
-        services: replicas.keys().cloned().collect(),
-        replicas,
-        timeout: Duration::from_secs(120),
-        remove_orphans: false,
-    };
-    let color = use_color(global);
-    let mode = if std::io::stderr().is_terminal() {
-        Render::Bars
-    } else {
-        Render::Plain
-    };
-    let outcome = bring_up(
+    scale(
         &engine,
-        &loaded.stack,
-        &request,
-        mode,
-        color,
-        &CancellationToken::new(),
+        &loaded,
+        replicas,
+        render_mode(false),
+        use_color(global),
     )
-    .await?;
-    // URLs only where a routing path runs for the project.
-    let routing = crate::controller::state::read(&loaded.project)?.map(|_| &[][..]);
-    print_table(&loaded.stack, &outcome, routing, color);
-    if !outcome.all_healthy() {
-        print_failures(&outcome, color);
-        return Ok(exit::UNHEALTHY);
-    }
-    Ok(exit::OK)
-}
-
-/// `web=3 worker=0` → {web: 3, worker: 0}; every name must be a unit.
-fn parse_assignments(
-    pairs: &[String],
-    known: impl Fn(&str) -> bool,
-) -> Result<BTreeMap<String, u32>, String> {
-    let mut out = BTreeMap::new();
-    for pair in pairs {
-        let (name, n) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("`{pair}` should be SERVICE=N, like web=3"))?;
-        let n: u32 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{n}` in `{pair}` is not a number of replicas"))?;
-        if n > 100 {
-            return Err(format!(
-                "{n} replicas of `{name}` is more than a laptop should run (at most 100)"
-            ));
-        }
-        if !known(name) {
-            return Err(format!(
-                "`{name}` is not a service or datastore of this stack"
-            ));
-        }
-        out.insert(name.to_string(), n);
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_assignments;
-
-    #[test]
-    fn assignments_parse_and_complain_clearly() {
-        let known = |s: &str| s == "web";
-        assert_eq!(
-            parse_assignments(&["web=3".into()], known).unwrap()["web"],
-            3
-        );
-        assert!(parse_assignments(&["web".into()], known)
-            .unwrap_err()
-            .contains("SERVICE=N"));
-        assert!(parse_assignments(&["web=x".into()], known)
-            .unwrap_err()
-            .contains("not a number"));
-        assert!(parse_assignments(&["db=1".into()], known)
-            .unwrap_err()
-            .contains("not a service"));
-    }
+    .await
 }

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use super::args::GlobalArgs;
 use super::{exit, Failed, Reported};
+use crate::controller::restart::Restarted;
 use crate::controller::LoadedStack;
 use crate::plan::names::ProjectName;
 use crate::spec::diagnostic::stderr_color;
 use crate::spec::Report;
+use crate::ui::progress::Render;
 
 /// The stack files named by `-f`, or `devstack.yaml`.
 pub fn stack_files(global: &GlobalArgs) -> Vec<PathBuf> {
@@ -59,8 +61,44 @@ pub fn use_color(global: &GlobalArgs) -> bool {
         && std::io::stdout().is_terminal()
 }
 
+/// How progress shows: JSON events, bars on a terminal, else plain lines.
+pub fn render_mode(json: bool) -> Render {
+    if json {
+        Render::Json
+    } else if std::io::stderr().is_terminal() {
+        Render::Bars
+    } else {
+        Render::Plain
+    }
+}
+
+/// The units named on the command line are the stack's (a usage error if not).
+pub fn check_units(loaded: &LoadedStack, names: &[String]) -> anyhow::Result<()> {
+    loaded
+        .check_units(names)
+        .map_err(|why| Failed::new(exit::USAGE, why).into())
+}
+
 /// Parses a duration flag (`120s`, `1m30s`, `500ms`).
 pub fn duration_arg(flag: &str, text: &str) -> anyhow::Result<Duration> {
     crate::spec::units::parse_duration(text)
         .map_err(|e| Failed::new(exit::USAGE, format!("{flag}: {e}")).into())
+}
+
+/// One container's restart (`restart`, `data restore`): how soon it was
+/// healthy, or why not and its last lines.
+pub fn print_restarted(r: &Restarted) {
+    match &r.outcome {
+        Ok(took) => sayln!(
+            "{}: restarted, healthy in {:.2}s",
+            r.name,
+            took.as_secs_f64()
+        ),
+        Err(why) => {
+            sayln!("{}: restarted but {why}", r.name);
+            for line in &r.last_lines {
+                sayln!("  | {line}");
+            }
+        }
+    }
 }

@@ -2,13 +2,9 @@
 //! stack, up, the command run against it, artifacts, down; the work is
 //! `controller::test::run`.
 
-use std::io::IsTerminal;
-
 use super::args::{GlobalArgs, ReapArgs, TestArgs};
-use super::stack::{duration_arg, load_stack, use_color};
+use super::stack::{duration_arg, load_stack, render_mode, use_color};
 use crate::controller::test::{self, TestOptions};
-use crate::controller::LoadedStack;
-use crate::ui::progress::Render;
 use crate::ui::{exit, Failed};
 
 pub async fn run(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<u8> {
@@ -17,10 +13,7 @@ pub async fn run(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<u8> {
     let loaded = if global.project_name.is_some() {
         loaded
     } else {
-        let name = test::copy_name(loaded.project.as_str())?;
-        LoadedStack::load(loaded.files.clone(), Some(&name)).map_err(|report| {
-            Failed::new(exit::FAILURE, report.render(false).trim_end().to_string())
-        })?
+        test::copy_of(&loaded)?
     };
     let timeout = args
         .timeout
@@ -33,11 +26,7 @@ pub async fn run(global: &GlobalArgs, args: TestArgs) -> anyhow::Result<u8> {
         artifacts: args.artifacts,
         up_timeout: duration_arg("--up-timeout", &args.up_timeout)?,
         timeout,
-        render: if std::io::stderr().is_terminal() {
-            Render::Bars
-        } else {
-            Render::Plain
-        },
+        render: render_mode(false),
         color: use_color(global),
     };
     test::run(&loaded, &options).await

@@ -11,25 +11,36 @@
 //!   stopped through `routing.json`.
 //! - [`watch`]: the watch loop: source saves rebuilt and swapped, stack edits
 //!   applied to the running stack.
+//! - [`ps`]: a project's containers with their state and health.
+//! - [`registry`]: where a stack's registry answers, and the routes it serves.
+//! - [`task`]: the container `run TASK` or `exec SERVICE` attaches to.
+//! - [`serve`]: the embedded etcd server run on its own (`devstack etcd serve`).
 //! - [`test`], [`reaper`], [`projects`]: `devstack test`'s throwaway copies,
 //!   the watchdog that removes one whose `devstack test` was killed, and
 //!   `ls`/`prune` for every project on the engine.
-//! - [`up`], [`down`], [`restart`]: those commands as whole operations on a
+//! - [`up`], [`down`], [`restart`], [`scale`], [`data`] (restore): those
+//!   commands as whole operations on a
 //!   running stack (`watch::run` and `agent::run` are the other two).
 //!
 //! Every task a running stack starts is spawned on its [`Tasks`] (one
 //! cancellation token, one task tracker) and joined when it stops.
 
 pub mod agent;
+pub mod data;
 pub mod down;
 pub mod follow;
 pub mod listen;
 pub mod projects;
+pub mod ps;
 pub mod reaper;
+pub mod registry;
 pub mod restart;
 pub mod routing;
+pub mod scale;
+pub mod serve;
 pub mod stack;
 pub mod state;
+pub mod task;
 pub mod test;
 pub mod up;
 pub mod watch;

@@ -22,13 +22,15 @@ pub struct Restarted {
 }
 
 /// Restarts the containers of `services` (all when empty); `report` is told
-/// each container's result as its service's restart ends.
+/// each container's result as its service's restart ends. Whether every
+/// container is healthy again.
 pub async fn restart(
     engine: &Engine,
     loaded: &LoadedStack,
     services: &[String],
-    mut report: impl FnMut(Restarted),
-) -> anyhow::Result<()> {
+    mut report: impl FnMut(&Restarted),
+) -> anyhow::Result<bool> {
+    let mut healthy = true;
     let stack = &loaded.stack;
     let observed = engine
         .list_project(&loaded.project)
@@ -95,8 +97,9 @@ pub async fn restart(
                     outcome: Err(why.to_string()),
                 },
             };
-            report(restarted);
+            healthy &= restarted.outcome.is_ok();
+            report(&restarted);
         }
     }
-    Ok(())
+    Ok(healthy)
 }

@@ -64,6 +64,31 @@ impl LoadedStack {
         })
     }
 
+    /// Whether every name is a service or datastore of the stack; else what
+    /// to say about the first that is not, with the closest name.
+    pub fn check_units(&self, names: &[String]) -> Result<(), String> {
+        match names.iter().find(|s| self.stack.unit(s).is_none()) {
+            None => Ok(()),
+            Some(s) => {
+                let hint = crate::plan::graph::suggest(s, self.stack.units().map(|(n, _, _)| n));
+                Err(format!(
+                    "`{s}` is not a service or datastore of this stack{hint}"
+                ))
+            }
+        }
+    }
+
+    /// Whether `task` is one of the stack's tasks; else what to say, with the
+    /// closest name.
+    pub fn check_task(&self, task: &str) -> Result<(), String> {
+        if self.stack.tasks.contains_key(task) {
+            return Ok(());
+        }
+        let hint = crate::plan::graph::suggest(task, self.stack.tasks.keys().map(String::as_str));
+        let name = task.to_string();
+        Err(crate::plan::PlanError::UnknownTask { name, hint }.to_string())
+    }
+
     /// The stack its files hold now (an edit), loaded as [`LoadedStack::load`]
     /// loaded the first one; the project name stays.
     pub fn reload(&self) -> Result<Stack, Report> {

@@ -59,7 +59,16 @@ pub struct TestOptions {
 }
 
 /// A fresh project name for a test copy of `stack`: `<stack>-test-<6 hex>`.
-pub fn copy_name(stack: &str) -> anyhow::Result<ProjectName> {
+/// The stack loaded again as a throwaway copy of its own
+/// (`<stack>-test-<random>`), from the same files.
+pub fn copy_of(loaded: &LoadedStack) -> anyhow::Result<LoadedStack> {
+    let name = copy_name(loaded.project.as_str())?;
+    LoadedStack::load(loaded.files.clone(), Some(&name)).map_err(|report| {
+        Failed::new(exit::FAILURE, report.render(false).trim_end().to_string()).into()
+    })
+}
+
+fn copy_name(stack: &str) -> anyhow::Result<ProjectName> {
     use sha2::{Digest, Sha256};
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -43,6 +43,21 @@ pub struct UpOptions {
 }
 
 impl UpOptions {
+    /// What `up --wait` is asked for the whole stack, with the default timeout.
+    pub fn wait(render: Render, color: bool) -> UpOptions {
+        UpOptions {
+            services: Vec::new(),
+            timeout: Duration::from_secs(120),
+            detach: false,
+            wait: true,
+            json: false,
+            render,
+            color,
+            from_snapshot: None,
+            free_port: false,
+        }
+    }
+
     fn stays(&self) -> bool {
         !(self.detach || self.wait)
     }

@@ -11,7 +11,7 @@ use bollard::models::{
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use serde::Serialize;
 
@@ -77,19 +77,10 @@ pub struct ContainerStatus {
 impl Engine {
     /// Every container (running or not) labelled with the project.
     pub async fn list_project(&self, project: &str) -> Result<Vec<Observed>, EngineError> {
-        let filters: HashMap<String, Vec<String>> = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{LABEL_PROJECT}={project}")],
-        )]);
+        let what = format!("listing the containers of `{project}`");
         let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| EngineError::api(format!("listing the containers of `{project}`"), e))?;
+            .containers_labelled(vec![format!("{LABEL_PROJECT}={project}")], &what)
+            .await?;
         for c in &list {
             let labels = c.labels.as_ref();
             let schema = labels.and_then(|l| l.get(LABEL_SCHEMA));

@@ -6,9 +6,7 @@ use std::collections::HashMap;
 
 use std::path::Path;
 
-use bollard::query_parameters::{
-    DownloadFromContainerOptions, ListVolumesOptions, UploadToContainerOptions,
-};
+use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -105,18 +103,11 @@ impl Engine {
             "" => crate::plan::names::LABEL_PROJECT.to_string(),
             p => format!("{}={p}", crate::plan::names::LABEL_PROJECT),
         };
-        let filters: HashMap<String, Vec<String>> =
-            HashMap::from([("label".to_string(), vec![owner, key.to_string()])]);
+        let what = format!("listing the volumes of `{project}`");
         let list = self
-            .docker
-            .list_volumes(Some(ListVolumesOptions {
-                filters: Some(filters),
-            }))
-            .await
-            .map_err(|e| EngineError::api(format!("listing the volumes of `{project}`"), e))?;
+            .volumes_labelled(vec![owner, key.to_string()], &what)
+            .await?;
         Ok(list
-            .volumes
-            .unwrap_or_default()
             .into_iter()
             .map(|v| VolumeInfo {
                 name: v.name,

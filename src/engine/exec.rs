@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bollard::container::LogOutput;
-use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::exec::{CreateExecResults, StartExecOptions, StartExecResults};
 use bollard::models::ExecConfig;
 use bollard::query_parameters::{AttachContainerOptions, ResizeExecOptions, WaitContainerOptions};
 use futures::StreamExt;
@@ -39,6 +39,31 @@ pub struct Attach {
 const CAPTURE_LIMIT: usize = 4096;
 
 impl Engine {
+    /// Creates (does not start) an exec of `argv` in container `id`, its
+    /// output attached, stdin and a TTY as asked.
+    async fn create_exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        stdin: bool,
+        tty: bool,
+    ) -> Result<CreateExecResults, EngineError> {
+        self.docker
+            .create_exec(
+                id,
+                ExecConfig {
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(tty),
+                    cmd: Some(argv.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("running `{}` in `{id}`", argv.join(" ")), e))
+    }
+
     /// Runs `argv` in a running container and captures its output, giving up
     /// after `timeout` (the process is then left to the engine to reap).
     pub async fn exec_capture(
@@ -48,19 +73,7 @@ impl Engine {
         timeout: Duration,
     ) -> Result<ExecOutput, EngineError> {
         let what = || format!("running `{}` in `{id}`", argv.join(" "));
-        let created = self
-            .docker
-            .create_exec(
-                id,
-                ExecConfig {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    cmd: Some(argv.to_vec()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| EngineError::api(what(), e))?;
+        let created = self.create_exec(id, argv, false, false).await?;
         let run = async {
             let mut output = String::new();
             match self.docker.start_exec(&created.id, None).await {
@@ -104,21 +117,7 @@ impl Engine {
         attach: Attach,
     ) -> Result<i64, EngineError> {
         let what = || format!("running `{}` in `{id}`", argv.join(" "));
-        let created = self
-            .docker
-            .create_exec(
-                id,
-                ExecConfig {
-                    attach_stdin: Some(attach.stdin),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(attach.tty),
-                    cmd: Some(argv.to_vec()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| EngineError::api(what(), e))?;
+        let created = self.create_exec(id, argv, attach.stdin, attach.tty).await?;
         let started = self
             .docker
             .start_exec(

@@ -312,13 +312,7 @@ pub async fn probe(
                 let script = format!(
                     "nc -z 127.0.0.1 {port} || (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null"
                 );
-                exec_probe(
-                    engine,
-                    &status.id,
-                    &["sh".into(), "-c".into(), script],
-                    timeout,
-                )
-                .await
+                shell_probe(engine, &status.id, script, timeout).await
             }
         },
         Probe::Http { port, path } => match target(engine, status, *port) {
@@ -328,16 +322,15 @@ pub async fn probe(
                 let script = format!(
                     "wget -q -O /dev/null '{url}' 2>&1 || curl -fsS -o /dev/null '{url}' 2>&1"
                 );
-                exec_probe(
-                    engine,
-                    &status.id,
-                    &["sh".into(), "-c".into(), script],
-                    timeout,
-                )
-                .await
+                shell_probe(engine, &status.id, script, timeout).await
             }
         },
     }
+}
+
+/// A probe the container's own shell runs, where its address is out of reach.
+async fn shell_probe(engine: &Engine, id: &str, script: String, timeout: Duration) -> ProbeResult {
+    exec_probe(engine, id, &["sh".into(), "-c".into(), script], timeout).await
 }
 
 /// Where to connect for a container port, or `None` to go through exec.

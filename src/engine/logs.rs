@@ -158,6 +158,21 @@ fn stamp_nanos(stamp: &str) -> Option<i64> {
     Some(secs * 1_000_000_000 + nanos)
 }
 
+/// `--since`: `10m` (that long ago), a Unix timestamp, or an RFC 3339 time
+/// (`2024-05-01T12:00:00Z`), as seconds since the epoch.
+pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(secs);
+    }
+    if let Ok(d) = crate::spec::units::parse_duration(text) {
+        return Ok(now - d.as_secs() as i64);
+    }
+    super::containers::parse_rfc3339(text).ok_or_else(|| {
+        format!("`{text}` is neither a duration (10m), a Unix time nor a time like 2024-05-01T12:00:00Z")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +211,17 @@ mod tests {
         assert_eq!(stamp_nanos("hello"), None);
         assert_eq!(stamp_nanos("2023-11-14"), None);
         assert_eq!(stamp_nanos("2023-11-14T22:13:20.1234567890Z"), None);
+    }
+
+    #[test]
+    fn since_takes_durations_unix_times_and_rfc3339() {
+        assert_eq!(parse_since("10m", 1000), Ok(400));
+        assert_eq!(parse_since("1700000000", 0), Ok(1_700_000_000));
+        assert_eq!(parse_since("2023-11-14T22:13:20Z", 0), Ok(1_700_000_000));
+        assert_eq!(
+            parse_since("2023-11-15T00:13:20+02:00", 0),
+            Ok(1_700_000_000)
+        );
+        assert!(parse_since("yesterday", 0).is_err());
     }
 }

@@ -7,9 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
 use bollard::models::NetworkCreateRequest;
-use bollard::query_parameters::{
-    DownloadFromContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
-};
+use bollard::query_parameters::DownloadFromContainerOptions;
 use futures::TryStreamExt;
 
 use super::containers::parse_rfc3339;
@@ -42,45 +40,39 @@ pub struct ProjectObjects {
     pub test: bool,
 }
 
+/// The entry of the project an object's labels name, made on first sight.
+fn slot<'a>(
+    projects: &'a mut BTreeMap<String, ProjectObjects>,
+    labels: &HashMap<String, String>,
+) -> Option<&'a mut ProjectObjects> {
+    let name = labels.get(LABEL_PROJECT)?;
+    Some(
+        projects
+            .entry(name.clone())
+            .or_insert_with(|| ProjectObjects {
+                project: name.clone(),
+                ..Default::default()
+            }),
+    )
+}
+
 impl Engine {
     /// Every project with a container, network or volume carrying the
     /// project label, by name.
     pub async fn devstack_projects(&self) -> Result<Vec<ProjectObjects>, EngineError> {
-        let filters = || -> HashMap<String, Vec<String>> {
-            HashMap::from([("label".to_string(), vec![LABEL_PROJECT.to_string()])])
-        };
+        let label = || vec![LABEL_PROJECT.to_string()];
         let mut projects: BTreeMap<String, ProjectObjects> = BTreeMap::new();
-        let entry = |projects: &mut BTreeMap<String, ProjectObjects>, name: &str| {
-            projects
-                .entry(name.to_string())
-                .or_insert_with(|| ProjectObjects {
-                    project: name.to_string(),
-                    ..Default::default()
-                })
-                .project
-                .clone()
-        };
         let oldest = |p: &mut ProjectObjects, t: Option<i64>| {
             if let Some(t) = t.filter(|t| *t > 0) {
                 p.created = Some(p.created.map_or(t, |c| c.min(t)));
             }
         };
         let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters()),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| EngineError::api("listing devstack's containers", e))?;
+            .containers_labelled(label(), "listing devstack's containers")
+            .await?;
         for c in containers {
             let labels = c.labels.unwrap_or_default();
-            let Some(project) = labels.get(LABEL_PROJECT) else {
-                continue;
-            };
-            let key = entry(&mut projects, project);
-            let Some(p) = projects.get_mut(&key) else {
+            let Some(p) = slot(&mut projects, &labels) else {
                 continue;
             };
             let name = c
@@ -96,19 +88,11 @@ impl Engine {
             oldest(p, c.created);
         }
         let networks = self
-            .docker
-            .list_networks(Some(ListNetworksOptions {
-                filters: Some(filters()),
-            }))
-            .await
-            .map_err(|e| EngineError::api("listing devstack's networks", e))?;
+            .networks_labelled(label(), "listing devstack's networks")
+            .await?;
         for n in networks {
             let labels = n.labels.unwrap_or_default();
-            let Some(project) = labels.get(LABEL_PROJECT) else {
-                continue;
-            };
-            let key = entry(&mut projects, project);
-            let Some(p) = projects.get_mut(&key) else {
+            let Some(p) = slot(&mut projects, &labels) else {
                 continue;
             };
             p.network = n.name.clone();
@@ -121,18 +105,10 @@ impl Engine {
             oldest(p, made);
         }
         let volumes = self
-            .docker
-            .list_volumes(Some(ListVolumesOptions {
-                filters: Some(filters()),
-            }))
-            .await
-            .map_err(|e| EngineError::api("listing devstack's volumes", e))?;
-        for v in volumes.volumes.unwrap_or_default() {
-            let Some(project) = v.labels.get(LABEL_PROJECT) else {
-                continue;
-            };
-            let key = entry(&mut projects, project);
-            let Some(p) = projects.get_mut(&key) else {
+            .volumes_labelled(label(), "listing devstack's volumes")
+            .await?;
+        for v in volumes {
+            let Some(p) = slot(&mut projects, &v.labels) else {
                 continue;
             };
             p.volumes.push(v.name.clone());

@@ -4,10 +4,11 @@
 
 use std::collections::HashMap;
 
+use bollard::models::{ContainerSummary, Network, Volume};
 use bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    ContainerArchiveInfoOptions, DownloadFromContainerOptions, ListVolumesOptions,
-    RemoveVolumeOptions, UploadToContainerOptions,
+    ContainerArchiveInfoOptions, DownloadFromContainerOptions, ListContainersOptions,
+    ListNetworksOptions, ListVolumesOptions, RemoveVolumeOptions, UploadToContainerOptions,
 };
 use futures::TryStreamExt;
 
@@ -17,7 +18,59 @@ use super::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_PROJECT, LABEL_VOLUME};
 use crate::plan::ContainerSpec;
 
+/// A filter for the engine's list calls: objects that carry every label
+/// given (`key`, or `key=value`).
+fn labelled(labels: Vec<String>) -> HashMap<String, Vec<String>> {
+    HashMap::from([("label".to_string(), labels)])
+}
+
 impl Engine {
+    /// Every container, running or not, carrying every label given; `what`
+    /// names the listing in an error.
+    pub(crate) async fn containers_labelled(
+        &self,
+        labels: Vec<String>,
+        what: &str,
+    ) -> Result<Vec<ContainerSummary>, EngineError> {
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(labelled(labels)),
+            ..Default::default()
+        };
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::api(what, e))
+    }
+
+    /// Every volume carrying every label given; `what` names the listing in an error.
+    pub(crate) async fn volumes_labelled(
+        &self,
+        labels: Vec<String>,
+        what: &str,
+    ) -> Result<Vec<Volume>, EngineError> {
+        let filters = Some(labelled(labels));
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions { filters }))
+            .await
+            .map_err(|e| EngineError::api(what, e))?;
+        Ok(list.volumes.unwrap_or_default())
+    }
+
+    /// Every network carrying every label given; `what` names the listing in an error.
+    pub(crate) async fn networks_labelled(
+        &self,
+        labels: Vec<String>,
+        what: &str,
+    ) -> Result<Vec<Network>, EngineError> {
+        let filters = Some(labelled(labels));
+        self.docker
+            .list_networks(Some(ListNetworksOptions { filters }))
+            .await
+            .map_err(|e| EngineError::api(what, e))
+    }
+
     /// Creates the project's bridge network unless it exists. A network of that
     /// name without the project label is someone else's and is not used.
     pub async fn ensure_network(&self, project: &str) -> Result<(), EngineError> {
@@ -125,20 +178,11 @@ impl Engine {
 
     /// The names of the project's volumes (by label).
     pub async fn list_volumes(&self, project: &str) -> Result<Vec<String>, EngineError> {
-        let filters: HashMap<String, Vec<String>> = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{LABEL_PROJECT}={project}")],
-        )]);
+        let what = format!("listing the volumes of `{project}`");
         let list = self
-            .docker
-            .list_volumes(Some(ListVolumesOptions {
-                filters: Some(filters),
-            }))
-            .await
-            .map_err(|e| EngineError::api(format!("listing the volumes of `{project}`"), e))?;
+            .volumes_labelled(vec![format!("{LABEL_PROJECT}={project}")], &what)
+            .await?;
         let mut names: Vec<String> = list
-            .volumes
-            .unwrap_or_default()
             .into_iter()
             .filter(|v| v.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project))
             .map(|v| v.name)

@@ -7,6 +7,7 @@
 //! - [`wal`]: the on-disk log, its replay, and group commit.
 //! - `kv`, `watch`, `lease`, `cluster`: the gRPC services over one [`Core`].
 //! - `http`: `/health` and `/version` on the same port.
+//! - [`client`]: quick looks at any etcd (get, put, del, ls, watch), as etcdctl takes them.
 //!
 //! Start one with [`Server::start`]:
 //!
@@ -20,6 +21,7 @@
 //! ```
 
 mod authority;
+pub mod client;
 mod cluster;
 mod http;
 mod kv;

@@ -8,12 +8,16 @@
 //! what the importers (`crate::spec::import`) read back: the round trip gives the
 //! same stack, less what is listed.
 //!
+//! [`output`] says where the text goes (stdout, a file, a directory) and
+//! writes it, for `devstack export` and `devstack import` alike.
+//!
 //! Invariant: `export` never touches Docker or a cluster; it turns a
 //! `Stack` into text. Its only filesystem access is asking whether a seed
-//! is a directory.
+//! is a directory, and `output` writing the files a command names.
 
 pub mod compose;
 pub mod k8s;
+pub mod output;
 
 use std::path::Path;
 

@@ -8,7 +8,7 @@ use codespan_reporting::files::SimpleFiles;
 use codespan_reporting::term::{self, termcolor};
 use serde::Serialize;
 
-use super::yaml::{FileId, Span};
+use super::yaml::{FileId, Span, YamlError};
 
 /// An I/O error as a problem or a probe's detail says it: the common kinds
 /// in plain words, any other as the system puts it.
@@ -225,6 +225,13 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
+}
+
+impl From<YamlError> for Problem {
+    /// A file that is not YAML at all, at the place the parser stopped.
+    fn from(err: YamlError) -> Problem {
+        Problem::at(err.span, "", format!("invalid YAML: {}", err.message))
+    }
 }
 
 #[cfg(test)]

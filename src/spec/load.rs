@@ -182,11 +182,7 @@ pub fn load_with_notes(options: &LoadOptions) -> Result<Loaded, Report> {
         let mut node = match yaml::parse(id, sources.text(id)) {
             Ok(node) => node,
             Err(err) => {
-                problems.push(Problem::at(
-                    err.span,
-                    "",
-                    format!("invalid YAML: {}", err.message),
-                ));
+                problems.push(Problem::from(err));
                 continue;
             }
         };

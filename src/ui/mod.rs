@@ -20,6 +20,27 @@ use console::Style;
 
 use crate::engine::EngineError;
 
+/// Rows laid out in columns two spaces apart, each as wide as its widest
+/// cell (the header's included), trailing spaces trimmed; the header's line first.
+pub fn columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> Vec<String> {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let cells: Vec<String> = cells
+            .enumerate()
+            .map(|(i, c)| format!("{c:w$}", w = widths[i]))
+            .collect();
+        cells.join("  ").trim_end().to_string()
+    };
+    let mut lines = vec![line(&mut header.iter().copied())];
+    lines.extend(rows.iter().map(|r| line(&mut r.iter().map(String::as_str))));
+    lines
+}
+
 /// Exit codes, documented in `devstack --help`.
 pub mod exit {
     /// The command did what was asked.

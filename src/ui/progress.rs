@@ -241,37 +241,14 @@ pub fn print_table(stack: &Stack, outcome: &UpOutcome, routing: Option<&[String]
         ]);
     }
     let header = ["SERVICE", "REPLICAS", "STATE", "PUBLISHED", "ROUTES"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
+    let lines = super::columns(header, &rows);
     let bold = if color {
         Style::new().bold().force_styling(true)
     } else {
         Style::new()
     };
-    let line = |cells: [&str; 5]| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:w$}", w = widths[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    outln!("{}", bold.apply_to(line(header)));
-    for row in &rows {
-        let cells = [
-            row[0].as_str(),
-            row[1].as_str(),
-            row[2].as_str(),
-            row[3].as_str(),
-            row[4].as_str(),
-        ];
-        let text = line(cells);
+    outln!("{}", bold.apply_to(&lines[0]));
+    for (row, text) in rows.iter().zip(&lines[1..]) {
         let style = match outcome
             .units
             .iter()

@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use super::report::{tidy, Note};
+use super::report::Note;
 use super::tree::{
-    child, datastore_kind, entries, index, items, scalar, text, texts, words, MapBuilder,
+    child, datastore_kind, entries, index, items, resource_limits, scalar, text, texts, words,
+    MapBuilder,
 };
 use super::{Dirs, Translated};
 use crate::spec::model::DatastoreKind;
@@ -77,12 +78,7 @@ pub fn translate(doc: &Node, dirs: Dirs) -> Translated {
     if let Some(services) = doc.get("services") {
         translate_services(&mut cx, services, &mut out);
     }
-    tidy(&mut cx.notes);
-    Translated {
-        tree: out.build(),
-        notes: cx.notes,
-        inferred: cx.inferred,
-    }
+    Translated::new(out.build(), cx.notes, cx.inferred)
 }
 
 fn top_volumes(cx: &mut Cx, volumes: &Node) {
@@ -705,27 +701,13 @@ fn deploy(cx: &mut Cx, node: &Node, path: &str, unit: &mut MapBuilder, resources
             }
             "mode" => {}
             "resources" => {
-                for (k, v) in entries(value) {
-                    let rp = child(&p, &k.name);
-                    if k.name != "limits" {
-                        cx.ignored(
-                            v,
-                            &rp,
-                            "devstack sets limits only; reservations place containers on a cluster",
-                        );
-                        continue;
-                    }
-                    for (lk, lv) in entries(v) {
-                        match lk.name.as_str() {
-                            "memory" => resources.set("memory", size(lv)),
-                            "cpus" => resources.set("cpus", lv.clone()),
-                            "pids" => resources.set("pids", lv.clone()),
-                            _ => cx.unsupported(
-                                lv,
-                                &child(&rp, &lk.name),
-                                "no such limit in devstack",
-                            ),
-                        }
+                let why = "devstack sets limits only; reservations place containers on a cluster";
+                for (name, lv, lp) in resource_limits(value, &p, why, &mut cx.notes) {
+                    match name {
+                        "memory" => resources.set("memory", size(lv)),
+                        "cpus" => resources.set("cpus", lv.clone()),
+                        "pids" => resources.set("pids", lv.clone()),
+                        _ => cx.unsupported(lv, &lp, "no such limit in devstack"),
                     }
                 }
             }

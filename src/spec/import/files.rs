@@ -90,11 +90,7 @@ pub fn manifest_docs(
                     }
                 }
             }
-            Err(err) => problems.push(Problem::at(
-                err.span,
-                "",
-                format!("invalid YAML: {}", err.message),
-            )),
+            Err(err) => problems.push(Problem::from(err)),
         }
     }
     (problems.len() == before).then_some(docs)
@@ -206,11 +202,7 @@ pub fn import_files(files: &[PathBuf], out_dir: &Path) -> Result<Imported, Repor
             match yaml::parse_documents(id, sources.text(id)) {
                 Ok(docs) => (detect(&docs), docs),
                 Err(err) => {
-                    problems.push(Problem::at(
-                        err.span,
-                        "",
-                        format!("invalid YAML: {}", err.message),
-                    ));
+                    problems.push(Problem::from(err));
                     continue;
                 }
             }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use super::compose::{recognise, Recognised};
-use super::report::{tidy, Note};
+use super::report::Note;
 use super::tree::{datastore_kind, text, texts, MapBuilder};
 use super::Translated;
 use crate::spec::model::DatastoreKind;
@@ -503,12 +503,7 @@ pub fn translate(units: &[Unit]) -> Translated {
         }
         out.set("discovery", d.build());
     }
-    tidy(&mut cx.notes);
-    Translated {
-        tree: out.build(),
-        notes: cx.notes,
-        inferred: cx.inferred,
-    }
+    Translated::new(out.build(), cx.notes, cx.inferred)
 }
 
 fn env_of(run: &DockerRun) -> BTreeMap<String, String> {

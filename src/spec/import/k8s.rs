@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 
-use super::report::{tidy, Note};
+use super::report::Note;
 use super::tree::{
-    child, datastore_kind, entries, items, k8s_cpus, k8s_quantity_bytes, scalar, seconds, text,
-    texts, words, MapBuilder,
+    child, datastore_kind, entries, items, k8s_cpus, k8s_quantity_bytes, resource_limits, scalar,
+    seconds, text, texts, words, MapBuilder,
 };
 use super::Translated;
 use crate::spec::model::DatastoreKind;
@@ -238,12 +238,7 @@ pub fn translate(docs: &[Node]) -> Translated {
         }
         out.set("tasks", t_out.build());
     }
-    tidy(&mut cx.notes);
-    Translated {
-        tree: out.build(),
-        notes: cx.notes,
-        inferred: cx.inferred,
-    }
+    Translated::new(out.build(), cx.notes, cx.inferred)
 }
 
 static NULL: Node = Node {
@@ -467,32 +462,18 @@ fn workload(cx: &mut Cx, o: &Object, templates: &BTreeMap<String, usize>) -> Opt
             }
             "startupProbe" => cx.ignored(value, &p, "devstack's `start_period` covers start-up"),
             "resources" => {
-                for (k, v) in entries(value) {
-                    let rp = child(&p, &k.name);
-                    if k.name != "limits" {
-                        cx.ignored(
-                            v,
-                            &rp,
-                            "devstack sets limits only; requests place pods on nodes",
-                        );
-                        continue;
-                    }
-                    for (lk, lv) in entries(v) {
-                        let raw = scalar(lv).unwrap_or("");
-                        let converted = match lk.name.as_str() {
-                            "memory" => k8s_quantity_bytes(raw).map(|s| ("memory", s)),
-                            "cpu" => k8s_cpus(raw).map(|s| ("cpus", s)),
-                            "ephemeral-storage" => k8s_quantity_bytes(raw).map(|s| ("disk", s)),
-                            _ => None,
-                        };
-                        match converted {
-                            Some((field, v)) => resources.set(field, text(v, lv.span)),
-                            None => cx.unsupported(
-                                lv,
-                                &child(&rp, &lk.name),
-                                "not a limit devstack can set",
-                            ),
-                        }
+                let why = "devstack sets limits only; requests place pods on nodes";
+                for (name, lv, lp) in resource_limits(value, &p, why, &mut cx.notes) {
+                    let raw = scalar(lv).unwrap_or("");
+                    let converted = match name {
+                        "memory" => k8s_quantity_bytes(raw).map(|s| ("memory", s)),
+                        "cpu" => k8s_cpus(raw).map(|s| ("cpus", s)),
+                        "ephemeral-storage" => k8s_quantity_bytes(raw).map(|s| ("disk", s)),
+                        _ => None,
+                    };
+                    match converted {
+                        Some((field, v)) => resources.set(field, text(v, lv.span)),
+                        None => cx.unsupported(lv, &lp, "not a limit devstack can set"),
                     }
                 }
             }

@@ -38,6 +38,18 @@ pub struct Translated {
     pub inferred: Vec<(String, String)>,
 }
 
+impl Translated {
+    /// A translation's result, its notes tidied (source order, each field once).
+    pub fn new(tree: Node, mut notes: Vec<Note>, inferred: Vec<(String, String)>) -> Translated {
+        report::tidy(&mut notes);
+        Translated {
+            tree,
+            notes,
+            inferred,
+        }
+    }
+}
+
 /// Where relative paths in a source resolve: the source's own directory,
 /// and the directory the translated stack will be read from.
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,7 @@
 //! Small helpers to read a source tree and build a devstack tree, keeping
 //! the source positions on every node built.
 
+use super::report::Note;
 use crate::spec::yaml::{Key, Node, Span, Value};
 
 /// A scalar with the given text, placed at `span` in the source.
@@ -124,6 +125,29 @@ pub fn items(node: &Node) -> &[Node] {
         Value::Seq(items) => items,
         _ => &[],
     }
+}
+
+/// The limits under a `resources` node (its `limits` map), each with its
+/// name and path; any other key under it (reservations, requests) is noted
+/// as ignored with `why`.
+pub fn resource_limits<'a>(
+    resources: &'a Node,
+    path: &str,
+    why: &str,
+    notes: &mut Vec<Note>,
+) -> Vec<(&'a str, &'a Node, String)> {
+    let mut limits = Vec::new();
+    for (k, v) in entries(resources) {
+        let rp = child(path, &k.name);
+        if k.name != "limits" {
+            notes.push(Note::ignored(v.span, rp, why));
+            continue;
+        }
+        for (lk, lv) in entries(v) {
+            limits.push((lk.name.as_str(), lv, child(&rp, &lk.name)));
+        }
+    }
+    limits
 }
 
 /// A child path: `a.b` or `b` at the root.
