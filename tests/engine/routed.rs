@@ -201,7 +201,7 @@ fn raw_get(port: u16, host: &str, path: &str) -> String {
 #[test]
 fn four_copies_started_at_once_each_answer_through_their_own_port() {
     let yaml = "name: copies\n\
-         services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: { SERVICE: web }\n    health: { http: /health, interval: 500ms }\n    stop_grace: 1s\n    routes: [web.copies.localhost]\n\
+         services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: { SERVICE: web }\n    health: { http: /health, interval: 500ms, start_period: 30s }\n    stop_grace: 1s\n    routes: [web.copies.localhost]\n\
          proxy:\n  image: devstack-fixtures/haproxy:2.6\n";
     let copies: Vec<Project> = (0..4)
         .map(|i| Project::inline(&format!("copy{i}"), yaml))
@@ -252,7 +252,7 @@ fn a_fixed_port_held_by_another_copy_is_refused_naming_it() {
     let listen = free_port();
     let yaml = format!(
         "name: fixed\n\
-         services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: web }}\n    health: {{ http: /health, interval: 500ms }}\n    stop_grace: 1s\n    routes: [web.fixed.localhost]\n\
+         services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    env: {{ SERVICE: web }}\n    health: {{ http: /health, interval: 500ms, start_period: 30s }}\n    stop_grace: 1s\n    routes: [web.fixed.localhost]\n\
          proxy:\n  image: devstack-fixtures/haproxy:2.6\n  listen: 127.0.0.1:{listen}\n"
     );
     let a = Project::inline("fixeda", &yaml);
