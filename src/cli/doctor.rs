@@ -7,7 +7,13 @@ use crate::ui::exit;
 
 pub async fn run(_global: &GlobalArgs, args: DoctorArgs) -> anyhow::Result<u8> {
     let engine = crate::ui::connect().await?;
-    let report = engine.doctor().await?;
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let Some(report) = engine.doctor(stop).await? else {
+        sayln!("interrupted: the probe's container and network were removed");
+        return Ok(exit::INTERRUPTED);
+    };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

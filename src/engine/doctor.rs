@@ -167,7 +167,12 @@ exit 3
 impl Engine {
     /// Looks at the engine and probes the reach paths. Errors only when the
     /// engine itself does not answer; everything else becomes a problem line.
-    pub async fn doctor(&self) -> Result<Report, EngineError> {
+    /// When `stop` completes first (Ctrl-C), the probe's objects are removed
+    /// and the answer is `None`.
+    pub async fn doctor(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Option<Report>, EngineError> {
         let info = self
             .docker
             .info()
@@ -226,22 +231,22 @@ impl Engine {
             ok: false,
         };
         let probed = tokio::select! {
-            probed = self.probe_reach() => probed,
-            _ = tokio::signal::ctrl_c() => Err(EngineError::Api {
-                what: "probing the reach paths".into(),
-                message: "interrupted".into(),
-            }),
+            probed = self.probe_reach() => Some(probed),
+            _ = stop => None,
         };
-        // The probe's objects go whatever happened (a Ctrl-C drops the probe
+        // The probe's objects go whatever happened (a stop drops the probe
         // future half way, so clean-up is by name, not by what it recorded).
         self.remove_probe().await;
+        let Some(probed) = probed else {
+            return Ok(None);
+        };
         let (image, reach) = probed?;
         report.probe_image = image;
         report.reach = reach;
         let found = problems(&report);
         report.ok = found.iter().all(|p| !p.blocking);
         report.problems = found.into_iter().map(|p| p.text).collect();
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Creates the probe's network and container, tries every path, and
