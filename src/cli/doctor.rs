@@ -165,6 +165,9 @@ mod tests {
         );
         assert_eq!(lines[3], "clock    engine -12s from this host");
         assert_eq!(lines[4], "reach    not probed");
-        assert!(lines.last().unwrap().starts_with("devstack will not work fully"));
+        assert!(lines
+            .last()
+            .unwrap()
+            .starts_with("devstack will not work fully"));
     }
 }

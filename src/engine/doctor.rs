@@ -281,7 +281,11 @@ impl Engine {
             .map_err(|e| EngineError::api(format!("creating the probe network `{name}`"), e))?;
         let gateway: Option<IpAddr> = self.gateway_of(&name).await;
         let default_gateway: Option<IpAddr> = self.gateway_of("bridge").await;
-        let token = format!("devstack-doctor-{}-{}", std::process::id(), super::unix_now());
+        let token = format!(
+            "devstack-doctor-{}-{}",
+            std::process::id(),
+            super::unix_now()
+        );
 
         // devstack's listeners: one on the gateway, one for host.docker.internal
         // (the default bridge's gateway is where `host-gateway` points on a
@@ -348,7 +352,7 @@ impl Engine {
                 ..Default::default()
             };
             // The previous candidate's container, if any, makes way.
-            self.remove_probe_container(&name).await;
+            let _ = self.remove(&name).await;
             let created = self
                 .docker
                 .create_container(
@@ -379,7 +383,10 @@ impl Engine {
             }
         }
         let Some((image, status)) = started else {
-            let why = format!("no local image could run the probe ({})", refusals.join("; "));
+            let why = format!(
+                "no local image could run the probe ({})",
+                refusals.join("; ")
+            );
             return Ok((None, not_tried(&why)));
         };
 
@@ -387,11 +394,7 @@ impl Engine {
             match status.ip {
                 Some(ip) => {
                     let addr = SocketAddr::new(ip, PROBE_PORT);
-                    reach(
-                        Path::HostToBridge,
-                        addr.to_string(),
-                        greeted(addr).await,
-                    )
+                    reach(Path::HostToBridge, addr.to_string(), greeted(addr).await)
                 }
                 None => reach(
                     Path::HostToBridge,
@@ -408,11 +411,7 @@ impl Engine {
             {
                 Some(p) => {
                     let addr = SocketAddr::from(([127, 0, 0, 1], p.host_port));
-                    reach(
-                        Path::HostToPublished,
-                        addr.to_string(),
-                        greeted(addr).await,
-                    )
+                    reach(Path::HostToPublished, addr.to_string(), greeted(addr).await)
                 }
                 None => reach(
                     Path::HostToPublished,
@@ -486,10 +485,6 @@ impl Engine {
             .find(IpAddr::is_ipv4)
     }
 
-    async fn remove_probe_container(&self, name: &str) {
-        let _ = self.remove(name).await;
-    }
-
     /// Removes this process's probe container and network, if present.
     async fn remove_probe(&self) {
         let name = probe_name();
@@ -547,8 +542,13 @@ async fn greeted(addr: SocketAddr) -> bool {
 async fn called(listener: TcpListener, token: &str) -> bool {
     let wait = async {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
+            let mut stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of descriptors, say: try again shortly rather than spin.
+                Err(_) => {
+                    sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let mut buf = vec![0u8; 256];
             let mut got = 0;

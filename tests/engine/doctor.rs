@@ -41,14 +41,21 @@ fn doctor_json_reports_the_engine_and_working_reach_paths() {
     let root = docker(&["info", "--format", "{{.DockerRootDir}}"]);
     assert_eq!(report["docker_root_dir"], root.as_str());
     assert!(report["free_disk_bytes"].as_u64().is_some_and(|b| b > 0));
-    assert!(report["clock_skew_seconds"].as_f64().is_some_and(|s| s.abs() <= 5.0));
+    assert!(report["clock_skew_seconds"]
+        .as_f64()
+        .is_some_and(|s| s.abs() <= 5.0));
     assert_eq!(report["rootless"], false);
     assert_eq!(report["docker_desktop"], false);
     for field in ["api_version", "arch", "cgroup_driver", "kernel"] {
         assert!(report[field].is_string(), "{field} in {report:#}");
     }
-    let image = report["probe_image"].as_str().expect("a local image ran the probe");
-    assert!(!docker(&["images", "-q", image]).is_empty(), "{image} is local");
+    let image = report["probe_image"]
+        .as_str()
+        .expect("a local image ran the probe");
+    assert!(
+        !docker(&["images", "-q", image]).is_empty(),
+        "{image} is local"
+    );
 
     // The paths devstack uses today work here, and are probed for real.
     let reach = report["reach"].as_array().expect("reach paths");
@@ -62,7 +69,10 @@ fn doctor_json_reports_the_engine_and_working_reach_paths() {
         assert_eq!(path(name)["works"], true, "{name}: {:#}", path(name));
         assert_eq!(path(name)["used_today"], true);
     }
-    assert!(path("host-to-bridge")["detail"].as_str().unwrap().ends_with(":7878"));
+    assert!(path("host-to-bridge")["detail"]
+        .as_str()
+        .unwrap()
+        .ends_with(":7878"));
     assert_eq!(path("host-to-published")["works"], true);
     assert_eq!(path("host-to-published")["used_today"], false);
     assert_eq!(report["ok"], true);
@@ -74,7 +84,7 @@ fn doctor_json_reports_the_engine_and_working_reach_paths() {
 #[test]
 fn an_interrupted_doctor_removes_its_probe() {
     ready();
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("doctor")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
