@@ -103,3 +103,19 @@ fn an_interrupted_doctor_removes_its_probe() {
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
     assert_eq!(probe_objects(pid), (String::new(), String::new()));
 }
+
+#[test]
+fn doctor_without_an_engine_is_exit_3_and_says_where_it_looked() {
+    let out = Command::new(BIN)
+        .args(["doctor", "--json"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .expect("devstack runs");
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "no half report: {}", stdout(&out));
+    assert!(
+        stderr(&out).contains("unix:///nonexistent/docker.sock"),
+        "{}",
+        stderr(&out)
+    );
+}
