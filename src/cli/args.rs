@@ -142,6 +142,18 @@ pub enum Command {
     /// Run a detached stack's etcd, registrar, proxy and router (started by `up`)
     #[command(hide = true)]
     Agent,
+    /// Show what devstack finds about the engine and which reach paths work
+    ///
+    /// Prints the engine's endpoint, version, OS and architecture, whether it
+    /// is Docker Desktop or rootless, its storage and cgroup drivers, the clock
+    /// skew between this host and the engine, the free disk where it keeps its
+    /// data (when that is on this host), and which reach paths between devstack
+    /// and containers work: each is probed for real with a throwaway container
+    /// on a throwaway network (labelled `dev.devstack.doctor`, removed
+    /// afterwards) from an image the engine already has; nothing is pulled.
+    /// Exits 0 when everything devstack needs works, 1 when something it needs
+    /// does not (or could not be probed), 3 when no engine answers.
+    Doctor(DoctorArgs),
     /// Watch a `devstack test` and take its copy down if it dies first (started by `test`)
     #[command(hide = true)]
     Reap(ReapArgs),
@@ -497,6 +509,13 @@ pub struct ReapArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,

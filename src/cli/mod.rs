@@ -9,6 +9,7 @@ pub mod agent;
 pub mod args;
 pub mod config;
 pub mod data;
+pub mod doctor;
 pub mod down;
 pub mod etcd;
 pub mod exec;
@@ -73,6 +74,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Test(args) => test::run(&global, args).await,
         Command::Ls(args) => projects::ls(&global, args).await,
         Command::Prune(args) => projects::prune(&global, args).await,
+        Command::Doctor(args) => doctor::run(&global, args).await,
         Command::Agent => agent::run(&global).await,
         Command::Reap(args) => test::reap(&global, args).await,
         Command::Completions { shell } => {

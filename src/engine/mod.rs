@@ -13,6 +13,7 @@
 //! - [`api`]: [`ContainerEngine`], the seam the controllers are written against
 //!   (`fake`, in tests, is its in-memory, recording implementation).
 //! - [`apply`]: carries out `up`: build, plan, start in dependency order, wait healthy.
+//! - [`doctor`]: what the engine is and which reach paths work, probed with a throwaway container.
 //! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod containers;
 pub mod context;
 pub mod datastore;
+pub mod doctor;
 pub mod error;
 pub mod events;
 pub mod exec;

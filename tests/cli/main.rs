@@ -409,6 +409,7 @@ fn help_lists_every_subcommand_and_exit_codes() {
         "etcd",
         "routes",
         "import",
+        "doctor",
         "completions",
     ] {
         assert!(

@@ -11,6 +11,7 @@ mod shown;
 mod support;
 
 mod datastores;
+mod doctor;
 mod failures;
 mod follow;
 mod lifecycle;
