@@ -24,8 +24,13 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
             let parts = snapshot::take(&engine, &loaded.stack, project, &name, &datastores)
                 .await
                 .map_err(failed)?;
-            for p in &parts {
-                sayln!("{}: copied into {}", p.datastore, p.volume);
+            for (p, copy) in &parts {
+                sayln!(
+                    "{}: copied into {} ({})",
+                    p.datastore,
+                    p.volume,
+                    copy.describe()
+                );
             }
             sayln!("snapshot `{name}` taken ({} datastore(s))", parts.len());
         }
@@ -38,6 +43,10 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
                 snapshot::restore(&engine, &loaded.stack, project, &name, &datastores, force)
                     .await
                     .map_err(failed)?;
+            for (ds, copy) in &restored {
+                sayln!("{ds}: {}", copy.describe());
+            }
+            let restored: Vec<String> = restored.into_iter().map(|(ds, _)| ds).collect();
             sayln!("restored {} from snapshot `{name}`", restored.join(", "));
             let up = UpArgs {
                 services: Vec::new(),

@@ -14,6 +14,7 @@
 //!   (`fake`, in tests, is its in-memory, recording implementation).
 //! - [`apply`]: carries out `up`: build, plan, start in dependency order, wait healthy.
 //! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
+//! - [`volcopy`]: copying one volume's files into another, on this host or through the archive API.
 
 pub mod api;
 pub mod apply;
@@ -36,6 +37,7 @@ pub mod resources;
 pub mod runtime;
 pub mod seeding;
 pub mod snapshot;
+pub mod volcopy;
 
 use std::path::Path;
 use std::time::Duration;
