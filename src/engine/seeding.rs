@@ -473,8 +473,8 @@ mod tests {
                 ],
                 vec![
                     "mongosh || command -v mongo",
-                    "--collection 'users' --jsonArray",
                     "--collection 'events' --file",
+                    "--collection 'users' --jsonArray",
                 ],
             ),
             (

@@ -394,10 +394,12 @@ impl Engine {
     /// socket), the volume is a plain `local` one (no driver options, which
     /// would mount something else there only while it is in use), and its
     /// directory exists here and is the engine's: the local driver reports
-    /// as the volume's creation time the change time (older engines: the
-    /// modification time) of the directory above its `_data`, which a
-    /// same-named directory of another engine (a VM's, a forwarded
-    /// socket's) would not share to the second.
+    /// as the volume's `CreatedAt` a time of its directory as it is when
+    /// asked (engines differ: the change or modification time of `_data`,
+    /// or of the directory above it), which a same-named directory of
+    /// another engine (a VM's, a forwarded socket's) would not share to the
+    /// second. A directory that changes between the two looks (a running
+    /// server's) is not trusted either: the copy then takes the archive path.
     /// `DEVSTACK_DATA_COPY=archive` turns this off (copies then go through
     /// the archive API).
     pub async fn host_volume_dir(&self, full_name: &str) -> Option<PathBuf> {
@@ -412,10 +414,12 @@ impl Engine {
         }
         let dir = PathBuf::from(&volume.mountpoint);
         let created = rfc3339_seconds(volume.created_at.as_deref()?)?;
+        let here = fs::metadata(&dir).ok()?;
         let parent = fs::metadata(dir.parent()?).ok()?;
         // Reported to the second, truncated or rounded.
         let near = |t: i64| created == t || created == t + 1;
-        if !(near(parent.ctime()) || near(parent.mtime())) || !fs::metadata(&dir).ok()?.is_dir() {
+        let times = [here.ctime(), here.mtime(), parent.ctime(), parent.mtime()];
+        if !here.is_dir() || !times.into_iter().any(near) {
             return None;
         }
         fs::read_dir(&dir).ok()?;
