@@ -537,7 +537,10 @@ pub async fn take(
             }
         }
         let live = names::volume_name(project, &volume_name);
-        engine.pause(&running.id).await?;
+        if let Err(e) = pause(engine, &running.id).await {
+            let _ = engine.remove_volume(&full).await;
+            return Err(e.into());
+        }
         let source = Source {
             volume: &live,
             running: Some(&running.id),
@@ -565,6 +568,23 @@ pub async fn take(
         ));
     }
     Ok(done)
+}
+
+/// Pauses container `id`, trying again a few times: the cgroup freezer
+/// gives up ("unable to freeze") when a process of a busy server does not
+/// stop in time, and the next try usually catches it.
+async fn pause(engine: &Engine, id: &str) -> Result<(), EngineError> {
+    let mut tries = 0;
+    loop {
+        match engine.pause(id).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= 5 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
+            }
+        }
+    }
 }
 
 /// Puts snapshot `name` back into the data volumes of `datastores` (all
