@@ -452,7 +452,9 @@ mod tests {
 
     #[tokio::test]
     async fn mysql_mongodb_elasticsearch_and_kafka_seeds_run_in_name_order_and_mark_the_volume() {
-        let cases: [(&str, &str, Vec<(&str, &[u8])>, Vec<&str>); 4] = [
+        /// Kind, image, seed files, what each file's command holds.
+        type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a [u8])>, Vec<&'a str>);
+        let cases: [Case; 4] = [
             (
                 "mysql",
                 "mysql:8.0",
