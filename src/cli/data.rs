@@ -18,8 +18,13 @@ pub async fn run(global: &GlobalArgs, args: DataArgs) -> anyhow::Result<u8> {
             let parts = snapshot::take(&engine, stack, project, &name, &datastores)
                 .await
                 .map_err(failed)?;
-            for p in &parts {
-                sayln!("{}: copied into {}", p.datastore, p.volume);
+            for (p, copy) in &parts {
+                sayln!(
+                    "{}: copied into {} ({})",
+                    p.datastore,
+                    p.volume,
+                    copy.describe()
+                );
             }
             sayln!("snapshot `{name}` taken ({} datastore(s))", parts.len());
         }

@@ -41,6 +41,10 @@ pub async fn restore(
     let restored = snapshot::restore(engine, stack, project, ask.name, ask.datastores, ask.force)
         .await
         .map_err(snapshot_failed)?;
+    for (datastore, copy) in &restored {
+        sayln!("{datastore}: {}", copy.describe());
+    }
+    let restored: Vec<String> = restored.into_iter().map(|(ds, _)| ds).collect();
     sayln!(
         "restored {} from snapshot `{}`",
         restored.join(", "),

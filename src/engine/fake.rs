@@ -63,6 +63,10 @@ pub enum Call {
     /// A one-off task container ran (its task).
     RunTask(String),
     MoveData(String),
+    /// Files placed in a container: `container:dir/name`, one per file.
+    Upload(String),
+    /// A command run in a container: `container: argv...`.
+    Exec(String),
     /// A readiness wait began.
     WaitReady(String),
     /// The (fake) registrar registered a container that became ready.
@@ -96,6 +100,9 @@ pub struct Script {
     pub unroutable_after: Option<u32>,
     /// No proxy answers (a registry runs, but no HAProxy).
     pub no_proxy: bool,
+    /// Commands run in containers that fail: the first whose text contains
+    /// the key exits 1 with the value as its output (else every command exits 0).
+    pub exec_fails: Vec<(String, String)>,
 }
 
 /// One container of the fake engine.
@@ -753,5 +760,73 @@ impl Registry for FakeRegistry {
             }
         }
         deleted
+    }
+}
+
+impl crate::engine::seeding::SeedEngine for FakeEngine {
+    async fn upload_files(
+        &self,
+        id: &str,
+        dir: &str,
+        files: &[(String, Vec<u8>)],
+        _make_dir: bool,
+    ) -> Result<(), EngineError> {
+        yield_now().await;
+        let mut s = lock(&self.state);
+        let name = s.name_of(id);
+        for (file, _) in files {
+            s.calls.push(Call::Upload(format!("{name}:{dir}/{file}")));
+        }
+        Ok(())
+    }
+
+    async fn exec_capture(
+        &self,
+        id: &str,
+        argv: &[String],
+        _timeout: Duration,
+    ) -> Result<crate::engine::exec::ExecOutput, EngineError> {
+        yield_now().await;
+        let mut s = lock(&self.state);
+        let text = argv.join(" ");
+        let name = s.name_of(id);
+        s.calls.push(Call::Exec(format!("{name}: {text}")));
+        let failed = s
+            .script
+            .exec_fails
+            .iter()
+            .find(|(key, _)| text.contains(key.as_str()))
+            .map(|(_, output)| output.clone());
+        Ok(crate::engine::exec::ExecOutput {
+            exit_code: Some(if failed.is_some() { 1 } else { 0 }),
+            output: failed.unwrap_or_default(),
+        })
+    }
+
+    async fn volume_info(
+        &self,
+        full_name: &str,
+    ) -> Result<Option<crate::engine::datastore::VolumeInfo>, EngineError> {
+        yield_now().await;
+        Ok(lock(&self.state).volumes.get(full_name).map(|created| {
+            crate::engine::datastore::VolumeInfo {
+                name: full_name.to_string(),
+                created: created.to_string(),
+                labels: Default::default(),
+            }
+        }))
+    }
+
+    async fn remove_volume(&self, full_name: &str) -> Result<(), EngineError> {
+        ContainerEngine::remove_volume(self, full_name).await
+    }
+
+    async fn ensure_volume_with(
+        &self,
+        project: &str,
+        name: &str,
+        _extra: &[(&str, &str)],
+    ) -> Result<bool, EngineError> {
+        ContainerEngine::ensure_volume(self, project, name).await
     }
 }

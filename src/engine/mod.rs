@@ -15,6 +15,7 @@
 //! - [`apply`]: carries out `up`: build, plan, start in dependency order, wait healthy.
 //! - [`doctor`]: what the engine is and which reach paths work, probed with a throwaway container.
 //! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
+//! - [`volcopy`]: copying one volume's files into another, on this host or through the archive API.
 
 pub mod api;
 pub mod apply;
@@ -38,6 +39,7 @@ pub mod resources;
 pub mod runtime;
 pub mod seeding;
 pub mod snapshot;
+pub mod volcopy;
 
 use std::path::Path;
 use std::time::Duration;

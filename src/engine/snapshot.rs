@@ -1,16 +1,25 @@
 //! Snapshots of datastores' data volumes, kept on the engine as volumes:
-//! `devstack data snapshot|restore|ls|rm`.
+//! `devstack data snapshot|restore|ls|rm|export|import`.
 //!
 //! A snapshot of datastore D named N is the volume
 //! `<project>_snapshot-N-D`, labelled with the snapshot's name, the
 //! datastore, the image reference it ran and the time. Taking one flushes
-//! the server (`kinds::flush`), pauses its container and copies its data
-//! directory through the engine's archive API into the snapshot volume
-//! (mounted by a created, never started helper), then unpauses it.
-//! Restoring removes the datastore's containers, makes its data volume
-//! again and copies the snapshot back the same way; `up` then starts it.
-//! No dump and reload, no helper image: the datastore's own image is the
-//! helper, and the copy works with a remote engine.
+//! the server (`kinds::flush`), pauses its container, copies its data
+//! volume into the snapshot volume, then unpauses it. Restoring kills and
+//! removes the datastore's containers, makes its data volume again and
+//! copies the snapshot back; `up` then starts it. No dump and reload.
+//!
+//! Each copy ([`copy_volume`]) goes directly from volume directory to volume
+//! directory on this host when the engine is local and both directories
+//! are here and readable (`Engine::host_volume_dir`): files cloned where the
+//! filesystem has reflinks, else copied in the kernel. Otherwise (a remote
+//! engine, Docker Desktop's VM, a rootless engine whose files this user
+//! cannot own), or when the host copy fails, it streams through the
+//! engine's archive API between created, never started containers of the
+//! datastore's own image (no helper image to pull). Either way the files
+//! the server never reads are left out (postgres's recycled WAL segments,
+//! see `datastore::wal`), so a snapshot holds the data, not `max_wal_size`
+//! of stale WAL.
 //!
 //! Each part also records the on-disk format version of its files (postgres:
 //! the data directory's `PG_VERSION`; mariadb/mysql: the server's release
@@ -19,9 +28,11 @@
 //! reference such as `postgres:latest` can move to another major version.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::engine::volcopy::{self, Copied, LeaveOut};
 use crate::engine::{Engine, EngineError};
 use crate::plan::{self, names, ContainerSpec, MountSource, MountSpec, Observed, ObservedState};
 use crate::spec::{DatastoreKind, Stack, UnitKind};
@@ -141,23 +152,130 @@ pub fn helper(
     }
 }
 
-/// Copies snapshot `part`'s volume into data volume `full` (mounted at
-/// `dir`), through two helper containers of the datastore's replica `spec`.
-async fn copy_in(
+/// Which way a volume copy went, and what it copied.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    /// Directory to directory on this host; else through the archive API.
+    pub on_host: bool,
+    /// Why a host copy was tried and given up, when it was.
+    pub host_failed: Option<String>,
+    pub copied: Copied,
+}
+
+impl Copy {
+    /// A few words for the user: the way, the size, what was left out.
+    pub fn describe(&self) -> String {
+        let mb = |b: u64| b as f64 / 1_048_576.0;
+        let mut text = format!(
+            "{} files, {:.1} MB, {}",
+            self.copied.files,
+            mb(self.copied.bytes),
+            if self.on_host {
+                if self.copied.cloned > 0 {
+                    "cloned on this host"
+                } else {
+                    "copied on this host"
+                }
+            } else {
+                "through the engine's archive API"
+            }
+        );
+        if self.copied.left_out > 0 {
+            text.push_str(&format!(
+                "; left out {} files, {:.1} MB, the server never reads",
+                self.copied.left_out,
+                mb(self.copied.left_out_bytes)
+            ));
+        }
+        if let Some(why) = &self.host_failed {
+            text.push_str(&format!(" (the copy on this host failed: {why})"));
+        }
+        text
+    }
+}
+
+/// The files a copy of `kind`'s data directory leaves out.
+fn leave_out_for(kind: Option<DatastoreKind>) -> Arc<LeaveOut> {
+    Arc::new(move |path: &str, size: u64, head: &[u8]| {
+        kind.is_some_and(|k| crate::datastore::wal::leave_out(k, path, size, head))
+    })
+}
+
+/// Where a volume copy reads from: a volume, mounted at the data directory
+/// by a running (paused) container or by none.
+struct Source<'a> {
+    volume: &'a str,
+    running: Option<&'a str>,
+}
+
+/// Copies the files of volume `from` into the empty volume `to` (both full
+/// names), as datastore `ds` of kind `kind` sees them at `dir`: on this
+/// host when the engine's directories of both volumes are here
+/// (`Engine::host_volume_dir`), else, or when that fails, through the
+/// archive API, with containers of the datastore's replica `spec` as the
+/// ends (created, never started). Either way, the files the server never
+/// reads are left out (`datastore::wal`).
+#[allow(clippy::too_many_arguments)]
+async fn copy_volume(
     engine: &Engine,
     spec: &ContainerSpec,
     project: &str,
-    part: &Snapshot,
-    full: &str,
+    ds: &str,
+    kind: Option<DatastoreKind>,
+    from: Source<'_>,
+    to: &str,
     dir: &str,
-) -> Result<bool, EngineError> {
-    let ds = &part.datastore;
-    let source = helper(spec, project, &format!("{ds}-snapshot"), &part.volume, dir);
-    let source_id = engine.create(&source).await?;
-    let target = helper(spec, project, &format!("{ds}-restore"), full, dir);
-    let copied = engine.move_data(&source_id, &target, dir).await;
-    let _ = engine.remove_with_volumes(&source_id).await;
-    copied
+) -> Result<Copy, EngineError> {
+    let leave_out = leave_out_for(kind);
+    let mut host_failed = None;
+    if let (Some(src), Some(dst)) = (
+        engine.host_volume_dir(from.volume).await,
+        engine.host_volume_dir(to).await,
+    ) {
+        let test = leave_out.clone();
+        let target = dst.clone();
+        let done = tokio::task::spawn_blocking(move || volcopy::copy_tree(&src, &target, &*test))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match done {
+            Ok(copied) => {
+                return Ok(Copy {
+                    on_host: true,
+                    host_failed: None,
+                    copied,
+                })
+            }
+            Err(e) => {
+                // Not half filled: the archive copy starts from nothing.
+                let cleared = tokio::task::spawn_blocking(move || volcopy::empty_dir(&dst)).await;
+                if !matches!(cleared, Ok(Ok(()))) {
+                    return Err(EngineError::Api {
+                        what: format!("copying `{}` into `{to}` on this host", from.volume),
+                        message: e.to_string(),
+                    });
+                }
+                host_failed = Some(e.to_string());
+            }
+        }
+    }
+    let target = helper(spec, project, &format!("{ds}-restore"), to, dir);
+    let copied = match from.running {
+        Some(id) => engine.move_data_filtered(id, &target, dir, leave_out).await,
+        None => {
+            let source = helper(spec, project, &format!("{ds}-snapshot"), from.volume, dir);
+            let source_id = engine.create(&source).await?;
+            let copied = engine
+                .move_data_filtered(&source_id, &target, dir, leave_out)
+                .await;
+            let _ = engine.remove_with_volumes(&source_id).await;
+            copied
+        }
+    }?;
+    Ok(Copy {
+        on_host: false,
+        host_failed,
+        copied: copied.unwrap_or_default(),
+    })
 }
 
 /// The snapshots of the project, oldest first.
@@ -362,14 +480,14 @@ pub(crate) async fn replica_spec(
 }
 
 /// Takes snapshot `name` of `datastores` (all with a data volume when
-/// empty) while the stack runs.
+/// empty) while the stack runs; each part with how it was copied.
 pub async fn take(
     engine: &Engine,
     stack: &Stack,
     project: &str,
     name: &str,
     datastores: &[String],
-) -> Result<Vec<Snapshot>, SnapshotError> {
+) -> Result<Vec<(Snapshot, Copy)>, SnapshotError> {
     check_name(name)?;
     let chosen = chosen(stack, datastores)?;
     if list(engine, project).await?.iter().any(|s| s.name == name) {
@@ -386,7 +504,7 @@ pub async fn take(
                 "datastore `{ds}` is not running; start it (`devstack up`) to snapshot it"
             )));
         };
-        let Some((_, dir)) = plan::data_volume(stack, ds) else {
+        let Some((volume_name, dir)) = plan::data_volume(stack, ds) else {
             continue;
         };
         let image = image_of(stack, project, ds);
@@ -418,30 +536,62 @@ pub async fn take(
                     .await;
             }
         }
-        let helper = helper(&spec, project, &format!("{ds}-snapshot"), &full, &dir);
-        engine.pause(&running.id).await?;
-        let copied = engine.move_data(&running.id, &helper, &dir).await;
-        let resumed = engine.unpause(&running.id).await;
-        if let Err(e) = copied {
+        let live = names::volume_name(project, &volume_name);
+        if let Err(e) = pause(engine, &running.id).await {
             let _ = engine.remove_volume(&full).await;
             return Err(e.into());
         }
+        let source = Source {
+            volume: &live,
+            running: Some(&running.id),
+        };
+        let copied = copy_volume(engine, &spec, project, ds, kind, source, &full, &dir).await;
+        let resumed = engine.unpause(&running.id).await;
+        let copy = match copied {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = engine.remove_volume(&full).await;
+                return Err(e.into());
+            }
+        };
         resumed?;
-        done.push(Snapshot {
-            name: name.to_string(),
-            datastore: ds.clone(),
-            volume: full,
-            image,
-            taken,
-            format,
-        });
+        done.push((
+            Snapshot {
+                name: name.to_string(),
+                datastore: ds.clone(),
+                volume: full,
+                image,
+                taken,
+                format,
+            },
+            copy,
+        ));
     }
     Ok(done)
 }
 
+/// Pauses container `id`, trying again a few times: the cgroup freezer
+/// gives up ("unable to freeze") when a process of a busy server does not
+/// stop in time, and the next try usually catches it.
+async fn pause(engine: &Engine, id: &str) -> Result<(), EngineError> {
+    let mut tries = 0;
+    loop {
+        match engine.pause(id).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries >= 5 => return Err(e),
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * tries)).await;
+            }
+        }
+    }
+}
+
 /// Puts snapshot `name` back into the data volumes of `datastores` (all
 /// the snapshot holds when empty). The datastores' containers are removed
-/// (`up` makes them again); returns the datastores restored. A snapshot of
+/// (`up` makes them again), killed rather than stopped, since their data is
+/// thrown away; returns the datastores restored, each with how it was
+/// copied. A snapshot of
 /// another image reference, or of another on-disk format than the running
 /// server reads, is refused unless `force`.
 pub async fn restore(
@@ -451,7 +601,7 @@ pub async fn restore(
     name: &str,
     datastores: &[String],
     force: bool,
-) -> Result<Vec<String>, SnapshotError> {
+) -> Result<Vec<(String, Copy)>, SnapshotError> {
     let parts = parts_of(engine, project, name, datastores).await?;
     let observed = engine.list_project(project).await?;
     for part in &parts {
@@ -493,7 +643,7 @@ pub async fn restore(
             .iter()
             .filter(|o| o.task.is_none() && o.service.as_deref() == Some(ds.as_str()))
         {
-            engine.stop(&o.id, None).await?;
+            engine.kill(&o.id).await?;
             engine.remove(&o.id).await?;
         }
         let full = names::volume_name(project, &volume);
@@ -503,9 +653,19 @@ pub async fn restore(
             .await?;
         // Made without the seed label: restored data is never seeded over.
         engine.ensure_volume(project, &volume).await?;
-        let copied = copy_in(engine, &spec, project, part, &full, &dir).await;
-        copied?;
-        restored.push(ds.clone());
+        let kind = stack.datastores.get(ds).map(|d| d.kind);
+        let source = Source {
+            volume: &part.volume,
+            running: None,
+        };
+        match copy_volume(engine, &spec, project, ds, kind, source, &full, &dir).await {
+            Ok(copy) => restored.push((ds.clone(), copy)),
+            Err(e) => {
+                // Not left half filled: the next `up` starts from nothing.
+                let _ = engine.remove_volume(&full).await;
+                return Err(e.into());
+            }
+        }
     }
     Ok(restored)
 }
@@ -604,7 +764,12 @@ pub async fn branch(
         }
         let full = names::volume_name(project, &volume);
         let spec = replica_spec(engine, stack, project, ds).await?;
-        let copied = copy_in(engine, &spec, project, &part, &full, &dir).await;
+        let kind = stack.datastores.get(ds).map(|d| d.kind);
+        let source = Source {
+            volume: &part.volume,
+            running: None,
+        };
+        let copied = copy_volume(engine, &spec, project, ds, kind, source, &full, &dir).await;
         if let Err(e) = copied {
             // Not left half filled: the next try starts from nothing.
             let _ = engine.remove_volume(&full).await;

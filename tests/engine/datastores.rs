@@ -465,41 +465,45 @@ fn a_snapshot_under_write_load_restores_to_a_state_postgres_accepts() {
     });
     assert!(writing, "the writer never got going");
     p.ok(&["data", "snapshot", "busy"]);
+    // And one through the archive API, as with a remote engine, still under load.
+    through_archive(&p, &["data", "snapshot", "busy-archive"]);
     assert_eq!(
         psql(
             &p,
             "select count(*) > 0 from pg_stat_activity where query like 'do $$%'"
         ),
         "t",
-        "the writer stopped during the snapshot"
+        "the writer stopped during the snapshots"
     );
 
-    p.ok(&["data", "restore", "busy"]);
-    let logs = docker(&["logs", &format!("{}-pg-1", p.name)]);
-    let all_logs = logs
-        + &String::from_utf8_lossy(
-            &Command::new("docker")
-                .args(["logs", &format!("{}-pg-1", p.name)])
-                .output()
-                .expect("docker logs runs")
-                .stderr,
+    let restored_well = |p: &Project| {
+        let logs = postgres_logs(p);
+        assert!(recovery_errors(&logs).is_empty(), "{logs}");
+        assert!(
+            logs.contains("database system is ready to accept connections"),
+            "{logs}"
         );
-    assert!(!all_logs.contains("PANIC"), "{all_logs}");
+        let rows: u64 = psql(p, "select count(*) from items")
+            .parse()
+            .expect("a count");
+        assert!(rows > 100, "restored {rows} rows");
+        // Every id from 1 to the last is there once: the copy is a committed prefix.
+        assert_eq!(
+            psql(
+                p,
+                "select count(*) = max(id) and count(distinct id) = count(*) from items"
+            ),
+            "t"
+        );
+        rows
+    };
+    p.ok(&["data", "restore", "busy"]);
+    let first = restored_well(&p);
+    through_archive(&p, &["data", "restore", "busy-archive"]);
+    let second = restored_well(&p);
     assert!(
-        all_logs.contains("database system is ready to accept connections"),
-        "{all_logs}"
-    );
-    let rows: u64 = psql(&p, "select count(*) from items")
-        .parse()
-        .expect("a count");
-    assert!(rows > 100, "restored {rows} rows");
-    // Every id from 1 to the last is there once: the copy is a committed prefix.
-    assert_eq!(
-        psql(
-            &p,
-            "select count(*) = max(id) and count(distinct id) = count(*) from items"
-        ),
-        "t"
+        second >= first,
+        "the later snapshot has fewer rows: {second} < {first}"
     );
 }
 
@@ -580,4 +584,125 @@ fn a_snapshot_of_another_on_disk_format_is_refused_unless_forced() {
     psql(&p, "insert into items values (3)");
     p.ok(&["data", "restore", "older", "--force"]);
     assert_eq!(ids(&p), "1");
+}
+
+/// The WAL segment files (24 hex digits) in the `pg_wal` of volume `volume`, in order.
+fn wal_segments_in_volume(volume: &str) -> Vec<String> {
+    let listed = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/d:ro"),
+        "devstack-fixtures/busybox",
+        "ls",
+        "/d/pg_wal",
+    ]);
+    let mut names: Vec<String> = listed
+        .split_whitespace()
+        .filter(|n| n.len() == 24 && n.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Everything the postgres container of `p` logged.
+fn postgres_logs(p: &Project) -> String {
+    let out = Command::new("docker")
+        .args(["logs", &format!("{}-pg-1", p.name)])
+        .output()
+        .expect("docker logs runs");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The lines of a postgres log that report a problem: PANIC, FATAL or
+/// ERROR, but for the refusals of connections (readiness probes) while it
+/// starts up.
+fn recovery_errors(logs: &str) -> Vec<&str> {
+    logs.lines()
+        .filter(|l| ["PANIC", "FATAL", "ERROR"].iter().any(|w| l.contains(w)))
+        .filter(|l| {
+            !l.contains("the database system is starting up")
+                && !l.contains("not yet accepting connections")
+        })
+        .collect()
+}
+
+/// `devstack ARGS` with `DEVSTACK_DATA_COPY=archive`: copies through the archive API.
+fn through_archive(p: &Project, args: &[&str]) -> String {
+    let out = p
+        .command(args)
+        .env("DEVSTACK_DATA_COPY", "archive")
+        .output()
+        .expect("devstack runs");
+    let text = stderr(&out) + &stdout(&out);
+    assert!(out.status.success(), "devstack {args:?}: {text}");
+    text
+}
+
+#[test]
+fn a_snapshot_leaves_out_recycled_wal_and_restores_on_either_copy_path() {
+    let p = Project::inline("pgwal", &postgres_stack("./seed.sql"));
+    write(&dir(&p).join("seed.sql"), "create table items (id int);\n");
+    p.ok(&["up", "--wait"]);
+    // About 25 MB of WAL, then a checkpoint: the segments before its redo
+    // point are renamed to future names (recycled), still full of old WAL.
+    psql(&p, "insert into items select generate_series(1, 400000)");
+    psql(&p, "checkpoint");
+    let live = stdout(&p.ok(&["exec", "pg", "--", "ls", "/var/lib/postgresql/data/pg_wal"]))
+        .split_whitespace()
+        .filter(|n| n.len() == 24)
+        .count();
+
+    let out = p.ok(&["data", "snapshot", "loaded"]);
+    let said = stderr(&out) + &stdout(&out);
+    assert!(said.contains("on this host"), "{said}");
+    assert!(said.contains("left out"), "{said}");
+    let redo = psql(
+        &p,
+        "select pg_walfile_name(redo_lsn) from pg_control_checkpoint()",
+    );
+    let insert = psql(&p, "select pg_walfile_name(pg_current_wal_insert_lsn())");
+    let kept = wal_segments_in_volume(&format!("{}_snapshot-loaded-pg", p.name));
+    assert!(
+        !kept.is_empty() && kept.len() < live,
+        "kept {kept:?} of {live} segments"
+    );
+    // Exactly what recovery reads: from the checkpoint's redo segment on, no later than the insert position.
+    assert_eq!(kept[0], redo, "{kept:?}");
+    assert!(kept[kept.len() - 1] <= insert, "{kept:?} past {insert}");
+
+    psql(&p, "delete from items where id % 2 = 0");
+    let out = p.ok(&["data", "restore", "loaded"]);
+    let said = stderr(&out) + &stdout(&out);
+    assert!(said.contains("on this host"), "{said}");
+    assert_eq!(
+        psql(
+            &p,
+            "select count(*) = 400000 and max(id) = 400000 from items"
+        ),
+        "t"
+    );
+    let logs = postgres_logs(&p);
+    assert!(recovery_errors(&logs).is_empty(), "{logs}");
+
+    // Through the archive API (a remote engine's way): the same trimming, the same rows.
+    psql(&p, "insert into items values (400001)");
+    let said = through_archive(&p, &["data", "snapshot", "archived"]);
+    assert!(said.contains("through the engine's archive API"), "{said}");
+    let kept_archived = wal_segments_in_volume(&format!("{}_snapshot-archived-pg", p.name));
+    let redo = psql(
+        &p,
+        "select pg_walfile_name(redo_lsn) from pg_control_checkpoint()",
+    );
+    assert_eq!(kept_archived.first(), Some(&redo), "{kept_archived:?}");
+    psql(&p, "delete from items");
+    let said = through_archive(&p, &["data", "restore", "archived"]);
+    assert!(said.contains("through the engine's archive API"), "{said}");
+    assert_eq!(
+        psql(&p, "select count(*), max(id) from items"),
+        "400001|400001"
+    );
+    let logs = postgres_logs(&p);
+    assert!(recovery_errors(&logs).is_empty(), "{logs}");
 }
