@@ -277,7 +277,7 @@ pub fn plan(
             }
             DatastoreKind::Kafka => {
                 const KAFKA: &str = r#"k() { for d in "" /opt/kafka/bin/ /opt/bitnami/kafka/bin/; do if command -v "$d$1" >/dev/null; then b="$d$1"; shift; "$b" "$@"; return; fi; done; echo "$1: not found" >&2; return 127; }; "#;
-                let script = if name == "topics" || name.ends_with(".topics") {
+                let script = if is_topics_file(path) {
                     format!(
                         r#"{KAFKA}grep -v '^[[:space:]]*\(#\|$\)' "$1" | while read -r t n; do k kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --create --if-not-exists --topic "$t" --partitions "${{n:-1}}" || exit 1; done"#
                     )
@@ -314,7 +314,20 @@ pub fn plan(
             }
         }
     }
+    if kind == DatastoreKind::Kafka {
+        // Topics before messages, whatever the names: a message file run
+        // first would auto-create its topic with the broker's defaults, and
+        // `--if-not-exists` would then keep those partitions.
+        steps.sort_by_key(|step| !is_topics_file(&step.file));
+    }
     Ok(steps)
+}
+
+/// A kafka seed file that creates topics (`topics`, `NAME.topics`).
+fn is_topics_file(path: &std::path::Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| n == "topics" || n.ends_with(".topics"))
 }
 
 /// The file a fresh volume must hold before the server first starts, as
@@ -622,7 +635,8 @@ mod tests {
 
         let c = commands(
             DatastoreKind::Kafka,
-            &[("topics", "orders 3\n"), ("orders.jsonl", "{}")],
+            // In name order `orders.jsonl` comes first; topics still run first.
+            &[("orders.jsonl", "{}"), ("topics", "orders 3\n")],
         );
         assert!(
             c[0].contains(

@@ -492,10 +492,10 @@ mod tests {
                 "kafka",
                 "apache/kafka:3.7.0",
                 vec![("topics", b"orders 3\n"), ("orders.jsonl", b"{}\n")],
-                // Name order: `orders.jsonl` runs before `topics` (see the report on issue 12).
+                // `topics` runs before `orders.jsonl`, though it sorts after it.
                 vec![
-                    "kafka-console-producer.sh --bootstrap-server 127.0.0.1:9092 --topic 'orders'",
                     "kafka-topics.sh --bootstrap-server 127.0.0.1:9092 --create --if-not-exists",
+                    "kafka-console-producer.sh --bootstrap-server 127.0.0.1:9092 --topic 'orders'",
                 ],
             ),
         ];
