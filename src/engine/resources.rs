@@ -211,26 +211,8 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         let dir = dir.trim_end_matches('/');
         let what = || format!("moving {dir} of `{from}` into `{}`", helper.name);
-        match self
-            .docker
-            .get_container_archive_info(
-                from,
-                Some(ContainerArchiveInfoOptions {
-                    path: dir.to_string(),
-                }),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => return Ok(false),
-            Err(e) => return Err(EngineError::api(what(), e)),
-        }
-        let id = self.create(helper).await?;
-        // The tar holds `<basename>/...`, so it is unpacked in the parent:
-        // the directory entry itself gives the volume's root its owner and mode.
-        let parent = match dir.rsplit_once('/') {
-            Some((p, _)) if !p.is_empty() => p.to_string(),
-            _ => "/".to_string(),
+        let Some((id, parent)) = self.archive_helper(from, helper, dir, &what).await? else {
+            return Ok(false);
         };
         let tar = self
             .docker
@@ -259,6 +241,40 @@ impl Engine {
         let moved = result?;
         removed?;
         Ok(moved)
+    }
+
+    /// The start of a copy of `dir` (no trailing `/`) of container `from`
+    /// through the archive API: `None` when `from` has nothing at `dir`,
+    /// else the created helper's id and the directory to unpack the tar in
+    /// (the tar holds `<basename>/...`, so it is unpacked in the parent: the
+    /// directory entry itself gives the volume's root its owner and mode).
+    pub(super) async fn archive_helper(
+        &self,
+        from: &str,
+        helper: &ContainerSpec,
+        dir: &str,
+        what: &(dyn Fn() -> String + Sync),
+    ) -> Result<Option<(String, String)>, EngineError> {
+        match self
+            .docker
+            .get_container_archive_info(
+                from,
+                Some(ContainerArchiveInfoOptions {
+                    path: dir.to_string(),
+                }),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(EngineError::api(what(), e)),
+        }
+        let id = self.create(helper).await?;
+        let parent = match dir.rsplit_once('/') {
+            Some((p, _)) if !p.is_empty() => p.to_string(),
+            _ => "/".to_string(),
+        };
+        Ok(Some((id, parent)))
     }
 
     /// Removes one volume by its full name.

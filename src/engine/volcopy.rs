@@ -25,14 +25,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use bollard::query_parameters::{
-    ContainerArchiveInfoOptions, DownloadFromContainerOptions, UploadToContainerOptions,
-};
+use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::error::is_not_found;
 use super::{Engine, EngineError};
 use crate::datastore::wal;
 use crate::plan::ContainerSpec;
@@ -439,26 +436,8 @@ impl Engine {
     ) -> Result<Option<Copied>, EngineError> {
         let dir = dir.trim_end_matches('/');
         let what = || format!("copying {dir} of `{from}` into `{}`", helper.name);
-        match self
-            .docker
-            .get_container_archive_info(
-                from,
-                Some(ContainerArchiveInfoOptions {
-                    path: dir.to_string(),
-                }),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(EngineError::api(what(), e)),
-        }
-        let id = self.create(helper).await?;
-        // The tar holds `<basename>/...`, so it is unpacked in the parent:
-        // the directory entry itself gives the volume's root its owner and mode.
-        let parent = match dir.rsplit_once('/') {
-            Some((p, _)) if !p.is_empty() => p.to_string(),
-            _ => "/".to_string(),
+        let Some((id, parent)) = self.archive_helper(from, helper, dir, &what).await? else {
+            return Ok(None);
         };
         let source = self
             .docker
