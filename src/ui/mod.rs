@@ -1,7 +1,7 @@
 //! `ui`: what a command shows and how it ends, shared by every command and by the
 //! controller of a running stack: the printing macros (`out!`, `outln!`,
 //! `say!`, `sayln!`), the exit codes and the errors that carry them, progress
-//! rendering, the table after `up`, log streaming, and the terminal lent to
+//! rendering, the table after `up`, the doctor's report, log streaming, and the terminal lent to
 //! a command in a container.
 //!
 //! It sits below `cli` and `controller` and above the pipeline: it reads
@@ -11,6 +11,7 @@
 #[macro_use]
 pub mod output;
 
+pub mod doctor;
 pub mod junit;
 pub mod logs;
 pub mod progress;
