@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use devstack::router::RouterEvent;
-use tokio::sync::broadcast;
 
 use crate::support::*;
 
@@ -51,29 +50,8 @@ fn fixture_files() -> Vec<(String, String)> {
     files
 }
 
-/// Waits for the first event `pick` accepts.
-async fn expect<T>(
-    rx: &mut broadcast::Receiver<RouterEvent>,
-    what: &str,
-    mut pick: impl FnMut(&RouterEvent) -> Option<T>,
-) -> T {
-    let wait = async {
-        loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    if let Some(t) = pick(&e) {
-                        return t;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => panic!("router events ended: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within 20s"))
-}
+/// How long a test waits for the router event it expects.
+const EVENT_WAIT: Duration = Duration::from_secs(20);
 
 /// Hostnames answering `n` requests for `web.test.localhost`, and how many failed.
 async fn answering(p: &Project, n: usize) -> (BTreeSet<String>, usize) {
@@ -149,14 +127,19 @@ fn a_production_confd_directory_routes_unchanged() {
         ]);
         assert!(!victim.is_empty(), "replica 2 runs");
         docker(&["kill", &victim]);
-        let reload = expect(&mut events, "an install after the kill", |e| match e {
-            RouterEvent::ConfdInstalled {
-                resource,
-                dest,
-                reload_cmd,
-            } => Some((resource.clone(), dest.clone(), reload_cmd.clone())),
-            _ => None,
-        })
+        let reload = next_event(
+            &mut events,
+            EVENT_WAIT,
+            "an install after the kill",
+            |e| match e {
+                RouterEvent::ConfdInstalled {
+                    resource,
+                    dest,
+                    reload_cmd,
+                } => Some((resource.clone(), dest.clone(), reload_cmd.clone())),
+                _ => None,
+            },
+        )
         .await;
         assert_eq!(
             reload,
@@ -166,11 +149,17 @@ fn a_production_confd_directory_routes_unchanged() {
                 Some("systemctl reload haproxy".to_string())
             )
         );
-        let (change, took) = expect(&mut events, "the apply of the kill", |e| match e {
-            RouterEvent::Applied { change, took, .. } => Some((change.clone(), *took)),
-            _ => None,
-        })
-        .await;
+        let (change, took) =
+            next_event(
+                &mut events,
+                EVENT_WAIT,
+                "the apply of the kill",
+                |e| match e {
+                    RouterEvent::Applied { change, took, .. } => Some((change.clone(), *took)),
+                    _ => None,
+                },
+            )
+            .await;
         // A measurement, not an assertion: render, check_cmd, haproxy -c, reload.
         eprintln!("confd apply after a kill: {change:?} in {took:?}");
         let (after, failed) = answering(&p, 20).await;
@@ -196,11 +185,12 @@ fn a_production_confd_directory_routes_unchanged() {
             + 1;
         std::fs::write(p.path(TEMPLATE), &broken).unwrap();
         etcd.put("/services/poke", poke(), None).await.expect("put");
-        let (reported, message) = expect(&mut events, "a render failure", |e| match e {
-            RouterEvent::RenderFailed { line, message, .. } => Some((*line, message.clone())),
-            _ => None,
-        })
-        .await;
+        let (reported, message) =
+            next_event(&mut events, EVENT_WAIT, "a render failure", |e| match e {
+                RouterEvent::RenderFailed { line, message, .. } => Some((*line, message.clone())),
+                _ => None,
+            })
+            .await;
         assert_eq!(reported, Some(line), "{message}");
         assert!(
             message.contains("key does not exist: /services/missing"),
@@ -215,13 +205,14 @@ fn a_production_confd_directory_routes_unchanged() {
         );
         std::fs::write(p.path(TEMPLATE), &refused).unwrap();
         etcd.put("/services/poke", poke(), None).await.expect("put");
-        let (command, output) = expect(&mut events, "a refused check", |e| match e {
-            RouterEvent::ConfdCheckFailed {
-                command, output, ..
-            } => Some((command.clone(), output.clone())),
-            _ => None,
-        })
-        .await;
+        let (command, output) =
+            next_event(&mut events, EVENT_WAIT, "a refused check", |e| match e {
+                RouterEvent::ConfdCheckFailed {
+                    command, output, ..
+                } => Some((command.clone(), output.clone())),
+                _ => None,
+            })
+            .await;
         assert!(
             command.starts_with("haproxy -c -f /tmp/.haproxy.cfg"),
             "{{{{.src}}}} is the staged file: {command}"
@@ -232,7 +223,7 @@ fn a_production_confd_directory_routes_unchanged() {
         // Fixed: the next change applies.
         std::fs::write(p.path(TEMPLATE), format!("{original}# fixed\n")).unwrap();
         etcd.put("/services/poke", poke(), None).await.expect("put");
-        expect(&mut events, "an apply", |e| match e {
+        next_event(&mut events, EVENT_WAIT, "an apply", |e| match e {
             RouterEvent::Applied { .. } => Some(()),
             _ => None,
         })

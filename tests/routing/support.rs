@@ -282,3 +282,29 @@ pub fn etcdctl_keys(url: &str, prefix: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Waits up to `within` for the first router event `pick` accepts.
+pub async fn next_event<T>(
+    rx: &mut tokio::sync::broadcast::Receiver<devstack::router::RouterEvent>,
+    within: Duration,
+    what: &str,
+    mut pick: impl FnMut(&devstack::router::RouterEvent) -> Option<T>,
+) -> T {
+    use tokio::sync::broadcast::error::RecvError;
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    if let Some(t) = pick(&e) {
+                        return t;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(e) => panic!("router events ended: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(within, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {within:?}"))
+}

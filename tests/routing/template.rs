@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use devstack::router::{Layout, RouterEvent, BUILTIN_TEMPLATE};
-use tokio::sync::broadcast;
 
 use crate::support::*;
 
@@ -17,29 +16,8 @@ const SERVICES: &str = "  a:
     routes: [a.test.localhost]
 ";
 
-/// Waits for the first event `pick` accepts.
-async fn expect<T>(
-    rx: &mut broadcast::Receiver<RouterEvent>,
-    what: &str,
-    mut pick: impl FnMut(&RouterEvent) -> Option<T>,
-) -> T {
-    let wait = async {
-        loop {
-            match rx.recv().await {
-                Ok(e) => {
-                    if let Some(t) = pick(&e) {
-                        return t;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(e) => panic!("router events ended: {e}"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(15), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within 15s"))
-}
+/// How long a test waits for the router event it expects.
+const EVENT_WAIT: Duration = Duration::from_secs(15);
 
 #[test]
 fn a_bad_template_keeps_the_last_good_config() {
@@ -79,7 +57,7 @@ fn a_bad_template_keeps_the_last_good_config() {
         etcd.put(poke_key.as_str(), poke(), None)
             .await
             .expect("put");
-        let line = expect(&mut events, "render failure", |e| match e {
+        let line = next_event(&mut events, EVENT_WAIT, "render failure", |e| match e {
             RouterEvent::RenderFailed { line, .. } => Some(*line),
             _ => None,
         })
@@ -96,7 +74,7 @@ fn a_bad_template_keeps_the_last_good_config() {
         etcd.put(poke_key.as_str(), poke(), None)
             .await
             .expect("put");
-        let (line, text) = expect(&mut events, "check failure", |e| match e {
+        let (line, text) = next_event(&mut events, EVENT_WAIT, "check failure", |e| match e {
             RouterEvent::CheckFailed { line, text, .. } => Some((*line, text.clone())),
             _ => None,
         })
@@ -117,7 +95,7 @@ fn a_bad_template_keeps_the_last_good_config() {
         etcd.put(poke_key.as_str(), poke(), None)
             .await
             .expect("put");
-        expect(&mut events, "an apply", |e| match e {
+        next_event(&mut events, EVENT_WAIT, "an apply", |e| match e {
             RouterEvent::Applied { .. } => Some(()),
             _ => None,
         })
