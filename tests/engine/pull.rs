@@ -396,18 +396,3 @@ fn the_demo_runs_on_public_images_where_a_registry_answers_and_on_replicas_where
         assert!(answer.contains(says), "{host}{path}: {answer}");
     }
 }
-
-/// A GET through the proxy on `port` for `host`; the whole answer.
-fn get_through(port: u16, host: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the proxy listens");
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text
-}

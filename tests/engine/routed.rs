@@ -170,7 +170,7 @@ fn up_wait_returns_with_every_route_answering() {
     // Right when `up --wait` returns, not eventually: both routes answer
     // from the application.
     for (host, path) in [("web.served.localhost", "/"), ("127.0.0.1", "/api/")] {
-        let text = raw_get(listen, host, path);
+        let text = get_through(listen, host, path);
         let status = text.lines().next().unwrap_or_default();
         assert!(
             status.starts_with("HTTP/1.") && status.contains(" 200 "),
@@ -178,21 +178,6 @@ fn up_wait_returns_with_every_route_answering() {
         );
         assert!(!text.contains("devstack: no"), "{host}{path}: {text}");
     }
-}
-
-fn raw_get(port: u16, host: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the proxy listens");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text
 }
 
 /// Four copies of one routed stack (`-p`, no `listen` in the file), brought
@@ -231,7 +216,7 @@ fn four_copies_started_at_once_each_answer_through_their_own_port() {
             "the table shows the copy's port: {}",
             stdout(out)
         );
-        let text = raw_get(listen.port(), "web.copies.localhost", "/");
+        let text = get_through(listen.port(), "web.copies.localhost", "/");
         assert!(text.contains(" 200 "), "{}: {text}", p.name);
         assert!(
             text.contains(&format!("{}-web-1", p.name)),
