@@ -3,8 +3,9 @@
 //! confd's functions over a snapshot of the registry.
 //!
 //! Pure like `render.rs`: a render reads the [`Store`] it is given and never
-//! asks etcd or Docker. (`lookupIP` asks the resolver, `getenv` this
-//! process's environment and `datetime` the clock, as they do in confd.)
+//! asks etcd or Docker. (`lookupIP` and `lookupSRV` ask the resolver,
+//! `getenv` this process's environment, `fileExists` this machine's files
+//! and `datetime` the clock, as they do in confd.)
 //!
 //! Execution errors of the Go template port carry no position, so a render
 //! that fails is run once more over a copy of the template in which every
@@ -388,6 +389,83 @@ fn lookup(name: &str, keep: impl Fn(&std::net::IpAddr) -> bool) -> Value {
     strings(ips)
 }
 
+/// One SRV record as confd's `lookupSRV` gives it (Go's `net.SRV`: the
+/// fields `.Target`, with its final dot, `.Port`, `.Priority`, `.Weight`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Srv {
+    target: String,
+    port: u16,
+    priority: u16,
+    weight: u16,
+}
+
+impl Srv {
+    fn value(&self) -> Value {
+        let mut m = BTreeMap::new();
+        m.insert("Target".to_string(), Value::from(self.target.clone()));
+        m.insert("Port".to_string(), Value::Int(self.port.into()));
+        m.insert("Priority".to_string(), Value::Int(self.priority.into()));
+        m.insert("Weight".to_string(), Value::Int(self.weight.into()));
+        Value::from(m)
+    }
+}
+
+/// The name Go's `net.LookupSRV(service, proto, name)` asks for:
+/// `_service._proto.name`, or `name` itself when both are empty.
+fn srv_query_name(service: &str, proto: &str, name: &str) -> String {
+    if service.is_empty() && proto.is_empty() {
+        name.to_string()
+    } else {
+        format!("_{service}._{proto}.{name}")
+    }
+}
+
+/// Asks the resolver `config` names for the SRV records of `query`, sorted
+/// as confd sorts them (by target, port, priority and weight written one
+/// after the other, as text). A failed lookup is the template's error, as
+/// in confd. The lookup runs on a thread of its own with its own runtime,
+/// so it never blocks (or nests in) the caller's runtime.
+fn srv_records(
+    query: String,
+    config: hickory_resolver::config::ResolverConfig,
+    options: hickory_resolver::config::ResolverOpts,
+) -> Result<Vec<Srv>, String> {
+    let lookup = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("lookupSRV: {e}"))?;
+        runtime.block_on(async {
+            let resolver = hickory_resolver::Resolver::builder_with_config(
+                config,
+                hickory_resolver::name_server::TokioConnectionProvider::default(),
+            )
+            .with_options(options)
+            .build();
+            let found = resolver
+                .srv_lookup(query.as_str())
+                .await
+                .map_err(|e| format!("lookupSRV {query}: {e}"))?;
+            Ok::<_, String>(
+                found
+                    .iter()
+                    .map(|r| Srv {
+                        target: r.target().to_ascii(),
+                        port: r.port(),
+                        priority: r.priority(),
+                        weight: r.weight(),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+    });
+    let mut records = lookup
+        .join()
+        .map_err(|_| "lookupSRV: the lookup stopped".to_string())??;
+    records.sort_by_cached_key(|r| format!("{}{}{}{}", r.target, r.port, r.priority, r.weight));
+    Ok(records)
+}
+
 /// A template with confd's functions, over `store`.
 fn template(name: &str, store: Arc<Store>, line: Arc<AtomicUsize>) -> Template {
     let s = store.clone();
@@ -553,6 +631,27 @@ fn template(name: &str, store: Arc<Store>, line: Arc<AtomicUsize>) -> Template {
             Ok(lookup(&string_arg("lookupIPV6", args, 0)?, |ip| {
                 ip.is_ipv6()
             }))
+        })
+        .func("lookupSRV", |args| {
+            let query = srv_query_name(
+                &string_arg("lookupSRV", args, 0)?,
+                &string_arg("lookupSRV", args, 1)?,
+                &string_arg("lookupSRV", args, 2)?,
+            );
+            let (config, options) =
+                hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+                    err(format!(
+                        "lookupSRV: reading the resolver configuration: {e}"
+                    ))
+                })?;
+            let records = srv_records(query, config, options).map_err(err)?;
+            Ok(Value::from(
+                records.iter().map(Srv::value).collect::<Vec<_>>(),
+            ))
+        })
+        .func("fileExists", |args| {
+            let path = string_arg("fileExists", args, 0)?;
+            Ok(Value::Bool(std::path::Path::new(&path).exists()))
         })
         .func("map", |args| {
             if args.len() % 2 != 0 {
@@ -917,6 +1016,105 @@ mod tests {
                 "{name} is registered but not in spec::confd::FUNCTIONS"
             );
         }
+    }
+
+    #[test]
+    fn file_exists_reads_this_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("present");
+        std::fs::write(&file, "x").unwrap();
+        let text = format!(
+            "{{{{fileExists \"{}\"}}}} {{{{fileExists \"{}\"}}}}",
+            file.display(),
+            dir.path().join("absent").display()
+        );
+        assert_eq!(r(&text, &store(&[])).unwrap(), "true false");
+    }
+
+    /// `lookupSRV` asks a real DNS server: one on loopback here, answering
+    /// SRV records for one name and NXDOMAIN for any other.
+    #[test]
+    fn lookup_srv_asks_the_resolver_and_sorts_as_confd() {
+        use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+        use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+        use hickory_resolver::proto::rr::{rdata::SRV, Name, RData, Record};
+        use hickory_resolver::proto::xfer::Protocol;
+        use std::sync::atomic::AtomicBool;
+
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let serving = stop.clone();
+        let server = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !serving.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let query = Message::from_vec(&buf[..n]).unwrap();
+                let mut answer = Message::new();
+                answer
+                    .set_id(query.id())
+                    .set_message_type(MessageType::Response)
+                    .set_op_code(query.op_code())
+                    .set_recursion_desired(query.recursion_desired())
+                    .set_recursion_available(true)
+                    .add_queries(query.queries().to_vec());
+                let asked = query.queries()[0].name().clone();
+                if asked.to_ascii() == "_http._tcp.example.test." {
+                    for (priority, weight, port, target) in [
+                        (10, 5, 80, "b.example.test."),
+                        (20, 0, 9, "a.example.test."),
+                        (20, 0, 10, "a.example.test."),
+                    ] {
+                        let target = Name::from_ascii(target).unwrap();
+                        answer.add_answer(Record::from_rdata(
+                            asked.clone(),
+                            60,
+                            RData::SRV(SRV::new(priority, weight, port, target)),
+                        ));
+                    }
+                } else {
+                    answer.set_response_code(ResponseCode::NXDomain);
+                }
+                socket.send_to(&answer.to_vec().unwrap(), from).unwrap();
+            }
+        });
+        let mut config = ResolverConfig::new();
+        config.add_name_server(NameServerConfig::new(addr, Protocol::Udp));
+        let found = srv_records(
+            srv_query_name("http", "tcp", "example.test."),
+            config.clone(),
+            ResolverOpts::default(),
+        );
+        let missing = srv_records(
+            srv_query_name("", "", "_http._tcp.nothing.test."),
+            config,
+            ResolverOpts::default(),
+        );
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+
+        // confd sorts the text "target port priority weight": port 10
+        // before port 9 on the same target.
+        let found = found.unwrap();
+        let dot = Value::from(found.iter().map(Srv::value).collect::<Vec<_>>());
+        let shown = render(
+            "t",
+            "{{range .}}{{.Target}}:{{.Port}}/{{.Priority}}/{{.Weight}} {{end}}",
+            &store(&[]),
+            &dot,
+        )
+        .unwrap();
+        assert_eq!(
+            shown,
+            "a.example.test.:10/20/0 a.example.test.:9/20/0 b.example.test.:80/10/5 "
+        );
+        let missing = missing.unwrap_err();
+        assert!(missing.contains("_http._tcp.nothing.test."), "{missing}");
     }
 
     #[test]

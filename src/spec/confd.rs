@@ -35,6 +35,8 @@ pub const FUNCTIONS: &[&str] = &[
     "lookupIP",
     "lookupIPV4",
     "lookupIPV6",
+    "lookupSRV",
+    "fileExists",
     "map",
     "reverse",
     "sortByLength",
