@@ -33,6 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::{is_conflict, is_not_found};
+use super::reach::{ControlPaths, Reach};
 use super::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_KIND, LABEL_PROJECT};
 use crate::plan::ObservedState;
@@ -76,10 +77,13 @@ pub struct ProxySpec {
 pub struct ProxyContainer {
     pub id: String,
     pub name: String,
-    /// The master CLI's address as seen from this process.
+    /// The master CLI's address as seen from this process: the control
+    /// port the way [`Engine::reach`] says.
     pub cli: SocketAddr,
     /// The container's address on the stack network.
     pub ip: Option<IpAddr>,
+    /// Both ways to the control port, for the reach probe.
+    pub paths: ControlPaths,
 }
 
 /// A config that HAProxy's checker refused.
@@ -320,22 +324,35 @@ impl Engine {
             .iter()
             .find(|p| p.container_port == MASTER_CLI_PORT && p.protocol == "tcp")
             .and_then(|p| p.address().parse::<SocketAddr>().ok());
-        let cli = match (self.container_ips_reachable(), status.ip, published) {
-            (true, Some(ip), _) => SocketAddr::new(ip, MASTER_CLI_PORT),
-            (_, _, Some(addr)) => addr,
-            (_, Some(ip), None) => SocketAddr::new(ip, MASTER_CLI_PORT),
-            (_, None, None) => {
-                return Err(EngineError::Api {
-                    what: format!("reaching the master CLI of `{name}`"),
-                    message: "the container has neither an address nor a published CLI port".into(),
-                })
-            }
+        let paths = ControlPaths {
+            ip: status.ip,
+            published,
+        };
+        let reach = self.reach();
+        // Undecided, any path stands in: the router's probe settles it.
+        let cli = if self.reach_decided() {
+            paths.for_reach(reach)
+        } else {
+            [reach, Reach::Published, Reach::Direct]
+                .iter()
+                .find_map(|&r| paths.for_reach(r))
+        };
+        let Some(cli) = cli else {
+            return Err(EngineError::Api {
+                what: format!("reaching the master CLI of `{name}`"),
+                message: match reach {
+                    Reach::Exec => "devstack reaches this stack's containers only through `docker exec` (neither their addresses nor ports published on 127.0.0.1 answer), and the control port is a TCP port".into(),
+                    Reach::Direct => "the container has no address on the stack network".into(),
+                    Reach::Published => "the control port is not published on 127.0.0.1".into(),
+                },
+            });
         };
         Ok(ProxyContainer {
             id: status.id,
             name,
             cli,
             ip: status.ip,
+            paths,
         })
     }
 
