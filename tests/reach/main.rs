@@ -372,9 +372,16 @@ fn a_stack_whose_bridge_devstack_cannot_reach_is_routed_survives_a_kill_and_swap
         "failed requests during the swap ({} answers): {errors:?}",
         answers.len()
     );
-    // The swapped-in replicas publish their probe port on loopback too.
-    for name in web_names(&s) {
-        let published = docker_ok(&["port", &name, "8080/tcp"]);
+    // The swapped-in replicas, once the old ones are gone and they took the
+    // usual names, publish their probe port on loopback too.
+    let usual = [format!("{}-web-1", s.name), format!("{}-web-2", s.name)];
+    until(Duration::from_secs(30), "the old replicas are gone", || {
+        let mut names = web_names(&s);
+        names.sort();
+        names == usual
+    });
+    for name in &usual {
+        let published = docker_ok(&["port", name, "8080/tcp"]);
         assert!(
             published.lines().any(|l| l.starts_with("127.0.0.1:")),
             "{name}: {published:?}"

@@ -100,11 +100,13 @@ proxy:
         let mut c = match &self.cgroup {
             // The shell moves itself into the cgroup, then becomes devstack,
             // so devstack and every process it starts (the routing agent)
-            // live there from their first instruction.
+            // live there from their first instruction. A cgroup already
+            // removed (a failed test's clean-up ran first) is no reason to
+            // skip the `down` that follows; failing to join an existing one is.
             Some(dir) => {
                 let mut c = Command::new("sh");
                 c.arg("-c")
-                    .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$@\"")
+                    .arg("if [ -d \"$0\" ]; then echo $$ > \"$0/cgroup.procs\" || exit 125; fi; exec \"$@\"")
                     .arg(dir)
                     .arg(BIN);
                 c
