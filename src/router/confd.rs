@@ -30,9 +30,10 @@ use super::registry::Registry;
 use super::render::{render, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
 use crate::engine::events::ContainerEventKind;
 use crate::engine::proxy::{
-    self, master_cli, parse_show_proc, CheckError, ProcState, ProxyContainer, ProxySpec,
+    self, master_cli, parse_show_proc, probe_reach, CheckError, ProcState, ProxyContainer,
+    ProxySpec,
 };
-use crate::engine::reach::{self, Reach};
+use crate::engine::reach::Reach;
 use crate::engine::runtime::{runtime_commands, runtime_failure};
 use crate::engine::{Engine, EngineError};
 use crate::plan::ObservedState;
@@ -1004,7 +1005,7 @@ async fn show_proc(cli: SocketAddr) -> Result<ProcState, String> {
 ///
 /// While the stack's reach is not decided yet, this wait is its probe: the
 /// proxy's address and its loopback-published control port are both tried
-/// ([`reach::probe`]), and the first that answers is settled for every
+/// ([`probe_reach`]), and the first that answers is settled for every
 /// user of `engine` (and `proxy.cli` follows it). Neither by the deadline:
 /// the decision is `Exec`, and the control channel has no way through.
 async fn wait_for_proxy(
@@ -1017,7 +1018,7 @@ async fn wait_for_proxy(
     let mut next_look = Instant::now() + Duration::from_millis(200);
     loop {
         if !engine.reach_decided() {
-            match reach::probe(&proxy.paths).await {
+            match probe_reach(&proxy.paths).await {
                 Some(found) => {
                     engine.settle_reach(found);
                     if let Some(cli) = proxy.paths.for_reach(found) {

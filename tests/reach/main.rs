@@ -21,6 +21,7 @@
 //!   reachable (the embedded etcd listens there);
 //! - the test itself, outside the cgroup, requests the proxy as a user would;
 //! - nothing else on the machine (other tests, other helpers) is affected.
+//!
 //! The network is made by the test (with the project label, so devstack
 //! adopts it) so that its subnet is known before the first devstack command.
 //!
