@@ -341,6 +341,24 @@ fn a_stack_whose_bridge_devstack_cannot_reach_is_routed_survives_a_kill_and_swap
         "the probe port is published on loopback only: {published:?}"
     );
 
+    // The safety rule holds on this path too: the control port admits the
+    // gateway (where the loopback publication's connections come from),
+    // never a container of the stack.
+    let proxy_ip = address(&format!("{}-proxy", s.name));
+    let asked = docker_ok(&[
+        "exec",
+        &web1,
+        "python3",
+        "-c",
+        &format!(
+            "import socket\ngot = b''\ntry:\n    c = socket.create_connection(('{proxy_ip}', 9990), 2)\n    c.settimeout(2)\n    c.sendall(b'show proc\\n')\n    c.shutdown(socket.SHUT_WR)\n    while True:\n        b = c.recv(4096)\n        if not b: break\n        got += b\nexcept Exception as e:\n    got += repr(e).encode()\nprint(repr(got))"
+        ),
+    ]);
+    assert!(
+        !asked.contains("master"),
+        "a container of the stack reached the master CLI: {asked}"
+    );
+
     // A killed replica: the other one serves, and `up` brings it back.
     docker_ok(&["kill", &web1]);
     until(
