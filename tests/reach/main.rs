@@ -4,8 +4,9 @@
 //! host without a route to the bridge would. Under it the routed web stack
 //! of the watch tests (a `build:` service, two replicas, behind the proxy)
 //! must come up and be routed, decide `published` as its reach, keep
-//! serving when a replica is killed, and swap on a save without one failed
-//! request.
+//! serving when a replica is killed, keep its registrations when its routing
+//! agent is killed and started again, keep the proxy's control port out of
+//! its containers' reach, and swap on a save without one failed request.
 //!
 //! The rule matches devstack's own traffic only: every devstack command of
 //! the stack runs in a cgroup v2 directory of this test (the routing agent
@@ -374,6 +375,29 @@ fn a_stack_whose_bridge_devstack_cannot_reach_is_routed_survives_a_kill_and_swap
         }
         hosts.len() == 2
     });
+
+    // A routing agent killed and started again beside the running stack
+    // decides on the running proxy before its registrar probes anything:
+    // the replicas stay registered and served.
+    let agent = routing_state(&s.name)["pid"]
+        .as_u64()
+        .expect("the agent's pid")
+        .to_string();
+    assert!(process::command_ok("kill", &["-9", &agent]));
+    up(&s, "first");
+    assert_eq!(routing_state(&s.name)["reach"], "published");
+    assert_ne!(routing_state(&s.name)["pid"].to_string(), agent);
+    hosts.clear();
+    until(
+        Duration::from_secs(30),
+        "both replicas serve after the restart",
+        || {
+            if let Some(h) = hostname(s.listen) {
+                hosts.insert(h);
+            }
+            hosts.len() == 2
+        },
+    );
 
     // A save swaps both replicas, and no request fails meanwhile.
     let rx = start_watch(&mut s);
