@@ -12,6 +12,7 @@ pub async fn run(global: &GlobalArgs, args: RestartArgs) -> anyhow::Result<u8> {
     let loaded = load_stack(global)?;
     check_units(&loaded, &args.services)?;
     let engine = connect().await?;
+    crate::controller::agent::adopt_reach(&engine, &loaded.project);
     let healthy = restart(&engine, &loaded, &args.services, print_restarted).await?;
     Ok(if healthy { exit::OK } else { exit::UNHEALTHY })
 }

@@ -12,6 +12,7 @@ pub async fn run(global: &GlobalArgs, args: ScaleArgs) -> anyhow::Result<u8> {
     let replicas = parse_assignments(&args.assignments, |s| loaded.stack.unit(s).is_some())
         .map_err(|e| Failed::new(exit::USAGE, e))?;
     let engine = connect().await?;
+    crate::controller::agent::adopt_reach(&engine, &loaded.project);
     scale(
         &engine,
         &loaded,

@@ -105,11 +105,13 @@ pub async fn start_routing(
             }
         }
     });
-    let recorded = RoutingState::of_this_process(
+    let mut recorded = RoutingState::of_this_process(
         project,
         routing.endpoints.clone(),
         stack.proxy.listen.to_string(),
     );
+    // The stack's one reach decision, for `up`, `watch` and the rest.
+    recorded.reach = engine.reach_decided().then_some(routing.reach);
     if let Err(e) = state::write(project, &recorded) {
         sayln!(
             "warning: cannot record the routing state in {}: {e}",
@@ -120,6 +122,21 @@ pub async fn start_routing(
         routing,
         project: project.clone(),
     })
+}
+
+/// Follows the reach decision the stack's routing path recorded (see
+/// `engine::reach`), so this process probes the stack's containers the way
+/// the routing path found they answer. Nothing recorded (no routing path
+/// runs): the engine's presumption stays.
+pub fn adopt_reach(engine: &Engine, project: &ProjectName) {
+    if engine.reach_decided() {
+        return;
+    }
+    if let Ok(Some(recorded)) = state::read(project) {
+        if let Some(reach) = recorded.reach {
+            engine.settle_reach(reach);
+        }
+    }
 }
 
 /// `devstack agent`: the routing path of a detached stack, following its

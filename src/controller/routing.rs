@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::reach::Reach;
 use crate::engine::{Engine, EngineError};
 use crate::etcd::{self, RunningServer, Server, ServerConfig};
 use crate::registrar::{self, RegistrarConfig, RegistrarHandle};
@@ -58,6 +59,8 @@ pub struct Routing {
     pub endpoints: Vec<String>,
     pub router: RouterHandle,
     pub registrar: RegistrarHandle,
+    /// How this process reaches the stack's containers, as probed on the proxy.
+    pub reach: Reach,
     etcd: Option<RunningServer>,
     cancel: CancellationToken,
 }
@@ -72,6 +75,11 @@ impl Routing {
         options: RoutingOptions,
     ) -> Result<Routing, RoutingError> {
         engine.ensure_network(project).await?;
+        // A proxy already running (a routing path started again beside a
+        // running stack) decides the stack's reach before the registrar
+        // probes anything; otherwise the router's start does, on the proxy
+        // it makes.
+        engine.decide_reach_on_running_proxy(project).await;
         let gateway = engine.network_gateway(project).await?;
         let (etcd, endpoints, for_containers) = match (&options.endpoints, &stack.discovery.etcd) {
             (Some(endpoints), _) => (None, endpoints.clone(), options.etcd_for_containers),
@@ -135,6 +143,7 @@ impl Routing {
         Ok(Routing {
             endpoints,
             router,
+            reach: engine.reach(),
             registrar,
             etcd,
             cancel,

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::reach::Reach;
 use crate::plan::names::ProjectName;
 pub use crate::process::alive;
 use crate::process::ProcessIdentity;
@@ -42,6 +43,12 @@ pub struct RoutingState {
     pub endpoints: Vec<String>,
     /// Where the proxy serves every route.
     pub listen: String,
+    /// How devstack reaches the stack's containers, as the routing path
+    /// probed it on the proxy: `up`, `watch` and the other commands of this
+    /// stack follow it rather than probe again. Absent in files written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
 }
 
 impl RoutingState {
@@ -52,6 +59,7 @@ impl RoutingState {
             owner: ProcessIdentity::current(project),
             endpoints,
             listen,
+            reach: None,
         }
     }
 }
@@ -71,6 +79,8 @@ struct AnyVersion {
     endpoints: Vec<String>,
     #[serde(default)]
     listen: String,
+    #[serde(default)]
+    reach: Option<Reach>,
 }
 
 /// Only the version of a `routing.json`, read before anything else in it.
@@ -199,6 +209,7 @@ pub fn look(project: &ProjectName) -> Result<Recorded, NewerSchema> {
         },
         endpoints: any.endpoints,
         listen: any.listen,
+        reach: any.reach,
     };
     // A process that died (kill -9, a reboot) leaves its file behind, and
     // its pid may be someone else's by now.

@@ -126,6 +126,7 @@ pub async fn run(loaded: &LoadedStack, options: &TestOptions) -> anyhow::Result<
     };
     let engine = crate::ui::connect().await?;
     let project = loaded.project.clone();
+    super::agent::adopt_reach(&engine, &project);
     let started = Instant::now();
     let deadline = options.timeout.map(|t| started + t);
     let stop = CancellationToken::new();

@@ -88,6 +88,9 @@ pub async fn run(loaded: &LoadedStack, options: &UpOptions) -> anyhow::Result<u8
     let result = async {
         let (routing, routing_on) =
             start_routing(&engine, loaded, options, follower.as_ref(), &tasks).await?;
+        // The routing path (this process's or an agent's) probed how the
+        // stack's containers are reached: `apply` follows that decision.
+        agent::adopt_reach(&engine, &loaded.project);
         let mut routing = Some(routing).flatten();
         let code = bring_up_routed(&engine, loaded, options, &request, &cancel, routing_on).await;
         let code = match code {

@@ -71,6 +71,8 @@ pub async fn run(loaded: &LoadedStack, services: &[String], json: bool) -> anyho
             sayln!("warning: routing is off for {}: {e:#}", loaded.project);
         }
     }
+    // Probes and swaps follow the routing path's reach decision.
+    super::agent::adopt_reach(&engine, &loaded.project);
     let tasks = Tasks::new();
     let _signals = super::on_signals(&tasks, Signals::Interrupt);
     let follower = Follower::start(loaded, &tasks);

@@ -19,6 +19,7 @@ use super::health::{self, Check, NotReady};
 use super::images::ImageOutput;
 use super::progress::Reporter;
 use super::proxy::proxy_container_name;
+use super::reach::Reach;
 use super::{Engine, EngineError};
 use crate::engine::runtime::{MasterCli, ProxyRuntime};
 use crate::engine::seeding::LoadError;
@@ -191,10 +192,21 @@ pub trait ContainerEngine: Clone + Send + Sync + 'static {
     // The proxy.
     /// The project's running proxy, when one answers its runtime API.
     fn find_proxy(&self, project: &str) -> impl Future<Output = Option<Self::Proxy>> + Send;
+
+    /// How this process reaches the stack's containers, and whether the
+    /// stack's probe decided it ([`super::reach`]). `apply` and a swap
+    /// publish probe ports on loopback when it is `Published`.
+    fn reach(&self) -> (Reach, bool) {
+        (Reach::Direct, false)
+    }
 }
 
 impl ContainerEngine for Engine {
     type Proxy = MasterCli;
+
+    fn reach(&self) -> (Reach, bool) {
+        (Engine::reach(self), self.reach_decided())
+    }
 
     async fn list_project(&self, project: &str) -> Result<Vec<Observed>, EngineError> {
         Engine::list_project(self, project).await

@@ -19,6 +19,7 @@ use super::containers::Published;
 use super::health::NotReady;
 use super::images::ImageOutput;
 use super::progress::{Progress, Reporter};
+use super::reach::Reach;
 use super::{ContainerEngine, EngineError};
 use crate::plan::{self, names, Action, ContainerSpec, Observed, ObservedState, PlanError};
 use crate::spec::{Container, Stack, UnitKind, VolumeSource};
@@ -140,6 +141,8 @@ pub async fn up<E: ContainerEngine>(
     let images = resolve_images(engine, stack, project, &units, &tasks, reporter).await?;
 
     engine.ensure_network(project).await?;
+    let (reach, decided) = engine.reach();
+    reporter.send(Progress::Reach { reach, decided });
     // Seeded datastores' data volumes first: made, or reset after a seed
     // that never finished (see `engine::seeding`).
     let to_seed = engine
@@ -541,6 +544,14 @@ async fn reconcile_unit<E: ContainerEngine>(
     // 1. The plan for this unit: it needs only the image, not the dependencies.
     let Some((image, image_id)) = run.images.get(name).cloned() else {
         return unit.failed("has no image".into());
+    };
+    // Reached through loopback ports only: the probe port is published there.
+    let published;
+    let container = if run.engine.reach().0 == Reach::Published {
+        published = plan::probe_published(container);
+        &published
+    } else {
+        container
     };
     let desired = plan::desired_containers(
         &run.request.project,

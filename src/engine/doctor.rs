@@ -73,9 +73,11 @@ impl Path {
         }
     }
 
-    /// Whether devstack relies on this path today (health probes and the
-    /// proxy's control port at the bridge address, the embedded etcd on the
-    /// gateway): when one of these fails, `doctor` fails.
+    /// Whether devstack prefers this path (health probes and the proxy's
+    /// control port at the bridge address, the embedded etcd on the
+    /// gateway). A stack whose bridge does not answer is reached through
+    /// loopback-published ports instead (see `engine::reach`), so a failed
+    /// bridge fails `doctor` only when those fail too.
     pub fn used_today(self) -> bool {
         matches!(self, Path::HostToBridge | Path::ContainerToGateway)
     }
@@ -121,6 +123,10 @@ pub struct Report {
     /// The local image the probe ran (`None`: no usable image was present).
     pub probe_image: Option<String>,
     pub reach: Vec<Reach>,
+    /// How a stack's containers would be reached here: what the stack's own
+    /// probe (on its proxy, when its routing path starts) decides from the
+    /// same two paths. `None`: the paths were not probed.
+    pub stack_reach: Option<super::reach::Reach>,
     /// What will not work, one sentence each.
     pub problems: Vec<String>,
     /// Everything devstack needs today works.
@@ -227,6 +233,7 @@ impl Engine {
             free_disk_bytes,
             probe_image: None,
             reach: Vec::new(),
+            stack_reach: None,
             problems: Vec::new(),
             ok: false,
         };
@@ -243,6 +250,7 @@ impl Engine {
         let (image, reach) = probed?;
         report.probe_image = image;
         report.reach = reach;
+        report.stack_reach = stack_reach(&report);
         let found = problems(&report);
         report.ok = found.iter().all(|p| !p.blocking);
         report.problems = found.into_iter().map(|p| p.text).collect();
@@ -587,6 +595,22 @@ fn free_bytes(_dir: &str) -> Option<u64> {
     None
 }
 
+/// The decision a stack's probe would make from the probed paths: its
+/// bridge address where that answers, else a loopback-published port, else
+/// exec.
+fn stack_reach(report: &Report) -> Option<super::reach::Reach> {
+    use super::reach::Reach as StackReach;
+    report.probe_image.as_ref()?;
+    let works = |path: Path| report.reach.iter().any(|r| r.path == path && r.works);
+    Some(if works(Path::HostToBridge) {
+        StackReach::Direct
+    } else if works(Path::HostToPublished) {
+        StackReach::Published
+    } else {
+        StackReach::Exec
+    })
+}
+
 /// A problem, and whether it stops devstack from working.
 struct Problem {
     text: String,
@@ -607,13 +631,21 @@ fn problems(report: &Report) -> Vec<Problem> {
             blocking: true,
         });
     } else {
+        let published_works = report
+            .reach
+            .iter()
+            .any(|r| r.path == Path::HostToPublished && r.works);
         for r in &report.reach {
             if r.works {
                 continue;
             }
             let text = match r.path {
+                Path::HostToBridge if published_works => format!(
+                    "devstack cannot reach containers at their bridge address ({}): it reaches them through ports published on 127.0.0.1 instead",
+                    r.detail
+                ),
                 Path::HostToBridge => format!(
-                    "devstack cannot reach containers at their bridge address ({}): health probes, the proxy's control channel and the swap's checks will fail",
+                    "devstack cannot reach containers at their bridge address ({}), nor ports published on 127.0.0.1: health probes go through `docker exec`, and the proxy's control channel has no way through, so routing will not start",
                     r.detail
                 ),
                 Path::ContainerToGateway => format!(
@@ -631,7 +663,7 @@ fn problems(report: &Report) -> Vec<Problem> {
             };
             out.push(Problem {
                 text,
-                blocking: r.used_today,
+                blocking: r.used_today && !(r.path == Path::HostToBridge && published_works),
             });
         }
     }

@@ -103,6 +103,8 @@ pub struct Script {
     /// Commands run in containers that fail: the first whose text contains
     /// the key exits 1 with the value as its output (else every command exits 0).
     pub exec_fails: Vec<(String, String)>,
+    /// The stack's reach decision (else `Direct`, undecided).
+    pub reach: Option<crate::engine::reach::Reach>,
 }
 
 /// One container of the fake engine.
@@ -664,6 +666,13 @@ impl ContainerEngine for FakeEngine {
             s.calls.push(Call::Registered(name));
         }
         Ok(Duration::ZERO)
+    }
+
+    fn reach(&self) -> (crate::engine::reach::Reach, bool) {
+        match lock(&self.state).script.reach {
+            Some(reach) => (reach, true),
+            None => (crate::engine::reach::Reach::Direct, false),
+        }
     }
 
     async fn find_proxy(&self, _project: &str) -> Option<FakeProxy> {

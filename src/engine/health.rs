@@ -4,10 +4,10 @@
 //! client inside the image; a quick `up` wants to know within ~100 ms that a
 //! port answers. So while a container starts, devstack probes it directly:
 //!
-//! - `http` and `tcp` probes connect to the container's address on the stack
-//!   network when this process can reach it (a local engine on Linux: the
-//!   bridge is a host interface); otherwise to the port published on the host,
-//!   otherwise through `docker exec` of wget/curl/nc in the container.
+//! - `http` and `tcp` probes go the way the stack's reach decision
+//!   ([`super::reach::Reach`]) says: the container's address on the stack
+//!   network, the port published on the engine's loopback, or `docker exec`
+//!   of wget/curl/nc in the container.
 //! - `command` probes run through `docker exec` (slower: a process in the
 //!   container per probe, so they are paced at 250 ms).
 //! - with no health check, an image's own HEALTHCHECK is followed; without
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::containers::ContainerStatus;
+use super::reach::Reach;
 use super::{Engine, EngineError};
 use crate::plan::ObservedState;
 use crate::spec::diagnostic::io_reason;
@@ -333,22 +334,29 @@ async fn shell_probe(engine: &Engine, id: &str, script: String, timeout: Duratio
     exec_probe(engine, id, &["sh".into(), "-c".into(), script], timeout).await
 }
 
-/// Where to connect for a container port, or `None` to go through exec.
+/// Where to connect for a container port, or `None` to go through exec: as
+/// the stack's one reach decision ([`Engine::reach`]) says. A container made
+/// before a `Published` decision, without a loopback publication of this
+/// port, is probed through exec.
 fn target(engine: &Engine, status: &ContainerStatus, port: u16) -> Option<SocketAddr> {
-    if engine.container_ips_reachable() {
-        if let Some(ip) = status.ip {
-            return Some(SocketAddr::new(ip, port));
-        }
+    match engine.reach() {
+        Reach::Direct => status.ip.map(|ip| SocketAddr::new(ip, port)),
+        Reach::Published => loopback_published(status, port),
+        Reach::Exec => None,
     }
+}
+
+/// The container port `port` as published on the engine's loopback (a port
+/// bound to every address counts: loopback is one of them).
+fn loopback_published(status: &ContainerStatus, port: u16) -> Option<SocketAddr> {
     let published = status
         .published
         .iter()
         .find(|p| p.container_port == port && p.protocol == "tcp")?;
-    // An unspecified bind address is reachable on loopback.
     let ip: IpAddr = match published.host_ip.as_str() {
-        "" | "0.0.0.0" => IpAddr::from([127, 0, 0, 1]),
-        "::" => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-        other => other.parse().ok()?,
+        "" | "0.0.0.0" | "127.0.0.1" => IpAddr::from([127, 0, 0, 1]),
+        "::" | "::1" => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        _ => return None,
     };
     Some(SocketAddr::new(ip, published.host_port))
 }

@@ -13,6 +13,7 @@
 //! - [`api`]: [`ContainerEngine`], the seam the controllers are written against
 //!   (`fake`, in tests, is its in-memory, recording implementation).
 //! - [`apply`]: carries out `up`: build, plan, start in dependency order, wait healthy.
+//! - [`reach`]: [`reach::Reach`], how this process reaches a stack's containers, decided once per stack.
 //! - [`doctor`]: what the engine is and which reach paths work, probed with a throwaway container.
 //! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
 //! - [`volcopy`]: copying one volume's files into another, on this host or through the archive API.
@@ -35,6 +36,7 @@ pub mod logs;
 pub mod progress;
 pub mod projects;
 pub mod proxy;
+pub mod reach;
 pub mod resources;
 pub mod runtime;
 pub mod seeding;
@@ -69,11 +71,9 @@ pub struct Engine {
     pub(crate) docker: Docker,
     /// The address we connected to, for messages.
     host: String,
-    /// Whether containers' addresses on a bridge network are reachable from
-    /// this process: true for a local engine on Linux, where the bridge is a
-    /// host interface. Elsewhere (Docker Desktop's VM, a remote engine)
-    /// probes go through published ports or `docker exec`.
-    container_ips_reachable: bool,
+    /// How this process reaches the stack's containers: presumed at
+    /// connect, decided by the stack's probe (shared by every clone).
+    reach: reach::ReachCell,
 }
 
 impl Engine {
@@ -99,10 +99,9 @@ impl Engine {
             Ok(Err(e)) => return Err(no_engine(short_reason(&e))),
             Err(_) => return Err(no_engine("it did not answer within 5s".into())),
         };
-        let local = host.starts_with("unix://");
         Ok(Engine {
             docker: docker.with_timeout(REQUEST_TIMEOUT),
-            container_ips_reachable: local && cfg!(target_os = "linux"),
+            reach: reach::ReachCell::presumed(&host),
             host,
         })
     }
@@ -110,11 +109,6 @@ impl Engine {
     /// The engine address, as connected.
     pub fn host(&self) -> &str {
         &self.host
-    }
-
-    /// Whether probes may connect to containers' bridge addresses directly.
-    pub fn container_ips_reachable(&self) -> bool {
-        self.container_ips_reachable
     }
 
     /// The negotiated API version, for `--version`-style reports.

@@ -25,6 +25,13 @@ pub enum Progress {
         layer: Option<String>,
         status: String,
     },
+    /// How devstack reaches the stack's containers (health probes, the
+    /// proxy's control channel, a swap's checks): `decided` when the stack's
+    /// probe on its proxy settled it, else the presumption it starts from.
+    Reach {
+        reach: super::reach::Reach,
+        decided: bool,
+    },
     /// The stack's network or a volume was created.
     Created { object: String, name: String },
     /// A unit waits for these dependencies to be healthy.

@@ -33,6 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::{is_conflict, is_not_found};
+use super::reach::Reach;
 use super::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_KIND, LABEL_PROJECT};
 use crate::plan::ObservedState;
@@ -76,10 +77,13 @@ pub struct ProxySpec {
 pub struct ProxyContainer {
     pub id: String,
     pub name: String,
-    /// The master CLI's address as seen from this process.
+    /// The master CLI's address as seen from this process: the control
+    /// port the way [`Engine::reach`] says.
     pub cli: SocketAddr,
     /// The container's address on the stack network.
     pub ip: Option<IpAddr>,
+    /// Both ways to the control port, for the reach probe.
+    pub paths: ControlPaths,
 }
 
 /// A config that HAProxy's checker refused.
@@ -320,22 +324,35 @@ impl Engine {
             .iter()
             .find(|p| p.container_port == MASTER_CLI_PORT && p.protocol == "tcp")
             .and_then(|p| p.address().parse::<SocketAddr>().ok());
-        let cli = match (self.container_ips_reachable(), status.ip, published) {
-            (true, Some(ip), _) => SocketAddr::new(ip, MASTER_CLI_PORT),
-            (_, _, Some(addr)) => addr,
-            (_, Some(ip), None) => SocketAddr::new(ip, MASTER_CLI_PORT),
-            (_, None, None) => {
-                return Err(EngineError::Api {
-                    what: format!("reaching the master CLI of `{name}`"),
-                    message: "the container has neither an address nor a published CLI port".into(),
-                })
-            }
+        let paths = ControlPaths {
+            ip: status.ip,
+            published,
+        };
+        let reach = self.reach();
+        // Undecided, any path stands in: the router's probe settles it.
+        let cli = if self.reach_decided() {
+            paths.for_reach(reach)
+        } else {
+            [reach, Reach::Published, Reach::Direct]
+                .iter()
+                .find_map(|&r| paths.for_reach(r))
+        };
+        let Some(cli) = cli else {
+            return Err(EngineError::Api {
+                what: format!("reaching the master CLI of `{name}`"),
+                message: match reach {
+                    Reach::Exec => "devstack reaches this stack's containers only through `docker exec` (neither their addresses nor ports published on 127.0.0.1 answer), and the control port is a TCP port".into(),
+                    Reach::Direct => "the container has no address on the stack network".into(),
+                    Reach::Published => "the control port is not published on 127.0.0.1".into(),
+                },
+            });
         };
         Ok(ProxyContainer {
             id: status.id,
             name,
             cli,
             ip: status.ip,
+            paths,
         })
     }
 
@@ -485,6 +502,85 @@ pub async fn master_cli(addr: SocketAddr, command: &str) -> std::io::Result<Stri
     }
 }
 
+impl Engine {
+    /// Decides the stack's reach on its proxy when one already runs (a
+    /// routing path started again beside a running stack), before anything
+    /// probes the stack's containers. `None`: no proxy runs, or neither path
+    /// answered within a few rounds; the router's start decides then.
+    pub async fn decide_reach_on_running_proxy(&self, project: &str) -> Option<Reach> {
+        if self.reach_decided() {
+            return Some(self.reach());
+        }
+        let name = proxy_container_name(project);
+        let proxy = self.proxy_container(&name).await.ok()?;
+        for _ in 0..3 {
+            if let Some(found) = probe_reach(&proxy.paths).await {
+                self.settle_reach(found);
+                return Some(found);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        None
+    }
+}
+
+/// Where a proxy's control port is, both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlPaths {
+    /// The proxy's address on the stack network.
+    pub ip: Option<IpAddr>,
+    /// The control port as published on the engine's loopback.
+    pub published: Option<SocketAddr>,
+}
+
+impl ControlPaths {
+    /// The control port's address for `reach`; `None`: that path has none
+    /// (and `Exec` never has: the control port is a TCP port).
+    pub fn for_reach(&self, reach: Reach) -> Option<SocketAddr> {
+        match reach {
+            Reach::Direct => self.ip.map(|ip| SocketAddr::new(ip, MASTER_CLI_PORT)),
+            Reach::Published => self.published,
+            Reach::Exec => None,
+        }
+    }
+}
+
+/// How long one path may take to answer in one round of [`probe_reach`].
+const ATTEMPT: Duration = Duration::from_millis(700);
+
+/// Whether HAProxy's master answers `show proc` at `addr` within [`ATTEMPT`].
+async fn answers(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(ATTEMPT, master_cli(addr, "show proc")).await,
+        Ok(Ok(text)) if parse_show_proc(&text).is_some()
+    )
+}
+
+/// One round of the reach probe on a running proxy: its address first,
+/// then its loopback-published control port. `None`: neither answered yet
+/// (HAProxy may still be starting; the caller tries again until its own
+/// deadline, then decides [`Reach::Exec`]). A loopback answer is taken only
+/// after the address had one more, longer chance, so a proxy that started
+/// between the two attempts is not taken for an unreachable bridge.
+pub async fn probe_reach(paths: &ControlPaths) -> Option<Reach> {
+    let direct = paths.for_reach(Reach::Direct);
+    if let Some(addr) = direct {
+        if answers(addr).await {
+            return Some(Reach::Direct);
+        }
+    }
+    let published = paths.published?;
+    if !answers(published).await {
+        return None;
+    }
+    if let Some(addr) = direct {
+        if answers(addr).await {
+            return Some(Reach::Direct);
+        }
+    }
+    Some(Reach::Published)
+}
+
 /// The master's `show proc`: the current worker's pid and the reload count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcState {
@@ -564,5 +660,38 @@ mod tests {
         assert_eq!(err.line, Some(12));
         assert!(err.message.contains("unknown keyword 'bogus'"), "{err}");
         assert!(!err.message.contains("NOTICE"));
+    }
+
+    #[test]
+    fn the_control_port_has_no_exec_path() {
+        let paths = ControlPaths {
+            ip: Some("172.18.0.3".parse().unwrap()),
+            published: Some("127.0.0.1:49153".parse().unwrap()),
+        };
+        assert_eq!(
+            paths.for_reach(Reach::Direct),
+            Some("172.18.0.3:9990".parse().unwrap())
+        );
+        assert_eq!(
+            paths.for_reach(Reach::Published),
+            Some("127.0.0.1:49153".parse().unwrap())
+        );
+        assert_eq!(paths.for_reach(Reach::Exec), None);
+        assert_eq!(
+            serde_json::to_string(&Reach::Published).unwrap(),
+            "\"published\""
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_decides_nothing_yet() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap();
+        let paths = ControlPaths {
+            ip: None,
+            published: Some(closed),
+        };
+        assert_eq!(probe_reach(&paths).await, None);
     }
 }

@@ -3,6 +3,7 @@
 //! existing container still matches.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::names;
 use crate::spec::{
-    Container, Health, Port, Resources, RestartPolicy, Stack, UnitKind, VolumeSource,
+    Container, Health, Port, Probe, Protocol, Resources, RestartPolicy, Stack, UnitKind,
+    VolumeSource,
 };
 
 /// Where a mount comes from, with names already made per project.
@@ -268,6 +270,35 @@ pub fn task_container(
     })
 }
 
+/// The unit as it runs where devstack reaches containers only through ports
+/// published on the engine's loopback (`engine::reach::Reach::Published`):
+/// its `http`/`tcp` probe port published on 127.0.0.1 on a port the engine
+/// picks, unless the stack publishes it on loopback (or every address)
+/// already. Only then: the extra port is part of the config hash, so a stack
+/// reached directly keeps its hash, and a change of decision recreates the
+/// containers that need the publication.
+pub fn probe_published(unit: &Container) -> Container {
+    let port = match unit.health.as_ref().map(|h| &h.probe) {
+        Some(Probe::Http { port, .. }) | Some(Probe::Tcp { port }) => *port,
+        _ => return unit.clone(),
+    };
+    let covered = unit.ports.iter().any(|p| {
+        p.container_port == port
+            && p.protocol == Protocol::Tcp
+            && (p.host_ip.is_loopback() || p.host_ip.is_unspecified())
+    });
+    let mut unit = unit.clone();
+    if !covered {
+        unit.ports.push(Port {
+            host_ip: IpAddr::from([127, 0, 0, 1]),
+            host_port: None,
+            container_port: port,
+            protocol: Protocol::Tcp,
+        });
+    }
+    unit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +306,27 @@ mod tests {
 
     fn specs(c: &Container, image_id: &str, n: u32) -> Vec<ContainerSpec> {
         desired_containers("shop", "web", UnitKind::Service, c, "app:1", image_id, n)
+    }
+
+    #[test]
+    fn a_probe_port_is_published_on_loopback_only_when_asked_and_then_in_the_hash() {
+        use crate::plan::testing::http_health;
+        let base = unit("app:1").health(http_health(8080)).build();
+        let published = probe_published(&base);
+        let extra: Vec<&Port> = published
+            .ports
+            .iter()
+            .filter(|p| p.container_port == 8080)
+            .collect();
+        assert_eq!(extra.len(), 1, "{:?}", published.ports);
+        assert_eq!(extra[0].host_ip, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(extra[0].host_port, None, "the engine picks the host port");
+        let h = |c: &Container| specs(c, "sha256:1", 1)[0].config_hash.clone();
+        assert_ne!(h(&base), h(&published), "the publication recreates");
+        assert_eq!(probe_published(&published), published, "once is enough");
+        // No port probe, nothing to publish.
+        let plain = unit("app:1").build();
+        assert_eq!(probe_published(&plain), plain);
     }
 
     #[test]

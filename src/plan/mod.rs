@@ -19,7 +19,9 @@ pub mod names;
 pub mod replace;
 pub mod volumes;
 
-pub use container::{desired_containers, task_container, ContainerSpec, MountSource, MountSpec};
+pub use container::{
+    desired_containers, probe_published, task_container, ContainerSpec, MountSource, MountSpec,
+};
 pub use diff::{plan_orphans, plan_unit, replica_container, Action, Observed, ObservedState};
 pub use graph::{dependency_closure, stop_order, tasks_before, PlanError};
 pub use replace::{carried_mounts, data_move_helper, moves_data, OldMount};

@@ -30,8 +30,10 @@ use super::registry::Registry;
 use super::render::{render, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
 use crate::engine::events::ContainerEventKind;
 use crate::engine::proxy::{
-    self, master_cli, parse_show_proc, CheckError, ProcState, ProxyContainer, ProxySpec,
+    self, master_cli, parse_show_proc, probe_reach, CheckError, ProcState, ProxyContainer,
+    ProxySpec,
 };
+use crate::engine::reach::Reach;
 use crate::engine::runtime::{runtime_commands, runtime_failure};
 use crate::engine::{Engine, EngineError};
 use crate::plan::ObservedState;
@@ -282,14 +284,14 @@ pub async fn start(
             message: "the stack network has no IPv4 gateway for the control port to admit".into(),
         })?;
     let base = devstack_sections(&base, config.etcd_for_containers, gateway);
-    let proxy = engine
+    let mut proxy = engine
         .ensure_proxy(&config.proxy, &base)
         .await
         .map_err(|source| RouterError::Proxy {
             project: config.project.clone(),
             source,
         })?;
-    wait_for_proxy(&engine, &config.project, &proxy).await?;
+    wait_for_proxy(&engine, &config.project, &mut proxy).await?;
     let _ = events.send(RouterEvent::ProxyStarted {
         container: proxy.name.clone(),
         restarted: false,
@@ -897,7 +899,7 @@ impl Router {
                     )
                 });
             let outcome = match self.engine.ensure_proxy(&self.config.proxy, &config).await {
-                Ok(p) => wait_for_proxy(&self.engine, &self.config.project, &p)
+                Ok(mut p) => wait_for_proxy(&self.engine, &self.config.project, &mut p)
                     .await
                     .map(|()| p)
                     .map_err(|e| e.to_string()),
@@ -1000,19 +1002,52 @@ async fn show_proc(cli: SocketAddr) -> Result<ProcState, String> {
 /// Waits until the proxy's master CLI shows a worker. A proxy container
 /// that exits meanwhile ends the wait at once with HAProxy's own last
 /// words, instead of a timeout that hides them.
+///
+/// While the stack's reach is not decided yet, this wait is its probe: the
+/// proxy's address and its loopback-published control port are both tried
+/// ([`probe_reach`]), and the first that answers is settled for every
+/// user of `engine` (and `proxy.cli` follows it). Neither by the deadline:
+/// the decision is `Exec`, and the control channel has no way through.
 async fn wait_for_proxy(
     engine: &Engine,
     project: &str,
-    proxy: &ProxyContainer,
+    proxy: &mut ProxyContainer,
 ) -> Result<(), RouterError> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let network = crate::plan::names::network_name(project);
     let mut next_look = Instant::now() + Duration::from_millis(200);
     loop {
-        let error = match show_proc(proxy.cli).await {
-            Ok(p) if p.worker.is_some() => return Ok(()),
-            Ok(_) => "no worker started".to_string(),
-            Err(e) => e,
+        if !engine.reach_decided() {
+            match probe_reach(&proxy.paths).await {
+                Some(found) => {
+                    engine.settle_reach(found);
+                    if let Some(cli) = proxy.paths.for_reach(found) {
+                        proxy.cli = cli;
+                    }
+                }
+                None if Instant::now() >= deadline => {
+                    engine.settle_reach(Reach::Exec);
+                    return Err(RouterError::ProxyUnreachable {
+                        project: project.to_string(),
+                        addr: proxy.cli,
+                        message: format!(
+                            "neither the proxy's address ({}) nor its control port on 127.0.0.1 ({}) answered, so devstack can reach this stack's containers only through `docker exec`, which cannot carry the control channel",
+                            proxy.paths.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "none".into()),
+                            proxy.paths.published.map(|a| a.to_string()).unwrap_or_else(|| "not published".into()),
+                        ),
+                    });
+                }
+                None => {}
+            }
+        }
+        let error = if !engine.reach_decided() {
+            "not answering yet".to_string()
+        } else {
+            match show_proc(proxy.cli).await {
+                Ok(p) if p.worker.is_some() => return Ok(()),
+                Ok(_) => "no worker started".to_string(),
+                Err(e) => e,
+            }
         };
         if Instant::now() >= next_look || Instant::now() >= deadline {
             next_look = Instant::now() + Duration::from_millis(200);

@@ -42,9 +42,15 @@ pub fn render(r: &Report) -> Vec<String> {
         Some(s) => format!("clock    engine {s:+.0}s from this host"),
         None => "clock    the engine did not say its time".into(),
     });
-    lines.push(match &r.probe_image {
-        Some(image) => format!("reach    probed with {image}"),
-        None => "reach    not probed".into(),
+    lines.push(match (&r.probe_image, r.stack_reach) {
+        (Some(image), Some(reach)) => {
+            format!(
+                "reach    probed with {image} · a stack is reached through {}",
+                reach.describe()
+            )
+        }
+        (Some(image), None) => format!("reach    probed with {image}"),
+        (None, _) => "reach    not probed".into(),
     });
     for p in &r.reach {
         lines.push(format!(
@@ -100,6 +106,7 @@ mod tests {
                     detail: "addr".into(),
                 })
                 .collect(),
+            stack_reach: Some(crate::engine::reach::Reach::Direct),
             problems: vec!["containers cannot reach host.docker.internal".into()],
             ok: true,
         }
@@ -114,7 +121,7 @@ mod tests {
                 "system   Debian GNU/Linux 12 (bookworm) · linux/x86_64 · kernel 6.1.0 · rootful",
                 "storage  overlay2 · cgroup systemd v2 · /var/lib/docker: 10.0 GiB free",
                 "clock    engine +0s from this host",
-                "reach    probed with busybox:latest",
+                "reach    probed with busybox:latest · a stack is reached through containers' addresses on the stack network",
                 "  ok   host → container bridge address, used today (addr)",
                 "  ok   host → port published on 127.0.0.1 (addr)",
                 "  ok   container → host at the bridge gateway, used today (addr)",

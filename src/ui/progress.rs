@@ -153,6 +153,15 @@ fn plain_line(event: &Progress) -> Option<String> {
             None => format!("{service}: pulling {image}: {status}"),
         },
         Progress::Created { object, name } => format!("created {object} {name}"),
+        Progress::Reach { reach, decided } => format!(
+            "reaching containers through {}{}",
+            reach.describe(),
+            if *decided {
+                ""
+            } else {
+                " (presumed: not probed)"
+            }
+        ),
         Progress::Waiting { service, on } => format!("{service}: waiting for {}", on.join(", ")),
         Progress::Task {
             task,

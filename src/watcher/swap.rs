@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::engine::health::{self, Check};
+use crate::engine::reach::Reach;
 use crate::engine::runtime::ProxyRuntime;
 use crate::engine::{ContainerEngine, EngineError, Registry};
 use crate::plan::{self, names, ContainerSpec, Observed, ObservedState};
@@ -306,6 +307,14 @@ impl<E: ContainerEngine, R: Registry> Swap<'_, E, R> {
             .max()
             .unwrap_or(unit.replicas)
             .max(1);
+        // Reached through loopback ports only: the probe port is published there.
+        let published;
+        let unit = if self.engine.reach().0 == Reach::Published {
+            published = plan::probe_published(unit);
+            &published
+        } else {
+            unit
+        };
         let desired = plan::desired_containers(
             self.project,
             service,

@@ -644,3 +644,33 @@ async fn kill_all_kills_every_container_of_the_project() {
     at(&calls, &call(Call::Kill, "shop-api-1"));
     at(&calls, &call(Call::Kill, "shop-db-1"));
 }
+
+/// The probe port of a stack reached through loopback ports is published
+/// on 127.0.0.1 by the containers `up` creates (decided before creating
+/// them), and a stack reached directly publishes nothing it did not ask for.
+#[tokio::test]
+async fn a_published_reach_publishes_the_probe_port_on_loopback_before_creating() {
+    use crate::engine::reach::Reach;
+    let stack = stack_of(vec![("api", unit("app:1").health(http_health(8080)))]);
+    let direct = FakeEngine::new();
+    direct.image("app:1", "sha256:app");
+    up_all(&direct, &stack).await;
+    let ports = |fake: &FakeEngine| -> Vec<Vec<crate::spec::Port>> {
+        fake.containers()
+            .iter()
+            .map(|c| c.spec.ports.clone())
+            .collect()
+    };
+    assert_eq!(ports(&direct), [Vec::new()]);
+
+    let published = FakeEngine::new();
+    published.image("app:1", "sha256:app");
+    published.script(|s| s.reach = Some(Reach::Published));
+    up_all(&published, &stack).await;
+    let made = ports(&published);
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0].len(), 1, "{made:?}");
+    assert_eq!(made[0][0].container_port, 8080);
+    assert!(made[0][0].host_ip.is_loopback(), "{made:?}");
+    assert_eq!(made[0][0].host_port, None);
+}

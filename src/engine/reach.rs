@@ -1,0 +1,154 @@
+//! How this process reaches the containers of a stack: one decision per
+//! stack, probed once (on the proxy container, when the routing path starts)
+//! and recorded, which health probes, the proxy's control channel and the
+//! swap's checks all follow.
+//!
+//! - [`Reach::Direct`]: the container's address on the stack network answers
+//!   (a local engine on Linux: the bridge is a host interface).
+//! - [`Reach::Published`]: only ports published on the engine's loopback
+//!   (`127.0.0.1`, never a wider address) answer: Docker Desktop's VM, a
+//!   host that cannot route to the bridge. The proxy's control port is
+//!   always published that way; services' probe ports are published that
+//!   way (ephemeral, loopback only) when this is the decision, so the
+//!   decision is made before those containers are created.
+//! - [`Reach::Exec`]: neither answers (a remote engine): probes run through
+//!   `docker exec`; the proxy's control channel has no way through and
+//!   routing says so.
+//!
+//! The decision lives in a cell every clone of an [`Engine`] shares, so the
+//! registrar, the router and `apply` of one process read the same one. The
+//! probe itself is the proxy's (`proxy::probe_reach`): its control port is
+//! the stack's one port known to listen, both at its address and on loopback.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::Engine;
+
+/// How devstack connects to a container port of the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reach {
+    /// The container's address on the stack network.
+    Direct,
+    /// A port published on the engine's loopback (127.0.0.1 only).
+    Published,
+    /// `docker exec` in the container.
+    Exec,
+}
+
+impl Reach {
+    /// The word used in output and in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Direct => "direct",
+            Reach::Published => "published",
+            Reach::Exec => "exec",
+        }
+    }
+
+    /// What it means, for a progress line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reach::Direct => "containers' addresses on the stack network",
+            Reach::Published => "ports published on 127.0.0.1",
+            Reach::Exec => "docker exec (neither addresses nor loopback ports answer)",
+        }
+    }
+
+    /// What this process starts from before a stack's probe decides: the
+    /// bridge of a local engine on Linux is a host interface; elsewhere
+    /// loopback ports are the likelier path. Only the start: the probe on
+    /// the stack's proxy replaces it (see [`Engine::settle_reach`]).
+    pub(crate) fn presumed(host: &str) -> Reach {
+        if host.starts_with("unix://") && cfg!(target_os = "linux") {
+            Reach::Direct
+        } else {
+            Reach::Published
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Reach::Direct => 0,
+            Reach::Published => 1,
+            Reach::Exec => 2,
+        }
+    }
+
+    fn of_code(code: u8) -> Reach {
+        match code & 0b11 {
+            0 => Reach::Direct,
+            1 => Reach::Published,
+            _ => Reach::Exec,
+        }
+    }
+}
+
+impl std::fmt::Display for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Set once decided: the low bits hold the [`Reach`].
+const DECIDED: u8 = 0b100;
+
+/// The decision every clone of one [`Engine`] shares.
+#[derive(Debug, Clone)]
+pub(crate) struct ReachCell(Arc<AtomicU8>);
+
+impl ReachCell {
+    pub(crate) fn presumed(host: &str) -> ReachCell {
+        ReachCell(Arc::new(AtomicU8::new(Reach::presumed(host).code())))
+    }
+}
+
+impl Engine {
+    /// How this process reaches the stack's containers: the recorded
+    /// decision once [`Engine::settle_reach`] made it, else the presumption.
+    pub fn reach(&self) -> Reach {
+        Reach::of_code(self.reach.0.load(Ordering::Acquire))
+    }
+
+    /// Whether a probe (or a recorded probe) decided [`Engine::reach`].
+    pub fn reach_decided(&self) -> bool {
+        self.reach.0.load(Ordering::Acquire) & DECIDED != 0
+    }
+
+    /// Records the stack's decision for every clone of this engine handle.
+    pub fn settle_reach(&self, reach: Reach) {
+        self.reach
+            .0
+            .store(reach.code() | DECIDED, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cell_is_shared_and_remembers_that_it_was_decided() {
+        let cell = ReachCell::presumed("unix:///var/run/docker.sock");
+        let other = cell.clone();
+        assert_eq!(
+            Reach::of_code(cell.0.load(Ordering::Acquire)),
+            Reach::presumed("unix:///var/run/docker.sock")
+        );
+        other
+            .0
+            .store(Reach::Published.code() | DECIDED, Ordering::Release);
+        let code = cell.0.load(Ordering::Acquire);
+        assert_eq!(Reach::of_code(code), Reach::Published);
+        assert_ne!(code & DECIDED, 0);
+    }
+
+    #[test]
+    fn a_remote_engine_is_never_presumed_direct() {
+        assert_eq!(Reach::presumed("tcp://10.0.0.2:2375"), Reach::Published);
+        assert_eq!(Reach::presumed("ssh://me@box"), Reach::Published);
+    }
+}
