@@ -485,12 +485,7 @@ impl Engine {
 
     async fn gateway_of(&self, network: &str) -> Option<IpAddr> {
         let found = self.docker.inspect_network(network, None).await.ok()?;
-        found
-            .ipam?
-            .config?
-            .into_iter()
-            .filter_map(|c| c.gateway?.parse::<IpAddr>().ok())
-            .find(IpAddr::is_ipv4)
+        super::resources::ipv4_gateway(found.ipam.as_ref())
     }
 
     /// Removes this process's probe container and network, if present.

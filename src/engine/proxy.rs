@@ -404,14 +404,7 @@ impl Engine {
             .inspect_network(&name, None)
             .await
             .map_err(|e| EngineError::api(format!("inspecting network `{name}`"), e))?;
-        Ok(found
-            .ipam
-            .and_then(|i| i.config)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|c| c.gateway.as_deref())
-            .filter_map(|g| g.parse::<IpAddr>().ok())
-            .find(|ip| ip.is_ipv4()))
+        Ok(super::resources::ipv4_gateway(found.ipam.as_ref()))
     }
 }
 

@@ -24,6 +24,32 @@ fn labelled(labels: Vec<String>) -> HashMap<String, Vec<String>> {
     HashMap::from([("label".to_string(), labels)])
 }
 
+/// A network's IPv4 gateway: the one its IPAM configuration names, else the
+/// first address of its subnet, which is where the engine puts the bridge
+/// when the configuration names none (some engines leave `Gateway` out of the
+/// default bridge's configuration).
+pub(super) fn ipv4_gateway(ipam: Option<&bollard::models::Ipam>) -> Option<std::net::IpAddr> {
+    let configs = ipam?.config.as_ref()?;
+    let named = configs
+        .iter()
+        .filter_map(|c| c.gateway.as_deref()?.parse::<std::net::IpAddr>().ok())
+        .find(std::net::IpAddr::is_ipv4);
+    named.or_else(|| {
+        configs.iter().find_map(|c| {
+            let (base, len) = c.subnet.as_deref()?.split_once('/')?;
+            let base: std::net::Ipv4Addr = base.parse().ok()?;
+            let len: u32 = len.parse().ok()?;
+            if len > 30 {
+                return None;
+            }
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            Some(std::net::IpAddr::V4(
+                (u32::from(base) & mask).wrapping_add(1).into(),
+            ))
+        })
+    })
+}
+
 impl Engine {
     /// Every container, running or not, carrying every label given; `what`
     /// names the listing in an error.
@@ -291,5 +317,46 @@ impl Engine {
                 e,
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+    use bollard::models::{Ipam, IpamConfig};
+
+    fn network(configs: Vec<IpamConfig>) -> Option<Ipam> {
+        Some(Ipam {
+            config: Some(configs),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_gateway_is_the_named_one_else_the_subnets_first_address() {
+        let named = network(vec![IpamConfig {
+            subnet: Some("172.18.0.0/16".into()),
+            gateway: Some("172.18.0.254".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            ipv4_gateway(named.as_ref()),
+            Some("172.18.0.254".parse().unwrap())
+        );
+        let unnamed = network(vec![IpamConfig {
+            subnet: Some("172.17.0.0/16".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            ipv4_gateway(unnamed.as_ref()),
+            Some("172.17.0.1".parse().unwrap())
+        );
+        let v6_only = network(vec![IpamConfig {
+            subnet: Some("fd00::/64".into()),
+            gateway: Some("fd00::1".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(ipv4_gateway(v6_only.as_ref()), None);
+        assert_eq!(ipv4_gateway(None), None);
     }
 }
