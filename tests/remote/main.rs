@@ -1,0 +1,540 @@
+//! devstack against a remote engine: a second `dockerd` that this test
+//! starts in a network namespace of its own, with its own socket, data root,
+//! exec root, containerd and bridge, reached over a veth pair with
+//! `DOCKER_HOST=tcp://ADDR:2375`. Its bridge and stack networks use address
+//! pools the host has no route to, and its published ports listen in its
+//! namespace only, so nothing of it is reachable from this host by accident:
+//! devstack must reach containers the way it reaches any remote engine.
+//!
+//! The `basic` engine fixture (a service built from source, a prebuilt
+//! service with two replicas, a redis datastore with a volume and a command
+//! health check, a task before the web service) comes up healthy there, its
+//! published port answers at the engine's address, `exec` and `run` pass
+//! exit codes through, nothing appears on the local engine, and `down
+//! --volumes` leaves nothing on the remote one.
+//!
+//! It changes the host (a namespace, a veth pair, a daemon), so it is the
+//! only test of its binary (cargo runs test binaries one after another).
+//! A guard's `Drop` and a panic hook both stop the daemon and its
+//! containers, unmount what it mounted and remove the namespace and its
+//! data, also when the test fails.
+
+#[path = "../support/fixtures.rs"]
+mod fixtures;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_devstack");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// What this test made, named from its pid so that nothing else's is
+/// touched; undone at most once, by whichever of the guard's `Drop`, the
+/// panic hook and the end of the test comes first.
+#[derive(Clone)]
+struct Made {
+    netns: String,
+    veth: String,
+    dir: PathBuf,
+}
+
+static MADE: Mutex<Option<Made>> = Mutex::new(None);
+
+impl Made {
+    fn new() -> Made {
+        let id = std::process::id() % 100_000;
+        Made {
+            netns: format!("dsremote{id}"),
+            veth: format!("dsrh{id}"),
+            dir: std::env::temp_dir().join(format!("devstack-remote-engine-{id}")),
+        }
+    }
+    fn pidfile(&self) -> PathBuf {
+        self.dir.join("docker.pid")
+    }
+    fn exec_root(&self) -> PathBuf {
+        self.dir.join("exec")
+    }
+    fn data_root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+/// Processes whose command line names `needle` (the daemon's own exec root:
+/// its containerd and the shims of its containers).
+fn processes_naming(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(needle) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Stops the daemon (SIGTERM, then SIGKILL after 30 s), then whatever of
+/// its containerd and shims is left, unmounts what is mounted under its
+/// directories and removes the namespace and the directory. No panic in
+/// here: this also runs inside the panic hook.
+fn undo() {
+    let Some(made) = MADE.lock().map(|mut m| m.take()).unwrap_or(None) else {
+        return;
+    };
+    let daemon = std::fs::read_to_string(made.pidfile())
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    if let Some(pid) = daemon {
+        // SAFETY: a positive pid this test started (never a group or -1).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pid_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if pid_alive(pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let exec_root = made.exec_root().to_string_lossy().into_owned();
+    for pid in processes_naming(&exec_root) {
+        if pid > 1 && pid != std::process::id() as i32 {
+            // SAFETY: a positive pid of a process naming this test's exec root.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        let dir = made.dir.to_string_lossy().into_owned();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| p.starts_with(&dir))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = run("umount", &["-l", point]);
+        }
+    }
+    let _ = run("ip", &["link", "del", &made.veth]);
+    let _ = run("ip", &["netns", "del", &made.netns]);
+    let _ = std::fs::remove_dir_all(&made.dir);
+}
+
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        undo();
+    }
+}
+
+fn undo_on_panic() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            undo();
+            previous(info);
+        }));
+    });
+}
+
+/// The second engine: its namespace, veth pair and daemon. The host side of
+/// the pair is `10.231.N.1/30`, the engine listens on `10.231.N.2:2375`.
+struct Remote {
+    made: Made,
+    addr: String,
+}
+
+impl Remote {
+    fn start() -> Remote {
+        let made = Made::new();
+        *MADE.lock().unwrap() = Some(made.clone());
+        let n = std::process::id() % 250;
+        let host = format!("10.231.{n}.1/30");
+        let addr = format!("10.231.{n}.2");
+        let peer = format!("dsrn{}", std::process::id() % 100_000);
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), made.netns.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                made.veth.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                peer.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                peer.clone(),
+                "netns".into(),
+                made.netns.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                host,
+                "dev".into(),
+                made.veth.clone(),
+            ],
+            vec!["link".into(), "set".into(), made.veth.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                made.netns.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{addr}/30"),
+                "dev".into(),
+                peer.clone(),
+            ],
+            vec![
+                "-n".into(),
+                made.netns.clone(),
+                "link".into(),
+                "set".into(),
+                peer,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                made.netns.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for step in &steps {
+            let args: Vec<&str> = step.iter().map(String::as_str).collect();
+            let out = run("ip", &args);
+            assert!(
+                out.status.success(),
+                "`ip {}` failed: {}",
+                args.join(" "),
+                text(&out)
+            );
+        }
+        std::fs::create_dir_all(&made.dir).unwrap();
+        // An empty configuration file: the host's daemon.json names its own
+        // data root, which must not be shared.
+        let config = made.dir.join("daemon.json");
+        std::fs::write(&config, "{}").unwrap();
+        let driver = run("docker", &["info", "--format", "{{.Driver}}"]);
+        let driver = String::from_utf8_lossy(&driver.stdout).trim().to_string();
+        let log = std::fs::File::create(made.dir.join("dockerd.log")).unwrap();
+        let mut daemon = Command::new("nsenter");
+        daemon
+            .arg(format!("--net=/run/netns/{}", made.netns))
+            .arg("dockerd")
+            .arg("--config-file")
+            .arg(&config)
+            .arg("--data-root")
+            .arg(made.data_root())
+            .arg("--exec-root")
+            .arg(made.exec_root())
+            .arg("--pidfile")
+            .arg(made.pidfile())
+            .arg("-H")
+            .arg(format!("unix://{}", made.dir.join("docker.sock").display()))
+            .arg("-H")
+            .arg(format!("tcp://{addr}:2375"))
+            // Pools the host has no route to: a container address never
+            // answers from here by accident.
+            .args(["--bip", "10.233.0.1/24"])
+            .args(["--default-address-pool", "base=10.234.0.0/16,size=24"])
+            .args(["--cgroup-parent", &format!("/{}", made.netns)]);
+        if !driver.is_empty() {
+            daemon.args(["--storage-driver", &driver]);
+        }
+        daemon
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // Its own session, so that no signal to the test's group reaches it;
+        // the guard stops it through its pid file.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            daemon.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        daemon.spawn().expect("nsenter runs dockerd");
+        let remote = Remote { made, addr };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = remote.docker(&["version", "--format", "{{.Server.Version}}"]);
+            if out.status.success() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(remote.made.dir.join("dockerd.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "the second engine did not answer in 90 s:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        remote
+    }
+
+    fn host(&self) -> String {
+        format!("tcp://{}:2375", self.addr)
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker runs")
+    }
+
+    fn docker_ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(
+            out.status.success(),
+            "`docker {}` on the remote engine failed: {}",
+            args.join(" "),
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Copies local images to the remote engine (`docker save | docker
+    /// load`): no registry answers here.
+    fn load(&self, images: &[&str]) {
+        let mut save = Command::new("docker")
+            .arg("save")
+            .args(images)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("docker save runs");
+        let load = Command::new("docker")
+            .args(["load", "--quiet"])
+            .env("DOCKER_HOST", self.host())
+            .stdin(save.stdout.take().unwrap())
+            .output()
+            .expect("docker load runs");
+        let saved = save.wait().expect("docker save ends");
+        assert!(
+            saved.success() && load.status.success(),
+            "copying {images:?} to the remote engine failed: {}",
+            text(&load)
+        );
+    }
+
+    fn devstack(&self, project: &str, args: &[&str]) -> Output {
+        let out = Command::new(BIN)
+            .arg("-f")
+            .arg(repo().join("fixtures/stacks/engine/basic.yaml"))
+            .arg("-p")
+            .arg(project)
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .env("NO_COLOR", "1")
+            .env_remove("DEVSTACK_PROJECT_NAME")
+            .stdin(Stdio::null())
+            .output()
+            .expect("devstack runs");
+        eprintln!("$ devstack {}\n{}", args.join(" "), text(&out));
+        out
+    }
+
+    fn labelled(&self, what: &str, project: &str) -> Vec<String> {
+        let filter = format!("label=dev.devstack.project={project}");
+        let args: Vec<&str> = match what {
+            "container" => vec!["ps", "-aq", "--filter", &filter],
+            "network" => vec!["network", "ls", "-q", "--filter", &filter],
+            _ => vec!["volume", "ls", "-q", "--filter", &filter],
+        };
+        self.docker_ok(&args)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
+
+fn local_containers(project: &str) -> String {
+    let out = run(
+        "docker",
+        &[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=dev.devstack.project={project}"),
+        ],
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `GET path` at `addr`: the status line and the body.
+fn http_get(addr: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        Duration::from_secs(3),
+    )
+    .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: remote\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    Ok(response)
+}
+
+fn images_of_basic() -> Vec<String> {
+    // The web service's Dockerfile builds FROM the fixture base; the others
+    // are used as they are.
+    let stack = std::fs::read_to_string(repo().join("fixtures/stacks/engine/basic.yaml")).unwrap();
+    let mut images = vec!["devstack-fixtures/debian:bookworm".to_string()];
+    for line in stack.lines() {
+        if let Some(image) = line.trim().strip_prefix("image: ") {
+            images.push(image.trim().to_string());
+        }
+    }
+    images
+}
+
+fn can_make_an_engine() -> Result<(), String> {
+    for program in ["ip", "nsenter", "dockerd"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !found {
+            return Err(format!("`{program}` is not installed"));
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root: a network namespace and a daemon need root".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
+    fixtures::engine_answers();
+    if let Err(why) = can_make_an_engine() {
+        panic!("this test makes a second engine and cannot here: {why}");
+    }
+    let repo = repo();
+    fixtures::under_build_lock(|| fixtures::build(&repo, &[]));
+    undo_on_panic();
+    let _guard = Guard;
+    let remote = Remote::start();
+    let images = images_of_basic();
+    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+    remote.load(&images);
+
+    let project = format!("remote{}", std::process::id() % 100_000);
+    let up = remote.devstack(&project, &["up", "--wait", "--timeout", "180s"]);
+    assert!(up.status.success(), "up on the remote engine failed");
+    assert!(
+        local_containers(&project).is_empty(),
+        "containers of the remote stack appeared on the local engine"
+    );
+    let running = remote.labelled("container", &project);
+    assert_eq!(running.len(), 4, "web, 2 api, cache: {running:?}");
+
+    let ps = remote.devstack(&project, &["ps", "--json"]);
+    assert!(ps.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&ps.stdout).expect("ps --json is JSON");
+    let rows = rows
+        .as_array()
+        .or_else(|| rows.get("containers").and_then(|c| c.as_array()))
+        .cloned()
+        .unwrap_or_default();
+    let healthy = rows
+        .iter()
+        .filter(|r| {
+            r.get("health").and_then(|h| h.as_str()) == Some("healthy")
+                || r.get("state").and_then(|h| h.as_str()) == Some("healthy")
+        })
+        .count();
+    assert_eq!(healthy, 4, "every unit healthy: {rows:?}");
+
+    // The web service's published port answers at the engine's address
+    // (it listens in the engine's namespace, not on this host's loopback).
+    let port = remote.docker_ok(&["port", &format!("{project}-web-1"), "8080"]);
+    let port = port
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .unwrap_or_default()
+        .to_string();
+    let body = http_get(&format!("{}:{port}", remote.addr), "/")
+        .unwrap_or_else(|e| panic!("web at the engine's address: {e}"));
+    assert!(body.contains("\"service\": \"web\""), "{body}");
+
+    let exec = remote.devstack(&project, &["exec", "web", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(exec.status.code(), Some(7));
+    let task = remote.devstack(&project, &["run", "prepare"]);
+    assert_eq!(task.status.code(), Some(0));
+    assert!(text(&task).contains("prepared"));
+
+    let down = remote.devstack(&project, &["down", "--volumes"]);
+    assert!(down.status.success(), "down on the remote engine failed");
+    for what in ["container", "network", "volume"] {
+        let left = remote.labelled(what, &project);
+        assert!(left.is_empty(), "{what}s left on the remote engine: {left:?}");
+    }
+    drop(remote);
+    undo();
+    assert!(
+        !Path::new(&format!("/run/netns/{}", Made::new().netns)).exists(),
+        "the namespace is still there"
+    );
+}
