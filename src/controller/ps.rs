@@ -1,8 +1,6 @@
 //! `devstack ps`: each container of a project, its state, health (one quick
 //! probe per running container, all at once) and published addresses.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
 use super::LoadedStack;
@@ -36,8 +34,9 @@ pub async fn rows(
 ) -> anyhow::Result<Vec<Row>> {
     let network = names::network_name(project);
     let observed = engine.list_project(project).await.map_err(engine_failure)?;
-    // One probe per running container, all at once, with a short timeout: ps
-    // should answer in well under a second.
+    // One probe per running container, all at once, each bounded as while
+    // waiting (`probe_timeout`): a healthy stack answers in well under a
+    // second; an exec probe on a loaded or remote engine gets its time.
     let rows = futures::future::join_all(observed.iter().map(|o| {
         let network = &network;
         async move {
@@ -54,8 +53,8 @@ pub async fn rows(
                     };
                     match check {
                         Check::Probe(h) => {
-                            let r = health::probe(engine, s, &h.probe, Duration::from_millis(800))
-                                .await;
+                            let r =
+                                health::probe(engine, s, &h.probe, health::probe_timeout(&h)).await;
                             if r.ok {
                                 "healthy".to_string()
                             } else {

@@ -236,9 +236,7 @@ pub async fn wait_ready(
                                     .unwrap_or_default()
                             ),
                         },
-                        Check::Probe(h) => {
-                            probe(engine, s, &h.probe, h.timeout.min(Duration::from_secs(2))).await
-                        }
+                        Check::Probe(h) => probe(engine, s, &h.probe, probe_timeout(h)).await,
                     };
                     if result.ok {
                         return Ok(started.elapsed());
@@ -291,6 +289,13 @@ fn no_answer(what: &str, error: Option<std::io::Error>, timeout: Duration) -> Pr
     }
 }
 
+/// How long one probe of `health` may take while devstack waits or looks:
+/// the stack's `timeout`, at most 2 s (an exec probe on a loaded engine
+/// takes most of a second before the probe itself starts).
+pub fn probe_timeout(health: &Health) -> Duration {
+    health.timeout.min(Duration::from_secs(2))
+}
+
 /// One probe of a running container.
 pub async fn probe(
     engine: &Engine,
@@ -309,24 +314,52 @@ pub async fn probe(
                 Ok(Err(e)) => no_answer(&format!("tcp :{port}"), Some(e), timeout),
                 Err(_) => no_answer(&format!("tcp :{port}"), None, timeout),
             },
-            None => {
-                let script = format!(
-                    "nc -z 127.0.0.1 {port} || (echo > /dev/tcp/127.0.0.1/{port}) 2>/dev/null"
-                );
-                shell_probe(engine, &status.id, script, timeout).await
-            }
+            None => shell_probe(engine, &status.id, tcp_script(*port), timeout).await,
         },
         Probe::Http { port, path } => match target(engine, status, *port) {
             Some(addr) => http_get(addr, path, timeout).await,
-            None => {
-                let url = format!("http://127.0.0.1:{port}{path}");
-                let script = format!(
-                    "wget -q -O /dev/null '{url}' 2>&1 || curl -fsS -o /dev/null '{url}' 2>&1"
-                );
-                shell_probe(engine, &status.id, script, timeout).await
-            }
+            None => shell_probe(engine, &status.id, http_script(*port, path), timeout).await,
         },
     }
+}
+
+/// The shell script of an HTTP probe run inside the container: the first
+/// client the image has of wget, curl, python3 and bash (its `/dev/tcp`),
+/// as images carry different ones (the official python images have no
+/// wget or curl; slim ones have bash). Succeeds on a 2xx or 3xx answer, as
+/// the direct probe does.
+fn http_script(port: u16, path: &str) -> String {
+    let url = shlex::try_quote(&format!("http://127.0.0.1:{port}{path}"))
+        .map(|q| q.into_owned())
+        .unwrap_or_else(|_| format!("'http://127.0.0.1:{port}/'"));
+    // Python's urlopen raises on 4xx/5xx; redirects it follows.
+    let python = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)";
+    let request = format!(
+        "GET {} HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n",
+        path.replace(['\'', '\\', '\r', '\n', '%'], "")
+    );
+    let bash = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port} && printf '{request}' >&3 && head -n 1 <&3 | grep -q \" [23][0-9][0-9]\""
+    );
+    format!(
+        "if command -v wget >/dev/null 2>&1; then wget -q -O /dev/null {url} 2>&1; \
+         elif command -v curl >/dev/null 2>&1; then curl -fsS -o /dev/null {url} 2>&1; \
+         elif command -v python3 >/dev/null 2>&1; then python3 -c '{python}' {url} 2>&1; \
+         elif command -v bash >/dev/null 2>&1; then bash -c {bash}; \
+         else echo 'no wget, curl, python3 or bash in the image to probe HTTP with' >&2; exit 127; fi",
+        bash = shlex::try_quote(&bash).map(|q| q.into_owned()).unwrap_or_default(),
+    )
+}
+
+/// The shell script of a TCP probe run inside the container: `nc -z`, else
+/// bash's `/dev/tcp`, else python3's socket.
+fn tcp_script(port: u16) -> String {
+    format!(
+        "if command -v nc >/dev/null 2>&1; then nc -z 127.0.0.1 {port}; \
+         elif command -v bash >/dev/null 2>&1; then bash -c 'echo > /dev/tcp/127.0.0.1/{port}' 2>&1; \
+         elif command -v python3 >/dev/null 2>&1; then python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), 5)' 2>&1; \
+         else echo 'no nc, bash or python3 in the image to probe TCP with' >&2; exit 127; fi"
+    )
 }
 
 /// A probe the container's own shell runs, where its address is out of reach.
@@ -553,6 +586,112 @@ impl HealthMonitor {
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
+
+    /// A directory holding `sh`, `head`, `grep` and the named programs (by
+    /// their real paths), to be the only `PATH` of a script: an image that
+    /// has just those.
+    fn image_path(tools: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for tool in ["sh", "head", "grep"].iter().chain(tools) {
+            let real = if *tool == "python3" {
+                // pyenv's python3 is a shim script: link the interpreter.
+                let out = std::process::Command::new("python3")
+                    .args(["-c", "import sys; print(sys.executable)"])
+                    .output()
+                    .expect("python3 runs");
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            } else {
+                let out = std::process::Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            };
+            assert!(
+                !real.is_empty(),
+                "`{tool}` is needed on this machine for this test"
+            );
+            std::os::unix::fs::symlink(&real, dir.path().join(tool)).unwrap();
+        }
+        dir
+    }
+
+    fn run_script(script: &str, path: &std::path::Path) -> std::process::Output {
+        std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(script)
+            .env_clear()
+            .env("PATH", path)
+            .output()
+            .unwrap()
+    }
+
+    /// An HTTP server on loopback answering 200 on `/health`, 404 elsewhere.
+    fn http_server() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            for stream in listener.incoming().flatten() {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                loop {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) if line.trim().is_empty() => break,
+                        Ok(_) => {}
+                    }
+                }
+                let status = if first.starts_with("GET /health ") {
+                    "200 OK"
+                } else {
+                    "404 Not Found"
+                };
+                let _ = write!(
+                    reader.get_mut(),
+                    "HTTP/1.0 {status}\r\nContent-Length: 2\r\n\r\nok"
+                );
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn exec_probes_use_whichever_client_the_image_has() {
+        let port = http_server();
+        for tool in ["wget", "curl", "python3", "bash"] {
+            let path = image_path(&[tool]);
+            let ok = run_script(&http_script(port, "/health"), path.path());
+            assert!(
+                ok.status.success(),
+                "{tool}: {}",
+                String::from_utf8_lossy(&ok.stderr)
+            );
+            let missing = run_script(&http_script(port, "/nope"), path.path());
+            assert!(!missing.status.success(), "{tool}: a 404 passed");
+        }
+        let bare = image_path(&[]);
+        let none = run_script(&http_script(port, "/health"), bare.path());
+        assert_eq!(none.status.code(), Some(127));
+        assert!(String::from_utf8_lossy(&none.stderr).contains("no wget, curl, python3 or bash"));
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        for tool in ["bash", "python3"] {
+            let path = image_path(&[tool]);
+            let open = run_script(&tcp_script(port), path.path());
+            assert!(
+                open.status.success(),
+                "{tool}: {}",
+                String::from_utf8_lossy(&open.stderr)
+            );
+            let shut = run_script(&tcp_script(closed_port), path.path());
+            assert!(!shut.status.success(), "{tool}: a closed port passed");
+        }
+    }
 
     /// A one-shot server answering every connection with `status`.
     async fn server(status: &'static str) -> SocketAddr {

@@ -59,14 +59,26 @@ impl Reach {
     }
 
     /// What this process starts from before a stack's probe decides: the
-    /// bridge of a local engine on Linux is a host interface; elsewhere
-    /// loopback ports are the likelier path. Only the start: the probe on
-    /// the stack's proxy replaces it (see [`Engine::settle_reach`]).
+    /// bridge of a local engine on Linux is a host interface; a local
+    /// engine elsewhere (Docker Desktop's socket or named pipe) or one
+    /// reached on this host's loopback forwards loopback ports; an engine
+    /// on another host (`tcp://` to another address, `ssh://`) has its
+    /// loopback, and its bridge, out of reach, so only exec gets in. Only
+    /// the start: the probe on the stack's proxy replaces it (see
+    /// [`Engine::settle_reach`]).
     pub(crate) fn presumed(host: &str) -> Reach {
-        if host.starts_with("unix://") && cfg!(target_os = "linux") {
-            Reach::Direct
-        } else {
+        if host.starts_with("unix://") {
+            if cfg!(target_os = "linux") {
+                Reach::Direct
+            } else {
+                Reach::Published
+            }
+        } else if host.starts_with("npipe://") {
             Reach::Published
+        } else if on_this_host(host) {
+            Reach::Published
+        } else {
+            Reach::Exec
         }
     }
 
@@ -126,6 +138,25 @@ impl Engine {
     }
 }
 
+/// Whether a `tcp://`/`http(s)://` engine address names this host's loopback.
+fn on_this_host(host: &str) -> bool {
+    let Some((scheme, rest)) = host.split_once("://") else {
+        return false;
+    };
+    if !matches!(scheme, "tcp" | "http" | "https") {
+        return false;
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let name = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,8 +178,16 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_engine_is_never_presumed_direct() {
-        assert_eq!(Reach::presumed("tcp://10.0.0.2:2375"), Reach::Published);
-        assert_eq!(Reach::presumed("ssh://me@box"), Reach::Published);
+    fn a_remote_engine_is_presumed_reachable_by_exec_only() {
+        assert_eq!(Reach::presumed("tcp://10.0.0.2:2375"), Reach::Exec);
+        assert_eq!(Reach::presumed("https://engine.example:2376"), Reach::Exec);
+        assert_eq!(Reach::presumed("ssh://me@box"), Reach::Exec);
+        assert_eq!(Reach::presumed("tcp://127.0.0.1:2375"), Reach::Published);
+        assert_eq!(Reach::presumed("tcp://localhost:2375"), Reach::Published);
+        assert_eq!(Reach::presumed("tcp://[::1]:2375"), Reach::Published);
+        assert_eq!(
+            Reach::presumed("npipe:////./pipe/docker_engine"),
+            Reach::Published
+        );
     }
 }

@@ -8,8 +8,9 @@
 //!
 //! The `basic` engine fixture (a service built from source, a prebuilt
 //! service with two replicas, a redis datastore with a volume and a command
-//! health check, a task before the web service) comes up healthy there, its
-//! published port answers at the engine's address, `exec` and `run` pass
+//! health check, a task before the web service) comes up healthy there
+//! (probes go through exec: nothing of the engine's is reachable from
+//! here), its port is published on the engine's loopback only, `exec` and `run` pass
 //! exit codes through, nothing appears on the local engine, and `down
 //! --volumes` leaves nothing on the remote one.
 //!
@@ -506,18 +507,33 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
         .count();
     assert_eq!(healthy, 4, "every unit healthy: {rows:?}");
 
-    // The web service's published port answers at the engine's address
-    // (it listens in the engine's namespace, not on this host's loopback).
-    let port = remote.docker_ok(&["port", &format!("{project}-web-1"), "8080"]);
-    let port = port
-        .lines()
-        .next()
-        .and_then(|l| l.rsplit(':').next())
-        .unwrap_or_default()
-        .to_string();
-    let body = http_get(&format!("{}:{port}", remote.addr), "/")
-        .unwrap_or_else(|e| panic!("web at the engine's address: {e}"));
-    assert!(body.contains("\"service\": \"web\""), "{body}");
+    // The web service's port is published on the engine's loopback, as on
+    // a local engine: it answers there (inside the engine's namespace) and
+    // is not opened to the engine's other addresses.
+    let published = remote.docker_ok(&["port", &format!("{project}-web-1"), "8080"]);
+    let published = published.lines().next().unwrap_or_default().to_string();
+    assert!(published.starts_with("127.0.0.1:"), "{published}");
+    let port = published.rsplit(':').next().unwrap_or_default();
+    let inside = run(
+        "nsenter",
+        &[
+            &format!("--net=/run/netns/{}", remote.made.netns),
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://127.0.0.1:{port}/"),
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&inside.stdout).contains("\"service\": \"web\""),
+        "web on the engine's loopback: {}",
+        text(&inside)
+    );
+    assert!(
+        http_get(&format!("{}:{port}", remote.addr), "/").is_err(),
+        "a loopback-only port answered at the engine's address"
+    );
 
     let exec = remote.devstack(&project, &["exec", "web", "--", "sh", "-c", "exit 7"]);
     assert_eq!(exec.status.code(), Some(7));
@@ -529,7 +545,10 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
     assert!(down.status.success(), "down on the remote engine failed");
     for what in ["container", "network", "volume"] {
         let left = remote.labelled(what, &project);
-        assert!(left.is_empty(), "{what}s left on the remote engine: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{what}s left on the remote engine: {left:?}"
+        );
     }
     drop(remote);
     undo();
