@@ -73,9 +73,7 @@ impl Reach {
             } else {
                 Reach::Published
             }
-        } else if host.starts_with("npipe://") {
-            Reach::Published
-        } else if on_this_host(host) {
+        } else if host.starts_with("npipe://") || on_this_host(host) {
             Reach::Published
         } else {
             Reach::Exec
