@@ -517,11 +517,12 @@ impl Registrar {
             .map(|h| h.interval)
             .unwrap_or(Duration::from_secs(1));
         let monitor = self.cancel.child_token();
-        let mut rx = HealthMonitor::spawn(
+        let mut rx = HealthMonitor::spawn_inspected(
             self.engine.clone(),
             status.id.clone(),
             self.network.clone(),
             check,
+            Some(status.clone()),
             monitor.clone(),
         );
         let tx = self.tx.clone();
