@@ -277,7 +277,7 @@ impl Timeline {
             let Ok(mut client) = Client::connect(&endpoints, None).await else {
                 return;
             };
-            let Ok((_w, mut stream)) = client
+            let Ok(mut stream) = client
                 .watch(prefix, Some(WatchOptions::new().with_prefix()))
                 .await
             else {
