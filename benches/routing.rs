@@ -4,8 +4,9 @@
 //! - propagation "healthy → routed": a replica is restarted; from the moment
 //!   its /health answers (polled directly every 2 ms) to the first request
 //!   through the proxy that it serves.
-//! - propagation "killed → out": from the kill to HAProxy holding the server
-//!   in maintenance (read through the master CLI every 2 ms).
+//! - propagation "killed → out": from the kill request to HAProxy holding
+//!   the server in maintenance (read through the master CLI every 2 ms,
+//!   while the engine's kill request is still running).
 //! - failed requests while HAProxy reloads 100 times under a steady load
 //!   (~300 req/s, a new connection per request, on loopback).
 //!
@@ -374,10 +375,17 @@ async fn propagation(
             t.take();
         }
         let killed = Instant::now();
-        engine.kill(&id).await.expect("kill");
-        if let Some(t) = timeline {
-            t.mark("the kill request returns");
-        }
+        // The engine answers a SIGKILL once the container is gone (hundreds
+        // of ms on a busy machine): the proxy is watched meanwhile.
+        let kill = {
+            let (engine, id, timeline) = (engine.clone(), id.clone(), timeline.cloned());
+            tokio::spawn(async move {
+                engine.kill(&id).await.expect("kill");
+                if let Some(t) = timeline {
+                    t.mark("the kill request returns");
+                }
+            })
+        };
         match cli {
             Some(cli) => loop {
                 let state = master_cli(cli, "@1 show servers state svc_a")
@@ -424,6 +432,7 @@ async fn propagation(
             t.take();
             t.mark("docker start is run");
         }
+        kill.await.expect("kill");
         docker(&["start", &victim]);
         let ip = ip_of(&victim);
         while !healthy_direct(&ip).await {
@@ -532,16 +541,15 @@ async fn devstack_side(engine: &Engine, rounds: usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = load_gen(listen, 300, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let base = render(
-        BUILTIN_TEMPLATE,
-        &view(
-            &stack,
-            &project,
-            &current_registry(&routing.endpoints, &stack, &project).await,
-        ),
-    )
-    .expect("renders");
+    // The config the proxy serves (with devstack's control and etcd
+    // sections, without which the master CLI is out of reach).
     let proxy = routing.router.proxy.id.clone();
+    let base = engine
+        .read_file(&proxy, CONFIG_PATH)
+        .await
+        .expect("the proxy's config")
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .expect("a config in the proxy");
     let started = Instant::now();
     for i in 0..100 {
         let text = format!("{base}\n# reload {i}\n");
