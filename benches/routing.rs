@@ -440,9 +440,13 @@ async fn propagation(
         }
         let healthy = Instant::now();
         loop {
+            let sent = Instant::now();
             if get(listen, "/").await.as_deref() == Some(victim.as_str()) {
                 routed.push(healthy.elapsed());
                 if let Some(t) = timeline {
+                    // A request through the proxy takes a while here: the
+                    // server was ready somewhere between these two.
+                    t.mark_at(sent, "the request that reached it was sent");
                     t.mark("first request routed to it");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     routed_stages.push(stages(healthy, &t.take()));
