@@ -412,6 +412,9 @@ fn main() {
         window2 - containers,
         pct(window2 - containers)
     );
+    if cfg!(debug_assertions) {
+        println!("  (this bench was built without optimizations: the loop's CPU is inflated; `just bench-agent` builds it optimized)");
+    }
     let agent_cpu = if ns > 0.0 { ns } else { cpu };
     println!(
         "agent CPU beyond its probes: {:.3}s = {:.3}% of a core ({:.0}% of the agent's)",

@@ -255,6 +255,9 @@ impl Timeline {
                     e = router.recv() => e,
                 };
                 match e {
+                    Ok(RouterEvent::ProxyTrouble { message }) => {
+                        eprintln!("  (router: {message})");
+                    }
                     Ok(RouterEvent::Applied { change, took, .. }) => {
                         let how = match change {
                             Change::Runtime { .. } => "runtime API",
