@@ -65,5 +65,9 @@ bench-data: fixtures
 bench-ci: fixtures
     cargo bench --bench ci
 
+# Benchmark: the demo stack's idle routing agent (RSS, CPU) beside its probes run alone, and no-op `ps`/`up` timings
+bench-agent: fixtures
+    cargo bench --bench agent
+
 bench-etcd:
     cargo bench --bench etcd

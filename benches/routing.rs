@@ -4,8 +4,9 @@
 //! - propagation "healthy → routed": a replica is restarted; from the moment
 //!   its /health answers (polled directly every 2 ms) to the first request
 //!   through the proxy that it serves.
-//! - propagation "killed → out": from the kill to HAProxy holding the server
-//!   in maintenance (read through the master CLI every 2 ms).
+//! - propagation "killed → out": from the kill request to HAProxy holding
+//!   the server in maintenance (read through the master CLI every 2 ms,
+//!   while the engine's kill request is still running).
 //! - failed requests while HAProxy reloads 100 times under a steady load
 //!   (~300 req/s, a new connection per request, on loopback).
 //!
@@ -18,19 +19,21 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use devstack::controller::routing::{Routing, RoutingOptions};
 use devstack::engine::apply::{self, UpRequest};
+use devstack::engine::events::ContainerEventKind;
 use devstack::engine::progress::Reporter;
 use devstack::engine::proxy::{master_cli, CONFIG_PATH};
 use devstack::engine::Engine;
-use devstack::registrar::{self, RegistrarConfig};
-use devstack::router::confd::{proxy_spec, reload};
+use devstack::registrar::{self, RegistrarConfig, RegistrarEvent};
+use devstack::router::confd::{proxy_spec, reload, Change, RouterEvent};
 use devstack::router::{render, view, Layout, Registry, BUILTIN_TEMPLATE};
 use devstack::spec::{load, LoadOptions, Stack};
-use etcd_client::{Client, GetOptions};
+use etcd_client::{Client, EventType, GetOptions, WatchOptions};
+use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -149,6 +152,201 @@ fn report(label: &str, samples: &mut [Duration]) {
     );
 }
 
+/// When each stage of the routing path saw a change of the victim: marks
+/// from the engine's events, the registrar's and router's reports and a
+/// watch of the registry of this bench's own, each stamped on arrival.
+#[derive(Clone, Default)]
+struct Timeline {
+    marks: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Timeline {
+    fn mark_at(&self, at: Instant, label: &str) {
+        self.marks
+            .lock()
+            .expect("timeline")
+            .push((at, label.to_string()));
+    }
+
+    fn mark(&self, label: &str) {
+        self.mark_at(Instant::now(), label);
+    }
+
+    fn take(&self) -> Vec<(Instant, String)> {
+        std::mem::take(&mut *self.marks.lock().expect("timeline"))
+    }
+
+    /// Follows the victim through the engine's events, the registrar, the
+    /// router and the registry. `cancel` ends the followers.
+    fn follow(
+        &self,
+        engine: &Engine,
+        routing: &Routing,
+        stack: &Stack,
+        project: &str,
+        victim: &str,
+        cancel: &CancellationToken,
+    ) {
+        let (tl, c) = (self.clone(), cancel.clone());
+        let mut events = Box::pin(engine.project_events(project, None));
+        let victim_name = victim.to_string();
+        tokio::spawn(async move {
+            loop {
+                let e = tokio::select! {
+                    _ = c.cancelled() => return,
+                    e = events.next() => e,
+                };
+                let Some(Ok(e)) = e else { return };
+                if e.name != victim_name {
+                    continue;
+                }
+                let label = match e.kind {
+                    ContainerEventKind::Killed { .. } => "kill",
+                    ContainerEventKind::Died { .. } => "die",
+                    ContainerEventKind::Started => "start",
+                    _ => continue,
+                };
+                // The engine's own stamp, on this process's clock.
+                let now_sys = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos() as i64;
+                let age = Duration::from_nanos((now_sys - e.time_nano).max(0) as u64);
+                let now = Instant::now();
+                tl.mark_at(
+                    now.checked_sub(age).unwrap_or(now),
+                    &format!("engine stamps `{label}`"),
+                );
+                tl.mark_at(now, &format!("`{label}` event reaches a follower"));
+            }
+        });
+        let (tl, c) = (self.clone(), cancel.clone());
+        let mut reg = routing.registrar.subscribe();
+        let victim_name = victim.to_string();
+        tokio::spawn(async move {
+            loop {
+                let e = tokio::select! {
+                    _ = c.cancelled() => return,
+                    e = reg.recv() => e,
+                };
+                match e {
+                    Ok(RegistrarEvent::Registered { container, .. })
+                        if container == victim_name =>
+                    {
+                        tl.mark("registrar: registered in etcd")
+                    }
+                    Ok(RegistrarEvent::Deregistered { container, .. })
+                        if container == victim_name =>
+                    {
+                        tl.mark("registrar: deregistered in etcd")
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        let (tl, c) = (self.clone(), cancel.clone());
+        let mut router = routing.router.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let e = tokio::select! {
+                    _ = c.cancelled() => return,
+                    e = router.recv() => e,
+                };
+                match e {
+                    Ok(RouterEvent::ProxyTrouble { message }) => {
+                        eprintln!("  (router: {message})");
+                    }
+                    Ok(RouterEvent::Applied { change, took, .. }) => {
+                        let how = match change {
+                            Change::Runtime { .. } => "runtime API",
+                            Change::Reload => "reload",
+                            Change::Unchanged => continue,
+                        };
+                        let now = Instant::now();
+                        tl.mark_at(now.checked_sub(took).unwrap_or(now), "router: apply starts");
+                        tl.mark_at(now, &format!("router: applied ({how})"));
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        let (tl, c) = (self.clone(), cancel.clone());
+        let endpoints = routing.endpoints.clone();
+        let prefix = Layout::new(&stack.discovery, project).listing();
+        tokio::spawn(async move {
+            let Ok(mut client) = Client::connect(&endpoints, None).await else {
+                return;
+            };
+            let Ok(mut stream) = client
+                .watch(prefix, Some(WatchOptions::new().with_prefix()))
+                .await
+            else {
+                return;
+            };
+            loop {
+                let m = tokio::select! {
+                    _ = c.cancelled() => return,
+                    m = stream.message() => m,
+                };
+                let Ok(Some(resp)) = m else { return };
+                for ev in resp.events() {
+                    tl.mark(match ev.event_type() {
+                        EventType::Put => "a watch sees the put",
+                        EventType::Delete => "a watch sees the delete",
+                    });
+                }
+            }
+        });
+    }
+}
+
+/// One measured change: each stage's first mark after `from`, in ms from it.
+fn stages(from: Instant, marks: &[(Instant, String)]) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    let mut sorted: Vec<&(Instant, String)> = marks.iter().collect();
+    sorted.sort_by_key(|m| m.0);
+    for (at, label) in sorted {
+        if out.iter().any(|(l, _)| l == label) {
+            continue;
+        }
+        let ms = if *at >= from {
+            (*at - from).as_secs_f64() * 1000.0
+        } else {
+            -((from - *at).as_secs_f64() * 1000.0)
+        };
+        out.push((label.clone(), ms));
+    }
+    out
+}
+
+/// Per stage, p50 and p99 of its offset over the rounds (stages in the
+/// order of their medians).
+fn report_stages(title: &str, rounds: &[Vec<(String, f64)>]) {
+    let mut by: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in rounds {
+        for (label, ms) in r {
+            by.entry(label.clone()).or_default().push(*ms);
+        }
+    }
+    let mut rows: Vec<(String, f64, f64, usize)> = by
+        .into_iter()
+        .map(|(label, mut v)| {
+            v.sort_by(f64::total_cmp);
+            let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+            (label, at(0.5), at(0.99), v.len())
+        })
+        .collect();
+    rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+    println!("    {title}");
+    for (label, p50, p99, n) in rows {
+        println!("      {label:<42} n={n:<3} p50 {p50:>7.1} ms   p99 {p99:>7.1} ms");
+    }
+}
+
 /// Restarts replica 1 `rounds` times; returns (healthy→routed, killed→out) samples.
 async fn propagation(
     engine: &Engine,
@@ -156,11 +354,18 @@ async fn propagation(
     listen: SocketAddr,
     cli: Option<SocketAddr>,
     rounds: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
+    timeline: Option<&Timeline>,
+) -> (
+    Vec<Duration>,
+    Vec<Duration>,
+    Vec<Vec<(String, f64)>>,
+    Vec<Vec<(String, f64)>>,
+) {
     let victim = format!("{project}-a-1");
     let id = docker(&["inspect", "-f", "{{.Id}}", &victim]);
     let mut routed = Vec::new();
     let mut out = Vec::new();
+    let (mut routed_stages, mut out_stages) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         // Make sure it is routed before killing it.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -169,8 +374,21 @@ async fn propagation(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let ip = ip_of(&victim);
+        if let Some(t) = timeline {
+            t.take();
+        }
         let killed = Instant::now();
-        engine.kill(&id).await.expect("kill");
+        // The engine answers a SIGKILL once the container is gone (hundreds
+        // of ms on a busy machine): the proxy is watched meanwhile.
+        let kill = {
+            let (engine, id, timeline) = (engine.clone(), id.clone(), timeline.cloned());
+            tokio::spawn(async move {
+                engine.kill(&id).await.expect("kill");
+                if let Some(t) = timeline {
+                    t.mark("the kill request returns");
+                }
+            })
+        };
         match cli {
             Some(cli) => loop {
                 let state = master_cli(cli, "@1 show servers state svc_a")
@@ -182,6 +400,12 @@ async fn propagation(
                 });
                 if !live {
                     out.push(killed.elapsed());
+                    if let Some(t) = timeline {
+                        t.mark("out of HAProxy (seen by the CLI poll)");
+                        // Late reports of this change still arrive.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        out_stages.push(stages(killed, &t.take()));
+                    }
                     break;
                 }
                 assert!(
@@ -207,6 +431,11 @@ async fn propagation(
                 out.push(killed.elapsed());
             }
         }
+        if let Some(t) = timeline {
+            t.take();
+            t.mark("docker start is run");
+        }
+        kill.await.expect("kill");
         docker(&["start", &victim]);
         let ip = ip_of(&victim);
         while !healthy_direct(&ip).await {
@@ -214,15 +443,24 @@ async fn propagation(
         }
         let healthy = Instant::now();
         loop {
+            let sent = Instant::now();
             if get(listen, "/").await.as_deref() == Some(victim.as_str()) {
                 routed.push(healthy.elapsed());
+                if let Some(t) = timeline {
+                    // A request through the proxy takes a while here: the
+                    // server was ready somewhere between these two.
+                    t.mark_at(sent, "the request that reached it was sent");
+                    t.mark("first request routed to it");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    routed_stages.push(stages(healthy, &t.take()));
+                }
                 break;
             }
             assert!(healthy.elapsed() < Duration::from_secs(60), "never routed");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
-    (routed, out)
+    (routed, out, routed_stages, out_stages)
 }
 
 /// A steady load of `rate` requests per second until `stop`; returns (sent, failed).
@@ -283,26 +521,42 @@ async fn devstack_side(engine: &Engine, rounds: usize) {
         .await
         .expect("routing starts");
     let cli = routing.router.proxy.cli;
-    let (mut routed, mut out) = propagation(engine, &project, listen, Some(cli), rounds).await;
+    let timeline = Timeline::default();
+    let following = CancellationToken::new();
+    timeline.follow(
+        engine,
+        &routing,
+        &stack,
+        &project,
+        &format!("{project}-a-1"),
+        &following,
+    );
+    let (mut routed, mut out, routed_stages, out_stages) =
+        propagation(engine, &project, listen, Some(cli), rounds, Some(&timeline)).await;
+    following.cancel();
     println!("devstack (etcd watch → runtime API; reload only when routes change):");
     report("healthy → first request routed to it", &mut routed);
+    report_stages(
+        "stages, ms after its /health first answered the bench's 2 ms poll:",
+        &routed_stages,
+    );
     report("killed → out of HAProxy", &mut out);
+    report_stages("stages, ms after the kill request was sent:", &out_stages);
 
     // 100 reloads under load: a new config each time (a comment changes),
     // checked, uploaded and reloaded exactly as the router does.
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = load_gen(listen, 300, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let base = render(
-        BUILTIN_TEMPLATE,
-        &view(
-            &stack,
-            &project,
-            &current_registry(&routing.endpoints, &stack, &project).await,
-        ),
-    )
-    .expect("renders");
+    // The config the proxy serves (with devstack's control and etcd
+    // sections, without which the master CLI is out of reach).
     let proxy = routing.router.proxy.id.clone();
+    let base = engine
+        .read_file(&proxy, CONFIG_PATH)
+        .await
+        .expect("the proxy's config")
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .expect("a config in the proxy");
     let started = Instant::now();
     for i in 0..100 {
         let text = format!("{base}\n# reload {i}\n");
@@ -407,7 +661,8 @@ async fn naive_side(engine: &Engine, rounds: usize) {
             }
         })
     };
-    let (mut routed, mut out) = propagation(engine, &project, listen, None, rounds).await;
+    let (mut routed, mut out, _, _) =
+        propagation(engine, &project, listen, None, rounds, None).await;
     println!("naive (confd-style: poll etcd every 1s, check, docker restart the proxy):");
     report("healthy → first request routed to it", &mut routed);
     report("killed → out of HAProxy", &mut out);

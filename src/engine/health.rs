@@ -139,6 +139,20 @@ fn fast_interval(check: &Check) -> Duration {
     }
 }
 
+/// How often [`HealthMonitor`] probes a container that has not been healthy
+/// yet: a probe of the container's address from the host is a refused
+/// connection or one request, so every 20 ms (the registry learns of a
+/// started replica within that); anything else as [`fast_interval`].
+fn monitor_fast_interval(check: &Check, ips_reachable: bool) -> Duration {
+    match check {
+        Check::Probe(Health {
+            probe: Probe::Http { .. } | Probe::Tcp { .. },
+            ..
+        }) if ips_reachable => Duration::from_millis(20),
+        _ => fast_interval(check),
+    }
+}
+
 /// Probes fast until the container is ready, fails, or `deadline` passes.
 #[allow(clippy::too_many_arguments)]
 /// `on_detail` hears each new probe outcome (for "waiting for HTTP /health: 503").
@@ -511,6 +525,19 @@ impl HealthMonitor {
         check: Check,
         cancel: CancellationToken,
     ) -> watch::Receiver<HealthState> {
+        Self::spawn_inspected(engine, id, network, check, None, cancel)
+    }
+
+    /// As [`HealthMonitor::spawn`], for a container the caller has just
+    /// inspected: the first probe goes out at once, without asking again.
+    pub fn spawn_inspected(
+        engine: Engine,
+        id: String,
+        network: String,
+        check: Check,
+        status: Option<ContainerStatus>,
+        cancel: CancellationToken,
+    ) -> watch::Receiver<HealthState> {
         let (tx, rx) = watch::channel(HealthState::Starting);
         tokio::spawn(async move {
             let (interval, retries, timeout) = match &check {
@@ -519,8 +546,27 @@ impl HealthMonitor {
             };
             let mut failures = 0u32;
             let mut healthy_once = false;
+            // A probe of the container's own address or port needs its
+            // status only to find it: inspected once, then again only after
+            // a failed probe (to tell a stopped container from a failing
+            // one), so a healthy container costs one probe per interval and
+            // no engine request. The image's check and "running" are read
+            // from the engine each time.
+            let probed = matches!(check, Check::Probe(_));
+            let fast = monitor_fast_interval(&check, engine.container_ips_reachable());
+            let mut known: Option<ContainerStatus> = status;
+            let mut inspected = Instant::now();
+            let mut failed = false;
             loop {
-                let state = match engine.inspect(&id, &network).await {
+                let fresh = failed && inspected.elapsed() >= Duration::from_millis(250);
+                let status = match known.take() {
+                    Some(s) if probed && !fresh => Ok(s),
+                    _ => {
+                        inspected = Instant::now();
+                        engine.inspect(&id, &network).await
+                    }
+                };
+                let state = match status {
                     Err(_) => HealthState::Stopped,
                     Ok(s) if s.state != ObservedState::Running => HealthState::Stopped,
                     Ok(s) => {
@@ -535,6 +581,11 @@ impl HealthMonitor {
                             },
                             Check::Probe(h) => probe(&engine, &s, &h.probe, timeout).await,
                         };
+                        failed = !result.ok;
+                        // Not yet on the network: look again next time.
+                        if s.ip.is_some() || !engine.container_ips_reachable() {
+                            known = Some(s);
+                        }
                         if result.ok {
                             failures = 0;
                             healthy_once = true;
@@ -566,12 +617,9 @@ impl HealthMonitor {
                     return;
                 }
                 // Probe fast until first healthy (as `up` and a swap wait for
-                // it), then at the stack's interval.
-                let pause = if healthy_once {
-                    interval
-                } else {
-                    fast_interval(&check)
-                };
+                // it, and as the proxy waits for a started replica), then at
+                // the stack's interval.
+                let pause = if healthy_once { interval } else { fast };
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = cancel.cancelled() => return,

@@ -517,11 +517,12 @@ impl Registrar {
             .map(|h| h.interval)
             .unwrap_or(Duration::from_secs(1));
         let monitor = self.cancel.child_token();
-        let mut rx = HealthMonitor::spawn(
+        let mut rx = HealthMonitor::spawn_inspected(
             self.engine.clone(),
             status.id.clone(),
             self.network.clone(),
             check,
+            Some(status.clone()),
             monitor.clone(),
         );
         let tx = self.tx.clone();
@@ -743,10 +744,11 @@ async fn list(
 
 /// Takes back a registration of container `id` this project made: its key
 /// and ownership record, each only while it is still on `lease` (a key
-/// registered again since, by anyone, stays). The lease is revoked (one
-/// request deleting both) only when nothing but those two is attached to
-/// it: a lease someone else put a key on, inside the prefix or out, is left
-/// to expire.
+/// registered again since, by anyone, stays). The key goes first, in one
+/// request, so the router hears of it before anything else is asked. The
+/// lease is then revoked (the record goes with it) only when nothing but
+/// the record is attached to it: a lease someone else put a key on, inside
+/// the prefix or out, is left to expire.
 async fn release(
     client: &mut Client,
     layout: &Layout,
@@ -754,6 +756,7 @@ async fn release(
     key: &str,
     lease: i64,
 ) -> Result<(), etcd_client::Error> {
+    delete_on_lease(client, key, lease).await?;
     let record = layout.record(id);
     let attached = client
         .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys()))
@@ -766,9 +769,7 @@ async fn release(
         client.lease_revoke(lease).await?;
         return Ok(());
     }
-    for k in [key, record.as_str()] {
-        delete_on_lease(client, k, lease).await?;
-    }
+    delete_on_lease(client, &record, lease).await?;
     Ok(())
 }
 

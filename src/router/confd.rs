@@ -310,6 +310,7 @@ pub async fn start(
         revision: 0,
         skipped: BTreeSet::new(),
         gateway,
+        file_behind: false,
     };
     let task = tokio::spawn(router.run(stacks, cancel));
     Ok(RouterHandle {
@@ -346,6 +347,10 @@ struct Router {
     skipped: BTreeSet<String>,
     /// The stack network's gateway: the only source the control port admits.
     gateway: IpAddr,
+    /// The file in the proxy container is older than `live`: a change the
+    /// runtime API applied as the watch delivered it, uploaded at the next
+    /// (debounced) apply.
+    file_behind: bool,
 }
 
 /// The triggers of the main loop.
@@ -446,6 +451,10 @@ impl Router {
                             self.revision = self.revision.max(kv.mod_revision());
                         }
                         if !resp.events().is_empty() {
+                            // Servers coming and going reach HAProxy now;
+                            // the debounced apply follows (the file, or a
+                            // reload for anything else).
+                            self.apply_servers_now().await;
                             debounce.hit(tokio::time::Instant::now());
                         }
                     }
@@ -535,6 +544,64 @@ impl Router {
             .collect();
         self.revision = revision;
         Ok((client, revision))
+    }
+
+    /// Applies the registry as the watch delivered it when the runtime API
+    /// can (servers added, removed or moved, and the built-in or the stack's
+    /// template): no debounce for what costs one master CLI exchange. The
+    /// file in the container follows at the debounced [`Router::apply`],
+    /// which also reports what this one leaves (render errors, skipped keys,
+    /// a change that needs a reload). True when it applied something.
+    async fn apply_servers_now(&mut self) -> bool {
+        if self.confd.is_some() {
+            return false;
+        }
+        let Some(live) = self.live.as_ref() else {
+            return false;
+        };
+        let started = Instant::now();
+        let registry = Registry::from_kvs(self.layout().prefix(), self.kvs.clone());
+        let view = view_keeping(
+            &self.config.stack,
+            &self.config.project,
+            &registry,
+            Some(&live.view),
+        );
+        let Some(text) = self.render_quietly(&view) else {
+            return false;
+        };
+        let Some(commands) = runtime_commands(&live.text, &text) else {
+            return false;
+        };
+        if commands.is_empty() || self.runtime(&commands).await.is_err() {
+            return false;
+        }
+        let instances = registry.services.values().map(Vec::len).sum();
+        self.live = Some(Live { text, view });
+        self.file_behind = true;
+        self.report(RouterEvent::Applied {
+            change: Change::Runtime { commands },
+            revision: self.revision,
+            instances,
+            took: started.elapsed(),
+        });
+        true
+    }
+
+    /// The stack's template (or the built-in one) rendered over `view`
+    /// with devstack's sections, or `None` without a word (the apply that
+    /// follows reports it).
+    fn render_quietly(&self, view: &View) -> Option<String> {
+        let template = match &self.template {
+            None => std::borrow::Cow::Borrowed(BUILTIN_TEMPLATE),
+            Some(path) => std::borrow::Cow::Owned(std::fs::read_to_string(path).ok()?),
+        };
+        let text = render(&template, view).ok()?;
+        Some(devstack_sections(
+            &text,
+            self.config.etcd_for_containers,
+            self.gateway,
+        ))
     }
 
     /// Renders the registry and brings the proxy to it.
@@ -825,6 +892,14 @@ impl Router {
     async fn bring_proxy_to(&mut self, text: &str) -> Result<Change, Refused> {
         let live = self.live.as_ref().map(|l| l.text.as_str());
         if live == Some(text) {
+            if self.file_behind {
+                // Applied already through the runtime API: the file follows.
+                self.engine
+                    .upload_file(&self.proxy.id, proxy::CONFIG_PATH, text)
+                    .await
+                    .map_err(|e| Refused::Trouble(e.to_string()))?;
+                self.file_behind = false;
+            }
             return Ok(Change::Unchanged);
         }
         if let Some(commands) = live.and_then(|l| runtime_commands(l, text)) {
@@ -836,6 +911,7 @@ impl Router {
                         .upload_file(&self.proxy.id, proxy::CONFIG_PATH, text)
                         .await
                         .map_err(|e| Refused::Trouble(e.to_string()))?;
+                    self.file_behind = false;
                     return Ok(Change::Runtime { commands });
                 }
                 Err(message) => self.report(RouterEvent::ProxyTrouble {
@@ -852,6 +928,7 @@ impl Router {
             .upload_file(&self.proxy.id, proxy::CONFIG_PATH, text)
             .await
             .map_err(|e| Refused::Trouble(e.to_string()))?;
+        self.file_behind = false;
         reload(self.proxy.cli).await.map_err(Refused::Trouble)?;
         Ok(Change::Reload)
     }
