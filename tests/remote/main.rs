@@ -179,6 +179,15 @@ fn undo_on_panic() {
 struct Remote {
     made: Made,
     addr: String,
+    /// `nsenter`, which became the daemon (it execs it).
+    daemon: std::process::Child,
+}
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        undo();
+        let _ = self.daemon.wait();
+    }
 }
 
 impl Remote {
@@ -297,8 +306,8 @@ impl Remote {
                 Ok(())
             });
         }
-        daemon.spawn().expect("nsenter runs dockerd");
-        let remote = Remote { made, addr };
+        let daemon = daemon.spawn().expect("nsenter runs dockerd");
+        let remote = Remote { made, addr, daemon };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let out = remote.docker(&["version", "--format", "{{.Server.Version}}"]);
