@@ -553,7 +553,7 @@ impl HealthMonitor {
             // no engine request. The image's check and "running" are read
             // from the engine each time.
             let probed = matches!(check, Check::Probe(_));
-            let fast = monitor_fast_interval(&check, engine.container_ips_reachable());
+            let fast = monitor_fast_interval(&check, engine.reach() == Reach::Direct);
             let mut known: Option<ContainerStatus> = status;
             let mut inspected = Instant::now();
             let mut failed = false;
@@ -583,7 +583,7 @@ impl HealthMonitor {
                         };
                         failed = !result.ok;
                         // Not yet on the network: look again next time.
-                        if s.ip.is_some() || !engine.container_ips_reachable() {
+                        if s.ip.is_some() || engine.reach() != Reach::Direct {
                             known = Some(s);
                         }
                         if result.ok {
