@@ -282,13 +282,19 @@ fn restore_timeline(run: &Run, started: f64, took: Duration, said: &str) -> Vec<
     };
     for (label, pattern) in [
         ("postgres: starting", "starting PostgreSQL"),
-        ("postgres: found the data interrupted", "database system was interrupted"),
+        (
+            "postgres: found the data interrupted",
+            "database system was interrupted",
+        ),
         (
             "postgres: data directory synced, recovery starts",
             "automatic recovery in progress",
         ),
         ("postgres: redo done", "redo done at"),
-        ("postgres: end-of-recovery checkpoint done", "checkpoint complete"),
+        (
+            "postgres: end-of-recovery checkpoint done",
+            "checkpoint complete",
+        ),
         (
             "postgres: ready to accept connections",
             "database system is ready to accept connections",

@@ -870,7 +870,11 @@ mod tests {
         assert!(!a.join("from-a").exists() && !b.join("from-b").exists());
         let missing = root.path().join("missing");
         assert!(exchange(&a, &missing).is_err());
-        assert_eq!(fs::read(a.join("from-b")).unwrap(), b"B", "a failed exchange moved nothing");
+        assert_eq!(
+            fs::read(a.join("from-b")).unwrap(),
+            b"B",
+            "a failed exchange moved nothing"
+        );
     }
 
     #[test]
