@@ -89,6 +89,11 @@ impl Run {
 
     /// `devstack -f STACK -p PROJECT args...`, timed; its stderr on failure.
     fn devstack(&self, args: &[&str]) -> Result<Duration, String> {
+        self.devstack_said(args).map(|(took, _)| took)
+    }
+
+    /// As [`Run::devstack`], with what it said (stdout, then stderr).
+    fn devstack_said(&self, args: &[&str]) -> Result<(Duration, String), String> {
         let t0 = Instant::now();
         let out = Command::new(self.devstack)
             .args(["-f", &self.stack, "-p", &self.project])
@@ -99,7 +104,9 @@ impl Run {
             .map_err(|e| format!("devstack did not run: {e}"))?;
         let took = t0.elapsed();
         if out.status.success() {
-            Ok(took)
+            let said = String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr);
+            Ok((took, said))
         } else {
             Err(format!(
                 "`devstack {}` failed:\n{}",
@@ -201,6 +208,114 @@ impl Drop for Run {
     }
 }
 
+/// Seconds since the epoch of a time as Docker writes it
+/// (`2026-11-30T08:01:02.123456789Z`); `None` for anything else.
+fn docker_time(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || !text.ends_with('Z') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let frac: f64 = match text[19..text.len() - 1].strip_prefix('.') {
+        Some(f) if !f.is_empty() => format!("0.{f}").parse().ok()?,
+        _ => 0.0,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
+}
+
+fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// Where the time of a `data restore` that started at `started` (epoch
+/// seconds) and took `took` went: devstack's own phases (its `restore took`
+/// line), then the restored container's life from the engine's and
+/// postgres's own timestamps, each as seconds from the command's start.
+fn restore_timeline(run: &Run, started: f64, took: Duration, said: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for line in said.lines().filter(|l| l.contains("restore took")) {
+        lines.push(format!("  devstack: {}", line.trim()));
+    }
+    let Ok(id) = run.container() else {
+        lines.push("  (no running container to read the timeline from)".into());
+        return lines;
+    };
+    let at = |label: &str, t: Option<f64>| match t {
+        Some(t) => format!("  {label:<58} {:>+8.2}s", t - started),
+        None => format!("  {label:<58} {:>9}", "-"),
+    };
+    let times = output(
+        "docker",
+        &["inspect", "-f", "{{.Created}} {{.State.StartedAt}}", &id],
+    );
+    let mut times = times.split_whitespace().map(docker_time);
+    lines.push(at("container created", times.next().flatten()));
+    lines.push(at("container started", times.next().flatten()));
+    let logs = Command::new("docker")
+        .args(["logs", "-t", &id])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+        })
+        .unwrap_or_default();
+    // Each event's first log line; docker prefixes each line with its time.
+    let first = |pattern: &str| {
+        let mut found: Vec<f64> = logs
+            .lines()
+            .filter(|l| l.contains(pattern))
+            .filter_map(|l| l.split_whitespace().next().and_then(docker_time))
+            .collect();
+        found.sort_by(f64::total_cmp);
+        found.first().copied()
+    };
+    for (label, pattern) in [
+        ("postgres: starting", "starting PostgreSQL"),
+        (
+            "postgres: found the data interrupted",
+            "database system was interrupted",
+        ),
+        (
+            "postgres: data directory synced, recovery starts",
+            "automatic recovery in progress",
+        ),
+        ("postgres: redo done", "redo done at"),
+        (
+            "postgres: end-of-recovery checkpoint done",
+            "checkpoint complete",
+        ),
+        (
+            "postgres: ready to accept connections",
+            "database system is ready to accept connections",
+        ),
+    ] {
+        lines.push(at(label, first(pattern)));
+    }
+    lines.push(at(
+        "devstack: command ended",
+        Some(started + took.as_secs_f64()),
+    ));
+    lines
+}
+
+/// The 1, 5 and 15 minute load averages (the machine's business besides this run).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn secs(d: Duration) -> String {
     format!("{:>8.2}s", d.as_secs_f64())
 }
@@ -215,6 +330,7 @@ fn bench(run: &Run, mb: u64) -> Result<(), String> {
         "bench-data: postgres ({IMAGE}), about {mb} MB ({rows} rows), project {}",
         run.project
     );
+    println!("load average at the start: {}", load_average());
     run.devstack(&["up", "--wait"])?;
 
     let t0 = Instant::now();
@@ -278,7 +394,9 @@ fn bench(run: &Run, mb: u64) -> Result<(), String> {
 
     // devstack: change the data, restore (to a server answering), export.
     run.psql("postgres", "delete from items where id % 2 = 0")?;
-    let restore_time = run.devstack(&["data", "restore", "s"])?;
+    let restore_started = epoch_now();
+    let (restore_time, restore_said) = run.devstack_said(&["data", "restore", "s"])?;
+    let timeline = restore_timeline(run, restore_started, restore_time, &restore_said);
     let ds_rows = count("postgres")?;
     let export = run.export.display().to_string();
     let export_time = run.devstack(&["data", "export", "s", &export])?;
@@ -324,6 +442,11 @@ fn bench(run: &Run, mb: u64) -> Result<(), String> {
         "ratio restore(pg_restore) / restore(devstack): {:.2}x",
         pg_restore_time.as_secs_f64() / restore_time.as_secs_f64().max(0.001)
     );
+    println!("restore, where the time went (seconds from the command's start):");
+    for line in &timeline {
+        println!("{line}");
+    }
+    println!("load average at the end: {}", load_average());
     println!("(devstack's restore includes starting the server again until it answers; pg_restore's runs into a running server)");
     Ok(())
 }

@@ -8,6 +8,7 @@ use super::LoadedStack;
 use crate::engine::snapshot::{self, SnapshotError};
 use crate::engine::Engine;
 use crate::ui::{engine_failure, exit, Failed};
+use std::time::Instant;
 
 /// A snapshot error as the command reports it.
 pub fn snapshot_failed(e: SnapshotError) -> anyhow::Error {
@@ -38,19 +39,23 @@ pub async fn restore(
     report: impl FnMut(&Restarted),
 ) -> anyhow::Result<u8> {
     let (stack, project) = (&loaded.stack, loaded.project.as_str());
-    let restored = snapshot::restore(engine, stack, project, ask.name, ask.datastores, ask.force)
+    let began = Instant::now();
+    let done = snapshot::restore(engine, stack, project, ask.name, ask.datastores, ask.force)
         .await
         .map_err(snapshot_failed)?;
-    for (datastore, copy) in &restored {
+    for (datastore, copy) in &done.parts {
         sayln!("{datastore}: {}", copy.describe());
     }
-    let restored: Vec<String> = restored.into_iter().map(|(ds, _)| ds).collect();
+    let mut phases = done.phases;
+    let restored: Vec<String> = done.parts.into_iter().map(|(ds, _)| ds).collect();
     sayln!(
         "restored {} from snapshot `{}`",
         restored.join(", "),
         ask.name
     );
+    let t = Instant::now();
     let code = up::run(loaded, &ask.up).await?;
+    phases.since("up", t);
     if code != exit::OK {
         return Ok(code);
     }
@@ -59,9 +64,15 @@ pub async fn restore(
         .filter(|(_, _, c)| c.depends_on.iter().any(|d| restored.contains(d)))
         .map(|(n, _, _)| n.to_string())
         .collect();
-    if dependents.is_empty() || restart(engine, loaded, &dependents, report).await? {
-        Ok(exit::OK)
-    } else {
-        Ok(exit::UNHEALTHY)
+    let t = Instant::now();
+    let healthy = dependents.is_empty() || restart(engine, loaded, &dependents, report).await?;
+    if !dependents.is_empty() {
+        phases.since("dependents", t);
     }
+    sayln!(
+        "restore took {:.2}s: {}",
+        began.elapsed().as_secs_f64(),
+        phases.describe()
+    );
+    Ok(if healthy { exit::OK } else { exit::UNHEALTHY })
 }

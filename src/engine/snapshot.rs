@@ -194,6 +194,38 @@ impl Copy {
     }
 }
 
+/// Where the time of a restore went, phase by phase, in order.
+#[derive(Debug, Default, Clone)]
+pub struct Phases(Vec<(&'static str, std::time::Duration)>);
+
+impl Phases {
+    /// Adds the time since `since` to phase `name`.
+    pub fn since(&mut self, name: &'static str, since: std::time::Instant) {
+        let took = since.elapsed();
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, d)) => *d += took,
+            None => self.0.push((name, took)),
+        }
+    }
+
+    /// `copy 1.02s, stop 0.11s, ...`.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|(n, d)| format!("{n} {:.2}s", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What a restore did: each datastore with how its data was copied, and
+/// where the time went.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub parts: Vec<(String, Copy)>,
+    pub phases: Phases,
+}
+
 /// The files a copy of `kind`'s data directory leaves out.
 fn leave_out_for(kind: Option<DatastoreKind>) -> Arc<LeaveOut> {
     Arc::new(move |path: &str, size: u64, head: &[u8]| {
@@ -226,17 +258,33 @@ async fn copy_volume(
     to: &str,
     dir: &str,
 ) -> Result<Copy, EngineError> {
+    copy_volume_after(engine, spec, project, ds, kind, from, to, dir, None).await
+}
+
+/// As [`copy_volume`]; when `host_failed` says why a copy on this host
+/// already failed, only the archive path is tried.
+#[allow(clippy::too_many_arguments)]
+async fn copy_volume_after(
+    engine: &Engine,
+    spec: &ContainerSpec,
+    project: &str,
+    ds: &str,
+    kind: Option<DatastoreKind>,
+    from: Source<'_>,
+    to: &str,
+    dir: &str,
+    mut host_failed: Option<String>,
+) -> Result<Copy, EngineError> {
     let leave_out = leave_out_for(kind);
-    let mut host_failed = None;
-    if let (Some(src), Some(dst)) = (
-        engine.host_volume_dir(from.volume).await,
-        engine.host_volume_dir(to).await,
-    ) {
-        let test = leave_out.clone();
-        let target = dst.clone();
-        let done = tokio::task::spawn_blocking(move || volcopy::copy_tree(&src, &target, &*test))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let dirs = match host_failed {
+        Some(_) => (None, None),
+        None => (
+            engine.host_volume_dir(from.volume).await,
+            engine.host_volume_dir(to).await,
+        ),
+    };
+    if let (Some(src), Some(dst)) = dirs {
+        let done = host_copy(&src, &dst, leave_out.clone()).await;
         match done {
             Ok(copied) => {
                 return Ok(Copy {
@@ -276,6 +324,27 @@ async fn copy_volume(
         host_failed,
         copied: copied.unwrap_or_default(),
     })
+}
+
+/// `volcopy::copy_tree` from `src` into `dst`, off the async threads.
+async fn host_copy(
+    src: &std::path::Path,
+    dst: &std::path::Path,
+    leave_out: Arc<LeaveOut>,
+) -> std::io::Result<Copied> {
+    let (src, dst) = (src.to_path_buf(), dst.to_path_buf());
+    tokio::task::spawn_blocking(move || volcopy::copy_tree(&src, &dst, &*leave_out))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
+/// `volcopy::exchange` of two directories, off the async threads.
+async fn host_exchange(a: &std::path::Path, b: &std::path::Path) -> Result<(), String> {
+    let (a, b) = (a.to_path_buf(), b.to_path_buf());
+    tokio::task::spawn_blocking(move || volcopy::exchange(&a, &b))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 /// The snapshots of the project, oldest first.
@@ -588,12 +657,17 @@ async fn pause(engine: &Engine, id: &str) -> Result<(), EngineError> {
 }
 
 /// Puts snapshot `name` back into the data volumes of `datastores` (all
-/// the snapshot holds when empty). The datastores' containers are removed
-/// (`up` makes them again), killed rather than stopped, since their data is
-/// thrown away; returns the datastores restored, each with how it was
-/// copied. A snapshot of
+/// the snapshot holds when empty); `up` then starts them. A snapshot of
 /// another image reference, or of another on-disk format than the running
 /// server reads, is refused unless `force`.
+///
+/// On this host ([`swap_in`]) the snapshot is copied into a staging volume
+/// while the server still runs, so a copy that fails (a full disk) leaves
+/// everything as it was; only then is the datastore's container killed
+/// (its data is thrown away, so no shutdown checkpoint is waited for) and
+/// the directories swapped. Otherwise ([`restore_by_copy`], through the
+/// archive API) the container goes first and the copy goes into the
+/// emptied volume.
 pub async fn restore(
     engine: &Engine,
     stack: &Stack,
@@ -601,7 +675,7 @@ pub async fn restore(
     name: &str,
     datastores: &[String],
     force: bool,
-) -> Result<Vec<(String, Copy)>, SnapshotError> {
+) -> Result<Restored, SnapshotError> {
     let parts = parts_of(engine, project, name, datastores).await?;
     let observed = engine.list_project(project).await?;
     for part in &parts {
@@ -632,42 +706,297 @@ pub async fn restore(
             force,
         )?;
     }
-    let mut restored = Vec::new();
+    for part in &parts {
+        let previous = names::volume_name(project, &previous_volume(&part.datastore));
+        if engine.volume_info(&previous).await?.is_some() {
+            return Err(SnapshotError::Refused(format!(
+                "volume `{previous}` holds `{}`'s data from before a restore that did not finish; take what you need from it, remove it (`docker volume rm {previous}`), then restore again",
+                part.datastore
+            )));
+        }
+    }
+    let mut done = Restored::default();
     for part in &parts {
         let ds = &part.datastore;
         let Some((volume, dir)) = plan::data_volume(stack, ds) else {
             continue;
         };
         let spec = replica_spec(engine, stack, project, ds).await?;
-        for o in observed
-            .iter()
-            .filter(|o| o.task.is_none() && o.service.as_deref() == Some(ds.as_str()))
-        {
-            engine.kill(&o.id).await?;
-            engine.remove(&o.id).await?;
-        }
-        let full = names::volume_name(project, &volume);
-        engine.remove_volume(&full).await?;
-        engine
-            .remove_volume(&names::volume_name(project, &names::seeded_marker(&volume)))
-            .await?;
-        // Made without the seed label: restored data is never seeded over.
-        engine.ensure_volume(project, &volume).await?;
         let kind = stack.datastores.get(ds).map(|d| d.kind);
-        let source = Source {
-            volume: &part.volume,
-            running: None,
+        let here = Here {
+            engine,
+            project,
+            ds,
+            kind,
+            volume: &volume,
+            observed: &observed,
         };
-        match copy_volume(engine, &spec, project, ds, kind, source, &full, &dir).await {
-            Ok(copy) => restored.push((ds.clone(), copy)),
-            Err(e) => {
-                // Not left half filled: the next `up` starts from nothing.
-                let _ = engine.remove_volume(&full).await;
-                return Err(e.into());
+        let copy = match swap_in(&here, part, &mut done.phases).await? {
+            Swapped::Done(copy) => copy,
+            Swapped::NotHere(host_failed) => {
+                restore_by_copy(&here, &spec, part, &dir, host_failed, &mut done.phases).await?
             }
+        };
+        done.parts.push((ds.clone(), copy));
+    }
+    Ok(done)
+}
+
+/// Marks the volumes a restore of the datastore it names works with.
+pub const LABEL_RESTORING: &str = "dev.devstack.restoring";
+
+/// The volume (within the stack) a restore of `ds` copies the snapshot
+/// into while the server still runs.
+fn staging_volume(ds: &str) -> String {
+    format!("restore-staging-{ds}")
+}
+
+/// The volume (within the stack) that holds `ds`'s data from before a
+/// restore until the restored data is in place; left, and named in the
+/// error, when a restore stops in between.
+fn previous_volume(ds: &str) -> String {
+    format!("restore-previous-{ds}")
+}
+
+/// The datastore a restore is putting back, and where.
+struct Here<'a> {
+    engine: &'a Engine,
+    project: &'a str,
+    ds: &'a str,
+    kind: Option<DatastoreKind>,
+    /// Its data volume, as the stack names it.
+    volume: &'a str,
+    observed: &'a [Observed],
+}
+
+impl Here<'_> {
+    fn live(&self) -> String {
+        names::volume_name(self.project, self.volume)
+    }
+
+    /// Kills and removes the datastore's containers (`up` makes them again).
+    async fn stop(&self, phases: &mut Phases) -> Result<(), EngineError> {
+        let t = std::time::Instant::now();
+        let ids: Vec<&str> = self
+            .observed
+            .iter()
+            .filter(|o| o.task.is_none() && o.service.as_deref() == Some(self.ds))
+            .map(|o| o.id.as_str())
+            .collect();
+        // A forced removal kills: the data is thrown away, no shutdown is waited for.
+        for r in futures::future::join_all(ids.iter().map(|id| self.engine.remove(id))).await {
+            r?;
+        }
+        phases.since("stop", t);
+        Ok(())
+    }
+}
+
+/// How a restore on this host went.
+enum Swapped {
+    Done(Copy),
+    /// Not possible here (the volumes' directories are not this host's), or
+    /// the copy failed (why): nothing was touched.
+    NotHere(Option<String>),
+}
+
+/// Restores `part` on this host, when the engine's directories of the
+/// snapshot and data volumes are here: the snapshot's files are copied
+/// into a staging volume while the server still runs; then the server is
+/// killed and directories are exchanged (`rename`, atomic where the
+/// filesystem can): the snapshot keeps the fresh copy, and its own files,
+/// written when it was taken and long on disk, become the data volume's.
+/// So the server, which syncs its whole data directory when it starts
+/// after a crash, finds nothing left to write. The data volume is made
+/// again (without the seed label, so it is never seeded over); the data
+/// from before waits in [`previous_volume`] until the new data is in place.
+async fn swap_in(
+    here: &Here<'_>,
+    part: &Snapshot,
+    phases: &mut Phases,
+) -> Result<Swapped, SnapshotError> {
+    let engine = here.engine;
+    let Some(snap_dir) = engine.host_volume_dir(&part.volume).await else {
+        return Ok(Swapped::NotHere(None));
+    };
+    let live = here.live();
+    let live_dir = match engine.volume_info(&live).await? {
+        Some(_) => match engine.host_volume_dir(&live).await {
+            Some(dir) => Some(dir),
+            None => return Ok(Swapped::NotHere(None)),
+        },
+        None => None,
+    };
+    let staging_name = staging_volume(here.ds);
+    let staging = names::volume_name(here.project, &staging_name);
+    // Left by a restore that was killed: a copy of a snapshot, nothing more.
+    engine.remove_volume(&staging).await?;
+    engine
+        .ensure_volume_with(here.project, &staging_name, &[(LABEL_RESTORING, here.ds)])
+        .await?;
+    let Some(stage_dir) = engine.host_volume_dir(&staging).await else {
+        engine.remove_volume(&staging).await?;
+        return Ok(Swapped::NotHere(None));
+    };
+    let t = std::time::Instant::now();
+    let copied = host_copy(&snap_dir, &stage_dir, leave_out_for(here.kind)).await;
+    // Both hold the same files: the snapshot takes the copy, whose pages
+    // may not be on disk yet, and the server gets the files long written.
+    let copied = match copied {
+        Ok(c) => host_exchange(&snap_dir, &stage_dir).await.map(|()| c),
+        Err(e) => Err(e.to_string()),
+    };
+    phases.since("copy", t);
+    let copied = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = engine.remove_volume(&staging).await;
+            return Ok(Swapped::NotHere(Some(e)));
+        }
+    };
+    let stopped = here.stop(phases).await;
+    if let Err(e) = stopped {
+        let _ = engine.remove_volume(&staging).await;
+        return Err(e.into());
+    }
+    let t = std::time::Instant::now();
+    let swapped = swap(here, &stage_dir, &staging, live_dir.as_deref()).await;
+    phases.since("swap", t);
+    swapped?;
+    Ok(Swapped::Done(Copy {
+        on_host: true,
+        host_failed: None,
+        copied,
+    }))
+}
+
+/// With the server gone: the data volume's files set aside in
+/// [`previous_volume`], the volume made again, the staged files (`stage_dir`
+/// of volume `staging`) moved in, and what is left removed.
+async fn swap(
+    here: &Here<'_>,
+    stage_dir: &std::path::Path,
+    staging: &str,
+    live_dir: Option<&std::path::Path>,
+) -> Result<(), SnapshotError> {
+    let engine = here.engine;
+    let (project, ds, volume) = (here.project, here.ds, here.volume);
+    let live = here.live();
+    let previous_name = previous_volume(ds);
+    let previous = names::volume_name(project, &previous_name);
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        SnapshotError::Refused(format!("restoring `{ds}` on this host: {what}: {e}"))
+    };
+    engine
+        .remove_volume(&names::volume_name(project, &names::seeded_marker(volume)))
+        .await?;
+    if let Some(live_dir) = live_dir {
+        engine
+            .ensure_volume_with(project, &previous_name, &[(LABEL_RESTORING, ds)])
+            .await?;
+        let Some(prev_dir) = engine.host_volume_dir(&previous).await else {
+            let _ = engine.remove_volume(&previous).await;
+            return Err(failed(
+                "setting the data aside",
+                &format!("volume `{previous}` has no directory on this host"),
+            ));
+        };
+        host_exchange(live_dir, &prev_dir)
+            .await
+            .map_err(|e| failed("setting the data aside", &e))?;
+        // The data from before is in `previous` now, until the end.
+        if let Err(e) = engine.remove_volume(&live).await {
+            // Still used (by a container of another unit): put it back.
+            return Err(match host_exchange(live_dir, &prev_dir).await {
+                Ok(()) => {
+                    let _ = engine.remove_volume(&previous).await;
+                    failed(&format!("removing volume `{live}`"), &e)
+                }
+                Err(back) => kept(ds, &previous, &e.to_string(), &back),
+            });
         }
     }
-    Ok(restored)
+    let set_aside = |e: &dyn std::fmt::Display| match live_dir {
+        Some(_) => kept(ds, &previous, "making the data volume again", e),
+        None => failed("making the data volume", e),
+    };
+    // Made without the seed label: restored data is never seeded over.
+    engine
+        .ensure_volume(project, volume)
+        .await
+        .map_err(|e| set_aside(&e))?;
+    let Some(new_dir) = engine.host_volume_dir(&live).await else {
+        return Err(set_aside(&format!(
+            "the new volume `{live}` has no directory on this host"
+        )));
+    };
+    host_exchange(&new_dir, stage_dir)
+        .await
+        .map_err(|e| set_aside(&e))?;
+    // What is left: the new volume's empty directory, and the data from before.
+    let _ = engine.remove_volume(staging).await;
+    if live_dir.is_some() {
+        let _ = engine.remove_volume(&previous).await;
+    }
+    Ok(())
+}
+
+/// A restore that stopped with the data from before set aside in volume `previous`.
+fn kept(ds: &str, previous: &str, what: &str, e: &dyn std::fmt::Display) -> SnapshotError {
+    SnapshotError::Refused(format!(
+        "restoring `{ds}` stopped half way ({what}: {e}); its data from before the restore is kept in volume `{previous}`"
+    ))
+}
+
+/// Restores `part` by copying into the emptied data volume (the archive
+/// path, or the host path when [`swap_in`] could not stage it): the
+/// container goes, the volume is made again, the snapshot is copied in.
+async fn restore_by_copy(
+    here: &Here<'_>,
+    spec: &ContainerSpec,
+    part: &Snapshot,
+    dir: &str,
+    host_failed: Option<String>,
+    phases: &mut Phases,
+) -> Result<Copy, SnapshotError> {
+    let engine = here.engine;
+    here.stop(phases).await?;
+    let t = std::time::Instant::now();
+    let full = here.live();
+    engine.remove_volume(&full).await?;
+    engine
+        .remove_volume(&names::volume_name(
+            here.project,
+            &names::seeded_marker(here.volume),
+        ))
+        .await?;
+    // Made without the seed label: restored data is never seeded over.
+    engine.ensure_volume(here.project, here.volume).await?;
+    let source = Source {
+        volume: &part.volume,
+        running: None,
+    };
+    let copied = copy_volume_after(
+        engine,
+        spec,
+        here.project,
+        here.ds,
+        here.kind,
+        source,
+        &full,
+        dir,
+        host_failed,
+    )
+    .await;
+    phases.since("copy", t);
+    match copied {
+        Ok(copy) => Ok(copy),
+        Err(e) => {
+            // Not left half filled: the next `up` starts from nothing.
+            let _ = engine.remove_volume(&full).await;
+            Err(e.into())
+        }
+    }
 }
 
 /// The parts of snapshot `name` (of `datastores` only, unless empty); an

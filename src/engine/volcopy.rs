@@ -78,6 +78,43 @@ pub fn copy_tree(src: &Path, dst: &Path, leave_out: &LeaveOut) -> io::Result<Cop
     Ok(copy.done)
 }
 
+/// Exchanges directories `a` and `b` (on one filesystem), atomically where
+/// the filesystem can (`renameat2` with `RENAME_EXCHANGE`), else by three
+/// renames through a name beside `a`.
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    let (ca, cb) = (c_path(a)?, c_path(b)?);
+    // SAFETY: two valid NUL-terminated paths; renameat2 reads only them.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if done == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(io::Error::new(
+            e.kind(),
+            format!("exchanging {} and {}: {e}", a.display(), b.display()),
+        ));
+    }
+    let mut aside = a.as_os_str().to_owned();
+    aside.push(".devstack-exchange");
+    let aside = PathBuf::from(aside);
+    fs::rename(a, &aside).map_err(|e| with_path(a, e))?;
+    if let Err(e) = fs::rename(b, a) {
+        let _ = fs::rename(&aside, a);
+        return Err(with_path(b, e));
+    }
+    fs::rename(&aside, b).map_err(|e| with_path(b, e))
+}
+
 /// Removes everything inside directory `dir` (after a failed copy).
 pub fn empty_dir(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
@@ -817,6 +854,27 @@ mod tests {
         let none: &LeaveOut = &|_, _, _| false;
         let mut out = Vec::new();
         assert!(filter_tar(cut, &mut out, none).await.is_err());
+    }
+
+    #[test]
+    fn an_exchange_swaps_two_directories_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        fs::create_dir(&a).unwrap();
+        fs::create_dir(&b).unwrap();
+        fs::write(a.join("from-a"), b"A").unwrap();
+        fs::write(b.join("from-b"), b"B").unwrap();
+        exchange(&a, &b).unwrap();
+        assert_eq!(fs::read(a.join("from-b")).unwrap(), b"B");
+        assert_eq!(fs::read(b.join("from-a")).unwrap(), b"A");
+        assert!(!a.join("from-a").exists() && !b.join("from-b").exists());
+        let missing = root.path().join("missing");
+        assert!(exchange(&a, &missing).is_err());
+        assert_eq!(
+            fs::read(a.join("from-b")).unwrap(),
+            b"B",
+            "a failed exchange moved nothing"
+        );
     }
 
     #[test]

@@ -676,6 +676,7 @@ fn a_snapshot_leaves_out_recycled_wal_and_restores_on_either_copy_path() {
     let out = p.ok(&["data", "restore", "loaded"]);
     let said = stderr(&out) + &stdout(&out);
     assert!(said.contains("on this host"), "{said}");
+    assert!(said.contains("restore took"), "{said}");
     assert_eq!(
         psql(
             &p,
@@ -685,6 +686,21 @@ fn a_snapshot_leaves_out_recycled_wal_and_restores_on_either_copy_path() {
     );
     let logs = postgres_logs(&p);
     assert!(recovery_errors(&logs).is_empty(), "{logs}");
+    // The staging and set-aside volumes are gone, and the snapshot, which
+    // kept the fresh copy, restores again.
+    assert!(
+        !p.volumes()
+            .iter()
+            .any(|v| v.contains("restore-staging") || v.contains("restore-previous")),
+        "{:?}",
+        p.volumes()
+    );
+    psql(&p, "delete from items");
+    p.ok(&["data", "restore", "loaded"]);
+    assert_eq!(
+        psql(&p, "select count(*), max(id) from items"),
+        "400000|400000"
+    );
 
     // Through the archive API (a remote engine's way): the same trimming, the same rows.
     psql(&p, "insert into items values (400001)");
