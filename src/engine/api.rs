@@ -20,10 +20,11 @@ use super::images::ImageOutput;
 use super::progress::Reporter;
 use super::proxy::proxy_container_name;
 use super::{Engine, EngineError};
-use crate::engine::runtime::{MasterCli, ProxyRuntime};
+use crate::engine::nginx::NginxControl;
+use crate::engine::runtime::{MasterCli, ProxyControl, ProxyRuntime};
 use crate::engine::seeding::LoadError;
 use crate::plan::{ContainerSpec, Observed, OldMount};
-use crate::spec::{Build, Health, RestartPolicy, Stack};
+use crate::spec::{Build, Health, ProxyKind, RestartPolicy, Stack};
 
 /// What the controllers need of a container engine.
 pub trait ContainerEngine: Clone + Send + Sync + 'static {
@@ -194,7 +195,7 @@ pub trait ContainerEngine: Clone + Send + Sync + 'static {
 }
 
 impl ContainerEngine for Engine {
-    type Proxy = MasterCli;
+    type Proxy = ProxyControl;
 
     async fn list_project(&self, project: &str) -> Result<Vec<Observed>, EngineError> {
         Engine::list_project(self, project).await
@@ -343,12 +344,15 @@ impl ContainerEngine for Engine {
         )
         .await
     }
-    async fn find_proxy(&self, project: &str) -> Option<MasterCli> {
+    async fn find_proxy(&self, project: &str) -> Option<ProxyControl> {
         let c = self
             .proxy_container(&proxy_container_name(project))
             .await
             .ok()?;
-        MasterCli::answering(c.cli).await
+        match c.kind {
+            ProxyKind::Haproxy => MasterCli::answering(c.cli).await.map(ProxyControl::Haproxy),
+            ProxyKind::Nginx => NginxControl::answering(c.cli).await.map(ProxyControl::Nginx),
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub mod fake;
 pub mod health;
 pub mod images;
 pub mod logs;
+pub mod nginx;
 pub mod progress;
 pub mod projects;
 pub mod proxy;

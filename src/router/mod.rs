@@ -10,6 +10,7 @@ pub mod confd;
 pub mod debounce;
 pub mod gotemplate;
 pub mod layout;
+pub mod nginx;
 pub mod registry;
 pub mod render;
 pub mod served;
@@ -17,4 +18,7 @@ pub mod served;
 pub use confd::{start, Change, RouterConfig, RouterEvent, RouterHandle};
 pub use layout::Layout;
 pub use registry::{Instance, Registry};
-pub use render::{render, view, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
+pub use render::{
+    builtin_template, render, render_for, view, view_keeping, RenderError, View, BUILTIN_TEMPLATE,
+    NGINX_TEMPLATE,
+};
