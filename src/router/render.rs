@@ -784,6 +784,48 @@ mod tests {
     }
 
     #[test]
+    fn nginx_template_routes_by_host_then_path() {
+        let s = stack(
+            "name: t\nservices:\n  api:\n    image: a\n    port: 8080\n    routes: [{host: x.localhost, path: /v1, strip_prefix: true}, /api]\n  web: {image: w, port: 80, routes: [x.localhost, /]}\n",
+        );
+        let registry = Registry::from_kvs(
+            "/services",
+            vec![
+                instance("api", "c1", 1, "172.18.0.2"),
+                instance("api", "c2", 2, "172.18.0.3"),
+            ],
+        );
+        let text = render_for(ProxyKind::Nginx, NGINX_TEMPLATE, &view(&s, "t", &registry)).unwrap();
+        std::fs::write(std::env::temp_dir().join("devstack-nginx-render.conf"), &text).unwrap();
+        assert!(
+            text.contains("    upstream svc_api {\n        server 172.18.0.2:8080 max_fails=1 fail_timeout=2s;\n        server 172.18.0.3:8080 max_fails=1 fail_timeout=2s;\n    }\n"),
+            "{text}"
+        );
+        // No instance of web: no upstream, a 503 naming it.
+        assert!(!text.contains("upstream svc_web"), "{text}");
+        assert!(text.contains("            return 503 \"devstack: no instance of web is up\";\n"), "{text}");
+        // x.localhost: /v1 (stripped) to api, the rest to web (its host route).
+        let x = text.split("server_name x.localhost;").nth(1).unwrap();
+        let x = &x[..x.find("\n    }\n").unwrap()];
+        assert!(x.contains("        location = /v1 {\n            proxy_pass http://svc_api/;\n        }\n        location ^~ /v1/ {\n            proxy_pass http://svc_api/;\n        }\n"), "{x}");
+        assert!(!x.contains("/api"), "the host route shadows path routes: {x}");
+        assert!(x.contains("        location / {\n            return 503 \"devstack: no instance of web is up\";\n        }"), "{x}");
+        // The default server: /api (not stripped) to api, the rest to web.
+        let d = text.split("server_name _;").nth(1).unwrap();
+        let d = &d[..d.find("\n    }\n").unwrap()];
+        assert!(d.contains("        location ^~ /api/ {\n            proxy_pass http://svc_api;\n        }\n"), "{d}");
+        // Service-to-service names.
+        assert!(text.contains("server_name api.internal;"), "{text}");
+        assert!(text.contains("proxy_next_upstream error timeout;"));
+        // A path nginx would read as two directives is refused.
+        let s = stack("name: t\nservices:\n  a: {image: a, port: 80, routes: ['/a;b']}\n");
+        let err = render_for(ProxyKind::Nginx, NGINX_TEMPLATE, &view(&s, "t", &Registry::default()))
+            .unwrap_err();
+        assert!(err.message.contains("nginx configuration"), "{err}");
+        assert!(render(BUILTIN_TEMPLATE, &view(&s, "t", &Registry::default())).is_ok());
+    }
+
+    #[test]
     fn confd_style_templates_read_keys() {
         let s = stack("name: t\nservices:\n  web: {image: w, port: 80}\n");
         let registry = Registry::from_kvs(
