@@ -351,7 +351,9 @@ impl ContainerEngine for Engine {
             .ok()?;
         match c.kind {
             ProxyKind::Haproxy => MasterCli::answering(c.cli).await.map(ProxyControl::Haproxy),
-            ProxyKind::Nginx => NginxControl::answering(c.cli).await.map(ProxyControl::Nginx),
+            ProxyKind::Nginx => NginxControl::answering(c.cli)
+                .await
+                .map(ProxyControl::Nginx),
         }
     }
 }

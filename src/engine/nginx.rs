@@ -65,7 +65,11 @@ impl Engine {
     ) -> Result<Result<(), CheckError>, EngineError> {
         self.upload_file(id, CANDIDATE_PATH, config).await?;
         let out = self
-            .exec_capture(id, &argv(&["nginx", "-t", "-c", CANDIDATE_PATH]), EXEC_TIMEOUT)
+            .exec_capture(
+                id,
+                &argv(&["nginx", "-t", "-c", CANDIDATE_PATH]),
+                EXEC_TIMEOUT,
+            )
             .await?;
         Ok(match out.exit_code {
             Some(0) => Ok(()),
@@ -86,7 +90,10 @@ impl Engine {
             .await?;
         Ok(match out.exit_code {
             Some(0) => Ok(()),
-            Some(code) => Err(format!("`nginx -s reload` exited {code}: {}", out.output.trim())),
+            Some(code) => Err(format!(
+                "`nginx -s reload` exited {code}: {}",
+                out.output.trim()
+            )),
             None => Err("`nginx -s reload` did not finish".into()),
         })
     }
@@ -208,10 +215,8 @@ pub fn upstream_servers(config: &str) -> Vec<UpstreamServer> {
             if depth == upstream_depth {
                 count += 1;
                 let addr = addr.trim_end_matches(';');
-                let params: Vec<&str> = words[2..]
-                    .iter()
-                    .map(|w| w.trim_end_matches(';'))
-                    .collect();
+                let params: Vec<&str> =
+                    words[2..].iter().map(|w| w.trim_end_matches(';')).collect();
                 if let Some((address, port)) = addr.rsplit_once(':') {
                     let address = address.trim_start_matches('[').trim_end_matches(']');
                     if let Ok(port) = port.parse::<u16>() {
@@ -296,7 +301,12 @@ pub fn with_devstack_sections(
 /// `stream {` at the start of a line, outside any other block (as
 /// templates write it).
 fn is_stream_block_start(line: &str) -> bool {
-    let words: Vec<&str> = line.split('#').next().unwrap_or("").split_whitespace().collect();
+    let words: Vec<&str> = line
+        .split('#')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     !line.starts_with(' ')
         && !line.starts_with('\t')
         && (words == ["stream", "{"] || words == ["stream{"])
@@ -339,7 +349,11 @@ pub struct ControlAnswer {
 /// Parses the control port's answer; `None` when it is not one.
 pub fn parse_control(text: &str) -> Option<ControlAnswer> {
     let mut lines = text.lines();
-    let generation = lines.next()?.strip_prefix(CONTROL_MAGIC)?.trim().to_string();
+    let generation = lines
+        .next()?
+        .strip_prefix(CONTROL_MAGIC)?
+        .trim()
+        .to_string();
     let servers = lines
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -384,7 +398,10 @@ pub async fn read_control(addr: SocketAddr) -> std::io::Result<ControlAnswer> {
     parse_control(&text).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not devstack's control port at {addr}: {:?}", text.chars().take(80).collect::<String>()),
+            format!(
+                "not devstack's control port at {addr}: {:?}",
+                text.chars().take(80).collect::<String>()
+            ),
         )
     })
 }
@@ -432,7 +449,13 @@ mod tests {
         assert_eq!(
             short,
             vec![
-                ("svc_a".into(), "s1".into(), "172.18.0.2".into(), 8080, false),
+                (
+                    "svc_a".into(),
+                    "s1".into(),
+                    "172.18.0.2".into(),
+                    8080,
+                    false
+                ),
                 ("svc_a".into(), "s2".into(), "172.18.0.3".into(), 8080, true),
                 ("svc_b".into(), "s1".into(), "172.18.0.4".into(), 80, false),
             ]
@@ -447,7 +470,10 @@ mod tests {
         let gateway: IpAddr = "172.18.0.1".parse().unwrap();
         let text = with_devstack_sections(CONFIG, None, gateway, &StreamModule::BuiltIn);
         assert!(text.starts_with(CONFIG), "{text}");
-        assert!(text.contains("\n        allow 172.18.0.1;\n        deny all;\n"), "{text}");
+        assert!(
+            text.contains("\n        allow 172.18.0.1;\n        deny all;\n"),
+            "{text}"
+        );
         assert!(!text.contains("load_module"));
         assert!(!text.contains("2379"));
         // What nginx would return, its `\n` escapes read as new lines.
@@ -475,7 +501,8 @@ mod tests {
         ));
         assert!(text.contains("listen 2379;\n        proxy_pass 172.18.0.1:40000;"));
         // A template with its own stream block gets devstack's servers in it.
-        let own = format!("{CONFIG}stream {{\n    server {{ listen 5432; proxy_pass db:5432; }}\n}}\n");
+        let own =
+            format!("{CONFIG}stream {{\n    server {{ listen 5432; proxy_pass db:5432; }}\n}}\n");
         let text = with_devstack_sections(&own, Some(etcd), gateway, &StreamModule::BuiltIn);
         assert_eq!(text.matches("stream {").count(), 1, "{text}");
         assert!(text.contains("stream {\n    # Added by devstack"), "{text}");
@@ -491,7 +518,10 @@ mod tests {
             stream_module("configure arguments: --prefix=/usr/share/nginx --modules-path=/usr/lib/nginx/modules --with-stream=dynamic"),
             Some(StreamModule::Dynamic("/usr/lib/nginx/modules/ngx_stream_module.so".into()))
         );
-        assert_eq!(stream_module("configure arguments: --with-http_ssl_module"), None);
+        assert_eq!(
+            stream_module("configure arguments: --with-http_ssl_module"),
+            None
+        );
     }
 
     #[test]

@@ -33,8 +33,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::{is_conflict, is_not_found};
-use super::{Engine, EngineError};
 use super::nginx;
+use super::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_KIND, LABEL_PROJECT};
 use crate::plan::ObservedState;
 use crate::spec::ProxyKind;
@@ -177,7 +177,8 @@ impl Engine {
                 .await?;
         }
         let id = self.create_proxy(spec, &name, &network).await?;
-        self.upload_file(&id, config_path(spec.kind), config).await?;
+        self.upload_file(&id, config_path(spec.kind), config)
+            .await?;
         self.start(&id, "proxy").await?;
         self.proxy_container(&id).await
     }
@@ -360,7 +361,10 @@ impl Engine {
         let project = labels
             .and_then(|l| l.get(LABEL_PROJECT).cloned())
             .unwrap_or_default();
-        let kind = match labels.and_then(|l| l.get(LABEL_PROXY_KIND)).map(String::as_str) {
+        let kind = match labels
+            .and_then(|l| l.get(LABEL_PROXY_KIND))
+            .map(String::as_str)
+        {
             Some("nginx") => ProxyKind::Nginx,
             _ => ProxyKind::Haproxy,
         };

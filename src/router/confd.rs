@@ -26,14 +26,14 @@ use tokio_util::sync::CancellationToken;
 use super::debounce::Debounce;
 use super::gotemplate::{self, Store};
 use super::layout::Layout;
-use super::registry::Registry;
 use super::nginx::{self as nginx_path, Failure};
+use super::registry::Registry;
 use super::render::{builtin_template, render_for, view_keeping, RenderError, View};
 use crate::engine::events::ContainerEventKind;
+use crate::engine::nginx::{self, read_control, StreamModule};
 use crate::engine::proxy::{
     self, master_cli, parse_show_proc, CheckError, ProcState, ProxyContainer, ProxySpec,
 };
-use crate::engine::nginx::{self, read_control, StreamModule};
 use crate::engine::runtime::{runtime_commands, runtime_failure};
 use crate::engine::{Engine, EngineError};
 use crate::plan::ObservedState;
@@ -977,14 +977,13 @@ impl Router {
                         ProxyKind::Haproxy => {
                             wait_for_proxy(&self.engine, &self.config.project, &p).await
                         }
-                        ProxyKind::Nginx => wait_until(
-                            &self.engine,
-                            &self.config.project,
-                            &p,
-                            || async { read_control(p.cli).await.map_err(|e| e.to_string()) },
-                        )
-                        .await
-                        .map(|_| ()),
+                        ProxyKind::Nginx => {
+                            wait_until(&self.engine, &self.config.project, &p, || async {
+                                read_control(p.cli).await.map_err(|e| e.to_string())
+                            })
+                            .await
+                            .map(|_| ())
+                        }
                     };
                     waited.map(|()| p).map_err(|e| e.to_string())
                 }
@@ -1140,7 +1139,8 @@ async fn start_nginx(
         ),
     })?;
     if read_control(proxy.cli).await.is_err() {
-        let full = nginx::with_devstack_sections(base, config.etcd_for_containers, gateway, &stream);
+        let full =
+            nginx::with_devstack_sections(base, config.etcd_for_containers, gateway, &stream);
         if let Err(failure) = nginx_path::install(engine, &proxy, None, &full).await {
             return Err(RouterError::ProxyUnreachable {
                 project: project.clone(),

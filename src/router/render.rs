@@ -390,9 +390,8 @@ pub fn check_view_for(kind: ProxyKind, view: &View) -> Result<(), RenderError> {
             ),
         })
     };
-    let is_config_path = |path: &str| {
-        is_config_path(path) && !(kind == ProxyKind::Nginx && path.contains(';'))
-    };
+    let is_config_path =
+        |path: &str| is_config_path(path) && !(kind == ProxyKind::Nginx && path.contains(';'));
     let path_rule = match kind {
         ProxyKind::Haproxy => "a path holds only the characters URLs allow unencoded, less `'`, `$`, `#` and spaces (percent-encode the others)",
         ProxyKind::Nginx => "a path holds only the characters URLs allow unencoded, less `'`, `$`, `#`, `;` and spaces (percent-encode the others)",
@@ -796,31 +795,50 @@ mod tests {
             ],
         );
         let text = render_for(ProxyKind::Nginx, NGINX_TEMPLATE, &view(&s, "t", &registry)).unwrap();
-        std::fs::write(std::env::temp_dir().join("devstack-nginx-render.conf"), &text).unwrap();
+        std::fs::write(
+            std::env::temp_dir().join("devstack-nginx-render.conf"),
+            &text,
+        )
+        .unwrap();
         assert!(
             text.contains("    upstream svc_api {\n        server 172.18.0.2:8080 max_fails=1 fail_timeout=2s;\n        server 172.18.0.3:8080 max_fails=1 fail_timeout=2s;\n    }\n"),
             "{text}"
         );
         // No instance of web: no upstream, a 503 naming it.
         assert!(!text.contains("upstream svc_web"), "{text}");
-        assert!(text.contains("            return 503 \"devstack: no instance of web is up\";\n"), "{text}");
+        assert!(
+            text.contains("            return 503 \"devstack: no instance of web is up\";\n"),
+            "{text}"
+        );
         // x.localhost: /v1 (stripped) to api, the rest to web (its host route).
         let x = text.split("server_name x.localhost;").nth(1).unwrap();
         let x = &x[..x.find("\n    }\n").unwrap()];
         assert!(x.contains("        location = /v1 {\n            proxy_pass http://svc_api/;\n        }\n        location ^~ /v1/ {\n            proxy_pass http://svc_api/;\n        }\n"), "{x}");
-        assert!(!x.contains("/api"), "the host route shadows path routes: {x}");
+        assert!(
+            !x.contains("/api"),
+            "the host route shadows path routes: {x}"
+        );
         assert!(x.contains("        location / {\n            return 503 \"devstack: no instance of web is up\";\n        }"), "{x}");
         // The default server: /api (not stripped) to api, the rest to web.
         let d = text.split("server_name _;").nth(1).unwrap();
         let d = &d[..d.find("\n    }\n").unwrap()];
-        assert!(d.contains("        location ^~ /api/ {\n            proxy_pass http://svc_api;\n        }\n"), "{d}");
+        assert!(
+            d.contains(
+                "        location ^~ /api/ {\n            proxy_pass http://svc_api;\n        }\n"
+            ),
+            "{d}"
+        );
         // Service-to-service names.
         assert!(text.contains("server_name api.internal;"), "{text}");
         assert!(text.contains("proxy_next_upstream error timeout;"));
         // A path nginx would read as two directives is refused.
         let s = stack("name: t\nservices:\n  a: {image: a, port: 80, routes: ['/a;b']}\n");
-        let err = render_for(ProxyKind::Nginx, NGINX_TEMPLATE, &view(&s, "t", &Registry::default()))
-            .unwrap_err();
+        let err = render_for(
+            ProxyKind::Nginx,
+            NGINX_TEMPLATE,
+            &view(&s, "t", &Registry::default()),
+        )
+        .unwrap_err();
         assert!(err.message.contains("nginx configuration"), "{err}");
         assert!(render(BUILTIN_TEMPLATE, &view(&s, "t", &Registry::default())).is_ok());
     }

@@ -203,7 +203,11 @@ pub fn read(dir: &Path, kind: ProxyKind) -> Result<Vec<Resource>, Vec<String>> {
             if proxies.is_empty() {
                 "none".to_string()
             } else {
-                proxies.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+                proxies
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         ));
     }
@@ -466,7 +470,8 @@ mod tests {
         assert!(read(dir.path(), ProxyKind::Nginx).is_ok());
         let problems = read(dir.path(), ProxyKind::Haproxy).unwrap_err();
         assert!(
-            problems[0].contains("renders an nginx configuration") && problems[0].contains("set `proxy.kind: nginx`"),
+            problems[0].contains("renders an nginx configuration")
+                && problems[0].contains("set `proxy.kind: nginx`"),
             "{problems:?}"
         );
     }

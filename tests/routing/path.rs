@@ -186,9 +186,11 @@ async fn routing_path(kind: ProxyKind, real: Option<&RealEtcd>) {
         ProxyKind::Haproxy => Duration::from_secs(1),
         ProxyKind::Nginx => Duration::from_secs(15),
     };
-    until(leave_within, "the killed replica leaves the proxy", || async {
-        proxy_serves(&engine, &p.name, &victim_ip).await == Some(false)
-    })
+    until(
+        leave_within,
+        "the killed replica leaves the proxy",
+        || async { proxy_serves(&engine, &p.name, &victim_ip).await == Some(false) },
+    )
     .await;
     if kind == ProxyKind::Haproxy {
         assert!(

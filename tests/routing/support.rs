@@ -27,9 +27,6 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Both proxy kinds, for the tests that run on each.
-pub const KINDS: [ProxyKind; 2] = [ProxyKind::Haproxy, ProxyKind::Nginx];
-
 /// The replica of the official image a proxy kind runs on in the tests
 /// (`DEVSTACK_FIXTURES_PREFIX` picks another set, as the example overlays do).
 pub fn proxy_image(kind: ProxyKind) -> String {
