@@ -21,7 +21,7 @@ use super::progress::Reporter;
 use super::proxy::proxy_container_name;
 use super::{Engine, EngineError};
 use crate::engine::nginx::NginxControl;
-use crate::engine::runtime::{MasterCli, ProxyControl, ProxyRuntime};
+use crate::engine::runtime::{MasterCli, ProxyRuntime, ServerState};
 use crate::engine::seeding::LoadError;
 use crate::plan::{ContainerSpec, Observed, OldMount};
 use crate::spec::{Build, Health, ProxyKind, RestartPolicy, Stack};
@@ -354,6 +354,30 @@ impl ContainerEngine for Engine {
             ProxyKind::Nginx => NginxControl::answering(c.cli)
                 .await
                 .map(ProxyControl::Nginx),
+        }
+    }
+}
+
+/// The project's proxy as found running: HAProxy asked through its master
+/// CLI, or nginx through its control port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyControl {
+    Haproxy(MasterCli),
+    Nginx(NginxControl),
+}
+
+impl ProxyRuntime for ProxyControl {
+    async fn servers(&self) -> Option<Vec<ServerState>> {
+        match self {
+            ProxyControl::Haproxy(p) => p.servers().await,
+            ProxyControl::Nginx(p) => p.servers().await,
+        }
+    }
+
+    async fn sessions(&self) -> Option<Vec<(String, String, u64)>> {
+        match self {
+            ProxyControl::Haproxy(p) => p.sessions().await,
+            ProxyControl::Nginx(p) => p.sessions().await,
         }
     }
 }

@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-pub use api::{ContainerEngine, Registry};
+pub use api::{ContainerEngine, ProxyControl, Registry};
 pub use error::EngineError;
 
 /// Seconds since the epoch, as the engine stamps its logs and events.

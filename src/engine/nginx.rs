@@ -22,15 +22,9 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::proxy::{CheckError, MASTER_CLI_PORT};
+use super::proxy::{CheckError, MASTER_CLI_PORT, NGINX_CONFIG_PATH as CONFIG_PATH};
 use super::runtime::{is_address, is_token, ProxyRuntime, ServerState};
 use super::{Engine, EngineError};
-
-/// The image when the stack names none: what a user would pull.
-pub const DEFAULT_IMAGE: &str = "nginx:1.26";
-/// The main configuration file in the official image (and its replica):
-/// devstack writes the whole file, as it writes HAProxy's.
-pub const CONFIG_PATH: &str = "/etc/nginx/nginx.conf";
 /// Where a candidate is checked before it replaces the live one; in the same
 /// directory, so relative `include`s resolve as they will.
 const CANDIDATE_PATH: &str = "/etc/nginx/.devstack-candidate.conf";

@@ -1,4 +1,4 @@
-//! The proxy container: HAProxy (or nginx, see [`super::nginx`]) as a
+//! The proxy container: HAProxy (or nginx, see `super::nginx`) as a
 //! container of the stack, with its config uploaded, checked with the
 //! proxy's own checker, reloaded and updated through the master CLI.
 //!
@@ -33,7 +33,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::{is_conflict, is_not_found};
-use super::nginx;
 use super::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_KIND, LABEL_PROJECT};
 use crate::plan::ObservedState;
@@ -44,11 +43,17 @@ pub const DEFAULT_PROXY_IMAGE: &str = "haproxy:2.8";
 /// Where the config lives in both the official and the fixture image.
 pub const CONFIG_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg";
 
+/// nginx's image when the stack names none: what a user would pull.
+pub const NGINX_DEFAULT_IMAGE: &str = "nginx:1.26";
+/// nginx's main configuration file in the official image (and its replica):
+/// devstack writes the whole file, as it writes HAProxy's.
+pub const NGINX_CONFIG_PATH: &str = "/etc/nginx/nginx.conf";
+
 /// The image when the stack names none, for a proxy of `kind`.
 pub fn default_image(kind: ProxyKind) -> &'static str {
     match kind {
         ProxyKind::Haproxy => DEFAULT_PROXY_IMAGE,
-        ProxyKind::Nginx => nginx::DEFAULT_IMAGE,
+        ProxyKind::Nginx => NGINX_DEFAULT_IMAGE,
     }
 }
 
@@ -56,7 +61,7 @@ pub fn default_image(kind: ProxyKind) -> &'static str {
 pub fn config_path(kind: ProxyKind) -> &'static str {
     match kind {
         ProxyKind::Haproxy => CONFIG_PATH,
-        ProxyKind::Nginx => nginx::CONFIG_PATH,
+        ProxyKind::Nginx => NGINX_CONFIG_PATH,
     }
 }
 /// Where candidate configs are checked before they replace the live one.
@@ -100,7 +105,7 @@ pub struct ProxyContainer {
     /// the label existed).
     pub kind: ProxyKind,
     /// The control port's address as seen from this process: HAProxy's
-    /// master CLI, or nginx's read-only table ([`super::nginx`]).
+    /// master CLI, or nginx's read-only table (`super::nginx`).
     pub cli: SocketAddr,
     /// The container's address on the stack network.
     pub ip: Option<IpAddr>,
@@ -237,7 +242,7 @@ impl Engine {
                 "nginx",
                 vec![
                     "-c".into(),
-                    nginx::CONFIG_PATH.into(),
+                    NGINX_CONFIG_PATH.into(),
                     "-g".into(),
                     "daemon off;".into(),
                 ],

@@ -16,9 +16,9 @@
 //! It also reads HAProxy's tables (`show servers state`, `show stat`) for
 //! the controllers that ask the proxy where it sends traffic: [`ProxyRuntime`]
 //! is that question as a trait, [`MasterCli`] asks a running HAProxy,
-//! [`super::nginx::NginxControl`] a running nginx, [`ProxyControl`] is
-//! either (what the engine finds), and the tests' fake engine answers from
-//! its own state.
+//! `engine::nginx::NginxControl` a running nginx, `engine::api::ProxyControl`
+//! is either (what the engine finds), and the tests' fake engine answers
+//! from its own state.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,30 +59,6 @@ impl ProxyRuntime for MasterCli {
     async fn sessions(&self) -> Option<Vec<(String, String, u64)>> {
         let text = master_cli(self.addr, "@1 show stat").await.ok()?;
         Some(parse_stat_sessions(&text))
-    }
-}
-
-/// The project's proxy as found running: HAProxy asked through its master
-/// CLI, or nginx through its control port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyControl {
-    Haproxy(MasterCli),
-    Nginx(super::nginx::NginxControl),
-}
-
-impl ProxyRuntime for ProxyControl {
-    async fn servers(&self) -> Option<Vec<ServerState>> {
-        match self {
-            ProxyControl::Haproxy(p) => p.servers().await,
-            ProxyControl::Nginx(p) => p.servers().await,
-        }
-    }
-
-    async fn sessions(&self) -> Option<Vec<(String, String, u64)>> {
-        match self {
-            ProxyControl::Haproxy(p) => p.sessions().await,
-            ProxyControl::Nginx(p) => p.sessions().await,
-        }
     }
 }
 

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::nginx::{self, read_control};
-use crate::engine::proxy::{CheckError, ProxyContainer};
+use crate::engine::nginx::read_control;
+use crate::engine::proxy::{CheckError, ProxyContainer, NGINX_CONFIG_PATH};
 use crate::engine::Engine;
 
 /// How long the workers of a reloaded configuration may take to answer.
@@ -53,7 +53,7 @@ pub async fn install(
         Err(e) => return Err(Failure::Trouble(e.to_string())),
     }
     engine
-        .upload_file(&proxy.id, nginx::CONFIG_PATH, text)
+        .upload_file(&proxy.id, NGINX_CONFIG_PATH, text)
         .await
         .map_err(|e| Failure::Trouble(e.to_string()))?;
     let refused = match engine.nginx_reload(&proxy.id).await {
@@ -78,7 +78,7 @@ pub async fn install(
     };
     let restored = match previous {
         Some(good) => engine
-            .upload_file(&proxy.id, nginx::CONFIG_PATH, good)
+            .upload_file(&proxy.id, NGINX_CONFIG_PATH, good)
             .await
             .is_ok(),
         None => false,
