@@ -46,6 +46,22 @@ impl Stack {
 
     /// `services`: more services, indented by 2.
     fn full(tag: &str, web_extra: &str, services: &str) -> Stack {
+        Stack::on(tag, web_extra, services, "haproxy")
+    }
+
+    /// With a proxy of `kind` (`haproxy`, `nginx`), on its replica of the
+    /// official image.
+    fn on(tag: &str, web_extra: &str, services: &str, kind: &str) -> Stack {
+        let image = match kind {
+            "nginx" => "devstack-fixtures/nginx:1.22",
+            _ => "devstack-fixtures/haproxy:2.6",
+        };
+        // `DEVSTACK_FIXTURES_PREFIX` picks another set, as the example
+        // overlays do.
+        let image = match std::env::var("DEVSTACK_FIXTURES_PREFIX") {
+            Ok(prefix) => image.replacen("devstack-fixtures", &prefix, 1),
+            Err(_) => image.to_string(),
+        };
         let name = format!("wt{}{tag}", std::process::id() % 100_000);
         let dir = tempfile::tempdir().expect("a temp dir");
         let web = dir.path().join("web");
@@ -78,7 +94,8 @@ services:
 {web_extra}
 {services}
 proxy:
-  image: devstack-fixtures/haproxy:2.6
+  kind: {kind}
+  image: {image}
   listen: {listen}
 "
         );
@@ -303,7 +320,18 @@ fn a_version_failing_its_health_check_never_serves_and_the_next_save_fixes_it() 
 
 #[test]
 fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
-    let mut s = Stack::new("a");
+    edit_served(Stack::new("a"));
+}
+
+/// The same swap through nginx: the new container is routed once nginx's
+/// control port names it, the old one leaves only then, and no request
+/// fails across the reloads.
+#[test]
+fn an_edit_is_served_through_nginx_and_the_old_version_serves_until_then() {
+    edit_served(Stack::on("an", "", "", "nginx"));
+}
+
+fn edit_served(mut s: Stack) {
     up(&s, "first");
     let rx = start_watch(&mut s);
     let listen = s.listen;
@@ -758,7 +786,15 @@ fn a_second_watcher_of_the_same_project_is_refused() {
 
 #[test]
 fn two_replicas_are_swapped_one_at_a_time_without_a_failed_request() {
-    let mut s = Stack::with("l", "    replicas: 2");
+    two_replicas_swapped(Stack::with("l", "    replicas: 2"));
+}
+
+#[test]
+fn two_replicas_are_swapped_through_nginx_without_a_failed_request() {
+    two_replicas_swapped(Stack::on("ln", "    replicas: 2", "", "nginx"));
+}
+
+fn two_replicas_swapped(mut s: Stack) {
     up(&s, "first");
     let listen = s.listen;
     let rx = start_watch(&mut s);
