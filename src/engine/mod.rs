@@ -16,6 +16,8 @@
 //! - [`doctor`]: what the engine is and which reach paths work, probed with a throwaway container.
 //! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
 //! - [`volcopy`]: copying one volume's files into another, on this host or through the archive API.
+//! - [`proxy`], [`runtime`], [`nginx`]: the proxy container (HAProxy or nginx), HAProxy's
+//!   master CLI and runtime tables, nginx's `nginx -t`/`nginx -s reload` and control port.
 
 pub mod api;
 pub mod apply;

@@ -2,6 +2,10 @@
 //! configuration from a snapshot of the registry and the stack's routes, and
 //! (in [`confd`]) keeps the proxy container serving the registry as it changes.
 //!
+//! The proxy is HAProxy or nginx (`proxy.kind`): [`render`] has a built-in
+//! template for each, and [`nginx`] applies a change to nginx (a checked,
+//! rolled-back-on-failure reload) where HAProxy's path uses its runtime API.
+//!
 //! Rendering is pure: it never asks Docker or etcd, only reads the snapshot
 //! it is given. The loop in [`confd`] is the only part that talks to etcd and
 //! (through `engine`) to the proxy container.
