@@ -393,16 +393,15 @@ async fn devstack_side(engine: &Engine, rounds: usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = load_gen(listen, 300, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let base = render(
-        BUILTIN_TEMPLATE,
-        &view(
-            &stack,
-            &project,
-            &current_registry(&routing.endpoints, &stack, &project).await,
-        ),
-    )
-    .expect("renders");
+    // The live config as the router installed it, devstack's sections (the
+    // control port the reloads go through) included.
     let proxy = routing.router.proxy.id.clone();
+    let base = engine
+        .read_file(&proxy, CONFIG_PATH)
+        .await
+        .expect("the live config")
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .expect("a live config");
     let started = Instant::now();
     for i in 0..100 {
         let text = format!("{base}\n# reload {i}\n");
