@@ -9,6 +9,15 @@
 //!   while the engine's kill request is still running).
 //! - failed requests while HAProxy reloads 100 times under a steady load
 //!   (~300 req/s, a new connection per request, on loopback).
+//! - failed requests over 100 instance changes under that load, through the
+//!   router (an extra registration of a live replica put and withdrawn):
+//!   HAProxy applies them through its runtime API, nginx (`proxy.kind:
+//!   nginx`, which has none) with a checked reload each.
+//!
+//! The nginx rows measure the same on the nginx replica: "killed → out" is
+//! read from its control port (the table of the configuration its workers
+//! run), every change being `nginx -t` + upload + `nginx -s reload` and the
+//! wait for the new workers.
 //!
 //! The naive alternative is confd-style: poll etcd every second, render,
 //! and on any change check + upload + `docker restart` the proxy (a Compose
@@ -26,12 +35,13 @@ use devstack::controller::routing::{Routing, RoutingOptions};
 use devstack::engine::apply::{self, UpRequest};
 use devstack::engine::events::ContainerEventKind;
 use devstack::engine::progress::Reporter;
-use devstack::engine::proxy::{master_cli, CONFIG_PATH};
-use devstack::engine::Engine;
+use devstack::engine::proxy::CONFIG_PATH;
+use devstack::engine::runtime::ProxyRuntime;
+use devstack::engine::{ContainerEngine, Engine, ProxyControl};
 use devstack::registrar::{self, RegistrarConfig, RegistrarEvent};
-use devstack::router::confd::{proxy_spec, reload, Change, RouterEvent};
-use devstack::router::{render, view, Layout, Registry, BUILTIN_TEMPLATE};
-use devstack::spec::{load, LoadOptions, Stack};
+use devstack::router::confd::{proxy_spec, reload};
+use devstack::router::{render, view, Change, Layout, Registry, RouterEvent, BUILTIN_TEMPLATE};
+use devstack::spec::{load, LoadOptions, ProxyKind, Stack};
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,7 +62,16 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn stack(project: &str, listen: SocketAddr) -> Stack {
+fn stack(project: &str, listen: SocketAddr, kind: ProxyKind) -> Stack {
+    // The replicas of the official images (`DEVSTACK_FIXTURES_PREFIX` picks
+    // another set).
+    let prefix =
+        std::env::var("DEVSTACK_FIXTURES_PREFIX").unwrap_or_else(|_| "devstack-fixtures".into());
+    let image = match kind {
+        ProxyKind::Haproxy => format!("{prefix}/haproxy:2.6"),
+        ProxyKind::Nginx => format!("{prefix}/nginx:1.22"),
+    };
+    let kind = kind.as_str();
     let yaml = format!(
         "name: {project}
 services:
@@ -66,7 +85,8 @@ services:
     stop_grace: 1s
     routes: [a.bench.localhost]
 proxy:
-  image: devstack-fixtures/haproxy:2.6
+  kind: {kind}
+  image: {image}
   listen: {listen}
 "
     );
@@ -352,7 +372,7 @@ async fn propagation(
     engine: &Engine,
     project: &str,
     listen: SocketAddr,
-    cli: Option<SocketAddr>,
+    proxy: Option<ProxyControl>,
     rounds: usize,
     timeline: Option<&Timeline>,
 ) -> (
@@ -389,19 +409,16 @@ async fn propagation(
                 }
             })
         };
-        match cli {
-            Some(cli) => loop {
-                let state = master_cli(cli, "@1 show servers state svc_a")
-                    .await
-                    .unwrap_or_default();
-                let live = state.lines().any(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    f.get(4) == Some(&ip.as_str()) && f.get(6) == Some(&"0")
-                });
+        match &proxy {
+            // Asked as a swap asks: HAProxy's `show servers state`, nginx's
+            // control port.
+            Some(proxy) => loop {
+                let servers = proxy.servers().await.unwrap_or_default();
+                let live = servers.iter().any(|s| s.serving() && s.address == ip);
                 if !live {
                     out.push(killed.elapsed());
                     if let Some(t) = timeline {
-                        t.mark("out of HAProxy (seen by the CLI poll)");
+                        t.mark("out of the proxy (seen by the control port poll)");
                         // Late reports of this change still arrive.
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         out_stages.push(stages(killed, &t.take()));
@@ -511,16 +528,98 @@ async fn up(engine: &Engine, stack: &Stack, project: &str) {
     assert!(outcome.all_healthy(), "not healthy: {outcome:?}");
 }
 
+/// `n` instance changes under ~300 req/s through the running router: an
+/// extra registration of replica 1's address put and withdrawn in turn,
+/// each awaited until the router applied it. Prints one row.
+async fn instance_changes(
+    routing: &Routing,
+    stack: &Stack,
+    project: &str,
+    listen: SocketAddr,
+    n: usize,
+) {
+    let mut events = routing.router.subscribe();
+    let key = format!(
+        "{}a/bench-extra",
+        Layout::new(&stack.discovery, project).listing()
+    );
+    let value = serde_json::json!({
+        "service": "a", "id": "bench-extra", "replica": 9,
+        "address": ip_of(&format!("{project}-a-1")), "port": 8080
+    })
+    .to_string();
+    let mut etcd = Client::connect(routing.endpoints.clone(), None)
+        .await
+        .expect("etcd");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load_task = load_gen(listen, 300, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut reloads, mut runtime) = (0, 0);
+    let started = Instant::now();
+    for i in 0..n {
+        let revision = if i % 2 == 0 {
+            etcd.put(key.as_str(), value.as_str(), None)
+                .await
+                .expect("put")
+                .header()
+                .map(|h| h.revision())
+        } else {
+            etcd.delete(key.as_str(), None)
+                .await
+                .expect("delete")
+                .header()
+                .map(|h| h.revision())
+        }
+        .unwrap_or(0);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+                Ok(Ok(RouterEvent::Applied {
+                    change,
+                    revision: r,
+                    ..
+                })) if r >= revision => {
+                    match change {
+                        Change::Reload => reloads += 1,
+                        Change::Runtime { .. } => runtime += 1,
+                        Change::Unchanged => {}
+                    }
+                    break;
+                }
+                Ok(Ok(RouterEvent::CheckFailed { message, .. }))
+                | Ok(Ok(RouterEvent::ReloadFailed { message, .. }))
+                | Ok(Ok(RouterEvent::ProxyTrouble { message })) => {
+                    panic!("change {i} not applied: {message}")
+                }
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(e)) => panic!("router events ended: {e}"),
+                Err(_) => panic!("change {i} not applied within 30s"),
+            }
+        }
+    }
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failed) = load_task.await.expect("load");
+    println!(
+        "  {n} instance changes ({runtime} runtime API, {reloads} reloads) in {:.1}s under ~300 req/s: {sent} requests, {failed} failed",
+        took.as_secs_f64()
+    );
+}
+
 async fn devstack_side(engine: &Engine, rounds: usize) {
     let project = format!("benchroute-ds{}", std::process::id() % 10000);
     cleanup(&project);
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let stack = stack(&project, listen);
+    let stack = stack(&project, listen, ProxyKind::Haproxy);
     up(engine, &stack, &project).await;
     let routing = Routing::start(engine, &stack, &project, RoutingOptions::default())
         .await
         .expect("routing starts");
     let cli = routing.router.proxy.cli;
+    let proxy = engine
+        .find_proxy(&project)
+        .await
+        .expect("the proxy answers");
     let timeline = Timeline::default();
     let following = CancellationToken::new();
     timeline.follow(
@@ -531,10 +630,17 @@ async fn devstack_side(engine: &Engine, rounds: usize) {
         &format!("{project}-a-1"),
         &following,
     );
-    let (mut routed, mut out, routed_stages, out_stages) =
-        propagation(engine, &project, listen, Some(cli), rounds, Some(&timeline)).await;
+    let (mut routed, mut out, routed_stages, out_stages) = propagation(
+        engine,
+        &project,
+        listen,
+        Some(proxy),
+        rounds,
+        Some(&timeline),
+    )
+    .await;
     following.cancel();
-    println!("devstack (etcd watch → runtime API; reload only when routes change):");
+    println!("devstack, HAProxy (etcd watch → runtime API; reload only when routes change):");
     report("healthy → first request routed to it", &mut routed);
     report_stages(
         "stages, ms after its /health first answered the bench's 2 ms poll:",
@@ -542,21 +648,22 @@ async fn devstack_side(engine: &Engine, rounds: usize) {
     );
     report("killed → out of HAProxy", &mut out);
     report_stages("stages, ms after the kill request was sent:", &out_stages);
+    instance_changes(&routing, &stack, &project, listen, 100).await;
 
     // 100 reloads under load: a new config each time (a comment changes),
     // checked, uploaded and reloaded exactly as the router does.
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = load_gen(listen, 300, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // The config the proxy serves (with devstack's control and etcd
-    // sections, without which the master CLI is out of reach).
+    // The live config as the router installed it, devstack's sections (the
+    // control port the reloads go through) included.
     let proxy = routing.router.proxy.id.clone();
     let base = engine
         .read_file(&proxy, CONFIG_PATH)
         .await
-        .expect("the proxy's config")
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .expect("a config in the proxy");
+        .expect("the live config")
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .expect("a live config");
     let started = Instant::now();
     for i in 0..100 {
         let text = format!("{base}\n# reload {i}\n");
@@ -579,6 +686,27 @@ async fn devstack_side(engine: &Engine, rounds: usize) {
         "  100 reloads (check + upload + master-CLI reload) in {:.1}s under ~300 req/s: {sent} requests, {failed} failed",
         took.as_secs_f64()
     );
+    routing.shutdown().await;
+    cleanup(&project);
+}
+
+/// The same measures with `proxy.kind: nginx`: every change a checked reload.
+async fn nginx_side(engine: &Engine, rounds: usize) {
+    let project = format!("benchroute-ng{}", std::process::id() % 10000);
+    cleanup(&project);
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let stack = stack(&project, listen, ProxyKind::Nginx);
+    up(engine, &stack, &project).await;
+    let routing = Routing::start(engine, &stack, &project, RoutingOptions::default())
+        .await
+        .expect("routing starts");
+    let proxy = engine.find_proxy(&project).await.expect("nginx answers");
+    let (mut routed, mut out, _, _) =
+        propagation(engine, &project, listen, Some(proxy), rounds, None).await;
+    println!("devstack, nginx (etcd watch → nginx -t, upload, nginx -s reload on every change):");
+    report("healthy → first request routed to it", &mut routed);
+    report("killed → out of nginx", &mut out);
+    instance_changes(&routing, &stack, &project, listen, 100).await;
     routing.shutdown().await;
     cleanup(&project);
 }
@@ -607,7 +735,7 @@ async fn naive_side(engine: &Engine, rounds: usize) {
     let project = format!("benchroute-naive{}", std::process::id() % 10000);
     cleanup(&project);
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let stack = stack(&project, listen);
+    let stack = stack(&project, listen, ProxyKind::Haproxy);
     up(engine, &stack, &project).await;
     engine.ensure_network(&project).await.expect("network");
     let etcd = devstack::etcd::Server::start(devstack::etcd::ServerConfig::in_memory(
@@ -700,6 +828,7 @@ fn main() {
     rt.block_on(async {
         let engine = Engine::connect().await.expect("a Docker engine");
         devstack_side(&engine, rounds).await;
+        nginx_side(&engine, rounds).await;
         naive_side(&engine, (rounds / 3).max(2)).await;
     });
 }

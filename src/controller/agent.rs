@@ -78,8 +78,9 @@ pub async fn start_routing(
                     template.map(|t| format!(" {}", t.display())).unwrap_or_default(),
                     line.map(|l| format!(" (line {l})")).unwrap_or_default()
                 ),
-                Ok(RouterEvent::CheckFailed { line, message, text }) => sayln!(
-                    "router: haproxy refused the rendered config{}{}: {message}; the last good config stays",
+                Ok(RouterEvent::CheckFailed { proxy, line, message, text }) => sayln!(
+                    "router: {} refused the rendered config{}{}: {message}; the last good config stays",
+                    proxy.product(),
                     line.map(|l| format!(" at line {l}")).unwrap_or_default(),
                     text.map(|t| format!(" (`{t}`)")).unwrap_or_default()
                 ),
@@ -96,6 +97,14 @@ pub async fn start_routing(
                     sayln!("router: {message}; retrying, the proxy keeps its config")
                 }
                 Ok(RouterEvent::ProxyTrouble { message }) => sayln!("router: {message}"),
+                Ok(RouterEvent::ReloadFailed { message, restored }) => sayln!(
+                    "router: the proxy did not take the new config: {message}; {}",
+                    if restored {
+                        "the last good config is restored and still served"
+                    } else {
+                        "it still serves the last good config"
+                    }
+                ),
                 Ok(RouterEvent::RegistrySkipped { key, reason }) => {
                     sayln!("warning: router: registry key {key:?} left out: {reason}")
                 }

@@ -681,13 +681,13 @@ async fn write_artifacts(
         }
     }
     let proxy = crate::engine::proxy::proxy_container_name(loaded.project.as_str());
-    match engine
-        .read_file(&proxy, crate::engine::proxy::CONFIG_PATH)
-        .await
-    {
-        Ok(Some(text)) => put("haproxy.cfg", &text),
-        Ok(None) => put("haproxy.cfg", b"# the proxy did not run\n"),
-        Err(e) => put("haproxy.cfg", format!("# {e}\n").as_bytes()),
+    // The proxy's own file name: `haproxy.cfg`, or `nginx.conf`.
+    let path = crate::engine::proxy::config_path(loaded.stack.proxy.kind);
+    let artifact = path.rsplit('/').next().unwrap_or("proxy.conf");
+    match engine.read_file(&proxy, path).await {
+        Ok(Some(text)) => put(artifact, &text),
+        Ok(None) => put(artifact, b"# the proxy did not run\n"),
+        Err(e) => put(artifact, format!("# {e}\n").as_bytes()),
     }
     let logs = dir.join("logs");
     if let Err(e) = std::fs::create_dir_all(&logs) {

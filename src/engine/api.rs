@@ -21,10 +21,11 @@ use super::progress::Reporter;
 use super::proxy::proxy_container_name;
 use super::reach::Reach;
 use super::{Engine, EngineError};
-use crate::engine::runtime::{MasterCli, ProxyRuntime};
+use crate::engine::nginx::NginxControl;
+use crate::engine::runtime::{MasterCli, ProxyRuntime, ServerState};
 use crate::engine::seeding::LoadError;
 use crate::plan::{ContainerSpec, Observed, OldMount};
-use crate::spec::{Build, Health, RestartPolicy, Stack};
+use crate::spec::{Build, Health, ProxyKind, RestartPolicy, Stack};
 
 /// What the controllers need of a container engine.
 pub trait ContainerEngine: Clone + Send + Sync + 'static {
@@ -202,7 +203,7 @@ pub trait ContainerEngine: Clone + Send + Sync + 'static {
 }
 
 impl ContainerEngine for Engine {
-    type Proxy = MasterCli;
+    type Proxy = ProxyControl;
 
     fn reach(&self) -> (Reach, bool) {
         (Engine::reach(self), self.reach_decided())
@@ -355,12 +356,41 @@ impl ContainerEngine for Engine {
         )
         .await
     }
-    async fn find_proxy(&self, project: &str) -> Option<MasterCli> {
+    async fn find_proxy(&self, project: &str) -> Option<ProxyControl> {
         let c = self
             .proxy_container(&proxy_container_name(project))
             .await
             .ok()?;
-        MasterCli::answering(c.cli).await
+        match c.kind {
+            ProxyKind::Haproxy => MasterCli::answering(c.cli).await.map(ProxyControl::Haproxy),
+            ProxyKind::Nginx => NginxControl::answering(c.cli)
+                .await
+                .map(ProxyControl::Nginx),
+        }
+    }
+}
+
+/// The project's proxy as found running: HAProxy asked through its master
+/// CLI, or nginx through its control port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyControl {
+    Haproxy(MasterCli),
+    Nginx(NginxControl),
+}
+
+impl ProxyRuntime for ProxyControl {
+    async fn servers(&self) -> Option<Vec<ServerState>> {
+        match self {
+            ProxyControl::Haproxy(p) => p.servers().await,
+            ProxyControl::Nginx(p) => p.servers().await,
+        }
+    }
+
+    async fn sessions(&self) -> Option<Vec<(String, String, u64)>> {
+        match self {
+            ProxyControl::Haproxy(p) => p.sessions().await,
+            ProxyControl::Nginx(p) => p.sessions().await,
+        }
     }
 }
 

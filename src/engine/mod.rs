@@ -17,12 +17,15 @@
 //! - [`doctor`]: what the engine is and which reach paths work, probed with a throwaway container.
 //! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
 //! - [`volcopy`]: copying one volume's files into another, on this host or through the archive API.
+//! - [`proxy`], [`runtime`], [`nginx`]: the proxy container (HAProxy or nginx), HAProxy's
+//!   master CLI and runtime tables, nginx's `nginx -t`/`nginx -s reload` and control port.
 
 pub mod api;
 pub mod apply;
 pub mod auth;
 pub mod containers;
 pub mod context;
+pub mod control;
 pub mod datastore;
 pub mod doctor;
 pub mod error;
@@ -33,6 +36,7 @@ pub mod fake;
 pub mod health;
 pub mod images;
 pub mod logs;
+pub mod nginx;
 pub mod progress;
 pub mod projects;
 pub mod proxy;
@@ -48,7 +52,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-pub use api::{ContainerEngine, Registry};
+pub use api::{ContainerEngine, ProxyControl, Registry};
 pub use error::EngineError;
 
 /// Seconds since the epoch, as the engine stamps its logs and events.

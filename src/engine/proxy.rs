@@ -1,6 +1,6 @@
-//! The proxy container: HAProxy as a container of the stack, with its config
-//! uploaded, checked with HAProxy's own checker, reloaded and updated through
-//! the master CLI.
+//! The proxy container: HAProxy (or nginx, see `super::nginx`) as a
+//! container of the stack, with its config uploaded, checked with the
+//! proxy's own checker, reloaded and updated through the master CLI.
 //!
 //! devstack sets the proxy's command itself (`haproxy -W -db -S <master CLI>
 //! -f <config>`) and nothing else about the image: it runs as the image's
@@ -37,11 +37,34 @@ use super::reach::Reach;
 use super::{Engine, EngineError};
 use crate::plan::names::{self, LABEL_KIND, LABEL_PROJECT};
 use crate::plan::ObservedState;
+use crate::spec::ProxyKind;
 
 /// The image when the stack names none: what a user would pull.
 pub const DEFAULT_PROXY_IMAGE: &str = "haproxy:2.8";
 /// Where the config lives in both the official and the fixture image.
 pub const CONFIG_PATH: &str = "/usr/local/etc/haproxy/haproxy.cfg";
+
+/// nginx's image when the stack names none: what a user would pull.
+pub const NGINX_DEFAULT_IMAGE: &str = "nginx:1.26";
+/// nginx's main configuration file in the official image (and its replica):
+/// devstack writes the whole file, as it writes HAProxy's.
+pub const NGINX_CONFIG_PATH: &str = "/etc/nginx/nginx.conf";
+
+/// The image when the stack names none, for a proxy of `kind`.
+pub fn default_image(kind: ProxyKind) -> &'static str {
+    match kind {
+        ProxyKind::Haproxy => DEFAULT_PROXY_IMAGE,
+        ProxyKind::Nginx => NGINX_DEFAULT_IMAGE,
+    }
+}
+
+/// Where a proxy of `kind` reads its configuration (the file devstack writes).
+pub fn config_path(kind: ProxyKind) -> &'static str {
+    match kind {
+        ProxyKind::Haproxy => CONFIG_PATH,
+        ProxyKind::Nginx => NGINX_CONFIG_PATH,
+    }
+}
 /// Where candidate configs are checked before they replace the live one.
 const CANDIDATE_PATH: &str = "/usr/local/etc/haproxy/candidate.cfg";
 /// The control port: devstack's way to the master CLI, published on a
@@ -61,6 +84,8 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProxySpec {
     pub project: String,
+    /// Which proxy the image runs.
+    pub kind: ProxyKind,
     /// The image (already resolved from the stack or the default).
     pub image: String,
     /// The platform to pull it for and run it as (the stack's `proxy.platform`).
@@ -77,8 +102,12 @@ pub struct ProxySpec {
 pub struct ProxyContainer {
     pub id: String,
     pub name: String,
-    /// The master CLI's address as seen from this process: the control
-    /// port the way [`Engine::reach`] says.
+    /// Which proxy it runs (its kind label; HAProxy for a proxy made before
+    /// the label existed).
+    pub kind: ProxyKind,
+    /// The control port's address as seen from this process, the way
+    /// [`Engine::reach`] says: HAProxy's master CLI, or nginx's read-only
+    /// table (`super::nginx`).
     pub cli: SocketAddr,
     /// The container's address on the stack network.
     pub ip: Option<IpAddr>,
@@ -86,10 +115,12 @@ pub struct ProxyContainer {
     pub paths: ControlPaths,
 }
 
-/// A config that HAProxy's checker refused.
+/// A config that the proxy's checker (`haproxy -c`, `nginx -t`) refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("haproxy rejected the configuration{}: {message}", line.map(|l| format!(" at line {l}")).unwrap_or_default())]
+#[error("{} rejected the configuration{}: {message}", kind.product(), line.map(|l| format!(" at line {l}")).unwrap_or_default())]
 pub struct CheckError {
+    /// Whose checker.
+    pub kind: ProxyKind,
     /// The config line HAProxy complained about first, when it said.
     pub line: Option<usize>,
     /// HAProxy's ALERT lines.
@@ -133,7 +164,8 @@ impl Engine {
                 if matches {
                     let status = self.inspect(&id, &network).await?;
                     if status.state != ObservedState::Running {
-                        self.upload_file(&id, CONFIG_PATH, config).await?;
+                        self.upload_file(&id, config_path(spec.kind), config)
+                            .await?;
                         self.start(&id, "proxy").await?;
                     }
                     return self.proxy_container(&id).await;
@@ -154,7 +186,8 @@ impl Engine {
                 .await?;
         }
         let id = self.create_proxy(spec, &name, &network).await?;
-        self.upload_file(&id, CONFIG_PATH, config).await?;
+        self.upload_file(&id, config_path(spec.kind), config)
+            .await?;
         self.start(&id, "proxy").await?;
         self.proxy_container(&id).await
     }
@@ -190,25 +223,46 @@ impl Engine {
             .chain([
                 (LABEL_KIND.to_string(), PROXY_KIND.to_string()),
                 (LABEL_SPEC.to_string(), spec_fingerprint(spec)),
+                (LABEL_PROXY_KIND.to_string(), spec.kind.as_str().to_string()),
             ])
             .collect();
+        let (entrypoint, cmd, stop_signal) = match spec.kind {
+            ProxyKind::Haproxy => (
+                "haproxy",
+                vec![
+                    "-W".into(),
+                    "-db".into(),
+                    "-S".into(),
+                    format!("ipv4@127.0.0.1:{MASTER_CLI_LOCAL_PORT}"),
+                    "-f".into(),
+                    CONFIG_PATH.into(),
+                ],
+                // SIGUSR1 is HAProxy's soft stop: in-flight requests finish.
+                "SIGUSR1",
+            ),
+            // The master in the foreground, as the official image runs it;
+            // SIGQUIT is nginx's graceful stop.
+            ProxyKind::Nginx => (
+                "nginx",
+                vec![
+                    "-c".into(),
+                    NGINX_CONFIG_PATH.into(),
+                    "-g".into(),
+                    "daemon off;".into(),
+                ],
+                "SIGQUIT",
+            ),
+        };
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
-            entrypoint: Some(vec!["haproxy".into()]),
-            cmd: Some(vec![
-                "-W".into(),
-                "-db".into(),
-                "-S".into(),
-                format!("ipv4@127.0.0.1:{MASTER_CLI_LOCAL_PORT}"),
-                "-f".into(),
-                CONFIG_PATH.into(),
-            ]),
-            // No `user`: the image's own (the official image runs as
-            // `haproxy`, uid 99), which can write only its home and /tmp.
+            entrypoint: Some(vec![entrypoint.into()]),
+            cmd: Some(cmd),
+            // No `user`: the image's own (the official HAProxy image runs as
+            // `haproxy`, uid 99, which can write only its home and /tmp;
+            // nginx's master runs as root and its workers as `nginx`).
             labels: Some(labels),
             exposed_ports: Some(vec![http, cli]),
-            // SIGUSR1 is HAProxy's soft stop: in-flight requests finish.
-            stop_signal: Some("SIGUSR1".into()),
+            stop_signal: Some(stop_signal.into()),
             stop_timeout: Some(5),
             host_config: Some(HostConfig {
                 port_bindings: Some(bindings),
@@ -312,12 +366,17 @@ impl Engine {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_string();
-        let project = c
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.as_ref())
+        let labels = c.config.as_ref().and_then(|c| c.labels.as_ref());
+        let project = labels
             .and_then(|l| l.get(LABEL_PROJECT).cloned())
             .unwrap_or_default();
+        let kind = match labels
+            .and_then(|l| l.get(LABEL_PROXY_KIND))
+            .map(String::as_str)
+        {
+            Some("nginx") => ProxyKind::Nginx,
+            _ => ProxyKind::Haproxy,
+        };
         let status = self.inspect(id, &names::network_name(&project)).await?;
         let published = status
             .published
@@ -350,6 +409,7 @@ impl Engine {
         Ok(ProxyContainer {
             id: status.id,
             name,
+            kind,
             cli,
             ip: status.ip,
             paths,
@@ -410,6 +470,9 @@ impl Engine {
 
 /// The label recording what the proxy was created from; a change recreates it.
 const LABEL_SPEC: &str = "dev.devstack.proxy-spec";
+/// The label naming the proxy's kind (`haproxy`, `nginx`), so whoever finds
+/// the container knows how to ask it where it sends traffic.
+const LABEL_PROXY_KIND: &str = "dev.devstack.proxy-kind";
 /// The version of the container settings devstack applies (see `create_proxy`).
 const CONTAINER_LAYOUT: u32 = 3;
 
@@ -429,6 +492,10 @@ fn spec_fingerprint(spec: &ProxySpec) -> String {
     // Only when set, so a proxy made before `platform` existed is kept.
     if let Some(platform) = &spec.platform {
         text.push_str(&format!("\n{platform}"));
+    }
+    // Likewise only for nginx, so existing HAProxy proxies are kept.
+    if spec.kind != ProxyKind::Haproxy {
+        text.push_str(&format!("\nkind {}", spec.kind.as_str()));
     }
     Sha256::digest(text.as_bytes())
         .iter()
@@ -468,7 +535,11 @@ pub fn check_error(output: &str) -> CheckError {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    CheckError { line, message }
+    CheckError {
+        kind: ProxyKind::Haproxy,
+        line,
+        message,
+    }
 }
 
 /// One exchange with HAProxy's master CLI: send the command line, half-close,
@@ -495,28 +566,6 @@ pub async fn master_cli(addr: SocketAddr, command: &str) -> std::io::Result<Stri
     }
 }
 
-impl Engine {
-    /// Decides the stack's reach on its proxy when one already runs (a
-    /// routing path started again beside a running stack), before anything
-    /// probes the stack's containers. `None`: no proxy runs, or neither path
-    /// answered within a few rounds; the router's start decides then.
-    pub async fn decide_reach_on_running_proxy(&self, project: &str) -> Option<Reach> {
-        if self.reach_decided() {
-            return Some(self.reach());
-        }
-        let name = proxy_container_name(project);
-        let proxy = self.proxy_container(&name).await.ok()?;
-        for _ in 0..3 {
-            if let Some(found) = probe_reach(&proxy.paths).await {
-                self.settle_reach(found);
-                return Some(found);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        None
-    }
-}
-
 /// Where a proxy's control port is, both ways.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControlPaths {
@@ -538,40 +587,16 @@ impl ControlPaths {
     }
 }
 
-/// How long one path may take to answer in one round of [`probe_reach`].
-const ATTEMPT: Duration = Duration::from_millis(700);
+/// How long one path may take to answer in one round of the reach probe
+/// (`super::control::probe_reach`).
+pub(super) const ATTEMPT: Duration = Duration::from_millis(700);
 
 /// Whether HAProxy's master answers `show proc` at `addr` within [`ATTEMPT`].
-async fn answers(addr: SocketAddr) -> bool {
+pub(super) async fn master_answers(addr: SocketAddr) -> bool {
     matches!(
         tokio::time::timeout(ATTEMPT, master_cli(addr, "show proc")).await,
         Ok(Ok(text)) if parse_show_proc(&text).is_some()
     )
-}
-
-/// One round of the reach probe on a running proxy: its address first,
-/// then its loopback-published control port. `None`: neither answered yet
-/// (HAProxy may still be starting; the caller tries again until its own
-/// deadline, then decides [`Reach::Exec`]). A loopback answer is taken only
-/// after the address had one more, longer chance, so a proxy that started
-/// between the two attempts is not taken for an unreachable bridge.
-pub async fn probe_reach(paths: &ControlPaths) -> Option<Reach> {
-    let direct = paths.for_reach(Reach::Direct);
-    if let Some(addr) = direct {
-        if answers(addr).await {
-            return Some(Reach::Direct);
-        }
-    }
-    let published = paths.published?;
-    if !answers(published).await {
-        return None;
-    }
-    if let Some(addr) = direct {
-        if answers(addr).await {
-            return Some(Reach::Direct);
-        }
-    }
-    Some(Reach::Published)
 }
 
 /// The master's `show proc`: the current worker's pid and the reload count.
@@ -674,17 +699,5 @@ mod tests {
             serde_json::to_string(&Reach::Published).unwrap(),
             "\"published\""
         );
-    }
-
-    #[tokio::test]
-    async fn nothing_listening_decides_nothing_yet() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap();
-        let paths = ControlPaths {
-            ip: None,
-            published: Some(closed),
-        };
-        assert_eq!(probe_reach(&paths).await, None);
     }
 }

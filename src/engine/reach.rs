@@ -17,7 +17,7 @@
 //!
 //! The decision lives in a cell every clone of an [`Engine`] shares, so the
 //! registrar, the router and `apply` of one process read the same one. The
-//! probe itself is the proxy's (`proxy::probe_reach`): its control port is
+//! probe itself is made on the proxy (`control::probe_reach`): its control port is
 //! the stack's one port known to listen, both at its address and on loopback.
 
 use std::sync::atomic::{AtomicU8, Ordering};

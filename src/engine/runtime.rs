@@ -15,8 +15,10 @@
 //!
 //! It also reads HAProxy's tables (`show servers state`, `show stat`) for
 //! the controllers that ask the proxy where it sends traffic: [`ProxyRuntime`]
-//! is that question as a trait, [`MasterCli`] asks a running HAProxy, and
-//! the tests' fake engine answers from its own state.
+//! is that question as a trait, [`MasterCli`] asks a running HAProxy,
+//! `engine::nginx::NginxControl` a running nginx, `engine::api::ProxyControl`
+//! is either (what the engine finds), and the tests' fake engine answers
+//! from its own state.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -26,19 +26,21 @@ use tokio_util::sync::CancellationToken;
 use super::debounce::Debounce;
 use super::gotemplate::{self, Store};
 use super::layout::Layout;
+use super::nginx::{self as nginx_path, Failure};
 use super::registry::Registry;
-use super::render::{render, view_keeping, RenderError, View, BUILTIN_TEMPLATE};
+use super::render::{builtin_template, render_for, view_keeping, RenderError, View};
+use crate::engine::control::probe_reach;
 use crate::engine::events::ContainerEventKind;
+use crate::engine::nginx::{self, read_control, StreamModule};
 use crate::engine::proxy::{
-    self, master_cli, parse_show_proc, probe_reach, CheckError, ProcState, ProxyContainer,
-    ProxySpec,
+    self, master_cli, parse_show_proc, CheckError, ProcState, ProxyContainer, ProxySpec,
 };
 use crate::engine::reach::Reach;
 use crate::engine::runtime::{runtime_commands, runtime_failure};
 use crate::engine::{Engine, EngineError};
 use crate::plan::ObservedState;
 use crate::spec::confd::Resource;
-use crate::spec::Stack;
+use crate::spec::{ProxyKind, Stack};
 
 /// Everything the router needs, decided before it starts.
 #[derive(Debug, Clone)]
@@ -93,11 +95,12 @@ pub fn proxy_spec(stack: &Stack, project: &str, etcd_alias: bool) -> ProxySpec {
     }
     ProxySpec {
         project: project.to_string(),
+        kind: stack.proxy.kind,
         image: stack
             .proxy
             .image
             .clone()
-            .unwrap_or_else(|| proxy::DEFAULT_PROXY_IMAGE.to_string()),
+            .unwrap_or_else(|| proxy::default_image(stack.proxy.kind).to_string()),
         platform: stack.proxy.platform.clone(),
         listen: stack.proxy.listen,
         aliases,
@@ -112,7 +115,7 @@ pub enum Change {
     Unchanged,
     /// Only servers moved: applied through the runtime API, no reload.
     Runtime { commands: Vec<String> },
-    /// Checked with `haproxy -c`, uploaded and reloaded.
+    /// Checked with `haproxy -c` (or `nginx -t`), uploaded and reloaded.
     Reload,
 }
 
@@ -137,13 +140,20 @@ pub enum RouterEvent {
         line: Option<usize>,
         message: String,
     },
-    /// HAProxy refused the rendered config; the last good config stays.
+    /// The proxy's checker (`haproxy -c`, `nginx -t`) refused the rendered
+    /// config; the last good config stays.
     CheckFailed {
+        /// Whose checker.
+        proxy: ProxyKind,
         line: Option<usize>,
         message: String,
         /// The offending config line, as rendered.
         text: Option<String>,
     },
+    /// The proxy did not take a checked config at its reload (nginx could
+    /// not apply it, HAProxy's new worker failed): the previous good config
+    /// is back in place when `restored`, and the proxy serves it still.
+    ReloadFailed { message: String, restored: bool },
     /// etcd did not answer; the proxy keeps its config while the router retries.
     EtcdUnavailable {
         message: String,
@@ -262,8 +272,10 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> Result<RouterHandle, RouterError> {
     let (events, _) = broadcast::channel(256);
-    let base = render(
-        BUILTIN_TEMPLATE,
+    let kind = config.stack.proxy.kind;
+    let base = render_for(
+        kind,
+        builtin_template(kind),
         &super::view(&config.stack, &config.project, &Registry::default()),
     )
     .map_err(|e| RouterError::Render {
@@ -283,21 +295,34 @@ pub async fn start(
             project: config.project.clone(),
             message: "the stack network has no IPv4 gateway for the control port to admit".into(),
         })?;
-    let base = devstack_sections(&base, config.etcd_for_containers, gateway);
-    let mut proxy = engine
-        .ensure_proxy(&config.proxy, &base)
-        .await
-        .map_err(|source| RouterError::Proxy {
-            project: config.project.clone(),
-            source,
-        })?;
-    wait_for_proxy(&engine, &config.project, &mut proxy).await?;
+    let (proxy, stream) = match kind {
+        ProxyKind::Haproxy => {
+            let base = devstack_sections(&base, config.etcd_for_containers, gateway);
+            let mut proxy = engine
+                .ensure_proxy(&config.proxy, &base)
+                .await
+                .map_err(|source| RouterError::Proxy {
+                    project: config.project.clone(),
+                    source,
+                })?;
+            decide_reach(&engine, &config.project, &mut proxy).await?;
+            wait_for_proxy(&engine, &config.project, &proxy).await?;
+            (proxy, None)
+        }
+        ProxyKind::Nginx => {
+            let (mut proxy, stream) = start_nginx(&engine, &config, &base, gateway).await?;
+            decide_reach(&engine, &config.project, &mut proxy).await?;
+            (proxy, Some(stream))
+        }
+    };
     let _ = events.send(RouterEvent::ProxyStarted {
         container: proxy.name.clone(),
         restarted: false,
     });
     let router = Router {
         engine,
+        kind,
+        stream,
         template: config.stack.proxy.template.clone(),
         confd: config.stack.proxy.confd.clone(),
         confd_live: BTreeMap::new(),
@@ -328,6 +353,10 @@ struct Live {
 
 struct Router {
     engine: Engine,
+    /// The proxy's kind, as the router started (a change waits for `up`).
+    kind: ProxyKind,
+    /// nginx's stream module, found once its container ran (None for HAProxy).
+    stream: Option<StreamModule>,
     config: RouterConfig,
     /// The user's template file, read at every apply so an edit takes effect
     /// at the next registry change; `None`: the built-in one.
@@ -484,7 +513,7 @@ impl Router {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         proxy_events =
                             Box::pin(self.engine.project_events(&self.config.project, None));
-                        if master_cli(self.proxy.cli, "show proc").await.is_err() {
+                        if !self.proxy_answers().await {
                             self.restart_proxy(&cancel).await;
                         }
                     }
@@ -505,7 +534,7 @@ impl Router {
         let resources = self
             .confd
             .as_ref()
-            .and_then(|dir| crate::spec::confd::read(dir).ok());
+            .and_then(|dir| crate::spec::confd::read(dir, self.kind).ok());
         match resources {
             Some(resources) => {
                 let keys: Vec<String> = resources.iter().flat_map(Resource::full_keys).collect();
@@ -553,7 +582,7 @@ impl Router {
     /// which also reports what this one leaves (render errors, skipped keys,
     /// a change that needs a reload). True when it applied something.
     async fn apply_servers_now(&mut self) -> bool {
-        if self.confd.is_some() {
+        if self.confd.is_some() || self.kind != ProxyKind::Haproxy {
             return false;
         }
         let Some(live) = self.live.as_ref() else {
@@ -589,14 +618,15 @@ impl Router {
     }
 
     /// The stack's template (or the built-in one) rendered over `view`
-    /// with devstack's sections, or `None` without a word (the apply that
-    /// follows reports it).
+    /// with devstack's HAProxy sections (only HAProxy has a runtime API to
+    /// apply it through), or `None` without a word (the apply that follows
+    /// reports it).
     fn render_quietly(&self, view: &View) -> Option<String> {
         let template = match &self.template {
-            None => std::borrow::Cow::Borrowed(BUILTIN_TEMPLATE),
+            None => std::borrow::Cow::Borrowed(builtin_template(self.kind)),
             Some(path) => std::borrow::Cow::Owned(std::fs::read_to_string(path).ok()?),
         };
-        let text = render(&template, view).ok()?;
+        let text = render_for(self.kind, &template, view).ok()?;
         Some(devstack_sections(
             &text,
             self.config.etcd_for_containers,
@@ -630,7 +660,7 @@ impl Router {
             match self.render_confd(&dir).await {
                 Some((text, proxy_resource)) => {
                     installed = proxy_resource;
-                    devstack_sections(&text, self.config.etcd_for_containers, self.gateway)
+                    self.sections(&text)
                 }
                 None => return,
             }
@@ -642,13 +672,22 @@ impl Router {
         };
         let change = match self.bring_proxy_to(&text).await {
             Ok(change) => change,
-            Err(Refused::Check(CheckError { line, message })) => {
+            Err(Refused::Check(CheckError {
+                kind,
+                line,
+                message,
+            })) => {
                 let text_line = line.and_then(|l| text.lines().nth(l.wrapping_sub(1)));
                 self.report(RouterEvent::CheckFailed {
+                    proxy: kind,
                     line,
                     message,
                     text: text_line.map(|t| t.trim().to_string()),
                 });
+                return;
+            }
+            Err(Refused::Reload { message, restored }) => {
+                self.report(RouterEvent::ReloadFailed { message, restored });
                 return;
             }
             Err(Refused::Trouble(message)) => {
@@ -679,7 +718,7 @@ impl Router {
     /// with devstack's sections; `None` when it failed (reported).
     fn render_template(&self, view: &View) -> Option<String> {
         let template = match &self.template {
-            None => BUILTIN_TEMPLATE.to_string(),
+            None => builtin_template(self.kind).to_string(),
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(t) => t,
                 Err(e) => {
@@ -692,12 +731,8 @@ impl Router {
                 }
             },
         };
-        match render(&template, view) {
-            Ok(t) => Some(devstack_sections(
-                &t,
-                self.config.etcd_for_containers,
-                self.gateway,
-            )),
+        match render_for(self.kind, &template, view) {
+            Ok(t) => Some(self.sections(&t)),
             Err(RenderError { line, message }) => {
                 self.report(RouterEvent::RenderFailed {
                     template: self.template.clone(),
@@ -721,7 +756,7 @@ impl Router {
         &mut self,
         dir: &std::path::Path,
     ) -> Option<(String, Option<(Resource, String)>)> {
-        let resources = match crate::spec::confd::read(dir) {
+        let resources = match crate::spec::confd::read(dir, self.kind) {
             Ok(r) => r,
             Err(problems) => {
                 self.report(RouterEvent::RenderFailed {
@@ -735,7 +770,7 @@ impl Router {
         let mut proxy_config = None;
         let mut others_changed = false;
         for resource in resources {
-            let is_proxy = resource.is_proxy_config();
+            let is_proxy = resource.is_proxy_config(self.kind);
             let rendered = match self.render_resource(&resource).await {
                 Some(t) => t,
                 None if is_proxy => return None,
@@ -777,7 +812,7 @@ impl Router {
             }
         }
         if others_changed {
-            // HAProxy reads those files at a reload only.
+            // The proxy reads those files at a reload only.
             self.live = None;
         }
         proxy_config.map(|(text, installed)| (text, Some(installed)))
@@ -889,6 +924,27 @@ impl Router {
         }
     }
 
+    /// devstack's own sections after a rendering, as the proxy kind takes them.
+    fn sections(&self, text: &str) -> String {
+        match &self.stream {
+            Some(module) => nginx::with_devstack_sections(
+                text,
+                self.config.etcd_for_containers,
+                self.gateway,
+                module,
+            ),
+            None => devstack_sections(text, self.config.etcd_for_containers, self.gateway),
+        }
+    }
+
+    /// Whether the proxy answers on its control port now.
+    async fn proxy_answers(&self) -> bool {
+        match self.kind {
+            ProxyKind::Haproxy => master_cli(self.proxy.cli, "show proc").await.is_ok(),
+            ProxyKind::Nginx => read_control(self.proxy.cli).await.is_ok(),
+        }
+    }
+
     async fn bring_proxy_to(&mut self, text: &str) -> Result<Change, Refused> {
         let live = self.live.as_ref().map(|l| l.text.as_str());
         if live == Some(text) {
@@ -901,6 +957,17 @@ impl Router {
                 self.file_behind = false;
             }
             return Ok(Change::Unchanged);
+        }
+        if self.kind == ProxyKind::Nginx {
+            // No runtime API: every change is a checked reload.
+            return match nginx_path::install(&self.engine, &self.proxy, live, text).await {
+                Ok(()) => Ok(Change::Reload),
+                Err(Failure::Check(e)) => Err(Refused::Check(e)),
+                Err(Failure::Reload { message, restored }) => {
+                    Err(Refused::Reload { message, restored })
+                }
+                Err(Failure::Trouble(message)) => Err(Refused::Trouble(message)),
+            };
         }
         if let Some(commands) = live.and_then(|l| runtime_commands(l, text)) {
             match self.runtime(&commands).await {
@@ -929,7 +996,19 @@ impl Router {
             .await
             .map_err(|e| Refused::Trouble(e.to_string()))?;
         self.file_behind = false;
-        reload(self.proxy.cli).await.map_err(Refused::Trouble)?;
+        if let Err(message) = reload(self.proxy.cli).await {
+            // The master keeps the workers it had: the file goes back to
+            // what they serve, so a restart starts from a good config.
+            let restored = match live {
+                Some(good) => self
+                    .engine
+                    .upload_file(&self.proxy.id, proxy::CONFIG_PATH, good)
+                    .await
+                    .is_ok(),
+                None => false,
+            };
+            return Err(Refused::Reload { message, restored });
+        }
         Ok(Change::Reload)
     }
 
@@ -961,9 +1040,10 @@ impl Router {
                 .as_ref()
                 .map(|l| l.text.clone())
                 .unwrap_or_else(|| {
-                    devstack_sections(
-                        &render(
-                            BUILTIN_TEMPLATE,
+                    self.sections(
+                        &render_for(
+                            self.kind,
+                            builtin_template(self.kind),
                             &super::view(
                                 &self.config.stack,
                                 &self.config.project,
@@ -971,15 +1051,24 @@ impl Router {
                             ),
                         )
                         .unwrap_or_default(),
-                        self.config.etcd_for_containers,
-                        self.gateway,
                     )
                 });
             let outcome = match self.engine.ensure_proxy(&self.config.proxy, &config).await {
-                Ok(mut p) => wait_for_proxy(&self.engine, &self.config.project, &mut p)
-                    .await
-                    .map(|()| p)
-                    .map_err(|e| e.to_string()),
+                Ok(mut p) => {
+                    let project = &self.config.project;
+                    let waited = match decide_reach(&self.engine, project, &mut p).await {
+                        Err(e) => Err(e),
+                        Ok(()) => match self.kind {
+                            ProxyKind::Haproxy => wait_for_proxy(&self.engine, project, &p).await,
+                            ProxyKind::Nginx => wait_until(&self.engine, project, &p, || async {
+                                read_control(p.cli).await.map_err(|e| e.to_string())
+                            })
+                            .await
+                            .map(|_| ()),
+                        },
+                    };
+                    waited.map(|()| p).map_err(|e| e.to_string())
+                }
                 Err(e) => Err(e.to_string()),
             };
             match outcome {
@@ -1036,6 +1125,7 @@ fn common_prefix(keys: &[String]) -> String {
 /// Why an apply did not take effect.
 enum Refused {
     Check(CheckError),
+    Reload { message: String, restored: bool },
     Trouble(String),
 }
 
@@ -1075,56 +1165,153 @@ async fn show_proc(cli: SocketAddr) -> Result<ProcState, String> {
     parse_show_proc(&answer).ok_or_else(|| format!("unexpected `show proc` answer: {answer}"))
 }
 
-/// Waits until a freshly started proxy's master CLI answers.
 /// Waits until the proxy's master CLI shows a worker. A proxy container
 /// that exits meanwhile ends the wait at once with HAProxy's own last
 /// words, instead of a timeout that hides them.
-///
-/// While the stack's reach is not decided yet, this wait is its probe: the
-/// proxy's address and its loopback-published control port are both tried
-/// ([`probe_reach`]), and the first that answers is settled for every
-/// user of `engine` (and `proxy.cli` follows it). Neither by the deadline:
-/// the decision is `Exec`, and the control channel has no way through.
 async fn wait_for_proxy(
+    engine: &Engine,
+    project: &str,
+    proxy: &ProxyContainer,
+) -> Result<(), RouterError> {
+    wait_until(engine, project, proxy, || async {
+        match show_proc(proxy.cli).await {
+            Ok(p) if p.worker.is_some() => Ok(()),
+            Ok(_) => Err("no worker started".to_string()),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+/// Decides the stack's reach on its proxy, unless it is decided already:
+/// the proxy's address and its loopback-published control port are both
+/// tried ([`probe_reach`]) until one answers, and that is settled for every
+/// user of `engine` (`proxy.cli` follows it). Neither by the wait's
+/// deadline: the decision is `Exec`, and the control channel has no way
+/// through. A proxy that exits meanwhile ends the wait with its last words.
+async fn decide_reach(
     engine: &Engine,
     project: &str,
     proxy: &mut ProxyContainer,
 ) -> Result<(), RouterError> {
+    let (paths, kind) = (proxy.paths, proxy.kind);
+    let reach = if engine.reach_decided() {
+        engine.reach()
+    } else {
+        let probed = wait_until(engine, project, proxy, || async {
+            probe_reach(&paths, kind)
+                .await
+                .ok_or_else(|| "not answering yet".to_string())
+        })
+        .await;
+        match probed {
+            Ok(found) => {
+                engine.settle_reach(found);
+                found
+            }
+            Err(RouterError::ProxyUnreachable { .. }) => {
+                engine.settle_reach(Reach::Exec);
+                return Err(RouterError::ProxyUnreachable {
+                    project: project.to_string(),
+                    addr: proxy.cli,
+                    message: format!(
+                        "neither the proxy's address ({}) nor its control port on 127.0.0.1 ({}) answered, so devstack can reach this stack's containers only through `docker exec`, which cannot carry the control channel",
+                        paths.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "none".into()),
+                        paths.published.map(|a| a.to_string()).unwrap_or_else(|| "not published".into()),
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if let Some(cli) = paths.for_reach(reach) {
+        proxy.cli = cli;
+    }
+    Ok(())
+}
+
+/// Starts nginx: first on the built-in rendering of an empty registry
+/// alone (whether its stream module must be loaded is only known once it
+/// runs), then, unless an adopted container already answers its control
+/// port, on that rendering with devstack's sections, checked and reloaded.
+async fn start_nginx(
+    engine: &Engine,
+    config: &RouterConfig,
+    base: &str,
+    gateway: IpAddr,
+) -> Result<(ProxyContainer, StreamModule), RouterError> {
+    let project = &config.project;
+    let mut proxy = engine
+        .ensure_proxy(&config.proxy, base)
+        .await
+        .map_err(|source| RouterError::Proxy {
+            project: project.clone(),
+            source,
+        })?;
+    // The control port exists only once devstack's sections are in, so the
+    // reach is decided after that; until then the loopback publication,
+    // which answers wherever any path does, is the one asked.
+    if !engine.reach_decided() {
+        if let Some(published) = proxy.paths.published {
+            proxy.cli = published;
+        }
+    }
+    let version = wait_until(engine, project, &proxy, || async {
+        let argv = vec!["nginx".to_string(), "-V".to_string()];
+        match engine
+            .exec_capture(&proxy.id, &argv, Duration::from_secs(5))
+            .await
+        {
+            Ok(out) if out.exit_code == Some(0) => Ok(out.output),
+            Ok(out) => Err(format!("`nginx -V` failed: {}", out.output.trim())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+    let stream = nginx::stream_module(&version).ok_or_else(|| RouterError::Render {
+        project: project.clone(),
+        message: format!(
+            "the nginx of `{}` has no stream module (`nginx -V` shows no `--with-stream`), which devstack's control port and etcd forward need",
+            config.proxy.image
+        ),
+    })?;
+    if read_control(proxy.cli).await.is_err() {
+        let full =
+            nginx::with_devstack_sections(base, config.etcd_for_containers, gateway, &stream);
+        if let Err(failure) = nginx_path::install(engine, &proxy, None, &full).await {
+            return Err(RouterError::ProxyUnreachable {
+                project: project.clone(),
+                addr: proxy.cli,
+                message: match failure {
+                    Failure::Check(e) => e.to_string(),
+                    Failure::Reload { message, .. } | Failure::Trouble(message) => message,
+                },
+            });
+        }
+    }
+    Ok((proxy, stream))
+}
+
+/// Polls `probe` until it answers. A proxy container that exits meanwhile
+/// ends the wait at once with the proxy's own last words, instead of a
+/// timeout that hides them.
+async fn wait_until<T, F, Fut>(
+    engine: &Engine,
+    project: &str,
+    proxy: &ProxyContainer,
+    mut probe: F,
+) -> Result<T, RouterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = Instant::now() + Duration::from_secs(15);
     let network = crate::plan::names::network_name(project);
     let mut next_look = Instant::now() + Duration::from_millis(200);
     loop {
-        if !engine.reach_decided() {
-            match probe_reach(&proxy.paths).await {
-                Some(found) => {
-                    engine.settle_reach(found);
-                    if let Some(cli) = proxy.paths.for_reach(found) {
-                        proxy.cli = cli;
-                    }
-                }
-                None if Instant::now() >= deadline => {
-                    engine.settle_reach(Reach::Exec);
-                    return Err(RouterError::ProxyUnreachable {
-                        project: project.to_string(),
-                        addr: proxy.cli,
-                        message: format!(
-                            "neither the proxy's address ({}) nor its control port on 127.0.0.1 ({}) answered, so devstack can reach this stack's containers only through `docker exec`, which cannot carry the control channel",
-                            proxy.paths.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "none".into()),
-                            proxy.paths.published.map(|a| a.to_string()).unwrap_or_else(|| "not published".into()),
-                        ),
-                    });
-                }
-                None => {}
-            }
-        }
-        let error = if !engine.reach_decided() {
-            "not answering yet".to_string()
-        } else {
-            match show_proc(proxy.cli).await {
-                Ok(p) if p.worker.is_some() => return Ok(()),
-                Ok(_) => "no worker started".to_string(),
-                Err(e) => e,
-            }
+        let error = match probe().await {
+            Ok(t) => return Ok(t),
+            Err(e) => e,
         };
         if Instant::now() >= next_look || Instant::now() >= deadline {
             next_look = Instant::now() + Duration::from_millis(200);

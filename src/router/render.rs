@@ -19,10 +19,20 @@ use serde::Serialize;
 use super::layout::Layout;
 use super::registry::{Instance, Registry};
 use crate::engine::runtime::is_token;
-use crate::spec::{Probe, Stack};
+use crate::spec::{Probe, ProxyKind, Stack};
 
-/// The built-in template.
+/// The built-in template (HAProxy's).
 pub const BUILTIN_TEMPLATE: &str = include_str!("haproxy.cfg.j2");
+/// The built-in template for `proxy.kind: nginx`.
+pub const NGINX_TEMPLATE: &str = include_str!("nginx.conf.j2");
+
+/// The built-in template of a proxy kind.
+pub fn builtin_template(kind: ProxyKind) -> &'static str {
+    match kind {
+        ProxyKind::Haproxy => BUILTIN_TEMPLATE,
+        ProxyKind::Nginx => NGINX_TEMPLATE,
+    }
+}
 
 /// A template that could not be rendered, with where it went wrong.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -79,12 +89,30 @@ pub struct ServiceView {
     pub slots: Vec<SlotView>,
 }
 
+/// The routes one virtual host answers, for proxies that route by host
+/// first and path second (nginx's `server` blocks): the same choices as the
+/// frontend order of `routes`, grouped.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostView {
+    /// The host name; None for the default server (no route's host matched).
+    pub name: Option<String>,
+    /// Routes by path this host answers, longer paths first: its own
+    /// host-and-path routes, then (when it has no host-only route) the
+    /// path-only routes whose path it does not route itself.
+    pub paths: Vec<RouteView>,
+    /// What every other path goes to: the host-only route, else the route
+    /// with neither host nor path; None: no route matches (404).
+    pub fallback: Option<RouteView>,
+}
+
 /// Everything a template sees.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct View {
     pub project: String,
     pub prefix: String,
     pub routes: Vec<RouteView>,
+    /// The default server first, then one per route host.
+    pub hosts: Vec<HostView>,
     pub services: Vec<ServiceView>,
     pub kvs: BTreeMap<String, String>,
 }
@@ -231,10 +259,56 @@ pub fn view_keeping(
     View {
         project: project.to_string(),
         prefix: Layout::new(&stack.discovery, project).prefix().to_string(),
+        hosts: hosts(&routes),
         routes,
         services,
         kvs: registry.kvs.clone(),
     }
+}
+
+/// Groups routes (in frontend order) by host: the default server, then each
+/// host in the order its first route comes.
+fn hosts(routes: &[RouteView]) -> Vec<HostView> {
+    let path_only: Vec<&RouteView> = routes
+        .iter()
+        .filter(|r| r.host.is_none() && r.path.is_some())
+        .collect();
+    let root = routes
+        .iter()
+        .find(|r| r.host.is_none() && r.path.is_none())
+        .cloned();
+    let mut out = vec![HostView {
+        name: None,
+        paths: path_only.iter().map(|r| (*r).clone()).collect(),
+        fallback: root.clone(),
+    }];
+    let mut names: Vec<&str> = Vec::new();
+    for r in routes {
+        if let Some(h) = r.host.as_deref() {
+            if !names.contains(&h) {
+                names.push(h);
+            }
+        }
+    }
+    for name in names {
+        let own = || routes.iter().filter(|r| r.host.as_deref() == Some(name));
+        let mut paths: Vec<RouteView> = own().filter(|r| r.path.is_some()).cloned().collect();
+        let host_route = own().find(|r| r.path.is_none()).cloned();
+        if host_route.is_none() {
+            for r in &path_only {
+                if !paths.iter().any(|p| p.path == r.path) {
+                    paths.push((*r).clone());
+                }
+            }
+        }
+        paths.sort_by_key(|r| std::cmp::Reverse(r.path.as_ref().map(|p| p.len()).unwrap_or(0)));
+        out.push(HostView {
+            name: Some(name.to_string()),
+            paths,
+            fallback: host_route.or_else(|| root.clone()),
+        });
+    }
+    out
 }
 
 /// Places instances in `count` slots: each keeps the slot it had in
@@ -301,13 +375,26 @@ fn is_config_host(host: &str) -> bool {
 /// Refuses a view in which a stack value would not be one token of the
 /// configuration. Registry values were checked when the registry was read.
 pub fn check_view(view: &View) -> Result<(), RenderError> {
+    check_view_for(ProxyKind::Haproxy, view)
+}
+
+/// [`check_view`] for a proxy of `kind`: nginx also ends a directive at
+/// `;`, so a path holding one is refused there.
+pub fn check_view_for(kind: ProxyKind, view: &View) -> Result<(), RenderError> {
+    let product = kind.product();
     let refuse = |what: String, value: &str, rule: &str| {
         Err(RenderError {
             line: None,
             message: format!(
-                "{what} {value:?} cannot be written into the HAProxy configuration: {rule}"
+                "{what} {value:?} cannot be written into the {product} configuration: {rule}"
             ),
         })
+    };
+    let is_config_path =
+        |path: &str| is_config_path(path) && !(kind == ProxyKind::Nginx && path.contains(';'));
+    let path_rule = match kind {
+        ProxyKind::Haproxy => "a path holds only the characters URLs allow unencoded, less `'`, `$`, `#` and spaces (percent-encode the others)",
+        ProxyKind::Nginx => "a path holds only the characters URLs allow unencoded, less `'`, `$`, `#`, `;` and spaces (percent-encode the others)",
     };
     if !is_token(&view.project) {
         return refuse(
@@ -338,7 +425,7 @@ pub fn check_view(view: &View) -> Result<(), RenderError> {
                 return refuse(
                     format!("the route path of service `{}`", route.service),
                     path,
-                    "a path holds only the characters URLs allow unencoded, less `'`, `$`, `#` and spaces (percent-encode the others)",
+                    path_rule,
                 );
             }
         }
@@ -356,7 +443,7 @@ pub fn check_view(view: &View) -> Result<(), RenderError> {
                 return refuse(
                     format!("the health check path of service `{}`", service.name),
                     path,
-                    "a path holds only the characters URLs allow unencoded, less `'`, `$`, `#` and spaces (percent-encode the others)",
+                    path_rule,
                 );
             }
         }
@@ -366,7 +453,13 @@ pub fn check_view(view: &View) -> Result<(), RenderError> {
 
 /// Renders a template against a view, after [`check_view`].
 pub fn render(template: &str, view: &View) -> Result<String, RenderError> {
-    check_view(view)?;
+    render_for(ProxyKind::Haproxy, template, view)
+}
+
+/// Renders a template for a proxy of `kind` against a view, after
+/// [`check_view_for`] that kind.
+pub fn render_for(kind: ProxyKind, template: &str, view: &View) -> Result<String, RenderError> {
+    check_view_for(kind, view)?;
     let mut env = Environment::new();
     // A misspelt variable is an error, not an empty string in the config.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -687,6 +780,67 @@ mod tests {
             err.message.contains("nofunc") || err.message.contains("unknown"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn nginx_template_routes_by_host_then_path() {
+        let s = stack(
+            "name: t\nservices:\n  api:\n    image: a\n    port: 8080\n    routes: [{host: x.localhost, path: /v1, strip_prefix: true}, /api]\n  web: {image: w, port: 80, routes: [x.localhost, /]}\n",
+        );
+        let registry = Registry::from_kvs(
+            "/services",
+            vec![
+                instance("api", "c1", 1, "172.18.0.2"),
+                instance("api", "c2", 2, "172.18.0.3"),
+            ],
+        );
+        let text = render_for(ProxyKind::Nginx, NGINX_TEMPLATE, &view(&s, "t", &registry)).unwrap();
+        std::fs::write(
+            std::env::temp_dir().join("devstack-nginx-render.conf"),
+            &text,
+        )
+        .unwrap();
+        assert!(
+            text.contains("    upstream svc_api {\n        server 172.18.0.2:8080 max_fails=1 fail_timeout=2s;\n        server 172.18.0.3:8080 max_fails=1 fail_timeout=2s;\n    }\n"),
+            "{text}"
+        );
+        // No instance of web: no upstream, a 503 naming it.
+        assert!(!text.contains("upstream svc_web"), "{text}");
+        assert!(
+            text.contains("            return 503 \"devstack: no instance of web is up\";\n"),
+            "{text}"
+        );
+        // x.localhost: /v1 (stripped) to api, the rest to web (its host route).
+        let x = text.split("server_name x.localhost;").nth(1).unwrap();
+        let x = &x[..x.find("\n    }\n").unwrap()];
+        assert!(x.contains("        location = /v1 {\n            proxy_pass http://svc_api/;\n        }\n        location ^~ /v1/ {\n            proxy_pass http://svc_api/;\n        }\n"), "{x}");
+        assert!(
+            !x.contains("/api"),
+            "the host route shadows path routes: {x}"
+        );
+        assert!(x.contains("        location / {\n            return 503 \"devstack: no instance of web is up\";\n        }"), "{x}");
+        // The default server: /api (not stripped) to api, the rest to web.
+        let d = text.split("server_name _;").nth(1).unwrap();
+        let d = &d[..d.find("\n    }\n").unwrap()];
+        assert!(
+            d.contains(
+                "        location ^~ /api/ {\n            proxy_pass http://svc_api;\n        }\n"
+            ),
+            "{d}"
+        );
+        // Service-to-service names.
+        assert!(text.contains("server_name api.internal;"), "{text}");
+        assert!(text.contains("proxy_next_upstream error timeout;"));
+        // A path nginx would read as two directives is refused.
+        let s = stack("name: t\nservices:\n  a: {image: a, port: 80, routes: ['/a;b']}\n");
+        let err = render_for(
+            ProxyKind::Nginx,
+            NGINX_TEMPLATE,
+            &view(&s, "t", &Registry::default()),
+        )
+        .unwrap_err();
+        assert!(err.message.contains("nginx configuration"), "{err}");
+        assert!(render(BUILTIN_TEMPLATE, &view(&s, "t", &Registry::default())).is_ok());
     }
 
     #[test]

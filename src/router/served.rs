@@ -127,10 +127,11 @@ async fn exchange(target: &RouteTarget) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Tells the application's answer from HAProxy's own: the built-in
-/// template's `devstack: no instance ...` / `devstack: no route ...`
-/// answers, and HAProxy's stock 503 ("No server is available"), which a
-/// stack's own template gives for a backend with no server up.
+/// Tells the application's answer from the proxy's own: the built-in
+/// templates' `devstack: no instance ...` / `devstack: no route ...`
+/// answers, and HAProxy's stock 503 ("No server is available") or nginx's
+/// stock 502/504 pages, which a stack's own template gives for a backend
+/// with no server up.
 pub fn classify(response: &str) -> Answer {
     let Some(status_line) = response.lines().next().filter(|l| l.starts_with("HTTP/")) else {
         return Answer::NotServed("the proxy closed the connection without an answer".into());
@@ -149,7 +150,9 @@ pub fn classify(response: &str) -> Answer {
         || (matches!(status, 502..=504)
             && (body.contains("No server is available to handle this request")
                 || body.contains("The server didn't respond in time")
-                || body.contains("The server returned an invalid or incomplete response")));
+                || body.contains("The server returned an invalid or incomplete response")
+                // nginx's stock pages (`<hr><center>nginx/1.27.0</center>`).
+                || body.contains("<hr><center>nginx")));
     if proxy_made {
         let reason = body.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         Answer::NotServed(format!(
@@ -222,6 +225,10 @@ mod tests {
         );
         check(
             "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/html\r\n\r\n<html><body><h1>503 Service Unavailable</h1>\nNo server is available to handle this request.\n</body></html>\n",
+            false,
+        );
+        check(
+            "HTTP/1.1 502 Bad Gateway\r\nServer: nginx\r\n\r\n<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
             false,
         );
         check("", false);

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::model::ProxyKind;
+
 /// confd's template functions, by name: what a template may call besides
 /// Go's own (`router::gotemplate` registers exactly these; a test there
 /// holds the two lists together).
@@ -98,10 +100,22 @@ impl Resource {
             .unwrap_or_default()
     }
 
-    /// Whether this resource is the HAProxy configuration the proxy serves:
-    /// its `dest` is a `.cfg` file with `haproxy` in its path.
-    pub fn is_proxy_config(&self) -> bool {
-        self.dest.ends_with(".cfg") && self.dest.contains("haproxy")
+    /// Whether this resource is the configuration a proxy of `kind` serves:
+    /// for HAProxy a `.cfg` file with `haproxy` in its path, for nginx its
+    /// main file, `nginx.conf` (other files it includes are resources of
+    /// their own, installed at their `dest`).
+    pub fn is_proxy_config(&self, kind: ProxyKind) -> bool {
+        match kind {
+            ProxyKind::Haproxy => self.dest.ends_with(".cfg") && self.dest.contains("haproxy"),
+            ProxyKind::Nginx => self.dest.rsplit('/').next() == Some("nginx.conf"),
+        }
+    }
+
+    /// The proxy kind whose configuration this resource renders, if any.
+    fn renders_for(&self) -> Option<ProxyKind> {
+        [ProxyKind::Haproxy, ProxyKind::Nginx]
+            .into_iter()
+            .find(|k| self.is_proxy_config(*k))
     }
 
     /// The etcd keys this resource reads: each of `keys` under `prefix`.
@@ -130,7 +144,9 @@ pub fn join_key(prefix: &str, key: &str) -> String {
 
 /// Reads every `conf.d/*.toml` of `dir`, in name order. Every problem found
 /// is returned, each naming its file and line.
-pub fn read(dir: &Path) -> Result<Vec<Resource>, Vec<String>> {
+/// `kind` is the stack's `proxy.kind`: exactly one resource must render
+/// that proxy's configuration, and none another kind's.
+pub fn read(dir: &Path, kind: ProxyKind) -> Result<Vec<Resource>, Vec<String>> {
     let confd = dir.join("conf.d");
     let entries = match std::fs::read_dir(&confd) {
         Ok(e) => e,
@@ -158,15 +174,42 @@ pub fn read(dir: &Path) -> Result<Vec<Resource>, Vec<String>> {
             Err(e) => problems.push(format!("cannot read {}: {e}", file.display())),
         }
     }
-    let proxies: Vec<&Resource> = resources.iter().filter(|r| r.is_proxy_config()).collect();
+    for r in &resources {
+        match r.renders_for() {
+            Some(other) if other != kind => problems.push(format!(
+                "{} renders {} configuration (`dest = \"{}\"`), but `proxy.kind` is `{}`: set `proxy.kind: {}`, or point `dest` at the {} configuration ({})",
+                r.file.display(),
+                match other {
+                    ProxyKind::Haproxy => "an HAProxy",
+                    ProxyKind::Nginx => "an nginx",
+                },
+                r.dest,
+                kind.as_str(),
+                other.as_str(),
+                kind.product(),
+                proxy_config_rule(kind),
+            )),
+            _ => {}
+        }
+    }
+    let proxies: Vec<&Resource> = resources
+        .iter()
+        .filter(|r| r.is_proxy_config(kind))
+        .collect();
     if problems.is_empty() && proxies.len() != 1 {
         problems.push(format!(
-            "{} needs exactly one resource whose `dest` is the HAProxy configuration (a `.cfg` file with `haproxy` in its path); found {}",
+            "{} needs exactly one resource whose `dest` is the {} configuration ({}); found {}",
             confd.display(),
+            kind.product(),
+            proxy_config_rule(kind),
             if proxies.is_empty() {
                 "none".to_string()
             } else {
-                proxies.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
+                proxies
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         ));
     }
@@ -174,6 +217,14 @@ pub fn read(dir: &Path) -> Result<Vec<Resource>, Vec<String>> {
         Ok(resources)
     } else {
         Err(problems)
+    }
+}
+
+/// How a resource's `dest` names the configuration of a proxy kind.
+fn proxy_config_rule(kind: ProxyKind) -> &'static str {
+    match kind {
+        ProxyKind::Haproxy => "a `.cfg` file with `haproxy` in its path",
+        ProxyKind::Nginx => "a file named `nginx.conf`",
     }
 }
 
@@ -370,12 +421,13 @@ mod tests {
             "[template]\nsrc = \"haproxy.cfg.tmpl\"\ndest = \"/etc/haproxy/haproxy.cfg\"\nkeys = [\"/services\"]\nmode = \"0644\"\ncheck_cmd = \"haproxy -c -f {{.src}}\"\nreload_cmd = \"systemctl reload haproxy\"\n",
             &["haproxy.cfg.tmpl"],
         );
-        let r = read(dir.path()).unwrap();
+        let r = read(dir.path(), ProxyKind::Haproxy).unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].dest, "/etc/haproxy/haproxy.cfg");
         assert_eq!(r[0].full_keys(), vec!["/services".to_string()]);
         assert_eq!(r[0].mode, Some(0o644));
-        assert!(r[0].is_proxy_config());
+        assert!(r[0].is_proxy_config(ProxyKind::Haproxy));
+        assert!(!r[0].is_proxy_config(ProxyKind::Nginx));
     }
 
     #[test]
@@ -384,7 +436,7 @@ mod tests {
             "[template]\nsrc = \"missing.tmpl\"\ndest = \"/etc/haproxy/haproxy.cfg\"\nkeys = \"/services\"\nmode = \"rw\"\nwatch = true\n",
             &[],
         );
-        let problems = read(dir.path()).unwrap_err();
+        let problems = read(dir.path(), ProxyKind::Haproxy).unwrap_err();
         let text = problems.join("\n");
         assert!(text.contains("haproxy.toml:2: template"), "{text}");
         assert!(text.contains("does not exist"), "{text}");
@@ -392,9 +444,36 @@ mod tests {
         assert!(text.contains("haproxy.toml:5: mode"), "{text}");
         assert!(text.contains("haproxy.toml:6: `watch`"), "{text}");
         let dir = dir_with("[template\nsrc = 1\n", &[]);
-        let problems = read(dir.path()).unwrap_err();
+        let problems = read(dir.path(), ProxyKind::Haproxy).unwrap_err();
         assert!(
             problems[0].contains("haproxy.toml:1: not a confd resource"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_resource_for_another_proxy_kind_is_named() {
+        let dir = dir_with(
+            "[template]\nsrc = \"haproxy.cfg.tmpl\"\ndest = \"/etc/haproxy/haproxy.cfg\"\nkeys = [\"/services\"]\n",
+            &["haproxy.cfg.tmpl"],
+        );
+        let problems = read(dir.path(), ProxyKind::Nginx).unwrap_err();
+        let text = problems.join("\n");
+        assert!(
+            text.contains("haproxy.toml renders an HAProxy configuration (`dest = \"/etc/haproxy/haproxy.cfg\"`), but `proxy.kind` is `nginx`"),
+            "{text}"
+        );
+        assert!(text.contains("a file named `nginx.conf`"), "{text}");
+        std::fs::write(
+            dir.path().join("conf.d/haproxy.toml"),
+            "[template]\nsrc = \"haproxy.cfg.tmpl\"\ndest = \"/etc/nginx/nginx.conf\"\nkeys = [\"/services\"]\n",
+        )
+        .unwrap();
+        assert!(read(dir.path(), ProxyKind::Nginx).is_ok());
+        let problems = read(dir.path(), ProxyKind::Haproxy).unwrap_err();
+        assert!(
+            problems[0].contains("renders an nginx configuration")
+                && problems[0].contains("set `proxy.kind: nginx`"),
             "{problems:?}"
         );
     }
@@ -410,14 +489,14 @@ mod tests {
             "global\n{{range lsdir \"/services\"}}\n{{ (base . }}\n{{end}}\n",
         )
         .unwrap();
-        let problems = read(dir.path()).unwrap_err();
+        let problems = read(dir.path(), ProxyKind::Haproxy).unwrap_err();
         assert!(problems[0].contains("haproxy.cfg.tmpl:3:"), "{problems:?}");
         std::fs::write(
             dir.path().join("templates/haproxy.cfg.tmpl"),
             "{{range gets \"/services/*\"}}{{base .Key | toUpper}}{{end}}",
         )
         .unwrap();
-        assert!(read(dir.path()).is_ok());
+        assert!(read(dir.path(), ProxyKind::Haproxy).is_ok());
     }
 
     #[test]

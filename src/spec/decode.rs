@@ -1644,8 +1644,10 @@ fn decode_proxy(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Optio
     )?;
     if let Some(n) = f.get("kind") {
         if let Some(kind) = d.string(n, &f.path("kind")) {
-            if kind != "haproxy" {
-                d.expected(n, &f.path("kind"), "`haproxy`");
+            match kind.as_str() {
+                "haproxy" => proxy.kind = ProxyKind::Haproxy,
+                "nginx" => proxy.kind = ProxyKind::Nginx,
+                _ => d.expected(n, &f.path("kind"), "`haproxy` or `nginx`"),
             }
         }
     }
@@ -1699,7 +1701,7 @@ fn decode_proxy(d: &mut Decoder, node: Option<&Node>, path: &FieldPath) -> Optio
                     &p,
                     format!("confd directory {} does not exist", dir.display()),
                 );
-            } else if let Err(problems) = super::confd::read(&dir) {
+            } else if let Err(problems) = super::confd::read(&dir, proxy.kind) {
                 for problem in problems {
                     d.error(n, &p, problem);
                 }

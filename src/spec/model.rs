@@ -422,7 +422,30 @@ pub struct Discovery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProxyKind {
+    /// HAProxy: servers moved through its runtime API, other changes a
+    /// checked, hitless reload through its master CLI.
     Haproxy,
+    /// nginx (open source): no runtime API, so every change is a checked
+    /// `nginx -s reload`, rolled back when nginx does not take it.
+    Nginx,
+}
+
+impl ProxyKind {
+    /// The name as the stack file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyKind::Haproxy => "haproxy",
+            ProxyKind::Nginx => "nginx",
+        }
+    }
+
+    /// The proxy's product name, for messages.
+    pub fn product(self) -> &'static str {
+        match self {
+            ProxyKind::Haproxy => "HAProxy",
+            ProxyKind::Nginx => "nginx",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

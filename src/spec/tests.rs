@@ -587,3 +587,29 @@ fn a_confd_directory_is_checked_at_load() {
         ],
     );
 }
+
+/// `proxy.kind: nginx`: accepted, anything else named with both kinds; a
+/// confd directory rendering HAProxy's configuration is refused with kind
+/// nginx, naming the resource and the kind.
+#[test]
+fn the_proxy_kind_is_haproxy_or_nginx() {
+    assert_eq!(ok("name: t\n").proxy.kind, ProxyKind::Haproxy);
+    let s = ok("name: t\nproxy:\n  kind: nginx\n");
+    assert_eq!(s.proxy.kind, ProxyKind::Nginx);
+    assert_eq!(s.proxy.image, None);
+    problems(
+        "name: t\nproxy:\n  kind: traefik\n",
+        &[("proxy.kind", "`haproxy` or `nginx`")],
+    );
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/confd");
+    problems(
+        &format!(
+            "name: t\nservices:\n  api: {{image: a}}\nproxy:\n  kind: nginx\n  confd: '{}'\n",
+            fixture.display()
+        ),
+        &[(
+            "proxy.confd",
+            "renders an HAProxy configuration (`dest = \"/etc/haproxy/haproxy.cfg\"`), but `proxy.kind` is `nginx`",
+        )],
+    );
+}

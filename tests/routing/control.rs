@@ -1,11 +1,14 @@
 //! Only devstack drives the proxy: a container of the stack reaches none of
 //! the proxy's ports with the master CLI behind it, while devstack's own
-//! commands, reloads and runtime updates go through.
+//! commands, reloads and runtime updates go through. On nginx, whose
+//! control port can change nothing, a container does not even read it.
 
 use std::time::Duration;
 
+use devstack::engine::nginx::read_control;
 use devstack::engine::proxy::master_cli;
 use devstack::router::confd::reload;
+use devstack::spec::ProxyKind;
 
 use crate::support::*;
 
@@ -117,6 +120,61 @@ fn no_container_of_the_stack_reaches_the_master_cli() {
             get(p.listen, "a.test.localhost", "/").await,
             Ok((200, _))
         ));
+        routing.shutdown().await;
+    });
+}
+
+#[test]
+fn no_container_of_the_stack_reads_nginx_control_port() {
+    run(Duration::from_secs(120), async {
+        let p = Project::on(ProxyKind::Nginx, "ngcontrol", SERVICES, "", &[]);
+        let routing = p.up_routed().await;
+        let proxy = routing.router.proxy.clone();
+        let ip = proxy.ip.expect("the proxy has an address").to_string();
+        until(
+            Duration::from_secs(20),
+            "a answers through the proxy",
+            || async { matches!(get(p.listen, "a.test.localhost", "/").await, Ok((200, _))) },
+        )
+        .await;
+        // Its routes, etcd's forward and the control port.
+        let ports = listening_ports(&proxy.name);
+        assert!(
+            ports.contains(&80) && ports.contains(&9990) && ports.contains(&2379),
+            "{ports:?}"
+        );
+        let mut args = vec![
+            "run".to_string(),
+            "--rm".into(),
+            "--label".into(),
+            format!("dev.devstack.project={}", p.name),
+            "--network".into(),
+            p.name.clone(),
+            "devstack-fixtures/app".into(),
+            "python3".into(),
+            "-c".into(),
+            PROBE.into(),
+            ip.clone(),
+        ];
+        args.extend(ports.iter().map(|p| p.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let report = docker(&args);
+        assert_eq!(report.lines().count(), ports.len(), "{report}");
+        for line in report.lines() {
+            assert!(
+                !line.contains("devstack-nginx") && !line.contains("svc_a"),
+                "a container of the stack read the control port: {line}\n{report}"
+            );
+        }
+        // devstack does: the table names a's instance.
+        let answer = read_control(proxy.cli).await.expect("the control port");
+        assert!(
+            answer
+                .servers
+                .iter()
+                .any(|s| s.backend == "svc_a" && s.serving()),
+            "{answer:?}"
+        );
         routing.shutdown().await;
     });
 }

@@ -1,7 +1,7 @@
 //! Integration tests of the discovery and routing path on the real engine:
 //! the registrar writing healthy containers into etcd (embedded or Debian's
-//! real etcd), the router rendering HAProxy from it, and requests through the
-//! HAProxy container of the stack. They fail, never skip, without an engine
+//! real etcd), the router rendering HAProxy (or nginx) from it, and requests
+//! through the proxy container of the stack. They fail, never skip, without an engine
 //! or the fixture images.
 
 mod confd;
@@ -11,5 +11,6 @@ mod hostile;
 mod path;
 #[path = "../support/real_etcd.rs"]
 mod real_etcd;
+mod reloads;
 mod support;
 mod template;

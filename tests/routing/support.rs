@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use devstack::controller::routing::{Routing, RoutingOptions};
 use devstack::engine::apply::{self, UpRequest};
 use devstack::engine::progress::Reporter;
-use devstack::engine::Engine;
-use devstack::spec::{load, LoadOptions, Stack};
+use devstack::engine::runtime::ProxyRuntime;
+use devstack::engine::{ContainerEngine, Engine};
+use devstack::spec::{load, LoadOptions, ProxyKind, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -26,9 +27,25 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The replica of the official image a proxy kind runs on in the tests
+/// (`DEVSTACK_FIXTURES_PREFIX` picks another set, as the example overlays do).
+pub fn proxy_image(kind: ProxyKind) -> String {
+    let prefix =
+        std::env::var("DEVSTACK_FIXTURES_PREFIX").unwrap_or_else(|_| "devstack-fixtures".into());
+    match kind {
+        ProxyKind::Haproxy => format!("{prefix}/haproxy:2.6"),
+        ProxyKind::Nginx => format!("{prefix}/nginx:1.22"),
+    }
+}
+
 /// The engine answers and the fixture images are here (built by `just fixtures`).
 pub fn ready() {
-    for image in ["devstack-fixtures/app", "devstack-fixtures/haproxy:2.6"] {
+    for image in [
+        "devstack-fixtures/app".to_string(),
+        proxy_image(ProxyKind::Haproxy),
+        proxy_image(ProxyKind::Nginx),
+    ] {
+        let image = image.as_str();
         assert!(
             !docker(&["images", "-q", image]).is_empty(),
             "the fixture image {image} is missing: run `just fixtures` (no registry can be reached here)"
@@ -68,13 +85,26 @@ impl Project {
         proxy_extra: &str,
         files: &[(&str, &str)],
     ) -> Project {
+        Project::on(ProxyKind::Haproxy, tag, services, proxy_extra, files)
+    }
+
+    /// Like [`Project::with_files`], with a proxy of `kind`.
+    pub fn on(
+        kind: ProxyKind,
+        tag: &str,
+        services: &str,
+        proxy_extra: &str,
+        files: &[(&str, &str)],
+    ) -> Project {
         ready();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("rt{}{}-{tag}", std::process::id() % 100_000, n);
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let dir = tempfile::tempdir().expect("a temp dir");
         let yaml = format!(
-            "name: {name}\nservices:\n{services}\nproxy:\n  image: devstack-fixtures/haproxy:2.6\n  listen: {listen}\n{proxy_extra}"
+            "name: {name}\nservices:\n{services}\nproxy:\n  kind: {}\n  image: {}\n  listen: {listen}\n{proxy_extra}",
+            kind.as_str(),
+            proxy_image(kind)
         );
         for (file, text) in files {
             let path = dir.path().join(file);
@@ -147,6 +177,15 @@ impl Drop for Project {
         }
         docker(&["network", "rm", &self.name]);
     }
+}
+
+/// Whether the project's proxy, asked as a swap asks it (HAProxy's
+/// `show servers state`, nginx's control port), sends traffic to `ip`.
+/// None when it does not answer.
+pub async fn proxy_serves(engine: &Engine, project: &str, ip: &str) -> Option<bool> {
+    let proxy = engine.find_proxy(project).await?;
+    let servers = proxy.servers().await?;
+    Some(servers.iter().any(|s| s.serving() && s.address == ip))
 }
 
 /// A GET through the proxy with a Host header: (status, body).

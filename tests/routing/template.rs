@@ -1,9 +1,13 @@
-//! A user template that stops rendering, or renders a config HAProxy
-//! refuses, is reported with its line and the last good config stays.
+//! A user template that stops rendering, or renders a config the proxy
+//! refuses (`haproxy -c`, `nginx -t`), is reported with its line and the
+//! last good config stays; on nginx, a config that passes `nginx -t` but
+//! that nginx cannot load at its reload is reported and the previous file
+//! is put back. Each runs on both proxy kinds.
 
 use std::time::Duration;
 
-use devstack::router::{Layout, RouterEvent, BUILTIN_TEMPLATE};
+use devstack::router::{builtin_template, Layout, RouterEvent};
+use devstack::spec::ProxyKind;
 
 use crate::support::*;
 
@@ -21,12 +25,23 @@ const EVENT_WAIT: Duration = Duration::from_secs(15);
 
 #[test]
 fn a_bad_template_keeps_the_last_good_config() {
-    run(Duration::from_secs(120), async {
-        let p = Project::with_files(
+    run(Duration::from_secs(120), bad_template(ProxyKind::Haproxy));
+}
+
+#[test]
+fn a_bad_template_keeps_the_last_good_config_on_nginx() {
+    run(Duration::from_secs(150), bad_template(ProxyKind::Nginx));
+}
+
+async fn bad_template(kind: ProxyKind) {
+    let builtin = builtin_template(kind);
+    {
+        let p = Project::on(
+            kind,
             "tmpl",
             SERVICES,
-            "  template: ./haproxy.cfg.j2\n",
-            &[("haproxy.cfg.j2", BUILTIN_TEMPLATE)],
+            "  template: ./proxy.j2\n",
+            &[("proxy.j2", builtin)],
         );
         let routing = p.up_routed().await;
         let mut events = routing.router.subscribe();
@@ -50,7 +65,7 @@ fn a_bad_template_keeps_the_last_good_config() {
 
         // A template that no longer renders: the line is reported.
         std::fs::write(
-            p.path("haproxy.cfg.j2"),
+            p.path("proxy.j2"),
             "global\n    master-worker\n{{ no_such_name }}\n",
         )
         .unwrap();
@@ -68,9 +83,18 @@ fn a_bad_template_keeps_the_last_good_config() {
             Ok((200, _))
         ));
 
-        // A template whose config HAProxy refuses: HAProxy's line is reported.
-        let refused = format!("{BUILTIN_TEMPLATE}\nbackend broken\n    bogus_keyword here\n");
-        std::fs::write(p.path("haproxy.cfg.j2"), refused).unwrap();
+        // A template whose config the proxy refuses: its line is reported.
+        let (refused, bad_line) = match kind {
+            ProxyKind::Haproxy => (
+                format!("{builtin}\nbackend broken\n    bogus_keyword here\n"),
+                "bogus_keyword here",
+            ),
+            ProxyKind::Nginx => (
+                format!("{builtin}\nbogus_keyword here;\n"),
+                "bogus_keyword here;",
+            ),
+        };
+        std::fs::write(p.path("proxy.j2"), refused).unwrap();
         etcd.put(poke_key.as_str(), poke(), None)
             .await
             .expect("put");
@@ -80,18 +104,54 @@ fn a_bad_template_keeps_the_last_good_config() {
         })
         .await;
         assert!(line.is_some());
-        assert_eq!(text.as_deref(), Some("bogus_keyword here"));
+        assert_eq!(text.as_deref(), Some(bad_line));
         assert!(matches!(
             get(p.listen, "a.test.localhost", "/").await,
             Ok((200, _))
         ));
 
+        if kind == ProxyKind::Nginx {
+            // `nginx -t` passes (a port in use is no error to it), but the
+            // reload cannot bind the control port twice: nginx keeps its
+            // workers, devstack puts the previous file back and says so.
+            let unloadable =
+                builtin.replacen("http {\n", "http {\n    server { listen 9990; }\n", 1);
+            assert_ne!(unloadable, builtin);
+            std::fs::write(p.path("proxy.j2"), unloadable).unwrap();
+            etcd.put(poke_key.as_str(), poke(), None)
+                .await
+                .expect("put");
+            let (message, restored) =
+                next_event(&mut events, EVENT_WAIT, "reload failure", |e| match e {
+                    RouterEvent::ReloadFailed { message, restored } => {
+                        Some((message.clone(), *restored))
+                    }
+                    RouterEvent::CheckFailed { message, .. } => {
+                        panic!("nginx -t refused it: {message}")
+                    }
+                    _ => None,
+                })
+                .await;
+            assert!(restored, "{message}");
+            assert!(message.contains("9990"), "{message}");
+            let installed = docker(&[
+                "exec",
+                &format!("{}-proxy", p.name),
+                "cat",
+                "/etc/nginx/nginx.conf",
+            ]);
+            assert!(
+                !installed.contains("server { listen 9990; }"),
+                "{installed}"
+            );
+            assert!(matches!(
+                get(p.listen, "a.test.localhost", "/").await,
+                Ok((200, _))
+            ));
+        }
+
         // Fixed again: the next change applies.
-        std::fs::write(
-            p.path("haproxy.cfg.j2"),
-            format!("{BUILTIN_TEMPLATE}\n# fixed\n"),
-        )
-        .unwrap();
+        std::fs::write(p.path("proxy.j2"), format!("{builtin}\n# fixed\n")).unwrap();
         etcd.put(poke_key.as_str(), poke(), None)
             .await
             .expect("put");
@@ -105,5 +165,5 @@ fn a_bad_template_keeps_the_last_good_config() {
             Ok((200, _))
         ));
         routing.shutdown().await;
-    });
+    }
 }

@@ -50,6 +50,22 @@ impl Stack {
 
     /// `services`: more services, indented by 2.
     pub fn full(tag: &str, web_extra: &str, services: &str) -> Stack {
+        Stack::on(tag, web_extra, services, "haproxy")
+    }
+
+    /// With a proxy of `kind` (`haproxy`, `nginx`), on its replica of the
+    /// official image.
+    pub fn on(tag: &str, web_extra: &str, services: &str, kind: &str) -> Stack {
+        let image = match kind {
+            "nginx" => "devstack-fixtures/nginx:1.22",
+            _ => "devstack-fixtures/haproxy:2.6",
+        };
+        // `DEVSTACK_FIXTURES_PREFIX` picks another set, as the example
+        // overlays do.
+        let image = match std::env::var("DEVSTACK_FIXTURES_PREFIX") {
+            Ok(prefix) => image.replacen("devstack-fixtures", &prefix, 1),
+            Err(_) => image.to_string(),
+        };
         let name = format!("wt{}{tag}", std::process::id() % 100_000);
         let dir = tempfile::tempdir().expect("a temp dir");
         let web = dir.path().join("web");
@@ -82,7 +98,8 @@ services:
 {web_extra}
 {services}
 proxy:
-  image: devstack-fixtures/haproxy:2.6
+  kind: {kind}
+  image: {image}
   listen: {listen}
 "
         );

@@ -71,7 +71,18 @@ fn a_version_failing_its_health_check_never_serves_and_the_next_save_fixes_it() 
 
 #[test]
 fn an_edit_is_served_through_the_proxy_and_the_old_version_serves_until_then() {
-    let mut s = Stack::new("a");
+    edit_served(Stack::new("a"));
+}
+
+/// The same swap through nginx: the new container is routed once nginx's
+/// control port names it, the old one leaves only then, and no request
+/// fails across the reloads.
+#[test]
+fn an_edit_is_served_through_nginx_and_the_old_version_serves_until_then() {
+    edit_served(Stack::on("an", "", "", "nginx"));
+}
+
+fn edit_served(mut s: Stack) {
     up(&s, "first");
     let rx = start_watch(&mut s);
     let listen = s.listen;
@@ -503,7 +514,15 @@ fn a_second_watcher_of_the_same_project_is_refused() {
 
 #[test]
 fn two_replicas_are_swapped_one_at_a_time_without_a_failed_request() {
-    let mut s = Stack::with("l", "    replicas: 2");
+    two_replicas_swapped(Stack::with("l", "    replicas: 2"));
+}
+
+#[test]
+fn two_replicas_are_swapped_through_nginx_without_a_failed_request() {
+    two_replicas_swapped(Stack::on("ln", "    replicas: 2", "", "nginx"));
+}
+
+fn two_replicas_swapped(mut s: Stack) {
     up(&s, "first");
     let listen = s.listen;
     let rx = start_watch(&mut s);
