@@ -59,16 +59,17 @@ impl Reach {
     }
 
     /// What this process starts from before a stack's probe decides: the
-    /// bridge of a local engine on Linux is a host interface; a local
-    /// engine elsewhere (Docker Desktop's socket or named pipe) or one
-    /// reached on this host's loopback forwards loopback ports; an engine
-    /// on another host (`tcp://` to another address, `ssh://`) has its
-    /// loopback, and its bridge, out of reach, so only exec gets in. Only
-    /// the start: the probe on the stack's proxy replaces it (see
-    /// [`Engine::settle_reach`]).
-    pub(crate) fn presumed(host: &str) -> Reach {
+    /// bridge of a local, rootful engine on Linux is a host interface; a
+    /// rootless engine (`rootless`: its socket is not root's) keeps its
+    /// bridge inside its own namespace, and forwards loopback ports, as a
+    /// local engine elsewhere (Docker Desktop's socket or named pipe) or one
+    /// reached on this host's loopback does; an engine on another host
+    /// (`tcp://` to another address, `ssh://`) has its loopback, and its
+    /// bridge, out of reach, so only exec gets in. Only the start: the
+    /// probe on the stack's proxy replaces it (see [`Engine::settle_reach`]).
+    pub(crate) fn presumed(host: &str, rootless: bool) -> Reach {
         if host.starts_with("unix://") {
-            if cfg!(target_os = "linux") {
+            if cfg!(target_os = "linux") && !rootless {
                 Reach::Direct
             } else {
                 Reach::Published
@@ -77,6 +78,24 @@ impl Reach {
             Reach::Published
         } else {
             Reach::Exec
+        }
+    }
+
+    /// Whether the engine at `host` runs rootless, as far as this host can
+    /// see without asking it: a Unix socket owned by another user than root
+    /// (a rootful engine's socket is root's, whatever its group).
+    pub(crate) fn socket_is_rootless(host: &str) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            host.strip_prefix("unix://")
+                .and_then(|path| std::fs::metadata(path).ok())
+                .is_some_and(|m| m.uid() != 0)
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = host;
+            false
         }
     }
 
@@ -112,7 +131,10 @@ pub(crate) struct ReachCell(Arc<AtomicU8>);
 
 impl ReachCell {
     pub(crate) fn presumed(host: &str) -> ReachCell {
-        ReachCell(Arc::new(AtomicU8::new(Reach::presumed(host).code())))
+        let rootless = Reach::socket_is_rootless(host);
+        ReachCell(Arc::new(AtomicU8::new(
+            Reach::presumed(host, rootless).code(),
+        )))
     }
 }
 
@@ -165,7 +187,7 @@ mod tests {
         let other = cell.clone();
         assert_eq!(
             Reach::of_code(cell.0.load(Ordering::Acquire)),
-            Reach::presumed("unix:///var/run/docker.sock")
+            Reach::presumed("unix:///var/run/docker.sock", false)
         );
         other
             .0
@@ -176,15 +198,45 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_engine_is_presumed_reachable_by_exec_only() {
-        assert_eq!(Reach::presumed("tcp://10.0.0.2:2375"), Reach::Exec);
-        assert_eq!(Reach::presumed("https://engine.example:2376"), Reach::Exec);
-        assert_eq!(Reach::presumed("ssh://me@box"), Reach::Exec);
-        assert_eq!(Reach::presumed("tcp://127.0.0.1:2375"), Reach::Published);
-        assert_eq!(Reach::presumed("tcp://localhost:2375"), Reach::Published);
-        assert_eq!(Reach::presumed("tcp://[::1]:2375"), Reach::Published);
+    fn a_rootless_engine_is_presumed_published() {
         assert_eq!(
-            Reach::presumed("npipe:////./pipe/docker_engine"),
+            Reach::presumed("unix:///run/user/1000/docker.sock", true),
+            Reach::Published
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let host = format!("unix://{}", socket.display());
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        // A socket of this process's user: rootless unless that is root.
+        assert_eq!(Reach::socket_is_rootless(&host), !root);
+        if root {
+            std::os::unix::fs::chown(&socket, Some(65534), None).unwrap();
+            assert!(Reach::socket_is_rootless(&host));
+        }
+        assert!(!Reach::socket_is_rootless("unix:///no/such/socket"));
+    }
+
+    #[test]
+    fn a_remote_engine_is_presumed_reachable_by_exec_only() {
+        assert_eq!(Reach::presumed("tcp://10.0.0.2:2375", false), Reach::Exec);
+        assert_eq!(
+            Reach::presumed("https://engine.example:2376", false),
+            Reach::Exec
+        );
+        assert_eq!(Reach::presumed("ssh://me@box", false), Reach::Exec);
+        assert_eq!(
+            Reach::presumed("tcp://127.0.0.1:2375", false),
+            Reach::Published
+        );
+        assert_eq!(
+            Reach::presumed("tcp://localhost:2375", false),
+            Reach::Published
+        );
+        assert_eq!(Reach::presumed("tcp://[::1]:2375", false), Reach::Published);
+        assert_eq!(
+            Reach::presumed("npipe:////./pipe/docker_engine", false),
             Reach::Published
         );
     }
