@@ -34,15 +34,18 @@
 mod fixtures;
 #[path = "../support/process.rs"]
 mod process;
+#[path = "../support/undoing.rs"]
+mod undoing;
 #[path = "../support/watched.rs"]
 mod watched;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use undoing::Undoing;
 use watched::*;
 
 fn run(program: &str, args: &[&str]) -> Output {
@@ -128,34 +131,9 @@ fn undo() -> Vec<String> {
     failed
 }
 
-/// The rule in place; dropping it (or a panic anywhere) takes it out.
-struct Firewalled;
-
-impl Drop for Firewalled {
-    fn drop(&mut self) {
-        for problem in undo() {
-            eprintln!("reach test clean-up: {problem}");
-        }
-    }
-}
-
-static HOOK: Once = Once::new();
-
-fn undo_on_panic() {
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            previous(info);
-            for problem in undo() {
-                eprintln!("reach test clean-up: {problem}");
-            }
-        }));
-    });
-}
-
 /// Makes the cgroup and inserts the rule for the network `network`
 /// (already made), recording both for [`undo`] before either exists.
-fn firewall(network: &str) -> (Firewalled, PathBuf) {
+fn firewall(network: &str) -> (Undoing, PathBuf) {
     let id = docker_ok(&["network", "inspect", "-f", "{{.Id}}", network]);
     let subnet = docker_ok(&[
         "network",
@@ -192,12 +170,11 @@ fn firewall(network: &str) -> (Firewalled, PathBuf) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    undo_on_panic();
+    let guard = Undoing::arm("reach test", undo);
     *UNDO.lock().unwrap() = Some(Undo {
         rule: rule.clone(),
         cgroup: dir.clone(),
     });
-    let guard = Firewalled;
     std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
     let mut args = vec!["-w", "-I", "OUTPUT"];
     args.extend(rule.iter().map(String::as_str));

@@ -22,11 +22,15 @@
 
 #[path = "../support/fixtures.rs"]
 mod fixtures;
+#[path = "../support/undoing.rs"]
+mod undoing;
+
+use undoing::Undoing;
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_devstack");
@@ -112,10 +116,11 @@ fn processes_naming(needle: &str) -> Vec<i32> {
 /// its containerd and shims is left, unmounts what is mounted under its
 /// directories and removes the namespace and the directory. No panic in
 /// here: this also runs inside the panic hook.
-fn undo() {
+fn undo() -> Vec<String> {
     let Some(made) = MADE.lock().map(|mut m| m.take()).unwrap_or(None) else {
-        return;
+        return Vec::new();
     };
+    let mut problems = Vec::new();
     let daemon = std::fs::read_to_string(made.pidfile())
         .ok()
         .and_then(|p| p.trim().parse::<i32>().ok());
@@ -151,27 +156,18 @@ fn undo() {
         }
     }
     let _ = run("ip", &["link", "del", &made.veth]);
-    let _ = run("ip", &["netns", "del", &made.netns]);
-    let _ = std::fs::remove_dir_all(&made.dir);
-}
-
-struct Guard;
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        undo();
+    let removed = run("ip", &["netns", "del", &made.netns]);
+    if !removed.status.success() {
+        problems.push(format!(
+            "namespace {}: {}",
+            made.netns,
+            text(&removed).trim()
+        ));
     }
-}
-
-fn undo_on_panic() {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            undo();
-            previous(info);
-        }));
-    });
+    if let Err(e) = std::fs::remove_dir_all(&made.dir) {
+        problems.push(format!("cannot remove {}: {e}", made.dir.display()));
+    }
+    problems
 }
 
 /// The second engine: its namespace, veth pair and daemon. The host side of
@@ -185,7 +181,9 @@ struct Remote {
 
 impl Drop for Remote {
     fn drop(&mut self) {
-        undo();
+        for problem in undo() {
+            eprintln!("remote test clean-up: {problem}");
+        }
         let _ = self.daemon.wait();
     }
 }
@@ -482,8 +480,7 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
     }
     let repo = repo();
     fixtures::under_build_lock(|| fixtures::build(&repo, &[]));
-    undo_on_panic();
-    let _guard = Guard;
+    let _undoing = Undoing::arm("remote test", undo);
     let remote = Remote::start();
     let images = images_of_basic();
     let images: Vec<&str> = images.iter().map(String::as_str).collect();
@@ -560,7 +557,6 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
         );
     }
     drop(remote);
-    undo();
     assert!(
         !Path::new(&format!("/run/netns/{}", Made::new().netns)).exists(),
         "the namespace is still there"

@@ -24,13 +24,17 @@
 
 #[path = "../support/fixtures.rs"]
 mod fixtures;
+#[path = "../support/undoing.rs"]
+mod undoing;
+
+use undoing::Undoing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -161,33 +165,6 @@ fn undo() -> Vec<String> {
         }
     }
     failed
-}
-
-/// The stack on the swarm; dropping it (or a panic anywhere) undoes what
-/// the test did to the engine.
-struct Deployed;
-
-impl Drop for Deployed {
-    fn drop(&mut self) {
-        for problem in undo() {
-            eprintln!("swarm test clean-up: {problem}");
-        }
-    }
-}
-
-static HOOK: Once = Once::new();
-
-/// A panic (in any thread) undoes first, then reports as before.
-fn undo_on_panic() {
-    HOOK.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            previous(info);
-            for problem in undo() {
-                eprintln!("swarm test clean-up: {problem}");
-            }
-        }));
-    });
 }
 
 /// The kernel has IPVS, which the routing mesh needs.
@@ -352,12 +329,11 @@ fn exported_stack_runs_on_a_swarm_and_answers() {
     assert_eq!(text.contains("mode: host"), !mesh, "{text}");
 
     let stack = format!("dsswarm{}", std::process::id());
-    undo_on_panic();
+    let guard = Undoing::arm("swarm test", undo);
     *UNDO.lock().unwrap_or_else(|e| e.into_inner()) = Some(Undo {
         stack: stack.clone(),
         leave,
     });
-    let guard = Deployed;
     if leave {
         docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
     }
