@@ -41,20 +41,13 @@ mod watched;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use process::run;
 use undoing::Undoing;
 use watched::*;
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
-}
 
 /// `docker ARGS`, trimmed stdout; a failure fails the test.
 fn docker_ok(args: &[&str]) -> String {

@@ -22,9 +22,12 @@
 
 #[path = "../support/fixtures.rs"]
 mod fixtures;
+#[path = "../support/process.rs"]
+mod process;
 #[path = "../support/undoing.rs"]
 mod undoing;
 
+use process::run;
 use undoing::Undoing;
 
 use std::net::TcpStream;
@@ -37,14 +40,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_devstack");
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
 }
 
 fn text(out: &Output) -> String {

@@ -45,6 +45,27 @@ for port in sys.argv[2:]:
     print(port, repr(got[:300]))
 "#;
 
+/// [`PROBE`] run in a one-off container on the stack network of `project`
+/// against `ports` of the proxy at `ip`: its report, one line per port.
+fn probe_from_the_stack(project: &str, ip: &str, ports: &[u16]) -> String {
+    let mut args = vec![
+        "run".to_string(),
+        "--rm".into(),
+        "--label".into(),
+        format!("dev.devstack.project={project}"),
+        "--network".into(),
+        project.to_string(),
+        "devstack-fixtures/app".into(),
+        "python3".into(),
+        "-c".into(),
+        PROBE.into(),
+        ip.to_string(),
+    ];
+    args.extend(ports.iter().map(|p| p.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&args)
+}
+
 /// The TCP ports the proxy container listens on, on any address.
 fn listening_ports(container: &str) -> Vec<u16> {
     let table = docker(&["exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6"]);
@@ -82,22 +103,7 @@ fn no_container_of_the_stack_reaches_the_master_cli() {
         // port, the master CLI itself), tried from a container of the stack.
         let ports = listening_ports(&proxy.name);
         assert!(ports.contains(&80) && ports.len() >= 3, "{ports:?}");
-        let mut args = vec![
-            "run".to_string(),
-            "--rm".into(),
-            "--label".into(),
-            format!("dev.devstack.project={}", p.name),
-            "--network".into(),
-            p.name.clone(),
-            "devstack-fixtures/app".into(),
-            "python3".into(),
-            "-c".into(),
-            PROBE.into(),
-            ip.clone(),
-        ];
-        args.extend(ports.iter().map(|p| p.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let report = docker(&args);
+        let report = probe_from_the_stack(&p.name, &ip, &ports);
         assert_eq!(report.lines().count(), ports.len(), "{report}");
         for line in report.lines() {
             assert!(
@@ -143,22 +149,7 @@ fn no_container_of_the_stack_reads_nginx_control_port() {
             ports.contains(&80) && ports.contains(&9990) && ports.contains(&2379),
             "{ports:?}"
         );
-        let mut args = vec![
-            "run".to_string(),
-            "--rm".into(),
-            "--label".into(),
-            format!("dev.devstack.project={}", p.name),
-            "--network".into(),
-            p.name.clone(),
-            "devstack-fixtures/app".into(),
-            "python3".into(),
-            "-c".into(),
-            PROBE.into(),
-            ip.clone(),
-        ];
-        args.extend(ports.iter().map(|p| p.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let report = docker(&args);
+        let report = probe_from_the_stack(&p.name, &ip, &ports);
         assert_eq!(report.lines().count(), ports.len(), "{report}");
         for line in report.lines() {
             assert!(

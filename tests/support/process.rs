@@ -1,7 +1,7 @@
 //! Running other programs from tests and benchmarks: a command's success or
 //! output, and stopping a child as a user's Ctrl-C would.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// Whether `cmd args...` ran and succeeded (its output is discarded).
@@ -14,6 +14,17 @@ pub fn command_ok(cmd: &str, args: &[&str]) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// `cmd args...` run to its end with no input; a command that cannot be
+/// started fails the test.
+#[allow(dead_code)]
+pub fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
 }
 
 /// The trimmed standard output of `cmd args...`; empty if it could not run.

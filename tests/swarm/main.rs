@@ -24,16 +24,18 @@
 
 #[path = "../support/fixtures.rs"]
 mod fixtures;
+#[path = "../support/process.rs"]
+mod process;
 #[path = "../support/undoing.rs"]
 mod undoing;
 
+use process::run;
 use undoing::Undoing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -48,14 +50,6 @@ const GWBRIDGE: &str = "docker_gwbridge";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
 }
 
 /// `docker ARGS`: stdout, trimmed, when it succeeds; the error otherwise.
