@@ -82,27 +82,30 @@ pub fn copy_tree(src: &Path, dst: &Path, leave_out: &LeaveOut) -> io::Result<Cop
 /// the filesystem can (`renameat2` with `RENAME_EXCHANGE`), else by three
 /// renames through a name beside `a`.
 pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    let (ca, cb) = (c_path(a)?, c_path(b)?);
-    // SAFETY: two valid NUL-terminated paths; renameat2 reads only them.
-    let done = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            ca.as_ptr(),
-            libc::AT_FDCWD,
-            cb.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        )
-    };
-    if done == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
-        return Err(io::Error::new(
-            e.kind(),
-            format!("exchanging {} and {}: {e}", a.display(), b.display()),
-        ));
+    #[cfg(target_os = "linux")]
+    {
+        let (ca, cb) = (c_path(a)?, c_path(b)?);
+        // SAFETY: two valid NUL-terminated paths; renameat2 reads only them.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                libc::AT_FDCWD,
+                ca.as_ptr(),
+                libc::AT_FDCWD,
+                cb.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if done == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("exchanging {} and {}: {e}", a.display(), b.display()),
+            ));
+        }
     }
     let mut aside = a.as_os_str().to_owned();
     aside.push(".devstack-exchange");
@@ -133,7 +136,8 @@ struct TreeCopy<'a> {
     /// Files with more than one link: (device, inode) to the first copy.
     links: HashMap<(u64, u64), PathBuf>,
     done: Copied,
-    /// Cleared when `copy_file_range` is not supported here.
+    /// Cleared when `copy_file_range` is not supported here (Linux only).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     kernel_copy: bool,
 }
 
@@ -175,7 +179,9 @@ impl TreeCopy<'_> {
             } else if kind.is_fifo() || kind.is_char_device() || kind.is_block_device() {
                 let path = c_path(&to)?;
                 // SAFETY: a valid NUL-terminated path; mknod reads only it.
-                let made = unsafe { libc::mknod(path.as_ptr(), meta.mode(), meta.rdev()) };
+                // (`as _`: mode_t and dev_t are narrower than Linux's elsewhere.)
+                let made =
+                    unsafe { libc::mknod(path.as_ptr(), meta.mode() as _, meta.rdev() as _) };
                 if made != 0 {
                     return Err(with_path(&to, io::Error::last_os_error()));
                 }
@@ -254,9 +260,12 @@ impl TreeCopy<'_> {
         Ok(())
     }
 
-    /// Copies bytes `start..end` of `from` to the same place in `to`.
+    /// Copies bytes `start..end` of `from` to the same place in `to`: in
+    /// the kernel (`copy_file_range`) on Linux, else through a buffer.
     fn range(&mut self, from: &File, to: &File, start: u64, end: u64) -> io::Result<()> {
+        #[allow(unused_mut)]
         let mut at = start;
+        #[cfg(target_os = "linux")]
         while at < end && self.kernel_copy {
             let mut off_in = at as libc::loff_t;
             let mut off_out = at as libc::loff_t;
@@ -343,6 +352,14 @@ impl TreeCopy<'_> {
 
 /// Copies the extended attributes of `src` to `dst`, as far as this
 /// filesystem and this user allow (as `cp -a` does, a refused one is skipped).
+/// Linux only: elsewhere a volume's files are inside the engine's VM, never
+/// copied by this module.
+#[cfg(not(target_os = "linux"))]
+fn copy_xattrs(_src: &Path, _dst: &Path) {}
+
+/// Copies the extended attributes of `src` to `dst`, as far as this
+/// filesystem and this user allow (as `cp -a` does, a refused one is skipped).
+#[cfg(target_os = "linux")]
 fn copy_xattrs(src: &Path, dst: &Path) {
     let (Ok(s), Ok(d)) = (c_path(src), c_path(dst)) else {
         return;
