@@ -223,8 +223,9 @@ pub fn plan_orphans<'a>(
     observed
         .iter()
         .filter(|o| o.task.is_none())
-        // The proxy container belongs to the router, not to a unit.
-        .filter(|o| o.kind.as_deref() != Some("proxy"))
+        // The proxy and registry containers belong to the routing path,
+        // not to a unit.
+        .filter(|o| !matches!(o.kind.as_deref(), Some("proxy" | "registry")))
         .filter(|o| match o.service.as_deref() {
             Some(s) => !known.contains(s),
             None => true,
