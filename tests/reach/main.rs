@@ -34,7 +34,10 @@
 //! registry then moves into the stack (`<project>-registry`, `registry:
 //! stack`), and the same stack must come up routed, survive a killed
 //! replica and a restarted agent, and swap on a save without a failed
-//! request, its containers reaching the registry as `etcd:2379`.
+//! request, its containers reaching the registry as `etcd:2379`. The third
+//! test puts both rules on one stack (Docker Desktop's situation): the
+//! registry runs in the stack and devstack reaches it on its port published
+//! on 127.0.0.1.
 //!
 //! They change the host's firewall, so they run one at a time and are the
 //! only tests of their binary, and they undo the rules and the cgroup even
@@ -574,4 +577,39 @@ fn a_stack_whose_containers_cannot_reach_devstack_runs_its_registry_in_the_stack
         !process::command_ok("docker", &["inspect", &registry]),
         "`down` removed {registry}"
     );
+}
+
+/// Both rules at once, as on Docker Desktop: devstack reaches the stack
+/// only through ports published on 127.0.0.1, and its containers cannot
+/// reach the gateway, so the registry runs in the stack and devstack
+/// reaches it on its loopback publication.
+#[test]
+fn a_stack_cut_off_both_ways_reaches_its_registry_on_loopback() {
+    let _one = one_at_a_time();
+    ready();
+    let mut s = Stack::with("b", "    replicas: 2");
+    make_network(&s);
+    let (_firewall, cgroup) = firewall(&s.name);
+    let _reverse = reverse_firewall(&s.name);
+    s.cgroup = Some(cgroup.clone());
+
+    up_routed(&s, "published", "stack");
+    let registry = format!("{}-registry", s.name);
+    let published = docker_ok(&["port", &registry, "2379/tcp"]);
+    assert!(
+        !published.is_empty() && published.lines().all(|l| l.starts_with("127.0.0.1:")),
+        "the registry is published on loopback only: {published:?}"
+    );
+    assert_eq!(
+        routing_state(&s.name)["endpoints"],
+        serde_json::json!([format!("http://{}", published.lines().next().unwrap())])
+    );
+    let target = format!("{}:2379", address(&registry));
+    assert!(
+        !connects(Some(&cgroup), &target),
+        "devstack's cgroup must not reach {target}"
+    );
+
+    survives_a_killed_replica(&s);
+    swaps_without_a_failed_request(&mut s);
 }
