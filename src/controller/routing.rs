@@ -190,6 +190,11 @@ impl Routing {
                     server.shutdown().await;
                 }
                 let proxy_spec = router::proxy_spec(stack, project, true);
+                let failed = |source| RoutingError::Registry {
+                    project: project.to_string(),
+                    why: why.clone(),
+                    source,
+                };
                 let container = engine
                     .start_registry(
                         project,
@@ -198,17 +203,17 @@ impl Routing {
                         engine.reach(),
                     )
                     .await
-                    .map_err(|source| RoutingError::Registry {
-                        project: project.to_string(),
-                        why: why.clone(),
-                        source,
-                    })?;
-                // start_registry waited for both addresses to exist.
+                    .map_err(failed)?;
+                // start_registry returned once this process's way answered;
+                // the containers' way is its address, there while it runs.
                 let (Some(for_devstack), Some(for_containers)) = (
                     container.for_devstack(engine.reach()),
                     container.for_containers(),
                 ) else {
-                    unreachable!("start_registry returns a registry reachable both ways")
+                    return Err(failed(EngineError::Api {
+                        what: format!("reaching `{}`", container.name),
+                        message: "it has no address on the stack network, or no port this process reaches".into(),
+                    }));
                 };
                 endpoints = vec![format!("http://{for_devstack}")];
                 prepared.move_registry(endpoints.clone(), for_containers);
@@ -251,8 +256,8 @@ impl Routing {
     }
 
     /// Stops the registrar (which deregisters what it registered), the
-    /// router and the embedded etcd (or removes the registry container). The proxy container stays; `down`
-    /// removes it with the stack.
+    /// router and the embedded etcd (or removes the registry container).
+    /// The proxy container stays; `down` removes it with the stack.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.registrar.join().await;
@@ -275,9 +280,9 @@ impl Routing {
 /// own connection to the gateway shows; in the stack when they cannot. (It
 /// is in the stack without asking when the gateway is no address of this
 /// host, or this process reaches the stack only through `docker exec`: a
-/// remote engine, whose containers cannot reach this host either.) A probe that cannot be made
-/// (no tool in the proxy image) keeps it on this host, and says so. The
-/// second value says why, for messages.
+/// remote engine, whose containers cannot reach this host either.) A probe
+/// that cannot be made (no tool in the proxy image) keeps it on this host,
+/// and says so. The second value says why, for messages.
 async fn decide_registry(engine: &Engine, router: &router::PreparedRouter) -> (Registry, String) {
     match engine
         .probe_gateway(&router.proxy().id, router.gateway())

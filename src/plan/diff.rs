@@ -388,6 +388,36 @@ mod tests {
     }
 
     #[test]
+    fn the_routing_paths_containers_are_no_orphans() {
+        let web = observed(&desired(1, "img")[0], "w1", ObservedState::Running);
+        let of_kind = |id: &str, kind: &str| Observed {
+            id: id.into(),
+            name: format!("shop-{kind}"),
+            service: None,
+            replica: None,
+            config_hash: None,
+            task: None,
+            kind: Some(kind.into()),
+            state: ObservedState::Running,
+            created: 0,
+        };
+        let found = [
+            web,
+            of_kind("p", "proxy"),
+            of_kind("r", "registry"),
+            of_kind("x", "other"),
+        ];
+        let removed: Vec<String> = plan_orphans(["web"], &found)
+            .iter()
+            .map(|a| match a {
+                Action::Remove { id, .. } => id.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(removed, ["x"]);
+    }
+
+    #[test]
     fn a_replica_mid_swap_is_its_replacement_not_the_container_stopping() {
         let d = desired(1, "i1");
         let mut old = observed(&d[0], "old", ObservedState::Running);
