@@ -121,6 +121,7 @@ pub async fn start_routing(
     );
     // The stack's one reach decision, for `up`, `watch` and the rest.
     recorded.reach = engine.reach_decided().then_some(routing.reach);
+    recorded.registry = routing.registry;
     if let Err(e) = state::write(project, &recorded) {
         sayln!(
             "warning: cannot record the routing state in {}: {e}",
@@ -134,7 +135,7 @@ pub async fn start_routing(
 }
 
 /// Follows the reach decision the stack's routing path recorded (see
-/// `engine::reach`), so this process probes the stack's containers the way
+/// `engine::reach`), and where its registry runs, so this process probes the stack's containers the way
 /// the routing path found they answer. Nothing recorded (no routing path
 /// runs): the engine's presumption stays.
 pub fn adopt_reach(engine: &Engine, project: &ProjectName) {
@@ -144,6 +145,9 @@ pub fn adopt_reach(engine: &Engine, project: &ProjectName) {
     if let Ok(Some(recorded)) = state::read(project) {
         if let Some(reach) = recorded.reach {
             engine.settle_reach(reach);
+        }
+        if let Some(registry) = recorded.registry {
+            engine.settle_registry(registry);
         }
     }
 }

@@ -9,6 +9,14 @@
 //! know that port: the proxy carries the network alias `etcd` and forwards
 //! its port 2379 there, so `etcd:2379` works inside the stack as in
 //! production.
+//!
+//! Where they cannot (Docker Desktop's VM, a rootless engine's namespace, a
+//! firewall between the bridge and this host), the registry moves into the
+//! stack: the proxy, running before the registrar starts, is asked whether
+//! its own connection to the gateway arrives (`Engine::probe_gateway`), and
+//! if none does, `devstack etcd serve` runs in a container of the stack
+//! (`engine::registry`) and the proxy's `etcd:2379` forward leads there.
+//! The decision ([`Registry`]) is recorded next to the reach.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,7 +26,8 @@ use tokio::sync::watch;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::reach::Reach;
+use crate::engine::reach::{Reach, Registry};
+use crate::engine::registry::GatewayProbe;
 use crate::engine::{Engine, EngineError};
 use crate::etcd::{self, RunningServer, Server, ServerConfig};
 use crate::registrar::{self, RegistrarConfig, RegistrarHandle};
@@ -33,6 +42,13 @@ pub enum RoutingError {
         project: String,
         #[source]
         source: etcd::Error,
+    },
+    #[error("cannot start the registry of `{project}` in a container of the stack (its containers cannot reach this host: {why}): {source}")]
+    Registry {
+        project: String,
+        why: String,
+        #[source]
+        source: EngineError,
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -61,7 +77,13 @@ pub struct Routing {
     pub registrar: RegistrarHandle,
     /// How this process reaches the stack's containers, as probed on the proxy.
     pub reach: Reach,
+    /// Where the embedded registry runs; `None` for a stack's own etcd
+    /// cluster (or endpoints a test gave).
+    pub registry: Option<Registry>,
     etcd: Option<RunningServer>,
+    /// The project whose registry container to remove at shutdown, when
+    /// the registry runs in the stack.
+    stack_registry: Option<(Engine, String)>,
     cancel: CancellationToken,
 }
 
@@ -81,6 +103,9 @@ impl Routing {
         // it makes.
         engine.decide_reach_on_running_proxy(project).await;
         let gateway = engine.network_gateway(project).await?;
+        // `embedded`: the registry is devstack's own, on this host or in the
+        // stack (decided below); `Err` says why it cannot be on this host.
+        let mut embedded: Option<Result<(), String>> = None;
         let (etcd, endpoints, for_containers) = match (&options.endpoints, &stack.discovery.etcd) {
             (Some(endpoints), _) => (None, endpoints.clone(), options.etcd_for_containers),
             (None, Etcd::External { endpoints }) => {
@@ -96,15 +121,38 @@ impl Routing {
             }
             (None, Etcd::Embedded) => {
                 let ip = gateway.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-                let server = Server::start(ServerConfig::in_memory(SocketAddr::new(ip, 0)))
-                    .await
-                    .map_err(|source| RoutingError::Etcd {
-                        project: project.to_string(),
-                        source,
-                    })?;
-                let url = server.client_url();
-                let addr = server.local_addr();
-                (Some(server), vec![url], Some(addr))
+                // Until the registry is placed, the proxy's forward leads to
+                // the gateway's etcd port (it carries the `etcd` alias either way).
+                let placeholder = SocketAddr::new(ip, crate::engine::registry::REGISTRY_PORT);
+                if engine.reach() == Reach::Exec {
+                    embedded = Some(Err(
+                        "the engine is reached only through `docker exec`".into()
+                    ));
+                    (None, Vec::new(), Some(placeholder))
+                } else {
+                    match Server::start(ServerConfig::in_memory(SocketAddr::new(ip, 0))).await {
+                        Ok(server) => {
+                            embedded = Some(Ok(()));
+                            let url = server.client_url();
+                            let addr = server.local_addr();
+                            (Some(server), vec![url], Some(addr))
+                        }
+                        // Docker Desktop's, a rootless engine's gateway is
+                        // no address of this host.
+                        Err(e) if gateway.is_some() => {
+                            embedded = Some(Err(format!(
+                                "the embedded etcd cannot listen on the gateway {ip}: {e}"
+                            )));
+                            (None, Vec::new(), Some(placeholder))
+                        }
+                        Err(source) => {
+                            return Err(RoutingError::Etcd {
+                                project: project.to_string(),
+                                source,
+                            })
+                        }
+                    }
+                }
             }
         };
         let cancel = CancellationToken::new();
@@ -117,6 +165,63 @@ impl Routing {
         if let Some(addr) = for_containers {
             config = config.with_etcd_for_containers(addr);
         }
+        // The proxy first: it decides the reach, and it is the container
+        // that asks whether the stack's containers reach this host.
+        let mut prepared = match router::prepare(engine.clone(), config).await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(etcd) = etcd {
+                    etcd.shutdown().await;
+                }
+                return Err(e.into());
+            }
+        };
+        let mut endpoints = endpoints;
+        let mut etcd = etcd;
+        let mut registry = None;
+        let mut stack_registry = None;
+        if let Some(on_host) = embedded {
+            let (place, why) = match on_host {
+                Ok(()) => decide_registry(engine, &prepared).await,
+                Err(why) => (Registry::Stack, why),
+            };
+            if place == Registry::Stack {
+                if let Some(server) = etcd.take() {
+                    server.shutdown().await;
+                }
+                let proxy_spec = router::proxy_spec(stack, project, true);
+                let failed = |source| RoutingError::Registry {
+                    project: project.to_string(),
+                    why: why.clone(),
+                    source,
+                };
+                let container = engine
+                    .start_registry(
+                        project,
+                        &proxy_spec.image,
+                        proxy_spec.platform.as_deref(),
+                        engine.reach(),
+                    )
+                    .await
+                    .map_err(failed)?;
+                // start_registry returned once this process's way answered;
+                // the containers' way is its address, there while it runs.
+                let (Some(for_devstack), Some(for_containers)) = (
+                    container.for_devstack(engine.reach()),
+                    container.for_containers(),
+                ) else {
+                    return Err(failed(EngineError::Api {
+                        what: format!("reaching `{}`", container.name),
+                        message: "it has no address on the stack network, or no port this process reaches".into(),
+                    }));
+                };
+                endpoints = vec![format!("http://{for_devstack}")];
+                prepared.move_registry(endpoints.clone(), for_containers);
+                stack_registry = Some((engine.clone(), project.to_string()));
+            }
+            engine.settle_registry(place);
+            registry = Some(place);
+        }
         let registrar = registrar::start(
             engine.clone(),
             RegistrarConfig {
@@ -127,25 +232,20 @@ impl Routing {
             stacks.clone(),
             cancel.clone(),
         );
-        let start_router = router::start(engine.clone(), config, stacks, cancel.clone());
-        let router = match registry_first(registrar.ready(), start_router).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Nothing may stay behind: the registrar deregisters and ends.
-                cancel.cancel();
-                registrar.join().await;
-                if let Some(etcd) = etcd {
-                    etcd.shutdown().await;
-                }
-                return Err(e.into());
-            }
-        };
+        // The registry first: the router's loop (and its first apply) starts
+        // only once the registrar re-registered what runs.
+        let router = registry_first(registrar.ready(), async {
+            prepared.run(stacks, cancel.clone())
+        })
+        .await;
         Ok(Routing {
             endpoints,
             router,
             reach: engine.reach(),
+            registry,
             registrar,
             etcd,
+            stack_registry,
             cancel,
         })
     }
@@ -156,14 +256,45 @@ impl Routing {
     }
 
     /// Stops the registrar (which deregisters what it registered), the
-    /// router and the embedded etcd. The proxy container stays; `down`
-    /// removes it with the stack.
+    /// router and the embedded etcd (or removes the registry container).
+    /// The proxy container stays; `down` removes it with the stack.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.registrar.join().await;
         self.router.join().await;
         if let Some(etcd) = self.etcd {
             etcd.shutdown().await;
+        }
+        if let Some((engine, project)) = self.stack_registry {
+            // As the embedded server ends with its process; `down` removes
+            // it too, should this not run.
+            if let Err(e) = engine.remove_registry(&project).await {
+                sayln!("warning: cannot remove the registry container of `{project}`: {e}");
+            }
+        }
+    }
+}
+
+/// Where the embedded registry runs, once it could listen on the gateway:
+/// on this host when the stack's containers reach it there, as the proxy's
+/// own connection to the gateway shows; in the stack when they cannot. (It
+/// is in the stack without asking when the gateway is no address of this
+/// host, or this process reaches the stack only through `docker exec`: a
+/// remote engine, whose containers cannot reach this host either.) A probe
+/// that cannot be made (no tool in the proxy image) keeps it on this host,
+/// and says so. The second value says why, for messages.
+async fn decide_registry(engine: &Engine, router: &router::PreparedRouter) -> (Registry, String) {
+    match engine
+        .probe_gateway(&router.proxy().id, router.gateway())
+        .await
+    {
+        GatewayProbe::Reached => (Registry::Host, String::new()),
+        GatewayProbe::Unreached(why) => (Registry::Stack, why),
+        GatewayProbe::Unknown(why) => {
+            sayln!(
+                "note: could not ask the proxy whether containers reach this host ({why}); the registry stays on this host"
+            );
+            (Registry::Host, why)
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::reach::Reach;
+use crate::engine::reach::{Reach, Registry};
 use crate::plan::names::ProjectName;
 pub use crate::process::alive;
 use crate::process::ProcessIdentity;
@@ -49,6 +49,11 @@ pub struct RoutingState {
     /// before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reach: Option<Reach>,
+    /// Where the embedded registry runs (`host` or `stack`), as the routing
+    /// path decided it; absent for a stack's own etcd cluster, and in
+    /// files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Registry>,
 }
 
 impl RoutingState {
@@ -60,6 +65,7 @@ impl RoutingState {
             endpoints,
             listen,
             reach: None,
+            registry: None,
         }
     }
 }
@@ -81,6 +87,8 @@ struct AnyVersion {
     listen: String,
     #[serde(default)]
     reach: Option<Reach>,
+    #[serde(default)]
+    registry: Option<Registry>,
 }
 
 /// Only the version of a `routing.json`, read before anything else in it.
@@ -210,6 +218,7 @@ pub fn look(project: &ProjectName) -> Result<Recorded, NewerSchema> {
         endpoints: any.endpoints,
         listen: any.listen,
         reach: any.reach,
+        registry: any.registry,
     };
     // A process that died (kill -9, a reboot) leaves its file behind, and
     // its pid may be someone else's by now.

@@ -200,6 +200,12 @@ pub trait ContainerEngine: Clone + Send + Sync + 'static {
     fn reach(&self) -> (Reach, bool) {
         (Reach::Direct, false)
     }
+
+    /// Where the stack's registry runs, once its routing path decided
+    /// ([`super::reach::Registry`]); for `up`'s output.
+    fn registry(&self) -> Option<super::reach::Registry> {
+        None
+    }
 }
 
 impl ContainerEngine for Engine {
@@ -207,6 +213,10 @@ impl ContainerEngine for Engine {
 
     fn reach(&self) -> (Reach, bool) {
         (Engine::reach(self), self.reach_decided())
+    }
+
+    fn registry(&self) -> Option<super::reach::Registry> {
+        Engine::registry(self)
     }
 
     async fn list_project(&self, project: &str) -> Result<Vec<Observed>, EngineError> {

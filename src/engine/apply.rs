@@ -142,7 +142,11 @@ pub async fn up<E: ContainerEngine>(
 
     engine.ensure_network(project).await?;
     let (reach, decided) = engine.reach();
-    reporter.send(Progress::Reach { reach, decided });
+    reporter.send(Progress::Reach {
+        reach,
+        decided,
+        registry: engine.registry(),
+    });
     // Seeded datastores' data volumes first: made, or reset after a seed
     // that never finished (see `engine::seeding`).
     let to_seed = engine

@@ -77,7 +77,10 @@ impl Path {
     /// control port at the bridge address, the embedded etcd on the
     /// gateway). A stack whose bridge does not answer is reached through
     /// loopback-published ports instead (see `engine::reach`), so a failed
-    /// bridge fails `doctor` only when those fail too.
+    /// bridge fails `doctor` only when those fail too; a stack whose
+    /// containers cannot reach the gateway gets its registry in a container
+    /// of the stack (`engine::registry`), so that fails `doctor` only when
+    /// this binary cannot run on the engine.
     pub fn used_today(self) -> bool {
         matches!(self, Path::HostToBridge | Path::ContainerToGateway)
     }
@@ -127,6 +130,11 @@ pub struct Report {
     /// probe (on its proxy, when its routing path starts) decides from the
     /// same two paths. `None`: the paths were not probed.
     pub stack_reach: Option<super::reach::Reach>,
+    /// Where a stack's registry would run here: on this host where
+    /// containers reach the gateway (and this process reaches them other
+    /// than by exec), else in a container of the stack. `None`: the paths
+    /// were not probed.
+    pub stack_registry: Option<super::reach::Registry>,
     /// What will not work, one sentence each.
     pub problems: Vec<String>,
     /// Everything devstack needs today works.
@@ -234,6 +242,7 @@ impl Engine {
             probe_image: None,
             reach: Vec::new(),
             stack_reach: None,
+            stack_registry: None,
             problems: Vec::new(),
             ok: false,
         };
@@ -251,6 +260,7 @@ impl Engine {
         report.probe_image = image;
         report.reach = reach;
         report.stack_reach = stack_reach(&report);
+        report.stack_registry = stack_registry(&report);
         let found = problems(&report);
         report.ok = found.iter().all(|p| !p.blocking);
         report.problems = found.into_iter().map(|p| p.text).collect();
@@ -606,6 +616,32 @@ fn stack_reach(report: &Report) -> Option<super::reach::Reach> {
     })
 }
 
+/// Where a stack's routing path would put its registry from the probed
+/// paths: on this host when containers reach the gateway and this process
+/// reaches the stack over TCP, else in a container of the stack.
+fn stack_registry(report: &Report) -> Option<super::reach::Registry> {
+    use super::reach::{Reach as StackReach, Registry};
+    let reach = report.stack_reach?;
+    let to_gateway = report
+        .reach
+        .iter()
+        .any(|r| r.path == Path::ContainerToGateway && r.works);
+    Some(if to_gateway && reach != StackReach::Exec {
+        Registry::Host
+    } else {
+        Registry::Stack
+    })
+}
+
+/// Whether this devstack binary can run in a container of the engine (a
+/// registry in the stack needs it): both Linux, one architecture.
+fn binary_fits(report: &Report) -> bool {
+    use super::registry::normal_arch;
+    std::env::consts::OS == "linux"
+        && report.os_type.as_deref() == Some("linux")
+        && report.arch.as_deref().map(normal_arch) == Some(normal_arch(std::env::consts::ARCH))
+}
+
 /// A problem, and whether it stops devstack from working.
 struct Problem {
     text: String,
@@ -643,9 +679,15 @@ fn problems(report: &Report) -> Vec<Problem> {
                     "devstack cannot reach containers at their bridge address ({}), nor ports published on 127.0.0.1: health probes go through `docker exec`, and the proxy's control channel has no way through, so routing will not start",
                     r.detail
                 ),
-                Path::ContainerToGateway => format!(
-                    "containers cannot reach devstack on the bridge gateway ({}): the embedded etcd behind `etcd:2379` is out of their reach, so routing will not start",
+                Path::ContainerToGateway if binary_fits(report) => format!(
+                    "containers cannot reach devstack on the bridge gateway ({}): the registry behind `etcd:2379` runs in a container of the stack instead",
                     r.detail
+                ),
+                Path::ContainerToGateway => format!(
+                    "containers cannot reach devstack on the bridge gateway ({}), and the registry cannot move into the stack (it runs this devstack binary, {}/{}, which needs a Linux engine of that architecture), so routing will not start",
+                    r.detail,
+                    std::env::consts::OS,
+                    std::env::consts::ARCH
                 ),
                 Path::HostToPublished => format!(
                     "devstack cannot reach a port published on 127.0.0.1 ({}): `ports:` on the host will not answer",
@@ -658,7 +700,9 @@ fn problems(report: &Report) -> Vec<Problem> {
             };
             out.push(Problem {
                 text,
-                blocking: r.used_today && !(r.path == Path::HostToBridge && published_works),
+                blocking: r.used_today
+                    && !(r.path == Path::HostToBridge && published_works)
+                    && !(r.path == Path::ContainerToGateway && binary_fits(report)),
             });
         }
     }

@@ -41,6 +41,7 @@ pub mod progress;
 pub mod projects;
 pub mod proxy;
 pub mod reach;
+pub mod registry;
 pub mod resources;
 pub mod runtime;
 pub mod seeding;

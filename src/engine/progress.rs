@@ -28,9 +28,13 @@ pub enum Progress {
     /// How devstack reaches the stack's containers (health probes, the
     /// proxy's control channel, a swap's checks): `decided` when the stack's
     /// probe on its proxy settled it, else the presumption it starts from.
+    /// `registry`: where the stack's registry runs, once its routing path
+    /// decided (left out of the JSON until then).
     Reach {
         reach: super::reach::Reach,
         decided: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        registry: Option<super::reach::Registry>,
     },
     /// The stack's network or a volume was created.
     Created { object: String, name: String },

@@ -15,6 +15,12 @@
 //!   `docker exec`; the proxy's control channel has no way through and
 //!   routing says so.
 //!
+//! Beside it, the other direction: where the stack's registry (the etcd
+//! behind `etcd:2379`) runs, [`Registry`]: on this host, the embedded
+//! server on the network's gateway, where the stack's containers reach it;
+//! or in a container of the stack where they cannot (decided by
+//! `Engine::probe_gateway` from the proxy container, see `super::registry`).
+//!
 //! The decision lives in a cell every clone of an [`Engine`] shares, so the
 //! registrar, the router and `apply` of one process read the same one. The
 //! probe itself is made on the proxy (`control::probe_reach`): its control port is
@@ -116,6 +122,49 @@ impl Reach {
     }
 }
 
+/// Where the stack's registry (the etcd behind `etcd:2379`) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Registry {
+    /// The embedded etcd in the devstack process, on the stack network's
+    /// gateway address: the stack's containers reach it there.
+    Host,
+    /// `devstack etcd serve` in a container of the stack
+    /// (`<project>-registry`): the containers cannot reach this host.
+    Stack,
+}
+
+impl Registry {
+    /// The word used in output and in the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Registry::Host => "host",
+            Registry::Stack => "stack",
+        }
+    }
+
+    /// What it means, for a progress line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Registry::Host => "on this host, at the stack network's gateway",
+            Registry::Stack => "in a container of the stack (containers cannot reach this host)",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Registry::Host => REGISTRY_HOST,
+            Registry::Stack => REGISTRY_STACK,
+        }
+    }
+}
+
+impl std::fmt::Display for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::fmt::Display for Reach {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -124,6 +173,10 @@ impl std::fmt::Display for Reach {
 
 /// Set once decided: the low bits hold the [`Reach`].
 const DECIDED: u8 = 0b100;
+/// The [`Registry`] bits, beside the reach's: none of them, undecided.
+const REGISTRY_HOST: u8 = 0b01000;
+const REGISTRY_STACK: u8 = 0b10000;
+const REGISTRY_BITS: u8 = REGISTRY_HOST | REGISTRY_STACK;
 
 /// The decision every clone of one [`Engine`] shares.
 #[derive(Debug, Clone)]
@@ -135,6 +188,30 @@ impl ReachCell {
         ReachCell(Arc::new(AtomicU8::new(
             Reach::presumed(host, rootless).code(),
         )))
+    }
+
+    fn settle_reach(&self, reach: Reach) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                Some((old & REGISTRY_BITS) | reach.code() | DECIDED)
+            });
+    }
+
+    fn registry(&self) -> Option<Registry> {
+        match self.0.load(Ordering::Acquire) & REGISTRY_BITS {
+            REGISTRY_HOST => Some(Registry::Host),
+            REGISTRY_STACK => Some(Registry::Stack),
+            _ => None,
+        }
+    }
+
+    fn settle_registry(&self, registry: Registry) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+                Some((old & !REGISTRY_BITS) | registry.code())
+            });
     }
 }
 
@@ -150,11 +227,22 @@ impl Engine {
         self.reach.0.load(Ordering::Acquire) & DECIDED != 0
     }
 
-    /// Records the stack's decision for every clone of this engine handle.
+    /// Records the stack's decision for every clone of this engine handle
+    /// (the registry's, if made, stays).
     pub fn settle_reach(&self, reach: Reach) {
-        self.reach
-            .0
-            .store(reach.code() | DECIDED, Ordering::Release);
+        self.reach.settle_reach(reach);
+    }
+
+    /// Where the stack's registry runs, once its routing path decided (or
+    /// a recorded decision was adopted).
+    pub fn registry(&self) -> Option<Registry> {
+        self.reach.registry()
+    }
+
+    /// Records where the stack's registry runs, for every clone of this
+    /// engine handle (the reach decision stays as it is).
+    pub fn settle_registry(&self, registry: Registry) {
+        self.reach.settle_registry(registry);
     }
 }
 
@@ -195,6 +283,31 @@ mod tests {
         let code = cell.0.load(Ordering::Acquire);
         assert_eq!(Reach::of_code(code), Reach::Published);
         assert_ne!(code & DECIDED, 0);
+    }
+
+    #[test]
+    fn the_registry_and_the_reach_are_kept_apart_in_one_cell() {
+        let cell = ReachCell::presumed("tcp://10.0.0.2:2375");
+        let other = cell.clone();
+        assert_eq!(cell.registry(), None);
+        other.settle_registry(Registry::Stack);
+        assert_eq!(cell.registry(), Some(Registry::Stack));
+        // Settling the reach keeps the registry, and the other way round.
+        cell.settle_reach(Reach::Direct);
+        assert_eq!(other.registry(), Some(Registry::Stack));
+        let code = other.0.load(Ordering::Acquire);
+        assert_eq!(Reach::of_code(code), Reach::Direct);
+        assert_ne!(code & DECIDED, 0);
+        other.settle_registry(Registry::Host);
+        assert_eq!(cell.registry(), Some(Registry::Host));
+        assert_eq!(
+            Reach::of_code(cell.0.load(Ordering::Acquire)),
+            Reach::Direct
+        );
+        assert_eq!(
+            serde_json::to_string(&Registry::Stack).unwrap(),
+            "\"stack\""
+        );
     }
 
     #[test]

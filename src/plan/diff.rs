@@ -223,8 +223,9 @@ pub fn plan_orphans<'a>(
     observed
         .iter()
         .filter(|o| o.task.is_none())
-        // The proxy container belongs to the router, not to a unit.
-        .filter(|o| o.kind.as_deref() != Some("proxy"))
+        // The proxy and registry containers belong to the routing path,
+        // not to a unit.
+        .filter(|o| !matches!(o.kind.as_deref(), Some("proxy" | "registry")))
         .filter(|o| match o.service.as_deref() {
             Some(s) => !known.contains(s),
             None => true,
@@ -384,6 +385,36 @@ mod tests {
         );
         assert_eq!(kinds(&plan), vec!["remove"]);
         assert!(matches!(&plan[0], Action::Remove { id, .. } if id == "x"));
+    }
+
+    #[test]
+    fn the_routing_paths_containers_are_no_orphans() {
+        let web = observed(&desired(1, "img")[0], "w1", ObservedState::Running);
+        let of_kind = |id: &str, kind: &str| Observed {
+            id: id.into(),
+            name: format!("shop-{kind}"),
+            service: None,
+            replica: None,
+            config_hash: None,
+            task: None,
+            kind: Some(kind.into()),
+            state: ObservedState::Running,
+            created: 0,
+        };
+        let found = [
+            web,
+            of_kind("p", "proxy"),
+            of_kind("r", "registry"),
+            of_kind("x", "other"),
+        ];
+        let removed: Vec<String> = plan_orphans(["web"], &found)
+            .iter()
+            .map(|a| match a {
+                Action::Remove { id, .. } => id.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(removed, ["x"]);
     }
 
     #[test]

@@ -271,6 +271,26 @@ pub async fn start(
     stacks: tokio::sync::watch::Receiver<Arc<Stack>>,
     cancel: CancellationToken,
 ) -> Result<RouterHandle, RouterError> {
+    Ok(prepare(engine, config).await?.run(stacks, cancel))
+}
+
+/// A router whose proxy runs and answers (and the stack's reach is
+/// decided), before its loop reads etcd: the routing path decides where the
+/// registry runs in between ([`PreparedRouter::move_registry`]).
+pub struct PreparedRouter {
+    engine: Engine,
+    kind: ProxyKind,
+    stream: Option<StreamModule>,
+    config: RouterConfig,
+    events: broadcast::Sender<RouterEvent>,
+    proxy: ProxyContainer,
+    gateway: IpAddr,
+}
+
+/// Starts (or adopts) the proxy container and waits until it answers on its
+/// control port, deciding the stack's reach on it; the loop is not started
+/// ([`PreparedRouter::run`]).
+pub async fn prepare(engine: Engine, config: RouterConfig) -> Result<PreparedRouter, RouterError> {
     let (events, _) = broadcast::channel(256);
     let kind = config.stack.proxy.kind;
     let base = render_for(
@@ -319,30 +339,77 @@ pub async fn start(
         container: proxy.name.clone(),
         restarted: false,
     });
-    let router = Router {
+    Ok(PreparedRouter {
         engine,
         kind,
         stream,
-        template: config.stack.proxy.template.clone(),
-        confd: config.stack.proxy.confd.clone(),
-        confd_live: BTreeMap::new(),
         config,
-        events: events.clone(),
-        proxy: proxy.clone(),
-        // An adopted proxy's config is unknown: the first apply reloads.
-        live: None,
-        kvs: BTreeMap::new(),
-        revision: 0,
-        skipped: BTreeSet::new(),
-        gateway,
-        file_behind: false,
-    };
-    let task = tokio::spawn(router.run(stacks, cancel));
-    Ok(RouterHandle {
         events,
-        task,
         proxy,
+        gateway,
     })
+}
+
+impl PreparedRouter {
+    /// The proxy container, running and answering.
+    pub fn proxy(&self) -> &ProxyContainer {
+        &self.proxy
+    }
+
+    /// The stack network's gateway.
+    pub fn gateway(&self) -> IpAddr {
+        self.gateway
+    }
+
+    /// The registry moved (into a container of the stack): the loop reads
+    /// `endpoints`, and the proxy's `etcd:2379` forward leads to
+    /// `for_containers` from the first apply on (the proxy keeps its `etcd`
+    /// alias, so containers reach it as before).
+    pub fn move_registry(&mut self, endpoints: Vec<String>, for_containers: SocketAddr) {
+        self.config.endpoints = endpoints;
+        self.config.etcd_for_containers = Some(for_containers);
+    }
+
+    /// Starts the loop: it follows etcd until `cancel` fires.
+    pub fn run(
+        self,
+        stacks: tokio::sync::watch::Receiver<Arc<Stack>>,
+        cancel: CancellationToken,
+    ) -> RouterHandle {
+        let PreparedRouter {
+            engine,
+            kind,
+            stream,
+            config,
+            events,
+            proxy,
+            gateway,
+        } = self;
+        let router = Router {
+            engine,
+            kind,
+            stream,
+            template: config.stack.proxy.template.clone(),
+            confd: config.stack.proxy.confd.clone(),
+            confd_live: BTreeMap::new(),
+            config,
+            events: events.clone(),
+            proxy: proxy.clone(),
+            // An adopted proxy's config is unknown: the first apply reloads.
+            live: None,
+            kvs: BTreeMap::new(),
+            revision: 0,
+            skipped: BTreeSet::new(),
+            gateway,
+            file_behind: false,
+        };
+        let task = tokio::spawn(router.run(stacks, cancel));
+        RouterHandle {
+            events,
+            task,
+            proxy,
+        }
+    }
 }
 
 /// The config the proxy serves now, and the view it came from.

@@ -45,8 +45,11 @@ pub fn render(r: &Report) -> Vec<String> {
     lines.push(match (&r.probe_image, r.stack_reach) {
         (Some(image), Some(reach)) => {
             format!(
-                "reach    probed with {image} · a stack is reached through {}",
-                reach.describe()
+                "reach    probed with {image} · a stack is reached through {}{}",
+                reach.describe(),
+                r.stack_registry
+                    .map(|g| format!(" · its registry runs {}", g.describe()))
+                    .unwrap_or_default()
             )
         }
         (Some(image), None) => format!("reach    probed with {image}"),
@@ -107,6 +110,7 @@ mod tests {
                 })
                 .collect(),
             stack_reach: Some(crate::engine::reach::Reach::Direct),
+            stack_registry: Some(crate::engine::reach::Registry::Host),
             problems: vec!["containers cannot reach host.docker.internal".into()],
             ok: true,
         }
@@ -121,7 +125,7 @@ mod tests {
                 "system   Debian GNU/Linux 12 (bookworm) · linux/x86_64 · kernel 6.1.0 · rootful",
                 "storage  overlay2 · cgroup systemd v2 · /var/lib/docker: 10.0 GiB free",
                 "clock    engine +0s from this host",
-                "reach    probed with busybox:latest · a stack is reached through containers' addresses on the stack network",
+                "reach    probed with busybox:latest · a stack is reached through containers' addresses on the stack network · its registry runs on this host, at the stack network's gateway",
                 "  ok   host → container bridge address, used today (addr)",
                 "  ok   host → port published on 127.0.0.1 (addr)",
                 "  ok   container → host at the bridge gateway, used today (addr)",

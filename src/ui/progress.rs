@@ -153,14 +153,21 @@ fn plain_line(event: &Progress) -> Option<String> {
             None => format!("{service}: pulling {image}: {status}"),
         },
         Progress::Created { object, name } => format!("created {object} {name}"),
-        Progress::Reach { reach, decided } => format!(
-            "reaching containers through {}{}",
+        Progress::Reach {
+            reach,
+            decided,
+            registry,
+        } => format!(
+            "reaching containers through {}{}{}",
             reach.describe(),
             if *decided {
                 ""
             } else {
                 " (presumed: not probed)"
-            }
+            },
+            registry
+                .map(|r| format!("; the registry runs {}", r.describe()))
+                .unwrap_or_default()
         ),
         Progress::Waiting { service, on } => format!("{service}: waiting for {}", on.join(", ")),
         Progress::Task {

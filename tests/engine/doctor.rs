@@ -77,6 +77,7 @@ fn doctor_json_reports_the_engine_and_working_reach_paths() {
     assert_eq!(path("host-to-published")["used_today"], false);
     // What a stack's own probe decides from the same paths.
     assert_eq!(report["stack_reach"], "direct");
+    assert_eq!(report["stack_registry"], "host");
     assert_eq!(report["ok"], true);
     assert_eq!(report["problems"], serde_json::json!([]));
 

@@ -26,9 +26,23 @@
 //! The network is made by the test (with the project label, so devstack
 //! adopts it) so that its subnet is known before the first devstack command.
 //!
-//! It changes the host's firewall, so it is the only test of its binary, and
-//! it undoes the rule and the cgroup even when it fails: a guard's `Drop`
-//! and a panic hook both do (as `tests/swarm` does for its swarm).
+//! The reverse, "containers cannot reach the host's gateway address", is
+//! the second test: a rule in INPUT drops every connection the stack's
+//! subnet opens to the network's gateway (`INPUT -s <subnet> -d <gateway>
+//! -m conntrack --ctstate NEW -j DROP`), as on Docker Desktop or a remote
+//! engine, where the gateway is no address of devstack's host. The
+//! registry then moves into the stack (`<project>-registry`, `registry:
+//! stack`), and the same stack must come up routed, survive a killed
+//! replica and a restarted agent, and swap on a save without a failed
+//! request, its containers reaching the registry as `etcd:2379`. The third
+//! test puts both rules on one stack (Docker Desktop's situation): the
+//! registry runs in the stack and devstack reaches it on its port published
+//! on 127.0.0.1.
+//!
+//! They change the host's firewall, so they run one at a time and are the
+//! only tests of their binary, and they undo the rules and the cgroup even
+//! when they fail: a guard's `Drop` and a panic hook both do (as
+//! `tests/swarm` does for its swarm).
 
 #[path = "../support/fixtures.rs"]
 mod fixtures;
@@ -73,60 +87,70 @@ fn cgroup2_root() -> PathBuf {
         .expect("cgroup v2 is mounted (the firewall rule matches devstack's processes by it)")
 }
 
-/// What the test must undo, taken (once) by whichever of the guard's drop
-/// and the panic hook comes first.
+/// One change the running test must undo, taken (once) by whichever of the
+/// guard's drop and the panic hook comes first.
 struct Undo {
-    /// The rule's specification, as given to `iptables -I OUTPUT`.
+    /// The chain (`OUTPUT`, `INPUT`) and the rule's specification, as given
+    /// to `iptables -I`.
+    chain: &'static str,
     rule: Vec<String>,
-    /// The cgroup directory devstack's commands ran in.
-    cgroup: PathBuf,
+    /// The cgroup directory devstack's commands ran in, if the rule has one.
+    cgroup: Option<PathBuf>,
 }
 
-static UNDO: Mutex<Option<Undo>> = Mutex::new(None);
+static UNDO: Mutex<Vec<Undo>> = Mutex::new(Vec::new());
 
-/// Deletes the rule, moves any process still in the cgroup back to the
-/// root and removes the directory. Returns what could not be undone. No
-/// panic in here: it also runs inside the panic hook.
+/// One test at a time: each changes the firewall, and the panic hook
+/// undoes whatever is recorded.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deletes each recorded rule, moves any process still in its cgroup back
+/// to the root and removes the directory. Returns what could not be undone.
+/// No panic in here: it also runs inside the panic hook.
 fn undo() -> Vec<String> {
-    let Some(undo) = UNDO.lock().unwrap_or_else(|e| e.into_inner()).take() else {
-        return Vec::new();
-    };
+    let undos = std::mem::take(&mut *UNDO.lock().unwrap_or_else(|e| e.into_inner()));
     let mut failed = Vec::new();
-    let mut args = vec!["-w", "-D", "OUTPUT"];
-    args.extend(undo.rule.iter().map(String::as_str));
-    match Command::new("iptables").args(&args).output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => failed.push(format!(
-            "`iptables {}`: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => failed.push(format!("cannot run iptables: {e}")),
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        // A process left behind (an agent a failed `down` did not stop)
-        // goes back to the root cgroup, so the directory can go.
-        let procs = std::fs::read_to_string(undo.cgroup.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.split_whitespace() {
-            let _ = std::fs::write(cgroup2_root().join("cgroup.procs"), pid);
+    for undo in undos {
+        let mut args = vec!["-w", "-D", undo.chain];
+        args.extend(undo.rule.iter().map(String::as_str));
+        match Command::new("iptables").args(&args).output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => failed.push(format!(
+                "`iptables {}`: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => failed.push(format!("cannot run iptables: {e}")),
         }
-        match std::fs::remove_dir(&undo.cgroup) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-            Err(e) if Instant::now() > deadline => {
-                failed.push(format!("cannot remove {}: {e}", undo.cgroup.display()));
-                break;
+        let Some(cgroup) = undo.cgroup else { continue };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // A process left behind (an agent a failed `down` did not stop)
+            // goes back to the root cgroup, so the directory can go.
+            let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.split_whitespace() {
+                let _ = std::fs::write(cgroup2_root().join("cgroup.procs"), pid);
             }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            match std::fs::remove_dir(&cgroup) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if Instant::now() > deadline => {
+                    failed.push(format!("cannot remove {}: {e}", cgroup.display()));
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
         }
     }
     failed
 }
 
-/// Makes the cgroup and inserts the rule for the network `network`
-/// (already made), recording both for [`undo`] before either exists.
-fn firewall(network: &str) -> (Undoing, PathBuf) {
+/// The network's IPv4 subnet and its bridge's name.
+fn subnet_and_bridge(network: &str) -> (String, String) {
     let id = docker_ok(&["network", "inspect", "-f", "{{.Id}}", network]);
     let subnet = docker_ok(&[
         "network",
@@ -140,11 +164,57 @@ fn firewall(network: &str) -> (Undoing, PathBuf) {
         .find(|s| s.contains('.'))
         .expect("an IPv4 subnet")
         .to_string();
-    let bridge = format!("br-{}", &id[..12]);
-    let root = cgroup2_root();
+    (subnet, format!("br-{}", &id[..12]))
+}
+
+/// The network's IPv4 gateway address.
+fn gateway(network: &str) -> String {
+    let gateways = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+        network,
+    ]);
+    gateways
+        .split_whitespace()
+        .find(|s| s.contains('.'))
+        .expect("an IPv4 gateway")
+        .to_string()
+}
+
+/// Records `undo` for [`undo`] (the guard armed first), then makes its
+/// cgroup, if any, and inserts its rule.
+fn insert(undo: Undo) -> Undoing {
+    let guard = Undoing::arm("reach test", self::undo);
+    let (chain, rule, cgroup) = (undo.chain, undo.rule.clone(), undo.cgroup.clone());
+    UNDO.lock().unwrap_or_else(|e| e.into_inner()).push(undo);
+    if let Some(dir) = cgroup {
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
+    }
+    let mut args = vec!["-w", "-I", chain];
+    args.extend(rule.iter().map(String::as_str));
+    let out = run("iptables", &args);
+    assert!(
+        out.status.success(),
+        "`iptables {}`: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    guard
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Makes the cgroup and inserts the rule that keeps devstack's processes
+/// from opening connections to the network `network` (already made).
+fn firewall(network: &str) -> (Undoing, PathBuf) {
+    let (subnet, bridge) = subnet_and_bridge(network);
     let name = format!("devstack-reach-{}", std::process::id());
-    let dir = root.join(&name);
-    let rule: Vec<String> = [
+    let dir = cgroup2_root().join(&name);
+    let rule = strings(&[
         "-o",
         &bridge,
         "-d",
@@ -159,26 +229,37 @@ fn firewall(network: &str) -> (Undoing, PathBuf) {
         "NEW",
         "-j",
         "DROP",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let guard = Undoing::arm("reach test", undo);
-    *UNDO.lock().unwrap() = Some(Undo {
-        rule: rule.clone(),
-        cgroup: dir.clone(),
+    ]);
+    let guard = insert(Undo {
+        chain: "OUTPUT",
+        rule,
+        cgroup: Some(dir.clone()),
     });
-    std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
-    let mut args = vec!["-w", "-I", "OUTPUT"];
-    args.extend(rule.iter().map(String::as_str));
-    let out = run("iptables", &args);
-    assert!(
-        out.status.success(),
-        "`iptables {}`: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
     (guard, dir)
+}
+
+/// Inserts the reverse rule: no container of the network `network` opens a
+/// connection to its gateway (the host, as the containers see it).
+/// Connections the host opens to them, and their replies, pass.
+fn reverse_firewall(network: &str) -> Undoing {
+    let (subnet, _) = subnet_and_bridge(network);
+    let rule = strings(&[
+        "-s",
+        &subnet,
+        "-d",
+        &gateway(network),
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "NEW",
+        "-j",
+        "DROP",
+    ]);
+    insert(Undo {
+        chain: "INPUT",
+        rule,
+        cgroup: None,
+    })
 }
 
 /// Whether a TCP connection to `addr` opens within 3 s, tried by a process
@@ -254,23 +335,9 @@ fn ready() {
     }
 }
 
-#[test]
-fn a_stack_whose_bridge_devstack_cannot_reach_is_routed_survives_a_kill_and_swaps() {
-    ready();
-    let mut s = Stack::with("r", "    replicas: 2");
-    // The stack network, made now so that its subnet is known; the project
-    // label makes it the stack's own (devstack adopts it, `down` removes it).
-    docker_ok(&[
-        "network",
-        "create",
-        "--label",
-        &format!("dev.devstack.project={}", s.name),
-        &s.name,
-    ]);
-    let (_firewall, cgroup) = firewall(&s.name);
-    s.cgroup = Some(cgroup.clone());
-
-    // Up, routed, with the decision recorded and said.
+/// `up --detach --wait --json`: the stack comes up, says its reach and
+/// registry once, decided, records both, and answers.
+fn up_routed(s: &Stack, reach: &str, registry: &str) {
     let out = s
         .cmd(&["up", "--detach", "--wait", "--json", "--timeout", "180s"])
         .output()
@@ -281,20 +348,114 @@ fn a_stack_whose_bridge_devstack_cannot_reach_is_routed_survives_a_kill_and_swap
         "up failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let reach: Vec<serde_json::Value> = stdout
+    let said: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["event"] == "reach")
         .collect();
     assert_eq!(
-        reach,
-        [serde_json::json!({"event": "reach", "reach": "published", "decided": true})],
+        said,
+        [
+            serde_json::json!({"event": "reach", "reach": reach, "decided": true, "registry": registry})
+        ],
         "{stdout}"
     );
-    assert_eq!(routing_state(&s.name)["reach"], "published");
+    assert_eq!(routing_state(&s.name)["reach"], reach);
+    assert_eq!(routing_state(&s.name)["registry"], registry);
     until(Duration::from_secs(30), "the stack answers", || {
         message(s.listen).as_deref() == Ok("first")
     });
+}
+
+/// Both replicas answer, within 30 s.
+fn both_replicas_serve(s: &Stack, what: &str) {
+    let mut hosts = BTreeSet::new();
+    until(Duration::from_secs(30), what, || {
+        if let Some(h) = hostname(s.listen) {
+            hosts.insert(h);
+        }
+        hosts.len() == 2
+    });
+}
+
+/// A killed replica: the other one serves alone, and `up` brings it back.
+fn survives_a_killed_replica(s: &Stack) {
+    docker_ok(&["kill", &format!("{}-web-1", s.name)]);
+    until(
+        Duration::from_secs(20),
+        "the other replica serves alone",
+        || serves_in_a_row(s, 10),
+    );
+    up(s, "first");
+    both_replicas_serve(s, "both replicas serve again");
+}
+
+/// A routing agent killed and started again beside the running stack
+/// decides on the running proxy before its registrar probes anything: the
+/// replicas stay registered and served, and the decisions are the same.
+fn survives_a_restarted_agent(s: &Stack, reach: &str, registry: &str) {
+    let agent = routing_state(&s.name)["pid"]
+        .as_u64()
+        .expect("the agent's pid")
+        .to_string();
+    assert!(process::command_ok("kill", &["-9", &agent]));
+    up(s, "first");
+    assert_eq!(routing_state(&s.name)["reach"], reach);
+    assert_eq!(routing_state(&s.name)["registry"], registry);
+    assert_ne!(routing_state(&s.name)["pid"].to_string(), agent);
+    both_replicas_serve(s, "both replicas serve after the restart");
+}
+
+/// A save swaps both replicas, no request fails meanwhile, and the old
+/// replicas go (the new ones take the usual names).
+fn swaps_without_a_failed_request(s: &mut Stack) {
+    let rx = start_watch(s);
+    let load = Poll::start(s.listen, Duration::from_millis(20));
+    std::fs::write(s.file("message.txt"), "second").unwrap();
+    let v = next_event(&rx);
+    assert_eq!(v["result"], "swapped", "{v}");
+    until(Duration::from_secs(15), "the new version answers", || {
+        message(s.listen).as_deref() == Ok("second")
+    });
+    let answers = load.finish();
+    let errors = unexpected(&answers, &["first", "second"]);
+    assert!(
+        errors.is_empty(),
+        "failed requests during the swap ({} answers): {errors:?}",
+        answers.len()
+    );
+    let usual = [format!("{}-web-1", s.name), format!("{}-web-2", s.name)];
+    until(Duration::from_secs(30), "the old replicas are gone", || {
+        let mut names = web_names(s);
+        names.sort();
+        names == usual
+    });
+}
+
+/// The stack network, made by the test so that its subnet is known before
+/// devstack runs; the project label makes it the stack's own (devstack
+/// adopts it, `down` removes it).
+fn make_network(s: &Stack) {
+    docker_ok(&[
+        "network",
+        "create",
+        "--label",
+        &format!("dev.devstack.project={}", s.name),
+        &s.name,
+    ]);
+}
+
+#[test]
+fn a_stack_whose_bridge_devstack_cannot_reach_is_routed_survives_a_kill_and_swaps() {
+    let _one = one_at_a_time();
+    ready();
+    let mut s = Stack::with("r", "    replicas: 2");
+    make_network(&s);
+    let (_firewall, cgroup) = firewall(&s.name);
+    s.cgroup = Some(cgroup.clone());
+
+    // Up, routed, with the decision recorded and said.
+    up_routed(&s, "published", "host");
 
     // The simulation holds: devstack's cgroup cannot open a connection to a
     // container's address, while a process outside it can, and the web
@@ -330,74 +491,125 @@ fn a_stack_whose_bridge_devstack_cannot_reach_is_routed_survives_a_kill_and_swap
         "a container of the stack reached the master CLI: {asked}"
     );
 
-    // A killed replica: the other one serves, and `up` brings it back.
-    docker_ok(&["kill", &web1]);
-    until(
-        Duration::from_secs(20),
-        "the other replica serves alone",
-        || serves_in_a_row(&s, 10),
-    );
-    up(&s, "first");
-    let mut hosts = BTreeSet::new();
-    until(Duration::from_secs(30), "both replicas serve again", || {
-        if let Some(h) = hostname(s.listen) {
-            hosts.insert(h);
-        }
-        hosts.len() == 2
-    });
-
-    // A routing agent killed and started again beside the running stack
-    // decides on the running proxy before its registrar probes anything:
-    // the replicas stay registered and served.
-    let agent = routing_state(&s.name)["pid"]
-        .as_u64()
-        .expect("the agent's pid")
-        .to_string();
-    assert!(process::command_ok("kill", &["-9", &agent]));
-    up(&s, "first");
-    assert_eq!(routing_state(&s.name)["reach"], "published");
-    assert_ne!(routing_state(&s.name)["pid"].to_string(), agent);
-    hosts.clear();
-    until(
-        Duration::from_secs(30),
-        "both replicas serve after the restart",
-        || {
-            if let Some(h) = hostname(s.listen) {
-                hosts.insert(h);
-            }
-            hosts.len() == 2
-        },
-    );
-
-    // A save swaps both replicas, and no request fails meanwhile.
-    let rx = start_watch(&mut s);
-    let load = Poll::start(s.listen, Duration::from_millis(20));
-    std::fs::write(s.file("message.txt"), "second").unwrap();
-    let v = next_event(&rx);
-    assert_eq!(v["result"], "swapped", "{v}");
-    until(Duration::from_secs(15), "the new version answers", || {
-        message(s.listen).as_deref() == Ok("second")
-    });
-    let answers = load.finish();
-    let errors = unexpected(&answers, &["first", "second"]);
-    assert!(
-        errors.is_empty(),
-        "failed requests during the swap ({} answers): {errors:?}",
-        answers.len()
-    );
-    // The swapped-in replicas, once the old ones are gone and they took the
-    // usual names, publish their probe port on loopback too.
-    let usual = [format!("{}-web-1", s.name), format!("{}-web-2", s.name)];
-    until(Duration::from_secs(30), "the old replicas are gone", || {
-        let mut names = web_names(&s);
-        names.sort();
-        names == usual
-    });
-    for name in &usual {
-        let published = docker_ok(&["port", name, "8080/tcp"]);
+    survives_a_killed_replica(&s);
+    survives_a_restarted_agent(&s, "published", "host");
+    swaps_without_a_failed_request(&mut s);
+    // The swapped-in replicas publish their probe port on loopback too.
+    for name in [format!("{}-web-1", s.name), format!("{}-web-2", s.name)] {
+        let published = docker_ok(&["port", &name, "8080/tcp"]);
         assert!(
             published.lines().any(|l| l.starts_with("127.0.0.1:")),
             "{name}: {published:?}"
         );
     }
+}
+
+/// What a python3 one-liner run in `container` prints.
+fn python_in(container: &str, code: &str) -> String {
+    docker_ok(&["exec", container, "python3", "-c", code])
+}
+
+#[test]
+fn a_stack_whose_containers_cannot_reach_devstack_runs_its_registry_in_the_stack() {
+    let _one = one_at_a_time();
+    ready();
+    let mut s = Stack::with("g", "    replicas: 2");
+    make_network(&s);
+    let _firewall = reverse_firewall(&s.name);
+    let gateway = gateway(&s.name);
+
+    // Up, routed, with the registry in the stack, recorded and said; the
+    // host still reaches the containers at their addresses.
+    up_routed(&s, "direct", "stack");
+    let registry = format!("{}-registry", s.name);
+    assert_eq!(
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{index .Config.Labels \"dev.devstack.project\"}} {{index .Config.Labels \"dev.devstack.kind\"}}",
+            &registry,
+        ]),
+        format!("true {} registry", s.name)
+    );
+    // devstack's endpoint is the registry container's address.
+    let endpoints = routing_state(&s.name)["endpoints"].clone();
+    assert_eq!(
+        endpoints,
+        serde_json::json!([format!("http://{}:2379", address(&registry))])
+    );
+
+    // The simulation holds: a container of the stack cannot open a
+    // connection to the gateway (here, a listener of the test's), and it
+    // reaches the registry as `etcd:2379`, which holds the replicas'
+    // registrations.
+    let web1 = format!("{}-web-1", s.name);
+    let listener =
+        std::net::TcpListener::bind((gateway.as_str(), 0)).expect("a listener on the gateway");
+    let port = listener.local_addr().unwrap().port();
+    let tried = python_in(
+        &web1,
+        &format!(
+            "import socket\ntry:\n    socket.create_connection(('{gateway}', {port}), 2).close(); print('connected')\nexcept Exception as e:\n    print(type(e).__name__)"
+        ),
+    );
+    assert_ne!(tried, "connected", "a container reached the gateway");
+    drop(listener);
+    let version = python_in(
+        &web1,
+        "import urllib.request; print(urllib.request.urlopen('http://etcd:2379/version', timeout=5).read().decode())",
+    );
+    assert!(version.contains("etcdserver"), "{version}");
+    let listed = s.cmd(&["etcd", "ls", "/"]).output().expect("etcd ls runs");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("web"),
+        "the registry lists the web replicas: {listed}"
+    );
+
+    survives_a_killed_replica(&s);
+    survives_a_restarted_agent(&s, "direct", "stack");
+    swaps_without_a_failed_request(&mut s);
+
+    // `down` takes the registry container with the stack.
+    let down = s.cmd(&["down"]).output().expect("down runs");
+    assert!(down.status.success(), "{down:?}");
+    assert!(
+        !process::command_ok("docker", &["inspect", &registry]),
+        "`down` removed {registry}"
+    );
+}
+
+/// Both rules at once, as on Docker Desktop: devstack reaches the stack
+/// only through ports published on 127.0.0.1, and its containers cannot
+/// reach the gateway, so the registry runs in the stack and devstack
+/// reaches it on its loopback publication.
+#[test]
+fn a_stack_cut_off_both_ways_reaches_its_registry_on_loopback() {
+    let _one = one_at_a_time();
+    ready();
+    let mut s = Stack::with("b", "    replicas: 2");
+    make_network(&s);
+    let (_firewall, cgroup) = firewall(&s.name);
+    let _reverse = reverse_firewall(&s.name);
+    s.cgroup = Some(cgroup.clone());
+
+    up_routed(&s, "published", "stack");
+    let registry = format!("{}-registry", s.name);
+    let published = docker_ok(&["port", &registry, "2379/tcp"]);
+    assert!(
+        !published.is_empty() && published.lines().all(|l| l.starts_with("127.0.0.1:")),
+        "the registry is published on loopback only: {published:?}"
+    );
+    assert_eq!(
+        routing_state(&s.name)["endpoints"],
+        serde_json::json!([format!("http://{}", published.lines().next().unwrap())])
+    );
+    let target = format!("{}:2379", address(&registry));
+    assert!(
+        !connects(Some(&cgroup), &target),
+        "devstack's cgroup must not reach {target}"
+    );
+
+    survives_a_killed_replica(&s);
+    swaps_without_a_failed_request(&mut s);
 }
