@@ -14,7 +14,9 @@
 //! replicas, a redis datastore with a volume and a command health check, a
 //! task before the web service) comes up healthy there, `exec` and `run`
 //! pass exit codes through, nothing appears on the local engine, and `down
-//! --volumes` leaves nothing.
+//! --volumes` leaves nothing. Then a routed stack: its network's gateway is
+//! no address of this host, so its registry runs in a container of the
+//! stack, and both replicas answer through the proxy.
 //!
 //! It changes the host (a user and its subordinate ids, the modes of
 //! `/dev/net/tun` and `/dev/fuse`, which slirp4netns and fuse-overlayfs
@@ -41,6 +43,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_devstack");
+/// The local replica of the official HAProxy image.
+const PROXY_IMAGE: &str = "devstack-fixtures/haproxy:2.6";
 /// Devices the daemon's helpers open as the user: slirp4netns the tun
 /// device, fuse-overlayfs the fuse device. Debian's udev gives both 0666,
 /// this kind of machine 0600.
@@ -439,9 +443,17 @@ impl Rootless {
     }
 
     fn devstack(&self, project: &str, args: &[&str]) -> Output {
+        self.devstack_on(
+            &repo().join("fixtures/stacks/engine/basic.yaml"),
+            project,
+            args,
+        )
+    }
+
+    fn devstack_on(&self, stack: &Path, project: &str, args: &[&str]) -> Output {
         let out = Command::new(BIN)
             .arg("-f")
-            .arg(repo().join("fixtures/stacks/engine/basic.yaml"))
+            .arg(stack)
             .arg("-p")
             .arg(project)
             .args(args)
@@ -510,7 +522,8 @@ fn a_stack_runs_on_a_rootless_engine() {
     fixtures::under_build_lock(|| fixtures::build(&repo, &[]));
     let _undoing = Undoing::arm("rootless test", undo);
     let engine = Rootless::start();
-    let images = images_of_basic();
+    let mut images = images_of_basic();
+    images.push(PROXY_IMAGE.to_string());
     let images: Vec<&str> = images.iter().map(String::as_str).collect();
     let started = Instant::now();
     engine.load(&images);
@@ -600,6 +613,9 @@ fn a_stack_runs_on_a_rootless_engine() {
             "{what}s left on the rootless engine: {left:?}"
         );
     }
+
+    routed_stack(&engine, &format!("{project}r"));
+
     let user = engine.made.user.clone();
     let dir = engine.made.dir.clone();
     drop(engine);
@@ -610,4 +626,133 @@ fn a_stack_runs_on_a_rootless_engine() {
     assert!(!dir.exists(), "{} is still there", dir.display());
     let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
     assert!(!subuid.contains(&user), "/etc/subuid still names {user}");
+}
+
+/// A routed stack on the same engine: the gateway of its network is in
+/// rootlesskit's namespace, no address of this host, so the registry runs
+/// in a container of the stack; devstack reaches it, the proxy's control
+/// port and the replicas' probes through loopback ports rootlesskit
+/// forwards; requests through the proxy reach both replicas, and a killed
+/// replica leaves the rotation.
+fn routed_stack(engine: &Rootless, project: &str) {
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let stack = engine.made.dir.join("routed.yaml");
+    std::fs::write(
+        &stack,
+        format!(
+            "name: {project}
+services:
+  web:
+    image: devstack-fixtures/app
+    port: 8080
+    replicas: 2
+    env: {{ SERVICE: web }}
+    health: {{ http: /health, interval: 500ms }}
+    stop_grace: 1s
+    routes: [web.rootless.localhost]
+proxy:
+  image: {PROXY_IMAGE}
+  listen: {listen}
+"
+        ),
+    )
+    .unwrap();
+    let up = engine.devstack_on(
+        &stack,
+        project,
+        &["up", "--detach", "--wait", "--json", "--timeout", "240s"],
+    );
+    assert!(
+        up.status.success(),
+        "routed up on the rootless engine failed"
+    );
+    let said: Vec<serde_json::Value> = String::from_utf8_lossy(&up.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "reach")
+        .collect();
+    assert_eq!(
+        said,
+        [
+            serde_json::json!({"event": "reach", "reach": "published", "decided": true, "registry": "stack"})
+        ]
+    );
+    let registry = format!("{project}-registry");
+    assert_eq!(
+        engine.docker_ok(&["inspect", "--format", "{{.State.Running}}", &registry]),
+        "true"
+    );
+
+    let hostnames = |within: Duration| {
+        let mut seen = std::collections::BTreeSet::new();
+        let deadline = Instant::now() + within;
+        while seen.len() < 2 && Instant::now() < deadline {
+            let out = run(
+                "curl",
+                &[
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "-H",
+                    "Host: web.rootless.localhost",
+                    &format!("http://{listen}/"),
+                ],
+            );
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+                if let Some(h) = v["hostname"].as_str() {
+                    seen.insert(h.to_string());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        seen
+    };
+    let seen = hostnames(Duration::from_secs(30));
+    assert_eq!(
+        seen.len(),
+        2,
+        "both replicas answer through the proxy: {seen:?}"
+    );
+
+    // A killed replica leaves the rotation: 20 requests in a row succeed.
+    engine.docker_ok(&["kill", &format!("{project}-web-2")]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut in_a_row = 0;
+    while in_a_row < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "requests kept failing after a replica was killed"
+        );
+        let out = run(
+            "curl",
+            &[
+                "-sf",
+                "--max-time",
+                "5",
+                "-H",
+                "Host: web.rootless.localhost",
+                &format!("http://{listen}/"),
+            ],
+        );
+        in_a_row = if out.status.success() {
+            in_a_row + 1
+        } else {
+            0
+        };
+    }
+
+    let down = engine.devstack_on(&stack, project, &["down", "--volumes"]);
+    assert!(
+        down.status.success(),
+        "routed down on the rootless engine failed"
+    );
+    for what in ["container", "network", "volume"] {
+        let left = engine.labelled(what, project);
+        assert!(
+            left.is_empty(),
+            "{what}s left on the rootless engine: {left:?}"
+        );
+    }
 }
