@@ -6,8 +6,6 @@
 //! only the files devstack writes are ever removed.
 
 use std::io::{Read, Seek, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -353,10 +351,9 @@ pub fn try_lock(project: &ProjectName, kind: LockKind) -> Result<StateLock, Lock
             .truncate(false)
             .open(&path)
             .map_err(io)?;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        // flock(2) on Unix, LockFileEx on Windows.
+        if let Err(held) = file.try_lock() {
+            if let std::fs::TryLockError::Error(err) = held {
                 return Err(io(err));
             }
             let mut holder = String::new();
@@ -368,11 +365,7 @@ pub fn try_lock(project: &ProjectName, kind: LockKind) -> Result<StateLock, Lock
         }
         // `clear` may have removed the file between the open and the lock:
         // a lock on a removed file guards nothing, so take the new one.
-        let same = match (file.metadata(), std::fs::metadata(&path)) {
-            (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
-            _ => false,
-        };
-        if !same {
+        if !crate::process::same_file(&file, &path) {
             continue;
         }
         let _ = file.set_len(0);

@@ -71,7 +71,6 @@ pub struct DirLock {
 impl DirLock {
     /// Creates `dir` if needed and locks it, or says who holds it.
     pub fn acquire(dir: &Path) -> Result<DirLock, WalError> {
-        use std::os::unix::io::AsRawFd;
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
@@ -81,10 +80,9 @@ impl DirLock {
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        // SAFETY: flock on a descriptor this function owns; no memory involved.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+        // flock(2) on Unix, LockFileEx on Windows.
+        if let Err(held) = file.try_lock() {
+            if let std::fs::TryLockError::Error(err) = held {
                 return Err(io_err(&path)(err));
             }
             let mut text = String::new();
