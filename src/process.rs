@@ -219,6 +219,24 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
+/// Whether the open `file` is still the file named `path` (no one removed
+/// or replaced it since it was opened): device and inode on Unix. Elsewhere
+/// a file that is open cannot be removed, so the name still holds it.
+pub fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        file.metadata().is_ok() && path.exists()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,23 +316,5 @@ mod tests {
         assert!(real.signal(libc::SIGTERM));
         let status = child.wait().expect("sleep ends");
         assert!(!status.success());
-    }
-}
-
-/// Whether the open `file` is still the file named `path` (no one removed
-/// or replaced it since it was opened): device and inode on Unix. Elsewhere
-/// a file that is open cannot be removed, so the name still holds it.
-pub fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        match (file.metadata(), std::fs::metadata(path)) {
-            (Ok(held), Ok(named)) => held.dev() == named.dev() && held.ino() == named.ino(),
-            _ => false,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        file.metadata().is_ok() && path.exists()
     }
 }
