@@ -340,3 +340,74 @@ pub fn lease_is(key: impl Into<Vec<u8>>, lease: i64) -> Compare {
         range_end: Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::{Server, ServerConfig};
+
+    #[tokio::test]
+    async fn leases_txns_and_keep_alives_against_a_server() {
+        let server = Server::start(ServerConfig::in_memory("127.0.0.1:0".parse().unwrap()))
+            .await
+            .expect("server");
+        let mut client = Client::connect(&[server.client_url()], Timeouts::default())
+            .await
+            .expect("connect");
+        let lease = client.lease_grant(30).await.expect("grant").id;
+        client.put("/k", "v", lease).await.expect("put");
+        // Only while the key is on the lease does the delete happen.
+        let on_other = TxnRequest {
+            compare: vec![lease_is("/k", lease + 1)],
+            success: vec![op_delete("/k")],
+            failure: Vec::new(),
+        };
+        assert!(!client.txn(on_other).await.expect("txn").succeeded);
+        let ttl = client.lease_time_to_live(lease, true).await.expect("ttl");
+        assert!(ttl.ttl > 0);
+        assert_eq!(ttl.keys, [b"/k".to_vec()]);
+        let (keeper, mut answers) = client.lease_keep_alive(lease).await.expect("keep-alive");
+        keeper.keep_alive().await.expect("renewal sent");
+        let answer = answers
+            .message()
+            .await
+            .expect("answer")
+            .expect("the stream goes on");
+        assert_eq!((answer.id, answer.ttl), (lease, 30));
+        client.lease_revoke(lease).await.expect("revoke");
+        assert!(client.get("/k", false).await.expect("get").kvs.is_empty());
+        let gone = client
+            .lease_keep_alive(lease)
+            .await
+            .err()
+            .expect("a revoked lease");
+        assert!(gone.to_string().contains("not found"), "{gone}");
+        server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn bad_and_unreachable_endpoints_say_why() {
+        let none: [&str; 0] = [];
+        let err = Client::connect(&none, Timeouts::default()).await.err();
+        assert!(matches!(err, Some(Error::NoEndpoints)));
+        let err = Client::connect(&["https://127.0.0.1:2379"], Timeouts::default())
+            .await
+            .err()
+            .expect("https is refused");
+        assert!(err.to_string().contains("https://127.0.0.1:2379"), "{err}");
+        // A port nothing listens on: connecting succeeds (lazily), the
+        // request fails with the connection's error.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        drop(free);
+        let timeouts = Timeouts::new(Duration::from_secs(2), Duration::from_secs(2));
+        let mut client = Client::connect(&[addr.to_string()], timeouts)
+            .await
+            .expect("a lazy client");
+        let err = client.get("/k", false).await.err().expect("nobody answers");
+        assert!(
+            matches!(&err, Error::Status(s) if s.code() == tonic::Code::Unavailable),
+            "{err}"
+        );
+    }
+}
