@@ -404,7 +404,7 @@ mod tests {
         let mut client = Client::connect(&[addr.to_string()], timeouts)
             .await
             .expect("a lazy client");
-        let err = client.get("/k", false).await.err().expect("nobody answers");
+        let err = client.get("/k", false).await.expect_err("nobody answers");
         assert!(
             matches!(&err, Error::Status(s) if s.code() == tonic::Code::Unavailable),
             "{err}"
