@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions};
 use serde::Serialize;
 
 use super::{state, LoadedStack};
+use crate::etcd::rpc::{self, Client, Timeouts};
 use crate::router::{view, Instance, Layout, Registry};
 use crate::spec::Etcd;
 use crate::ui::{exit, Failed};
@@ -70,29 +70,27 @@ pub async fn routes(loaded: &LoadedStack) -> anyhow::Result<Routes> {
             .into())
         }
     };
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5));
-    let unreachable = |e: etcd_client::Error| {
+    let timeouts = Timeouts::new(Duration::from_secs(2), Duration::from_secs(5));
+    let unreachable = |e: rpc::Error| {
         Failed::new(
             exit::FAILURE,
             format!("etcd at {}: {e}", endpoints.join(",")),
         )
     };
-    let mut client = Client::connect(&endpoints, Some(options))
+    let mut client = Client::connect(&endpoints, timeouts)
         .await
         .map_err(unreachable)?;
     let layout = Layout::new(&stack.discovery, &loaded.project);
     let resp = client
-        .get(layout.listing(), Some(GetOptions::new().with_prefix()))
+        .get(layout.listing(), true)
         .await
         .map_err(unreachable)?;
     let registry = Registry::from_kvs(
         layout.prefix(),
-        resp.kvs().iter().map(|kv| {
+        resp.kvs.iter().map(|kv| {
             (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                String::from_utf8_lossy(kv.value()).into_owned(),
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
             )
         }),
     );

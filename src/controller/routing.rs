@@ -329,9 +329,8 @@ fn endpoint_addr(endpoint: &str) -> Option<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    use etcd_client::{Client, GetOptions, PutOptions};
-
     use super::*;
+    use crate::etcd::rpc::{Client, Timeouts};
     use crate::registrar::{key_of, value_of, Presence};
     use crate::router::{Layout, Registry};
 
@@ -362,27 +361,31 @@ mod tests {
 
     /// The registrar's registration: key and value on a lease, as it puts them.
     async fn register(url: &str, stack: &Stack, presence: &Presence) {
-        let mut client = Client::connect([url], None).await.expect("etcd answers");
-        let lease = client.lease_grant(30, None).await.expect("a lease").id();
+        let mut client = Client::connect(&[url], Timeouts::default())
+            .await
+            .expect("etcd answers");
+        let lease = client.lease_grant(30).await.expect("a lease").id;
         let key = key_of(&stack.discovery, presence).expect("the key");
         let value = value_of(&stack.discovery, presence).expect("the value");
         client
-            .put(key, value, Some(PutOptions::new().with_lease(lease)))
+            .put(key, value, lease)
             .await
             .expect("the registration is written");
     }
 
     /// What a router's first apply sees: the registry under its prefix.
     async fn first_apply(url: &str, prefix: &str) -> Registry {
-        let mut client = Client::connect([url], None).await.expect("etcd answers");
+        let mut client = Client::connect(&[url], Timeouts::default())
+            .await
+            .expect("etcd answers");
         let answer = client
-            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .get(prefix, true)
             .await
             .expect("the registry is read");
-        let kvs = answer.kvs().iter().map(|kv| {
+        let kvs = answer.kvs.iter().map(|kv| {
             (
-                kv.key_str().unwrap_or_default().to_string(),
-                kv.value_str().unwrap_or_default().to_string(),
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
             )
         });
         Registry::from_kvs(prefix, kvs.collect::<Vec<_>>())

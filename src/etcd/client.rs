@@ -1,13 +1,14 @@
 //! Quick looks at any etcd (this server, a stack's registry, a real cluster),
-//! as etcdctl takes them: get, put, del, ls and watch over `etcd_client`,
+//! as etcdctl takes them: get, put, del, ls and watch over [`super::rpc`],
 //! each answer as plain values for `devstack etcd` to print.
 
 use std::time::Duration;
 
-use etcd_client::{
-    Client, DeleteOptions, EventType, GetOptions, PutOptions, WatchOptions, WatchStream,
-};
 use serde::Serialize;
+
+use super::pb::etcdserverpb::RangeRequest;
+use super::pb::mvccpb::{self, event::EventType};
+use super::rpc::{self, Client, Timeouts, WatchStream};
 
 /// What a quick look could not do, and where.
 #[derive(Debug, thiserror::Error)]
@@ -17,12 +18,12 @@ pub enum LookError {
     #[error("cannot reach etcd at {endpoints}: {source}")]
     Unreachable {
         endpoints: String,
-        source: etcd_client::Error,
+        source: rpc::Error,
     },
     #[error("etcd at {endpoints}: {source}")]
     Request {
         endpoints: String,
-        source: etcd_client::Error,
+        source: rpc::Error,
     },
     /// The server ended a watch (`: revision N is compacted`, `: reason`, or nothing).
     #[error("watch canceled by the server{0}")]
@@ -40,15 +41,15 @@ pub struct Kv {
     pub lease: i64,
 }
 
-impl From<&etcd_client::KeyValue> for Kv {
-    fn from(kv: &etcd_client::KeyValue) -> Kv {
+impl From<&mvccpb::KeyValue> for Kv {
+    fn from(kv: &mvccpb::KeyValue) -> Kv {
         Kv {
-            key: String::from_utf8_lossy(kv.key()).into_owned(),
-            value: String::from_utf8_lossy(kv.value()).into_owned(),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-            version: kv.version(),
-            lease: kv.lease(),
+            key: String::from_utf8_lossy(&kv.key).into_owned(),
+            value: String::from_utf8_lossy(&kv.value).into_owned(),
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: kv.lease,
         }
     }
 }
@@ -72,7 +73,7 @@ impl Look {
         let joined = endpoints.join(",");
         let client = tokio::time::timeout(
             Duration::from_secs(5),
-            Client::connect(endpoints.to_vec(), None),
+            Client::connect(endpoints, Timeouts::default()),
         )
         .await
         .map_err(|_| LookError::Timeout(joined.clone()))?
@@ -91,7 +92,7 @@ impl Look {
         &self.endpoints
     }
 
-    fn failed(&self, source: etcd_client::Error) -> LookError {
+    fn failed(&self, source: rpc::Error) -> LookError {
         LookError::Request {
             endpoints: self.endpoints.clone(),
             source,
@@ -101,54 +102,49 @@ impl Look {
     /// The key (or every key under it as a prefix) and the store's revision.
     /// A missing key is no error, as with `etcdctl get`.
     pub async fn get(&mut self, key: &str, prefix: bool) -> Result<(i64, Vec<Kv>), LookError> {
-        let opts = prefix.then(|| GetOptions::new().with_prefix());
         let resp = self
             .client
-            .get(key, opts)
+            .get(key, prefix)
             .await
             .map_err(|e| self.failed(e))?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        Ok((revision, resp.kvs().iter().map(Kv::from).collect()))
+        let revision = resp.header.map_or(0, |h| h.revision);
+        Ok((revision, resp.kvs.iter().map(Kv::from).collect()))
     }
 
     /// Sets the key; the revision of the write.
     pub async fn put(&mut self, key: &str, value: &str) -> Result<i64, LookError> {
         let resp = self
             .client
-            .put(key, value, None::<PutOptions>)
+            .put(key, value, 0)
             .await
             .map_err(|e| self.failed(e))?;
-        Ok(resp.header().map_or(0, |h| h.revision()))
+        Ok(resp.header.map_or(0, |h| h.revision))
     }
 
     /// Deletes the key (or every key under it); how many went.
     pub async fn del(&mut self, key: &str, prefix: bool) -> Result<i64, LookError> {
-        let opts = prefix.then(|| DeleteOptions::new().with_prefix());
         let resp = self
             .client
-            .delete(key, opts)
+            .delete(key, prefix)
             .await
             .map_err(|e| self.failed(e))?;
-        Ok(resp.deleted())
+        Ok(resp.deleted)
     }
 
     /// The keys under `prefix`; every key when it is empty.
     pub async fn ls(&mut self, prefix: &str) -> Result<Vec<String>, LookError> {
-        let opts = GetOptions::new().with_keys_only();
-        let (key, opts) = if prefix.is_empty() {
-            ("\0", opts.with_from_key())
-        } else {
-            (prefix, opts.with_prefix())
+        let (key, range_end) = rpc::range_of(prefix.into(), true);
+        let req = RangeRequest {
+            key,
+            range_end,
+            keys_only: true,
+            ..Default::default()
         };
-        let resp = self
-            .client
-            .get(key, Some(opts))
-            .await
-            .map_err(|e| self.failed(e))?;
+        let resp = self.client.range(req).await.map_err(|e| self.failed(e))?;
         Ok(resp
-            .kvs()
+            .kvs
             .iter()
-            .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
             .collect())
     }
 
@@ -159,16 +155,10 @@ impl Look {
         prefix: bool,
         rev: Option<i64>,
     ) -> Result<Watch, LookError> {
-        let mut opts = WatchOptions::new();
-        if prefix {
-            opts = opts.with_prefix();
-        }
-        if let Some(rev) = rev {
-            opts = opts.with_start_revision(rev);
-        }
+        let create = rpc::watch_of(key, prefix, rev.unwrap_or(0));
         let stream = self
             .client
-            .watch(key, Some(opts))
+            .watch(create)
             .await
             .map_err(|e| self.failed(e))?;
         Ok(Watch { stream, look: self })
@@ -190,22 +180,22 @@ impl Watch {
             .await
             .map_err(|e| self.look.failed(e))?;
         let Some(resp) = msg else { return Ok(None) };
-        if resp.canceled() {
-            let why = if resp.compact_revision() > 0 {
-                format!(": revision {} is compacted", resp.compact_revision())
-            } else if resp.cancel_reason().is_empty() {
+        if resp.canceled {
+            let why = if resp.compact_revision > 0 {
+                format!(": revision {} is compacted", resp.compact_revision)
+            } else if resp.cancel_reason.is_empty() {
                 String::new()
             } else {
-                format!(": {}", resp.cancel_reason())
+                format!(": {}", resp.cancel_reason)
             };
             return Err(LookError::Canceled(why));
         }
         Ok(Some(
-            resp.events()
+            resp.events
                 .iter()
                 .filter_map(|ev| {
-                    ev.kv().map(|kv| Event {
-                        put: ev.event_type() == EventType::Put,
+                    ev.kv.as_ref().map(|kv| Event {
+                        put: ev.r#type() == EventType::Put,
                         kv: Kv::from(kv),
                     })
                 })

@@ -7,14 +7,14 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use etcd_client::proto::{
-    PbAlarmMember, PbAlarmRequest, PbAlarmResponse, PbClusterService, PbDefragmentRequest,
-    PbDefragmentResponse, PbDowngradeRequest, PbDowngradeResponse, PbHashKvRequest,
-    PbHashKvResponse, PbHashRequest, PbHashResponse, PbMaintenanceService, PbMember,
-    PbMemberAddRequest, PbMemberAddResponse, PbMemberListRequest, PbMemberListResponse,
-    PbMemberPromoteRequest, PbMemberPromoteResponse, PbMemberRemoveRequest, PbMemberRemoveResponse,
-    PbMemberUpdateRequest, PbMemberUpdateResponse, PbMoveLeaderRequest, PbMoveLeaderResponse,
-    PbSnapshotRequest, PbSnapshotResponse, PbStatusRequest, PbStatusResponse,
+use crate::etcd::pb::etcdserverpb::{
+    cluster_server, maintenance_server, AlarmMember, AlarmRequest, AlarmResponse,
+    DefragmentRequest, DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest,
+    HashKvResponse, HashRequest, HashResponse, Member, MemberAddRequest, MemberAddResponse,
+    MemberListRequest, MemberListResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -41,8 +41,8 @@ impl Core {
         }
     }
 
-    fn member(&self) -> PbMember {
-        PbMember {
+    fn member(&self) -> Member {
+        Member {
             id: self.ids.member_id,
             name: self.config.name.clone(),
             // There are no peers; report where a peer port would be, as a
@@ -55,11 +55,8 @@ impl Core {
 }
 
 #[tonic::async_trait]
-impl PbMaintenanceService for MaintenanceService {
-    async fn alarm(
-        &self,
-        req: Request<PbAlarmRequest>,
-    ) -> Result<Response<PbAlarmResponse>, Status> {
+impl maintenance_server::Maintenance for MaintenanceService {
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         // The only alarm this member raises is NOSPACE (the space quota).
         // GET lists it; DEACTIVATE and ACTIVATE name a member and an alarm,
         // as in etcd (etcdctl disarms what it listed), and a write still
@@ -80,11 +77,11 @@ impl PbMaintenanceService for MaintenanceService {
                 req.alarm == ALARM_NOSPACE && mine && self.0.nospace.swap(false, Ordering::Relaxed)
             }
         };
-        Ok(Response::new(PbAlarmResponse {
+        Ok(Response::new(AlarmResponse {
             // etcd answers an alarm list without a header.
             header: None,
             alarms: if raised {
-                vec![PbAlarmMember {
+                vec![AlarmMember {
                     member_id: self.0.ids.member_id,
                     alarm: ALARM_NOSPACE,
                 }]
@@ -96,12 +93,12 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn status(
         &self,
-        _req: Request<PbStatusRequest>,
-    ) -> Result<Response<PbStatusResponse>, Status> {
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let rev = self.0.durable_rev();
         let index = self.0.raft_index.load(Ordering::Relaxed);
         let size = self.0.db_size();
-        Ok(Response::new(PbStatusResponse {
+        Ok(Response::new(StatusResponse {
             header: Some(self.0.header(rev)),
             version: ETCD_VERSION.into(),
             db_size: size,
@@ -125,77 +122,77 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<PbDefragmentRequest>,
-    ) -> Result<Response<PbDefragmentResponse>, Status> {
+        _req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
         // The log is compacted on restart; there is nothing to defragment.
-        Ok(Response::new(PbDefragmentResponse {
+        Ok(Response::new(DefragmentResponse {
             header: Some(self.0.header(self.0.durable_rev())),
         }))
     }
 
-    async fn hash(&self, _req: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         Err(unsupported("Hash"))
     }
 
     async fn hash_kv(
         &self,
-        _req: Request<PbHashKvRequest>,
-    ) -> Result<Response<PbHashKvResponse>, Status> {
+        _req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
         Err(unsupported("HashKV"))
     }
 
-    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<PbSnapshotResponse, Status>> + Send>>;
+    type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
     async fn snapshot(
         &self,
-        _req: Request<PbSnapshotRequest>,
+        _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         Err(unsupported("Snapshot"))
     }
 
     async fn move_leader(
         &self,
-        _req: Request<PbMoveLeaderRequest>,
-    ) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        _req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
         Err(unsupported("MoveLeader"))
     }
 
     async fn downgrade(
         &self,
-        _req: Request<PbDowngradeRequest>,
-    ) -> Result<Response<PbDowngradeResponse>, Status> {
+        _req: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
         Err(unsupported("Downgrade"))
     }
 }
 
 #[tonic::async_trait]
-impl PbClusterService for ClusterService {
+impl cluster_server::Cluster for ClusterService {
     async fn member_add(
         &self,
-        _req: Request<PbMemberAddRequest>,
-    ) -> Result<Response<PbMemberAddResponse>, Status> {
+        _req: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
         Err(unsupported("MemberAdd"))
     }
 
     async fn member_remove(
         &self,
-        _req: Request<PbMemberRemoveRequest>,
-    ) -> Result<Response<PbMemberRemoveResponse>, Status> {
+        _req: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
         Err(unsupported("MemberRemove"))
     }
 
     async fn member_update(
         &self,
-        _req: Request<PbMemberUpdateRequest>,
-    ) -> Result<Response<PbMemberUpdateResponse>, Status> {
+        _req: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
         Err(unsupported("MemberUpdate"))
     }
 
     async fn member_list(
         &self,
-        _req: Request<PbMemberListRequest>,
-    ) -> Result<Response<PbMemberListResponse>, Status> {
-        Ok(Response::new(PbMemberListResponse {
+        _req: Request<MemberListRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        Ok(Response::new(MemberListResponse {
             header: Some(self.0.header(self.0.durable_rev())),
             members: vec![self.0.member()],
         }))
@@ -203,8 +200,8 @@ impl PbClusterService for ClusterService {
 
     async fn member_promote(
         &self,
-        _req: Request<PbMemberPromoteRequest>,
-    ) -> Result<Response<PbMemberPromoteResponse>, Status> {
+        _req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
         Err(unsupported("MemberPromote"))
     }
 }

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use etcd_client::proto::{
-    PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbKvService,
-    PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse, PbRangeStreamResponse,
-    PbTxnRequest, PbTxnResponse,
+use crate::etcd::pb::etcdserverpb::request_op::Request as Op;
+use crate::etcd::pb::etcdserverpb::{
+    kv_server, CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -32,8 +32,7 @@ impl KvService {
 
 /// Whether a txn may add data (a put in any branch, at any depth): those are
 /// the txns etcd's quota refuses.
-fn txn_has_put(r: &PbTxnRequest) -> bool {
-    use etcd_client::proto::PbTxnOpRequest as Op;
+fn txn_has_put(r: &TxnRequest) -> bool {
     r.success
         .iter()
         .chain(&r.failure)
@@ -45,11 +44,8 @@ fn txn_has_put(r: &PbTxnRequest) -> bool {
 }
 
 #[tonic::async_trait]
-impl PbKvService for KvService {
-    async fn range(
-        &self,
-        req: Request<PbRangeRequest>,
-    ) -> Result<Response<PbRangeResponse>, Status> {
+impl kv_server::Kv for KvService {
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         let req = req.into_inner();
         let (rev, current) = self.0.read(|store, current| {
             Ok::<_, StoreError>((store.range_rev(&req, current)?, current))
@@ -83,18 +79,7 @@ impl PbKvService for KvService {
         Ok(Response::new(resp))
     }
 
-    type RangeStreamStream = futures::stream::Empty<Result<PbRangeStreamResponse, Status>>;
-
-    async fn range_stream(
-        &self,
-        _req: Request<PbRangeRequest>,
-    ) -> Result<Response<Self::RangeStreamStream>, Status> {
-        Err(Status::unimplemented(
-            "unknown method RangeStream for service etcdserverpb.KV",
-        ))
-    }
-
-    async fn put(&self, req: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let req = req.into_inner();
         self.check_size(req.encoded_len())?;
         let mut resp = self
@@ -111,8 +96,8 @@ impl PbKvService for KvService {
 
     async fn delete_range(
         &self,
-        req: Request<PbDeleteRequest>,
-    ) -> Result<Response<PbDeleteResponse>, Status> {
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
         let req = req.into_inner();
         self.check_size(req.encoded_len())?;
         let mut resp = self
@@ -126,7 +111,7 @@ impl PbKvService for KvService {
         Ok(Response::new(resp))
     }
 
-    async fn txn(&self, req: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let req = req.into_inner();
         self.check_size(req.encoded_len())?;
         let mut resp = if Store::txn_is_read_only(&req) {
@@ -149,8 +134,8 @@ impl PbKvService for KvService {
 
     async fn compact(
         &self,
-        req: Request<PbCompactionRequest>,
-    ) -> Result<Response<PbCompactionResponse>, Status> {
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
         let req = req.into_inner();
         let rev = self
             .0
@@ -159,7 +144,7 @@ impl PbKvService for KvService {
                 Ok((durable, Some(wal::encode_compact(req.revision))))
             })
             .await?;
-        Ok(Response::new(PbCompactionResponse {
+        Ok(Response::new(CompactionResponse {
             header: Some(self.0.header(rev)),
         }))
     }

@@ -5,10 +5,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use etcd_client::proto::{
-    PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveRequest, PbLeaseKeepAliveResponse,
-    PbLeaseLeasesRequest, PbLeaseLeasesResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse,
-    PbLeaseService, PbLeaseStatus, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
+use crate::etcd::pb::etcdserverpb::{
+    lease_server, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use futures::Stream;
 use tokio::sync::mpsc;
@@ -20,11 +20,11 @@ use super::{wal, Core};
 pub(crate) struct LeaseService(pub(crate) Arc<Core>);
 
 #[tonic::async_trait]
-impl PbLeaseService for LeaseService {
+impl lease_server::Lease for LeaseService {
     async fn lease_grant(
         &self,
-        req: Request<PbLeaseGrantRequest>,
-    ) -> Result<Response<PbLeaseGrantResponse>, Status> {
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
         let req = req.into_inner();
         // A grant changes no key, so nothing is logged: leases are not kept
         // across restarts.
@@ -37,7 +37,7 @@ impl PbLeaseService for LeaseService {
                 Ok(((id, ttl, durable), None))
             })
             .await?;
-        Ok(Response::new(PbLeaseGrantResponse {
+        Ok(Response::new(LeaseGrantResponse {
             header: Some(self.0.header(rev)),
             id,
             ttl,
@@ -47,8 +47,8 @@ impl PbLeaseService for LeaseService {
 
     async fn lease_revoke(
         &self,
-        req: Request<PbLeaseRevokeRequest>,
-    ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
         let id = req.into_inner().id;
         let rev = self
             .0
@@ -57,17 +57,17 @@ impl PbLeaseService for LeaseService {
                 Ok((store.rev(), rec.map(|r| wal::encode_record(&r))))
             })
             .await?;
-        Ok(Response::new(PbLeaseRevokeResponse {
+        Ok(Response::new(LeaseRevokeResponse {
             header: Some(self.0.header(rev)),
         }))
     }
 
     type LeaseKeepAliveStream =
-        Pin<Box<dyn Stream<Item = Result<PbLeaseKeepAliveResponse, Status>> + Send>>;
+        Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
     async fn lease_keep_alive(
         &self,
-        req: Request<Streaming<PbLeaseKeepAliveRequest>>,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut inbound = req.into_inner();
         let core = self.0.clone();
@@ -83,7 +83,7 @@ impl PbLeaseService for LeaseService {
                 let (ttl, rev) = core.read_mut(|store, rev| {
                     (store.lease_renew(msg.id, Instant::now()).unwrap_or(0), rev)
                 });
-                let resp = PbLeaseKeepAliveResponse {
+                let resp = LeaseKeepAliveResponse {
                     header: Some(core.header(rev)),
                     id: msg.id,
                     ttl,
@@ -98,22 +98,22 @@ impl PbLeaseService for LeaseService {
 
     async fn lease_time_to_live(
         &self,
-        req: Request<PbLeaseTimeToLiveRequest>,
-    ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         let req = req.into_inner();
         let (info, rev) = self
             .0
             .read(|store, rev| (store.lease_time_to_live(req.id, Instant::now()), rev));
         // An unknown lease answers TTL -1, not an error.
         let resp = match info {
-            Some(info) => PbLeaseTimeToLiveResponse {
+            Some(info) => LeaseTimeToLiveResponse {
                 header: Some(self.0.header(rev)),
                 id: req.id,
                 ttl: info.remaining,
                 granted_ttl: info.granted,
                 keys: if req.keys { info.keys } else { Vec::new() },
             },
-            None => PbLeaseTimeToLiveResponse {
+            None => LeaseTimeToLiveResponse {
                 header: Some(self.0.header(rev)),
                 id: req.id,
                 ttl: -1,
@@ -126,12 +126,12 @@ impl PbLeaseService for LeaseService {
 
     async fn lease_leases(
         &self,
-        _req: Request<PbLeaseLeasesRequest>,
-    ) -> Result<Response<PbLeaseLeasesResponse>, Status> {
+        _req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
         let (ids, rev) = self.0.read(|store, rev| (store.leases(), rev));
-        Ok(Response::new(PbLeaseLeasesResponse {
+        Ok(Response::new(LeaseLeasesResponse {
             header: Some(self.0.header(rev)),
-            leases: ids.into_iter().map(|id| PbLeaseStatus { id }).collect(),
+            leases: ids.into_iter().map(|id| LeaseStatus { id }).collect(),
         }))
     }
 }

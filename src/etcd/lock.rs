@@ -2,112 +2,37 @@
 //! with its client-side mutex: the lock `name` is held by the oldest key under
 //! `name/`, each waiter's key is `name/<lease in hex>` attached to its lease,
 //! so a lock is held only while its lease lives.
-//!
-//! etcd-client exports the response types but not the request types or the
-//! server plumbing of this service, so both are written out here.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use etcd_client::proto::{
-    PbDeleteRequest, PbLockResponse, PbPutRequest, PbRangeRequest, PbUnlockResponse,
-};
-use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::{Request, Response, Status};
 
+use super::pb::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest};
+use super::pb::prefix_end;
+use super::pb::v3lockpb::{lock_server, LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use super::{wal, Core};
 
-/// `v3lockpb.LockRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct LockRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub name: Vec<u8>,
-    #[prost(int64, tag = "2")]
-    pub lease: i64,
-}
+pub(crate) struct LockService(pub(crate) Arc<Core>);
 
-/// `v3lockpb.UnlockRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct UnlockRequest {
-    #[prost(bytes = "vec", tag = "1")]
-    pub key: Vec<u8>,
-}
+#[tonic::async_trait]
+impl lock_server::Lock for LockService {
+    async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        lock(self.0.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
 
-#[derive(Clone)]
-pub(crate) struct LockServer(pub(crate) Arc<Core>);
-
-impl tonic::server::NamedService for LockServer {
-    const NAME: &'static str = "v3lockpb.Lock";
-}
-
-/// A unary gRPC method as a closure.
-struct Unary<F>(F);
-
-impl<F, Req, Resp, Fut> tonic::server::UnaryService<Req> for Unary<F>
-where
-    F: FnMut(Request<Req>) -> Fut,
-    Fut: std::future::Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
-{
-    type Response = Resp;
-    type Future = Fut;
-
-    fn call(&mut self, request: Request<Req>) -> Fut {
-        (self.0)(request)
+    async fn unlock(
+        &self,
+        req: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        unlock(self.0.clone(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
-impl<B> tonic::codegen::Service<http::Request<B>> for LockServer
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let core = self.0.clone();
-        match req.uri().path() {
-            "/v3lockpb.Lock/Lock" => Box::pin(async move {
-                let svc = Unary(move |r: Request<LockRequest>| {
-                    let core = core.clone();
-                    async move { lock(core, r.into_inner()).await.map(Response::new) }
-                });
-                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
-                Ok(grpc.unary(svc, req).await)
-            }),
-            "/v3lockpb.Lock/Unlock" => Box::pin(async move {
-                let svc = Unary(move |r: Request<UnlockRequest>| {
-                    let core = core.clone();
-                    async move { unlock(core, r.into_inner()).await.map(Response::new) }
-                });
-                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
-                Ok(grpc.unary(svc, req).await)
-            }),
-            _ => Box::pin(async move {
-                Ok(Status::unimplemented("unknown method for service v3lockpb.Lock").into_http())
-            }),
-        }
-    }
-}
-
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
-async fn lock(core: Arc<Core>, req: LockRequest) -> Result<PbLockResponse, Status> {
+async fn lock(core: Arc<Core>, req: LockRequest) -> Result<LockResponse, Status> {
     let mut prefix = req.name.clone();
     prefix.push(b'/');
     let key = [prefix.as_slice(), format!("{:x}", req.lease).as_bytes()].concat();
@@ -117,7 +42,7 @@ async fn lock(core: Arc<Core>, req: LockRequest) -> Result<PbLockResponse, Statu
         .write(|store, _| {
             let current = store.rev();
             let existing = store.range(
-                &PbRangeRequest {
+                &RangeRequest {
                     key: key.clone(),
                     ..Default::default()
                 },
@@ -126,7 +51,7 @@ async fn lock(core: Arc<Core>, req: LockRequest) -> Result<PbLockResponse, Statu
             if let Some(kv) = existing.kvs.first() {
                 return Ok((kv.create_revision, None));
             }
-            let a = store.put(&PbPutRequest {
+            let a = store.put(&PutRequest {
                 key: key.clone(),
                 lease: req.lease,
                 ..Default::default()
@@ -143,7 +68,7 @@ async fn lock(core: Arc<Core>, req: LockRequest) -> Result<PbLockResponse, Statu
     loop {
         let (mine, older, rev) = core.read(|store, rev| {
             let mine = store.range(
-                &PbRangeRequest {
+                &RangeRequest {
                     key: key.clone(),
                     count_only: true,
                     ..Default::default()
@@ -151,7 +76,7 @@ async fn lock(core: Arc<Core>, req: LockRequest) -> Result<PbLockResponse, Statu
                 rev,
             );
             let older = store.range(
-                &PbRangeRequest {
+                &RangeRequest {
                     key: prefix.clone(),
                     range_end: prefix_end(&prefix),
                     max_create_revision: my_rev - 1,
@@ -168,7 +93,7 @@ async fn lock(core: Arc<Core>, req: LockRequest) -> Result<PbLockResponse, Statu
                 return Err(Status::unknown("etcdserver: requested lease not found"));
             }
         } else if older? == 0 {
-            return Ok(PbLockResponse {
+            return Ok(LockResponse {
                 header: Some(core.header(rev)),
                 key,
             });
@@ -184,10 +109,10 @@ async fn lock(core: Arc<Core>, req: LockRequest) -> Result<PbLockResponse, Statu
     }
 }
 
-async fn unlock(core: Arc<Core>, req: UnlockRequest) -> Result<PbUnlockResponse, Status> {
+async fn unlock(core: Arc<Core>, req: UnlockRequest) -> Result<UnlockResponse, Status> {
     let rev = core
         .write(|store, _| {
-            let a = store.delete_range(&PbDeleteRequest {
+            let a = store.delete_range(&DeleteRangeRequest {
                 key: req.key.clone(),
                 ..Default::default()
             })?;
@@ -195,7 +120,7 @@ async fn unlock(core: Arc<Core>, req: UnlockRequest) -> Result<PbUnlockResponse,
             Ok((rev, a.record.map(|r| wal::encode_record(&r))))
         })
         .await?;
-    Ok(PbUnlockResponse {
+    Ok(UnlockResponse {
         header: Some(core.header(rev)),
     })
 }

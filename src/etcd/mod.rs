@@ -5,8 +5,10 @@
 //! Layout:
 //! - [`store`]: the MVCC store, pure (revisions, history, leases, compaction).
 //! - [`wal`]: the on-disk log, its replay, and group commit.
-//! - `kv`, `watch`, `lease`, `cluster`: the gRPC services over one [`Core`].
+//! - `kv`, `watch`, `lease`, `cluster`, `lock`: the gRPC services over one [`Core`].
 //! - `http`: `/health` and `/version` on the same port.
+//! - [`pb`]: the etcd v3 API, generated from `proto/etcd/` by `build.rs`.
+//! - [`rpc`]: devstack's etcd client over the generated tonic clients.
 //! - [`client`]: quick looks at any etcd (get, put, del, ls, watch), as etcdctl takes them.
 //!
 //! Start one with [`Server::start`]:
@@ -27,6 +29,8 @@ mod http;
 mod kv;
 mod lease;
 mod lock;
+pub mod pb;
+pub mod rpc;
 pub mod store;
 pub mod wal;
 mod watch;
@@ -38,7 +42,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use etcd_client::proto::PbResponseHeader;
+use crate::etcd::pb::etcdserverpb::{
+    cluster_server, kv_server, lease_server, maintenance_server, watch_server, ResponseHeader,
+};
+use crate::etcd::pb::v3lockpb::lock_server;
 use tokio::net::TcpListener;
 use tokio::sync::watch as tokio_watch;
 use tokio_util::sync::CancellationToken;
@@ -189,8 +196,8 @@ impl Core {
     }
 
     /// A full response header at `rev`.
-    fn header(&self, rev: i64) -> PbResponseHeader {
-        PbResponseHeader {
+    fn header(&self, rev: i64) -> ResponseHeader {
+        ResponseHeader {
             cluster_id: self.ids.cluster_id,
             member_id: self.ids.member_id,
             revision: rev,
@@ -341,30 +348,33 @@ impl Server {
 }
 
 async fn serve(core: Arc<Core>, listener: TcpListener) -> Result<(), tonic::transport::Error> {
-    use etcd_client::proto::{
-        PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
-    };
     // Requests up to `max_request_bytes` plus gRPC's allowance reach the
     // services, which refuse what is over `max_request_bytes` with etcd's
     // words; anything larger is refused by tonic before it is buffered, so
     // one stream holds at most this much.
     let max_in = core.max_request_bytes() + GRPC_OVERHEAD_BYTES;
     let mut routes = tonic::service::Routes::new(
-        PbKvServer::new(kv::KvService(core.clone()))
+        kv_server::KvServer::new(kv::KvService(core.clone()))
             .max_decoding_message_size(max_in)
             .max_encoding_message_size(usize::MAX),
     )
     .add_service(
-        PbWatchServer::new(watch::WatchService(core.clone()))
+        watch_server::WatchServer::new(watch::WatchService(core.clone()))
             .max_decoding_message_size(max_in)
             .max_encoding_message_size(usize::MAX),
     )
-    .add_service(PbLeaseServer::new(lease::LeaseService(core.clone())))
-    .add_service(PbMaintenanceServer::new(cluster::MaintenanceService(
+    .add_service(lease_server::LeaseServer::new(lease::LeaseService(
         core.clone(),
     )))
-    .add_service(PbClusterServer::new(cluster::ClusterService(core.clone())))
-    .add_service(lock::LockServer(core.clone()));
+    .add_service(maintenance_server::MaintenanceServer::new(
+        cluster::MaintenanceService(core.clone()),
+    ))
+    .add_service(cluster_server::ClusterServer::new(cluster::ClusterService(
+        core.clone(),
+    )))
+    .add_service(lock_server::LockServer::new(lock::LockService(
+        core.clone(),
+    )));
     http::add_routes(routes.axum_router_mut(), core.clone());
     let router = std::mem::take(routes.axum_router_mut());
     *routes.axum_router_mut() = router.layer(axum::middleware::map_response(grpc_go_size_refusal));

@@ -12,15 +12,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::proto::{
-    PbCompare, PbDeleteRequest, PbDeleteResponse, PbPutRequest, PbPutResponse, PbRangeRequest,
-    PbRangeResponse, PbResponseHeader, PbResponseOp, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest,
-    PbTxnRequestOp, PbTxnResponse,
+use crate::etcd::pb::etcdserverpb::{
+    compare, request_op, response_op, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
 };
-
-use etcd_client::proto::PbTargetUnion;
-
-pub use etcd_client::proto::PbKeyValue as KeyValue;
+pub use crate::etcd::pb::mvccpb::KeyValue;
 
 /// etcd's `MaxLeaseTTL`: larger TTLs are refused.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -307,7 +304,7 @@ impl Store {
 
     /// The revision a range read in pieces ([`Store::scan_chunk`]) reads at,
     /// checked as etcd checks it.
-    pub fn range_rev(&self, r: &PbRangeRequest, current: i64) -> Result<i64, StoreError> {
+    pub fn range_rev(&self, r: &RangeRequest, current: i64) -> Result<i64, StoreError> {
         check_range(r)?;
         self.read_rev(r.revision, current)
     }
@@ -354,23 +351,19 @@ impl Store {
     }
 
     /// Range as seen at revision `current` (the newest revision the caller may read).
-    pub fn range(&self, req: &PbRangeRequest, current: i64) -> Result<PbRangeResponse, StoreError> {
+    pub fn range(&self, req: &RangeRequest, current: i64) -> Result<RangeResponse, StoreError> {
         check_range(req)?;
         self.range_unchecked(req, current)
     }
 
-    fn range_unchecked(
-        &self,
-        r: &PbRangeRequest,
-        current: i64,
-    ) -> Result<PbRangeResponse, StoreError> {
+    fn range_unchecked(&self, r: &RangeRequest, current: i64) -> Result<RangeResponse, StoreError> {
         let rev = self.read_rev(r.revision, current)?;
         let range = KeyRange::new(&r.key, &r.range_end);
         Ok(finish_range(r, current, self.scan(&range, rev)))
     }
 
     /// A standalone Put.
-    pub fn put(&mut self, req: &PbPutRequest) -> Result<Applied<PbPutResponse>, StoreError> {
+    pub fn put(&mut self, req: &PutRequest) -> Result<Applied<PutResponse>, StoreError> {
         check_put(req)?;
         self.check_put_applicable(req, self.rev)?;
         let mut txn = WriteTxn::begin(self);
@@ -382,8 +375,8 @@ impl Store {
     /// A standalone DeleteRange.
     pub fn delete_range(
         &mut self,
-        req: &PbDeleteRequest,
-    ) -> Result<Applied<PbDeleteResponse>, StoreError> {
+        req: &DeleteRangeRequest,
+    ) -> Result<Applied<DeleteRangeResponse>, StoreError> {
         if req.key.is_empty() {
             return Err(StoreError::EmptyKey);
         }
@@ -395,7 +388,7 @@ impl Store {
 
     /// The checks etcd makes before applying a put: the key exists when the
     /// value or lease is to be kept, and the lease exists.
-    fn check_put_applicable(&self, req: &PbPutRequest, rev: i64) -> Result<(), StoreError> {
+    fn check_put_applicable(&self, req: &PutRequest, rev: i64) -> Result<(), StoreError> {
         if (req.ignore_value || req.ignore_lease) && self.get_at(&req.key, rev).is_none() {
             return Err(StoreError::KeyNotFound);
         }
@@ -407,7 +400,7 @@ impl Store {
 
     /// The checks etcd makes before a Txn, and the branch every (nested)
     /// compare chooses, all against the state at `view`.
-    fn txn_prepare(&self, req: &PbTxnRequest, view: i64) -> Result<Vec<bool>, StoreError> {
+    fn txn_prepare(&self, req: &TxnRequest, view: i64) -> Result<Vec<bool>, StoreError> {
         check_txn(req, MAX_TXN_OPS)?;
         check_intervals(&req.success)?;
         check_intervals(&req.failure)?;
@@ -417,13 +410,13 @@ impl Store {
         self.compare_to_path(req, view, &mut path);
         if !txn_is_read_only(req) {
             self.check_ops(req, &path, &mut 0, &|s, op| match op {
-                PbTxnOpRequest::RequestPut(p) => s.check_put_applicable(p, view),
+                request_op::Request::RequestPut(p) => s.check_put_applicable(p, view),
                 _ => Ok(()),
             })?;
         }
         let compacted = self.compacted;
         self.check_ops(req, &path, &mut 0, &|_, op| match op {
-            PbTxnOpRequest::RequestRange(r) => {
+            request_op::Request::RequestRange(r) => {
                 if r.revision == 0 {
                     Ok(())
                 } else if r.revision > view {
@@ -440,17 +433,13 @@ impl Store {
     }
 
     /// Whether a Txn only reads (ranges at the top level of both branches).
-    pub fn txn_is_read_only(req: &PbTxnRequest) -> bool {
+    pub fn txn_is_read_only(req: &TxnRequest) -> bool {
         txn_is_read_only(req)
     }
 
     /// A Txn that only reads, at revision `current`. A Txn that writes is
     /// answered by [`Store::txn`].
-    pub fn txn_read_only(
-        &self,
-        req: &PbTxnRequest,
-        current: i64,
-    ) -> Result<PbTxnResponse, StoreError> {
+    pub fn txn_read_only(&self, req: &TxnRequest, current: i64) -> Result<TxnResponse, StoreError> {
         let path = self.txn_prepare(req, current)?;
         let mut response = self.read_txn(req, &path, &mut 0, current);
         response.header = Some(header(current));
@@ -461,9 +450,9 @@ impl Store {
     /// see the newest applied state, since writes are serialised.
     pub fn txn(
         &mut self,
-        req: &PbTxnRequest,
+        req: &TxnRequest,
         current: i64,
-    ) -> Result<Applied<PbTxnResponse>, StoreError> {
+    ) -> Result<Applied<TxnResponse>, StoreError> {
         if txn_is_read_only(req) {
             return Ok(Applied {
                 response: self.txn_read_only(req, current)?,
@@ -479,41 +468,35 @@ impl Store {
         Ok(Applied { response, record })
     }
 
-    fn read_txn(
-        &self,
-        req: &PbTxnRequest,
-        path: &[bool],
-        pos: &mut usize,
-        view: i64,
-    ) -> PbTxnResponse {
+    fn read_txn(&self, req: &TxnRequest, path: &[bool], pos: &mut usize, view: i64) -> TxnResponse {
         let (succeeded, ops) = branch(req, path, pos);
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let resp = match &op.request {
-                Some(PbTxnOpRequest::RequestRange(r)) => self
+                Some(request_op::Request::RequestRange(r)) => self
                     .range_unchecked(r, view)
                     .map(|mut resp| {
                         resp.header = Some(inner_header(view));
-                        PbTxnOpResponse::ResponseRange(resp)
+                        response_op::Response::ResponseRange(resp)
                     })
                     .ok(),
                 _ => None,
             };
-            responses.push(PbResponseOp { response: resp });
+            responses.push(ResponseOp { response: resp });
         }
-        PbTxnResponse {
-            header: Some(PbResponseHeader::default()),
+        TxnResponse {
+            header: Some(ResponseHeader::default()),
             succeeded,
             responses,
         }
     }
 
-    fn compare_to_path(&self, req: &PbTxnRequest, view: i64, path: &mut Vec<bool>) {
+    fn compare_to_path(&self, req: &TxnRequest, view: i64, path: &mut Vec<bool>) {
         let ok = req.compare.iter().all(|c| self.compare(c, view));
         path.push(ok);
         let ops = if ok { &req.success } else { &req.failure };
         for op in ops {
-            if let Some(PbTxnOpRequest::RequestTxn(t)) = &op.request {
+            if let Some(request_op::Request::RequestTxn(t)) = &op.request {
                 self.compare_to_path(t, view, path);
             }
         }
@@ -522,10 +505,10 @@ impl Store {
     /// Runs `check` over every op of the branches `path` chose, recursively.
     fn check_ops(
         &self,
-        req: &PbTxnRequest,
+        req: &TxnRequest,
         path: &[bool],
         pos: &mut usize,
-        check: &dyn Fn(&Store, &PbTxnOpRequest) -> Result<(), StoreError>,
+        check: &dyn Fn(&Store, &request_op::Request) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let ops = if path[*pos] {
             &req.success
@@ -535,7 +518,7 @@ impl Store {
         *pos += 1;
         for op in ops {
             match &op.request {
-                Some(PbTxnOpRequest::RequestTxn(t)) => self.check_ops(t, path, pos, check)?,
+                Some(request_op::Request::RequestTxn(t)) => self.check_ops(t, path, pos, check)?,
                 Some(other) => check(self, other)?,
                 None => {}
             }
@@ -543,7 +526,7 @@ impl Store {
         Ok(())
     }
 
-    fn compare(&self, c: &PbCompare, view: i64) -> bool {
+    fn compare(&self, c: &Compare, view: i64) -> bool {
         let range = KeyRange::new(&c.key, &c.range_end);
         let mut any = false;
         for kv in self.scan(&range, view) {
@@ -814,10 +797,10 @@ impl Store {
 /// key order: etcd's counting, limit, filters, sort and `keys_only`. It needs
 /// no store, so a long range does it without the store's lock.
 pub fn finish_range<'a>(
-    r: &PbRangeRequest,
+    r: &RangeRequest,
     current: i64,
     found: impl Iterator<Item = &'a Arc<KeyValue>>,
-) -> PbRangeResponse {
+) -> RangeResponse {
     let filtered = r.sort_order != 0
         || r.min_mod_revision != 0
         || r.max_mod_revision != 0
@@ -881,7 +864,7 @@ pub fn finish_range<'a>(
             kv.value.clear();
         }
     }
-    PbRangeResponse {
+    RangeResponse {
         header: Some(header(current)),
         kvs,
         more,
@@ -890,8 +873,8 @@ pub fn finish_range<'a>(
 }
 
 /// A response header carrying only a revision; the server fills in the rest.
-pub fn header(rev: i64) -> PbResponseHeader {
-    PbResponseHeader {
+pub fn header(rev: i64) -> ResponseHeader {
+    ResponseHeader {
         revision: rev,
         ..Default::default()
     }
@@ -899,33 +882,33 @@ pub fn header(rev: i64) -> PbResponseHeader {
 
 /// Headers of responses nested in a Txn keep only the revision: etcd never
 /// fills their cluster, member or term.
-fn inner_header(rev: i64) -> PbResponseHeader {
+fn inner_header(rev: i64) -> ResponseHeader {
     header(rev)
 }
 
-fn compare_kv(c: &PbCompare, kv: &KeyValue) -> bool {
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
     let ord = match c.target {
         3 => {
             let v: &[u8] = match &c.target_union {
-                Some(PbTargetUnion::Value(v)) => v,
+                Some(compare::TargetUnion::Value(v)) => v,
                 _ => &[],
             };
             kv.value.as_slice().cmp(v)
         }
         1 => kv.create_revision.cmp(match &c.target_union {
-            Some(PbTargetUnion::CreateRevision(r)) => r,
+            Some(compare::TargetUnion::CreateRevision(r)) => r,
             _ => &0,
         }),
         2 => kv.mod_revision.cmp(match &c.target_union {
-            Some(PbTargetUnion::ModRevision(r)) => r,
+            Some(compare::TargetUnion::ModRevision(r)) => r,
             _ => &0,
         }),
         0 => kv.version.cmp(match &c.target_union {
-            Some(PbTargetUnion::Version(r)) => r,
+            Some(compare::TargetUnion::Version(r)) => r,
             _ => &0,
         }),
         4 => kv.lease.cmp(match &c.target_union {
-            Some(PbTargetUnion::Lease(r)) => r,
+            Some(compare::TargetUnion::Lease(r)) => r,
             _ => &0,
         }),
         _ => Ordering::Equal,
@@ -940,7 +923,7 @@ fn compare_kv(c: &PbCompare, kv: &KeyValue) -> bool {
 }
 
 /// etcd's `checkRangeRequest`.
-pub fn check_range(r: &PbRangeRequest) -> Result<(), StoreError> {
+pub fn check_range(r: &RangeRequest) -> Result<(), StoreError> {
     if r.key.is_empty() {
         return Err(StoreError::EmptyKey);
     }
@@ -948,7 +931,7 @@ pub fn check_range(r: &PbRangeRequest) -> Result<(), StoreError> {
 }
 
 /// etcd's `checkPutRequest`.
-pub fn check_put(r: &PbPutRequest) -> Result<(), StoreError> {
+pub fn check_put(r: &PutRequest) -> Result<(), StoreError> {
     if r.key.is_empty() {
         return Err(StoreError::EmptyKey);
     }
@@ -962,7 +945,7 @@ pub fn check_put(r: &PbPutRequest) -> Result<(), StoreError> {
 }
 
 /// etcd's `checkTxnRequest`.
-pub fn check_txn(r: &PbTxnRequest, max_ops: usize) -> Result<(), StoreError> {
+pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<(), StoreError> {
     let opc = r.compare.len().max(r.success.len()).max(r.failure.len());
     if opc > max_ops {
         return Err(StoreError::TooManyOps);
@@ -972,14 +955,14 @@ pub fn check_txn(r: &PbTxnRequest, max_ops: usize) -> Result<(), StoreError> {
     }
     for op in r.success.iter().chain(&r.failure) {
         match &op.request {
-            Some(PbTxnOpRequest::RequestRange(q)) => check_range(q)?,
-            Some(PbTxnOpRequest::RequestPut(q)) => check_put(q)?,
-            Some(PbTxnOpRequest::RequestDeleteRange(q)) => {
+            Some(request_op::Request::RequestRange(q)) => check_range(q)?,
+            Some(request_op::Request::RequestPut(q)) => check_put(q)?,
+            Some(request_op::Request::RequestDeleteRange(q)) => {
                 if q.key.is_empty() {
                     return Err(StoreError::EmptyKey);
                 }
             }
-            Some(PbTxnOpRequest::RequestTxn(t)) => check_txn(t, max_ops - opc)?,
+            Some(request_op::Request::RequestTxn(t)) => check_txn(t, max_ops - opc)?,
             // etcd answers an empty op this way.
             None => return Err(StoreError::KeyNotFound),
         }
@@ -1006,12 +989,10 @@ impl Interval {
 
 /// etcd's `checkIntervals`: no key may be put twice, or put and deleted, in
 /// one transaction (then/else branches of a nested txn are exclusive).
-fn check_intervals(
-    ops: &[PbTxnRequestOp],
-) -> Result<(BTreeSet<Vec<u8>>, Vec<Interval>), StoreError> {
+fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Vec<u8>>, Vec<Interval>), StoreError> {
     let mut dels: Vec<Interval> = Vec::new();
     for op in ops {
-        if let Some(PbTxnOpRequest::RequestDeleteRange(d)) = &op.request {
+        if let Some(request_op::Request::RequestDeleteRange(d)) = &op.request {
             dels.push(Interval {
                 start: d.key.clone(),
                 end: (!d.range_end.is_empty()).then(|| d.range_end.clone()),
@@ -1021,7 +1002,7 @@ fn check_intervals(
     let hit = |dels: &[Interval], k: &[u8]| dels.iter().any(|d| d.hits(k));
     let mut puts: BTreeSet<Vec<u8>> = BTreeSet::new();
     for op in ops {
-        let Some(PbTxnOpRequest::RequestTxn(t)) = &op.request else {
+        let Some(request_op::Request::RequestTxn(t)) = &op.request else {
             continue;
         };
         let (puts_then, dels_then) = check_intervals(&t.success)?;
@@ -1045,7 +1026,7 @@ fn check_intervals(
         dels.extend(dels_else);
     }
     for op in ops {
-        if let Some(PbTxnOpRequest::RequestPut(p)) = &op.request {
+        if let Some(request_op::Request::RequestPut(p)) = &op.request {
             if puts.contains(&p.key) || hit(&dels, &p.key) {
                 return Err(StoreError::DuplicateKey);
             }
@@ -1056,11 +1037,11 @@ fn check_intervals(
 }
 
 /// etcd's `isTxnReadonly`: only ranges at the top level, in both branches.
-fn txn_is_read_only(r: &PbTxnRequest) -> bool {
+fn txn_is_read_only(r: &TxnRequest) -> bool {
     r.success
         .iter()
         .chain(&r.failure)
-        .all(|op| matches!(op.request, Some(PbTxnOpRequest::RequestRange(_))))
+        .all(|op| matches!(op.request, Some(request_op::Request::RequestRange(_))))
 }
 
 /// One write transaction: every change gets revision `begin + 1`.
@@ -1093,7 +1074,7 @@ impl<'s> WriteTxn<'s> {
         self.begin + 1
     }
 
-    fn put(&mut self, p: &PbPutRequest) -> PbPutResponse {
+    fn put(&mut self, p: &PutRequest) -> PutResponse {
         let rev = self.write_rev();
         let existing = self.store.get_at(&p.key, self.read_rev()).cloned();
         let mut value = p.value.clone();
@@ -1143,7 +1124,7 @@ impl<'s> WriteTxn<'s> {
             kv,
             prev: prev_at_begin,
         });
-        PbPutResponse {
+        PutResponse {
             header: Some(header(rev)),
             prev_kv: if p.prev_kv {
                 existing.map(|kv| KeyValue::clone(&kv))
@@ -1187,11 +1168,11 @@ impl<'s> WriteTxn<'s> {
         doomed
     }
 
-    fn delete_range(&mut self, d: &PbDeleteRequest) -> PbDeleteResponse {
+    fn delete_range(&mut self, d: &DeleteRangeRequest) -> DeleteRangeResponse {
         let range = KeyRange::new(&d.key, &d.range_end);
         let deleted = self.delete_keys(&range);
         let rev = self.read_rev();
-        PbDeleteResponse {
+        DeleteRangeResponse {
             header: Some(header(rev)),
             deleted: deleted.len() as i64,
             prev_kvs: if d.prev_kv {
@@ -1202,33 +1183,33 @@ impl<'s> WriteTxn<'s> {
         }
     }
 
-    fn apply_txn(&mut self, req: &PbTxnRequest, path: &[bool], pos: &mut usize) -> PbTxnResponse {
+    fn apply_txn(&mut self, req: &TxnRequest, path: &[bool], pos: &mut usize) -> TxnResponse {
         let (succeeded, ops) = branch(req, path, pos);
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
-                Some(PbTxnOpRequest::RequestRange(r)) => {
+                Some(request_op::Request::RequestRange(r)) => {
                     let read = self.read_rev();
                     self.store.range_unchecked(r, read).ok().map(|mut resp| {
                         resp.header = Some(inner_header(read));
-                        PbTxnOpResponse::ResponseRange(resp)
+                        response_op::Response::ResponseRange(resp)
                     })
                 }
-                Some(PbTxnOpRequest::RequestPut(p)) => {
-                    Some(PbTxnOpResponse::ResponsePut(self.put(p)))
+                Some(request_op::Request::RequestPut(p)) => {
+                    Some(response_op::Response::ResponsePut(self.put(p)))
                 }
-                Some(PbTxnOpRequest::RequestDeleteRange(d)) => {
-                    Some(PbTxnOpResponse::ResponseDeleteRange(self.delete_range(d)))
-                }
-                Some(PbTxnOpRequest::RequestTxn(t)) => {
-                    Some(PbTxnOpResponse::ResponseTxn(self.apply_txn(t, path, pos)))
-                }
+                Some(request_op::Request::RequestDeleteRange(d)) => Some(
+                    response_op::Response::ResponseDeleteRange(self.delete_range(d)),
+                ),
+                Some(request_op::Request::RequestTxn(t)) => Some(
+                    response_op::Response::ResponseTxn(self.apply_txn(t, path, pos)),
+                ),
                 None => None,
             };
-            responses.push(PbResponseOp { response });
+            responses.push(ResponseOp { response });
         }
-        PbTxnResponse {
-            header: Some(PbResponseHeader::default()),
+        TxnResponse {
+            header: Some(ResponseHeader::default()),
             succeeded,
             responses,
         }
@@ -1254,11 +1235,7 @@ impl<'s> WriteTxn<'s> {
 
 /// The branch a transaction took, as its compare `path` recorded (one
 /// entry per transaction, nested ones included, in the order they run).
-fn branch<'a>(
-    req: &'a PbTxnRequest,
-    path: &[bool],
-    pos: &mut usize,
-) -> (bool, &'a [PbTxnRequestOp]) {
+fn branch<'a>(req: &'a TxnRequest, path: &[bool], pos: &mut usize) -> (bool, &'a [RequestOp]) {
     let succeeded = path[*pos];
     *pos += 1;
     let ops = if succeeded {

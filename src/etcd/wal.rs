@@ -738,11 +738,11 @@ fn crc32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use etcd_client::proto::PbPutRequest;
+    use crate::etcd::pb::etcdserverpb::PutRequest;
 
     fn put(store: &mut Store, wal: &Wal, k: &str, v: &str) {
         let a = store
-            .put(&PbPutRequest {
+            .put(&PutRequest {
                 key: k.into(),
                 value: v.into(),
                 ..Default::default()

@@ -15,9 +15,10 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use etcd_client::proto::{
-    PbEvent, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
+use crate::etcd::pb::etcdserverpb::{
+    watch_request, watch_server, ResponseHeader, WatchRequest, WatchResponse,
 };
+use crate::etcd::pb::mvccpb;
 use futures::Stream;
 use prost::Message;
 use tokio::sync::mpsc;
@@ -33,12 +34,12 @@ const MAX_REVS_PER_BATCH: usize = 1000;
 pub(crate) struct WatchService(pub(crate) Arc<Core>);
 
 #[tonic::async_trait]
-impl PbWatchService for WatchService {
-    type WatchStream = Pin<Box<dyn Stream<Item = Result<PbWatchResponse, Status>> + Send>>;
+impl watch_server::Watch for WatchService {
+    type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
     async fn watch(
         &self,
-        req: Request<Streaming<PbWatchRequest>>,
+        req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
         let stream = WatchStream {
@@ -74,14 +75,14 @@ struct Gone;
 
 struct WatchStream {
     core: Arc<Core>,
-    tx: mpsc::Sender<Result<PbWatchResponse, Status>>,
+    tx: mpsc::Sender<Result<WatchResponse, Status>>,
     watchers: BTreeMap<i64, Watcher>,
     /// Where automatic watch IDs continue from (etcd's `nextID`).
     next_id: i64,
 }
 
 impl WatchStream {
-    async fn run(mut self, mut inbound: Streaming<PbWatchRequest>) {
+    async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
         let mut durable = self.core.durable();
         let period = self.core.config.progress_notify_interval;
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -108,17 +109,17 @@ impl WatchStream {
         }
     }
 
-    fn header(&self, rev: i64) -> Option<etcd_client::proto::PbResponseHeader> {
+    fn header(&self, rev: i64) -> Option<ResponseHeader> {
         Some(self.core.header(rev))
     }
 
-    async fn send(&self, resp: PbWatchResponse) -> Result<(), Gone> {
+    async fn send(&self, resp: WatchResponse) -> Result<(), Gone> {
         self.tx.send(Ok(resp)).await.map_err(|_| Gone)
     }
 
-    async fn handle(&mut self, req: PbWatchRequest) -> Result<(), Gone> {
+    async fn handle(&mut self, req: WatchRequest) -> Result<(), Gone> {
         match req.request_union {
-            Some(PbWatchRequestUnion::CreateRequest(c)) => {
+            Some(watch_request::RequestUnion::CreateRequest(c)) => {
                 let rev = self.core.durable_rev();
                 let key = if c.key.is_empty() { vec![0] } else { c.key };
                 let range = KeyRange::new(&key, &c.range_end);
@@ -153,14 +154,14 @@ impl WatchStream {
                                 synced: start > rev,
                             },
                         );
-                        PbWatchResponse {
+                        WatchResponse {
                             header: self.header(rev),
                             watch_id: id,
                             created: true,
                             ..Default::default()
                         }
                     }
-                    Err(reason) => PbWatchResponse {
+                    Err(reason) => WatchResponse {
                         header: self.header(rev),
                         watch_id: -1,
                         created: true,
@@ -171,10 +172,10 @@ impl WatchStream {
                 };
                 self.send(resp).await
             }
-            Some(PbWatchRequestUnion::CancelRequest(c)) => {
+            Some(watch_request::RequestUnion::CancelRequest(c)) => {
                 if self.watchers.remove(&c.watch_id).is_some() {
                     let rev = self.core.durable_rev();
-                    self.send(PbWatchResponse {
+                    self.send(WatchResponse {
                         header: self.header(rev),
                         watch_id: c.watch_id,
                         canceled: true,
@@ -184,11 +185,11 @@ impl WatchStream {
                 }
                 Ok(())
             }
-            Some(PbWatchRequestUnion::ProgressRequest(_)) => {
+            Some(watch_request::RequestUnion::ProgressRequest(_)) => {
                 // Everything at or below the reported revision goes out first,
                 // so the client can trust the progress revision.
                 let rev = self.deliver().await?;
-                self.send(PbWatchResponse {
+                self.send(WatchResponse {
                     header: self.header(rev),
                     watch_id: -1,
                     ..Default::default()
@@ -228,7 +229,7 @@ impl WatchStream {
             w.idle = true;
         }
         for id in due {
-            self.send(PbWatchResponse {
+            self.send(WatchResponse {
                 header: self.header(rev),
                 watch_id: id,
                 ..Default::default()
@@ -276,7 +277,7 @@ impl WatchStream {
                 self.watchers.remove(&id);
                 // etcd sends this without a header revision: the response is
                 // about the compaction, not about a store revision.
-                self.send(PbWatchResponse {
+                self.send(WatchResponse {
                     header: self.header(0),
                     watch_id: id,
                     canceled: true,
@@ -301,7 +302,7 @@ impl WatchStream {
                         }
                     }
                 } else {
-                    let events: Vec<PbEvent> = records
+                    let events: Vec<mvccpb::Event> = records
                         .iter()
                         .flat_map(|rec| self.events_for(w, rec, compacted))
                         .collect();
@@ -330,7 +331,7 @@ impl WatchStream {
         }
     }
 
-    fn events_for(&self, w: &Watcher, rec: &Record, compacted: i64) -> Vec<PbEvent> {
+    fn events_for(&self, w: &Watcher, rec: &Record, compacted: i64) -> Vec<mvccpb::Event> {
         rec.events
             .iter()
             .filter(|e| w.range.contains(&e.kv.key))
@@ -342,8 +343,8 @@ impl WatchStream {
             .collect()
     }
 
-    fn event_response(&self, id: i64, rev: i64, events: Vec<PbEvent>) -> PbWatchResponse {
-        PbWatchResponse {
+    fn event_response(&self, id: i64, rev: i64, events: Vec<mvccpb::Event>) -> WatchResponse {
+        WatchResponse {
             header: self.header(rev),
             watch_id: id,
             events,
@@ -354,13 +355,13 @@ impl WatchStream {
     /// etcd's `sendFragments`: a response bigger than the request limit (plus
     /// gRPC's allowance, as etcd's watch server counts it) is split into
     /// pieces, all but the last marked `fragment`.
-    async fn send_fragments(&self, resp: PbWatchResponse) -> Result<(), Gone> {
+    async fn send_fragments(&self, resp: WatchResponse) -> Result<(), Gone> {
         let max = self.core.max_request_bytes() + super::GRPC_OVERHEAD_BYTES;
         if resp.encoded_len() < max || resp.events.len() < 2 {
             return self.send(resp).await;
         }
         let mut events = resp.events.clone().into_iter().peekable();
-        let template = PbWatchResponse {
+        let template = WatchResponse {
             events: Vec::new(),
             fragment: true,
             ..resp
@@ -386,13 +387,13 @@ impl WatchStream {
 
 /// An event as etcd sends it. prev_kv is what a read at `mod_revision - 1`
 /// returns: nothing for a create, nothing once that revision is compacted.
-fn to_pb(e: &Event, want_prev: bool, compacted: i64) -> PbEvent {
+fn to_pb(e: &Event, want_prev: bool, compacted: i64) -> mvccpb::Event {
     let prev = if want_prev && !e.is_create() && e.kv.mod_revision > compacted {
         e.prev.as_deref().cloned()
     } else {
         None
     };
-    PbEvent {
+    mvccpb::Event {
         r#type: match e.kind {
             EventKind::Put => 0,
             EventKind::Delete => 1,

@@ -12,10 +12,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseTimeToLiveOptions, PutOptions,
-    Txn, TxnOp,
-};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
@@ -26,6 +22,8 @@ use super::template::{key_of, value_of, version_of, Presence};
 use crate::engine::events::ContainerEventKind;
 use crate::engine::health::{check_for, HealthMonitor, HealthState};
 use crate::engine::Engine;
+use crate::etcd::pb::etcdserverpb::TxnRequest;
+use crate::etcd::rpc::{self, lease_is, op_delete, op_put, Client, Timeouts};
 use crate::plan::{names, ObservedState};
 use crate::router::layout::{Layout, Record};
 use crate::spec::Stack;
@@ -290,10 +288,8 @@ impl Registrar {
 
     async fn client(&mut self) -> Option<Client> {
         if self.client.is_none() {
-            let options = ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(2))
-                .with_timeout(Duration::from_secs(5));
-            match Client::connect(&self.config.endpoints, Some(options)).await {
+            let timeouts = Timeouts::new(Duration::from_secs(2), Duration::from_secs(5));
+            match Client::connect(&self.config.endpoints, timeouts).await {
                 Ok(c) => self.client = Some(c),
                 Err(e) => {
                     self.etcd_unavailable(format!(
@@ -342,7 +338,7 @@ impl Registrar {
         let listed = async {
             let present = list(&mut client, self.layout.listing()).await?;
             let records = list(&mut client, self.layout.records()).await?;
-            Ok::<_, etcd_client::Error>((present, records))
+            Ok::<_, rpc::Error>((present, records))
         };
         let (present, records) = match listed.await {
             Ok(l) => l,
@@ -635,17 +631,19 @@ impl Registrar {
         let record =
             serde_json::to_string(&Record { key: key.clone() }).expect("a record serializes");
         let result = async {
-            let lease = client.lease_grant(ttl, None).await?.id();
+            let lease = client.lease_grant(ttl).await?.id;
             // The key and its ownership record on one lease, in one
             // transaction: whatever holds the key also says whose it is.
-            let on_lease = || Some(PutOptions::new().with_lease(lease));
             client
-                .txn(Txn::new().and_then([
-                    TxnOp::put(key.as_str(), value.as_str(), on_lease()),
-                    TxnOp::put(self.layout.record(id), record.as_str(), on_lease()),
-                ]))
+                .txn(TxnRequest {
+                    success: vec![
+                        op_put(key.as_str(), value.as_str(), lease),
+                        op_put(self.layout.record(id), record.as_str(), lease),
+                    ],
+                    ..Default::default()
+                })
                 .await?;
-            Ok::<i64, etcd_client::Error>(lease)
+            Ok::<i64, rpc::Error>(lease)
         }
         .await;
         match result {
@@ -725,18 +723,16 @@ impl Registrar {
 async fn list(
     client: &mut Client,
     prefix: String,
-) -> Result<Vec<(String, String, i64)>, etcd_client::Error> {
-    let resp = client
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await?;
+) -> Result<Vec<(String, String, i64)>, rpc::Error> {
+    let resp = client.get(prefix, true).await?;
     Ok(resp
-        .kvs()
+        .kvs
         .iter()
         .map(|kv| {
             (
-                String::from_utf8_lossy(kv.key()).into_owned(),
-                String::from_utf8_lossy(kv.value()).into_owned(),
-                kv.lease(),
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+                kv.lease,
             )
         })
         .collect())
@@ -755,17 +751,15 @@ async fn release(
     id: &str,
     key: &str,
     lease: i64,
-) -> Result<(), etcd_client::Error> {
+) -> Result<(), rpc::Error> {
     delete_on_lease(client, key, lease).await?;
     let record = layout.record(id);
-    let attached = client
-        .lease_time_to_live(lease, Some(LeaseTimeToLiveOptions::new().with_keys()))
-        .await?;
+    let attached = client.lease_time_to_live(lease, true).await?;
     let only_ours = attached
-        .keys()
+        .keys
         .iter()
         .all(|k| k.as_slice() == key.as_bytes() || k.as_slice() == record.as_bytes());
-    if attached.ttl() > 0 && only_ours {
+    if attached.ttl > 0 && only_ours {
         client.lease_revoke(lease).await?;
         return Ok(());
     }
@@ -774,19 +768,15 @@ async fn release(
 }
 
 /// Deletes `key` if it is still attached to `lease`; true when it was.
-async fn delete_on_lease(
-    client: &mut Client,
-    key: &str,
-    lease: i64,
-) -> Result<bool, etcd_client::Error> {
+async fn delete_on_lease(client: &mut Client, key: &str, lease: i64) -> Result<bool, rpc::Error> {
     let resp = client
-        .txn(
-            Txn::new()
-                .when([Compare::lease(key, CompareOp::Equal, lease)])
-                .and_then([TxnOp::delete(key, None)]),
-        )
+        .txn(TxnRequest {
+            compare: vec![lease_is(key, lease)],
+            success: vec![op_delete(key)],
+            failure: Vec::new(),
+        })
         .await?;
-    Ok(resp.succeeded())
+    Ok(resp.succeeded)
 }
 
 /// The registration of container `id` (its full id) this project made, as
@@ -795,11 +785,11 @@ async fn registration_of(
     client: &mut Client,
     layout: &Layout,
     id: &str,
-) -> Result<Option<(String, i64)>, etcd_client::Error> {
-    let resp = client.get(layout.record(id), None).await?;
-    Ok(resp.kvs().first().and_then(|kv| {
-        let record: Record = serde_json::from_slice(kv.value()).ok()?;
-        Some((record.key, kv.lease()))
+) -> Result<Option<(String, i64)>, rpc::Error> {
+    let resp = client.get(layout.record(id), false).await?;
+    Ok(resp.kvs.first().and_then(|kv| {
+        let record: Record = serde_json::from_slice(&kv.value).ok()?;
+        Some((record.key, kv.lease))
     }))
 }
 
@@ -808,7 +798,7 @@ pub async fn is_registered(
     client: &mut Client,
     layout: &Layout,
     id: &str,
-) -> Result<bool, etcd_client::Error> {
+) -> Result<bool, rpc::Error> {
     Ok(registration_of(client, layout, id).await?.is_some())
 }
 
@@ -816,11 +806,7 @@ pub async fn is_registered(
 /// ahead of its stop: its key is deleted if it is still the one its record
 /// names; the record and the lease stay for the registrar to release when
 /// the container stops. True when a key was deleted.
-pub async fn withdraw(
-    client: &mut Client,
-    layout: &Layout,
-    id: &str,
-) -> Result<bool, etcd_client::Error> {
+pub async fn withdraw(client: &mut Client, layout: &Layout, id: &str) -> Result<bool, rpc::Error> {
     match registration_of(client, layout, id).await? {
         Some((key, lease)) => delete_on_lease(client, &key, lease).await,
         None => Ok(false),
@@ -858,7 +844,7 @@ fn spawn_keeper(
                 responses.message().await
             };
             match tokio::time::timeout(Duration::from_secs(5), answer).await {
-                Ok(Ok(Some(resp))) if resp.ttl() > 0 => {}
+                Ok(Ok(Some(resp))) if resp.ttl > 0 => {}
                 Ok(Ok(Some(_))) => {
                     let _ = tx.send(Msg::LeaseLost(id, lease));
                     return;

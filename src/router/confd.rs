@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -38,6 +37,9 @@ use crate::engine::proxy::{
 use crate::engine::reach::Reach;
 use crate::engine::runtime::{runtime_commands, runtime_failure};
 use crate::engine::{Engine, EngineError};
+use crate::etcd::pb::etcdserverpb::WatchResponse;
+use crate::etcd::pb::mvccpb::event::EventType;
+use crate::etcd::rpc::{self, Client, Timeouts};
 use crate::plan::ObservedState;
 use crate::spec::confd::Resource;
 use crate::spec::{ProxyKind, Stack};
@@ -451,7 +453,7 @@ struct Router {
 
 /// The triggers of the main loop.
 enum Trigger {
-    Watch(Result<Option<etcd_client::WatchResponse>, etcd_client::Error>),
+    Watch(Result<Option<WatchResponse>, rpc::Error>),
     Due,
     ProxyDied,
     ProxyEventsEnded,
@@ -495,10 +497,8 @@ impl Router {
             };
             backoff = Duration::from_millis(100);
             self.apply().await;
-            let options = WatchOptions::new()
-                .with_prefix()
-                .with_start_revision(revision + 1);
-            let mut watch = match client.watch(self.prefix_key(), Some(options)).await {
+            let create = rpc::watch_of(self.prefix_key(), true, revision + 1);
+            let mut watch = match client.watch(create).await {
                 Ok(w) => w,
                 Err(e) => {
                     self.report(RouterEvent::EtcdUnavailable {
@@ -527,26 +527,26 @@ impl Router {
                 match trigger {
                     Trigger::Stop => return,
                     Trigger::Watch(Ok(Some(resp))) => {
-                        if resp.canceled() {
+                        if resp.canceled {
                             // Compacted past our revision, or the server
                             // cancelled: read everything again.
                             break;
                         }
-                        for event in resp.events() {
-                            let Some(kv) = event.kv() else { continue };
-                            let key = String::from_utf8_lossy(kv.key()).into_owned();
-                            match event.event_type() {
+                        for event in &resp.events {
+                            let Some(kv) = &event.kv else { continue };
+                            let key = String::from_utf8_lossy(&kv.key).into_owned();
+                            match event.r#type() {
                                 EventType::Put => {
-                                    let value = String::from_utf8_lossy(kv.value()).into_owned();
+                                    let value = String::from_utf8_lossy(&kv.value).into_owned();
                                     self.kvs.insert(key, value);
                                 }
                                 EventType::Delete => {
                                     self.kvs.remove(&key);
                                 }
                             }
-                            self.revision = self.revision.max(kv.mod_revision());
+                            self.revision = self.revision.max(kv.mod_revision);
                         }
-                        if !resp.events().is_empty() {
+                        if !resp.events.is_empty() {
                             // Servers coming and going reach HAProxy now;
                             // the debounced apply follows (the file, or a
                             // reload for anything else).
@@ -612,10 +612,8 @@ impl Router {
     }
 
     async fn connect_and_list(&mut self) -> Result<(Client, i64), String> {
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5));
-        let mut client = Client::connect(&self.config.endpoints, Some(options))
+        let timeouts = Timeouts::new(Duration::from_secs(2), Duration::from_secs(5));
+        let mut client = Client::connect(&self.config.endpoints, timeouts)
             .await
             .map_err(|e| {
                 format!(
@@ -624,17 +622,17 @@ impl Router {
                 )
             })?;
         let resp = client
-            .get(self.prefix_key(), Some(GetOptions::new().with_prefix()))
+            .get(self.prefix_key(), true)
             .await
             .map_err(|e| format!("etcd at {}: {e}", self.config.endpoints.join(",")))?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let revision = resp.header.map(|h| h.revision).unwrap_or(0);
         self.kvs = resp
-            .kvs()
+            .kvs
             .iter()
             .map(|kv| {
                 (
-                    String::from_utf8_lossy(kv.key()).into_owned(),
-                    String::from_utf8_lossy(kv.value()).into_owned(),
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
                 )
             })
             .collect();

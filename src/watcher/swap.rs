@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, ConnectOptions};
 use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +19,7 @@ use crate::engine::health::{self, Check};
 use crate::engine::reach::Reach;
 use crate::engine::runtime::ProxyRuntime;
 use crate::engine::{ContainerEngine, EngineError, Registry};
+use crate::etcd::rpc::{self, Client, Timeouts};
 use crate::plan::{self, names, ContainerSpec, Observed, ObservedState};
 use crate::registrar::presence::{is_registered, withdraw};
 use crate::router::Layout;
@@ -718,7 +718,7 @@ async fn drain<P: ProxyRuntime>(proxy: &P, slots: &[(String, String)], grace: Du
 }
 
 /// Polls etcd until the registrar has registered container `id` (its full id).
-async fn wait_registered(d: &Discovery, id: &str) -> Result<(), etcd_client::Error> {
+async fn wait_registered(d: &Discovery, id: &str) -> Result<(), rpc::Error> {
     let mut client = connect(d).await?;
     let until = Instant::now() + REGISTER_TIMEOUT;
     while Instant::now() < until {
@@ -732,7 +732,7 @@ async fn wait_registered(d: &Discovery, id: &str) -> Result<(), etcd_client::Err
 
 /// Deletes the registry keys of containers `ids` (full ids, matched
 /// exactly); true when one was deleted.
-async fn deregister(d: &Discovery, ids: &[&str]) -> Result<bool, etcd_client::Error> {
+async fn deregister(d: &Discovery, ids: &[&str]) -> Result<bool, rpc::Error> {
     let mut client = connect(d).await?;
     let mut deleted = false;
     for id in ids {
@@ -741,11 +741,9 @@ async fn deregister(d: &Discovery, ids: &[&str]) -> Result<bool, etcd_client::Er
     Ok(deleted)
 }
 
-async fn connect(d: &Discovery) -> Result<Client, etcd_client::Error> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(2));
-    Client::connect(&d.endpoints, Some(options)).await
+async fn connect(d: &Discovery) -> Result<Client, rpc::Error> {
+    let timeouts = Timeouts::new(Duration::from_secs(2), Duration::from_secs(2));
+    Client::connect(&d.endpoints, timeouts).await
 }
 
 #[cfg(test)]

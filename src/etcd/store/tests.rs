@@ -2,15 +2,15 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::proto::{
-    PbCompare, PbDeleteRequest, PbPutRequest, PbRangeRequest, PbTargetUnion, PbTxnOpRequest,
-    PbTxnRequest, PbTxnRequestOp,
+use crate::etcd::pb::etcdserverpb::{
+    compare, request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
 };
 
 use super::*;
 
 fn put(s: &mut Store, k: &str, v: &str) -> i64 {
-    s.put(&PbPutRequest {
+    s.put(&PutRequest {
         key: k.into(),
         value: v.into(),
         ..Default::default()
@@ -25,7 +25,7 @@ fn put(s: &mut Store, k: &str, v: &str) -> i64 {
 fn get_at(s: &Store, k: &str, rev: i64) -> Vec<(String, String, i64, i64, i64)> {
     let resp = s
         .range(
-            &PbRangeRequest {
+            &RangeRequest {
                 key: k.into(),
                 range_end: if k == "\0" { vec![0] } else { Vec::new() },
                 revision: rev,
@@ -48,8 +48,8 @@ fn get_at(s: &Store, k: &str, rev: i64) -> Vec<(String, String, i64, i64, i64)> 
         .collect()
 }
 
-fn op(r: PbTxnOpRequest) -> PbTxnRequestOp {
-    PbTxnRequestOp { request: Some(r) }
+fn op(r: request_op::Request) -> RequestOp {
+    RequestOp { request: Some(r) }
 }
 
 #[test]
@@ -66,7 +66,7 @@ fn every_write_is_one_revision_and_versions_restart_after_delete() {
     assert_eq!(put(&mut s, "a", "2"), 3);
     assert_eq!(get_at(&s, "a", 0), vec![("a".into(), "2".into(), 2, 3, 2)]);
     let d = s
-        .delete_range(&PbDeleteRequest {
+        .delete_range(&DeleteRangeRequest {
             key: "a".into(),
             ..Default::default()
         })
@@ -75,7 +75,7 @@ fn every_write_is_one_revision_and_versions_restart_after_delete() {
     assert_eq!(s.rev(), 4);
     // Deleting nothing does not move the revision.
     let d = s
-        .delete_range(&PbDeleteRequest {
+        .delete_range(&DeleteRangeRequest {
             key: "a".into(),
             ..Default::default()
         })
@@ -93,26 +93,26 @@ fn every_write_is_one_revision_and_versions_restart_after_delete() {
 fn a_txn_is_one_revision_and_reads_its_own_writes() {
     let mut s = Store::new(0);
     put(&mut s, "a", "1");
-    let t = PbTxnRequest {
+    let t = TxnRequest {
         // b does not exist yet: version 0.
-        compare: vec![PbCompare {
+        compare: vec![Compare {
             result: 0,
             target: 0,
             key: "b".into(),
             range_end: Vec::new(),
-            target_union: Some(PbTargetUnion::Version(0)),
+            target_union: Some(compare::TargetUnion::Version(0)),
         }],
         success: vec![
-            op(PbTxnOpRequest::RequestPut(PbPutRequest {
+            op(request_op::Request::RequestPut(PutRequest {
                 key: "b".into(),
                 value: "x".into(),
                 ..Default::default()
             })),
-            op(PbTxnOpRequest::RequestRange(PbRangeRequest {
+            op(request_op::Request::RequestRange(RangeRequest {
                 key: "b".into(),
                 ..Default::default()
             })),
-            op(PbTxnOpRequest::RequestPut(PbPutRequest {
+            op(request_op::Request::RequestPut(PutRequest {
                 key: "c".into(),
                 value: "y".into(),
                 ..Default::default()
@@ -127,7 +127,7 @@ fn a_txn_is_one_revision_and_reads_its_own_writes() {
     assert_eq!(rec.rev, 3);
     assert_eq!(rec.events.len(), 2);
     match &a.response.responses[1].response {
-        Some(PbTxnOpResponse::ResponseRange(r)) => {
+        Some(response_op::Response::ResponseRange(r)) => {
             assert_eq!(r.kvs.len(), 1);
             assert_eq!(r.kvs[0].mod_revision, 3);
         }
@@ -144,29 +144,31 @@ fn a_txn_is_one_revision_and_reads_its_own_writes() {
 fn txn_rules_refuse_duplicates_and_too_many_ops() {
     let mut s = Store::new(0);
     let p = |k: &str| {
-        op(PbTxnOpRequest::RequestPut(PbPutRequest {
+        op(request_op::Request::RequestPut(PutRequest {
             key: k.into(),
             ..Default::default()
         }))
     };
-    let dup = PbTxnRequest {
+    let dup = TxnRequest {
         success: vec![p("a"), p("a")],
         ..Default::default()
     };
     assert_eq!(s.txn(&dup, 1).unwrap_err(), StoreError::DuplicateKey);
-    let overlap = PbTxnRequest {
+    let overlap = TxnRequest {
         success: vec![
-            op(PbTxnOpRequest::RequestDeleteRange(PbDeleteRequest {
-                key: "a".into(),
-                range_end: "c".into(),
-                ..Default::default()
-            })),
+            op(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: "a".into(),
+                    range_end: "c".into(),
+                    ..Default::default()
+                },
+            )),
             p("b"),
         ],
         ..Default::default()
     };
     assert_eq!(s.txn(&overlap, 1).unwrap_err(), StoreError::DuplicateKey);
-    let many = PbTxnRequest {
+    let many = TxnRequest {
         success: (0..129).map(|i| p(&format!("k{i}"))).collect(),
         ..Default::default()
     };
@@ -182,7 +184,7 @@ fn range_limit_count_and_more() {
     }
     let r = s
         .range(
-            &PbRangeRequest {
+            &RangeRequest {
                 key: "a".into(),
                 range_end: "d".into(),
                 limit: 2,
@@ -194,7 +196,7 @@ fn range_limit_count_and_more() {
     assert_eq!((r.kvs.len(), r.count, r.more), (2, 3, true));
     let r = s
         .range(
-            &PbRangeRequest {
+            &RangeRequest {
                 key: "a".into(),
                 range_end: vec![0],
                 count_only: true,
@@ -212,7 +214,7 @@ fn compaction_keeps_the_newest_version_at_or_below_and_refuses_older_reads() {
     put(&mut s, "a", "1"); // 2
     put(&mut s, "a", "2"); // 3
     put(&mut s, "b", "1"); // 4
-    s.delete_range(&PbDeleteRequest {
+    s.delete_range(&DeleteRangeRequest {
         key: "b".into(),
         ..Default::default()
     })
@@ -223,7 +225,7 @@ fn compaction_keeps_the_newest_version_at_or_below_and_refuses_older_reads() {
     assert!(get_at(&s, "b", 5).is_empty());
     let err = s
         .range(
-            &PbRangeRequest {
+            &RangeRequest {
                 key: "a".into(),
                 revision: 4,
                 ..Default::default()
@@ -250,7 +252,7 @@ fn revoking_a_lease_deletes_its_keys_in_one_revision() {
         StoreError::LeaseExists
     );
     for k in ["y", "x"] {
-        s.put(&PbPutRequest {
+        s.put(&PutRequest {
             key: k.into(),
             lease: 7,
             ..Default::default()
@@ -303,7 +305,7 @@ fn replay_rebuilds_the_same_store() {
     let mut s = Store::new(0);
     put(&mut s, "a", "1");
     put(&mut s, "b", "1");
-    s.delete_range(&PbDeleteRequest {
+    s.delete_range(&DeleteRangeRequest {
         key: "a".into(),
         ..Default::default()
     })
