@@ -11,6 +11,7 @@
 //! whose one end only the parent holds ([`pipe`], [`inherited_pipe`]); its
 //! end of file is the parent's exit, SIGKILL included.
 
+#[cfg(unix)]
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,7 @@ impl ProcessIdentity {
     /// signalled through the pidfd: a process that exits after the check and
     /// whose pid is reused is not signalled, as the pidfd still names the
     /// one that was checked.
+    #[cfg(unix)]
     pub fn signal(&self, signal: i32) -> bool {
         let Ok(pid) = i32::try_from(self.pid) else {
             return false;
@@ -126,10 +128,32 @@ impl ProcessIdentity {
     }
 }
 
+/// Asks the process to stop, only if it is still this one: SIGTERM on
+/// Unix; on Windows, which has no such signal, it is ended at once
+/// (`TerminateProcess`). Returns whether it was asked.
+pub fn terminate_process(identity: &ProcessIdentity) -> bool {
+    #[cfg(unix)]
+    {
+        identity.signal(libc::SIGTERM)
+    }
+    #[cfg(windows)]
+    {
+        identity.is_running() && windows::terminate(identity.pid)
+    }
+}
+
+impl ProcessIdentity {
+    /// [`terminate_process`] of this identity.
+    pub fn terminate(&self) -> bool {
+        terminate_process(self)
+    }
+}
+
 /// A pipe, both ends close-on-exec: (read end, write end). A child that is
 /// to keep one end clears the flag on it between fork and exec; every other
 /// process this one starts never holds it, so the end closes exactly when
 /// its holders exit, however they exit.
+#[cfg(unix)]
 pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 writes two descriptors into the array it is given.
@@ -160,6 +184,13 @@ pub fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// once and made close-on-exec, so no process this one starts keeps it
 /// open. `None` when it was not spawned that way (run by hand) or the
 /// descriptor is not a pipe.
+#[cfg(not(unix))]
+pub fn inherited_pipe(_var: &str) -> Option<std::fs::File> {
+    None
+}
+
+/// (See above.)
+#[cfg(unix)]
 pub fn inherited_pipe(var: &str) -> Option<std::fs::File> {
     let fd = std::env::var(var)
         .ok()
@@ -188,6 +219,13 @@ pub fn inherited_pipe(var: &str) -> Option<std::fs::File> {
 /// parent gone and no init reaping, as in some containers), counts as gone.
 /// A pid alone: use [`ProcessIdentity::is_running`] for a process recorded
 /// earlier.
+#[cfg(windows)]
+pub fn alive(pid: u32) -> bool {
+    windows::alive(pid)
+}
+
+/// (See above.)
+#[cfg(unix)]
 pub fn alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
@@ -205,8 +243,13 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// The process's start time in clock ticks since boot, from `/proc`.
+/// The process's start time in clock ticks since boot, from `/proc`; on
+/// Windows its creation time (100 ns units since 1601).
 pub fn start_time(pid: u32) -> Option<u64> {
+    #[cfg(windows)]
+    if let Some(t) = windows::created(pid) {
+        return Some(t);
+    }
     // Fields after `comm` start at field 3 (the state): field 22 is the 20th.
     stat_fields(pid)?.get(19)?.parse().ok()
 }
@@ -234,6 +277,63 @@ pub fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
     #[cfg(not(unix))]
     {
         file.metadata().is_ok() && path.exists()
+    }
+}
+
+/// The few process calls Windows has instead of signals and `/proc`.
+#[cfg(windows)]
+mod windows {
+    use windows_sys::Win32::Foundation::{CloseHandle, FILETIME, HANDLE, STILL_ACTIVE};
+    use windows_sys::Win32::System::Threading::{
+        GetExitCodeProcess, GetProcessTimes, OpenProcess, TerminateProcess,
+        PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE,
+    };
+
+    /// `f` with a handle of process `pid` opened for `access`; `None` when
+    /// it cannot be opened (no such process, or not ours to open).
+    fn with_process<T>(pid: u32, access: u32, f: impl FnOnce(HANDLE) -> T) -> Option<T> {
+        // SAFETY: OpenProcess takes plain values; a null handle is failure.
+        let handle = unsafe { OpenProcess(access, 0, pid) };
+        if handle.is_null() {
+            return None;
+        }
+        let out = f(handle);
+        // SAFETY: closing the handle opened above, once.
+        unsafe { CloseHandle(handle) };
+        Some(out)
+    }
+
+    pub fn alive(pid: u32) -> bool {
+        with_process(pid, PROCESS_QUERY_LIMITED_INFORMATION, |h| {
+            let mut code = 0u32;
+            // SAFETY: a valid handle and a u32 to write into.
+            unsafe { GetExitCodeProcess(h, &mut code) != 0 && code == STILL_ACTIVE as u32 }
+        })
+        .unwrap_or(false)
+    }
+
+    pub fn created(pid: u32) -> Option<u64> {
+        with_process(pid, PROCESS_QUERY_LIMITED_INFORMATION, |h| {
+            let zero = FILETIME {
+                dwLowDateTime: 0,
+                dwHighDateTime: 0,
+            };
+            let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+            // SAFETY: a valid handle and four FILETIMEs to write into.
+            let ok = unsafe {
+                GetProcessTimes(h, &mut created, &mut exited, &mut kernel, &mut user) != 0
+            };
+            ok.then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
+        })
+        .flatten()
+    }
+
+    pub fn terminate(pid: u32) -> bool {
+        // SAFETY: a valid handle; 1 is the exit code the process gets.
+        with_process(pid, PROCESS_TERMINATE, |h| unsafe {
+            TerminateProcess(h, 1) != 0
+        })
+        .unwrap_or(false)
     }
 }
 

@@ -5,11 +5,13 @@
 //! commands through `routing.json` ([`super::state`]).
 
 use std::io::Write;
+#[cfg(unix)]
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+#[cfg(unix)]
 use tokio::io::AsyncReadExt;
 
 use super::follow::Follower;
@@ -227,9 +229,6 @@ pub async fn spawn_agent(loaded: &LoadedStack) -> anyhow::Result<()> {
     // The agent says it serves on a pipe: it writes a line once its routing
     // path runs and `routing.json` names it; the end of the pipe without
     // that line means it exited.
-    let (ready, ready_writer) = crate::process::pipe()?;
-    let writer_fd = ready_writer.as_raw_fd();
-    cmd.env(READY_FD, writer_fd.to_string());
     // The port `up` chose for this copy's proxy (see `listen`); one not
     // chosen yet (`watch`) the agent chooses itself.
     if !super::listen::unsettled(loaded) {
@@ -238,28 +237,63 @@ pub async fn spawn_agent(loaded: &LoadedStack) -> anyhow::Result<()> {
             loaded.stack.proxy.listen.to_string(),
         );
     }
-    // Its own session: the agent outlives this terminal and its Ctrl-C.
-    // SAFETY: setsid and fcntl are async-signal-safe and touch no memory.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            libc::setsid();
-            // The write end, close-on-exec here, is the agent's to keep.
-            if libc::fcntl(writer_fd, libc::F_SETFD, 0) == -1 {
-                return Err(std::io::Error::last_os_error());
+    #[cfg(unix)]
+    let (mut child, said) = {
+        let (ready, ready_writer) = crate::process::pipe()?;
+        let writer_fd = ready_writer.as_raw_fd();
+        cmd.env(READY_FD, writer_fd.to_string());
+        // Its own session: the agent outlives this terminal and its Ctrl-C.
+        // SAFETY: setsid and fcntl are async-signal-safe and touch no memory.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                libc::setsid();
+                // The write end, close-on-exec here, is the agent's to keep.
+                if libc::fcntl(writer_fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        // The lock's descriptor is close-on-exec: the agent does not inherit it.
+        let child = cmd.spawn()?;
+        // Only the agent holds the write end now: its exit ends the pipe.
+        drop(ready_writer);
+        let said = tokio::time::timeout(AGENT_START, async {
+            let mut text = String::new();
+            let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(ready)?;
+            reader.read_to_string(&mut text).await.map(|_| text)
+        })
+        .await;
+        (child, said)
+    };
+    // Windows: no descriptor to inherit; the agent, detached from this
+    // console, is heard from through `routing.json` naming it, and its exit
+    // through its process.
+    #[cfg(windows)]
+    let (mut child, said) = {
+        use std::os::windows::process::CommandExt;
+        const DETACHED_PROCESS: u32 = 0x0000_0008;
+        const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+        cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
+        let mut child = cmd.spawn()?;
+        let said = tokio::time::timeout(AGENT_START, async {
+            loop {
+                if state::read(project)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.owner.pid == child.id())
+                {
+                    return Ok::<String, std::io::Error>(READY.to_string());
+                }
+                if child.try_wait()?.is_some() {
+                    return Ok(String::new());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Ok(())
-        });
-    }
-    // The lock's descriptor is close-on-exec: the agent does not inherit it.
-    let mut child = cmd.spawn()?;
-    // Only the agent holds the write end now: its exit ends the pipe.
-    drop(ready_writer);
-    let said = tokio::time::timeout(AGENT_START, async {
-        let mut text = String::new();
-        let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(ready)?;
-        reader.read_to_string(&mut text).await.map(|_| text)
-    })
-    .await;
+        })
+        .await;
+        (child, said)
+    };
     match said {
         Ok(Ok(text)) if text.trim() == READY => {
             if state::read(project)?.is_some_and(|s| s.owner.pid == child.id()) {
@@ -350,7 +384,7 @@ pub async fn stop_agent(project: &ProjectName) -> anyhow::Result<()> {
     if s.owner == ProcessIdentity::current(project) {
         return Ok(());
     }
-    if !s.owner.signal(libc::SIGTERM) {
+    if !s.owner.terminate() {
         return Ok(());
     }
     let deadline = Instant::now() + Duration::from_secs(10);

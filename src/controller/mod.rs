@@ -109,11 +109,18 @@ pub fn on_signals(tasks: &Tasks, which: Signals) -> latest::Receiver<u32> {
     let (tx, rx) = latest::channel(0u32);
     let stop = tasks.stop.clone();
     let done = tasks.end.clone();
+    #[cfg(unix)]
     let term = match which {
         Signals::Interrupt => None,
         Signals::InterruptOrTerminate => {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
         }
+    };
+    // No SIGTERM on Windows: Ctrl-Break stands in for it.
+    #[cfg(windows)]
+    let term = match which {
+        Signals::Interrupt => None,
+        Signals::InterruptOrTerminate => tokio::signal::windows::ctrl_break().ok(),
     };
     tasks.spawn(async move {
         let mut term = term;

@@ -23,6 +23,7 @@
 //! `devstack prune` (`controller::projects`).
 
 use std::io::{BufRead, Write};
+#[cfg(unix)]
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -77,14 +78,11 @@ impl Reaper {
         owner: &ProcessIdentity,
         log: &Path,
     ) -> anyhow::Result<Reaper> {
-        let (reader, writer) = crate::process::pipe()?;
-        let reader_fd = reader.as_raw_fd();
         let exe = std::env::current_exe()?;
         let mut cmd = std::process::Command::new(exe);
         cmd.env_clear()
             .envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(kept)))
             .env_remove("DEVSTACK_PROJECT_NAME")
-            .env(FD_ENV, reader_fd.to_string())
             .arg("-p")
             .arg(project.as_str())
             .arg("reap")
@@ -96,26 +94,45 @@ impl Reaper {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: setsid and fcntl are async-signal-safe and touch no memory.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-                // Its own session and process group: a signal to the
-                // owner's group (Ctrl-C, a CI runner's SIGKILL) misses it.
-                libc::setsid();
-                // The read end, close-on-exec here, is the reaper's to keep.
-                if libc::fcntl(reader_fd, libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        #[cfg(unix)]
+        {
+            let (reader, writer) = crate::process::pipe()?;
+            let reader_fd = reader.as_raw_fd();
+            cmd.env(FD_ENV, reader_fd.to_string());
+            // SAFETY: setsid and fcntl are async-signal-safe and touch no memory.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    // Its own session and process group: a signal to the
+                    // owner's group (Ctrl-C, a CI runner's SIGKILL) misses it.
+                    libc::setsid();
+                    // The read end, close-on-exec here, is the reaper's to keep.
+                    if libc::fcntl(reader_fd, libc::F_SETFD, 0) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn()?;
+            // Only the reaper holds the read end now.
+            drop(reader);
+            Ok(Reaper {
+                writer: Some(std::fs::File::from(writer)),
+                child,
+            })
         }
-        let child = cmd.spawn()?;
-        // Only the reaper holds the read end now.
-        drop(reader);
-        Ok(Reaper {
-            writer: Some(std::fs::File::from(writer)),
-            child,
-        })
+        // Windows: no descriptor to inherit; the reaper, detached from this
+        // console, watches the owner's identity alone (`wait_for_owner`).
+        #[cfg(windows)]
+        {
+            use std::os::windows::process::CommandExt;
+            const DETACHED_PROCESS: u32 = 0x0000_0008;
+            const CREATE_NEW_PROCESS_GROUP: u32 = 0x0000_0200;
+            cmd.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
+            Ok(Reaper {
+                writer: None,
+                child: cmd.spawn()?,
+            })
+        }
     }
 
     /// The copy's network, with this owner's identity, is made: from now

@@ -508,12 +508,12 @@ async fn run_command(
             },
             _ = stop.cancelled(), if stopping.is_none() => {
                 sayln!("Stopping the test command...");
-                signal_child(&child, libc::SIGTERM);
+                signal_child(&mut child);
                 stopping = Some((Ending::Interrupted, Instant::now()));
             },
             _ = sleep_until(deadline), if stopping.is_none() => {
                 sayln!("The test run timed out; stopping the test command...");
-                signal_child(&child, libc::SIGTERM);
+                signal_child(&mut child);
                 stopping = Some((Ending::TimedOut, Instant::now()));
             },
             _ = tokio::time::sleep(Duration::from_millis(500)), if stopping.as_ref().is_some_and(|(_, at)| at.elapsed() > Duration::from_secs(10)) => {
@@ -525,23 +525,34 @@ async fn run_command(
 
 /// The ending once the command exited: what stopped it, else its code.
 fn finish(stopping: Option<(Ending, Instant)>, status: std::process::ExitStatus) -> Ending {
-    use std::os::unix::process::ExitStatusExt;
     if let Some((why, _)) = stopping {
         return why;
     }
+    #[cfg(unix)]
+    let by_signal = {
+        use std::os::unix::process::ExitStatusExt;
+        status.signal().map(|s| 128u8.saturating_add(s as u8))
+    };
+    #[cfg(not(unix))]
+    let by_signal = None;
     let code = status
         .code()
         .map(|c| u8::try_from(c & 0xff).unwrap_or(exit::FAILURE))
-        .or_else(|| status.signal().map(|s| 128u8.saturating_add(s as u8)))
+        .or(by_signal)
         .unwrap_or(exit::FAILURE);
     Ending::Command(code)
 }
 
-fn signal_child(child: &tokio::process::Child, signal: i32) {
+/// Asks the test command to stop: SIGTERM on Unix; on Windows, which has
+/// no such signal, it is ended at once.
+fn signal_child(child: &mut tokio::process::Child) {
+    #[cfg(unix)]
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         // SAFETY: a signal to the child this process spawned and has not reaped.
-        unsafe { libc::kill(pid, signal) };
+        unsafe { libc::kill(pid, libc::SIGTERM) };
     }
+    #[cfg(not(unix))]
+    let _ = child.start_kill();
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -553,6 +564,17 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Ctrl-C and SIGTERM cancel `stop`; later ones are ignored (the copy is
 /// being taken down). The listener ends when the guard is dropped.
+#[cfg(not(unix))]
+fn listen_for_signals(stop: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    Ok(tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            stop.cancel();
+        }
+    }))
+}
+
+/// (See above.)
+#[cfg(unix)]
 fn listen_for_signals(stop: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;

@@ -311,17 +311,41 @@ const IDLE_BEFORE_ZEROING: std::time::Duration = std::time::Duration::from_milli
 /// How much is zeroed at a time while the writer is idle.
 const ZERO_STEP: u64 = 256 << 10;
 
+/// Writes all of `buf` at `offset` of `file` (pwrite on Unix; a seek and
+/// write on Windows, where only the writer thread writes the log).
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = std::os::windows::fs::FileExt::seek_write(
+                file,
+                &buf[done..],
+                offset + done as u64,
+            )?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
 /// Fills `[from, to)` of the file with zeroes and syncs it, so that later
 /// frames overwrite allocated blocks of a file whose size does not change:
 /// their fdatasync then writes data only, not the file's metadata. (A run
 /// of zeroes reads as the end of the log at replay.)
 fn zero_fill(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
     let zeroes = vec![0u8; 256 * 1024];
     let mut at = from;
     while at < to {
         let n = (to - at).min(zeroes.len() as u64) as usize;
-        file.write_all_at(&zeroes[..n], at)?;
+        write_all_at(file, &zeroes[..n], at)?;
         at += n as u64;
     }
     file.sync_data()
@@ -337,7 +361,6 @@ fn write_loop(
     shared: Arc<(Mutex<Pending>, Condvar)>,
     durable: Arc<watch::Sender<Durable>>,
 ) {
-    use std::os::unix::fs::FileExt;
     let (lock, cond) = &*shared;
     let mut buf = Vec::new();
     let mut zeroed = file.metadata().map(|m| m.len()).unwrap_or(0).max(offset);
@@ -402,9 +425,7 @@ fn write_loop(
             // Under steady load the log may outrun its zeroes: then it simply
             // grows, and that fsync also records the new size.
             zeroed = zeroed.max(end);
-            let result = file
-                .write_all_at(&buf, offset)
-                .and_then(|_| file.sync_data());
+            let result = write_all_at(&file, &buf, offset).and_then(|_| file.sync_data());
             if let Err(e) = result {
                 return fail(e, offset);
             }

@@ -22,6 +22,13 @@ pub fn exit_code(code: i64) -> u8 {
     u8::try_from(code).unwrap_or(exit::FAILURE)
 }
 
+#[cfg(not(unix))]
+fn terminal_size() -> Option<(u16, u16)> {
+    let (rows, cols) = console::Term::stdout().size_checked()?;
+    Some((cols, rows))
+}
+
+#[cfg(unix)]
 fn terminal_size() -> Option<(u16, u16)> {
     // SAFETY: TIOCGWINSZ only writes into the winsize we pass.
     unsafe {
@@ -36,8 +43,22 @@ fn terminal_size() -> Option<(u16, u16)> {
 
 /// The terminal in raw mode while an interactive command runs (keys go to the
 /// container as typed, Ctrl-C included); restored on drop, even on error.
+#[cfg(unix)]
 pub struct RawMode(libc::termios);
 
+/// Elsewhere (Windows' console) the terminal stays as it is: lines go to
+/// the container as typed, and Ctrl-C stops devstack's side.
+#[cfg(not(unix))]
+pub struct RawMode;
+
+#[cfg(not(unix))]
+impl RawMode {
+    pub fn enable() -> Option<RawMode> {
+        None
+    }
+}
+
+#[cfg(unix)]
 impl RawMode {
     pub fn enable() -> Option<RawMode> {
         // SAFETY: tcgetattr/tcsetattr on stdin with termios structs we own.
@@ -56,6 +77,7 @@ impl RawMode {
     }
 }
 
+#[cfg(unix)]
 impl Drop for RawMode {
     fn drop(&mut self) {
         // SAFETY: restores the attributes read in `enable`.

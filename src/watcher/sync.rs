@@ -240,7 +240,6 @@ enum Read {
 
 /// Reads `file` (below `root`) as the context holds it, following no link.
 fn read_entry(root: &Path, file: &Path) -> std::io::Result<Read> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     // A directory between the root and the file that is a link would lead
     // out of the context (notify may report paths below it).
     let mut dir = file.parent();
@@ -271,13 +270,19 @@ fn read_entry(root: &Path, file: &Path) -> std::io::Result<Read> {
         return Ok(Read::Entry(Content::Link(std::fs::read_link(file)?)));
     }
     if !kind.is_file() {
-        let what = if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else {
-            "a device"
+        #[cfg(unix)]
+        let what = {
+            use std::os::unix::fs::FileTypeExt;
+            if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            }
         };
+        #[cfg(not(unix))]
+        let what = "not a regular file";
         return Ok(Read::Skipped(format!("{what}, not synced")));
     }
     // Opened without following a link and without blocking, then checked
@@ -285,6 +290,7 @@ fn read_entry(root: &Path, file: &Path) -> std::io::Result<Read> {
     let mut opened = match open_no_follow(file) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Gone),
+        #[cfg(unix)]
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Ok(Read::Skipped("replaced while read, not synced".into()))
         }
@@ -300,16 +306,42 @@ fn read_entry(root: &Path, file: &Path) -> std::io::Result<Read> {
         bytes,
         // The permission bits, so a synced script stays executable; never
         // setuid, setgid or sticky.
-        mode: meta.permissions().mode() & 0o777,
+        mode: file_mode(&meta),
     }))
 }
 
+/// The permission bits of a file (Unix); elsewhere what a build context
+/// sent from there gets: 0644, 0444 if read-only.
+fn file_mode(meta: &std::fs::Metadata) -> u32 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        meta.permissions().mode() & 0o777
+    }
+    #[cfg(not(unix))]
+    {
+        if meta.permissions().readonly() {
+            0o444
+        } else {
+            0o644
+        }
+    }
+}
+
+#[cfg(unix)]
 fn open_no_follow(file: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(file)
+}
+
+/// Elsewhere the file is opened as named; the type check after the open
+/// still refuses anything but a regular file.
+#[cfg(not(unix))]
+fn open_no_follow(file: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::open(file)
 }
 
 #[cfg(test)]
