@@ -27,11 +27,14 @@
 
 #[path = "../support/fixtures.rs"]
 mod fixtures;
+#[path = "../support/other_engine.rs"]
+mod other_engine;
 #[path = "../support/process.rs"]
 mod process;
 #[path = "../support/undoing.rs"]
 mod undoing;
 
+use other_engine::text;
 use process::run;
 use undoing::Undoing;
 
@@ -42,7 +45,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_devstack");
 /// The local replica of the official HAProxy image.
 const PROXY_IMAGE: &str = "devstack-fixtures/haproxy:2.6";
 /// Devices the daemon's helpers open as the user: slirp4netns the tun
@@ -55,18 +57,6 @@ const SUBIDS: u32 = 65_536;
 /// fuse-overlayfs, as the host's engine here: layers are shared, not copied
 /// (vfs copies every layer of every image, minutes for the fixture images).
 const STORAGE: &str = "fuse-overlayfs";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// What this test made or changed, named from its pid; undone at most once,
 /// by whichever of the guard's `Drop`, the panic hook and the end of the
@@ -185,18 +175,7 @@ fn undo() -> Vec<String> {
             problems.push(format!("processes of {} still there: {left:?}", made.user));
         }
     }
-    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-        let dir = made.dir.to_string_lossy().into_owned();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|p| p.starts_with(&dir))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for point in points {
-            let _ = run("umount", &["-l", point]);
-        }
-    }
+    other_engine::unmount_under(&made.dir);
     if let Some(line) = &made.subid_line {
         for file in ["/etc/subuid", "/etc/subgid"] {
             if let Err(e) = without_line(file, line) {
@@ -377,7 +356,10 @@ impl Rootless {
         let engine = Rootless { made, daemon };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let out = engine.docker(&["version", "--format", "{{.Server.Version}}"]);
+            let out = other_engine::docker(
+                &engine.host(),
+                &["version", "--format", "{{.Server.Version}}"],
+            );
             if out.status.success() {
                 break;
             }
@@ -399,86 +381,16 @@ impl Rootless {
         format!("unix://{}", self.made.socket().display())
     }
 
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", self.host())
-            .stdin(Stdio::null())
-            .output()
-            .expect("docker runs")
-    }
-
     fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "`docker {}` on the rootless engine failed: {}",
-            args.join(" "),
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Copies local images to the rootless engine (`docker save | docker
-    /// load`): no registry answers here.
-    fn load(&self, images: &[&str]) {
-        let mut save = Command::new("docker")
-            .arg("save")
-            .args(images)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("docker save runs");
-        let load = Command::new("docker")
-            .args(["load", "--quiet"])
-            .env("DOCKER_HOST", self.host())
-            .stdin(save.stdout.take().unwrap())
-            .output()
-            .expect("docker load runs");
-        let saved = save.wait().expect("docker save ends");
-        assert!(
-            saved.success() && load.status.success(),
-            "copying {images:?} to the rootless engine failed: {}",
-            text(&load)
-        );
+        other_engine::docker_ok(&self.host(), args)
     }
 
     fn devstack(&self, project: &str, args: &[&str]) -> Output {
-        self.devstack_on(
-            &repo().join("fixtures/stacks/engine/basic.yaml"),
-            project,
-            args,
-        )
+        self.devstack_on(&other_engine::basic(), project, args)
     }
 
     fn devstack_on(&self, stack: &Path, project: &str, args: &[&str]) -> Output {
-        let out = Command::new(BIN)
-            .arg("-f")
-            .arg(stack)
-            .arg("-p")
-            .arg(project)
-            .args(args)
-            .env("DOCKER_HOST", self.host())
-            .env("NO_COLOR", "1")
-            .env_remove("DEVSTACK_PROJECT_NAME")
-            .stdin(Stdio::null())
-            .output()
-            .expect("devstack runs");
-        eprintln!("$ devstack {}\n{}", args.join(" "), text(&out));
-        out
-    }
-
-    fn labelled(&self, what: &str, project: &str) -> Vec<String> {
-        let filter = format!("label=dev.devstack.project={project}");
-        let args: Vec<&str> = match what {
-            "container" => vec!["ps", "-aq", "--filter", &filter],
-            "network" => vec!["network", "ls", "-q", "--filter", &filter],
-            _ => vec!["volume", "ls", "-q", "--filter", &filter],
-        };
-        self.docker_ok(&args)
-            .lines()
-            .map(str::to_string)
-            .filter(|l| !l.is_empty())
-            .collect()
+        other_engine::devstack(&self.host(), stack, project, args)
     }
 }
 
@@ -494,19 +406,6 @@ fn local_containers(project: &str) -> String {
     )
 }
 
-fn images_of_basic() -> Vec<String> {
-    // The web service's Dockerfile builds FROM the fixture base; the others
-    // are used as they are.
-    let stack = std::fs::read_to_string(repo().join("fixtures/stacks/engine/basic.yaml")).unwrap();
-    let mut images = vec!["devstack-fixtures/debian:bookworm".to_string()];
-    for line in stack.lines() {
-        if let Some(image) = line.trim().strip_prefix("image: ") {
-            images.push(image.trim().to_string());
-        }
-    }
-    images
-}
-
 /// `curl` from this host, with a bound.
 fn curl(url: &str) -> Output {
     run("curl", &["-sS", "--max-time", "5", url])
@@ -518,15 +417,15 @@ fn a_stack_runs_on_a_rootless_engine() {
     if let Err(why) = can_make_an_engine() {
         panic!("this test makes a rootless engine and cannot here: {why}");
     }
-    let repo = repo();
+    let repo = other_engine::repo();
     fixtures::under_build_lock(|| fixtures::build(&repo, &[]));
     let _undoing = Undoing::arm("rootless test", undo);
     let engine = Rootless::start();
-    let mut images = images_of_basic();
+    let mut images = other_engine::images_of_basic();
     images.push(PROXY_IMAGE.to_string());
     let images: Vec<&str> = images.iter().map(String::as_str).collect();
     let started = Instant::now();
-    engine.load(&images);
+    other_engine::load(&engine.host(), &images);
     eprintln!("images loaded in {:.1?}", started.elapsed());
 
     let project = format!("rootless{}", std::process::id() % 100_000);
@@ -545,25 +444,12 @@ fn a_stack_runs_on_a_rootless_engine() {
         local_containers(&project).is_empty(),
         "containers of the rootless stack appeared on the local engine"
     );
-    let running = engine.labelled("container", &project);
+    let running = other_engine::labelled(&engine.host(), "container", &project);
     assert_eq!(running.len(), 4, "web, 2 api, cache: {running:?}");
 
     let ps = engine.devstack(&project, &["ps", "--json"]);
     assert!(ps.status.success());
-    let rows: serde_json::Value = serde_json::from_slice(&ps.stdout).expect("ps --json is JSON");
-    let rows = rows
-        .as_array()
-        .or_else(|| rows.get("containers").and_then(|c| c.as_array()))
-        .cloned()
-        .unwrap_or_default();
-    let healthy = rows
-        .iter()
-        .filter(|r| {
-            r.get("health").and_then(|h| h.as_str()) == Some("healthy")
-                || r.get("state").and_then(|h| h.as_str()) == Some("healthy")
-        })
-        .count();
-    assert_eq!(healthy, 4, "every unit healthy: {rows:?}");
+    assert_eq!(other_engine::healthy(&ps.stdout), 4, "every unit healthy");
 
     // The web service's address is the engine's own (in rootlesskit's
     // namespace) and does not answer here; its loopback publication,
@@ -606,13 +492,7 @@ fn a_stack_runs_on_a_rootless_engine() {
 
     let down = engine.devstack(&project, &["down", "--volumes"]);
     assert!(down.status.success(), "down on the rootless engine failed");
-    for what in ["container", "network", "volume"] {
-        let left = engine.labelled(what, &project);
-        assert!(
-            left.is_empty(),
-            "{what}s left on the rootless engine: {left:?}"
-        );
-    }
+    other_engine::nothing_left(&engine.host(), &project);
 
     routed_stack(&engine, &format!("{project}r"));
 
@@ -748,11 +628,5 @@ proxy:
         down.status.success(),
         "routed down on the rootless engine failed"
     );
-    for what in ["container", "network", "volume"] {
-        let left = engine.labelled(what, project);
-        assert!(
-            left.is_empty(),
-            "{what}s left on the rootless engine: {left:?}"
-        );
-    }
+    other_engine::nothing_left(&engine.host(), project);
 }
