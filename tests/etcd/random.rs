@@ -299,7 +299,12 @@ async fn run_sequence(seed: u64, steps: usize) {
                 e2.send(c.request()).await;
                 // Replays are batched by timing; what must match is the
                 // events, in order, and any cancelation.
-                let (a, b) = tokio::join!(settle(&mut r2), settle(&mut e2));
+                let (mut a, mut b) = tokio::join!(settle(&mut r2), settle(&mut e2));
+                // A loaded machine can keep either server's replay loop
+                // quiet for longer than `settle` waits: the side with fewer
+                // events gets up to 5 s more before they are compared.
+                catch_up(&mut r2, &mut a, &b).await;
+                catch_up(&mut e2, &mut b, &a).await;
                 let (fa, fb) = (flatten(&a), flatten(&b));
                 p.same_value(&format!("{label}: watch replay {c:?}"), &fa, &fb);
             }
@@ -347,6 +352,18 @@ async fn settle(w: &mut WatchConn) -> Vec<PbWatchResponse> {
         got.push(x);
     }
     got
+}
+
+/// More of `w`'s responses into `got` while it has fewer events than
+/// `other`, for up to 5 s.
+async fn catch_up(w: &mut WatchConn, got: &mut Vec<PbWatchResponse>, other: &[PbWatchResponse]) {
+    let count = |v: &[PbWatchResponse]| v.iter().map(|r| r.events.len()).sum::<usize>();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while count(got) < count(other) && std::time::Instant::now() < deadline {
+        if let Some(x) = w.quiet(500).await {
+            got.push(x);
+        }
+    }
 }
 
 /// Watch responses reduced to what does not depend on batching.
