@@ -59,7 +59,8 @@ impl Relay {
 /// The relay script: python3 (both directions, the writing half closed on
 /// stdin's end), else bash's `/dev/tcp` (which cannot close half a socket:
 /// enough for request/answer protocols whose server closes, as the proxies'
-/// control ports do). 127: neither is in the image.
+/// control ports do; stdin goes through fd 4, since an asynchronous
+/// command's own stdin is /dev/null). 127: neither is in the image.
 fn shell_script(target: SocketAddr) -> String {
     let (ip, port) = (target.ip(), target.port());
     format!(
@@ -84,7 +85,7 @@ while True:
         break
     out.write(b)
     out.flush()
-'; elif command -v bash >/dev/null 2>&1 && command -v cat >/dev/null 2>&1; then exec bash -c 'exec 3<>/dev/tcp/{ip}/{port} || exit 1; cat >&3 & p=$!; cat <&3; kill $p 2>/dev/null'; \
+'; elif command -v bash >/dev/null 2>&1 && command -v cat >/dev/null 2>&1; then exec bash -c 'exec 3<>/dev/tcp/{ip}/{port} 4<&0 || exit 1; cat <&4 >&3 & p=$!; cat <&3; kill $p 2>/dev/null'; \
          else echo 'no python3 or bash in the image to relay with' >&2; exit 127; fi"
     )
 }
@@ -265,5 +266,121 @@ pub fn relay(addr: &str) -> Result<(), String> {
             }
             Err(e) => return Err(format!("reading from {addr}: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// A server that reads until its client closes its writing half, then
+    /// answers everything it read, uppercased, and closes.
+    fn upper_on_eof() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            s.write_all(&got.to_ascii_uppercase()).unwrap();
+        });
+        addr
+    }
+
+    /// A server that answers one line and closes (as the proxies' control
+    /// ports do), whatever the client does with its writing half.
+    fn answers_a_line() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut line = Vec::new();
+            let mut byte = [0u8];
+            while s.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            s.write_all(b"answer to ").unwrap();
+            s.write_all(&line).unwrap();
+        });
+        addr
+    }
+
+    /// The relay script, run here by `sh` with `path` as its PATH.
+    fn script(target: SocketAddr, path: &str) -> std::process::Child {
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(Relay::Shell.argv(target)[2].clone())
+            .env("PATH", path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    fn has(program: &str) -> bool {
+        Command::new("/bin/sh")
+            .args(["-c", &format!("command -v {program}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    #[test]
+    fn the_python_relay_carries_both_ways_and_closes_half_on_stdins_end() {
+        assert!(has("python3"), "python3 is needed here");
+        let mut relay = script(upper_on_eof(), &std::env::var("PATH").unwrap());
+        let mut stdin = relay.stdin.take().unwrap();
+        stdin.write_all(b"show proc\n").unwrap();
+        drop(stdin);
+        let out = relay.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.stdout, b"SHOW PROC\n");
+    }
+
+    #[test]
+    fn the_bash_relay_serves_where_python_is_missing() {
+        // A PATH of bash and cat only.
+        let dir = tempfile::tempdir().unwrap();
+        for program in ["bash", "cat"] {
+            let found = Command::new("/bin/sh")
+                .args(["-c", &format!("command -v {program}")])
+                .output()
+                .unwrap();
+            let at = String::from_utf8_lossy(&found.stdout).trim().to_string();
+            assert!(!at.is_empty(), "{program} is needed here");
+            std::os::unix::fs::symlink(at, dir.path().join(program)).unwrap();
+        }
+        let path = dir.path().to_string_lossy().into_owned();
+        let mut relay = script(answers_a_line(), &path);
+        let mut stdin = relay.stdin.take().unwrap();
+        stdin.write_all(b"show proc\n").unwrap();
+        // Stdin stays open: the server's close ends the relay.
+        let mut stdout = relay.stdout.take().unwrap();
+        let mut got = Vec::new();
+        stdout.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"answer to show proc");
+        assert!(relay.wait().unwrap().success());
+        drop(stdin);
+
+        // Neither tool: 127, said on stderr.
+        let empty = tempfile::tempdir().unwrap();
+        let relay = script(answers_a_line(), &empty.path().to_string_lossy());
+        let out = relay.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(127), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no python3 or bash"));
+    }
+
+    #[test]
+    fn a_binary_relay_is_this_programs_relay_subcommand() {
+        let argv = Relay::Binary("/usr/local/bin/devstack-registry".into())
+            .argv("127.0.0.1:2379".parse().unwrap());
+        assert_eq!(
+            argv,
+            ["/usr/local/bin/devstack-registry", "relay", "127.0.0.1:2379"]
+        );
     }
 }
