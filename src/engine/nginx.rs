@@ -465,7 +465,9 @@ mod tests {
         let text = with_devstack_sections(CONFIG, None, gateway, &StreamModule::BuiltIn);
         assert!(text.starts_with(CONFIG), "{text}");
         assert!(
-            text.contains("\n        allow 172.18.0.1;\n        allow 127.0.0.1;\n        deny all;\n"),
+            text.contains(
+                "\n        allow 172.18.0.1;\n        allow 127.0.0.1;\n        deny all;\n"
+            ),
             "{text}"
         );
         assert!(!text.contains("load_module"));

@@ -402,7 +402,9 @@ impl Engine {
             return Err(EngineError::Api {
                 what: format!("reaching the master CLI of `{name}`"),
                 message: match reach {
-                    Reach::Exec => "neither its address nor its control port on 127.0.0.1 answers".into(),
+                    Reach::Exec => {
+                        "neither its address nor its control port on 127.0.0.1 answers".into()
+                    }
                     Reach::Direct => "the container has no address on the stack network".into(),
                     Reach::Published => "the control port is not published on 127.0.0.1".into(),
                 },
@@ -675,7 +677,9 @@ mod tests {
         let text = control_section("172.18.0.1".parse().unwrap());
         assert!(text.contains("\n    bind ipv4@:9990\n"), "{text}");
         assert!(
-            text.contains("\n    tcp-request connection reject unless { src 172.18.0.1 127.0.0.1 }\n"),
+            text.contains(
+                "\n    tcp-request connection reject unless { src 172.18.0.1 127.0.0.1 }\n"
+            ),
             "{text}"
         );
         assert!(

@@ -192,8 +192,7 @@ impl Engine {
                 match from_client.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if input.write_all(&buf[..n]).await.is_err()
-                            || input.flush().await.is_err()
+                        if input.write_all(&buf[..n]).await.is_err() || input.flush().await.is_err()
                         {
                             break;
                         }
@@ -380,7 +379,11 @@ mod tests {
             .argv("127.0.0.1:2379".parse().unwrap());
         assert_eq!(
             argv,
-            ["/usr/local/bin/devstack-registry", "relay", "127.0.0.1:2379"]
+            [
+                "/usr/local/bin/devstack-registry",
+                "relay",
+                "127.0.0.1:2379"
+            ]
         );
     }
 }

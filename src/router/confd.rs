@@ -1341,13 +1341,14 @@ async fn start_nginx(
     if !engine.reach_decided() {
         if engine.reach() == Reach::Exec {
             // A remote engine: its loopback is not this host's.
-            proxy.cli = engine
-                .control_tunnel(&proxy.id)
-                .await
-                .map_err(|source| RouterError::Proxy {
-                    project: project.clone(),
-                    source,
-                })?;
+            proxy.cli =
+                engine
+                    .control_tunnel(&proxy.id)
+                    .await
+                    .map_err(|source| RouterError::Proxy {
+                        project: project.clone(),
+                        source,
+                    })?;
         } else if let Some(published) = proxy.paths.published {
             proxy.cli = published;
         }

@@ -131,6 +131,21 @@ fn undo() -> Vec<String> {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+    // The routed stack's routing agent runs on this host: stop it (its
+    // engine is going) and forget its state.
+    let routed = routed_project();
+    for pid in processes_naming(&format!("{routed}\0agent")) {
+        if pid > 1 && pid != std::process::id() as i32 {
+            // SAFETY: a positive pid of this test's routing agent.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    if let Some(home) = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+    {
+        let _ = std::fs::remove_dir_all(home.join("devstack").join(&routed));
+    }
     let exec_root = made.exec_root().to_string_lossy().into_owned();
     for pid in processes_naming(&exec_root) {
         if pid > 1 && pid != std::process::id() as i32 {
@@ -369,7 +384,11 @@ impl Remote {
     }
 
     fn devstack(&self, project: &str, args: &[&str]) -> Output {
-        self.devstack_on(&repo().join("fixtures/stacks/engine/basic.yaml"), project, args)
+        self.devstack_on(
+            &repo().join("fixtures/stacks/engine/basic.yaml"),
+            project,
+            args,
+        )
     }
 
     fn devstack_on(&self, file: &Path, project: &str, args: &[&str]) -> Output {
@@ -454,7 +473,7 @@ services:
     port: 8080
     replicas: 2
     env: {{ SERVICE: api }}
-    health: {{ http: /health, interval: 500ms }}
+    health: {{ http: /health, start_period: 30s }}
     restart: \"no\"
     stop_grace: 1s
     routes: [{ROUTED_HOST}]
@@ -467,6 +486,10 @@ proxy:
     )
     .unwrap();
     file
+}
+
+fn routed_project() -> String {
+    format!("remoterouted{}", std::process::id() % 100_000)
 }
 
 const ROUTED_HOST: &str = "api.remote.localhost";
@@ -528,9 +551,12 @@ fn routing_state(project: &str) -> serde_json::Value {
 /// leaves the other serving, and `down --volumes` leaves nothing.
 fn a_routed_stack_runs_through_exec_tunnels(remote: &Remote) {
     let dir = tempfile::tempdir().unwrap();
-    let listen = "127.0.0.1:18080";
+    let listen = format!("127.0.0.1:{}", 18000 + std::process::id() % 1000);
+    let listen = listen.as_str();
     let file = routed_stack(dir.path(), listen);
-    let project = format!("remoterouted{}", std::process::id() % 100_000);
+    // Its routing agent, on this host, is stopped by `undo` should the
+    // test fail.
+    let project = routed_project();
     let started = Instant::now();
     let up = remote.devstack_on(
         &file,
@@ -545,7 +571,9 @@ fn a_routed_stack_runs_through_exec_tunnels(remote: &Remote) {
         .collect();
     assert_eq!(
         said,
-        [serde_json::json!({"event": "reach", "reach": "exec", "decided": true, "registry": "stack"})],
+        [
+            serde_json::json!({"event": "reach", "reach": "exec", "decided": true, "registry": "stack"})
+        ],
         "{}",
         text(&up)
     );
@@ -559,13 +587,20 @@ fn a_routed_stack_runs_through_exec_tunnels(remote: &Remote) {
     );
 
     let mut hosts = std::collections::BTreeSet::new();
-    until(Duration::from_secs(30), "both replicas answer through the proxy", || {
-        if let Ok(h) = routed_hostname(remote, listen) {
-            hosts.insert(h);
-        }
-        hosts.len() == 2
-    });
-    eprintln!("routed through exec tunnels: up and both replicas in {:?}", started.elapsed());
+    until(
+        Duration::from_secs(30),
+        "both replicas answer through the proxy",
+        || {
+            if let Ok(h) = routed_hostname(remote, listen) {
+                hosts.insert(h);
+            }
+            hosts.len() == 2
+        },
+    );
+    eprintln!(
+        "routed through exec tunnels: up and both replicas in {:?}",
+        started.elapsed()
+    );
 
     // A killed replica: the registrar sees it die, the router takes it out
     // of the proxy (through the tunnel), and the other serves alone.
@@ -578,13 +613,20 @@ fn a_routed_stack_runs_through_exec_tunnels(remote: &Remote) {
     let alone: std::collections::BTreeSet<String> = (0..6)
         .map(|_| routed_hostname(remote, listen).expect("the remaining replica answers"))
         .collect();
-    assert_eq!(alone.len(), 1, "only the remaining replica answers: {alone:?}");
+    assert_eq!(
+        alone.len(),
+        1,
+        "only the remaining replica answers: {alone:?}"
+    );
 
     let down = remote.devstack_on(&file, &project, &["down", "--volumes"]);
     assert!(down.status.success(), "down of the routed stack failed");
     for what in ["container", "network", "volume"] {
         let left = remote.labelled(what, &project);
-        assert!(left.is_empty(), "{what}s left on the remote engine: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{what}s left on the remote engine: {left:?}"
+        );
     }
     assert!(
         local_containers(&project).is_empty(),
