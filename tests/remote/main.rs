@@ -14,6 +14,15 @@
 //! exit codes through, nothing appears on the local engine, and `down
 //! --volumes` leaves nothing on the remote one.
 //!
+//! Then a routed stack (two replicas of the prebuilt app behind the
+//! fixture HAProxy): devstack reaches it only through exec, so the proxy's
+//! control channel and its way to the registry (which runs in the stack)
+//! are tunnels of `docker exec` relays. `up` says `exec` and `stack`, both
+//! replicas answer through the proxy (asked inside the engine's namespace,
+//! where its listen address is), a killed replica leaves the other
+//! serving, and `down --volumes` leaves nothing. Its routing agent runs on
+//! this host; a failed test stops it too.
+//!
 //! It changes the host (a namespace, a veth pair, a daemon), so it is the
 //! only test of its binary (cargo runs test binaries one after another).
 //! A guard's `Drop` and a panic hook both stop the daemon and its
@@ -605,6 +614,7 @@ fn a_routed_stack_runs_through_exec_tunnels(remote: &Remote) {
     // A killed replica: the registrar sees it die, the router takes it out
     // of the proxy (through the tunnel), and the other serves alone.
     remote.docker_ok(&["kill", &format!("{project}-api-1")]);
+    let killed = Instant::now();
     until(
         Duration::from_secs(30),
         "the other replica serves alone, 10 requests in a row",
@@ -617,6 +627,10 @@ fn a_routed_stack_runs_through_exec_tunnels(remote: &Remote) {
         alone.len(),
         1,
         "only the remaining replica answers: {alone:?}"
+    );
+    eprintln!(
+        "routed through exec tunnels: serving alone {:?} after the kill",
+        killed.elapsed()
     );
 
     let down = remote.devstack_on(&file, &project, &["down", "--volumes"]);
