@@ -157,6 +157,12 @@ pub enum Command {
     /// Watch a `devstack test` and take its copy down if it dies first (started by `test`)
     #[command(hide = true)]
     Reap(ReapArgs),
+    /// Relay stdin to a TCP address and its answers to stdout (run in a container by devstack)
+    #[command(hide = true)]
+    Relay {
+        /// The address to connect to, `HOST:PORT`
+        addr: String,
+    },
     /// Print a shell completion script
     Completions {
         /// The shell to complete for

@@ -77,6 +77,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Doctor(args) => doctor::run(&global, args).await,
         Command::Agent => agent::run(&global).await,
         Command::Reap(args) => test::reap(&global, args).await,
+        Command::Relay { addr } => match crate::engine::tunnel::relay(&addr) {
+            Ok(()) => Ok(exit::OK),
+            Err(why) => Err(anyhow::anyhow!("relay: {why}")),
+        },
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             // Written whole through `out!`: clap_complete panics on a failed write.

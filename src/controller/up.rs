@@ -5,6 +5,7 @@
 //! Ctrl-C kills).
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -15,6 +16,8 @@ use super::{state, LoadedStack, Signals, Tasks};
 use crate::engine::apply::{self, ApplyError, UpOutcome, UpRequest};
 use crate::engine::logs::LogQuery;
 use crate::engine::progress::Reporter;
+use crate::engine::reach::Reach;
+use crate::engine::tunnel::Relay;
 use crate::engine::unix_now;
 use crate::engine::Engine;
 use crate::plan::names::ProjectName;
@@ -214,11 +217,23 @@ async fn bring_up_routed(
     // (within what is left of the timeout) before its URL is shown.
     let unserved = if routing_on && outcome.all_healthy() && !cancel.is_cancelled() {
         let units: Vec<String> = outcome.units.iter().map(|u| u.service.clone()).collect();
-        let targets = if units.is_empty() {
+        let mut targets = if units.is_empty() {
             Vec::new()
         } else {
             served::targets(&loaded.stack, &units)
         };
+        // A remote engine's listen address is its own: ask the proxy
+        // through a tunnel into its container instead.
+        if engine.reach_decided() && engine.reach() == Reach::Exec && !targets.is_empty() {
+            let proxy = crate::engine::proxy::proxy_container_name(&loaded.project);
+            let port = SocketAddr::new(
+                IpAddr::from([127, 0, 0, 1]),
+                crate::engine::proxy::HTTP_PORT,
+            );
+            if let Ok(addr) = engine.tunnel(&proxy, port, Relay::Shell).await {
+                targets = targets.into_iter().map(|t| t.via(addr)).collect();
+            }
+        }
         let deadline = std::time::Instant::now()
             + options
                 .timeout

@@ -675,9 +675,15 @@ fn problems(report: &Report) -> Vec<Problem> {
                     "devstack cannot reach containers at their bridge address ({}): it reaches them through ports published on 127.0.0.1 instead",
                     r.detail
                 ),
-                Path::HostToBridge => format!(
-                    "devstack cannot reach containers at their bridge address ({}), nor ports published on 127.0.0.1: health probes go through `docker exec`, and the proxy's control channel has no way through, so routing will not start",
+                Path::HostToBridge if binary_fits(report) => format!(
+                    "devstack cannot reach containers at their bridge address ({}), nor ports published on 127.0.0.1: health probes go through `docker exec`, and so do the proxy's control channel and the registry, which runs in the stack (a relay per connection, slower)",
                     r.detail
+                ),
+                Path::HostToBridge => format!(
+                    "devstack cannot reach containers at their bridge address ({}), nor ports published on 127.0.0.1: health probes go through `docker exec`, and the registry would run in the stack, which needs this devstack binary ({}/{}) to run on the engine, so routing will not start",
+                    r.detail,
+                    std::env::consts::OS,
+                    std::env::consts::ARCH
                 ),
                 Path::ContainerToGateway if binary_fits(report) => format!(
                     "containers cannot reach devstack on the bridge gateway ({}): the registry behind `etcd:2379` runs in a container of the stack instead",
@@ -701,7 +707,7 @@ fn problems(report: &Report) -> Vec<Problem> {
             out.push(Problem {
                 text,
                 blocking: r.used_today
-                    && !(r.path == Path::HostToBridge && published_works)
+                    && !(r.path == Path::HostToBridge && (published_works || binary_fits(report)))
                     && !(r.path == Path::ContainerToGateway && binary_fits(report)),
             });
         }

@@ -41,7 +41,7 @@ const CAPTURE_LIMIT: usize = 4096;
 impl Engine {
     /// Creates (does not start) an exec of `argv` in container `id`, its
     /// output attached, stdin and a TTY as asked.
-    async fn create_exec(
+    pub(super) async fn create_exec(
         &self,
         id: &str,
         argv: &[String],

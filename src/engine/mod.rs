@@ -14,6 +14,7 @@
 //!   (`fake`, in tests, is its in-memory, recording implementation).
 //! - [`apply`]: carries out `up`: build, plan, start in dependency order, wait healthy.
 //! - [`reach`]: [`reach::Reach`], how this process reaches a stack's containers, decided once per stack.
+//! - [`tunnel`]: TCP through `docker exec` (a relay per connection), for a stack reached only by exec.
 //! - [`doctor`]: what the engine is and which reach paths work, probed with a throwaway container.
 //! - [`progress`]: the events `apply` reports, for bars, plain lines or JSON.
 //! - [`volcopy`]: copying one volume's files into another, on this host or through the archive API.
@@ -46,6 +47,7 @@ pub mod resources;
 pub mod runtime;
 pub mod seeding;
 pub mod snapshot;
+pub mod tunnel;
 pub mod volcopy;
 
 use std::path::Path;
@@ -79,6 +81,8 @@ pub struct Engine {
     /// How this process reaches the stack's containers: presumed at
     /// connect, decided by the stack's probe (shared by every clone).
     reach: reach::ReachCell,
+    /// TCP through exec, for a stack reached only that way (shared).
+    tunnels: tunnel::Tunnels,
 }
 
 impl Engine {
@@ -107,6 +111,7 @@ impl Engine {
         Ok(Engine {
             docker: docker.with_timeout(REQUEST_TIMEOUT),
             reach: reach::ReachCell::presumed(&host),
+            tunnels: tunnel::Tunnels::default(),
             host,
         })
     }

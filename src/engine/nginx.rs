@@ -323,7 +323,7 @@ fn control_servers(config: &str, etcd: Option<SocketAddr>, gateway: IpAddr) -> S
         ));
     }
     let mut text = format!(
-        "    # Added by devstack: which configuration the workers run, for devstack\n    # only (it connects from the network's gateway; containers are refused).\n    server {{\n        listen {CONTROL_PORT};\n        allow {gateway};\n        deny all;\n        return \"{table}\";\n    }}\n"
+        "    # Added by devstack: which configuration the workers run, for devstack\n    # only (it connects from the network's gateway, or through exec from\n    # this container's loopback; containers are refused).\n    server {{\n        listen {CONTROL_PORT};\n        allow {gateway};\n        allow 127.0.0.1;\n        deny all;\n        return \"{table}\";\n    }}\n"
     );
     if let Some(addr) = etcd {
         text.push_str(&format!(
@@ -465,7 +465,9 @@ mod tests {
         let text = with_devstack_sections(CONFIG, None, gateway, &StreamModule::BuiltIn);
         assert!(text.starts_with(CONFIG), "{text}");
         assert!(
-            text.contains("\n        allow 172.18.0.1;\n        deny all;\n"),
+            text.contains(
+                "\n        allow 172.18.0.1;\n        allow 127.0.0.1;\n        deny all;\n"
+            ),
             "{text}"
         );
         assert!(!text.contains("load_module"));

@@ -389,7 +389,9 @@ impl Engine {
         };
         let reach = self.reach();
         // Undecided, any path stands in: the router's probe settles it.
-        let cli = if self.reach_decided() {
+        let cli = if self.reach_decided() && reach == Reach::Exec {
+            Some(self.control_tunnel(&status.id).await?)
+        } else if self.reach_decided() {
             paths.for_reach(reach)
         } else {
             [reach, Reach::Published, Reach::Direct]
@@ -400,7 +402,9 @@ impl Engine {
             return Err(EngineError::Api {
                 what: format!("reaching the master CLI of `{name}`"),
                 message: match reach {
-                    Reach::Exec => "devstack reaches this stack's containers only through `docker exec` (neither their addresses nor ports published on 127.0.0.1 answer), and the control port is a TCP port".into(),
+                    Reach::Exec => {
+                        "neither its address nor its control port on 127.0.0.1 answers".into()
+                    }
                     Reach::Direct => "the container has no address on the stack network".into(),
                     Reach::Published => "the control port is not published on 127.0.0.1".into(),
                 },
@@ -414,6 +418,14 @@ impl Engine {
             ip: status.ip,
             paths,
         })
+    }
+
+    /// The proxy's control port through `docker exec` (a relay per
+    /// connection, from the container's loopback, which the control port
+    /// admits): for a stack reached only by exec.
+    pub async fn control_tunnel(&self, id: &str) -> Result<SocketAddr, EngineError> {
+        let target = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), MASTER_CLI_PORT);
+        self.tunnel(id, target, super::tunnel::Relay::Shell).await
     }
 
     /// Writes one file into a container (running or only created).
@@ -506,11 +518,14 @@ fn spec_fingerprint(spec: &ProxySpec) -> String {
 
 /// The section devstack appends to every config: the control port, relaying
 /// to the master CLI on the container's loopback, for connections from
-/// `gateway` only (the host, as the stack network sees it). Anything else is
-/// closed before a byte is read. Not logged: devstack polls it while reloading.
+/// `gateway` (the host, as the stack network sees it) and from the
+/// container's own loopback (devstack's relay through `docker exec`, see
+/// [`super::tunnel`]; no other container can send from a loopback address)
+/// only. Anything else is closed before a byte is read. Not logged: devstack
+/// polls it while reloading.
 pub fn control_section(gateway: IpAddr) -> String {
     format!(
-        "\n# Added by devstack: the master CLI, for devstack only (it connects from\n# the network's gateway; containers of the stack are refused).\nlisten devstack_control\n    mode tcp\n    no log\n    bind ipv4@:{MASTER_CLI_PORT}\n    tcp-request connection reject unless {{ src {gateway} }}\n    timeout client 1m\n    timeout server 1m\n    server master 127.0.0.1:{MASTER_CLI_LOCAL_PORT}\n"
+        "\n# Added by devstack: the master CLI, for devstack only (it connects from\n# the network's gateway, or through exec from this container's loopback;\n# containers of the stack are refused).\nlisten devstack_control\n    mode tcp\n    no log\n    bind ipv4@:{MASTER_CLI_PORT}\n    tcp-request connection reject unless {{ src {gateway} 127.0.0.1 }}\n    timeout client 1m\n    timeout server 1m\n    server master 127.0.0.1:{MASTER_CLI_LOCAL_PORT}\n"
     )
 }
 
@@ -662,7 +677,9 @@ mod tests {
         let text = control_section("172.18.0.1".parse().unwrap());
         assert!(text.contains("\n    bind ipv4@:9990\n"), "{text}");
         assert!(
-            text.contains("\n    tcp-request connection reject unless { src 172.18.0.1 }\n"),
+            text.contains(
+                "\n    tcp-request connection reject unless { src 172.18.0.1 127.0.0.1 }\n"
+            ),
             "{text}"
         );
         assert!(

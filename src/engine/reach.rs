@@ -12,8 +12,9 @@
 //!   way (ephemeral, loopback only) when this is the decision, so the
 //!   decision is made before those containers are created.
 //! - [`Reach::Exec`]: neither answers (a remote engine): probes run through
-//!   `docker exec`; the proxy's control channel has no way through and
-//!   routing says so.
+//!   `docker exec`, and the TCP ports devstack needs (the proxy's control
+//!   channel, the registry in the stack) through tunnels of exec relays
+//!   (`super::tunnel`).
 //!
 //! Beside it, the other direction: where the stack's registry (the etcd
 //! behind `etcd:2379`) runs, [`Registry`]: on this host, the embedded

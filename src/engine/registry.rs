@@ -15,8 +15,10 @@
 //! binary). So it needs an engine of this host's OS and architecture: Linux,
 //! and a devstack binary for Linux at hand, which is this one. Containers
 //! reach it as `etcd:2379` through the proxy as before; this process reaches
-//! it the way the stack's reach says: its address, or its port 2379
-//! published on the engine's loopback.
+//! it the way the stack's reach says: its address, its port 2379
+//! published on the engine's loopback, or (reached only by exec) a tunnel
+//! whose relay is this binary's `devstack relay` in the container
+//! ([`super::tunnel`]).
 //!
 //! Its store lives in memory, as the embedded server's: the registry holds
 //! only what the registrar derives from the running containers, and a routing
@@ -78,6 +80,9 @@ pub struct RegistryContainer {
     pub ip: Option<IpAddr>,
     /// Its port 2379 as published on the engine's loopback.
     pub published: Option<SocketAddr>,
+    /// A tunnel to its port 2379 through `docker exec` (`devstack relay`
+    /// in the container), made when the stack is reached only by exec.
+    pub tunnel: Option<SocketAddr>,
 }
 
 impl RegistryContainer {
@@ -87,13 +92,13 @@ impl RegistryContainer {
         self.ip.map(|ip| SocketAddr::new(ip, REGISTRY_PORT))
     }
 
-    /// Where this process reaches it, as `reach` says; `None` for `Exec`
-    /// (etcd's API is a TCP port) or a path the container lacks.
+    /// Where this process reaches it, as `reach` says (for `Exec`, its
+    /// tunnel); `None`: a path the container lacks.
     pub fn for_devstack(&self, reach: Reach) -> Option<SocketAddr> {
         match reach {
             Reach::Direct => self.for_containers(),
             Reach::Published => self.published,
-            Reach::Exec => None,
+            Reach::Exec => self.tunnel,
         }
     }
 }
@@ -247,6 +252,19 @@ impl Engine {
         self.copy_into(&id, BINARY_PATH, &binary, 0o755).await?;
         drop(binary);
         self.start(&id, "registry").await?;
+        // No TCP way to the engine's containers: a tunnel of relays, this
+        // very binary's `relay` in the container, to its own loopback.
+        let tunnel = match reach {
+            Reach::Exec => Some(
+                self.tunnel(
+                    &id,
+                    SocketAddr::new(IpAddr::from([127, 0, 0, 1]), REGISTRY_PORT),
+                    super::tunnel::Relay::Binary(BINARY_PATH.into()),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             let status = self.inspect(&id, &network).await?;
@@ -276,10 +294,11 @@ impl Engine {
                 name: name.clone(),
                 ip: status.ip,
                 published,
+                tunnel,
             };
             let Some(addr) = container.for_devstack(reach) else {
                 return Err(failed(match reach {
-                    Reach::Exec => "devstack reaches this stack's containers only through `docker exec`, and etcd's API is a TCP port".into(),
+                    Reach::Exec => "it has no tunnel through `docker exec`".into(),
                     Reach::Direct => "the container has no address on the stack network".into(),
                     Reach::Published => "its port is not published on 127.0.0.1".into(),
                 }));
@@ -383,6 +402,7 @@ mod tests {
             name: "shop-registry".into(),
             ip: Some("172.18.0.4".parse().unwrap()),
             published: Some("127.0.0.1:49200".parse().unwrap()),
+            tunnel: None,
         };
         assert_eq!(c.for_containers(), Some("172.18.0.4:2379".parse().unwrap()));
         assert_eq!(
@@ -394,6 +414,14 @@ mod tests {
             Some("127.0.0.1:49200".parse().unwrap())
         );
         assert_eq!(c.for_devstack(Reach::Exec), None);
+        let c = RegistryContainer {
+            tunnel: Some("127.0.0.1:40001".parse().unwrap()),
+            ..c
+        };
+        assert_eq!(
+            c.for_devstack(Reach::Exec),
+            Some("127.0.0.1:40001".parse().unwrap())
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::layout::Layout;
 use super::nginx::{self as nginx_path, Failure};
 use super::registry::Registry;
 use super::render::{builtin_template, render_for, view_keeping, RenderError, View};
-use crate::engine::control::probe_reach;
+use crate::engine::control::{answers, probe_reach};
 use crate::engine::events::ContainerEventKind;
 use crate::engine::nginx::{self, read_control, StreamModule};
 use crate::engine::proxy::{
@@ -1252,8 +1252,10 @@ async fn wait_for_proxy(
 /// the proxy's address and its loopback-published control port are both
 /// tried ([`probe_reach`]) until one answers, and that is settled for every
 /// user of `engine` (`proxy.cli` follows it). Neither by the wait's
-/// deadline: the decision is `Exec`, and the control channel has no way
-/// through. A proxy that exits meanwhile ends the wait with its last words.
+/// deadline: the decision is `Exec`, and the control channel goes through
+/// a tunnel of `docker exec` relays ([`crate::engine::tunnel`]), which must
+/// answer in turn. A proxy that exits meanwhile ends the wait with its last
+/// words.
 async fn decide_reach(
     engine: &Engine,
     project: &str,
@@ -1270,29 +1272,47 @@ async fn decide_reach(
         })
         .await;
         match probed {
-            Ok(found) => {
-                engine.settle_reach(found);
-                found
-            }
-            Err(RouterError::ProxyUnreachable { .. }) => {
-                engine.settle_reach(Reach::Exec);
-                return Err(RouterError::ProxyUnreachable {
-                    project: project.to_string(),
-                    addr: proxy.cli,
-                    message: format!(
-                        "neither the proxy's address ({}) nor its control port on 127.0.0.1 ({}) answered, so devstack can reach this stack's containers only through `docker exec`, which cannot carry the control channel",
-                        paths.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "none".into()),
-                        paths.published.map(|a| a.to_string()).unwrap_or_else(|| "not published".into()),
-                    ),
-                });
-            }
+            Ok(found) => found,
+            Err(RouterError::ProxyUnreachable { .. }) => Reach::Exec,
             Err(e) => return Err(e),
         }
     };
-    if let Some(cli) = paths.for_reach(reach) {
-        proxy.cli = cli;
+    engine.settle_reach(reach);
+    if reach != Reach::Exec {
+        if let Some(cli) = paths.for_reach(reach) {
+            proxy.cli = cli;
+        }
+        return Ok(());
     }
-    Ok(())
+    let tunnel = engine
+        .control_tunnel(&proxy.id)
+        .await
+        .map_err(|source| RouterError::Proxy {
+            project: project.to_string(),
+            source,
+        })?;
+    proxy.cli = tunnel;
+    let through = wait_until(engine, project, proxy, || async {
+        if answers(kind, tunnel).await {
+            Ok(())
+        } else {
+            Err("not answering yet".to_string())
+        }
+    })
+    .await;
+    match through {
+        Err(RouterError::ProxyUnreachable { .. }) => Err(RouterError::ProxyUnreachable {
+            project: project.to_string(),
+            addr: tunnel,
+            message: format!(
+                "neither the proxy's address ({}) nor its control port on 127.0.0.1 ({}) answered, so devstack reaches this stack's containers only through `docker exec`, and the control port did not answer through it either (a relay by python3 or bash in `{}`)",
+                paths.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "none".into()),
+                paths.published.map(|a| a.to_string()).unwrap_or_else(|| "not published".into()),
+                proxy.name,
+            ),
+        }),
+        other => other,
+    }
 }
 
 /// Starts nginx: first on the built-in rendering of an empty registry
@@ -1317,7 +1337,17 @@ async fn start_nginx(
     // reach is decided after that; until then the loopback publication,
     // which answers wherever any path does, is the one asked.
     if !engine.reach_decided() {
-        if let Some(published) = proxy.paths.published {
+        if engine.reach() == Reach::Exec {
+            // A remote engine: its loopback is not this host's.
+            proxy.cli =
+                engine
+                    .control_tunnel(&proxy.id)
+                    .await
+                    .map_err(|source| RouterError::Proxy {
+                        project: project.clone(),
+                        source,
+                    })?;
+        } else if let Some(published) = proxy.paths.published {
             proxy.cli = published;
         }
     }

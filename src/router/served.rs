@@ -85,6 +85,16 @@ fn target(listen: SocketAddr, service: &str, route: &Route) -> RouteTarget {
     }
 }
 
+impl RouteTarget {
+    /// The same request, sent to `addr` instead of the listen address: a
+    /// tunnel into the proxy container (its port 80) when the stack is
+    /// reached only through `docker exec`, whose engine's listen address
+    /// is not this host's.
+    pub fn via(self, addr: SocketAddr) -> RouteTarget {
+        RouteTarget { addr, ..self }
+    }
+}
+
 /// What one request through the proxy showed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {

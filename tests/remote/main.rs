@@ -14,6 +14,15 @@
 //! exit codes through, nothing appears on the local engine, and `down
 //! --volumes` leaves nothing on the remote one.
 //!
+//! Then a routed stack (two replicas of the prebuilt app behind the
+//! fixture HAProxy): devstack reaches it only through exec, so the proxy's
+//! control channel and its way to the registry (which runs in the stack)
+//! are tunnels of `docker exec` relays. `up` says `exec` and `stack`, both
+//! replicas answer through the proxy (asked inside the engine's namespace,
+//! where its listen address is), a killed replica leaves the other
+//! serving, and `down --volumes` leaves nothing. Its routing agent runs on
+//! this host; a failed test stops it too.
+//!
 //! It changes the host (a namespace, a veth pair, a daemon), so it is the
 //! only test of its binary (cargo runs test binaries one after another).
 //! A guard's `Drop` and a panic hook both stop the daemon and its
@@ -130,6 +139,21 @@ fn undo() -> Vec<String> {
             // SAFETY: as above.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+    }
+    // The routed stack's routing agent runs on this host: stop it (its
+    // engine is going) and forget its state.
+    let routed = routed_project();
+    for pid in processes_naming(&format!("{routed}\0agent")) {
+        if pid > 1 && pid != std::process::id() as i32 {
+            // SAFETY: a positive pid of this test's routing agent.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    if let Some(home) = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+    {
+        let _ = std::fs::remove_dir_all(home.join("devstack").join(&routed));
     }
     let exec_root = made.exec_root().to_string_lossy().into_owned();
     for pid in processes_naming(&exec_root) {
@@ -369,9 +393,17 @@ impl Remote {
     }
 
     fn devstack(&self, project: &str, args: &[&str]) -> Output {
+        self.devstack_on(
+            &repo().join("fixtures/stacks/engine/basic.yaml"),
+            project,
+            args,
+        )
+    }
+
+    fn devstack_on(&self, file: &Path, project: &str, args: &[&str]) -> Output {
         let out = Command::new(BIN)
             .arg("-f")
-            .arg(repo().join("fixtures/stacks/engine/basic.yaml"))
+            .arg(file)
             .arg("-p")
             .arg(project)
             .args(args)
@@ -436,6 +468,186 @@ fn http_get(addr: &str, path: &str) -> Result<String, String> {
     Ok(response)
 }
 
+/// A routed stack on the remote engine: two replicas of the prebuilt app
+/// behind the proxy, which listens on the engine's loopback (`listen`).
+fn routed_stack(dir: &Path, listen: &str) -> PathBuf {
+    let file = dir.join("routed.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: routed
+services:
+  api:
+    image: devstack-fixtures/app
+    port: 8080
+    replicas: 2
+    env: {{ SERVICE: api }}
+    health: {{ http: /health, start_period: 30s }}
+    restart: \"no\"
+    stop_grace: 1s
+    routes: [{ROUTED_HOST}]
+proxy:
+  kind: haproxy
+  image: devstack-fixtures/haproxy:2.6
+  listen: {listen}
+"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn routed_project() -> String {
+    format!("remoterouted{}", std::process::id() % 100_000)
+}
+
+const ROUTED_HOST: &str = "api.remote.localhost";
+
+/// The routed stack's answer through its proxy, asked from inside the
+/// engine's namespace (the proxy's port is on the engine's loopback): the
+/// replica's hostname.
+fn routed_hostname(remote: &Remote, listen: &str) -> Result<String, String> {
+    let out = run(
+        "nsenter",
+        &[
+            &format!("--net=/run/netns/{}", remote.made.netns),
+            "curl",
+            "-sS",
+            "--fail",
+            "--max-time",
+            "5",
+            "-H",
+            &format!("Host: {ROUTED_HOST}"),
+            &format!("http://{listen}/"),
+        ],
+    );
+    if !out.status.success() {
+        return Err(text(&out));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))?;
+    v["hostname"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| text(&out))
+}
+
+fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The project's routing state file, as devstack writes it.
+fn routing_state(project: &str) -> serde_json::Value {
+    let home = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".local/state")
+        });
+    let path = home.join("devstack").join(project).join("routing.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is readable: {e}", path.display()));
+    serde_json::from_str(&text).expect("routing.json is JSON")
+}
+
+/// The routed stack on the remote engine: devstack reaches it only through
+/// exec, so the proxy's control channel and devstack's way to the registry
+/// (which runs in the stack) are tunnels of `docker exec` relays. It comes
+/// up routed, both replicas answer through the proxy, a killed replica
+/// leaves the other serving, and `down --volumes` leaves nothing.
+fn a_routed_stack_runs_through_exec_tunnels(remote: &Remote) {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", 18000 + std::process::id() % 1000);
+    let listen = listen.as_str();
+    let file = routed_stack(dir.path(), listen);
+    // Its routing agent, on this host, is stopped by `undo` should the
+    // test fail.
+    let project = routed_project();
+    let started = Instant::now();
+    let up = remote.devstack_on(
+        &file,
+        &project,
+        &["up", "--detach", "--wait", "--json", "--timeout", "180s"],
+    );
+    assert!(up.status.success(), "the routed stack's up failed");
+    let said: Vec<serde_json::Value> = String::from_utf8_lossy(&up.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "reach")
+        .collect();
+    assert_eq!(
+        said,
+        [
+            serde_json::json!({"event": "reach", "reach": "exec", "decided": true, "registry": "stack"})
+        ],
+        "{}",
+        text(&up)
+    );
+    assert_eq!(routing_state(&project)["reach"], "exec");
+    assert_eq!(routing_state(&project)["registry"], "stack");
+    let registry = format!("{project}-registry");
+    assert_eq!(
+        remote.docker_ok(&["inspect", "-f", "{{.State.Running}}", &registry]),
+        "true",
+        "the registry runs in the stack"
+    );
+
+    let mut hosts = std::collections::BTreeSet::new();
+    until(
+        Duration::from_secs(30),
+        "both replicas answer through the proxy",
+        || {
+            if let Ok(h) = routed_hostname(remote, listen) {
+                hosts.insert(h);
+            }
+            hosts.len() == 2
+        },
+    );
+    eprintln!(
+        "routed through exec tunnels: up and both replicas in {:?}",
+        started.elapsed()
+    );
+
+    // A killed replica: the registrar sees it die, the router takes it out
+    // of the proxy (through the tunnel), and the other serves alone.
+    remote.docker_ok(&["kill", &format!("{project}-api-1")]);
+    let killed = Instant::now();
+    until(
+        Duration::from_secs(30),
+        "the other replica serves alone, 10 requests in a row",
+        || (0..10).all(|_| routed_hostname(remote, listen).is_ok()),
+    );
+    let alone: std::collections::BTreeSet<String> = (0..6)
+        .map(|_| routed_hostname(remote, listen).expect("the remaining replica answers"))
+        .collect();
+    assert_eq!(
+        alone.len(),
+        1,
+        "only the remaining replica answers: {alone:?}"
+    );
+    eprintln!(
+        "routed through exec tunnels: serving alone {:?} after the kill",
+        killed.elapsed()
+    );
+
+    let down = remote.devstack_on(&file, &project, &["down", "--volumes"]);
+    assert!(down.status.success(), "down of the routed stack failed");
+    for what in ["container", "network", "volume"] {
+        let left = remote.labelled(what, &project);
+        assert!(
+            left.is_empty(),
+            "{what}s left on the remote engine: {left:?}"
+        );
+    }
+    assert!(
+        local_containers(&project).is_empty(),
+        "containers of the routed stack appeared on the local engine"
+    );
+}
+
 fn images_of_basic() -> Vec<String> {
     // The web service's Dockerfile builds FROM the fixture base; the others
     // are used as they are.
@@ -477,7 +689,9 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
     fixtures::under_build_lock(|| fixtures::build(&repo, &[]));
     let _undoing = Undoing::arm("remote test", undo);
     let remote = Remote::start();
-    let images = images_of_basic();
+    let mut images = images_of_basic();
+    // The routed stack's proxy (its app image is basic's api).
+    images.push("devstack-fixtures/haproxy:2.6".to_string());
     let images: Vec<&str> = images.iter().map(String::as_str).collect();
     remote.load(&images);
 
@@ -551,6 +765,9 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
             "{what}s left on the remote engine: {left:?}"
         );
     }
+
+    a_routed_stack_runs_through_exec_tunnels(&remote);
+
     drop(remote);
     assert!(
         !Path::new(&format!("/run/netns/{}", Made::new().netns)).exists(),
