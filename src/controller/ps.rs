@@ -100,6 +100,12 @@ pub async fn rows(
                 if let Some(health) = settled(known, &o.id) {
                     return row(o.state, None, health, Some("agent"), l.published.clone());
                 }
+                // Not a unit's (the proxy, a one-off task): running is all
+                // there is to say, and the listing said it.
+                if o.service.is_none() {
+                    let published = l.published.clone();
+                    return row(o.state, None, "running".into(), Some("engine"), published);
+                }
             }
             probed(engine, l, network, loaded, row).await
         }
@@ -129,8 +135,13 @@ async fn probed(
     let status = engine.inspect(&o.id, network).await.ok();
     let (health, from) = match &status {
         Some(s) if s.state == ObservedState::Running => {
+            // With a datastore kind's readiness check when the stack gives none.
             let stack_health = loaded
-                .and_then(|l| o.service.as_deref().and_then(|svc| l.stack.unit(svc)))
+                .and_then(|l| {
+                    o.service
+                        .as_deref()
+                        .and_then(|svc| crate::plan::effective_unit(&l.stack, svc))
+                })
                 .and_then(|c| c.health.clone());
             let check = match stack_health {
                 Some(h) => Check::Probe(h),

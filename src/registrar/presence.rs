@@ -544,7 +544,8 @@ impl Registrar {
 
     /// Starts following a running container: its presence and a health monitor.
     async fn track(&mut self, id: &str, service: &str) {
-        let Some(unit) = self.config.stack.unit(service) else {
+        // With a datastore kind's readiness check when the stack gives none.
+        let Some(unit) = crate::plan::effective_unit(&self.config.stack, service) else {
             return;
         };
         // Nothing to route to (a datastore, a worker): not a member of the

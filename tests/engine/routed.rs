@@ -202,19 +202,23 @@ fn up_wait_returns_with_every_route_answering() {
     let rows = |args: &[&str]| -> Vec<serde_json::Value> {
         serde_json::from_slice(&p.ok(args).stdout).expect("ps --json is JSON")
     };
+    let units = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        rows.into_iter().filter(|r| !r["service"].is_null()).collect()
+    };
     let from_agent = eventually(Duration::from_secs(15), || {
-        let rows = rows(&["ps", "--json"]);
-        rows.len() == 4
+        let rows = units(rows(&["ps", "--json"]));
+        rows.len() == 3
             && rows
                 .iter()
                 .all(|r| r["health"] == "healthy" && r["health_from"] == "agent")
     });
     assert!(from_agent, "{:#?}", rows(&["ps", "--json"]));
-    let probed = rows(&["ps", "--json", "--probe"]);
+    let probed = units(rows(&["ps", "--json", "--probe"]));
     assert!(
-        probed
-            .iter()
-            .all(|r| r["health"] == "healthy" && r["health_from"] == "probe"),
+        probed.len() == 3
+            && probed
+                .iter()
+                .all(|r| r["health"] == "healthy" && r["health_from"] == "probe"),
         "{probed:#?}"
     );
 }
