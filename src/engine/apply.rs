@@ -312,8 +312,10 @@ async fn ensure_volumes<E: ContainerEngine>(
             }
         }
     }
-    for name in &volume_names {
-        if engine.ensure_volume(project, name).await? {
+    // All at once: each is one request when it exists (a no-op `up`).
+    let ensured = join_all(volume_names.iter().map(|n| engine.ensure_volume(project, n))).await;
+    for (name, created) in volume_names.iter().zip(ensured) {
+        if created? {
             reporter.send(Progress::Created {
                 object: "volume".into(),
                 name: names::volume_name(project, name),

@@ -413,6 +413,18 @@ impl Engine {
                 EngineError::api(format!("inspecting `{id}`"), e)
             }
         })?;
+        Ok(status_of(c, id, network))
+    }
+}
+
+/// What devstack acts on of an engine's inspection of container `id`;
+/// `network` picks which address to report.
+pub(crate) fn status_of(
+    c: bollard::models::ContainerInspectResponse,
+    id: &str,
+    network: &str,
+) -> ContainerStatus {
+    {
         let state = c.state.unwrap_or_default();
         let settings = c.network_settings.unwrap_or_default();
         let ip = settings
@@ -444,7 +456,7 @@ impl Engine {
         published
             .dedup_by(|a, b| a.container_port == b.container_port && a.host_port == b.host_port);
         let health = state.health.as_ref();
-        Ok(ContainerStatus {
+        ContainerStatus {
             id: c.id.unwrap_or_else(|| id.to_string()),
             name: c
                 .name
@@ -478,9 +490,11 @@ impl Engine {
             labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
             started_at: state.started_at,
             image: c.image,
-        })
+        }
     }
+}
 
+impl Engine {
     /// The mounts of container `id`, as [`crate::plan::volumes`] judges them.
     pub async fn mounts_of(&self, id: &str) -> Result<Vec<OldMount>, EngineError> {
         let c = self
