@@ -123,13 +123,7 @@ async fn probed(
     l: &Listed,
     network: &str,
     loaded: Option<&LoadedStack>,
-    row: impl FnOnce(
-        ObservedState,
-        Option<i64>,
-        String,
-        Option<&'static str>,
-        Vec<Published>,
-    ) -> Row,
+    row: impl FnOnce(ObservedState, Option<i64>, String, Option<&'static str>, Vec<Published>) -> Row,
 ) -> Row {
     let o = &l.observed;
     let status = engine.inspect(&o.id, network).await.ok();

@@ -15,9 +15,9 @@ use super::{state, LoadedStack, Signals, Tasks};
 use crate::engine::api::ContainerEngine;
 use crate::engine::apply::{self, ApplyError, UpOutcome, UpRequest};
 use crate::engine::health::HealthState;
-use crate::engine::runtime::ProxyRuntime;
 use crate::engine::logs::LogQuery;
 use crate::engine::progress::Reporter;
+use crate::engine::runtime::ProxyRuntime;
 use crate::engine::unix_now;
 use crate::engine::Engine;
 use crate::plan::names::ProjectName;
@@ -242,7 +242,10 @@ async fn bring_up_routed(
             if !left.is_empty() {
                 return (left, Vec::new());
             }
-            (left, wait_instances_routed(engine, loaded, &outcome, deadline).await)
+            (
+                left,
+                wait_instances_routed(engine, loaded, &outcome, deadline).await,
+            )
         };
         tokio::select! {
             left = routed => left,

@@ -313,7 +313,12 @@ async fn ensure_volumes<E: ContainerEngine>(
         }
     }
     // All at once: each is one request when it exists (a no-op `up`).
-    let ensured = join_all(volume_names.iter().map(|n| engine.ensure_volume(project, n))).await;
+    let ensured = join_all(
+        volume_names
+            .iter()
+            .map(|n| engine.ensure_volume(project, n)),
+    )
+    .await;
     for (name, created) in volume_names.iter().zip(ensured) {
         if created? {
             reporter.send(Progress::Created {

@@ -121,11 +121,9 @@ pub async fn prepare(
         stack.datastores.get(unit)?;
         let full = names::volume_name(project, &volume);
         let marker_name = names::volume_name(project, &names::seeded_marker(&volume));
-        let (seen, marker) = futures::future::join(
-            engine.volume_info(&full),
-            engine.volume_info(&marker_name),
-        )
-        .await;
+        let (seen, marker) =
+            futures::future::join(engine.volume_info(&full), engine.volume_info(&marker_name))
+                .await;
         Some((volume, full, marker_name, seen, marker))
     }))
     .await;

@@ -13,6 +13,7 @@ pub mod presence;
 pub mod template;
 
 pub use presence::{
-    start, Known, KnownContainer, RegistrarConfig, RegistrarEvent, RegistrarHandle, UNROUTED_INTERVAL,
+    start, Known, KnownContainer, RegistrarConfig, RegistrarEvent, RegistrarHandle,
+    UNROUTED_INTERVAL,
 };
 pub use template::{key_of, value_of, Presence};

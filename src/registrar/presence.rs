@@ -550,12 +550,12 @@ impl Registrar {
         };
         // Nothing to route to (a datastore, a worker): not a member of the
         // registry, followed for its health only, and less often.
-        let routed = self.config.stack.services.get(service).and_then(|s| {
-            s.routes
-                .first()
-                .map(|r| r.port)
-                .or(s.container.port)
-        });
+        let routed = self
+            .config
+            .stack
+            .services
+            .get(service)
+            .and_then(|s| s.routes.first().map(|r| r.port).or(s.container.port));
         let port = routed.unwrap_or_default();
         let status = match self.engine.inspect(id, &self.network).await {
             Ok(s) if s.state == ObservedState::Running => s,

@@ -203,7 +203,9 @@ fn up_wait_returns_with_every_route_answering() {
         serde_json::from_slice(&p.ok(args).stdout).expect("ps --json is JSON")
     };
     let units = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
-        rows.into_iter().filter(|r| !r["service"].is_null()).collect()
+        rows.into_iter()
+            .filter(|r| !r["service"].is_null())
+            .collect()
     };
     let from_agent = eventually(Duration::from_secs(15), || {
         let rows = units(rows(&["ps", "--json"]));
