@@ -237,15 +237,19 @@ async fn bring_up_routed(
             + options
                 .timeout
                 .saturating_sub(Duration::from_millis(outcome.millis));
+        // Both at once: each route answering, and every replica in the
+        // proxy's table (a route that never answers is what is reported).
         let routed = async {
-            let left = served::wait_served(&targets, deadline).await;
-            if !left.is_empty() {
-                return (left, Vec::new());
-            }
-            (
-                left,
-                wait_instances_routed(engine, loaded, &outcome, deadline).await,
+            let (left, unrouted) = futures::future::join(
+                served::wait_served(&targets, deadline),
+                wait_instances_routed(engine, loaded, &outcome, deadline),
             )
+            .await;
+            if left.is_empty() {
+                (left, unrouted)
+            } else {
+                (left, Vec::new())
+            }
         };
         tokio::select! {
             left = routed => left,
