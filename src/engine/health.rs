@@ -541,8 +541,9 @@ impl HealthMonitor {
         Self::spawn_paced(engine, id, network, check, status, Duration::ZERO, cancel)
     }
 
-    /// As [`HealthMonitor::spawn_inspected`], probing a healthy container no
-    /// more often than every `at_least` (a datastore only `ps` asks about).
+    /// As [`HealthMonitor::spawn_inspected`], probing a container no more
+    /// often than every `at_least` (a datastore only `ps` and `up` ask
+    /// about), also before its first healthy result.
     pub fn spawn_paced(
         engine: Engine,
         id: String,
@@ -633,7 +634,10 @@ impl HealthMonitor {
                 // Probe fast until first healthy (as `up` and a swap wait for
                 // it, and as the proxy waits for a started replica), then at
                 // the stack's interval.
-                let pause = if healthy_once {
+                // A paced container (nothing waits on its first healthy
+                // result) is never probed fast: while a stack starts, its
+                // `up` probes it already, and engine work is scarce.
+                let pause = if healthy_once || !at_least.is_zero() {
                     interval.max(at_least)
                 } else {
                     fast

@@ -79,9 +79,10 @@ pub struct KnownContainer {
 /// or kill takes one out at once (engine events).
 pub type Known = std::collections::BTreeMap<String, KnownContainer>;
 
-/// How often a container with nothing to route to is probed once healthy:
-/// only `ps` and a no-op `up` read its health, and a `command` probe is a
-/// `docker exec` (~100 ms of engine work), so not at every interval.
+/// How often a container with nothing to route to is probed (from its
+/// start: nothing waits on the registrar for it): only `ps` and a no-op
+/// `up` read its health, and a `command` probe is a `docker exec` (~100 ms
+/// of engine work), so not at every interval.
 pub const UNROUTED_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A running registrar.
