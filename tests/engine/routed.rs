@@ -207,7 +207,9 @@ fn up_wait_returns_with_every_route_answering() {
             .filter(|r| !r["service"].is_null())
             .collect()
     };
-    let from_agent = eventually(Duration::from_secs(15), || {
+    // A datastore is probed every 10 s from its start, so its first
+    // healthy result may come that late.
+    let from_agent = eventually(Duration::from_secs(30), || {
         let rows = units(rows(&["ps", "--json"]));
         rows.len() == 3
             && rows
