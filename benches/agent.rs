@@ -17,7 +17,9 @@
 //! lease keep-alives, the router's watch, timers). Also printed: the CPU
 //! the containers themselves spent meanwhile (answering the probes), from
 //! their cgroups, and no-op `ps` and `up --detach --wait` timings of the
-//! same stack (best and median of 10) beside `docker ps --filter` of it.
+//! same stack (best and median of 10) beside `docker ps --filter` of it, and
+//! `ps --probe` (every container probed, as `ps` did before it read the
+//! agent's record).
 //! `DEVSTACK_BENCH_BIN` runs another devstack binary (an older build).
 
 #[path = "../tests/support/process.rs"]
@@ -425,6 +427,7 @@ fn main() {
 
     // No-op commands on the stack that is up.
     let (ps_best, ps_median) = time_runs(10, || ds.command(&["ps"]));
+    let (probe_best, probe_median) = time_runs(10, || ds.command(&["ps", "--probe"]));
     let (up_best, up_median) = time_runs(10, || ds.command(&["up", "--detach", "--wait"]));
     let label = format!("label=dev.devstack.project={}", ds.project);
     let (dps_best, dps_median) = time_runs(10, || {
@@ -433,7 +436,8 @@ fn main() {
         c
     });
     println!("no-op commands on the stack that is up (10 runs each):");
-    println!("  devstack ps                            best {ps_best:>6.1} ms  median {ps_median:>6.1} ms");
+    println!("  devstack ps (the agent's health)       best {ps_best:>6.1} ms  median {ps_median:>6.1} ms");
+    println!("  devstack ps --probe (every one probed) best {probe_best:>6.1} ms  median {probe_median:>6.1} ms");
     println!("  devstack up --detach --wait            best {up_best:>6.1} ms  median {up_median:>6.1} ms");
     println!("  docker ps -a --filter (the CLI's list) best {dps_best:>6.1} ms  median {dps_median:>6.1} ms");
     println!("  {}", uptime_load());

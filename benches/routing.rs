@@ -515,6 +515,7 @@ async fn up(engine: &Engine, stack: &Stack, project: &str) {
         replicas: BTreeMap::new(),
         timeout: Duration::from_secs(90),
         remove_orphans: true,
+        known_healthy: Default::default(),
     };
     let outcome = apply::up(
         engine,

@@ -280,6 +280,10 @@ pub struct PsArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+    /// Probe every running container now, rather than show the health the
+    /// stack's routing agent last saw
+    #[arg(long)]
+    pub probe: bool,
 }
 
 #[derive(Debug, Args)]

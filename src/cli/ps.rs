@@ -12,7 +12,7 @@ pub async fn run(global: &GlobalArgs, args: PsArgs) -> anyhow::Result<u8> {
     let (project, loaded) = project_of(global)?;
     let engine = connect().await?;
     crate::controller::agent::adopt_reach(&engine, &project);
-    let rows = ps::rows(&engine, &project, loaded.as_ref()).await?;
+    let rows = ps::rows(&engine, &project, loaded.as_ref(), args.probe).await?;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(exit::OK);

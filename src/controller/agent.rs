@@ -130,10 +130,44 @@ pub async fn start_routing(
             state::state_dir(project).display()
         );
     }
+    record_health(&routing, project, tasks);
     Ok(RoutingPath {
         routing,
         project: project.clone(),
     })
+}
+
+/// Keeps `health.json` saying what the registrar knows of each container's
+/// health, rewritten on each change (not on each probe), so `ps` and a
+/// no-op `up` read it rather than probe every container again.
+fn record_health(routing: &Routing, project: &ProjectName, tasks: &Tasks) {
+    let mut known = routing.registrar.known();
+    let stop = tasks.stop_token().clone();
+    let project = project.clone();
+    let owner = ProcessIdentity::current(&project);
+    tasks.spawn(async move {
+        let mut said = false;
+        loop {
+            let containers = known.borrow_and_update().clone();
+            let record = state::HealthRecord {
+                owner: owner.clone(),
+                containers,
+            };
+            if let Err(e) = state::write_health(&project, &record) {
+                if !said {
+                    sayln!(
+                        "warning: cannot record the containers' health in {}: {e}; `ps` probes them itself",
+                        state::state_dir(&project).display()
+                    );
+                    said = true;
+                }
+            }
+            tokio::select! {
+                changed = known.changed() => if changed.is_err() { return },
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
 }
 
 /// Follows the reach decision the stack's routing path recorded (see

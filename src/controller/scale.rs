@@ -57,6 +57,7 @@ pub async fn scale(
         replicas,
         timeout: Duration::from_secs(120),
         remove_orphans: false,
+        known_healthy: Default::default(),
     };
     let cancel = CancellationToken::new();
     let outcome = bring_up(engine, &loaded.stack, &request, mode, color, &cancel).await?;

@@ -15,6 +15,7 @@ use crate::engine::reach::{Reach, Registry};
 use crate::plan::names::ProjectName;
 pub use crate::process::alive;
 use crate::process::ProcessIdentity;
+use crate::registrar::Known;
 
 /// The version of `routing.json` this devstack writes. A file without one
 /// (schema 0) is what the release before wrote, before the writer's identity
@@ -25,6 +26,8 @@ pub const SCHEMA: u32 = 1;
 
 /// The routing state file.
 const ROUTING: &str = "routing.json";
+/// What the running routing path knows of the containers' health.
+const HEALTH: &str = "health.json";
 /// The detached routing agent's output.
 pub const AGENT_LOG: &str = "agent.log";
 
@@ -175,6 +178,34 @@ pub fn write(project: &ProjectName, state: &RoutingState) -> std::io::Result<()>
     std::fs::rename(&tmp, routing_file(project))
 }
 
+/// What a running routing path knows of each container's health
+/// (`health.json`), rewritten by it on every change: its registrar follows
+/// every running container of the stack (see [`crate::registrar::Known`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    /// The process that runs the routing path and wrote this.
+    pub owner: ProcessIdentity,
+    pub containers: Known,
+}
+
+/// Records what the routing path knows (temporary file, then renamed).
+pub fn write_health(project: &ProjectName, record: &HealthRecord) -> std::io::Result<()> {
+    let dir = state_dir(project);
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!("{HEALTH}.{}", std::process::id()));
+    std::fs::write(&tmp, serde_json::to_vec(record).unwrap_or_default())?;
+    std::fs::rename(&tmp, dir.join(HEALTH))
+}
+
+/// What the routing path of `running` (the owner `routing.json` names, a
+/// running process) knows; `None` when it wrote nothing, or the file is
+/// another process's (a routing path that ended without removing it).
+pub fn read_health(project: &ProjectName, running: &RoutingState) -> Option<HealthRecord> {
+    let text = std::fs::read_to_string(state_dir(project).join(HEALTH)).ok()?;
+    let record: HealthRecord = serde_json::from_str(&text).ok()?;
+    (record.owner == running.owner).then_some(record)
+}
+
 /// The project's routing state, checked against the running processes; an
 /// error when a newer devstack wrote it.
 pub fn look(project: &ProjectName) -> Result<Recorded, NewerSchema> {
@@ -240,6 +271,7 @@ pub fn read(project: &ProjectName) -> Result<Option<RoutingState>, NewerSchema> 
 pub fn remove(project: &ProjectName, owner: &ProcessIdentity) {
     if let Ok(Recorded::Running(state)) = look(project) {
         if &state.owner == owner {
+            let _ = std::fs::remove_file(state_dir(project).join(HEALTH));
             let _ = std::fs::remove_file(routing_file(project));
         }
     }
@@ -258,13 +290,17 @@ pub fn clear(project: &ProjectName, _watch: &StateLock, _agent: &StateLock) {
     if look(project) == Ok(Recorded::Stale) {
         let _ = std::fs::remove_file(dir.join(ROUTING));
     }
+    if !matches!(look(project), Ok(Recorded::Running(_))) {
+        let _ = std::fs::remove_file(dir.join(HEALTH));
+    }
     // `routing.json.<pid>`: left by a writer that died between its write
     // and its rename.
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let writer = name.to_str().and_then(|n| {
-                n.strip_prefix(ROUTING)?
+                n.strip_prefix(ROUTING)
+                    .or_else(|| n.strip_prefix(HEALTH))?
                     .strip_prefix('.')?
                     .parse::<u32>()
                     .ok()

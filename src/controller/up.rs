@@ -13,10 +13,13 @@ use tokio_util::sync::CancellationToken;
 use super::agent::{self, RoutingPath};
 use super::follow::Follower;
 use super::{state, LoadedStack, Signals, Tasks};
+use crate::engine::api::ContainerEngine;
 use crate::engine::apply::{self, ApplyError, UpOutcome, UpRequest};
+use crate::engine::health::HealthState;
 use crate::engine::logs::LogQuery;
 use crate::engine::progress::Reporter;
 use crate::engine::reach::Reach;
+use crate::engine::runtime::ProxyRuntime;
 use crate::engine::tunnel::Relay;
 use crate::engine::unix_now;
 use crate::engine::Engine;
@@ -79,6 +82,7 @@ pub async fn run(loaded: &LoadedStack, options: &UpOptions) -> anyhow::Result<u8
         replicas: BTreeMap::new(),
         timeout: options.timeout,
         remove_orphans: options.services.is_empty(),
+        known_healthy: Default::default(),
     };
     let since = unix_now();
     let tasks = Tasks::new();
@@ -202,10 +206,20 @@ async fn bring_up_routed(
             sayln!("{} from snapshot `{name}`", filled.join(", "));
         }
     }
+    // Containers the running routing path follows and found healthy are
+    // not probed again when the plan keeps them.
+    let mut request = request.clone();
+    if routing_on {
+        request.known_healthy = super::ps::known_health(&loaded.project)
+            .into_iter()
+            .filter(|(_, k)| k.health == HealthState::Healthy)
+            .map(|(id, _)| id)
+            .collect();
+    }
     let outcome = bring_up(
         engine,
         &loaded.stack,
-        request,
+        &request,
         options.render,
         options.color,
         cancel,
@@ -238,13 +252,28 @@ async fn bring_up_routed(
             + options
                 .timeout
                 .saturating_sub(Duration::from_millis(outcome.millis));
+        // Both at once: each route answering, and every replica in the
+        // proxy's table (a route that never answers is what is reported).
+        let routed = async {
+            let (left, unrouted) = futures::future::join(
+                served::wait_served(&targets, deadline),
+                wait_instances_routed(engine, loaded, &outcome, deadline),
+            )
+            .await;
+            if left.is_empty() {
+                (left, unrouted)
+            } else {
+                (left, Vec::new())
+            }
+        };
         tokio::select! {
-            left = served::wait_served(&targets, deadline) => left,
-            _ = cancel.cancelled() => Vec::new(),
+            left = routed => left,
+            _ = cancel.cancelled() => (Vec::new(), Vec::new()),
         }
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
+    let (unserved, unrouted) = unserved;
     let interrupted = cancel.is_cancelled();
     if options.json {
         outln!(
@@ -279,6 +308,17 @@ async fn bring_up_routed(
         )
         .into());
     }
+    if !unrouted.is_empty() && !interrupted {
+        return Err(Failed::new(
+            exit::ROUTING,
+            format!(
+                "{} is healthy and its routes are served, but the proxy did not send requests to {} in time",
+                loaded.project,
+                unrouted.join(", ")
+            ),
+        )
+        .into());
+    }
     if !outcome.all_healthy() && !interrupted {
         if !options.json {
             print_failures(&outcome, options.color);
@@ -292,6 +332,59 @@ async fn bring_up_routed(
         return Ok(Some(exit::OK));
     }
     Ok(None)
+}
+
+/// Waits until the proxy sends requests to every healthy container of the
+/// routed services (all replicas, not only the first to answer), so the
+/// first requests after `up --wait` reach each one. Read from the proxy's
+/// own table (HAProxy's `show servers state`, nginx's control port) by the
+/// containers' addresses, for devstack's built-in templates; a stack's own
+/// template or confd resources may route otherwise, and their routes
+/// answering is all that is checked. Returns the containers not served by
+/// `deadline`.
+async fn wait_instances_routed(
+    engine: &Engine,
+    loaded: &LoadedStack,
+    outcome: &UpOutcome,
+    deadline: std::time::Instant,
+) -> Vec<String> {
+    let stack = &loaded.stack;
+    if stack.proxy.template.is_some() || stack.proxy.confd.is_some() {
+        return Vec::new();
+    }
+    let wanted: Vec<(String, std::net::IpAddr)> = outcome
+        .units
+        .iter()
+        .filter(|u| {
+            stack
+                .services
+                .get(&u.service)
+                .is_some_and(|s| !s.routes.is_empty())
+        })
+        .flat_map(|u| u.containers.iter())
+        .filter_map(|c| Some((c.name.clone(), c.ip?)))
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let Some(proxy) = engine.find_proxy(&loaded.project).await else {
+        return Vec::new();
+    };
+    loop {
+        let servers = proxy.servers().await.unwrap_or_default();
+        let left: Vec<String> = wanted
+            .iter()
+            .filter(|(_, ip)| {
+                let ip = ip.to_string();
+                !servers.iter().any(|s| s.serving() && s.address == ip)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Foreground: sources of services with a build are watched, and a save

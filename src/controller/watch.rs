@@ -522,6 +522,7 @@ async fn apply_edit(
             replicas: BTreeMap::new(),
             timeout: START_TIMEOUT,
             remove_orphans: false,
+            known_healthy: Default::default(),
         };
         match apply::up(engine, &stack, &request, &Reporter::silent(), cancel).await {
             Err(e) => print(

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::containers::ContainerStatus;
+use super::containers::{ContainerStatus, Listed};
 use super::health::{self, Check, NotReady};
 use super::images::ImageOutput;
 use super::progress::Reporter;
@@ -38,6 +38,25 @@ pub trait ContainerEngine: Clone + Send + Sync + 'static {
         &self,
         project: &str,
     ) -> impl Future<Output = Result<Vec<Observed>, EngineError>> + Send;
+    /// As `list_project`, with each container's address and published
+    /// ports from the same request (none by default).
+    fn list_project_listed(
+        &self,
+        project: &str,
+    ) -> impl Future<Output = Result<Vec<Listed>, EngineError>> + Send {
+        async move {
+            Ok(self
+                .list_project(project)
+                .await?
+                .into_iter()
+                .map(|observed| Listed {
+                    observed,
+                    ip: None,
+                    published: Vec::new(),
+                })
+                .collect())
+        }
+    }
     /// Creates a container; returns its id.
     fn create(
         &self,
@@ -120,6 +139,18 @@ pub trait ContainerEngine: Clone + Send + Sync + 'static {
         reference: &str,
         platform: Option<&str>,
     ) -> impl Future<Output = Result<Option<String>, EngineError>> + Send;
+    /// The image under `tag` when it was built from what building `build`
+    /// now would send (`Engine::built_image`): `up` skips that build.
+    /// `None` (the default): build.
+    fn built_image(
+        &self,
+        _service: &str,
+        _build: &Build,
+        _tag: &str,
+        _platform: Option<&str>,
+    ) -> impl Future<Output = Result<Option<String>, EngineError>> + Send {
+        async { Ok(None) }
+    }
     fn build(
         &self,
         service: &str,
@@ -222,6 +253,9 @@ impl ContainerEngine for Engine {
     async fn list_project(&self, project: &str) -> Result<Vec<Observed>, EngineError> {
         Engine::list_project(self, project).await
     }
+    async fn list_project_listed(&self, project: &str) -> Result<Vec<Listed>, EngineError> {
+        Engine::list_project_listed(self, project).await
+    }
     async fn create(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
         Engine::create(self, spec).await
     }
@@ -299,6 +333,15 @@ impl ContainerEngine for Engine {
         platform: Option<&str>,
     ) -> Result<Option<String>, EngineError> {
         Engine::local_image(self, reference, platform).await
+    }
+    async fn built_image(
+        &self,
+        service: &str,
+        build: &Build,
+        tag: &str,
+        platform: Option<&str>,
+    ) -> Result<Option<String>, EngineError> {
+        Engine::built_image(self, service, build, tag, platform).await
     }
     async fn build(
         &self,

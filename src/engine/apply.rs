@@ -16,7 +16,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::containers::Published;
-use super::health::NotReady;
+use super::health::{Check, NotReady};
 use super::images::ImageOutput;
 use super::progress::{Progress, Reporter};
 use super::reach::Reach;
@@ -45,6 +45,9 @@ pub struct UpRequest {
     pub timeout: Duration,
     /// Remove containers of units the stack no longer has (a full `up` does).
     pub remove_orphans: bool,
+    /// Containers (full ids) the stack's running routing path follows and
+    /// found healthy: one the plan keeps is not probed again.
+    pub known_healthy: BTreeSet<String>,
 }
 
 /// How one unit ended.
@@ -75,6 +78,9 @@ pub struct ContainerReport {
     /// `created`, `recreated`, `started` or `kept`.
     pub action: String,
     pub published: Vec<Published>,
+    /// Its address on the stack network (what the proxy sends requests to).
+    #[serde(skip)]
+    pub ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,6 +119,9 @@ enum Signal {
     Healthy,
     Failed,
 }
+
+/// Each container's published ports and address, by id, as listed.
+type Listing = HashMap<String, (Vec<Published>, Option<std::net::IpAddr>)>;
 
 /// The image each unit (and task) runs, resolved before anything starts.
 type Images = HashMap<String, (String, String)>;
@@ -153,7 +162,12 @@ pub async fn up<E: ContainerEngine>(
         .prepare_seeds(stack, project, &units, reporter)
         .await?;
     ensure_volumes(engine, stack, project, &units, reporter).await?;
-    let observed = engine.list_project(project).await?;
+    let listed = engine.list_project_listed(project).await?;
+    let found: Listing = listed
+        .iter()
+        .map(|l| (l.observed.id.clone(), (l.published.clone(), l.ip)))
+        .collect();
+    let observed: Vec<Observed> = listed.into_iter().map(|l| l.observed).collect();
     remove_task_leftovers(engine, &observed, deadline).await?;
     if request.remove_orphans {
         remove_orphans(engine, stack, &observed, reporter).await?;
@@ -172,6 +186,7 @@ pub async fn up<E: ContainerEngine>(
         request,
         signals: &receivers,
         observed: &observed,
+        listed: &found,
         images: &images,
         deadline,
         reporter,
@@ -192,7 +207,16 @@ pub async fn up<E: ContainerEngine>(
         outcome
     });
     let mut units = join_all(futures).await;
-    exited_since_ready(engine, project, &mut units).await;
+    // Only what this `up` started (or did not know healthy) can have exited
+    // since it was ready; a no-op `up` asks the engine nothing more.
+    let all_known = units.iter().all(|u| {
+        u.containers
+            .iter()
+            .all(|c| c.action == "kept" && request.known_healthy.contains(&c.id))
+    });
+    if !all_known {
+        exited_since_ready(engine, project, &mut units).await;
+    }
     Ok(UpOutcome {
         project: project.to_string(),
         units,
@@ -292,8 +316,15 @@ async fn ensure_volumes<E: ContainerEngine>(
             }
         }
     }
-    for name in &volume_names {
-        if engine.ensure_volume(project, name).await? {
+    // All at once: each is one request when it exists (a no-op `up`).
+    let ensured = join_all(
+        volume_names
+            .iter()
+            .map(|n| engine.ensure_volume(project, n)),
+    )
+    .await;
+    for (name, created) in volume_names.iter().zip(ensured) {
+        if created? {
             reporter.send(Progress::Created {
                 object: "volume".into(),
                 name: names::volume_name(project, name),
@@ -400,6 +431,19 @@ async fn resolve_images<E: ContainerEngine>(
                 .clone()
                 .unwrap_or_else(|| names::built_image_tag(project, &name));
             if let Some(build) = build {
+                // Built from these very inputs already: no build (a cached
+                // `docker build` still costs a context upload and a pass
+                // over every step).
+                if let Some(id) = engine
+                    .built_image(&name, &build, &tag, platform.as_deref())
+                    .await?
+                {
+                    reporter.send(Progress::BuildCurrent {
+                        service: name.clone(),
+                        image_id: id.clone(),
+                    });
+                    return Ok::<_, EngineError>((key, (tag, id)));
+                }
                 let _permit = builds.acquire().await;
                 let t0 = Instant::now();
                 reporter.send(Progress::BuildStarted {
@@ -470,6 +514,8 @@ struct Run<'a, E> {
     signals: &'a HashMap<String, watch::Receiver<Signal>>,
     /// The project's containers as `up` found them.
     observed: &'a [Observed],
+    /// Their published ports and addresses, as the same listing showed them.
+    listed: &'a Listing,
     images: &'a Images,
     deadline: Instant,
     reporter: &'a Reporter,
@@ -843,15 +889,24 @@ async fn wait_replicas<E: ContainerEngine>(
     started: &[Started],
 ) -> UnitOutcome {
     let name = unit.name;
-    let check = run
-        .engine
-        .health_check(container.health.as_ref(), image)
-        .await;
+    // Kept containers the routing path already follows as healthy are not
+    // probed again (a no-op `up` of a running stack).
+    let known = |id: &str, verb: &str| verb == "kept" && run.request.known_healthy.contains(id);
+    let check = if started.iter().all(|(id, _, verb)| known(id, verb)) {
+        Check::Running
+    } else {
+        run.engine
+            .health_check(container.health.as_ref(), image)
+            .await
+    };
     let network = names::network_name(&run.request.project);
-    let waits = started.iter().map(|(id, spec, _)| {
+    let waits = started.iter().map(|(id, spec, verb)| {
         let check = check.clone();
         let network = network.clone();
         async move {
+            if known(id, verb) {
+                return (Ok(Duration::ZERO), None);
+            }
             let mut last = None;
             let result = run
                 .engine
@@ -885,17 +940,22 @@ async fn wait_replicas<E: ContainerEngine>(
                     container: spec.name.clone(),
                     millis: run.started.elapsed().as_millis() as u64,
                 });
-                let published = run
-                    .engine
-                    .inspect(id, &network)
-                    .await
-                    .map(|s| s.published)
-                    .unwrap_or_default();
+                // A kept container is as the listing showed it.
+                let (published, ip) = match run.listed.get(id) {
+                    Some((p, ip)) if *verb == "kept" => (p.clone(), *ip),
+                    _ => run
+                        .engine
+                        .inspect(id, &network)
+                        .await
+                        .map(|s| (s.published, s.ip))
+                        .unwrap_or_default(),
+                };
                 reports.push(ContainerReport {
                     name: spec.name.clone(),
                     id: id.clone(),
                     action: verb.to_string(),
                     published,
+                    ip,
                 });
                 continue;
             }

@@ -46,6 +46,15 @@ impl Published {
     }
 }
 
+/// One container of a project as the engine's list shows it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub observed: Observed,
+    /// Its address on the stack network.
+    pub ip: Option<IpAddr>,
+    pub published: Vec<Published>,
+}
+
 /// What `inspect` tells about a running (or stopped) container, reduced to
 /// what devstack acts on.
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +86,19 @@ pub struct ContainerStatus {
 impl Engine {
     /// Every container (running or not) labelled with the project.
     pub async fn list_project(&self, project: &str) -> Result<Vec<Observed>, EngineError> {
+        Ok(self
+            .list_project_listed(project)
+            .await?
+            .into_iter()
+            .map(|l| l.observed)
+            .collect())
+    }
+
+    /// As [`Engine::list_project`], with what the same one engine request
+    /// tells beyond it (published ports, the address on the stack network),
+    /// so `ps` and a no-op `up` need no inspect per container.
+    pub async fn list_project_listed(&self, project: &str) -> Result<Vec<Listed>, EngineError> {
+        let network = names::network_name(project);
         let what = format!("listing the containers of `{project}`");
         let list = self
             .containers_labelled(vec![format!("{LABEL_PROJECT}={project}")], &what)
@@ -99,7 +121,7 @@ impl Engine {
                 }
             }
         }
-        let mut out: Vec<Observed> = list
+        let mut out: Vec<Listed> = list
             .into_iter()
             .filter_map(|c| {
                 let labels = c.labels.unwrap_or_default();
@@ -114,7 +136,37 @@ impl Engine {
                     .first()
                     .map(|n| n.trim_start_matches('/').to_string())
                     .unwrap_or_default();
-                Some(Observed {
+                let ip = c
+                    .network_settings
+                    .as_ref()
+                    .and_then(|s| s.networks.as_ref())
+                    .and_then(|n| n.get(&network))
+                    .and_then(|e| e.ip_address.as_deref())
+                    .and_then(|ip| ip.parse().ok());
+                let mut published: Vec<Published> = c
+                    .ports
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| {
+                        Some(Published {
+                            container_port: p.private_port,
+                            protocol: p
+                                .typ
+                                .map(|t| t.to_string())
+                                .filter(|t| !t.is_empty())
+                                .unwrap_or_else(|| "tcp".into()),
+                            host_ip: p.ip.unwrap_or_default(),
+                            host_port: p.public_port?,
+                        })
+                    })
+                    .collect();
+                published.sort_by(|a, b| {
+                    (a.container_port, &a.host_ip).cmp(&(b.container_port, &b.host_ip))
+                });
+                published.dedup_by(|a, b| {
+                    a.container_port == b.container_port && a.host_port == b.host_port
+                });
+                let observed = Observed {
                     id: c.id?,
                     name,
                     service: labels.get(LABEL_SERVICE).cloned(),
@@ -132,10 +184,18 @@ impl Engine {
                         _ => ObservedState::Exited,
                     },
                     created: c.created.unwrap_or_default(),
+                };
+                Some(Listed {
+                    observed,
+                    ip,
+                    published,
                 })
             })
             .collect();
-        out.sort_by(|a, b| (&a.service, a.replica, &a.name).cmp(&(&b.service, b.replica, &b.name)));
+        out.sort_by(|a, b| {
+            let (a, b) = (&a.observed, &b.observed);
+            (&a.service, a.replica, &a.name).cmp(&(&b.service, b.replica, &b.name))
+        });
         Ok(out)
     }
 
@@ -353,6 +413,18 @@ impl Engine {
                 EngineError::api(format!("inspecting `{id}`"), e)
             }
         })?;
+        Ok(status_of(c, id, network))
+    }
+}
+
+/// What devstack acts on of an engine's inspection of container `id`;
+/// `network` picks which address to report.
+pub(crate) fn status_of(
+    c: bollard::models::ContainerInspectResponse,
+    id: &str,
+    network: &str,
+) -> ContainerStatus {
+    {
         let state = c.state.unwrap_or_default();
         let settings = c.network_settings.unwrap_or_default();
         let ip = settings
@@ -384,7 +456,7 @@ impl Engine {
         published
             .dedup_by(|a, b| a.container_port == b.container_port && a.host_port == b.host_port);
         let health = state.health.as_ref();
-        Ok(ContainerStatus {
+        ContainerStatus {
             id: c.id.unwrap_or_else(|| id.to_string()),
             name: c
                 .name
@@ -418,9 +490,11 @@ impl Engine {
             labels: c.config.and_then(|c| c.labels).unwrap_or_default(),
             started_at: state.started_at,
             image: c.image,
-        })
+        }
     }
+}
 
+impl Engine {
     /// The mounts of container `id`, as [`crate::plan::volumes`] judges them.
     pub async fn mounts_of(&self, id: &str) -> Result<Vec<OldMount>, EngineError> {
         let c = self

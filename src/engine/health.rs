@@ -494,7 +494,7 @@ pub async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> ProbeR
 }
 
 /// The health of a followed container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum HealthState {
     /// Not yet passed a probe.
@@ -536,6 +536,21 @@ impl HealthMonitor {
         network: String,
         check: Check,
         status: Option<ContainerStatus>,
+        cancel: CancellationToken,
+    ) -> watch::Receiver<HealthState> {
+        Self::spawn_paced(engine, id, network, check, status, Duration::ZERO, cancel)
+    }
+
+    /// As [`HealthMonitor::spawn_inspected`], probing a container no more
+    /// often than every `at_least` (a datastore only `ps` and `up` ask
+    /// about), also before its first healthy result.
+    pub fn spawn_paced(
+        engine: Engine,
+        id: String,
+        network: String,
+        check: Check,
+        status: Option<ContainerStatus>,
+        at_least: Duration,
         cancel: CancellationToken,
     ) -> watch::Receiver<HealthState> {
         let (tx, rx) = watch::channel(HealthState::Starting);
@@ -619,7 +634,14 @@ impl HealthMonitor {
                 // Probe fast until first healthy (as `up` and a swap wait for
                 // it, and as the proxy waits for a started replica), then at
                 // the stack's interval.
-                let pause = if healthy_once { interval } else { fast };
+                // A paced container (nothing waits on its first healthy
+                // result) is never probed fast: while a stack starts, its
+                // `up` probes it already, and engine work is scarce.
+                let pause = if healthy_once || !at_least.is_zero() {
+                    interval.max(at_least)
+                } else {
+                    fast
+                };
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = cancel.cancelled() => return,

@@ -162,6 +162,52 @@ impl Engine {
         })
     }
 
+    /// The image under `tag` when it was built (by devstack) from exactly
+    /// what building `build` now would send: the context as `.dockerignore`
+    /// leaves it (contents, modes, links; the Dockerfile with it), the
+    /// Dockerfile's path, arguments, target and platform. `None` when any
+    /// differs or the image carries no such record: then it is built. A
+    /// base image pulled anew under the same tag is not seen here (nor is it
+    /// by a cached `docker build`, which also reuses its layers).
+    pub async fn built_image(
+        &self,
+        service: &str,
+        build: &Build,
+        tag: &str,
+        platform: Option<&str>,
+    ) -> Result<Option<String>, EngineError> {
+        let packed = self.pack_context(service, build).await?;
+        let wanted = input_hash(&packed, build, platform);
+        let image = match self.docker.inspect_image(tag).await {
+            Ok(image) => image,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(EngineError::api(format!("inspecting image `{tag}`"), e)),
+        };
+        let recorded = image
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|l| l.get(LABEL_BUILD_INPUT));
+        Ok(image.id.filter(|_| recorded == Some(&wanted)))
+    }
+
+    async fn pack_context(&self, service: &str, build: &Build) -> Result<Vec<u8>, EngineError> {
+        let context_dir = build.context.clone();
+        let dockerfile = build.dockerfile.clone();
+        tokio::task::spawn_blocking(move || context::pack(&context_dir, &dockerfile))
+            .await
+            .map_err(|e| EngineError::Context {
+                service: service.into(),
+                path: build.context.display().to_string(),
+                message: e.to_string(),
+            })?
+            .map_err(|e| EngineError::Context {
+                service: service.into(),
+                path: e.path,
+                message: e.message,
+            })
+    }
+
     /// Builds `build` into `tag` with the classic builder (BuildKit needs a
     /// session protocol this build does not carry) and returns the image id.
     /// A failure names the Dockerfile step and keeps the last lines of output.
@@ -173,21 +219,8 @@ impl Engine {
         platform: Option<&str>,
         mut on_output: impl FnMut(ImageOutput),
     ) -> Result<String, EngineError> {
-        let context_dir = build.context.clone();
-        let dockerfile = build.dockerfile.clone();
-        let packed = tokio::task::spawn_blocking(move || context::pack(&context_dir, &dockerfile))
-            .await
-            .map_err(|e| EngineError::Context {
-                service: service.into(),
-                path: build.context.display().to_string(),
-                message: e.to_string(),
-            })?
-            .map_err(|e| EngineError::Context {
-                service: service.into(),
-                path: e.path,
-                message: e.message,
-            })?;
-
+        let packed = self.pack_context(service, build).await?;
+        let input = input_hash(&packed, build, platform);
         let options = BuildImageOptions {
             dockerfile: build.dockerfile.trim_start_matches("./").to_string(),
             t: Some(tag.to_string()),
@@ -204,6 +237,8 @@ impl Engine {
             // FROM images are pulled for it, and the image is marked with it.
             platform: platform.unwrap_or_default().to_string(),
             version: BuilderVersion::BuilderV1,
+            // What it was built from, so the next `up` can skip an unchanged build.
+            labels: Some(HashMap::from([(LABEL_BUILD_INPUT.to_string(), input)])),
             ..Default::default()
         };
         let mut stream =
@@ -254,6 +289,32 @@ impl Engine {
                 .ok_or_else(|| fail(&step, "the builder produced no image".into(), &last)),
         }
     }
+}
+
+/// The label a built image carries: the hash of what it was built from
+/// (see [`Engine::built_image`]).
+pub const LABEL_BUILD_INPUT: &str = "dev.devstack.build-input";
+
+/// The hash of a build's inputs: the packed context (deterministic: sorted,
+/// fixed owners and times), the Dockerfile's path, the arguments (sorted),
+/// the target and the platform, each length-prefixed.
+pub fn input_hash(packed: &[u8], build: &Build, platform: Option<&str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(b"devstack-build-input-1");
+    part(packed);
+    part(build.dockerfile.trim_start_matches("./").as_bytes());
+    for (k, v) in &build.args {
+        part(k.as_bytes());
+        part(v.as_bytes());
+    }
+    part(build.target.as_deref().unwrap_or_default().as_bytes());
+    part(platform.unwrap_or_default().as_bytes());
+    format!("sha256:{:x}", h.finalize())
 }
 
 /// An image's platform as Docker writes it: `os/arch[/variant]`.

@@ -18,6 +18,9 @@ pub enum Progress {
         image_id: String,
         millis: u64,
     },
+    /// A build was not needed: the image under its tag was built from the
+    /// same inputs (context, Dockerfile, arguments).
+    BuildCurrent { service: String, image_id: String },
     /// A pull's progress (per layer when `layer` is set).
     Pull {
         service: String,

@@ -377,7 +377,7 @@ impl Engine {
             Some("nginx") => ProxyKind::Nginx,
             _ => ProxyKind::Haproxy,
         };
-        let status = self.inspect(id, &names::network_name(&project)).await?;
+        let status = super::containers::status_of(c, id, &names::network_name(&project));
         let published = status
             .published
             .iter()

@@ -114,23 +114,31 @@ pub async fn prepare(
     reporter: &Reporter,
 ) -> Result<BTreeSet<String>, EngineError> {
     let mut to_seed = BTreeSet::new();
-    for unit in units {
+    // Every data volume and its marker looked at at once (a no-op `up`
+    // waits on these), then each decided in turn.
+    let looked = futures::future::join_all(units.iter().map(|unit| async move {
+        let (volume, _) = crate::plan::data_volume(stack, unit)?;
+        stack.datastores.get(unit)?;
+        let full = names::volume_name(project, &volume);
+        let marker_name = names::volume_name(project, &names::seeded_marker(&volume));
+        let (seen, marker) =
+            futures::future::join(engine.volume_info(&full), engine.volume_info(&marker_name))
+                .await;
+        Some((volume, full, marker_name, seen, marker))
+    }))
+    .await;
+    for (unit, looked) in units.iter().zip(looked) {
         let Some(ds) = stack.datastores.get(unit) else {
             continue;
         };
-        let Some((volume, _)) = crate::plan::data_volume(stack, unit) else {
+        let Some((volume, full, marker_name, seen, marker)) = looked else {
             continue;
         };
-        let full = names::volume_name(project, &volume);
-        let marker_name = names::volume_name(project, &names::seeded_marker(&volume));
-        let seen = engine.volume_info(&full).await?.map(|v| VolumeSeen {
+        let seen = seen?.map(|v| VolumeSeen {
             wants_seed: v.labels.get(LABEL_SEED).map(String::as_str) == Some(WANTED),
             created: v.created,
         });
-        let marker = engine
-            .volume_info(&marker_name)
-            .await?
-            .and_then(|m| m.labels.get(LABEL_SEEDED).cloned());
+        let marker = marker?.and_then(|m| m.labels.get(LABEL_SEEDED).cloned());
         match seed::decide(ds.seed.is_some(), seen.as_ref(), marker.as_deref()) {
             SeedAction::Nothing => continue,
             SeedAction::ResetAndSeed => {

@@ -12,5 +12,8 @@
 pub mod presence;
 pub mod template;
 
-pub use presence::{start, RegistrarConfig, RegistrarEvent, RegistrarHandle};
+pub use presence::{
+    start, Known, KnownContainer, RegistrarConfig, RegistrarEvent, RegistrarHandle,
+    UNROUTED_INTERVAL,
+};
 pub use template::{key_of, value_of, Presence};

@@ -60,16 +60,45 @@ pub enum RegistrarEvent {
     Failed { container: String, message: String },
 }
 
+/// What the registrar knows of one followed container (see [`Known`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct KnownContainer {
+    pub service: String,
+    /// Its health monitor's last word.
+    #[serde(flatten)]
+    pub health: HealthState,
+    /// Whether it is in the registry now.
+    pub registered: bool,
+}
+
+/// Every running container of the stack the registrar follows, by full id:
+/// routed ones probed at their service's interval, the others (datastores,
+/// services without a port) at [`UNROUTED_INTERVAL`] at least; a stop, death
+/// or kill takes one out at once (engine events).
+pub type Known = std::collections::BTreeMap<String, KnownContainer>;
+
+/// How often a container with nothing to route to is probed (from its
+/// start: nothing waits on the registrar for it): only `ps` and a no-op
+/// `up` read its health, and a `command` probe is a `docker exec` (~100 ms
+/// of engine work), so not at every interval.
+pub const UNROUTED_INTERVAL: Duration = Duration::from_secs(10);
+
 /// A running registrar.
 pub struct RegistrarHandle {
     events: broadcast::Sender<RegistrarEvent>,
     ready: tokio::sync::watch::Receiver<bool>,
+    known: tokio::sync::watch::Receiver<Known>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl RegistrarHandle {
     pub fn subscribe(&self) -> broadcast::Receiver<RegistrarEvent> {
         self.events.subscribe()
+    }
+
+    /// What it knows of each container's health, updated on every change.
+    pub fn known(&self) -> tokio::sync::watch::Receiver<Known> {
+        self.known.clone()
     }
 
     /// Waits until the containers running when it started have had their
@@ -101,8 +130,10 @@ pub fn start(
     let (events, _) = broadcast::channel(1024);
     let (tx, rx) = mpsc::unbounded_channel();
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let (known_tx, known) = tokio::sync::watch::channel(Known::new());
     let registrar = Registrar {
         ready: ready_tx,
+        known: known_tx,
         initial: HashSet::new(),
         engine,
         network: names::network_name(&config.project),
@@ -119,6 +150,7 @@ pub fn start(
     RegistrarHandle {
         events,
         ready,
+        known,
         task,
     }
 }
@@ -145,6 +177,8 @@ struct Registration {
 #[derive(Debug)]
 struct Tracked {
     service: String,
+    /// Where it is registered; `None` for one with nothing to route to (a
+    /// datastore: followed for its health only) or not on the network yet.
     presence: Option<Presence>,
     health: HealthState,
     /// Stops its health monitor.
@@ -157,6 +191,8 @@ struct Tracked {
     /// Sent a signal that stops it: never registered again, however long
     /// it takes to exit (a start makes a new `Tracked`).
     stopping: bool,
+    /// Its service routes (or has a port): a member of the registry.
+    routed: bool,
 }
 
 struct Registrar {
@@ -175,6 +211,8 @@ struct Registrar {
     cancel: CancellationToken,
     /// Set once the containers found at start have a first health result.
     ready: tokio::sync::watch::Sender<bool>,
+    /// Each followed container's health, for `ps` and a no-op `up`.
+    known: tokio::sync::watch::Sender<Known>,
     /// Those containers still waiting for it.
     initial: HashSet<String>,
 }
@@ -203,7 +241,12 @@ impl Registrar {
         let mut events = Box::pin(self.engine.project_events(&self.config.project, None));
         self.relist().await;
         self.resync().await;
-        self.initial = self.tracked.keys().cloned().collect();
+        self.initial = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| t.routed)
+            .map(|(id, _)| id.clone())
+            .collect();
         self.check_ready();
         let ready_by = tokio::time::sleep(READY_WITHIN);
         tokio::pin!(ready_by);
@@ -255,6 +298,7 @@ impl Registrar {
                 Ok(()) = stacks.changed() => {
                     let stack = stacks.borrow_and_update().clone();
                     self.config.stack.services = stack.services.clone();
+                    self.config.stack.datastores = stack.datastores.clone();
                     // A new service's containers may have started before
                     // the stack arrived: their start events were skipped.
                     self.relist().await;
@@ -268,8 +312,34 @@ impl Registrar {
                     }
                 }
             }
+            self.publish_known();
         }
         self.deregister_all().await;
+        self.publish_known();
+    }
+
+    /// Publishes what it knows when that changed.
+    fn publish_known(&self) {
+        let now: Known = self
+            .tracked
+            .iter()
+            .map(|(id, t)| {
+                let known = KnownContainer {
+                    service: t.service.clone(),
+                    health: t.health.clone(),
+                    registered: t.registration.is_some(),
+                };
+                (id.clone(), known)
+            })
+            .collect();
+        self.known.send_if_modified(|k| {
+            if *k != now {
+                *k = now;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Marks the registrar ready once no container found at start is still
@@ -424,7 +494,7 @@ impl Registrar {
         let Some(service) = e.service.clone() else {
             return;
         };
-        if !self.config.stack.services.contains_key(&service) {
+        if self.config.stack.unit(&service).is_none() {
             return;
         }
         let id = e.container_id.clone();
@@ -471,19 +541,24 @@ impl Registrar {
 
     /// Starts following a running container: its presence and a health monitor.
     async fn track(&mut self, id: &str, service: &str) {
-        let Some(unit) = self.config.stack.services.get(service) else {
+        // With a datastore kind's readiness check when the stack gives none.
+        let Some(unit) = crate::plan::effective_unit(&self.config.stack, service) else {
             return;
         };
-        let Some(port) = unit.routes.first().map(|r| r.port).or(unit.container.port) else {
-            // Nothing to route to: not a member of the registry.
-            return;
-        };
+        // Nothing to route to (a datastore, a worker): not a member of the
+        // registry, followed for its health only, and less often.
+        let routed = self
+            .config
+            .stack
+            .services
+            .get(service)
+            .and_then(|s| s.routes.first().map(|r| r.port).or(s.container.port));
+        let port = routed.unwrap_or_default();
         let status = match self.engine.inspect(id, &self.network).await {
             Ok(s) if s.state == ObservedState::Running => s,
             _ => return,
         };
         let image = unit
-            .container
             .image
             .clone()
             .unwrap_or_else(|| names::built_image_tag(&self.config.project, service));
@@ -493,7 +568,7 @@ impl Registrar {
             .and_then(|r| r.parse().ok())
             .unwrap_or(0);
         let version = version_of(&image);
-        let presence = status.ip.map(|ip| Presence {
+        let presence = status.ip.filter(|_| routed.is_some()).map(|ip| Presence {
             project: self.config.project.clone(),
             prefix: self.layout.prefix().to_string(),
             service: service.to_string(),
@@ -505,20 +580,24 @@ impl Registrar {
             version,
             image: image.clone(),
         });
-        let check = check_for(&self.engine, unit.container.health.as_ref(), &image).await;
+        let check = check_for(&self.engine, unit.health.as_ref(), &image).await;
         let interval = unit
-            .container
             .health
             .as_ref()
             .map(|h| h.interval)
             .unwrap_or(Duration::from_secs(1));
         let monitor = self.cancel.child_token();
-        let mut rx = HealthMonitor::spawn_inspected(
+        let mut rx = HealthMonitor::spawn_paced(
             self.engine.clone(),
             status.id.clone(),
             self.network.clone(),
             check,
             Some(status.clone()),
+            if routed.is_some() {
+                Duration::ZERO
+            } else {
+                UNROUTED_INTERVAL
+            },
             monitor.clone(),
         );
         let tx = self.tx.clone();
@@ -546,6 +625,7 @@ impl Registrar {
                 not_before: None,
                 interval,
                 stopping: false,
+                routed: routed.is_some(),
             },
         );
     }

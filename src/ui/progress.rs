@@ -95,6 +95,7 @@ fn service_of(event: &Progress) -> Option<String> {
         Progress::BuildStarted { service, .. }
         | Progress::BuildOutput { service, .. }
         | Progress::Built { service, .. }
+        | Progress::BuildCurrent { service, .. }
         | Progress::Pull { service, .. }
         | Progress::Waiting { service, .. }
         | Progress::Probe { service, .. }
@@ -113,6 +114,7 @@ fn bar_message(event: &Progress) -> Option<String> {
         Progress::BuildStarted { tag, .. } => format!("building {tag}"),
         Progress::BuildOutput { line, .. } => format!("building: {line}"),
         Progress::Built { millis, .. } => format!("built in {:.1}s", *millis as f64 / 1000.0),
+        Progress::BuildCurrent { .. } => "image current: build inputs unchanged".into(),
         Progress::Pull { status, layer, .. } => match layer {
             Some(l) => format!("pulling {l}: {status}"),
             None => format!("pulling: {status}"),
@@ -142,6 +144,9 @@ fn plain_line(event: &Progress) -> Option<String> {
             service, millis, ..
         } => {
             format!("{service}: built in {:.1}s", *millis as f64 / 1000.0)
+        }
+        Progress::BuildCurrent { service, .. } => {
+            format!("{service}: image current (build inputs unchanged), not rebuilt")
         }
         Progress::Pull {
             service,

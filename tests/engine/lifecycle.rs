@@ -93,6 +93,18 @@ fn a_second_up_changes_nothing_and_a_changed_service_is_recreated_alone() {
         .collect();
     assert_eq!(before, after, "a second up recreated something");
     assert!(!stderr(&again).contains("creating"), "{}", stderr(&again));
+    // Nothing the build would read changed (an ignored file is no input):
+    // the image is not built again.
+    std::fs::write(web_dir.join("notes.swp"), "ignored").expect("an ignored file");
+    let third = p.ok(&["up", "--wait"]);
+    for out in [&again, &third] {
+        assert!(
+            stderr(out).contains("web: image current (build inputs unchanged), not rebuilt")
+                && !stderr(out).contains("building"),
+            "{}",
+            stderr(out)
+        );
+    }
 
     // The overlay changes web's env only.
     let v2 = p.with_overlay("basic-v2.yaml");

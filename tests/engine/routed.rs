@@ -4,6 +4,7 @@
 
 use std::net::TcpListener;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -158,18 +159,26 @@ fn up_wait_returns_with_every_route_answering() {
         &format!(
             "name: served\n\
              services:\n  web:\n    image: devstack-fixtures/app\n    port: 8080\n    replicas: 2\n    env: {{ SERVICE: web }}\n    health: {{ http: /health }}\n    routes: [web.served.localhost, {{ path: /api, strip_prefix: true }}]\n\
+             datastores:\n  cache:\n    kind: redis\n    image: devstack-fixtures/redis:7.0\n\
              proxy:\n  image: devstack-fixtures/haproxy:2.6\n  listen: 127.0.0.1:{listen}\n"
         ),
     );
-    let out = p.ok(&["up", "--wait"]);
+    let out = p.ok(&["up", "--detach", "--wait"]);
     assert!(
         stdout(&out).contains(&format!("http://web.served.localhost:{listen}/")),
         "{}",
         stdout(&out)
     );
     // Right when `up --wait` returns, not eventually: both routes answer
-    // from the application.
-    for (host, path) in [("web.served.localhost", "/"), ("127.0.0.1", "/api/")] {
+    // from the application, and from both replicas (round robin: four
+    // requests reach each twice once both are in the proxy).
+    let mut answered = std::collections::BTreeSet::new();
+    for (host, path) in [
+        ("web.served.localhost", "/"),
+        ("127.0.0.1", "/api/"),
+        ("web.served.localhost", "/"),
+        ("web.served.localhost", "/"),
+    ] {
         let text = get_through(listen, host, path);
         let status = text.lines().next().unwrap_or_default();
         assert!(
@@ -177,7 +186,45 @@ fn up_wait_returns_with_every_route_answering() {
             "{host}{path}: {text}"
         );
         assert!(!text.contains("devstack: no"), "{host}{path}: {text}");
+        for replica in ["web-1", "web-2"] {
+            if text.contains(&format!("{}-{replica}", p.name)) {
+                answered.insert(replica);
+            }
+        }
     }
+    assert_eq!(
+        answered.len(),
+        2,
+        "both replicas answer right after `up --detach --wait`: {answered:?}"
+    );
+    // `ps` reads the health the routing agent follows (the datastore's
+    // too) rather than probing; `--probe` probes.
+    let rows = |args: &[&str]| -> Vec<serde_json::Value> {
+        serde_json::from_slice(&p.ok(args).stdout).expect("ps --json is JSON")
+    };
+    let units = |rows: Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        rows.into_iter()
+            .filter(|r| !r["service"].is_null())
+            .collect()
+    };
+    // A datastore is probed every 10 s from its start, so its first
+    // healthy result may come that late.
+    let from_agent = eventually(Duration::from_secs(30), || {
+        let rows = units(rows(&["ps", "--json"]));
+        rows.len() == 3
+            && rows
+                .iter()
+                .all(|r| r["health"] == "healthy" && r["health_from"] == "agent")
+    });
+    assert!(from_agent, "{:#?}", rows(&["ps", "--json"]));
+    let probed = units(rows(&["ps", "--json", "--probe"]));
+    assert!(
+        probed.len() == 3
+            && probed
+                .iter()
+                .all(|r| r["health"] == "healthy" && r["health_from"] == "probe"),
+        "{probed:#?}"
+    );
 }
 
 /// Four copies of one routed stack (`-p`, no `listen` in the file), brought

@@ -147,6 +147,7 @@ impl Project {
             replicas: BTreeMap::new(),
             timeout: Duration::from_secs(60),
             remove_orphans: true,
+            known_healthy: Default::default(),
         };
         let outcome = apply::up(
             engine,

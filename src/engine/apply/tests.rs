@@ -22,6 +22,7 @@ fn request(services: &[&str]) -> UpRequest {
         replicas: BTreeMap::new(),
         timeout: Duration::from_secs(60),
         remove_orphans: services.is_empty(),
+        known_healthy: Default::default(),
     }
 }
 

@@ -32,6 +32,7 @@ async fn running(stack: &Stack, replicas: u32) -> FakeEngine {
         replicas: BTreeMap::from([("api".to_string(), replicas)]),
         timeout: Duration::from_secs(60),
         remove_orphans: true,
+        known_healthy: Default::default(),
     };
     let outcome = apply::up(
         &fake,
