@@ -9,7 +9,9 @@
 //! asks of the running stack.
 
 pub mod burst;
+pub mod dockerfile;
 pub mod edit;
+pub mod fast;
 pub mod filter;
 pub mod fs;
 pub mod swap;
