@@ -122,16 +122,32 @@ pub fn overlay(build: &Build, files: &BTreeSet<PathBuf>) -> Result<Overlay, Stri
         .map_err(|e| format!("reading the Dockerfile: {e}"))?;
     let df = dockerfile::parse(&text).map_err(|e| format!("the Dockerfile: {e}"))?;
     let ignore = context::dockerignore(context).map_err(|e| e.to_string())?;
-    let mut changed = Vec::new();
-    for f in files {
-        let Some(rel) = dockerfile::relative(context, f) else {
+    let mut changed: Vec<Changed> = Vec::new();
+    let mut todo: Vec<PathBuf> = files.iter().cloned().collect();
+    while let Some(f) = todo.pop() {
+        let Some(rel) = dockerfile::relative(context, &f) else {
             return Err(format!("{} is outside the build context", f.display()));
         };
-        changed.push(Changed {
-            state: state_of(context, f, &rel, &ignore)?,
-            path: rel,
-        });
+        let state = state_of(context, &f, &rel, &ignore)?;
+        if state == State::Directory {
+            // A directory made (or moved in): what it holds is copied, each
+            // file placed like a changed one.
+            let mut inner: Vec<PathBuf> = std::fs::read_dir(&f)
+                .map_err(|e| format!("{rel}: {e}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            if inner.is_empty() {
+                return Err(format!("the empty directory {rel} is new"));
+            }
+            inner.retain(|p| !files.contains(p));
+            todo.extend(inner);
+            continue;
+        }
+        if !changed.iter().any(|c| c.path == rel) {
+            changed.push(Changed { state, path: rel });
+        }
     }
+    changed.sort_by(|a, b| a.path.cmp(&b.path));
     let placements = match dockerfile::plan(&df, &build.dockerfile, build.target.as_deref(), &changed)
     {
         Plan::Overlay(p) => p,
@@ -396,6 +412,27 @@ mod tests {
         );
         // A user the image does not have: the full build says so.
         assert!(o.pack(Some(("", ""))).is_err());
+    }
+
+    #[test]
+    fn a_new_directory_places_what_it_holds() {
+        let dir = context(&[
+            ("Dockerfile", "FROM x\nCOPY . /app/\n"),
+            ("new/a.txt", "a"),
+            ("new/deeper/b.txt", "b"),
+        ]);
+        let files: BTreeSet<PathBuf> = [dir.path().join("new")].into();
+        let o = overlay(&build(dir.path()), &files).expect("an overlay");
+        assert_eq!(o.files, ["new/a.txt", "new/deeper/b.txt"]);
+        let dests: Vec<&str> = o.entries.iter().map(|e| e.dest.as_str()).collect();
+        assert_eq!(
+            dests,
+            ["/app/new", "/app/new/deeper", "/app/new/a.txt", "/app/new/deeper/b.txt"]
+        );
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        let files: BTreeSet<PathBuf> = [dir.path().join("empty")].into();
+        let why = overlay(&build(dir.path()), &files).unwrap_err();
+        assert!(why.contains("empty directory"), "{why}");
     }
 
     #[test]
