@@ -31,6 +31,9 @@ use crate::spec::Stack;
 use crate::watcher::fast::{self, Overlay};
 use crate::watcher::swap::{self, Built};
 
+/// Set to `off`, every save takes the full build.
+pub const OFF_VAR: &str = "DEVSTACK_WATCH_OVERLAY";
+
 /// The image a service's running containers were made from, known to be
 /// what the sources built, and the files changed since.
 #[derive(Debug, Clone)]
@@ -102,6 +105,9 @@ impl FastPath {
         service: &str,
         files: &BTreeSet<PathBuf>,
     ) -> Result<Attempt, String> {
+        if std::env::var(OFF_VAR).is_ok_and(|v| v == "off") {
+            return Err(format!("{OFF_VAR}=off"));
+        }
         if self.disabled.lock().is_ok_and(|d| d.contains(service)) {
             return Err("an earlier fast swap differed from its build".into());
         }
