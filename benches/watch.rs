@@ -718,10 +718,7 @@ services:
         let log = File::create(self.dir.path().join("watch.log")).expect("the watch log");
         let mut child = self
             .cmd(&["watch", "--json"])
-            .env(
-                "DEVSTACK_WATCH_OVERLAY",
-                if full { "off" } else { "on" },
-            )
+            .env("DEVSTACK_WATCH_OVERLAY", if full { "off" } else { "on" })
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

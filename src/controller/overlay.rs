@@ -21,11 +21,11 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::engine::adopted::{self, Adoption};
 use super::state;
+use crate::engine::adopted::{self, Adoption};
 use crate::engine::Engine;
-use crate::plan::names::ProjectName;
 use crate::plan::names;
+use crate::plan::names::ProjectName;
 use crate::plan::ObservedState;
 use crate::spec::Stack;
 use crate::watcher::fast::{self, Overlay};
@@ -424,7 +424,12 @@ impl Behind {
             .await
             .map_err(|e| e.to_string())?;
         let result = async {
-            let mut paths: Vec<String> = self.overlay.entries.iter().map(|e| e.dest.clone()).collect();
+            let mut paths: Vec<String> = self
+                .overlay
+                .entries
+                .iter()
+                .map(|e| e.dest.clone())
+                .collect();
             paths.dedup();
             for path in &paths {
                 let want = self.listed(&scratch, path).await?;
@@ -454,7 +459,13 @@ impl Behind {
     /// Records the fast containers as holding the real build `image`.
     async fn adopt(&self, image: &str, fast: &[String]) {
         let (Some(hash), Some(file)) = (
-            swap::service_hash(&self.engine, &self.stack, &self.project, &self.service, image),
+            swap::service_hash(
+                &self.engine,
+                &self.stack,
+                &self.project,
+                &self.service,
+                image,
+            ),
             self.engine.adoption_file(&self.project),
         ) else {
             return;
@@ -493,11 +504,7 @@ impl Behind {
                 })
             );
         } else {
-            outln!(
-                "{}: warning: {message}: {}",
-                self.service,
-                files.join(", ")
-            );
+            outln!("{}: warning: {message}: {}", self.service, files.join(", "));
         }
     }
 }

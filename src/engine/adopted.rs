@@ -87,12 +87,7 @@ mod tests {
             pending: false,
         };
         record(&f, [("a".to_string(), one("h1"))].into(), &["a".into()]).unwrap();
-        record(
-            &f,
-            [("b".to_string(), one("h2"))].into(),
-            &["b".into()],
-        )
-        .unwrap();
+        record(&f, [("b".to_string(), one("h2"))].into(), &["b".into()]).unwrap();
         assert_eq!(read(&f), [("b".to_string(), one("h2"))].into());
         remove(&f, &["b".into()]).unwrap();
         assert!(read(&f).is_empty());

@@ -21,7 +21,10 @@ pub struct Step {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    From { image: String, name: Option<String> },
+    From {
+        image: String,
+        name: Option<String>,
+    },
     Run,
     Copy(Copy),
     Workdir(String),
@@ -167,7 +170,9 @@ fn from(args: &str) -> Result<Kind, String> {
             image: image.to_string(),
             name: Some(name.to_ascii_lowercase()),
         }),
-        _ => Err(format!("FROM {args}: expected an image and an optional `AS name`")),
+        _ => Err(format!(
+            "FROM {args}: expected an image and an optional `AS name`"
+        )),
     }
 }
 
@@ -290,9 +295,9 @@ pub fn plan(df: &Dockerfile, dockerfile: &str, target: Option<&str>, changed: &[
     let last = match target {
         Some(t) => {
             let t = t.to_ascii_lowercase();
-            match starts.iter().position(|&s| {
-                matches!(&df.steps[s].kind, Kind::From { name: Some(n), .. } if *n == t)
-            }) {
+            match starts.iter().position(
+                |&s| matches!(&df.steps[s].kind, Kind::From { name: Some(n), .. } if *n == t),
+            ) {
                 Some(p) => p,
                 None => return full(format!("no stage is named `{t}`")),
             }
@@ -405,7 +410,10 @@ pub fn plan(df: &Dockerfile, dockerfile: &str, target: Option<&str>, changed: &[
                     continue;
                 };
                 let Some(odest) = resolve_dest(&df.steps[range.start..j], &other.dest) else {
-                    return full(format!("the destination at line {} is relative", later.line));
+                    return full(format!(
+                        "the destination at line {} is relative",
+                        later.line
+                    ));
                 };
                 if other.variable || overlaps(&dest, &odest) {
                     return full(format!(
@@ -488,11 +496,9 @@ fn matches(source: &str, file: &str) -> Option<Hit> {
 fn glob_match(pattern: &[char], name: &[char]) -> bool {
     match pattern.split_first() {
         None => name.is_empty(),
-        Some(('*', rest)) => {
-            (0..=name.len())
-                .take_while(|&i| i == 0 || name[i - 1] != '/')
-                .any(|i| glob_match(rest, &name[i..]))
-        }
+        Some(('*', rest)) => (0..=name.len())
+            .take_while(|&i| i == 0 || name[i - 1] != '/')
+            .any(|i| glob_match(rest, &name[i..])),
         Some((_, _)) if name.is_empty() => false,
         Some(('?', rest)) => name[0] != '/' && glob_match(rest, &name[1..]),
         Some(('[', rest)) => {
@@ -617,10 +623,7 @@ pub fn resolve_chown(chown: &str, passwd: &str, group: &str) -> Result<(u64, u64
             .and_then(|f| f[2].parse().ok())
             .ok_or_else(|| format!("--chown={chown}: no {what} `{name}` in the image"))
     };
-    Ok((
-        lookup(user, passwd, "user")?,
-        lookup(grp, group, "group")?,
-    ))
+    Ok((lookup(user, passwd, "user")?, lookup(grp, group, "group")?))
 }
 
 /// Whether `rel` (relative to the context) is under `dir`.

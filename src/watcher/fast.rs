@@ -110,7 +110,8 @@ impl Overlay {
                 }
             }
         }
-        tar.into_inner().map_err(|e| format!("packing the overlay: {e}"))
+        tar.into_inner()
+            .map_err(|e| format!("packing the overlay: {e}"))
     }
 }
 
@@ -148,11 +149,11 @@ pub fn overlay(build: &Build, files: &BTreeSet<PathBuf>) -> Result<Overlay, Stri
         }
     }
     changed.sort_by(|a, b| a.path.cmp(&b.path));
-    let placements = match dockerfile::plan(&df, &build.dockerfile, build.target.as_deref(), &changed)
-    {
-        Plan::Overlay(p) => p,
-        Plan::Build(why) => return Err(why),
-    };
+    let placements =
+        match dockerfile::plan(&df, &build.dockerfile, build.target.as_deref(), &changed) {
+            Plan::Overlay(p) => p,
+            Plan::Build(why) => return Err(why),
+        };
     entries(context, &placements)
 }
 
@@ -244,8 +245,7 @@ fn entries(context: &Path, placements: &[Placement]) -> Result<Overlay, String> 
             }
         }
         let path = context.join(&p.file);
-        let meta =
-            std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", p.file))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", p.file))?;
         let content = if meta.file_type().is_symlink() {
             Content::Link(std::fs::read_link(&path).map_err(|e| format!("{}: {e}", p.file))?)
         } else {
@@ -296,7 +296,12 @@ fn entries(context: &Path, placements: &[Placement]) -> Result<Overlay, String> 
         }
         h.update([0]);
     }
-    let digest = h.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect();
+    let digest = h
+        .finalize()
+        .iter()
+        .take(10)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(Overlay {
         entries,
         digest,
@@ -427,7 +432,12 @@ mod tests {
         let dests: Vec<&str> = o.entries.iter().map(|e| e.dest.as_str()).collect();
         assert_eq!(
             dests,
-            ["/app/new", "/app/new/deeper", "/app/new/a.txt", "/app/new/deeper/b.txt"]
+            [
+                "/app/new",
+                "/app/new/deeper",
+                "/app/new/a.txt",
+                "/app/new/deeper/b.txt"
+            ]
         );
         std::fs::create_dir(dir.path().join("empty")).unwrap();
         let files: BTreeSet<PathBuf> = [dir.path().join("empty")].into();

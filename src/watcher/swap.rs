@@ -187,17 +187,9 @@ pub fn service_hash<E: ContainerEngine>(
     } else {
         unit
     };
-    plan::desired_containers(
-        project,
-        service,
-        UnitKind::Service,
-        unit,
-        "",
-        hash_id,
-        1,
-    )
-    .pop()
-    .map(|s| s.config_hash)
+    plan::desired_containers(project, service, UnitKind::Service, unit, "", hash_id, 1)
+        .pop()
+        .map(|s| s.config_hash)
 }
 
 /// Builds (or finds) the image of `service`: the first half of a rebuild,
@@ -331,8 +323,8 @@ impl<E: ContainerEngine, R: Registry> Swap<'_, E, R> {
             build_ms,
             swap_ms: t1.elapsed().as_millis() as u64,
             superseded: 0,
-        overlay: None,
-        full_build: None,
+            overlay: None,
+            full_build: None,
             outcome,
         }
     }

@@ -26,7 +26,12 @@ fn overlay_stack(tag: &str) -> Stack {
         .map(|l| l + "\n")
         .collect();
     std::fs::write(s.file("Dockerfile"), labelled).unwrap();
-    for f in [".dockerignore", "requirements.txt", "gen/version.txt", "static/index.html"] {
+    for f in [
+        ".dockerignore",
+        "requirements.txt",
+        "gen/version.txt",
+        "static/index.html",
+    ] {
         let to = s.file(f);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(fixture.join(f), to).unwrap();
@@ -38,7 +43,8 @@ fn overlay_stack(tag: &str) -> Stack {
 /// the running container `exec`): path, type, mode, owner, group, size,
 /// mtime, link target, and a checksum of each file.
 fn listing(how: &[&str]) -> String {
-    let script = "find /srv/static /app -xdev -mindepth 1 -printf '%p %y %m %U:%G %s %T@ %l\\n' | sort; \
+    let script =
+        "find /srv/static /app -xdev -mindepth 1 -printf '%p %y %m %U:%G %s %T@ %l\\n' | sort; \
                   find /srv/static /app -xdev -type f | sort | xargs md5sum";
     let out = Command::new("docker")
         .args(how)
@@ -80,7 +86,11 @@ fn a_fast_swap_holds_what_the_real_build_holds_and_a_file_a_step_reads_is_built(
 
     // `up` waits for the build behind the swap, then keeps its container.
     up(&s, "second");
-    assert_eq!(hostname(listen), Some(serving), "up kept the fast container");
+    assert_eq!(
+        hostname(listen),
+        Some(serving),
+        "up kept the fast container"
+    );
     let container = format!("{}-web-1", s.name);
     until(Duration::from_secs(15), "the usual name", || {
         web_names(&s) == [container.clone()]
@@ -96,7 +106,10 @@ fn a_fast_swap_holds_what_the_real_build_holds_and_a_file_a_step_reads_is_built(
     );
     assert!(built.contains("/srv/static/css d 755 1234:2345"), "{built}");
     assert!(built.contains("/app/message.txt f 644 0:0 6 "), "{built}");
-    assert_eq!(inside(&container, "test -e /app/key.secret && echo there"), "");
+    assert_eq!(
+        inside(&container, "test -e /app/key.secret && echo there"),
+        ""
+    );
     // No warning came from the comparison behind.
     assert!(rx.recv_timeout(Duration::from_secs(1)).is_err());
 
@@ -107,8 +120,7 @@ fn a_fast_swap_holds_what_the_real_build_holds_and_a_file_a_step_reads_is_built(
     let why = v["full_build"].as_str().unwrap_or("");
     assert!(why.contains("before a RUN"), "{v}");
     until(Duration::from_secs(15), "the RUN saw the new file", || {
-        web_names(&s).len() == 1
-            && inside(&web_names(&s)[0], "cat /app/deps.txt") == "# still none"
+        web_names(&s).len() == 1 && inside(&web_names(&s)[0], "cat /app/deps.txt") == "# still none"
     });
     // After a full build the next save is fast again, on the new image.
     std::fs::write(s.file("message.txt"), "third").unwrap();

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod fast;
 #[path = "../support/process.rs"]
 mod process;
-mod fast;
 mod sigterm;
 #[path = "../support/watched.rs"]
 mod watched;

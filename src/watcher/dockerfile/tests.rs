@@ -29,7 +29,8 @@ fn full(text: &str, changed: &[Changed]) -> String {
     }
 }
 
-const WEB: &str = "FROM base\nENV PORT=8080\nWORKDIR /app\nRUN pip install x\nCMD [\"python3\"]\nCOPY . /app/\n";
+const WEB: &str =
+    "FROM base\nENV PORT=8080\nWORKDIR /app\nRUN pip install x\nCMD [\"python3\"]\nCOPY . /app/\n";
 
 #[test]
 fn a_file_copied_after_the_last_run_lands_under_the_destination() {
