@@ -54,6 +54,8 @@ pub struct FastPath {
     /// next one replaces it (untagged, unused).
     last_built: Arc<Mutex<BTreeMap<String, String>>>,
     tasks: TaskTracker,
+    /// Warnings as JSON events (`watch --json`).
+    json: bool,
 }
 
 /// A fast swap's new image, and what to remember once it swapped.
@@ -66,8 +68,17 @@ impl FastPath {
     /// Learns the base of each service in `services` whose running
     /// containers all run the image a build (from the cache, when nothing
     /// changed) gives now.
-    pub async fn start(engine: &Engine, stack: &Stack, project: &str, services: &[String]) -> Self {
-        let mut fp = FastPath::default();
+    pub async fn start(
+        engine: &Engine,
+        stack: &Stack,
+        project: &str,
+        services: &[String],
+        json: bool,
+    ) -> Self {
+        let mut fp = FastPath {
+            json,
+            ..FastPath::default()
+        };
         for service in services {
             let Ok(Some(running)) = running_image(engine, project, service).await else {
                 continue;
@@ -156,7 +167,6 @@ impl FastPath {
         service: &str,
         attempt: Attempt,
         outcome: &swap::Outcome,
-        json: bool,
     ) {
         if let Some(base) = self.bases.get_mut(service) {
             base.files = attempt.files;
@@ -189,7 +199,7 @@ impl FastPath {
             overlay,
             disabled: self.disabled.clone(),
             last_built: self.last_built.clone(),
-            json,
+            json: self.json,
         };
         self.tasks.spawn(async move { job.run(token).await });
     }

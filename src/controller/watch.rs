@@ -246,7 +246,7 @@ async fn watch_changes(
         .map(|(s, _)| s.clone())
         .collect();
     let mut fast = tokio::select! {
-        f = FastPath::start(engine, &current, project, &built_services) => f,
+        f = FastPath::start(engine, &current, project, &built_services, json) => f,
         _ = cancel.cancelled() => FastPath::default(),
     };
     let result: anyhow::Result<u8> = async {
@@ -341,7 +341,7 @@ async fn watch_changes(
                                 full_build: None,
                                 outcome,
                             };
-                            fast.swapped_fast(engine, &current, project, &service, attempt, &report.outcome, json);
+                            fast.swapped_fast(engine, &current, project, &service, attempt, &report.outcome);
                             report
                         }
                         Err(why) => {
