@@ -31,6 +31,9 @@ use crate::spec::Stack;
 use crate::watcher::fast::{self, Overlay};
 use crate::watcher::swap::{self, Built};
 
+/// How long the build behind a fast swap waits for another save first.
+const BEHIND_QUIET: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Set to `off`, every save takes the full build.
 pub const OFF_VAR: &str = "DEVSTACK_WATCH_OVERLAY";
 
@@ -80,7 +83,7 @@ impl FastPath {
             ..FastPath::default()
         };
         for service in services {
-            let Ok(Some(running)) = running_image(engine, project, service).await else {
+            let Ok(Some(running)) = running_image(engine, project, service, None).await else {
                 continue;
             };
             if let Ok(built) = swap::build(engine, stack, project, service).await {
@@ -115,6 +118,7 @@ impl FastPath {
         project: &str,
         service: &str,
         files: &BTreeSet<PathBuf>,
+        retiring: &swap::Retiring,
     ) -> Result<Attempt, String> {
         if std::env::var(OFF_VAR).is_ok_and(|v| v == "off") {
             return Err(format!("{OFF_VAR}=off"));
@@ -128,7 +132,7 @@ impl FastPath {
         let Some(build) = stack.unit(service).and_then(|u| u.build.as_ref()) else {
             return Err("no build".into());
         };
-        match running_image(engine, project, service).await {
+        match running_image(engine, project, service, Some(retiring)).await {
             Ok(Some(image)) if image == base.image => {}
             _ => {
                 self.bases.remove(service);
@@ -207,6 +211,7 @@ impl FastPath {
     /// After a full rebuild: its image is the new base when it swapped.
     pub fn swapped_full(
         &mut self,
+        engine: &Engine,
         service: &str,
         image: Option<&str>,
         outcome: &swap::Outcome,
@@ -214,6 +219,17 @@ impl FastPath {
     ) {
         match (outcome, image) {
             (swap::Outcome::Swapped { .. }, Some(image)) => {
+                // The last build behind a fast swap is nobody's tag now.
+                let last = self
+                    .last_built
+                    .lock()
+                    .ok()
+                    .and_then(|mut l| l.remove(service));
+                if let Some(prev) = last.filter(|p| p != image) {
+                    let engine = engine.clone();
+                    self.tasks
+                        .spawn(async move { engine.remove_unused_image(&prev).await });
+                }
                 self.bases.insert(
                     service.to_string(),
                     Base {
@@ -274,6 +290,7 @@ async fn running_image(
     engine: &Engine,
     project: &str,
     service: &str,
+    retiring: Option<&swap::Retiring>,
 ) -> Result<Option<String>, crate::engine::EngineError> {
     let network = names::network_name(project);
     let observed = engine.list_project(project).await?;
@@ -282,6 +299,7 @@ async fn running_image(
         .iter()
         .filter(|o| o.task.is_none() && o.service.as_deref() == Some(service))
         .filter(|o| o.state == ObservedState::Running)
+        .filter(|o| !retiring.is_some_and(|r| r.contains(&o.id)))
     {
         let Some(this) = engine.inspect(&o.id, &network).await?.image else {
             return Ok(None);
@@ -332,7 +350,12 @@ impl Behind {
                 .collect();
             let _ = adopted::record(file, pending, &self.alive().await);
         }
-        self.compare(&token, &fast).await;
+        // A moment of quiet first: a save right after this one (edits
+        // come in bursts) cancels it before it costs a build.
+        tokio::select! {
+            () = tokio::time::sleep(BEHIND_QUIET) => self.compare(&token, &fast).await,
+            _ = token.cancelled() => {}
+        }
         if let Some(file) = &file {
             let still: Vec<String> = adopted::read(file)
                 .into_iter()

@@ -322,7 +322,7 @@ async fn watch_changes(
                         cancel,
                     };
                     let t0 = Instant::now();
-                    match fast.attempt(engine, &current, project, &service, &change.files).await {
+                    match fast.attempt(engine, &current, project, &service, &change.files, retiring).await {
                         Ok(attempt) => {
                             let build_ms = t0.elapsed().as_millis() as u64;
                             let t1 = Instant::now();
@@ -359,7 +359,7 @@ async fn watch_changes(
                             );
                             match latest.await {
                                 Some((mut r, image)) => {
-                                    fast.swapped_full(&service, image.as_deref(), &r.outcome, &files);
+                                    fast.swapped_full(engine, &service, image.as_deref(), &r.outcome, &files);
                                     r.full_build = Some(why);
                                     r
                                 }

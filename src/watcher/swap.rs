@@ -697,7 +697,8 @@ pub struct Retiring {
 }
 
 impl Retiring {
-    fn contains(&self, id: &str) -> bool {
+    /// Whether container `id` is on its way out.
+    pub fn contains(&self, id: &str) -> bool {
         self.ids.lock().is_ok_and(|ids| ids.contains(id))
     }
 
