@@ -246,6 +246,15 @@ impl FastPath {
         }
     }
 
+    /// Files that changed without a build (`watch.action: sync` copied
+    /// them into the running containers): still changed since the base, so
+    /// placed by the next fast swap too.
+    pub fn changed_in_place(&mut self, service: &str, files: &BTreeSet<PathBuf>) {
+        if let Some(base) = self.bases.get_mut(service) {
+            base.files.extend(files.iter().cloned());
+        }
+    }
+
     /// Forgets every base and ends the builds behind (an edit of the stack
     /// file may change any service's build): each service's next save
     /// takes the full build.

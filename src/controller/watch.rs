@@ -307,6 +307,7 @@ async fn watch_changes(
                 None => continue,
                 Some(Mode::Restart) => restart(engine, project, &service, &trigger, &current).await?,
                 Some(Mode::Sync(sync)) if !sync.needs_rebuild(&change.files) => {
+                    fast.changed_in_place(&service, &change.files);
                     sync.run(engine, project, &service, &trigger, &change.files)
                         .await
                 }
