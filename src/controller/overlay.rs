@@ -146,6 +146,13 @@ impl FastPath {
         let overlay = tokio::task::spawn_blocking(move || fast::overlay(&build, &for_overlay))
             .await
             .map_err(|e| e.to_string())??;
+        // The ONBUILD triggers of the image the stage starts from run in
+        // the build, before any step of the Dockerfile.
+        match engine.image_config(&overlay.root).await {
+            Ok(config) if config["OnBuild"].as_array().is_none_or(|a| a.is_empty()) => {}
+            Ok(_) => return Err(format!("{} has ONBUILD triggers", overlay.root)),
+            Err(e) => return Err(e.to_string()),
+        }
         let unit = stack.unit(service).ok_or("not in the stack")?;
         let tag = unit
             .image

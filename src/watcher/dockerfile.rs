@@ -450,6 +450,41 @@ pub fn plan(df: &Dockerfile, dockerfile: &str, target: Option<&str>, changed: &[
     Plan::Overlay(placements)
 }
 
+/// The image the stage built (the `target`, or the last) starts from,
+/// following `FROM <stage>` to the image that stage starts from: its
+/// `ONBUILD` triggers run in this build, so the caller checks it has none.
+/// `None` when it cannot be told (a variable, an unknown target).
+pub fn root_image(df: &Dockerfile, target: Option<&str>) -> Option<String> {
+    let froms: Vec<(&str, Option<&str>)> = df
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            Kind::From { image, name } => Some((image.as_str(), name.as_deref())),
+            _ => None,
+        })
+        .collect();
+    let mut at = match target {
+        Some(t) => froms
+            .iter()
+            .position(|(_, n)| n.is_some_and(|n| n.eq_ignore_ascii_case(t)))?,
+        None => froms.len().checked_sub(1)?,
+    };
+    // Each hop goes to an earlier stage, so this ends.
+    loop {
+        let image = froms[at].0;
+        if image.contains('$') {
+            return None;
+        }
+        match froms[..at]
+            .iter()
+            .rposition(|(_, n)| n.is_some_and(|n| n.eq_ignore_ascii_case(image)))
+        {
+            Some(earlier) => at = earlier,
+            None => return Some(image.to_string()),
+        }
+    }
+}
+
 /// How a `COPY` source covers a changed file.
 #[derive(Debug, PartialEq, Eq)]
 enum Hit {

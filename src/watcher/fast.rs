@@ -48,6 +48,9 @@ pub struct Overlay {
     pub digest: String,
     /// The context files placed, relative to the context.
     pub files: Vec<String>,
+    /// The image the built stage starts from ([`dockerfile::root_image`]),
+    /// whose `ONBUILD` triggers the caller checks.
+    pub root: String,
 }
 
 impl Overlay {
@@ -154,7 +157,10 @@ pub fn overlay(build: &Build, files: &BTreeSet<PathBuf>) -> Result<Overlay, Stri
             Plan::Overlay(p) => p,
             Plan::Build(why) => return Err(why),
         };
-    entries(context, &placements)
+    let Some(root) = dockerfile::root_image(&df, build.target.as_deref()) else {
+        return Err("the image the stage starts from is not known without building".into());
+    };
+    entries(context, &placements, root)
 }
 
 /// What a changed path is now, as the builder would see it.
@@ -230,7 +236,7 @@ fn open_no_follow(file: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Reads each placed file as the context holds it.
-fn entries(context: &Path, placements: &[Placement]) -> Result<Overlay, String> {
+fn entries(context: &Path, placements: &[Placement], root: String) -> Result<Overlay, String> {
     use std::os::unix::fs::PermissionsExt;
     let mut dirs: Vec<Entry> = Vec::new();
     let mut files: Vec<Entry> = Vec::new();
@@ -306,6 +312,7 @@ fn entries(context: &Path, placements: &[Placement]) -> Result<Overlay, String> 
         entries,
         digest,
         files: placements.iter().map(|p| p.file.clone()).collect(),
+        root,
     })
 }
 

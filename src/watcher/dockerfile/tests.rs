@@ -236,3 +236,14 @@ fn archives_are_known_by_their_first_bytes() {
     assert!(is_archive(&tar));
     assert!(!is_archive(b"print('hello')\n"));
 }
+
+#[test]
+fn the_root_image_follows_stages_to_the_image_they_start_from() {
+    let df =
+        parse("FROM node:20 AS deps\nRUN x\nFROM deps AS dev\nCOPY . .\nFROM alpine\n").unwrap();
+    assert_eq!(root_image(&df, None).as_deref(), Some("alpine"));
+    assert_eq!(root_image(&df, Some("dev")).as_deref(), Some("node:20"));
+    assert_eq!(root_image(&df, Some("nope")), None);
+    let df = parse("ARG BASE=x\nFROM $BASE\n").unwrap();
+    assert_eq!(root_image(&df, None), None);
+}

@@ -476,6 +476,7 @@ async fn a_fast_swap_places_the_files_before_the_new_container_starts_on_the_pre
         }],
         digest: "d1".into(),
         files: vec!["message.txt".into()],
+        root: "base".into(),
     };
     let built = Built {
         tag: "api".into(),
