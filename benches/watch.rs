@@ -96,7 +96,7 @@ fn main() {
 
     println!();
     println!(
-        "{:<40}{:<36}{:<36}target",
+        "{:<46}{:<36}{:<36}target",
         "", "devstack watch", "naive loop"
     );
     table(
@@ -257,14 +257,14 @@ fn table(label: &str, ds: &Case, naive: &Case, target: Duration, what: &str) {
     let met = |d: Duration| if d < target { "met" } else { "MISSED" };
     let target_s = fmt(target.as_millis() as u64);
     println!(
-        "{:<40}{:<36}{:<36}< {target_s} (devstack: {})",
+        "{:<46}{:<36}{:<36}< {target_s} (devstack: {})",
         format!("{label}: edit → live, median"),
         fmt_d(am),
         fmt_d(bm),
         met(am)
     );
     println!(
-        "{:<40}{:<36}{:<36}< {target_s} (devstack: {})",
+        "{:<46}{:<36}{:<36}< {target_s} (devstack: {})",
         format!("{label}: edit → live, p95"),
         fmt_d(ap),
         fmt_d(bp),
@@ -279,7 +279,7 @@ fn table(label: &str, ds: &Case, naive: &Case, target: Duration, what: &str) {
         )
     };
     println!(
-        "{:<40}{:<36}{:<36}0 failed (devstack: {})",
+        "{:<46}{:<36}{:<36}0 failed (devstack: {})",
         format!("{label}: requests during the {what}"),
         load(&ds.load),
         load(&naive.load),
