@@ -31,11 +31,14 @@
 
 #[path = "../support/fixtures.rs"]
 mod fixtures;
+#[path = "../support/other_engine.rs"]
+mod other_engine;
 #[path = "../support/process.rs"]
 mod process;
 #[path = "../support/undoing.rs"]
 mod undoing;
 
+use other_engine::{local_containers, text};
 use process::run;
 use undoing::Undoing;
 
@@ -44,20 +47,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_devstack");
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// What this test made, named from its pid so that nothing else's is
 /// touched; undone at most once, by whichever of the guard's `Drop`, the
@@ -162,18 +151,7 @@ fn undo() -> Vec<String> {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-        let dir = made.dir.to_string_lossy().into_owned();
-        let mut points: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|p| p.starts_with(&dir))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for point in points {
-            let _ = run("umount", &["-l", point]);
-        }
-    }
+    other_engine::unmount_under(&made.dir);
     let _ = run("ip", &["link", "del", &made.veth]);
     let removed = run("ip", &["netns", "del", &made.netns]);
     if !removed.status.success() {
@@ -325,23 +303,7 @@ impl Remote {
         }
         let daemon = daemon.spawn().expect("nsenter runs dockerd");
         let remote = Remote { made, addr, daemon };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let out = remote.docker(&["version", "--format", "{{.Server.Version}}"]);
-            if out.status.success() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(remote.made.dir.join("dockerd.log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                panic!(
-                    "the second engine did not answer in 90 s:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        other_engine::wait_for(&remote.host(), &remote.made.dir.join("dockerd.log"));
         remote
     }
 
@@ -349,100 +311,17 @@ impl Remote {
         format!("tcp://{}:2375", self.addr)
     }
 
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .args(args)
-            .env("DOCKER_HOST", self.host())
-            .stdin(Stdio::null())
-            .output()
-            .expect("docker runs")
-    }
-
     fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "`docker {}` on the remote engine failed: {}",
-            args.join(" "),
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    /// Copies local images to the remote engine (`docker save | docker
-    /// load`): no registry answers here.
-    fn load(&self, images: &[&str]) {
-        let mut save = Command::new("docker")
-            .arg("save")
-            .args(images)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("docker save runs");
-        let load = Command::new("docker")
-            .args(["load", "--quiet"])
-            .env("DOCKER_HOST", self.host())
-            .stdin(save.stdout.take().unwrap())
-            .output()
-            .expect("docker load runs");
-        let saved = save.wait().expect("docker save ends");
-        assert!(
-            saved.success() && load.status.success(),
-            "copying {images:?} to the remote engine failed: {}",
-            text(&load)
-        );
+        other_engine::docker_ok(&self.host(), args)
     }
 
     fn devstack(&self, project: &str, args: &[&str]) -> Output {
-        self.devstack_on(
-            &repo().join("fixtures/stacks/engine/basic.yaml"),
-            project,
-            args,
-        )
+        self.devstack_on(&other_engine::basic(), project, args)
     }
 
     fn devstack_on(&self, file: &Path, project: &str, args: &[&str]) -> Output {
-        let out = Command::new(BIN)
-            .arg("-f")
-            .arg(file)
-            .arg("-p")
-            .arg(project)
-            .args(args)
-            .env("DOCKER_HOST", self.host())
-            .env("NO_COLOR", "1")
-            .env_remove("DEVSTACK_PROJECT_NAME")
-            .stdin(Stdio::null())
-            .output()
-            .expect("devstack runs");
-        eprintln!("$ devstack {}\n{}", args.join(" "), text(&out));
-        out
+        other_engine::devstack(&self.host(), file, project, args)
     }
-
-    fn labelled(&self, what: &str, project: &str) -> Vec<String> {
-        let filter = format!("label=dev.devstack.project={project}");
-        let args: Vec<&str> = match what {
-            "container" => vec!["ps", "-aq", "--filter", &filter],
-            "network" => vec!["network", "ls", "-q", "--filter", &filter],
-            _ => vec!["volume", "ls", "-q", "--filter", &filter],
-        };
-        self.docker_ok(&args)
-            .lines()
-            .map(str::to_string)
-            .filter(|l| !l.is_empty())
-            .collect()
-    }
-}
-
-fn local_containers(project: &str) -> String {
-    let out = run(
-        "docker",
-        &[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=dev.devstack.project={project}"),
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// `GET path` at `addr`: the status line and the body.
@@ -573,11 +452,7 @@ fn a_routed_stack_runs_through_exec_tunnels(remote: &Remote) {
         &["up", "--detach", "--wait", "--json", "--timeout", "180s"],
     );
     assert!(up.status.success(), "the routed stack's up failed");
-    let said: Vec<serde_json::Value> = String::from_utf8_lossy(&up.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "reach")
-        .collect();
+    let said = other_engine::reach_events(&up.stdout);
     assert_eq!(
         said,
         [
@@ -635,30 +510,11 @@ fn a_routed_stack_runs_through_exec_tunnels(remote: &Remote) {
 
     let down = remote.devstack_on(&file, &project, &["down", "--volumes"]);
     assert!(down.status.success(), "down of the routed stack failed");
-    for what in ["container", "network", "volume"] {
-        let left = remote.labelled(what, &project);
-        assert!(
-            left.is_empty(),
-            "{what}s left on the remote engine: {left:?}"
-        );
-    }
+    other_engine::nothing_left(&remote.host(), &project);
     assert!(
         local_containers(&project).is_empty(),
         "containers of the routed stack appeared on the local engine"
     );
-}
-
-fn images_of_basic() -> Vec<String> {
-    // The web service's Dockerfile builds FROM the fixture base; the others
-    // are used as they are.
-    let stack = std::fs::read_to_string(repo().join("fixtures/stacks/engine/basic.yaml")).unwrap();
-    let mut images = vec!["devstack-fixtures/debian:bookworm".to_string()];
-    for line in stack.lines() {
-        if let Some(image) = line.trim().strip_prefix("image: ") {
-            images.push(image.trim().to_string());
-        }
-    }
-    images
 }
 
 fn can_make_an_engine() -> Result<(), String> {
@@ -685,15 +541,15 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
     if let Err(why) = can_make_an_engine() {
         panic!("this test makes a second engine and cannot here: {why}");
     }
-    let repo = repo();
+    let repo = other_engine::repo();
     fixtures::under_build_lock(|| fixtures::build(&repo, &[]));
     let _undoing = Undoing::arm("remote test", undo);
     let remote = Remote::start();
-    let mut images = images_of_basic();
+    let mut images = other_engine::images_of_basic();
     // The routed stack's proxy (its app image is basic's api).
     images.push("devstack-fixtures/haproxy:2.6".to_string());
     let images: Vec<&str> = images.iter().map(String::as_str).collect();
-    remote.load(&images);
+    other_engine::load(&remote.host(), &images);
 
     let project = format!("remote{}", std::process::id() % 100_000);
     let up = remote.devstack(&project, &["up", "--wait", "--timeout", "180s"]);
@@ -702,25 +558,12 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
         local_containers(&project).is_empty(),
         "containers of the remote stack appeared on the local engine"
     );
-    let running = remote.labelled("container", &project);
+    let running = other_engine::labelled(&remote.host(), "container", &project);
     assert_eq!(running.len(), 4, "web, 2 api, cache: {running:?}");
 
     let ps = remote.devstack(&project, &["ps", "--json"]);
     assert!(ps.status.success());
-    let rows: serde_json::Value = serde_json::from_slice(&ps.stdout).expect("ps --json is JSON");
-    let rows = rows
-        .as_array()
-        .or_else(|| rows.get("containers").and_then(|c| c.as_array()))
-        .cloned()
-        .unwrap_or_default();
-    let healthy = rows
-        .iter()
-        .filter(|r| {
-            r.get("health").and_then(|h| h.as_str()) == Some("healthy")
-                || r.get("state").and_then(|h| h.as_str()) == Some("healthy")
-        })
-        .count();
-    assert_eq!(healthy, 4, "every unit healthy: {rows:?}");
+    assert_eq!(other_engine::healthy(&ps.stdout), 4, "every unit healthy");
 
     // The web service's port is published on the engine's loopback, as on
     // a local engine: it answers there (inside the engine's namespace) and
@@ -758,13 +601,7 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
 
     let down = remote.devstack(&project, &["down", "--volumes"]);
     assert!(down.status.success(), "down on the remote engine failed");
-    for what in ["container", "network", "volume"] {
-        let left = remote.labelled(what, &project);
-        assert!(
-            left.is_empty(),
-            "{what}s left on the remote engine: {left:?}"
-        );
-    }
+    other_engine::nothing_left(&remote.host(), &project);
 
     a_routed_stack_runs_through_exec_tunnels(&remote);
 

@@ -354,26 +354,7 @@ impl Rootless {
         }
         let daemon = daemon.spawn().expect("runuser runs dockerd-rootless.sh");
         let engine = Rootless { made, daemon };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let out = other_engine::docker(
-                &engine.host(),
-                &["version", "--format", "{{.Server.Version}}"],
-            );
-            if out.status.success() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(engine.made.dir.join("dockerd.log"))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                panic!(
-                    "the rootless engine did not answer in 90 s:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        other_engine::wait_for(&engine.host(), &engine.made.dir.join("dockerd.log"));
         engine
     }
 
@@ -392,18 +373,6 @@ impl Rootless {
     fn devstack_on(&self, stack: &Path, project: &str, args: &[&str]) -> Output {
         other_engine::devstack(&self.host(), stack, project, args)
     }
-}
-
-fn local_containers(project: &str) -> String {
-    process::output(
-        "docker",
-        &[
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=dev.devstack.project={project}"),
-        ],
-    )
 }
 
 /// `curl` from this host, with a bound.
@@ -441,7 +410,7 @@ fn a_stack_runs_on_a_rootless_engine() {
     let up = engine.devstack(&project, &["up", "--wait", "--timeout", "240s"]);
     assert!(up.status.success(), "up on the rootless engine failed");
     assert!(
-        local_containers(&project).is_empty(),
+        other_engine::local_containers(&project).is_empty(),
         "containers of the rootless stack appeared on the local engine"
     );
     let running = other_engine::labelled(&engine.host(), "container", &project);
@@ -548,11 +517,7 @@ proxy:
         up.status.success(),
         "routed up on the rootless engine failed"
     );
-    let said: Vec<serde_json::Value> = String::from_utf8_lossy(&up.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event"] == "reach")
-        .collect();
+    let said = other_engine::reach_events(&up.stdout);
     assert_eq!(
         said,
         [

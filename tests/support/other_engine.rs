@@ -43,6 +43,36 @@ pub fn docker_ok(host: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Waits up to 90 s for the engine at `host` to answer; a test failure
+/// with the last lines of the daemon's `log` if it does not.
+pub fn wait_for(host: &str, log: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let out = docker(host, &["version", "--format", "{{.Server.Version}}"]);
+        if out.status.success() {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            panic!(
+                "the engine at {host} did not answer in 90 s:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// The `reach` events of `up --json`'s output.
+pub fn reach_events(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "reach")
+        .collect()
+}
+
 /// Copies images of the local engine to the one at `host` (`docker save |
 /// docker load`): no registry answers here.
 pub fn load(host: &str, images: &[&str]) {
@@ -100,6 +130,19 @@ pub fn labelled(host: &str, what: &str, project: &str) -> Vec<String> {
         .map(str::to_string)
         .filter(|l| !l.is_empty())
         .collect()
+}
+
+/// The ids of the project's containers on this host's own engine (the
+/// default one): none, when a stack meant for another engine went there.
+pub fn local_containers(project: &str) -> String {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=dev.devstack.project={project}"))
+        .env_remove("DOCKER_HOST")
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Nothing of the project is left on the engine at `host`.
