@@ -49,7 +49,7 @@ fuzz seconds="60":
 bench-up: fixtures
     cargo bench --bench up
 
-# Benchmark: the embedded etcd vs a real etcd server, same client
+# Benchmark: healthy → routed and killed → out through HAProxy and nginx, and failed requests over reloads, vs a confd-style loop restarting the proxy
 bench-routing: fixtures
     cargo bench --bench routing
 
@@ -69,6 +69,7 @@ bench-ci: fixtures
 bench-agent: fixtures
     cargo bench --bench agent
 
+# Benchmark: the embedded etcd vs a real etcd server (Debian's), same client: throughput, watch latency, memory
 bench-etcd:
     cargo bench --bench etcd
 
