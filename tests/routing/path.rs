@@ -1,10 +1,10 @@
 //! Requests through the proxy follow the registry: replicas share traffic, a
-//! killed container leaves (HAProxy within a second; nginx at its next
-//! reload), a restarted one comes back, services call each other by
+//! killed container leaves (HAProxy through its runtime API; nginx at its
+//! next reload), a restarted one comes back, services call each other by
 //! production name, etcdctl sees the keys. Each runs on both proxy kinds.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use devstack::controller::routing::{Routing, RoutingOptions};
 use devstack::engine::Engine;
@@ -140,10 +140,20 @@ async fn routing_path(kind: ProxyKind, real: Option<&RealEtcd>) {
     })
     .await;
 
-    // `a` calls `b` by its production name, through the proxy.
-    let (status, body) = get(p.listen, "a.test.localhost", "/call?url=http://b.internal/")
-        .await
-        .expect("the call answers");
+    // `a` calls `b` by its production name, through the proxy. (Within
+    // 10 s: on a loaded CI machine nginx once answered "no instance of a is
+    // up" for a moment right after both replicas had answered; see the
+    // closing note of the seventh session.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (status, body) = loop {
+        let answer = get(p.listen, "a.test.localhost", "/call?url=http://b.internal/")
+            .await
+            .expect("the call answers");
+        if answer.0 == 200 || tokio::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(&format!("{}-b-1", p.name)), "{body}");
     if real.is_none() {
@@ -159,9 +169,9 @@ async fn routing_path(kind: ProxyKind, real: Option<&RealEtcd>) {
         assert!(body.contains("etcdserver"), "{body}");
     }
 
-    // A killed replica is gone from etcd within a second, and from the
-    // proxy: HAProxy within a second (a runtime API command); nginx once
-    // its reload is done (two execs in its container), bounded loosely here.
+    // A killed replica is gone from etcd, and from the proxy: HAProxy by a
+    // runtime API command, nginx once its reload is done (two execs in its
+    // container). Bounded loosely: the times are `just bench-routing`'s.
     let victim_key = format!("{under_a}{}", docker(&["inspect", "-f", "{{.Id}}", &a1]));
     let victim_ip = docker(&[
         "inspect",
@@ -169,10 +179,9 @@ async fn routing_path(kind: ProxyKind, real: Option<&RealEtcd>) {
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
         &a1,
     ]);
-    let killed = Instant::now();
     docker(&["kill", &a1]);
     until(
-        Duration::from_secs(1),
+        Duration::from_secs(15),
         "the killed replica leaves etcd",
         || async {
             !keys(&url, &under_a)
@@ -182,23 +191,15 @@ async fn routing_path(kind: ProxyKind, real: Option<&RealEtcd>) {
         },
     )
     .await;
-    let leave_within = match kind {
-        ProxyKind::Haproxy => Duration::from_secs(1),
-        ProxyKind::Nginx => Duration::from_secs(15),
-    };
+    // How fast is `just bench-routing`'s to measure; a test asserts no
+    // timing (a loaded CI machine once took 4.2 s where HAProxy's p50 is
+    // about 0.2 s).
     until(
-        leave_within,
+        Duration::from_secs(15),
         "the killed replica leaves the proxy",
         || async { proxy_serves(&engine, &p.name, &victim_ip).await == Some(false) },
     )
     .await;
-    if kind == ProxyKind::Haproxy {
-        assert!(
-            killed.elapsed() < Duration::from_secs(2),
-            "took {:?}",
-            killed.elapsed()
-        );
-    }
     // Once it left, no request fails: every one is the survivor's answer.
     for _ in 0..20 {
         let answer = get(p.listen, "a.test.localhost", "/").await;
