@@ -582,7 +582,15 @@ impl HealthMonitor {
                     }
                 };
                 let state = match status {
-                    Err(_) => HealthState::Stopped,
+                    Err(EngineError::NotFound(_)) => HealthState::Stopped,
+                    // The engine did not answer (a loaded daemon, a dropped
+                    // connection): that says nothing of the container. Its
+                    // state stays as last seen, and it is asked again; a
+                    // real stop comes as an engine event to the registrar.
+                    Err(_) => {
+                        failed = true;
+                        tx.borrow().clone()
+                    }
                     Ok(s) if s.state != ObservedState::Running => HealthState::Stopped,
                     Ok(s) => {
                         let result = match &check {
@@ -824,5 +832,107 @@ mod tests {
             e.to_string(),
             "exited with code 137 (killed: out of memory)"
         );
+    }
+
+    /// An engine on a Unix socket answering `/version` and a container's
+    /// inspection with what `inspections` says, one per request in turn
+    /// (the last one repeats): `Some(json)`, or `None` for a 500.
+    async fn fake_engine(
+        dir: &std::path::Path,
+        inspections: Vec<(u16, &'static str)>,
+    ) -> (Engine, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
+        let socket = dir.join("engine.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            let mut asked = 0usize;
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&request)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let (status, body) = if line.contains("/version") {
+                    (200, r#"{"ApiVersion":"1.41","Version":"20.10.0"}"#)
+                } else {
+                    let answer = inspections[asked.min(inspections.len() - 1)];
+                    asked += 1;
+                    counted.store(asked, Ordering::SeqCst);
+                    answer
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            }
+        });
+        let engine = Engine::connect_to(format!("unix://{}", socket.display()))
+            .await
+            .expect("the fake engine answers");
+        (engine, count)
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_fails_a_request_stops_no_monitor_and_a_gone_container_does() {
+        const RUNNING: &str = r#"{"Id":"c0ffee","Name":"/shop-api-1","State":{"Status":"running","Running":true},"Config":{"Labels":{}},"NetworkSettings":{"Networks":{}}}"#;
+        const FAILED: &str = r#"{"message":"the engine is busy"}"#;
+        const GONE: &str = r#"{"message":"No such container: c0ffee"}"#;
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, asked) = fake_engine(
+            dir.path(),
+            vec![
+                (200, RUNNING),
+                (500, FAILED),
+                (500, FAILED),
+                (200, RUNNING),
+                (404, GONE),
+            ],
+        )
+        .await;
+        let cancel = CancellationToken::new();
+        let mut rx = HealthMonitor::spawn(
+            engine,
+            "c0ffee".into(),
+            "shop".into(),
+            Check::Running,
+            cancel.clone(),
+        );
+        let mut seen = Vec::new();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                seen.push(rx.borrow_and_update().clone());
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        cancel.cancel();
+        assert!(outcome.is_ok(), "the monitor did not end: {seen:?}");
+        // Healthy from the first answer; the failed requests change nothing;
+        // only the engine's "no such container" stops it.
+        assert_eq!(
+            seen.iter()
+                .filter(|s| **s != HealthState::Starting)
+                .cloned()
+                .collect::<Vec<_>>(),
+            vec![HealthState::Healthy, HealthState::Stopped],
+            "{seen:?}"
+        );
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 5);
     }
 }

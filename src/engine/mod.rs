@@ -96,6 +96,11 @@ impl Engine {
             Ok(h) if !h.trim().is_empty() => h.trim().to_string(),
             _ => default_host(),
         };
+        Engine::connect_to(host).await
+    }
+
+    /// Connects to the engine at `host`, written as `DOCKER_HOST` is.
+    pub async fn connect_to(host: String) -> Result<Engine, EngineError> {
         let no_engine = |reason: String| EngineError::NoEngine {
             host: host.clone(),
             reason,

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::template::{key_of, value_of, version_of, Presence};
 use crate::engine::events::ContainerEventKind;
 use crate::engine::health::{check_for, HealthMonitor, HealthState};
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 use crate::etcd::pb::etcdserverpb::TxnRequest;
 use crate::etcd::rpc::{self, lease_is, op_delete, op_put, Client, Timeouts};
 use crate::plan::{names, ObservedState};
@@ -162,7 +162,15 @@ enum Msg {
     /// The lease of a registration is gone (expired while etcd was away).
     LeaseLost(String, i64),
     Recheck(String),
+    /// Follow a running container the engine did not describe when asked.
+    Track(String, String),
+    /// List the project's containers again (the engine did not list them).
+    Relist,
 }
+
+/// How soon a container is asked about again after the engine failed to
+/// describe it.
+const TRACK_AGAIN: Duration = Duration::from_millis(500);
 
 /// One registration in etcd.
 #[derive(Debug)]
@@ -293,6 +301,12 @@ impl Registrar {
                         self.reconcile(&id).await;
                     }
                     Msg::Recheck(id) => self.reconcile(&id).await,
+                    Msg::Track(id, service) => {
+                        if !self.tracked.contains_key(&id) {
+                            self.track(&id, &service).await;
+                        }
+                    }
+                    Msg::Relist => self.relist().await,
                 },
                 // An error: no one publishes edits (any more).
                 Ok(()) = stacks.changed() => {
@@ -383,6 +397,12 @@ impl Registrar {
     /// Follows every running container of the stack's services.
     async fn relist(&mut self) {
         let Ok(observed) = self.engine.list_project(&self.config.project).await else {
+            // Listed again soon: what runs must not wait for its next start.
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(TRACK_AGAIN).await;
+                let _ = tx.send(Msg::Relist);
+            });
             return;
         };
         for o in observed {
@@ -556,7 +576,18 @@ impl Registrar {
         let port = routed.unwrap_or_default();
         let status = match self.engine.inspect(id, &self.network).await {
             Ok(s) if s.state == ObservedState::Running => s,
-            _ => return,
+            Ok(_) | Err(EngineError::NotFound(_)) => return,
+            // The engine did not answer: asked again, or a running replica
+            // would stay out of the registry until it next started.
+            Err(_) => {
+                let tx = self.tx.clone();
+                let (id, service) = (id.to_string(), service.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(TRACK_AGAIN).await;
+                    let _ = tx.send(Msg::Track(id, service));
+                });
+                return;
+            }
         };
         let image = unit
             .image
