@@ -404,6 +404,8 @@ impl PreparedRouter {
             skipped: BTreeSet::new(),
             gateway,
             file_behind: false,
+            retry_at: None,
+            retry_backoff: RETRY_FIRST,
         };
         let task = tokio::spawn(router.run(stacks, cancel));
         RouterHandle {
@@ -449,12 +451,23 @@ struct Router {
     /// runtime API applied as the watch delivered it, uploaded at the next
     /// (debounced) apply.
     file_behind: bool,
+    /// When to apply again after the proxy did not take a rendering for a
+    /// passing reason (a reload not seen taken, the engine failing us), and
+    /// how long the next such wait is.
+    retry_at: Option<tokio::time::Instant>,
+    retry_backoff: Duration,
 }
+
+/// The first wait before applying again after a passing failure; it doubles
+/// up to [`RETRY_MAX`] while they go on.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// The triggers of the main loop.
 enum Trigger {
     Watch(Result<Option<WatchResponse>, rpc::Error>),
     Due,
+    Retry,
     ProxyDied,
     ProxyEventsEnded,
     Stack(Box<Stack>),
@@ -511,11 +524,13 @@ impl Router {
             let mut debounce = Debounce::new(self.config.quiet, self.config.max_delay);
             loop {
                 let deadline = debounce.deadline();
+                let retry_at = self.retry_at;
                 let trigger = tokio::select! {
                     biased;
                     _ = cancel.cancelled() => Trigger::Stop,
                     m = watch.message() => Trigger::Watch(m),
                     _ = sleep_until(deadline), if deadline.is_some() => Trigger::Due,
+                    _ = sleep_until(retry_at), if retry_at.is_some() => Trigger::Retry,
                     // An error: no one publishes edits (any more).
                     Ok(()) = stacks.changed() => Trigger::Stack(Box::new(Stack::clone(&stacks.borrow_and_update()))),
                     e = proxy_events.next() => match e {
@@ -565,6 +580,10 @@ impl Router {
                         if debounce.take(tokio::time::Instant::now()) {
                             self.apply().await;
                         }
+                    }
+                    Trigger::Retry => {
+                        self.retry_at = None;
+                        self.apply().await;
                     }
                     Trigger::ProxyDied => self.restart_proxy(&cancel).await,
                     Trigger::Stack(stack) => {
@@ -699,6 +718,13 @@ impl Router {
         ))
     }
 
+    /// Applies again after the current backoff (a later change may come
+    /// sooner; it applies then as usual).
+    fn apply_again(&mut self) {
+        self.retry_at = Some(tokio::time::Instant::now() + self.retry_backoff);
+        self.retry_backoff = (self.retry_backoff * 2).min(RETRY_MAX);
+    }
+
     /// Renders the registry and brings the proxy to it.
     async fn apply(&mut self) {
         let started = Instant::now();
@@ -752,14 +778,19 @@ impl Router {
                 return;
             }
             Err(Refused::Reload { message, restored }) => {
+                // The same rendering would be refused again: the next
+                // change applies.
                 self.report(RouterEvent::ReloadFailed { message, restored });
                 return;
             }
             Err(Refused::Trouble(message)) => {
                 self.report(RouterEvent::ProxyTrouble { message });
+                self.apply_again();
                 return;
             }
         };
+        self.retry_at = None;
+        self.retry_backoff = RETRY_FIRST;
         self.live = Some(Live { text, view });
         if let Some((resource, rendered)) = installed {
             if self.confd_live.get(&resource.file) != Some(&rendered) {
@@ -1031,7 +1062,9 @@ impl Router {
                 Err(Failure::Reload { message, restored }) => {
                     Err(Refused::Reload { message, restored })
                 }
-                Err(Failure::Trouble(message)) => Err(Refused::Trouble(message)),
+                Err(Failure::Trouble(message) | Failure::Unconfirmed(message)) => {
+                    Err(Refused::Trouble(message))
+                }
             };
         }
         if let Some(commands) = live.and_then(|l| runtime_commands(l, text)) {
@@ -1379,7 +1412,9 @@ async fn start_nginx(
                 addr: proxy.cli,
                 message: match failure {
                     Failure::Check(e) => e.to_string(),
-                    Failure::Reload { message, .. } | Failure::Trouble(message) => message,
+                    Failure::Reload { message, .. }
+                    | Failure::Trouble(message)
+                    | Failure::Unconfirmed(message) => message,
                 },
             });
         }

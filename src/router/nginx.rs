@@ -1,8 +1,9 @@
 //! The router's nginx path: a rendered configuration checked with `nginx -t`
 //! in the proxy container, installed, reloaded with `nginx -s reload`, and
 //! judged reloaded only when nginx's workers answer the control port with
-//! its generation; a reload nginx does not take puts the previous good file
-//! back. nginx open source has no runtime API, so every change of the
+//! its generation; a reload nginx refuses puts the previous good file back
+//! (one not seen taken in time leaves the new file for the router to try
+//! again). nginx open source has no runtime API, so every change of the
 //! rendering (an instance coming or going too) takes this path.
 
 use std::time::{Duration, Instant};
@@ -26,6 +27,10 @@ pub enum Failure {
     /// nginx did not take it (its words); the previous file is back in place
     /// when `restored`.
     Reload { message: String, restored: bool },
+    /// nginx was told to reload and said nothing against it, but its
+    /// workers did not answer with the new generation in time; the new file
+    /// stays in place.
+    Unconfirmed(String),
     /// The engine failed us.
     Trouble(String),
 }
@@ -63,10 +68,14 @@ pub async fn install(
                 Err(waited) => {
                     let said = nginx_complaints(engine, proxy).await;
                     if said.is_empty() {
-                        waited
-                    } else {
-                        format!("{waited}; nginx said: {said}")
+                        // Not refused, only not seen taken (a loaded
+                        // machine, a slow master): the new file stays, as
+                        // nginx may still read it, and the previous one put
+                        // back now could be what it reads instead. The
+                        // router tries again.
+                        return Err(Failure::Unconfirmed(waited));
                     }
+                    format!("{waited}; nginx said: {said}")
                 }
             },
             // A configuration without devstack's sections (never rendered

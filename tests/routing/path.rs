@@ -112,6 +112,7 @@ async fn routing_path(kind: ProxyKind, real: Option<&RealEtcd>) {
     let routing = Routing::start(&engine, &p.stack, &p.name, options)
         .await
         .expect("the routing path starts");
+    let log = EventLog::of(&routing);
     let url = routing.endpoints[0].clone();
     let listing = Layout::new(&p.stack.discovery, &p.name).listing();
     let under_a = format!("{listing}a/");
@@ -121,7 +122,12 @@ async fn routing_path(kind: ProxyKind, real: Option<&RealEtcd>) {
     })
     .await;
     let seen_by_etcdctl = etcdctl_keys(&url, &listing);
-    assert_eq!(seen_by_etcdctl.len(), 3, "{seen_by_etcdctl:?}");
+    assert_eq!(
+        seen_by_etcdctl.len(),
+        3,
+        "{seen_by_etcdctl:?}\nwhat the routing path said:\n{}",
+        log.dump()
+    );
     assert_eq!(
         seen_by_etcdctl
             .iter()
@@ -154,7 +160,12 @@ async fn routing_path(kind: ProxyKind, real: Option<&RealEtcd>) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        status,
+        200,
+        "{body}\nwhat the routing path said:\n{}",
+        log.dump()
+    );
     assert!(body.contains(&format!("{}-b-1", p.name)), "{body}");
     if real.is_none() {
         // And reaches etcd as etcd:2379.
@@ -207,7 +218,12 @@ async fn routing_path(kind: ProxyKind, real: Option<&RealEtcd>) {
             Ok((200, body)) => hostname(body),
             _ => None,
         };
-        assert_eq!(from.as_deref(), Some(a2.as_str()), "{answer:?}");
+        assert_eq!(
+            from.as_deref(),
+            Some(a2.as_str()),
+            "{answer:?}\nwhat the routing path said:\n{}",
+            log.dump()
+        );
     }
 
     // Started again, it comes back once healthy.

@@ -160,3 +160,70 @@ fn nginx_reloads_under_load_fail_no_request() {
         routing.shutdown().await;
     });
 }
+
+/// A proxy frozen for a moment (paused: its reload waits, unseen, until it
+/// thaws) serves the registry's change once it thaws: the new file stays in
+/// place (the previous one put back would be what it then loads), and the
+/// router tries again by itself, not only at the registry's next change.
+#[test]
+fn nginx_gets_a_change_it_missed_once_it_can_be_changed_again() {
+    run(Duration::from_secs(150), async {
+        let p = Project::on(ProxyKind::Nginx, "missed", SERVICES, "", &[]);
+        let routing = p.up_routed().await;
+        let engine = devstack::engine::Engine::connect()
+            .await
+            .expect("the engine answers");
+        let mut events = routing.router.subscribe();
+        let log = EventLog::of(&routing);
+        let a2 = format!("{}-a-2", p.name);
+        let ip2 = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &a2,
+        ]);
+        until(Duration::from_secs(20), "a-2 is in nginx", || async {
+            proxy_serves(&engine, &p.name, &ip2).await == Some(true)
+        })
+        .await;
+
+        let proxy = format!("{}-proxy", p.name);
+        docker(&["pause", &proxy]);
+        docker(&["stop", "-t", "1", &a2]);
+        let trouble = next_event(
+            &mut events,
+            Duration::from_secs(30),
+            "a failed apply",
+            |e| match e {
+                RouterEvent::ProxyTrouble { message } => Some(message.clone()),
+                _ => None,
+            },
+        )
+        .await;
+        docker(&["unpause", &proxy]);
+        // No other change comes: the stop was the registry's last.
+        until(
+            Duration::from_secs(30),
+            "the stopped replica leaves nginx once it can be changed",
+            || async { proxy_serves(&engine, &p.name, &ip2).await == Some(false) },
+        )
+        .await;
+        // And the router knows it: it tried again by itself and saw the
+        // change taken.
+        next_event(
+            &mut events,
+            Duration::from_secs(40),
+            "an apply after the proxy answered again",
+            |e| match e {
+                RouterEvent::Applied { .. } => Some(()),
+                _ => None,
+            },
+        )
+        .await;
+        assert!(!trouble.is_empty(), "{}", log.dump());
+        assert!(matches!(
+            get(p.listen, "a.test.localhost", "/").await,
+            Ok((200, _))
+        ));
+    });
+}

@@ -348,3 +348,60 @@ pub async fn next_event<T>(
         .await
         .unwrap_or_else(|_| panic!("no {what} within {within:?}"))
 }
+
+/// What the registrar and the router of a routing path said, with the time
+/// since recording began, for a failing assertion to show.
+#[derive(Clone)]
+pub struct EventLog {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    known: tokio::sync::watch::Receiver<devstack::registrar::Known>,
+}
+
+impl EventLog {
+    /// Records from now on (until the routing path stops).
+    pub fn of(routing: &Routing) -> EventLog {
+        let log = EventLog {
+            lines: Default::default(),
+            known: routing.registrar.known(),
+        };
+        let start = Instant::now();
+        let mut registrar = routing.registrar.subscribe();
+        let mut router = routing.router.subscribe();
+        let into = log.clone();
+        tokio::spawn(async move {
+            while let Ok(e) = registrar.recv().await {
+                into.push(format!(
+                    "{:>7.3}s registrar {e:?}",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+        });
+        let into = log.clone();
+        tokio::spawn(async move {
+            while let Ok(e) = router.recv().await {
+                into.push(format!(
+                    "{:>7.3}s router {e:?}",
+                    start.elapsed().as_secs_f64()
+                ));
+            }
+        });
+        log
+    }
+
+    fn push(&self, line: String) {
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line);
+    }
+
+    /// Every line so far, one per line, and what the registrar knows now.
+    pub fn dump(&self) -> String {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        format!(
+            "{}\nthe registrar knows: {:?}",
+            lines.join("\n"),
+            *self.known.borrow()
+        )
+    }
+}
