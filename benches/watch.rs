@@ -11,6 +11,10 @@
 //!   on loopback (a new connection each; failed = connect error, non-200 or
 //!   no answer within 2 s), through the proxy for devstack, to the published
 //!   port for the naive loop.
+//!   The rebuild is measured twice: with the watcher's fast path (the
+//!   fixture's only COPY is its last step, so the edited file is placed on
+//!   the previous image and the real build runs behind), and with it off
+//!   (`DEVSTACK_WATCH_OVERLAY=off`: each edit is a `docker build`).
 //! - sync: a second stack whose web has `watch: { action: sync, target: /app }`
 //!   (the app reads message.txt on every request, so no restart is needed),
 //!   against `docker cp message.txt C:/app/message.txt` into the naive
@@ -86,17 +90,25 @@ fn main() {
     );
 
     let ds_rebuild = devstack_case(&tag, Mode::Rebuild, edits);
+    let ds_full = devstack_case(&tag, Mode::Full, edits);
     let (naive_rebuild, naive_sync) = naive_cases(&tag, edits);
     let ds_sync = devstack_case(&tag, Mode::Sync, edits);
 
     println!();
     println!(
-        "{:<40}{:<36}{:<36}target",
+        "{:<46}{:<36}{:<36}target",
         "", "devstack watch", "naive loop"
     );
     table(
-        "rebuild",
+        "rebuild (fast path)",
         &ds_rebuild,
+        &naive_rebuild,
+        TARGET_REBUILD,
+        "swaps",
+    );
+    table(
+        "rebuild (full build)",
+        &ds_full,
         &naive_rebuild,
         TARGET_REBUILD,
         "swaps",
@@ -104,9 +116,18 @@ fn main() {
     table("sync", &ds_sync, &naive_sync, TARGET_SYNC, "syncs");
     println!();
     println!(
-        "devstack rebuild, from watch --json: build median {}, swap median {} (new container healthy and routed, old one drained, stopped, removed)",
+        "devstack rebuild, fast path (message.txt placed on the previous image, the real build behind), from watch --json: analysis median {}, swap median {} (new container made, files placed, healthy and routed, old one drained, stopped, removed)",
         fmt(median_ms(&ds_rebuild.first)),
         fmt(median_ms(&ds_rebuild.second))
+    );
+    println!(
+        "devstack rebuild, full build (DEVSTACK_WATCH_OVERLAY=off), from watch --json: build median {}, swap median {}",
+        fmt(median_ms(&ds_full.first)),
+        fmt(median_ms(&ds_full.second))
+    );
+    println!(
+        "edits placed on the previous image: fast path case {}/{edits}, full build case {}/{edits}",
+        ds_rebuild.placed, ds_full.placed
     );
     println!(
         "naive rebuild: docker build median {}, docker rm -f + docker run median {}, then the app starts",
@@ -133,7 +154,8 @@ fn main() {
         fmt_d(naive_sync.warm.0)
     );
     for (label, case, placed) in [
-        ("devstack rebuild", &ds_rebuild, true),
+        ("devstack rebuild (fast path)", &ds_rebuild, true),
+        ("devstack rebuild (full build)", &ds_full, true),
         ("naive rebuild", &naive_rebuild, false),
         ("devstack sync", &ds_sync, true),
         ("naive sync", &naive_sync, false),
@@ -181,6 +203,8 @@ struct Case {
     load: LoadResult,
     /// Every response during the case came from one container.
     same_container: bool,
+    /// The measured edits watch placed on the previous image (`overlay`).
+    placed: usize,
 }
 
 impl Case {
@@ -193,6 +217,7 @@ impl Case {
             marks: Vec::new(),
             load: LoadResult::default(),
             same_container: false,
+            placed: 0,
         }
     }
 
@@ -232,14 +257,14 @@ fn table(label: &str, ds: &Case, naive: &Case, target: Duration, what: &str) {
     let met = |d: Duration| if d < target { "met" } else { "MISSED" };
     let target_s = fmt(target.as_millis() as u64);
     println!(
-        "{:<40}{:<36}{:<36}< {target_s} (devstack: {})",
+        "{:<46}{:<36}{:<36}< {target_s} (devstack: {})",
         format!("{label}: edit → live, median"),
         fmt_d(am),
         fmt_d(bm),
         met(am)
     );
     println!(
-        "{:<40}{:<36}{:<36}< {target_s} (devstack: {})",
+        "{:<46}{:<36}{:<36}< {target_s} (devstack: {})",
         format!("{label}: edit → live, p95"),
         fmt_d(ap),
         fmt_d(bp),
@@ -254,7 +279,7 @@ fn table(label: &str, ds: &Case, naive: &Case, target: Duration, what: &str) {
         )
     };
     println!(
-        "{:<40}{:<36}{:<36}0 failed (devstack: {})",
+        "{:<46}{:<36}{:<36}0 failed (devstack: {})",
         format!("{label}: requests during the {what}"),
         load(&ds.load),
         load(&naive.load),
@@ -300,7 +325,10 @@ fn median_ms(v: &[u64]) -> u64 {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
+    /// The watcher's fast path (the fixture's only COPY is its last step).
     Rebuild,
+    /// The same edits with the fast path off: each one builds.
+    Full,
     Sync,
 }
 
@@ -309,6 +337,7 @@ enum Mode {
 fn devstack_case(tag: &str, mode: Mode, edits: usize) -> Case {
     let (suffix, watch, expect, name, step) = match mode {
         Mode::Rebuild => ("r", "", "swapped", "rebuild", "swap"),
+        Mode::Full => ("f", "", "swapped", "full rebuild", "swap"),
         Mode::Sync => (
             "s",
             "    watch: { action: sync, target: /app }\n",
@@ -320,7 +349,7 @@ fn devstack_case(tag: &str, mode: Mode, edits: usize) -> Case {
     let mut stack = DevStack::create(&format!("{tag}{suffix}"), tag, watch);
     eprintln!("devstack {name}: {} up --detach", stack.project);
     stack.up();
-    stack.start_watch();
+    stack.start_watch(mode == Mode::Full);
     let target = stack.target();
     let first_host = probe(&target).map(|(h, _)| h).unwrap_or_default();
 
@@ -346,6 +375,7 @@ fn devstack_case(tag: &str, mode: Mode, edits: usize) -> Case {
         case.first.push(build);
         case.second.push(swap);
         case.marks.push((written, done));
+        case.placed += usize::from(event.get("overlay").is_some());
         std::thread::sleep(PAUSE);
     }
     case.load = load.finish();
@@ -683,10 +713,12 @@ services:
     }
 
     /// Starts `devstack watch --json`; its stdout lines arrive on `events`.
-    fn start_watch(&mut self) {
+    /// `full`: with the fast path off.
+    fn start_watch(&mut self, full: bool) {
         let log = File::create(self.dir.path().join("watch.log")).expect("the watch log");
         let mut child = self
             .cmd(&["watch", "--json"])
+            .env("DEVSTACK_WATCH_OVERLAY", if full { "off" } else { "on" })
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

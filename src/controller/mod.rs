@@ -30,6 +30,7 @@ pub mod data;
 pub mod down;
 pub mod follow;
 pub mod listen;
+pub mod overlay;
 pub mod projects;
 pub mod ps;
 pub mod reaper;

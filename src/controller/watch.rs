@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::follow::{Edit, Follower};
+use super::overlay::FastPath;
 use super::{state, LoadedStack, Signals, Tasks};
 use crate::engine::apply::{self, UnitState, UpRequest};
 use crate::engine::progress::Reporter;
@@ -56,7 +57,9 @@ pub async fn run(loaded: &LoadedStack, services: &[String], json: bool) -> anyho
     }
     // One watcher per project: two would rebuild and swap the same save twice.
     let _claim = claim(&loaded.project).map_err(|e| Failed::new(exit::FAILURE, e))?;
-    let engine = crate::ui::connect().await?;
+    let engine = crate::ui::connect()
+        .await?
+        .with_adoptions(state::state_root());
     // A running stack whose routing agent is gone (killed, a reboot) would
     // swap containers behind a proxy that no longer follows them: the agent
     // is started again first, as `up --detach` does.
@@ -236,6 +239,16 @@ async fn watch_changes(
             }
         })
     };
+    // Saves during this first build wait in the queue: nothing is lost.
+    let built_services: Vec<String> = actions
+        .iter()
+        .filter(|(_, m)| !matches!(m, Mode::Restart))
+        .map(|(s, _)| s.clone())
+        .collect();
+    let mut fast = tokio::select! {
+        f = FastPath::start(engine, &current, project, &built_services, json) => f,
+        _ = cancel.cancelled() => FastPath::default(),
+    };
     let result: anyhow::Result<u8> = async {
         // Changes waiting their turn, one per service (the latest state wins).
         let mut queue: BTreeMap<String, Burst> = BTreeMap::new();
@@ -265,6 +278,7 @@ async fn watch_changes(
                     }
                 };
                 let trigger = edit.file.display().to_string();
+                fast.forget();
                 let applied = tokio::select! {
                     a = apply_edit(engine, &current, next, project, services, &trigger, discovery.as_ref(), retiring, json, cancel) => a,
                     _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
@@ -293,25 +307,66 @@ async fn watch_changes(
                 None => continue,
                 Some(Mode::Restart) => restart(engine, project, &service, &trigger, &current).await?,
                 Some(Mode::Sync(sync)) if !sync.needs_rebuild(&change.files) => {
+                    fast.changed_in_place(&service, &change.files);
                     sync.run(engine, project, &service, &trigger, &change.files)
                         .await
                 }
                 // A dependency manifest changed in sync mode, or rebuild mode.
                 _ => {
-                    let latest = rebuild_latest(
+                    fast.stop_behind(&service);
+                    let swapper = swap::Swap {
                         engine,
-                        &current,
+                        stack: &current,
                         project,
-                        change,
-                        &mut crx,
-                        &mut queue,
-                        discovery.as_ref(),
+                        registry: discovery.as_ref(),
                         retiring,
                         cancel,
-                    );
-                    match latest.await {
-                        Some(r) => r,
-                        None => return Ok(exit::INTERRUPTED),
+                    };
+                    let t0 = Instant::now();
+                    match fast.attempt(engine, &current, project, &service, &change.files, retiring).await {
+                        Ok(attempt) => {
+                            let build_ms = t0.elapsed().as_millis() as u64;
+                            let t1 = Instant::now();
+                            let outcome = tokio::select! {
+                                o = swapper.deploy(&service, &attempt.built) => o,
+                                _ = cancel.cancelled() => return Ok(exit::INTERRUPTED),
+                            };
+                            let placed = attempt.built.overlay.as_ref().map(|o| o.files.len());
+                            let report = swap::Report {
+                                service: service.clone(),
+                                trigger: trigger.clone(),
+                                build_ms,
+                                swap_ms: t1.elapsed().as_millis() as u64,
+                                superseded: 0,
+                                overlay: placed,
+                                full_build: None,
+                                outcome,
+                            };
+                            fast.swapped_fast(engine, &current, project, &service, attempt, &report.outcome);
+                            report
+                        }
+                        Err(why) => {
+                            let files = change.files.clone();
+                            let latest = rebuild_latest(
+                                engine,
+                                &current,
+                                project,
+                                change,
+                                &mut crx,
+                                &mut queue,
+                                discovery.as_ref(),
+                                retiring,
+                                cancel,
+                            );
+                            match latest.await {
+                                Some((mut r, image)) => {
+                                    fast.swapped_full(engine, &service, image.as_deref(), &r.outcome, &files);
+                                    r.full_build = Some(why);
+                                    r
+                                }
+                                None => return Ok(exit::INTERRUPTED),
+                            }
+                        }
                     }
                 }
             };
@@ -319,6 +374,7 @@ async fn watch_changes(
         }
     }
     .await;
+    fast.finish().await;
     drop((sources, htx));
     done.cancel();
     let _ = debouncer.await;
@@ -388,8 +444,8 @@ fn enqueue(queue: &mut BTreeMap<String, Burst>, change: Burst) {
 
 /// Rebuilds a service and swaps it in. A save of the same service during the
 /// build abandons that build for a new one, so an image older than the
-/// files is never deployed; other services' changes wait in `queue`. `None`
-/// when cancelled.
+/// files is never deployed; other services' changes wait in `queue`. The
+/// report, with the image built; `None` when cancelled.
 #[allow(clippy::too_many_arguments)]
 async fn rebuild_latest(
     engine: &Engine,
@@ -401,7 +457,7 @@ async fn rebuild_latest(
     discovery: Option<&swap::Discovery>,
     retiring: &swap::Retiring,
     cancel: &CancellationToken,
-) -> Option<swap::Report> {
+) -> Option<(swap::Report, Option<String>)> {
     let service = change.service.clone();
     let t0 = Instant::now();
     let mut superseded = 0;
@@ -436,6 +492,7 @@ async fn rebuild_latest(
         retiring,
         cancel,
     };
+    let image = built.as_ref().ok().map(|b| b.image_id.clone());
     let outcome = match built {
         Ok(built) => tokio::select! {
             o = swapper.deploy(&service, &built) => o,
@@ -443,14 +500,17 @@ async fn rebuild_latest(
         },
         Err(outcome) => outcome,
     };
-    Some(swap::Report {
+    let report = swap::Report {
         service,
         trigger: change.file.display().to_string(),
         build_ms,
         swap_ms: t1.elapsed().as_millis() as u64,
         superseded,
+        overlay: None,
+        full_build: None,
         outcome,
-    })
+    };
+    Some((report, image))
 }
 
 /// The stack an edit left running, and whether the watchers need remaking.
@@ -493,6 +553,8 @@ async fn apply_edit(
         build_ms: 0,
         swap_ms: ms,
         superseded: 0,
+        overlay: None,
+        full_build: None,
         outcome,
     };
     for name in &change.swap {
@@ -669,6 +731,8 @@ async fn restart(
         build_ms: 0,
         swap_ms: t0.elapsed().as_millis() as u64,
         superseded: 0,
+        overlay: None,
+        full_build: None,
         outcome: match failure {
             Some(message) => swap::Outcome::Failed { message },
             None => swap::Outcome::Swapped { containers: names },

@@ -93,6 +93,19 @@ pub trait ContainerEngine: Clone + Send + Sync + 'static {
         spec: &mut ContainerSpec,
         old: &str,
     ) -> impl Future<Output = Result<Vec<OldMount>, EngineError>> + Send;
+    /// Extracts a tar at `/` of a container (created, running or not):
+    /// owners, modes and times as the tar gives them.
+    fn put_archive(
+        &self,
+        id: &str,
+        tar: Vec<u8>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// The contents of one regular file in a container; `None` when absent.
+    fn read_file(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, EngineError>> + Send;
     /// The last `n` lines a container printed.
     fn last_lines(&self, id: &str, n: u64) -> impl Future<Output = Vec<String>> + Send;
     fn wait_exit(
@@ -364,6 +377,12 @@ impl ContainerEngine for Engine {
     }
     async fn remove_unused_image(&self, id: &str) -> bool {
         Engine::remove_unused_image(self, id).await
+    }
+    async fn put_archive(&self, id: &str, tar: Vec<u8>) -> Result<(), EngineError> {
+        Engine::put_archive(self, id, tar).await
+    }
+    async fn read_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        Engine::read_file(self, id, path).await
     }
     async fn ensure_network(&self, project: &str) -> Result<(), EngineError> {
         Engine::ensure_network(self, project).await

@@ -196,6 +196,16 @@ impl Engine {
             let (a, b) = (&a.observed, &b.observed);
             (&a.service, a.replica, &a.name).cmp(&(&b.service, b.replica, &b.name))
         });
+        // A fast-path container whose real build is done stands for it.
+        if let Some(file) = self.adoption_file(project) {
+            let records = super::adopted::read(&file);
+            for o in &mut out {
+                let o = &mut o.observed;
+                if let Some(r) = records.get(&o.id).filter(|r| !r.pending) {
+                    o.config_hash = Some(r.hash.clone());
+                }
+            }
+        }
         Ok(out)
     }
 
@@ -375,6 +385,59 @@ impl Engine {
             )
             .await
             .map_err(|e| EngineError::api(format!("writing {path} into `{id}`"), e))
+    }
+
+    /// Creates (does not start) an unnamed container of `image` with no
+    /// label, to read files from; the caller removes it.
+    pub async fn scratch_container(&self, image: &str) -> Result<String, EngineError> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(vec!["/nonexistent".into()]),
+            ..Default::default()
+        };
+        self.docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .map(|c| c.id)
+            .map_err(|e| EngineError::api(format!("creating a container of `{image}`"), e))
+    }
+
+    /// Extracts `tar` at `/` of container `id` (created or running): the
+    /// engine keeps each entry's owner, mode and time.
+    pub async fn put_archive(&self, id: &str, tar: Vec<u8>) -> Result<(), EngineError> {
+        self.docker
+            .upload_to_container(
+                id,
+                Some(bollard::query_parameters::UploadToContainerOptions {
+                    path: "/".into(),
+                    ..Default::default()
+                }),
+                bollard::body_full(tar.into()),
+            )
+            .await
+            .map_err(|e| EngineError::api(format!("writing files into `{id}`"), e))
+    }
+
+    /// The engine's archive of one path in container `id`; `None` when
+    /// the path is not there.
+    pub async fn archive_of(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        use futures::TryStreamExt;
+        match self
+            .docker
+            .download_from_container(
+                id,
+                Some(bollard::query_parameters::DownloadFromContainerOptions {
+                    path: path.to_string(),
+                }),
+            )
+            .map_ok(|chunk| chunk.to_vec())
+            .try_concat()
+            .await
+        {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if super::error::is_not_found(&e) => Ok(None),
+            Err(e) => Err(EngineError::api(format!("reading `{path}` from `{id}`"), e)),
+        }
     }
 
     /// Gives a container another name (the engine updates its DNS name on

@@ -548,6 +548,19 @@ impl ContainerEngine for FakeEngine {
         Ok(id)
     }
 
+    async fn put_archive(&self, id: &str, _tar: Vec<u8>) -> Result<(), EngineError> {
+        yield_now().await;
+        let mut s = lock(&self.state);
+        let name = s.name_of(id);
+        s.calls.push(Call::Upload(format!("{name}:/")));
+        Ok(())
+    }
+
+    async fn read_file(&self, _id: &str, _path: &str) -> Result<Option<Vec<u8>>, EngineError> {
+        yield_now().await;
+        Ok(None)
+    }
+
     async fn remove_unused_image(&self, id: &str) -> bool {
         yield_now().await;
         self.log(Call::RemoveImage(id.into()));

@@ -56,6 +56,24 @@ impl Engine {
         }
     }
 
+    /// An image's configuration (`Cmd`, `Env`, `WorkingDir`, ...) as JSON,
+    /// without what differs between two builds of the same content (the
+    /// classic builder's parent id in `Image`).
+    pub async fn image_config(&self, id: &str) -> Result<serde_json::Value, EngineError> {
+        let image = self
+            .docker
+            .inspect_image(id)
+            .await
+            .map_err(|e| EngineError::api(format!("inspecting image `{id}`"), e))?;
+        let mut config = serde_json::to_value(image.config).unwrap_or_default();
+        if let Some(map) = config.as_object_mut() {
+            for volatile in ["Image", "Hostname", "Domainname"] {
+                map.remove(volatile);
+            }
+        }
+        Ok(config)
+    }
+
     /// Removes an image that nothing needs any more (a build a rebuild
     /// replaced): only an untagged one, never forced, so an image with a name
     /// (a pulled or pinned one) or one that any container uses stays. True

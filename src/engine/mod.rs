@@ -21,6 +21,7 @@
 //! - [`proxy`], [`runtime`], [`nginx`]: the proxy container (HAProxy or nginx), HAProxy's
 //!   master CLI and runtime tables, nginx's `nginx -t`/`nginx -s reload` and control port.
 
+pub mod adopted;
 pub mod api;
 pub mod apply;
 pub mod auth;
@@ -83,6 +84,9 @@ pub struct Engine {
     reach: reach::ReachCell,
     /// TCP through exec, for a stack reached only that way (shared).
     tunnels: tunnel::Tunnels,
+    /// Where projects' state directories are, to read the fast path's
+    /// records ([`adopted`]); `None`: containers go by their labels alone.
+    adoptions: Option<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -118,7 +122,22 @@ impl Engine {
             reach: reach::ReachCell::presumed(&host),
             tunnels: tunnel::Tunnels::default(),
             host,
+            adoptions: None,
         })
+    }
+
+    /// Lets [`Engine::list_project`] read the fast path's records below
+    /// `state_root` (`<state_root>/<project>/adopted.json`).
+    pub fn with_adoptions(mut self, state_root: std::path::PathBuf) -> Engine {
+        self.adoptions = Some(state_root);
+        self
+    }
+
+    /// The fast path's record file of `project`, when this engine reads them.
+    pub fn adoption_file(&self, project: &str) -> Option<std::path::PathBuf> {
+        self.adoptions
+            .as_ref()
+            .map(|root| adopted::file(&root.join(project)))
     }
 
     /// The engine address, as connected.

@@ -4,12 +4,17 @@
 //! dropping what [`filter`] says never triggers; [`burst`] coalesces a burst
 //! of hits into one [`Burst`] per service; [`swap`] builds the new image and
 //! replaces the running containers one replica at a time, the new one joining
-//! before the old one leaves; or [`sync`] copies the changed files into the
-//! running containers. [`edit`] says what an edit of the stack file itself
+//! before the old one leaves (or, when [`dockerfile`] shows the files reach
+//! the image only through `COPY` steps after the last `RUN`, makes the new
+//! containers from the previous image with the files [`fast`] packed placed
+//! in them, the real build running behind); or [`sync`] copies the changed
+//! files into the running containers. [`edit`] says what an edit of the stack file itself
 //! asks of the running stack.
 
 pub mod burst;
+pub mod dockerfile;
 pub mod edit;
+pub mod fast;
 pub mod filter;
 pub mod fs;
 pub mod swap;

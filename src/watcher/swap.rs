@@ -24,6 +24,7 @@ use crate::plan::{self, names, ContainerSpec, Observed, ObservedState};
 use crate::registrar::presence::{is_registered, withdraw};
 use crate::router::Layout;
 use crate::spec::{Container, Stack, UnitKind};
+use crate::watcher::fast::Overlay;
 
 /// Where the running stack's registry is, to wait for a new container's registration.
 #[derive(Debug, Clone)]
@@ -76,6 +77,13 @@ pub struct Report {
     /// Builds abandoned because another save came during them.
     #[serde(skip_serializing_if = "is_zero")]
     pub superseded: u32,
+    /// The fast path: how many changed files were placed on the previous
+    /// image (the real build runs behind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<usize>,
+    /// Why the fast path did not apply, when the watcher tried it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_build: Option<String>,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -116,11 +124,14 @@ impl Report {
             0 => String::new(),
             n => format!(" ({n} newer save(s) restarted the build)"),
         };
+        let build = match self.overlay {
+            Some(n) => format!("{n} file(s) placed on the previous image"),
+            None => format!("build {:.1}s{superseded}", self.build_ms as f64 / 1000.0),
+        };
         format!(
-            "{}: {} changed · build {:.1}s{superseded} · swap {:.1}s · {}",
+            "{}: {} changed · {build} · swap {:.1}s · {}",
             self.service,
             self.trigger,
-            self.build_ms as f64 / 1000.0,
             self.swap_ms as f64 / 1000.0,
             result
         )
@@ -143,6 +154,42 @@ const ROUTE_SETTLE: Duration = Duration::from_millis(300);
 pub struct Built {
     pub tag: String,
     pub image_id: String,
+    /// The fast path: files to place in each new container before it
+    /// starts; `image_id` is then the previous image they go on.
+    pub overlay: Option<Arc<Overlay>>,
+}
+
+impl Built {
+    /// What the configuration hash takes as the image: the image itself,
+    /// or the previous image with this overlay's digest.
+    pub fn hash_id(&self) -> String {
+        match &self.overlay {
+            Some(o) => format!("{}+overlay:{}", self.image_id, o.digest),
+            None => self.image_id.clone(),
+        }
+    }
+}
+
+/// The configuration hash the replicas of `service` get from the image
+/// `hash_id` (see [`Built::hash_id`]), as [`Swap`] computes it.
+pub fn service_hash<E: ContainerEngine>(
+    engine: &E,
+    stack: &Stack,
+    project: &str,
+    service: &str,
+    hash_id: &str,
+) -> Option<String> {
+    let unit = stack.unit(service)?;
+    let published;
+    let unit = if engine.reach().0 == Reach::Published {
+        published = plan::probe_published(unit);
+        &published
+    } else {
+        unit
+    };
+    plan::desired_containers(project, service, UnitKind::Service, unit, "", hash_id, 1)
+        .pop()
+        .map(|s| s.config_hash)
 }
 
 /// Builds (or finds) the image of `service`: the first half of a rebuild,
@@ -174,7 +221,11 @@ pub async fn build<E: ContainerEngine>(
         },
     };
     match resolved {
-        Ok(image_id) => Ok(Built { tag, image_id }),
+        Ok(image_id) => Ok(Built {
+            tag,
+            image_id,
+            overlay: None,
+        }),
         Err(e) => Err(Outcome::BuildFailed {
             message: e.to_string(),
         }),
@@ -272,6 +323,8 @@ impl<E: ContainerEngine, R: Registry> Swap<'_, E, R> {
             build_ms,
             swap_ms: t1.elapsed().as_millis() as u64,
             superseded: 0,
+            overlay: None,
+            full_build: None,
             outcome,
         }
     }
@@ -315,15 +368,23 @@ impl<E: ContainerEngine, R: Registry> Swap<'_, E, R> {
         } else {
             unit
         };
-        let desired = plan::desired_containers(
+        let mut desired = plan::desired_containers(
             self.project,
             service,
             UnitKind::Service,
             unit,
             &built.tag,
-            &built.image_id,
+            &built.hash_id(),
             replicas,
         );
+        if built.overlay.is_some() {
+            // Made from the previous image by id: the tag may move to the
+            // real build meanwhile.
+            for spec in &mut desired {
+                spec.image = built.image_id.clone();
+                spec.image_id = built.image_id.clone();
+            }
+        }
         let check = self
             .engine
             .health_check(unit.health.as_ref(), &built.tag)
@@ -399,6 +460,14 @@ impl<E: ContainerEngine, R: Registry> Swap<'_, E, R> {
             None => false,
         };
         let id = self.engine.create(&spec).await?;
+        if let Some(overlay) = &built.overlay {
+            if let Err(message) = self.place(&id, overlay).await {
+                let _ = self.engine.remove(&id).await;
+                return Ok(Replica::Stopped(Outcome::Failed {
+                    message: format!("placing the changed files in `{}`: {message}", spec.name),
+                }));
+            }
+        }
         self.engine.start(&id, &spec.service).await?;
         if let Err(unhealthy) = self.wait_healthy(unit, check, &id, &spec.name).await {
             return Ok(Replica::Stopped(unhealthy));
@@ -447,6 +516,29 @@ impl<E: ContainerEngine, R: Registry> Swap<'_, E, R> {
         // Reported by the name the replica goes by: the new container takes
         // it once the old one is gone.
         Ok(Replica::Swapped(canonical))
+    }
+
+    /// Places an overlay's files in the created (not started) container
+    /// `id`, owners named by `--chown` looked up in its own user and group
+    /// files (the previous image's, as the build would).
+    async fn place(&self, id: &str, overlay: &Overlay) -> Result<(), String> {
+        let names = if overlay.needs_names() {
+            let read = |path: &'static str| async move {
+                self.engine
+                    .read_file(id, path)
+                    .await
+                    .map(|b| String::from_utf8_lossy(&b.unwrap_or_default()).into_owned())
+                    .map_err(|e| e.to_string())
+            };
+            Some((read("/etc/passwd").await?, read("/etc/group").await?))
+        } else {
+            None
+        };
+        let tar = overlay.pack(names.as_ref().map(|(p, g)| (p.as_str(), g.as_str())))?;
+        self.engine
+            .put_archive(id, tar)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// The old containers of a replica as a retirement still to run, and
@@ -605,7 +697,8 @@ pub struct Retiring {
 }
 
 impl Retiring {
-    fn contains(&self, id: &str) -> bool {
+    /// Whether container `id` is on its way out.
+    pub fn contains(&self, id: &str) -> bool {
         self.ids.lock().is_ok_and(|ids| ids.contains(id))
     }
 

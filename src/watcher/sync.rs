@@ -105,6 +105,8 @@ impl Syncer {
             build_ms: 0,
             swap_ms: t0.elapsed().as_millis() as u64,
             superseded: 0,
+            overlay: None,
+            full_build: None,
             outcome,
         }
     }

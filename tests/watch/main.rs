@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod fast;
 #[path = "../support/process.rs"]
 mod process;
 mod sigterm;
@@ -112,20 +113,44 @@ fn edit_served(mut s: Stack) {
     // One rebuild for the edit: no second event from the swap file.
     assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
     // The replaced build is removed with the old container (which stops in
-    // the background): one image of this stack's web, not one more per save.
-    let images = || {
-        process::output(
+    // the background): the images of this stack's web are the one its
+    // container runs and the one its tag names (the same after a full
+    // build; after a fast swap, the previous image and the real build
+    // behind it), not one more per save.
+    until(Duration::from_secs(15), "the old image is removed", || {
+        let mut wanted = std::collections::BTreeSet::new();
+        for name in web_names(&s) {
+            wanted.insert(process::output(
+                "docker",
+                &["inspect", "-f", "{{.Image}}", &name],
+            ));
+        }
+        wanted.insert(process::output(
+            "docker",
+            &[
+                "image",
+                "inspect",
+                "-f",
+                "{{.Id}}",
+                &format!("devstack-built:{}.web", s.name),
+            ],
+        ));
+        let images: std::collections::BTreeSet<String> = process::output(
             "docker",
             &[
                 "images",
                 "-q",
+                "--no-trunc",
                 "--filter",
                 &format!("label=devstack-test={}", s.name),
             ],
         )
-    };
-    until(Duration::from_secs(15), "the old image is removed", || {
-        images().lines().count() == 1
+        .lines()
+        .map(str::to_string)
+        .collect();
+        let wanted: std::collections::BTreeSet<String> =
+            wanted.into_iter().map(|w| w.trim().to_string()).collect();
+        images == wanted
     });
     // The new container takes the usual name once the old one is gone, so
     // `up` finds what it expects and keeps it rather than recreating it.

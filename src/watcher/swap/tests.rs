@@ -461,3 +461,65 @@ fn replica_move_decides_from_what_runs() {
     let clash = observed("shop-api-1-g7", "old");
     assert_eq!(replica_move(&[&clash], &spec, 7), Move::Replace);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_swap_places_the_files_before_the_new_container_starts_on_the_previous_image() {
+    let stack = stack(unit("api").built());
+    let fake = running(&stack, 1).await;
+    let overlay = Overlay {
+        entries: vec![crate::watcher::fast::Entry {
+            dest: "/app/message.txt".into(),
+            content: crate::watcher::fast::Content::File {
+                bytes: b"second".to_vec(),
+                mode: 0o644,
+            },
+            chown: None,
+        }],
+        digest: "d1".into(),
+        files: vec!["message.txt".into()],
+        root: "base".into(),
+    };
+    let built = Built {
+        tag: "api".into(),
+        image_id: "sha256:api-v1".into(),
+        overlay: Some(Arc::new(overlay)),
+    };
+    let registry = fake.registry();
+    let retiring = Retiring::default();
+    let cancel = CancellationToken::new();
+    let swap = Swap {
+        engine: &fake,
+        stack: &stack,
+        project: PROJECT,
+        registry: Some(&registry),
+        retiring: &retiring,
+        cancel: &cancel,
+    };
+    let outcome = swap.deploy("api", &built).await;
+    retiring.finish().await;
+    assert!(
+        matches!(&outcome, Outcome::Swapped { containers } if containers == &["shop-api-1"]),
+        "{outcome:?}"
+    );
+    let calls = fake.calls();
+    let new = new_name(&calls);
+    let create = at(&calls, |c| *c == Call::Create(new.clone()), "the create");
+    let placed = at(
+        &calls,
+        |c| *c == Call::Upload(format!("{new}:/")),
+        "the files placed",
+    );
+    let start = at(&calls, |c| *c == Call::Start(new.clone()), "the start");
+    assert!(create < placed && placed < start, "{calls:#?}");
+    // Made from the previous image, which stays: the new container uses it.
+    let api = fake
+        .containers()
+        .into_iter()
+        .find(|c| c.spec.service == "api")
+        .expect("the api");
+    assert_eq!(api.spec.image_id, "sha256:api-v1");
+    assert!(
+        !calls.contains(&Call::RemoveImage("sha256:api-v1".into())),
+        "{calls:#?}"
+    );
+}
