@@ -58,7 +58,9 @@ impl Engine {
 
     /// An image's configuration (`Cmd`, `Env`, `WorkingDir`, ...) as JSON,
     /// without what differs between two builds of the same content (the
-    /// classic builder's parent id in `Image`).
+    /// classic builder's parent id in `Image`) or between builds of
+    /// different contexts by design (the build-input label: a record of
+    /// what was sent, not part of what runs).
     pub async fn image_config(&self, id: &str) -> Result<serde_json::Value, EngineError> {
         let image = self
             .docker
@@ -69,6 +71,9 @@ impl Engine {
         if let Some(map) = config.as_object_mut() {
             for volatile in ["Image", "Hostname", "Domainname"] {
                 map.remove(volatile);
+            }
+            if let Some(labels) = map.get_mut("Labels").and_then(|l| l.as_object_mut()) {
+                labels.remove(LABEL_BUILD_INPUT);
             }
         }
         Ok(config)
