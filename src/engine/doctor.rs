@@ -764,6 +764,72 @@ mod tests {
         assert_eq!(probe_rank("events/registration:git-a41c7e2"), 3);
     }
 
+    /// A Linux engine's report where the paths in `failing` do not work,
+    /// with its estimates made as `doctor` makes them.
+    fn probed(os: &str, failing: &[Path]) -> Report {
+        let mut report = Report {
+            endpoint: "unix:///var/run/docker.sock".into(),
+            endpoint_kind: "unix".into(),
+            engine_version: None,
+            api_version: None,
+            api_negotiated: "1.41".into(),
+            os_type: Some(os.into()),
+            arch: Some(std::env::consts::ARCH.into()),
+            operating_system: None,
+            kernel: None,
+            docker_desktop: false,
+            rootless: false,
+            storage_driver: None,
+            cgroup_driver: None,
+            cgroup_version: None,
+            clock_skew_seconds: None,
+            docker_root_dir: None,
+            free_disk_bytes: None,
+            probe_image: Some("busybox:latest".into()),
+            reach: Path::ALL
+                .iter()
+                .map(|&path| reach(path, "addr".into(), !failing.contains(&path)))
+                .collect(),
+            stack_reach: None,
+            stack_registry: None,
+            problems: Vec::new(),
+            ok: false,
+        };
+        report.stack_reach = stack_reach(&report);
+        report.stack_registry = stack_registry(&report);
+        let found = problems(&report);
+        report.ok = found.iter().all(|p| !p.blocking);
+        report
+    }
+
+    #[test]
+    fn the_registry_is_estimated_at_the_gateway_then_host_docker_internal_then_the_stack() {
+        use super::super::reach::Registry;
+        let linux = "linux";
+        assert_eq!(probed(linux, &[]).stack_registry, Some(Registry::Host));
+        let gateway_only = probed(linux, &[Path::ContainerToGateway]);
+        assert_eq!(gateway_only.stack_registry, Some(Registry::HostGateway));
+        assert!(gateway_only.ok);
+        let both = [
+            Path::ContainerToGateway,
+            Path::ContainerToHostDockerInternal,
+        ];
+        assert_eq!(probed(linux, &both).stack_registry, Some(Registry::Stack));
+        // Reached only by exec: in the stack whatever containers reach.
+        let exec = [
+            Path::HostToBridge,
+            Path::HostToPublished,
+            Path::ContainerToGateway,
+        ];
+        assert_eq!(probed(linux, &exec).stack_registry, Some(Registry::Stack));
+        // An engine this binary cannot run on: host.docker.internal keeps
+        // routing possible; without it, nothing does.
+        let other = probed("windows", &[Path::ContainerToGateway]);
+        assert_eq!(other.stack_registry, Some(Registry::HostGateway));
+        assert!(other.ok);
+        assert!(!probed("windows", &both).ok);
+    }
+
     #[test]
     fn bytes_read_in_binary_units() {
         assert_eq!(human_bytes(512), "512 B");

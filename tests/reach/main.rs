@@ -582,7 +582,23 @@ fn python_in(container: &str, code: &str) -> String {
 fn a_stack_whose_containers_reach_only_host_docker_internal_keeps_its_registry_on_the_host() {
     let _one = one_at_a_time();
     ready();
-    let s = Stack::with("h", "    replicas: 2");
+    reaches_only_host_docker_internal(Stack::with("h", "    replicas: 2"));
+}
+
+/// The same behind nginx, whose stream `proxy_pass` resolves the name.
+#[test]
+fn behind_nginx_a_stack_reaching_only_host_docker_internal_keeps_its_registry_on_the_host() {
+    let _one = one_at_a_time();
+    ready();
+    let image = "devstack-fixtures/nginx:1.22";
+    assert!(
+        !docker_ok(&["images", "-q", image]).is_empty(),
+        "{image} is built (`just fixtures`)"
+    );
+    reaches_only_host_docker_internal(Stack::on("n", "    replicas: 2", "", "nginx"));
+}
+
+fn reaches_only_host_docker_internal(s: Stack) {
     make_network(&s);
     let _firewall = reverse_firewall(&s.name);
     let gateway = gateway(&s.name);
