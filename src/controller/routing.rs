@@ -11,12 +11,17 @@
 //! production.
 //!
 //! Where they cannot (Docker Desktop's VM, a rootless engine's namespace, a
-//! firewall between the bridge and this host), the registry moves into the
-//! stack: the proxy, running before the registrar starts, is asked whether
-//! its own connection to the gateway arrives (`Engine::probe_gateway`), and
-//! if none does, `devstack etcd serve` runs in a container of the stack
-//! (`engine::registry`) and the proxy's `etcd:2379` forward leads there.
-//! The decision ([`Registry`]) is recorded next to the reach.
+//! firewall between the bridge and this host), the registry goes elsewhere:
+//! the proxy, running before the registrar starts, is asked whether its own
+//! connection to the gateway arrives (`Engine::probe_gateway`); if none
+//! does, whether one to `host.docker.internal` does
+//! (`Engine::probe_host_docker_internal`: the engine's `host-gateway`
+//! mapping, the default bridge's gateway on Linux, this host's loopback on
+//! Docker Desktop), and then the embedded server listens there and the
+//! proxy's `etcd:2379` forward leads to `host.docker.internal`; if neither
+//! does, `devstack etcd serve` runs in a container of the stack
+//! (`engine::registry`) and the forward leads there. The decision
+//! ([`Registry`], [`decide_registry`]) is recorded next to the reach.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,7 +32,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::reach::{Reach, Registry};
-use crate::engine::registry::GatewayProbe;
+use crate::engine::registry::{EtcdTarget, GatewayProbe};
 use crate::engine::{Engine, EngineError};
 use crate::etcd::{self, RunningServer, Server, ServerConfig};
 use crate::registrar::{self, RegistrarConfig, RegistrarHandle};
@@ -104,7 +109,7 @@ impl Routing {
         engine.decide_reach_on_running_proxy(project).await;
         let gateway = engine.network_gateway(project).await?;
         // `embedded`: the registry is devstack's own, on this host or in the
-        // stack (decided below); `Err` says why it cannot be on this host.
+        // stack (decided below); `Err` says why it cannot be at the gateway.
         let mut embedded: Option<Result<(), String>> = None;
         let (etcd, endpoints, for_containers) = match (&options.endpoints, &stack.discovery.etcd) {
             (Some(endpoints), _) => (None, endpoints.clone(), options.etcd_for_containers),
@@ -180,11 +185,52 @@ impl Routing {
         let mut etcd = etcd;
         let mut registry = None;
         let mut stack_registry = None;
-        if let Some(on_host) = embedded {
-            let (place, why) = match on_host {
-                Ok(()) => decide_registry(engine, &prepared).await,
-                Err(why) => (Registry::Stack, why),
+        if let Some(on_gateway) = embedded {
+            let proxy = prepared.proxy().id.clone();
+            // Where this process listened for `host.docker.internal`, once
+            // asked.
+            let mut host_gateway = None;
+            let (place, why) = {
+                let hdi = async {
+                    let (probe, ip) = engine.probe_host_docker_internal(&proxy).await;
+                    host_gateway = ip;
+                    probe
+                };
+                match on_gateway {
+                    // A remote engine's `host.docker.internal` is its own host.
+                    Err(why) if engine.reach() == Reach::Exec => (Registry::Stack, why),
+                    Err(why) => decide_registry(async { GatewayProbe::Unreached(why) }, hdi).await,
+                    Ok(()) => {
+                        let gateway = engine.probe_gateway(&proxy, prepared.gateway());
+                        decide_registry(gateway, hdi).await
+                    }
+                }
             };
+            if place == Registry::Host && !why.is_empty() {
+                sayln!(
+                    "note: could not ask the proxy whether containers reach this host ({why}); the registry stays on this host"
+                );
+            }
+            if place == Registry::HostGateway {
+                if let Some(server) = etcd.take() {
+                    server.shutdown().await;
+                }
+                let ip = host_gateway.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                let server = Server::start(ServerConfig::in_memory(SocketAddr::new(ip, 0)))
+                    .await
+                    .map_err(|source| RoutingError::Etcd {
+                        project: project.to_string(),
+                        source,
+                    })?;
+                endpoints = vec![server.client_url()];
+                // By name: where it leads is the engine's to say (on Docker
+                // Desktop, not the loopback address this process listens on).
+                prepared.move_registry(
+                    endpoints.clone(),
+                    EtcdTarget::host_docker_internal(server.local_addr().port()),
+                );
+                etcd = Some(server);
+            }
             if place == Registry::Stack {
                 if let Some(server) = etcd.take() {
                     server.shutdown().await;
@@ -216,7 +262,7 @@ impl Routing {
                     }));
                 };
                 endpoints = vec![format!("http://{for_devstack}")];
-                prepared.move_registry(endpoints.clone(), for_containers);
+                prepared.move_registry(endpoints.clone(), for_containers.into());
                 stack_registry = Some((engine.clone(), project.to_string()));
             }
             engine.settle_registry(place);
@@ -275,27 +321,35 @@ impl Routing {
     }
 }
 
-/// Where the embedded registry runs, once it could listen on the gateway:
-/// on this host when the stack's containers reach it there, as the proxy's
-/// own connection to the gateway shows; in the stack when they cannot. (It
-/// is in the stack without asking when the gateway is no address of this
-/// host, or this process reaches the stack only through `docker exec`: a
-/// remote engine, whose containers cannot reach this host either.) A probe
-/// that cannot be made (no tool in the proxy image) keeps it on this host,
-/// and says so. The second value says why, for messages.
-async fn decide_registry(engine: &Engine, router: &router::PreparedRouter) -> (Registry, String) {
-    match engine
-        .probe_gateway(&router.proxy().id, router.gateway())
-        .await
-    {
-        GatewayProbe::Reached => (Registry::Host, String::new()),
-        GatewayProbe::Unreached(why) => (Registry::Stack, why),
-        GatewayProbe::Unknown(why) => {
-            sayln!(
-                "note: could not ask the proxy whether containers reach this host ({why}); the registry stays on this host"
-            );
-            (Registry::Host, why)
-        }
+/// Where the embedded registry runs, from the proxy's probes, asked in
+/// turn: `gateway`, whether its connection to the stack network's gateway
+/// arrives (or why the embedded etcd could not listen there), then, only
+/// when that did not arrive, `host_docker_internal`, whether its connection
+/// to `host.docker.internal` does. The first that arrives places it: on
+/// this host at the gateway ([`Registry::Host`]), on this host where
+/// `host.docker.internal` leads ([`Registry::HostGateway`]); neither: in
+/// the stack ([`Registry::Stack`]). A gateway probe that cannot be made (no
+/// tool in the proxy image) keeps it at the gateway, and the second value,
+/// otherwise empty for `Host`, says why, for a note. For `Stack`, it says
+/// why the containers reach neither. (The caller puts it in the stack
+/// without asking when this process reaches the stack only through
+/// `docker exec`: a remote engine, whose containers cannot reach this host
+/// either way.)
+async fn decide_registry(
+    gateway: impl Future<Output = GatewayProbe>,
+    host_docker_internal: impl Future<Output = GatewayProbe>,
+) -> (Registry, String) {
+    let unreached = match gateway.await {
+        GatewayProbe::Reached => return (Registry::Host, String::new()),
+        GatewayProbe::Unknown(why) => return (Registry::Host, why),
+        GatewayProbe::Unreached(why) => why,
+    };
+    match host_docker_internal.await {
+        GatewayProbe::Reached => (Registry::HostGateway, unreached),
+        GatewayProbe::Unreached(other) | GatewayProbe::Unknown(other) => (
+            Registry::Stack,
+            format!("{unreached}; as host.docker.internal: {other}"),
+        ),
     }
 }
 
@@ -389,6 +443,53 @@ mod tests {
             )
         });
         Registry::from_kvs(prefix, kvs.collect::<Vec<_>>())
+    }
+
+    /// The probes, in turn, as the proxy would answer them; whether the
+    /// second was asked is recorded.
+    async fn decided(
+        gateway: GatewayProbe,
+        host_docker_internal: GatewayProbe,
+    ) -> (crate::engine::reach::Registry, String, bool) {
+        let asked = std::cell::Cell::new(false);
+        let (place, why) = decide_registry(async { gateway }, async {
+            asked.set(true);
+            host_docker_internal
+        })
+        .await;
+        (place, why, asked.get())
+    }
+
+    #[tokio::test]
+    async fn the_registry_goes_where_the_first_probe_that_arrives_says() {
+        use crate::engine::reach::Registry::{Host, HostGateway, Stack};
+        use GatewayProbe::{Reached, Unknown, Unreached};
+        let no = |why: &str| Unreached(why.to_string());
+
+        // The gateway reached: host.docker.internal is not asked.
+        assert_eq!(
+            decided(Reached, Reached).await,
+            (Host, String::new(), false)
+        );
+        assert_eq!(
+            decided(Reached, no("x")).await,
+            (Host, String::new(), false)
+        );
+        // No tool to ask with: the gateway, with a note.
+        assert_eq!(
+            decided(Unknown("no nc".into()), no("x")).await,
+            (Host, "no nc".into(), false)
+        );
+        // The gateway unreached, host.docker.internal reached.
+        let (place, why, asked) = decided(no("dropped"), Reached).await;
+        assert_eq!((place, asked), (HostGateway, true));
+        assert_eq!(why, "dropped");
+        // Neither (or the second unknowable): in the stack, saying both.
+        let (place, why, asked) = decided(no("dropped"), no("refused")).await;
+        assert_eq!((place, asked), (Stack, true));
+        assert!(why.contains("dropped") && why.contains("refused"), "{why}");
+        let (place, _, _) = decided(no("dropped"), Unknown("exec failed".into())).await;
+        assert_eq!(place, Stack);
     }
 
     #[tokio::test]

@@ -50,9 +50,9 @@ pub struct RoutingState {
     /// before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reach: Option<Reach>,
-    /// Where the embedded registry runs (`host` or `stack`), as the routing
-    /// path decided it; absent for a stack's own etcd cluster, and in
-    /// files written before it was recorded.
+    /// Where the embedded registry runs (`host`, `host-gateway` or
+    /// `stack`), as the routing path decided it; absent for a stack's own
+    /// etcd cluster, and in files written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<Registry>,
 }

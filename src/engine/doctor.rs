@@ -78,9 +78,11 @@ impl Path {
     /// gateway). A stack whose bridge does not answer is reached through
     /// loopback-published ports instead (see `engine::reach`), so a failed
     /// bridge fails `doctor` only when those fail too; a stack whose
-    /// containers cannot reach the gateway gets its registry in a container
-    /// of the stack (`engine::registry`), so that fails `doctor` only when
-    /// this binary cannot run on the engine.
+    /// containers cannot reach the gateway gets its registry where their
+    /// `host.docker.internal` leads, else in a container of the stack
+    /// (`engine::registry`), so that fails `doctor` only when neither
+    /// works (host.docker.internal unreached, and this binary cannot run on
+    /// the engine).
     pub fn used_today(self) -> bool {
         matches!(self, Path::HostToBridge | Path::ContainerToGateway)
     }
@@ -131,9 +133,10 @@ pub struct Report {
     /// same two paths. `None`: the paths were not probed.
     pub stack_reach: Option<super::reach::Reach>,
     /// Where a stack's registry would run here: on this host where
-    /// containers reach the gateway (and this process reaches them other
-    /// than by exec), else in a container of the stack. `None`: the paths
-    /// were not probed.
+    /// containers reach the gateway, else where they reach it as
+    /// `host.docker.internal` (in both cases when this process reaches them
+    /// other than by exec), else in a container of the stack. `None`: the
+    /// paths were not probed.
     pub stack_registry: Option<super::reach::Registry>,
     /// What will not work, one sentence each.
     pub problems: Vec<String>,
@@ -298,7 +301,6 @@ impl Engine {
             .await
             .map_err(|e| EngineError::api(format!("creating the probe network `{name}`"), e))?;
         let gateway: Option<IpAddr> = self.gateway_of(&name).await;
-        let default_gateway: Option<IpAddr> = self.gateway_of("bridge").await;
         let token = format!(
             "devstack-doctor-{}-{}",
             std::process::id(),
@@ -306,22 +308,19 @@ impl Engine {
         );
 
         // devstack's listeners: one on the gateway, one for host.docker.internal
-        // (the default bridge's gateway is where `host-gateway` points on a
-        // Linux engine; elsewhere the engine forwards it to this host's loopback).
+        // where a stack's routing path would listen for it (the default
+        // bridge's gateway is where `host-gateway` points on a Linux engine;
+        // elsewhere the engine forwards it to this host's loopback).
         let gw_listener = match gateway {
             Some(ip) => TcpListener::bind((ip, 0)).await.map_err(|e| {
                 format!("devstack cannot listen on the gateway {ip} ({e}): it is not an address of this host")
             }),
             None => Err("the probe network has no gateway address".to_string()),
         };
-        let hdi_listener = match default_gateway {
-            Some(ip) => match TcpListener::bind((ip, 0)).await {
-                Ok(l) => Ok(l),
-                Err(_) => TcpListener::bind(("127.0.0.1", 0)).await,
-            },
-            None => TcpListener::bind(("127.0.0.1", 0)).await,
-        }
-        .map_err(|e| format!("devstack cannot open a listener: {e}"));
+        let hdi_listener = self
+            .host_gateway_listener()
+            .await
+            .map_err(|e| format!("devstack cannot open a listener: {e}"));
         let gw_env = match &gw_listener {
             Ok(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             Err(_) => String::new(),
@@ -358,7 +357,7 @@ impl Engine {
                             host_port: Some(String::new()),
                         }]),
                     )])),
-                    extra_hosts: Some(vec!["host.docker.internal:host-gateway".into()]),
+                    extra_hosts: Some(vec![super::registry::HOST_GATEWAY_MAPPING.into()]),
                     ..Default::default()
                 }),
                 networking_config: Some(NetworkingConfig {
@@ -493,11 +492,6 @@ impl Engine {
         Ok(tagged.into_iter().map(|(_, _, t)| t).collect())
     }
 
-    async fn gateway_of(&self, network: &str) -> Option<IpAddr> {
-        let found = self.docker.inspect_network(network, None).await.ok()?;
-        super::resources::ipv4_gateway(found.ipam.as_ref())
-    }
-
     /// Removes this process's probe container and network, if present.
     async fn remove_probe(&self) {
         let name = probe_name();
@@ -617,17 +611,19 @@ fn stack_reach(report: &Report) -> Option<super::reach::Reach> {
 }
 
 /// Where a stack's routing path would put its registry from the probed
-/// paths: on this host when containers reach the gateway and this process
-/// reaches the stack over TCP, else in a container of the stack.
+/// paths: when this process reaches the stack over TCP, on this host at the
+/// gateway when containers reach that, else where they reach it as
+/// `host.docker.internal`; else in a container of the stack.
 fn stack_registry(report: &Report) -> Option<super::reach::Registry> {
     use super::reach::{Reach as StackReach, Registry};
     let reach = report.stack_reach?;
-    let to_gateway = report
-        .reach
-        .iter()
-        .any(|r| r.path == Path::ContainerToGateway && r.works);
-    Some(if to_gateway && reach != StackReach::Exec {
+    let works = |path: Path| report.reach.iter().any(|r| r.path == path && r.works);
+    Some(if reach == StackReach::Exec {
+        Registry::Stack
+    } else if works(Path::ContainerToGateway) {
         Registry::Host
+    } else if works(Path::ContainerToHostDockerInternal) {
+        Registry::HostGateway
     } else {
         Registry::Stack
     })
@@ -666,6 +662,7 @@ fn problems(report: &Report) -> Vec<Problem> {
             .reach
             .iter()
             .any(|r| r.path == Path::HostToPublished && r.works);
+        let via_host_gateway = report.stack_registry == Some(super::reach::Registry::HostGateway);
         for r in &report.reach {
             if r.works {
                 continue;
@@ -685,12 +682,16 @@ fn problems(report: &Report) -> Vec<Problem> {
                     std::env::consts::OS,
                     std::env::consts::ARCH
                 ),
+                Path::ContainerToGateway if via_host_gateway => format!(
+                    "containers cannot reach devstack on the bridge gateway ({}): the registry behind `etcd:2379` stays on this host, where their `host.docker.internal` leads",
+                    r.detail
+                ),
                 Path::ContainerToGateway if binary_fits(report) => format!(
                     "containers cannot reach devstack on the bridge gateway ({}): the registry behind `etcd:2379` runs in a container of the stack instead",
                     r.detail
                 ),
                 Path::ContainerToGateway => format!(
-                    "containers cannot reach devstack on the bridge gateway ({}), and the registry cannot move into the stack (it runs this devstack binary, {}/{}, which needs a Linux engine of that architecture), so routing will not start",
+                    "containers cannot reach devstack on the bridge gateway ({}), nor as host.docker.internal, and the registry cannot move into the stack (it runs this devstack binary, {}/{}, which needs a Linux engine of that architecture), so routing will not start",
                     r.detail,
                     std::env::consts::OS,
                     std::env::consts::ARCH
@@ -700,7 +701,7 @@ fn problems(report: &Report) -> Vec<Problem> {
                     r.detail
                 ),
                 Path::ContainerToHostDockerInternal => format!(
-                    "containers cannot reach host.docker.internal ({}); devstack does not use it today",
+                    "containers cannot reach host.docker.internal ({}); devstack needs it only where they cannot reach the bridge gateway",
                     r.detail
                 ),
             };
@@ -708,7 +709,8 @@ fn problems(report: &Report) -> Vec<Problem> {
                 text,
                 blocking: r.used_today
                     && !(r.path == Path::HostToBridge && (published_works || binary_fits(report)))
-                    && !(r.path == Path::ContainerToGateway && binary_fits(report)),
+                    && !(r.path == Path::ContainerToGateway
+                        && (via_host_gateway || binary_fits(report))),
             });
         }
     }
@@ -760,6 +762,72 @@ mod tests {
         assert_eq!(probe_rank("python:3.11"), 1);
         assert_eq!(probe_rank("localhost:5000/debian:bookworm"), 2);
         assert_eq!(probe_rank("events/registration:git-a41c7e2"), 3);
+    }
+
+    /// A Linux engine's report where the paths in `failing` do not work,
+    /// with its estimates made as `doctor` makes them.
+    fn probed(os: &str, failing: &[Path]) -> Report {
+        let mut report = Report {
+            endpoint: "unix:///var/run/docker.sock".into(),
+            endpoint_kind: "unix".into(),
+            engine_version: None,
+            api_version: None,
+            api_negotiated: "1.41".into(),
+            os_type: Some(os.into()),
+            arch: Some(std::env::consts::ARCH.into()),
+            operating_system: None,
+            kernel: None,
+            docker_desktop: false,
+            rootless: false,
+            storage_driver: None,
+            cgroup_driver: None,
+            cgroup_version: None,
+            clock_skew_seconds: None,
+            docker_root_dir: None,
+            free_disk_bytes: None,
+            probe_image: Some("busybox:latest".into()),
+            reach: Path::ALL
+                .iter()
+                .map(|&path| reach(path, "addr".into(), !failing.contains(&path)))
+                .collect(),
+            stack_reach: None,
+            stack_registry: None,
+            problems: Vec::new(),
+            ok: false,
+        };
+        report.stack_reach = stack_reach(&report);
+        report.stack_registry = stack_registry(&report);
+        let found = problems(&report);
+        report.ok = found.iter().all(|p| !p.blocking);
+        report
+    }
+
+    #[test]
+    fn the_registry_is_estimated_at_the_gateway_then_host_docker_internal_then_the_stack() {
+        use super::super::reach::Registry;
+        let linux = "linux";
+        assert_eq!(probed(linux, &[]).stack_registry, Some(Registry::Host));
+        let gateway_only = probed(linux, &[Path::ContainerToGateway]);
+        assert_eq!(gateway_only.stack_registry, Some(Registry::HostGateway));
+        assert!(gateway_only.ok);
+        let both = [
+            Path::ContainerToGateway,
+            Path::ContainerToHostDockerInternal,
+        ];
+        assert_eq!(probed(linux, &both).stack_registry, Some(Registry::Stack));
+        // Reached only by exec: in the stack whatever containers reach.
+        let exec = [
+            Path::HostToBridge,
+            Path::HostToPublished,
+            Path::ContainerToGateway,
+        ];
+        assert_eq!(probed(linux, &exec).stack_registry, Some(Registry::Stack));
+        // An engine this binary cannot run on: host.docker.internal keeps
+        // routing possible; without it, nothing does.
+        let other = probed("windows", &[Path::ContainerToGateway]);
+        assert_eq!(other.stack_registry, Some(Registry::HostGateway));
+        assert!(other.ok);
+        assert!(!probed("windows", &both).ok);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::proxy::{CheckError, MASTER_CLI_PORT, NGINX_CONFIG_PATH as CONFIG_PATH};
+use super::registry::EtcdTarget;
 use super::runtime::{is_address, is_token, ProxyRuntime, ServerState};
 use super::{Engine, EngineError};
 /// Where a candidate is checked before it replaces the live one; in the same
@@ -255,7 +256,7 @@ pub fn generation(config: &str) -> String {
 /// the generation of the template's rendering and its upstream servers.
 pub fn with_devstack_sections(
     config: &str,
-    etcd: Option<SocketAddr>,
+    etcd: Option<&EtcdTarget>,
     gateway: IpAddr,
     module: &StreamModule,
 ) -> String {
@@ -307,7 +308,7 @@ fn is_stream_block_start(line: &str) -> bool {
 }
 
 /// The `server` blocks devstack puts in the `stream` block.
-fn control_servers(config: &str, etcd: Option<SocketAddr>, gateway: IpAddr) -> String {
+fn control_servers(config: &str, etcd: Option<&EtcdTarget>, gateway: IpAddr) -> String {
     // Everything that makes the file differ: a changed forward is a new
     // generation too.
     let whole = format!("{config}\n{etcd:?}\n{gateway}");
@@ -325,9 +326,9 @@ fn control_servers(config: &str, etcd: Option<SocketAddr>, gateway: IpAddr) -> S
     let mut text = format!(
         "    # Added by devstack: which configuration the workers run, for devstack\n    # only (it connects from the network's gateway, or through exec from\n    # this container's loopback; containers are refused).\n    server {{\n        listen {CONTROL_PORT};\n        allow {gateway};\n        allow 127.0.0.1;\n        deny all;\n        return \"{table}\";\n    }}\n"
     );
-    if let Some(addr) = etcd {
+    if let Some(target) = etcd {
         text.push_str(&format!(
-            "    # Added by devstack: containers reach etcd as etcd:2379 through here.\n    server {{\n        listen 2379;\n        proxy_pass {addr};\n        proxy_timeout 1h;\n    }}\n"
+            "    # Added by devstack: containers reach etcd as etcd:2379 through here.\n    server {{\n        listen 2379;\n        proxy_pass {target};\n        proxy_timeout 1h;\n    }}\n"
         ));
     }
     text
@@ -489,9 +490,9 @@ mod tests {
         assert!(!answer.servers[1].serving());
         assert_eq!(answer.servers[2].backend, "svc_b");
 
-        let etcd: SocketAddr = "172.18.0.1:40000".parse().unwrap();
+        let etcd = EtcdTarget::Addr("172.18.0.1:40000".parse().unwrap());
         let module = StreamModule::Dynamic("/usr/lib/nginx/modules/ngx_stream_module.so".into());
-        let text = with_devstack_sections(CONFIG, Some(etcd), gateway, &module);
+        let text = with_devstack_sections(CONFIG, Some(&etcd), gateway, &module);
         assert!(text.starts_with(
             "# Added by devstack: this nginx has its stream module as a dynamic one.\nload_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
         ));
@@ -499,7 +500,7 @@ mod tests {
         // A template with its own stream block gets devstack's servers in it.
         let own =
             format!("{CONFIG}stream {{\n    server {{ listen 5432; proxy_pass db:5432; }}\n}}\n");
-        let text = with_devstack_sections(&own, Some(etcd), gateway, &StreamModule::BuiltIn);
+        let text = with_devstack_sections(&own, Some(&etcd), gateway, &StreamModule::BuiltIn);
         assert_eq!(text.matches("stream {").count(), 1, "{text}");
         assert!(text.contains("stream {\n    # Added by devstack"), "{text}");
     }

@@ -274,6 +274,13 @@ impl Engine {
                     "net.ipv4.ip_unprivileged_port_start".to_string(),
                     "0".to_string(),
                 )])),
+                // `host.docker.internal` resolves in it to the engine's
+                // host-gateway address (Docker Desktop resolves the name
+                // without it; a Linux engine only with it): the way to this
+                // host its `etcd:2379` forward takes when the stack network's
+                // gateway is out of the containers' reach (see
+                // `super::registry`).
+                extra_hosts: Some(vec![super::registry::HOST_GATEWAY_MAPPING.into()]),
                 // The router restarts it and hands it the current config.
                 restart_policy: Some(DockerRestart {
                     name: Some(RestartPolicyNameEnum::NO),
@@ -486,14 +493,15 @@ const LABEL_SPEC: &str = "dev.devstack.proxy-spec";
 /// the container knows how to ask it where it sends traffic.
 const LABEL_PROXY_KIND: &str = "dev.devstack.proxy-kind";
 /// The version of the container settings devstack applies (see `create_proxy`).
-const CONTAINER_LAYOUT: u32 = 3;
+const CONTAINER_LAYOUT: u32 = 4;
 
 fn spec_fingerprint(spec: &ProxySpec) -> String {
     use sha2::{Digest, Sha256};
     let mut aliases = spec.aliases.clone();
     aliases.sort();
     // CONTAINER_LAYOUT changes whenever what devstack asks of the container
-    // does (user, sysctls, command), so an older devstack's proxy is replaced.
+    // does (user, sysctls, command, extra hosts), so an older devstack's
+    // proxy is replaced.
     let mut text = format!(
         "{}\n{}\n{}\n{}\n{CONTAINER_LAYOUT}",
         spec.image,

@@ -19,8 +19,11 @@
 //! Beside it, the other direction: where the stack's registry (the etcd
 //! behind `etcd:2379`) runs, [`Registry`]: on this host, the embedded
 //! server on the network's gateway, where the stack's containers reach it;
-//! or in a container of the stack where they cannot (decided by
-//! `Engine::probe_gateway` from the proxy container, see `super::registry`).
+//! on this host where their `host.docker.internal` leads, where they reach
+//! only that; or in a container of the stack where they reach neither
+//! (decided by `Engine::probe_gateway` and
+//! `Engine::probe_host_docker_internal` from the proxy container, see
+//! `super::registry`).
 //!
 //! The decision lives in a cell every clone of an [`Engine`] shares, so the
 //! registrar, the router and `apply` of one process read the same one. The
@@ -130,6 +133,12 @@ pub enum Registry {
     /// The embedded etcd in the devstack process, on the stack network's
     /// gateway address: the stack's containers reach it there.
     Host,
+    /// The embedded etcd in the devstack process, where the containers'
+    /// `host.docker.internal` (the engine's `host-gateway` mapping) leads:
+    /// the default bridge's gateway on a Linux engine, this host's loopback
+    /// where the engine runs in a VM (Docker Desktop). The containers cannot
+    /// reach the stack network's gateway, but reach that.
+    HostGateway,
     /// `devstack etcd serve` in a container of the stack
     /// (`<project>-registry`): the containers cannot reach this host.
     Stack,
@@ -140,6 +149,7 @@ impl Registry {
     pub fn as_str(self) -> &'static str {
         match self {
             Registry::Host => "host",
+            Registry::HostGateway => "host-gateway",
             Registry::Stack => "stack",
         }
     }
@@ -148,6 +158,9 @@ impl Registry {
     pub fn describe(self) -> &'static str {
         match self {
             Registry::Host => "on this host, at the stack network's gateway",
+            Registry::HostGateway => {
+                "on this host, reached as host.docker.internal (containers cannot reach the stack network's gateway)"
+            }
             Registry::Stack => "in a container of the stack (containers cannot reach this host)",
         }
     }
@@ -155,6 +168,7 @@ impl Registry {
     fn code(self) -> u8 {
         match self {
             Registry::Host => REGISTRY_HOST,
+            Registry::HostGateway => REGISTRY_HOST_GATEWAY,
             Registry::Stack => REGISTRY_STACK,
         }
     }
@@ -177,6 +191,7 @@ const DECIDED: u8 = 0b100;
 /// The [`Registry`] bits, beside the reach's: none of them, undecided.
 const REGISTRY_HOST: u8 = 0b01000;
 const REGISTRY_STACK: u8 = 0b10000;
+const REGISTRY_HOST_GATEWAY: u8 = REGISTRY_HOST | REGISTRY_STACK;
 const REGISTRY_BITS: u8 = REGISTRY_HOST | REGISTRY_STACK;
 
 /// The decision every clone of one [`Engine`] shares.
@@ -203,6 +218,7 @@ impl ReachCell {
         match self.0.load(Ordering::Acquire) & REGISTRY_BITS {
             REGISTRY_HOST => Some(Registry::Host),
             REGISTRY_STACK => Some(Registry::Stack),
+            REGISTRY_HOST_GATEWAY => Some(Registry::HostGateway),
             _ => None,
         }
     }
@@ -301,6 +317,18 @@ mod tests {
         assert_ne!(code & DECIDED, 0);
         other.settle_registry(Registry::Host);
         assert_eq!(cell.registry(), Some(Registry::Host));
+        cell.settle_registry(Registry::HostGateway);
+        assert_eq!(other.registry(), Some(Registry::HostGateway));
+        assert_eq!(
+            Reach::of_code(other.0.load(Ordering::Acquire)),
+            Reach::Direct
+        );
+        other.settle_registry(Registry::Stack);
+        assert_eq!(cell.registry(), Some(Registry::Stack));
+        assert_eq!(
+            serde_json::to_string(&Registry::HostGateway).unwrap(),
+            "\"host-gateway\""
+        );
         assert_eq!(
             Reach::of_code(cell.0.load(Ordering::Acquire)),
             Reach::Direct

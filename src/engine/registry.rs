@@ -4,9 +4,16 @@
 //! Whether they can is asked once per routing start, from the proxy
 //! container ([`Engine::probe_gateway`]): this process listens on the stack
 //! network's gateway address and the proxy's own shell connects there. A
-//! connection that arrives proves the way; none within the probe's time (or
-//! a gateway that is not an address of this host at all) moves the
-//! registry into the stack.
+//! connection that arrives proves the way. None within the probe's time (or
+//! a gateway that is not an address of this host at all) asks the second
+//! way ([`Engine::probe_host_docker_internal`]): this process listens where
+//! the engine's `host-gateway` mapping leads ([`Engine::host_gateway_listener`]:
+//! the default bridge's gateway on a Linux engine of this host, else this
+//! host's loopback, which Docker Desktop forwards `host.docker.internal`
+//! to) and the proxy, created with `host.docker.internal:host-gateway`
+//! among its hosts, connects to `host.docker.internal`. A connection that
+//! arrives keeps the registry on this host, there
+//! ([`super::reach::Registry::HostGateway`]); none moves it into the stack.
 //!
 //! There, the registry is this very devstack program, `devstack etcd serve`
 //! (in memory), copied through the engine's archive API into a container
@@ -27,7 +34,7 @@
 //! registrations of containers gone since.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bollard::models::{
@@ -53,6 +60,49 @@ const BINARY_PATH: &str = "/usr/local/bin/devstack-registry";
 const PROBE_CONNECT: Duration = Duration::from_secs(3);
 /// How long the registry may take to answer once started.
 const READY_WITHIN: Duration = Duration::from_secs(20);
+
+/// The name by which containers reach this host through the engine's
+/// `host-gateway` mapping (Docker Desktop resolves it by itself too).
+pub const HOST_DOCKER_INTERNAL: &str = "host.docker.internal";
+/// The extra host entry that maps [`HOST_DOCKER_INTERNAL`] to the engine's
+/// host-gateway address, in a container's `extra_hosts`.
+pub const HOST_GATEWAY_MAPPING: &str = "host.docker.internal:host-gateway";
+
+/// Where the proxy's `etcd:2379` forward leads: an address, or a name the
+/// proxy resolves itself (`host.docker.internal`, whose address only the
+/// engine knows for sure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EtcdTarget {
+    Addr(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl EtcdTarget {
+    /// `host.docker.internal:<port>`.
+    pub fn host_docker_internal(port: u16) -> EtcdTarget {
+        EtcdTarget::Name {
+            host: HOST_DOCKER_INTERNAL.into(),
+            port,
+        }
+    }
+}
+
+impl From<SocketAddr> for EtcdTarget {
+    fn from(addr: SocketAddr) -> EtcdTarget {
+        EtcdTarget::Addr(addr)
+    }
+}
+
+/// As HAProxy's `server` and nginx's `proxy_pass` take it: `ip:port`,
+/// `[ip6]:port`, `name:port`.
+impl std::fmt::Display for EtcdTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EtcdTarget::Addr(addr) => write!(f, "{addr}"),
+            EtcdTarget::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
 
 /// The registry container's name.
 pub fn registry_container_name(project: &str) -> String {
@@ -104,11 +154,12 @@ impl RegistryContainer {
 }
 
 /// The shell script the probe runs in the container: a TCP connection to
-/// `addr` with the first tool the image has (python3, nc, bash's
-/// `/dev/tcp` under `timeout`). Its verdict is whether this process saw
-/// the connection arrive, not its exit code; 127 says no tool was there.
-fn connect_script(addr: SocketAddr) -> String {
-    let (ip, port, secs) = (addr.ip(), addr.port(), PROBE_CONNECT.as_secs());
+/// `host` (an address or a name the container resolves) at `port` with the
+/// first tool the image has (python3, nc, bash's `/dev/tcp` under
+/// `timeout`). Its verdict is whether this process saw the connection
+/// arrive, not its exit code; 127 says no tool was there.
+fn connect_script(host: &str, port: u16) -> String {
+    let (ip, secs) = (host, PROBE_CONNECT.as_secs());
     format!(
         "if command -v python3 >/dev/null 2>&1; then python3 -c 'import socket; socket.create_connection((\"{ip}\", {port}), {secs}).close()' 2>&1; \
          elif command -v nc >/dev/null 2>&1; then nc -z -w {secs} {ip} {port} 2>&1; \
@@ -131,10 +182,69 @@ impl Engine {
                 ))
             }
         };
+        self.probe_arrival(container, listener, &gateway.to_string())
+            .await
+    }
+
+    /// Whether the stack's containers reach this process as
+    /// `host.docker.internal`, asked from the running container `container`
+    /// (the proxy, made with [`HOST_GATEWAY_MAPPING`]): this process
+    /// listens where the mapping leads ([`Engine::host_gateway_listener`])
+    /// and the container connects to the name. With the probe's verdict,
+    /// the address this process listened on (where the embedded etcd is to
+    /// listen when it reached).
+    pub async fn probe_host_docker_internal(
+        &self,
+        container: &str,
+    ) -> (GatewayProbe, Option<IpAddr>) {
+        let listener = match self.host_gateway_listener().await {
+            Ok(l) => l,
+            Err(e) => {
+                return (
+                    GatewayProbe::Unknown(format!("devstack cannot open a listener: {e}")),
+                    None,
+                )
+            }
+        };
+        let ip = listener.local_addr().ok().map(|a| a.ip());
+        let probe = self
+            .probe_arrival(container, listener, HOST_DOCKER_INTERNAL)
+            .await;
+        (probe, ip)
+    }
+
+    /// A listener of this process (on a port the kernel picks) where the
+    /// containers' `host.docker.internal` leads: the engine's
+    /// `host-gateway` address, which is the default `bridge` network's
+    /// gateway unless the engine is told otherwise, when that is an address
+    /// of this host (a Linux engine here); else this host's loopback, where
+    /// an engine in a VM (Docker Desktop) forwards the name.
+    pub async fn host_gateway_listener(&self) -> std::io::Result<TcpListener> {
+        if let Some(ip) = self.gateway_of("bridge").await {
+            if let Ok(listener) = TcpListener::bind((ip, 0)).await {
+                return Ok(listener);
+            }
+        }
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await
+    }
+
+    /// Whether a connection that the running container `container` makes
+    /// to `host` (as it resolves that), at `listener`'s port, arrives at
+    /// `listener`.
+    async fn probe_arrival(
+        &self,
+        container: &str,
+        listener: TcpListener,
+        host: &str,
+    ) -> GatewayProbe {
         let Ok(at) = listener.local_addr() else {
             return GatewayProbe::Unknown("the probe's listener has no address".into());
         };
-        let argv = vec!["sh".to_string(), "-c".to_string(), connect_script(at)];
+        let argv = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            connect_script(host, at.port()),
+        ];
         let exec = self.exec_capture(container, &argv, PROBE_CONNECT + Duration::from_secs(3));
         tokio::pin!(exec);
         let accept = listener.accept();
@@ -155,7 +265,8 @@ impl Engine {
         match out {
             Ok(o) if o.exit_code == Some(127) => GatewayProbe::Unknown(o.output.trim().to_string()),
             Ok(_) => GatewayProbe::Unreached(format!(
-                "no connection from `{container}` arrived at {at} within {}s",
+                "no connection from `{container}` to {host}:{} arrived at {at} within {}s",
+                at.port(),
                 PROBE_CONNECT.as_secs()
             )),
             Err(e) => GatewayProbe::Unknown(e.to_string()),
@@ -425,6 +536,16 @@ mod tests {
     }
 
     #[test]
+    fn the_etcd_forward_reads_as_the_proxies_take_it() {
+        let addr: SocketAddr = "172.18.0.1:40001".parse().unwrap();
+        assert_eq!(EtcdTarget::from(addr).to_string(), "172.18.0.1:40001");
+        assert_eq!(
+            EtcdTarget::host_docker_internal(40002).to_string(),
+            "host.docker.internal:40002"
+        );
+    }
+
+    #[test]
     fn docker_and_rust_name_architectures_alike() {
         assert_eq!(normal_arch("amd64"), normal_arch("x86_64"));
         assert_eq!(normal_arch("arm64"), normal_arch("aarch64"));
@@ -438,7 +559,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(connect_script("127.0.0.1:9".parse().unwrap()))
+            .arg(connect_script("127.0.0.1", 9))
             .env("PATH", dir.path())
             .output()
             .unwrap();
@@ -447,7 +568,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
-            .arg(connect_script(addr))
+            .arg(connect_script("localhost", addr.port()))
             .output()
             .unwrap();
         assert!(out.status.success(), "{out:?}");

@@ -51,6 +51,13 @@ pub(super) fn ipv4_gateway(ipam: Option<&bollard::models::Ipam>) -> Option<std::
 }
 
 impl Engine {
+    /// The IPv4 gateway of the network `network` (a name or id), if the
+    /// engine has that network and it has one.
+    pub(super) async fn gateway_of(&self, network: &str) -> Option<std::net::IpAddr> {
+        let found = self.docker.inspect_network(network, None).await.ok()?;
+        ipv4_gateway(found.ipam.as_ref())
+    }
+
     /// Every container, running or not, carrying every label given; `what`
     /// names the listing in an error.
     pub(crate) async fn containers_labelled(

@@ -152,6 +152,12 @@ pub fn runtime_commands(live: &str, next: &str) -> Option<Vec<String>> {
         }
         let server = format!("{backend}/{}", n.name);
         let moved = o.address != n.address || o.port != n.port;
+        // `set server ... addr` takes an IP only (HAProxy answers a name,
+        // `host.docker.internal` say, with "Invalid addr"): a server moving
+        // to a name is a reload, which resolves it.
+        if moved && n.address.parse::<std::net::IpAddr>().is_err() {
+            return None;
+        }
         let set_addr = format!("set server {server} addr {} port {}", n.address, n.port);
         match (o.disabled, n.disabled) {
             (false, true) => {
@@ -384,6 +390,26 @@ mod tests {
                 "set server svc_api/s1 health up",
                 "set server svc_api/s1 state ready",
             ]),
+        );
+    }
+
+    #[test]
+    fn a_server_moving_to_a_name_needs_a_reload() {
+        let live = "backend devstack_etcd\n    mode tcp\n    server etcd 172.18.0.1:2379\n";
+        assert_eq!(
+            runtime_commands(
+                live,
+                &live.replace("172.18.0.1:2379", "host.docker.internal:40001")
+            ),
+            None
+        );
+        assert_eq!(
+            runtime_commands(live, &live.replace("172.18.0.1:2379", "172.17.0.1:40001")),
+            Some(vec![
+                "set server devstack_etcd/etcd state maint".to_string(),
+                "set server devstack_etcd/etcd addr 172.17.0.1 port 40001".to_string(),
+                "set server devstack_etcd/etcd state ready".to_string(),
+            ])
         );
     }
 

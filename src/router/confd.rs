@@ -35,6 +35,7 @@ use crate::engine::proxy::{
     self, master_cli, parse_show_proc, CheckError, ProcState, ProxyContainer, ProxySpec,
 };
 use crate::engine::reach::Reach;
+use crate::engine::registry::EtcdTarget;
 use crate::engine::runtime::{runtime_commands, runtime_failure};
 use crate::engine::{Engine, EngineError};
 use crate::etcd::pb::etcdserverpb::WatchResponse;
@@ -53,8 +54,9 @@ pub struct RouterConfig {
     pub endpoints: Vec<String>,
     pub proxy: ProxySpec,
     /// Where containers' `etcd:2379` should lead: the proxy forwards its port
-    /// 2379 there (the embedded server on the network's gateway, say).
-    pub etcd_for_containers: Option<SocketAddr>,
+    /// 2379 there (the embedded server on the network's gateway, say, or
+    /// `host.docker.internal:<port>`).
+    pub etcd_for_containers: Option<EtcdTarget>,
     /// The registry must be quiet this long before a render...
     pub quiet: Duration,
     /// ...but a burst never delays a render longer than this.
@@ -76,10 +78,10 @@ impl RouterConfig {
         }
     }
 
-    /// Makes containers' `etcd:2379` go through the proxy to `addr`.
-    pub fn with_etcd_for_containers(mut self, addr: SocketAddr) -> RouterConfig {
+    /// Makes containers' `etcd:2379` go through the proxy to `target`.
+    pub fn with_etcd_for_containers(mut self, target: impl Into<EtcdTarget>) -> RouterConfig {
         self.proxy = proxy_spec(&self.stack, &self.project, true);
-        self.etcd_for_containers = Some(addr);
+        self.etcd_for_containers = Some(target.into());
         self
     }
 }
@@ -319,7 +321,7 @@ pub async fn prepare(engine: Engine, config: RouterConfig) -> Result<PreparedRou
         })?;
     let (proxy, stream) = match kind {
         ProxyKind::Haproxy => {
-            let base = devstack_sections(&base, config.etcd_for_containers, gateway);
+            let base = devstack_sections(&base, config.etcd_for_containers.as_ref(), gateway);
             let mut proxy = engine
                 .ensure_proxy(&config.proxy, &base)
                 .await
@@ -363,11 +365,12 @@ impl PreparedRouter {
         self.gateway
     }
 
-    /// The registry moved (into a container of the stack): the loop reads
-    /// `endpoints`, and the proxy's `etcd:2379` forward leads to
-    /// `for_containers` from the first apply on (the proxy keeps its `etcd`
-    /// alias, so containers reach it as before).
-    pub fn move_registry(&mut self, endpoints: Vec<String>, for_containers: SocketAddr) {
+    /// The registry moved (into a container of the stack, or to where
+    /// `host.docker.internal` leads): the loop reads `endpoints`, and the
+    /// proxy's `etcd:2379` forward leads to `for_containers` from the first
+    /// apply on (the proxy keeps its `etcd` alias, so containers reach it as
+    /// before).
+    pub fn move_registry(&mut self, endpoints: Vec<String>, for_containers: EtcdTarget) {
         self.config.endpoints = endpoints;
         self.config.etcd_for_containers = Some(for_containers);
     }
@@ -713,7 +716,7 @@ impl Router {
         let text = render_for(self.kind, &template, view).ok()?;
         Some(devstack_sections(
             &text,
-            self.config.etcd_for_containers,
+            self.config.etcd_for_containers.as_ref(),
             self.gateway,
         ))
     }
@@ -1025,11 +1028,11 @@ impl Router {
         match &self.stream {
             Some(module) => nginx::with_devstack_sections(
                 text,
-                self.config.etcd_for_containers,
+                self.config.etcd_for_containers.as_ref(),
                 self.gateway,
                 module,
             ),
-            None => devstack_sections(text, self.config.etcd_for_containers, self.gateway),
+            None => devstack_sections(text, self.config.etcd_for_containers.as_ref(), self.gateway),
         }
     }
 
@@ -1236,7 +1239,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// devstack's own sections after the template's: the control port
 /// ([`proxy::control_section`]) and, with an embedded etcd, its forward.
-pub fn devstack_sections(config: &str, etcd: Option<SocketAddr>, gateway: IpAddr) -> String {
+pub fn devstack_sections(config: &str, etcd: Option<&EtcdTarget>, gateway: IpAddr) -> String {
     format!(
         "{}{}",
         with_etcd_forward(config, etcd),
@@ -1247,7 +1250,7 @@ pub fn devstack_sections(config: &str, etcd: Option<SocketAddr>, gateway: IpAddr
 /// devstack's own section after the template's: containers reach etcd as
 /// `etcd:2379` through the proxy (which carries the `etcd` alias), whatever
 /// the template says.
-pub fn with_etcd_forward(config: &str, etcd: Option<SocketAddr>) -> String {
+pub fn with_etcd_forward(config: &str, etcd: Option<&EtcdTarget>) -> String {
     match etcd {
         None => config.to_string(),
         Some(addr) => format!(
@@ -1404,8 +1407,12 @@ async fn start_nginx(
         ),
     })?;
     if read_control(proxy.cli).await.is_err() {
-        let full =
-            nginx::with_devstack_sections(base, config.etcd_for_containers, gateway, &stream);
+        let full = nginx::with_devstack_sections(
+            base,
+            config.etcd_for_containers.as_ref(),
+            gateway,
+            &stream,
+        );
         if let Err(failure) = nginx_path::install(engine, &proxy, None, &full).await {
             return Err(RouterError::ProxyUnreachable {
                 project: project.clone(),

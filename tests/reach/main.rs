@@ -30,14 +30,19 @@
 //! the second test: a rule in INPUT drops every connection the stack's
 //! subnet opens to the network's gateway (`INPUT -s <subnet> -d <gateway>
 //! -m conntrack --ctstate NEW -j DROP`), as on Docker Desktop or a remote
-//! engine, where the gateway is no address of devstack's host. The
-//! registry then moves into the stack (`<project>-registry`, `registry:
-//! stack`), and the same stack must come up routed, survive a killed
-//! replica and a restarted agent, and swap on a save without a failed
-//! request, its containers reaching the registry as `etcd:2379`. The third
-//! test puts both rules on one stack (Docker Desktop's situation): the
-//! registry runs in the stack and devstack reaches it on its port published
-//! on 127.0.0.1.
+//! engine, where the gateway is no address of devstack's host. Their
+//! `host.docker.internal` (the default bridge's gateway, another address of
+//! this host) still answers, so the embedded registry listens there
+//! (`registry: host-gateway`) and the same stack must come up routed,
+//! survive a killed replica and a restarted agent, its containers reaching
+//! the registry as `etcd:2379`. The third test drops every connection the
+//! stack's subnet opens to this host (`INPUT -s <subnet> -m conntrack
+//! --ctstate NEW -j DROP`): the registry then moves into the stack
+//! (`<project>-registry`, `registry: stack`), and the same stack must come
+//! up routed, survive a killed replica and a restarted agent, and swap on a
+//! save without a failed request. The fourth test puts the first rule and
+//! the whole-host reverse one on one stack: the registry runs in the stack
+//! and devstack reaches it on its port published on 127.0.0.1.
 //!
 //! They change the host's firewall, so they run one at a time and are the
 //! only tests of their binary, and they undo the rules and the cgroup even
@@ -240,7 +245,9 @@ fn firewall(network: &str) -> (Undoing, PathBuf) {
 
 /// Inserts the reverse rule: no container of the network `network` opens a
 /// connection to its gateway (the host, as the containers see it).
-/// Connections the host opens to them, and their replies, pass.
+/// Connections the host opens to them, and their replies, pass; so do
+/// connections to the host's other addresses (the default bridge's
+/// gateway, where `host.docker.internal` leads).
 fn reverse_firewall(network: &str) -> Undoing {
     let (subnet, _) = subnet_and_bridge(network);
     let rule = strings(&[
@@ -260,6 +267,63 @@ fn reverse_firewall(network: &str) -> Undoing {
         rule,
         cgroup: None,
     })
+}
+
+/// Inserts the reverse rule for the whole host: no container of the
+/// network `network` opens a connection to any address of this host (its
+/// gateway, nor `host.docker.internal`, the default bridge's gateway).
+fn reverse_firewall_whole_host(network: &str) -> Undoing {
+    let (subnet, _) = subnet_and_bridge(network);
+    let rule = strings(&[
+        "-s",
+        &subnet,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "NEW",
+        "-j",
+        "DROP",
+    ]);
+    insert(Undo {
+        chain: "INPUT",
+        rule,
+        cgroup: None,
+    })
+}
+
+/// The default `bridge` network's IPv4 gateway (where the engine's
+/// `host-gateway`, and so `host.docker.internal`, leads on Linux): the one
+/// named, else the first address of its subnet, where the engine puts it.
+fn default_bridge_gateway() -> String {
+    let named = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+        "bridge",
+    ]);
+    if let Some(g) = named.split_whitespace().find(|s| s.contains('.')) {
+        return g.to_string();
+    }
+    let (subnet, _) = subnet_and_bridge("bridge");
+    let (base, len) = subnet.split_once('/').expect("a subnet");
+    let base: std::net::Ipv4Addr = base.parse().expect("an IPv4 subnet");
+    let mask = u32::MAX << (32 - len.parse::<u32>().expect("a prefix length"));
+    std::net::Ipv4Addr::from((u32::from(base) & mask) + 1).to_string()
+}
+
+/// Whether `container` opens a TCP connection to `ip` (a listener of the
+/// test's there), as its python3 says.
+fn container_connects(container: &str, ip: &str) -> bool {
+    let listener = std::net::TcpListener::bind((ip, 0)).expect("a listener of the test");
+    let port = listener.local_addr().unwrap().port();
+    let tried = python_in(
+        container,
+        &format!(
+            "import socket\ntry:\n    socket.create_connection(('{ip}', {port}), 2).close(); print('connected')\nexcept Exception as e:\n    print(type(e).__name__)"
+        ),
+    );
+    tried == "connected"
 }
 
 /// Whether a TCP connection to `addr` opens within 3 s, tried by a process
@@ -509,13 +573,121 @@ fn python_in(container: &str, code: &str) -> String {
     docker_ok(&["exec", container, "python3", "-c", code])
 }
 
+/// The gateway-only reverse rule, as where a firewall guards the stack
+/// network's gateway: the containers still reach `host.docker.internal`
+/// (the default bridge's gateway, another address of this host), so the
+/// embedded registry stays in devstack, listening there, and the proxy's
+/// `etcd:2379` forward leads to `host.docker.internal`.
+#[test]
+fn a_stack_whose_containers_reach_only_host_docker_internal_keeps_its_registry_on_the_host() {
+    let _one = one_at_a_time();
+    ready();
+    reaches_only_host_docker_internal(Stack::with("h", "    replicas: 2"));
+}
+
+/// The same behind nginx, whose stream `proxy_pass` resolves the name.
+#[test]
+fn behind_nginx_a_stack_reaching_only_host_docker_internal_keeps_its_registry_on_the_host() {
+    let _one = one_at_a_time();
+    ready();
+    let image = "devstack-fixtures/nginx:1.22";
+    assert!(
+        !docker_ok(&["images", "-q", image]).is_empty(),
+        "{image} is built (`just fixtures`)"
+    );
+    reaches_only_host_docker_internal(Stack::on("n", "    replicas: 2", "", "nginx"));
+}
+
+fn reaches_only_host_docker_internal(s: Stack) {
+    make_network(&s);
+    let _firewall = reverse_firewall(&s.name);
+    let gateway = gateway(&s.name);
+    let host_gateway = default_bridge_gateway();
+
+    up_routed(&s, "direct", "host-gateway");
+    both_replicas_serve(&s, "both replicas serve");
+    // No registry container; devstack's endpoint is its own etcd where
+    // `host-gateway` leads.
+    let registry = format!("{}-registry", s.name);
+    assert!(
+        !process::command_ok("docker", &["inspect", &registry]),
+        "no {registry} runs"
+    );
+    let endpoints = routing_state(&s.name)["endpoints"].clone();
+    let endpoint = endpoints[0].as_str().expect("an endpoint").to_string();
+    assert!(
+        endpoint.starts_with(&format!("http://{host_gateway}:")),
+        "{endpoints}"
+    );
+
+    // The simulation holds: a container of the stack cannot open a
+    // connection to the gateway, but can to `host.docker.internal`'s
+    // address; and it reaches the registry as `etcd:2379`.
+    let web1 = format!("{}-web-1", s.name);
+    assert!(
+        !container_connects(&web1, &gateway),
+        "a container reached the gateway"
+    );
+    assert!(
+        container_connects(&web1, &host_gateway),
+        "a container cannot reach {host_gateway}"
+    );
+    let version = python_in(
+        &web1,
+        "import urllib.request; print(urllib.request.urlopen('http://etcd:2379/version', timeout=5).read().decode())",
+    );
+    assert!(version.contains("etcdserver"), "{version}");
+    // The proxy resolves the name itself (its `extra_hosts`).
+    let proxy = format!("{}-proxy", s.name);
+    let hosts = docker_ok(&["exec", &proxy, "cat", "/etc/hosts"]);
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.contains("host.docker.internal") && l.starts_with(&host_gateway)),
+        "{hosts}"
+    );
+
+    survives_a_killed_replica(&s);
+    survives_a_restarted_agent(&s, "direct", "host-gateway");
+    // After the restart: the new agent's etcd (on a new port), reached the
+    // same way once its router's first apply reloaded the proxy.
+    until(
+        Duration::from_secs(15),
+        "etcd:2379 answers after the restart",
+        || {
+            let out = run(
+                "docker",
+                &[
+                    "exec",
+                    &web1,
+                    "python3",
+                    "-c",
+                    "import urllib.request; print(urllib.request.urlopen('http://etcd:2379/version', timeout=5).read().decode())",
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout).contains("etcdserver")
+        },
+    );
+    let listed = s.cmd(&["etcd", "ls", "/"]).output().expect("etcd ls runs");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("web"),
+        "the registry lists the web replicas: {listed}"
+    );
+
+    let down = s.cmd(&["down"]).output().expect("down runs");
+    assert!(down.status.success(), "{down:?}");
+}
+
+/// The reverse rule for the whole host: the containers reach neither the
+/// gateway nor `host.docker.internal`, so the registry runs in the stack.
 #[test]
 fn a_stack_whose_containers_cannot_reach_devstack_runs_its_registry_in_the_stack() {
     let _one = one_at_a_time();
     ready();
     let mut s = Stack::with("g", "    replicas: 2");
     make_network(&s);
-    let _firewall = reverse_firewall(&s.name);
+    let _firewall = reverse_firewall_whole_host(&s.name);
     let gateway = gateway(&s.name);
 
     // Up, routed, with the registry in the stack, recorded and said; the
@@ -539,21 +711,19 @@ fn a_stack_whose_containers_cannot_reach_devstack_runs_its_registry_in_the_stack
     );
 
     // The simulation holds: a container of the stack cannot open a
-    // connection to the gateway (here, a listener of the test's), and it
-    // reaches the registry as `etcd:2379`, which holds the replicas'
-    // registrations.
+    // connection to the gateway (here, a listener of the test's), nor to
+    // `host.docker.internal`'s address, and it reaches the registry as
+    // `etcd:2379`, which holds the replicas' registrations.
     let web1 = format!("{}-web-1", s.name);
-    let listener =
-        std::net::TcpListener::bind((gateway.as_str(), 0)).expect("a listener on the gateway");
-    let port = listener.local_addr().unwrap().port();
-    let tried = python_in(
-        &web1,
-        &format!(
-            "import socket\ntry:\n    socket.create_connection(('{gateway}', {port}), 2).close(); print('connected')\nexcept Exception as e:\n    print(type(e).__name__)"
-        ),
+    assert!(
+        !container_connects(&web1, &gateway),
+        "a container reached the gateway"
     );
-    assert_ne!(tried, "connected", "a container reached the gateway");
-    drop(listener);
+    let host_gateway = default_bridge_gateway();
+    assert!(
+        !container_connects(&web1, &host_gateway),
+        "a container reached {host_gateway}"
+    );
     let version = python_in(
         &web1,
         "import urllib.request; print(urllib.request.urlopen('http://etcd:2379/version', timeout=5).read().decode())",
@@ -579,10 +749,11 @@ fn a_stack_whose_containers_cannot_reach_devstack_runs_its_registry_in_the_stack
     );
 }
 
-/// Both rules at once, as on Docker Desktop: devstack reaches the stack
-/// only through ports published on 127.0.0.1, and its containers cannot
-/// reach the gateway, so the registry runs in the stack and devstack
-/// reaches it on its loopback publication.
+/// Both ways cut at once: devstack reaches the stack only through ports
+/// published on 127.0.0.1 (as on Docker Desktop), and its containers reach
+/// no address of this host, neither the gateway nor `host.docker.internal`,
+/// so the registry runs in the stack and devstack reaches it on its
+/// loopback publication.
 #[test]
 fn a_stack_cut_off_both_ways_reaches_its_registry_on_loopback() {
     let _one = one_at_a_time();
@@ -590,7 +761,7 @@ fn a_stack_cut_off_both_ways_reaches_its_registry_on_loopback() {
     let mut s = Stack::with("b", "    replicas: 2");
     make_network(&s);
     let (_firewall, cgroup) = firewall(&s.name);
-    let _reverse = reverse_firewall(&s.name);
+    let _reverse = reverse_firewall_whole_host(&s.name);
     s.cgroup = Some(cgroup.clone());
 
     up_routed(&s, "published", "stack");
