@@ -125,15 +125,21 @@ fn main() {
     let mut ds_times = Vec::new();
     let mut dc_times = Vec::new();
     for round in 1..=rounds {
-        // devstack: `up --detach` returns once every unit is healthy.
+        // devstack: `up --detach` returns once every unit is healthy. Its
+        // `--json` events, timed as they arrive, say where the time goes.
         let t0 = Instant::now();
-        let out = Command::new(devstack)
-            .args(["-f", &stack_s, "-p", DS_PROJECT, "up", "--detach"])
+        let mut child = Command::new(devstack)
+            .args(["-f", &stack_s, "-p", DS_PROJECT, "up", "--detach", "--json"])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("devstack runs");
+        let events = timed_lines(child.stdout.take().expect("piped"), t0);
+        let out = child.wait_with_output().expect("devstack runs");
         let ds = t0.elapsed();
+        let phases = Phases::of(&events.join().unwrap_or_default(), ds);
         if !out.status.success() {
             eprintln!("{}", String::from_utf8_lossy(&out.stderr));
             down_devstack();
@@ -150,6 +156,7 @@ fn main() {
             .stdin(Stdio::null())
             .output()
             .expect("docker-compose runs");
+        let dc_returned = t0.elapsed();
         if !out.status.success() {
             eprintln!("{}", String::from_utf8_lossy(&out.stderr));
             down_compose();
@@ -183,10 +190,12 @@ fn main() {
             std::process::exit(1);
         }
         println!(
-            "round {round}: devstack {:>6.2}s ({healthy} containers healthy)   docker-compose {:>6.2}s",
+            "round {round}: devstack {:>6.2}s ({healthy} containers healthy)   docker-compose {:>6.2}s (`up -d` returned at {:.2}s)",
             ds.as_secs_f64(),
-            dc.as_secs_f64()
+            dc.as_secs_f64(),
+            dc_returned.as_secs_f64()
         );
+        println!("         devstack's time: {phases}");
         ds_times.push(ds);
         dc_times.push(dc);
     }
@@ -221,4 +230,87 @@ fn count_healthy_devstack() -> usize {
     )
     .lines()
     .count()
+}
+
+/// Reads `from` line by line on a thread, each line with when it arrived
+/// (since `t0`).
+fn timed_lines(
+    from: impl std::io::Read + Send + 'static,
+    t0: Instant,
+) -> std::thread::JoinHandle<Vec<(Duration, String)>> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(from)
+            .lines()
+            .map_while(Result::ok)
+            .map(|line| (t0.elapsed(), line))
+            .collect()
+    })
+}
+
+/// Where one `up --detach --json` spent its time: when its first event
+/// came (the stack read, the engine asked), the first container began to be
+/// created, the last began to start, the first and last units were healthy
+/// (and which was last), and when it exited.
+struct Phases {
+    first_event: Option<Duration>,
+    first_created: Option<Duration>,
+    last_started: Option<Duration>,
+    first_healthy: Option<Duration>,
+    last_healthy: Option<(Duration, String)>,
+    exit: Duration,
+}
+
+impl Phases {
+    fn of(events: &[(Duration, String)], exit: Duration) -> Phases {
+        let mut p = Phases {
+            first_event: events.first().map(|(t, _)| *t),
+            first_created: None,
+            last_started: None,
+            first_healthy: None,
+            last_healthy: None,
+            exit,
+        };
+        for (t, line) in events {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            match field("event").as_str() {
+                "container" if field("action") == "creating" => {
+                    p.first_created = p.first_created.or(Some(*t))
+                }
+                "container" if field("action") == "starting" => p.last_started = Some(*t),
+                "healthy" => {
+                    p.first_healthy = p.first_healthy.or(Some(*t));
+                    p.last_healthy = Some((*t, field("service")));
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = |d: Option<Duration>| match d {
+            Some(d) => format!("{:.2}s", d.as_secs_f64()),
+            None => "-".into(),
+        };
+        write!(
+            f,
+            "first event {}, first container creating {}, last starting {}, first unit healthy {}, last healthy {}{}, exit {:.2}s",
+            at(self.first_event),
+            at(self.first_created),
+            at(self.last_started),
+            at(self.first_healthy),
+            at(self.last_healthy.as_ref().map(|(t, _)| *t)),
+            self.last_healthy
+                .as_ref()
+                .map(|(_, s)| format!(" ({s})"))
+                .unwrap_or_default(),
+            self.exit.as_secs_f64()
+        )
+    }
 }

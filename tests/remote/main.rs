@@ -152,6 +152,10 @@ fn undo() -> Vec<String> {
         }
     }
     other_engine::unmount_under(&made.dir);
+    // The daemon's `--cgroup-parent`, left empty once its containers are.
+    for problem in remove_cgroups(&made.netns) {
+        problems.push(problem);
+    }
     let _ = run("ip", &["link", "del", &made.veth]);
     let removed = run("ip", &["netns", "del", &made.netns]);
     if !removed.status.success() {
@@ -163,6 +167,35 @@ fn undo() -> Vec<String> {
     }
     if let Err(e) = std::fs::remove_dir_all(&made.dir) {
         problems.push(format!("cannot remove {}: {e}", made.dir.display()));
+    }
+    problems
+}
+
+/// Removes the cgroup `name` at the top of every hierarchy (cgroup v2's
+/// one, or each v1 controller's), its children first; what cannot be
+/// removed (a process still in it) is reported.
+fn remove_cgroups(name: &str) -> Vec<String> {
+    fn remove_tree(dir: &Path, problems: &mut Vec<String>) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&entry.path(), problems);
+                }
+            }
+        }
+        // A cgroup's files are the kernel's: rmdir takes them with it.
+        if let Err(e) = std::fs::remove_dir(dir) {
+            problems.push(format!("cgroup {}: {e}", dir.display()));
+        }
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    let mut tops = vec![root.join(name)];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        tops.extend(entries.flatten().map(|e| e.path().join(name)));
+    }
+    let mut problems = Vec::new();
+    for top in tops.iter().filter(|t| t.is_dir()) {
+        remove_tree(top, &mut problems);
     }
     problems
 }
@@ -610,4 +643,6 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
         !Path::new(&format!("/run/netns/{}", Made::new().netns)).exists(),
         "the namespace is still there"
     );
+    let cgroup = Path::new("/sys/fs/cgroup").join(Made::new().netns);
+    assert!(!cgroup.exists(), "{} is still there", cgroup.display());
 }
