@@ -374,17 +374,8 @@ impl Engine {
             what: format!("packing {path}"),
             message: e.to_string(),
         })?;
-        self.docker
-            .upload_to_container(
-                id,
-                Some(bollard::query_parameters::UploadToContainerOptions {
-                    path: "/".into(),
-                    ..Default::default()
-                }),
-                bollard::body_full(packed.into()),
-            )
+        self.extract(id, packed, || format!("writing {path} into `{id}`"))
             .await
-            .map_err(|e| EngineError::api(format!("writing {path} into `{id}`"), e))
     }
 
     /// Creates (does not start) an unnamed container of `image` with no
@@ -405,6 +396,17 @@ impl Engine {
     /// Extracts `tar` at `/` of container `id` (created or running): the
     /// engine keeps each entry's owner, mode and time.
     pub async fn put_archive(&self, id: &str, tar: Vec<u8>) -> Result<(), EngineError> {
+        self.extract(id, tar, || format!("writing files into `{id}`"))
+            .await
+    }
+
+    /// Extracts `tar` at `/` of container `id`; `what` names it in an error.
+    async fn extract(
+        &self,
+        id: &str,
+        tar: Vec<u8>,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), EngineError> {
         self.docker
             .upload_to_container(
                 id,
@@ -415,7 +417,7 @@ impl Engine {
                 bollard::body_full(tar.into()),
             )
             .await
-            .map_err(|e| EngineError::api(format!("writing files into `{id}`"), e))
+            .map_err(|e| EngineError::api(what(), e))
     }
 
     /// The engine's archive of one path in container `id`; `None` when

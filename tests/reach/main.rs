@@ -249,41 +249,32 @@ fn firewall(network: &str) -> (Undoing, PathBuf) {
 /// connections to the host's other addresses (the default bridge's
 /// gateway, where `host.docker.internal` leads).
 fn reverse_firewall(network: &str) -> Undoing {
-    let (subnet, _) = subnet_and_bridge(network);
-    let rule = strings(&[
-        "-s",
-        &subnet,
-        "-d",
-        &gateway(network),
-        "-m",
-        "conntrack",
-        "--ctstate",
-        "NEW",
-        "-j",
-        "DROP",
-    ]);
-    insert(Undo {
-        chain: "INPUT",
-        rule,
-        cgroup: None,
-    })
+    reverse_rule(network, Some(&gateway(network)))
 }
 
 /// Inserts the reverse rule for the whole host: no container of the
 /// network `network` opens a connection to any address of this host (its
 /// gateway, nor `host.docker.internal`, the default bridge's gateway).
 fn reverse_firewall_whole_host(network: &str) -> Undoing {
+    reverse_rule(network, None)
+}
+
+/// Drops new connections from `network`'s subnet to `to` (an address of
+/// this host), or to every address of this host.
+fn reverse_rule(network: &str, to: Option<&str>) -> Undoing {
     let (subnet, _) = subnet_and_bridge(network);
-    let rule = strings(&[
-        "-s",
-        &subnet,
+    let mut rule = strings(&["-s", &subnet]);
+    if let Some(to) = to {
+        rule.extend(strings(&["-d", to]));
+    }
+    rule.extend(strings(&[
         "-m",
         "conntrack",
         "--ctstate",
         "NEW",
         "-j",
         "DROP",
-    ]);
+    ]));
     insert(Undo {
         chain: "INPUT",
         rule,
