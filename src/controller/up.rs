@@ -71,9 +71,7 @@ impl UpOptions {
 
 /// `devstack up`: returns the exit code.
 pub async fn run(loaded: &LoadedStack, options: &UpOptions) -> anyhow::Result<u8> {
-    let engine = crate::ui::connect()
-        .await?
-        .with_adoptions(state::state_root());
+    let engine = crate::ui::connect().await?.with_state(state::state_root());
     // A watcher's fast swaps are kept once the builds behind them are done.
     super::overlay::wait_behind(&engine, &loaded.project).await;
     // Where this copy's proxy listens, settled before anything starts.

@@ -57,9 +57,7 @@ pub async fn run(loaded: &LoadedStack, services: &[String], json: bool) -> anyho
     }
     // One watcher per project: two would rebuild and swap the same save twice.
     let _claim = claim(&loaded.project).map_err(|e| Failed::new(exit::FAILURE, e))?;
-    let engine = crate::ui::connect()
-        .await?
-        .with_adoptions(state::state_root());
+    let engine = crate::ui::connect().await?.with_state(state::state_root());
     // A running stack whose routing agent is gone (killed, a reboot) would
     // swap containers behind a proxy that no longer follows them: the agent
     // is started again first, as `up --detach` does.

@@ -2,6 +2,7 @@
 //! from a context.
 
 use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 
 use bollard::query_parameters::{BuildImageOptions, BuilderVersion, CreateImageOptions};
 use futures::StreamExt;
@@ -189,9 +190,14 @@ impl Engine {
     /// what building `build` now would send: the context as `.dockerignore`
     /// leaves it (contents, modes, links; the Dockerfile with it), the
     /// Dockerfile's path, arguments, target and platform. `None` when any
-    /// differs or the image carries no such record: then it is built. A
-    /// base image pulled anew under the same tag is not seen here (nor is it
-    /// by a cached `docker build`, which also reuses its layers).
+    /// differs, the tag moved to another image since, or there is no record
+    /// (an engine without state keeps none): then it is built. A base image
+    /// pulled anew under the same tag is not seen here (nor is it by a
+    /// cached `docker build`, which also reuses its layers).
+    ///
+    /// The record is a file of devstack's state, not a label: a label is
+    /// one more step of the classic builder, a container committed, which
+    /// took about 3 s per build on fuse-overlayfs.
     pub async fn built_image(
         &self,
         service: &str,
@@ -199,19 +205,17 @@ impl Engine {
         tag: &str,
         platform: Option<&str>,
     ) -> Result<Option<String>, EngineError> {
-        let packed = self.pack_context(service, build).await?;
-        let wanted = input_hash(&packed, build, platform);
-        let image = match self.docker.inspect_image(tag).await {
-            Ok(image) => image,
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(EngineError::api(format!("inspecting image `{tag}`"), e)),
+        let Some(file) = self.build_record_file(tag) else {
+            return Ok(None);
         };
-        let recorded = image
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.as_ref())
-            .and_then(|l| l.get(LABEL_BUILD_INPUT));
-        Ok(image.id.filter(|_| recorded == Some(&wanted)))
+        let Some(record) = read_build_record(&file) else {
+            return Ok(None);
+        };
+        let packed = self.pack_context(service, build).await?;
+        if input_hash(&packed, build, platform) != record.input {
+            return Ok(None);
+        }
+        Ok(self.image_id(tag).await?.filter(|id| *id == record.image))
     }
 
     async fn pack_context(&self, service: &str, build: &Build) -> Result<Vec<u8>, EngineError> {
@@ -260,8 +264,6 @@ impl Engine {
             // FROM images are pulled for it, and the image is marked with it.
             platform: platform.unwrap_or_default().to_string(),
             version: BuilderVersion::BuilderV1,
-            // What it was built from, so the next `up` can skip an unchanged build.
-            labels: Some(HashMap::from([(LABEL_BUILD_INPUT.to_string(), input)])),
             ..Default::default()
         };
         let mut stream =
@@ -304,18 +306,76 @@ impl Engine {
                 image_id = Some(id);
             }
         }
-        match image_id {
-            Some(id) => Ok(id),
+        let id = match image_id {
+            Some(id) => id,
             None => self
                 .image_id(tag)
                 .await?
-                .ok_or_else(|| fail(&step, "the builder produced no image".into(), &last)),
+                .ok_or_else(|| fail(&step, "the builder produced no image".into(), &last))?,
+        };
+        // What it was built from, so the next `up` can skip an unchanged
+        // build. A record that cannot be written costs only that skip.
+        if let Some(file) = self.build_record_file(tag) {
+            let record = BuildRecord {
+                input,
+                image: id.clone(),
+            };
+            let _ = write_build_record(&file, &record);
         }
+        Ok(id)
     }
 }
 
-/// The label a built image carries: the hash of what it was built from
-/// (see [`Engine::built_image`]).
+/// What an image tagged by a build was built from (see
+/// [`Engine::built_image`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BuildRecord {
+    /// [`input_hash`] of the build.
+    pub input: String,
+    /// The image it made.
+    pub image: String,
+}
+
+/// The record file of the image tagged `tag` below `state_root`: one file
+/// per tag (each service builds one at a time; two never share a file),
+/// named by the tag's characters a file name may hold and a hash of it all.
+pub fn build_record_file(state_root: &Path, tag: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let readable: String = tag
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let digest = format!("{:x}", Sha256::digest(tag.as_bytes()));
+    state_root
+        .join("builds")
+        .join(format!("{readable}-{}.json", &digest[..12]))
+}
+
+/// The record in `file`; `None` when missing or unreadable.
+pub fn read_build_record(file: &Path) -> Option<BuildRecord> {
+    serde_json::from_slice(&std::fs::read(file).ok()?).ok()
+}
+
+/// Writes `record` to `file` whole (a temporary file renamed over it).
+pub fn write_build_record(file: &Path, record: &BuildRecord) -> std::io::Result<()> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &serde_json::to_vec(record)?)?;
+    tmp.persist(file).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// The label images built by earlier devstack versions carry: the hash of
+/// what they were built from (now a [`BuildRecord`]). Left out where two
+/// images' configurations are compared.
 pub const LABEL_BUILD_INPUT: &str = "dev.devstack.build-input";
 
 /// The hash of a build's inputs: the packed context (deterministic: sorted,
@@ -407,7 +467,10 @@ fn refusal_hint(message: String, image: &str, authenticated: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{platform_matches, split_tag};
+    use super::{
+        build_record_file, platform_matches, read_build_record, split_tag, write_build_record,
+        BuildRecord,
+    };
 
     #[test]
     fn platforms_match_by_os_arch_and_a_named_variant() {
@@ -441,5 +504,31 @@ mod tests {
         assert_eq!(split_tag("reg:5000/app:1.2"), ("reg:5000/app", Some("1.2")));
         assert_eq!(split_tag("reg:5000/app"), ("reg:5000/app", Some("latest")));
         assert_eq!(split_tag("app@sha256:ab"), ("app@sha256:ab", None));
+    }
+
+    #[test]
+    fn build_records_are_one_file_per_tag_written_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let a = build_record_file(root.path(), "devstack-built:shop.web");
+        // Tags that read the same once made file-name-safe stay apart.
+        let b = build_record_file(root.path(), "devstack-built/shop.web");
+        assert_ne!(a, b);
+        assert_eq!(a.parent(), Some(root.path().join("builds").as_path()));
+        assert!(a
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("devstack-built_shop.web-"));
+        assert_eq!(read_build_record(&a), None);
+        let record = BuildRecord {
+            input: "sha256:1".into(),
+            image: "sha256:2".into(),
+        };
+        write_build_record(&a, &record).unwrap();
+        assert_eq!(read_build_record(&a), Some(record));
+        std::fs::write(&b, "not json").unwrap();
+        assert_eq!(read_build_record(&b), None);
+        // Nothing but the record is left in the directory.
+        assert_eq!(std::fs::read_dir(a.parent().unwrap()).unwrap().count(), 2);
     }
 }

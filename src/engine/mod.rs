@@ -84,9 +84,10 @@ pub struct Engine {
     reach: reach::ReachCell,
     /// TCP through exec, for a stack reached only that way (shared).
     tunnels: tunnel::Tunnels,
-    /// Where projects' state directories are, to read the fast path's
-    /// records ([`adopted`]); `None`: containers go by their labels alone.
-    adoptions: Option<std::path::PathBuf>,
+    /// Where devstack's state is, to keep the fast path's records
+    /// ([`adopted`]) and the build records ([`images`]); `None`: containers
+    /// go by their labels alone, and every build runs.
+    state_root: Option<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -122,22 +123,33 @@ impl Engine {
             reach: reach::ReachCell::presumed(&host),
             tunnels: tunnel::Tunnels::default(),
             host,
-            adoptions: None,
+            state_root: None,
         })
     }
 
-    /// Lets [`Engine::list_project`] read the fast path's records below
-    /// `state_root` (`<state_root>/<project>/adopted.json`).
-    pub fn with_adoptions(mut self, state_root: std::path::PathBuf) -> Engine {
-        self.adoptions = Some(state_root);
+    /// Lets the engine keep devstack's records of its objects below
+    /// `state_root`: the fast path's adoptions, which [`Engine::list_project`]
+    /// reads (`<state_root>/<project>/adopted.json`), and what each built
+    /// image was built from (`<state_root>/builds/`, see
+    /// [`Engine::built_image`]).
+    pub fn with_state(mut self, state_root: std::path::PathBuf) -> Engine {
+        self.state_root = Some(state_root);
         self
     }
 
     /// The fast path's record file of `project`, when this engine reads them.
     pub fn adoption_file(&self, project: &str) -> Option<std::path::PathBuf> {
-        self.adoptions
+        self.state_root
             .as_ref()
             .map(|root| adopted::file(&root.join(project)))
+    }
+
+    /// The record of what the image tagged `tag` was built from, when this
+    /// engine keeps them.
+    pub fn build_record_file(&self, tag: &str) -> Option<std::path::PathBuf> {
+        self.state_root
+            .as_ref()
+            .map(|root| images::build_record_file(root, tag))
     }
 
     /// The engine address, as connected.
