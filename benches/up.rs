@@ -250,14 +250,13 @@ fn timed_lines(
 
 /// Where one `up --detach --json` spent its time: when its first event
 /// came (the stack read, the engine asked), the first container began to be
-/// created, the last began to start, the first and last units were healthy
-/// (and which was last), and when it exited.
+/// created, each unit was healthy (a dependent starts once its dependencies
+/// are), and when it exited.
 struct Phases {
     first_event: Option<Duration>,
     first_created: Option<Duration>,
-    last_started: Option<Duration>,
-    first_healthy: Option<Duration>,
-    last_healthy: Option<(Duration, String)>,
+    /// Each unit when it was healthy, in that order.
+    healthy: Vec<(Duration, String)>,
     exit: Duration,
 }
 
@@ -266,9 +265,7 @@ impl Phases {
         let mut p = Phases {
             first_event: events.first().map(|(t, _)| *t),
             first_created: None,
-            last_started: None,
-            first_healthy: None,
-            last_healthy: None,
+            healthy: Vec::new(),
             exit,
         };
         for (t, line) in events {
@@ -280,11 +277,7 @@ impl Phases {
                 "container" if field("action") == "creating" => {
                     p.first_created = p.first_created.or(Some(*t))
                 }
-                "container" if field("action") == "starting" => p.last_started = Some(*t),
-                "healthy" => {
-                    p.first_healthy = p.first_healthy.or(Some(*t));
-                    p.last_healthy = Some((*t, field("service")));
-                }
+                "healthy" => p.healthy.push((*t, field("service"))),
                 _ => {}
             }
         }
@@ -298,18 +291,17 @@ impl std::fmt::Display for Phases {
             Some(d) => format!("{:.2}s", d.as_secs_f64()),
             None => "-".into(),
         };
+        let healthy: Vec<String> = self
+            .healthy
+            .iter()
+            .map(|(t, unit)| format!("{unit} {:.2}", t.as_secs_f64()))
+            .collect();
         write!(
             f,
-            "first event {}, first container creating {}, last starting {}, first unit healthy {}, last healthy {}{}, exit {:.2}s",
+            "first event {}, first container creating {}, healthy at [{}] s, exit {:.2}s",
             at(self.first_event),
             at(self.first_created),
-            at(self.last_started),
-            at(self.first_healthy),
-            at(self.last_healthy.as_ref().map(|(t, _)| *t)),
-            self.last_healthy
-                .as_ref()
-                .map(|(_, s)| format!(" ({s})"))
-                .unwrap_or_default(),
+            healthy.join(", "),
             self.exit.as_secs_f64()
         )
     }
