@@ -247,7 +247,10 @@ impl Engine {
         mut on_output: impl FnMut(ImageOutput),
     ) -> Result<String, EngineError> {
         let packed = self.pack_context(service, build).await?;
-        let input = input_hash(&packed, build, platform);
+        // What it is built from, for the record (kept only with a state root).
+        let record = self
+            .build_record_file(tag)
+            .map(|file| (file, input_hash(&packed, build, platform)));
         let options = BuildImageOptions {
             dockerfile: build.dockerfile.trim_start_matches("./").to_string(),
             t: Some(tag.to_string()),
@@ -315,7 +318,7 @@ impl Engine {
         };
         // What it was built from, so the next `up` can skip an unchanged
         // build. A record that cannot be written costs only that skip.
-        if let Some(file) = self.build_record_file(tag) {
+        if let Some((file, input)) = record {
             let record = BuildRecord {
                 input,
                 image: id.clone(),

@@ -398,11 +398,7 @@ impl Registrar {
     async fn relist(&mut self) {
         let Ok(observed) = self.engine.list_project(&self.config.project).await else {
             // Listed again soon: what runs must not wait for its next start.
-            let tx = self.tx.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(TRACK_AGAIN).await;
-                let _ = tx.send(Msg::Relist);
-            });
+            self.send_later(Msg::Relist, TRACK_AGAIN);
             return;
         };
         for o in observed {
@@ -580,12 +576,7 @@ impl Registrar {
             // The engine did not answer: asked again, or a running replica
             // would stay out of the registry until it next started.
             Err(_) => {
-                let tx = self.tx.clone();
-                let (id, service) = (id.to_string(), service.to_string());
-                tokio::spawn(async move {
-                    tokio::time::sleep(TRACK_AGAIN).await;
-                    let _ = tx.send(Msg::Track(id, service));
-                });
+                self.send_later(Msg::Track(id.to_string(), service.to_string()), TRACK_AGAIN);
                 return;
             }
         };
@@ -674,11 +665,15 @@ impl Registrar {
     }
 
     fn schedule(&self, id: &str, after: Duration) {
+        self.send_later(Msg::Recheck(id.to_string()), after);
+    }
+
+    /// Sends `msg` to the registrar's own loop `after` from now.
+    fn send_later(&self, msg: Msg, after: Duration) {
         let tx = self.tx.clone();
-        let id = id.to_string();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            let _ = tx.send(Msg::Recheck(id));
+            let _ = tx.send(msg);
         });
     }
 

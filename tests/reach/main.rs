@@ -53,6 +53,8 @@
 mod fixtures;
 #[path = "../support/process.rs"]
 mod process;
+#[path = "../support/state.rs"]
+mod state;
 #[path = "../support/undoing.rs"]
 mod undoing;
 #[path = "../support/watched.rs"]
@@ -65,6 +67,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use process::run;
+use state::routing_state;
 use undoing::Undoing;
 use watched::*;
 
@@ -347,19 +350,6 @@ fn address(container: &str) -> String {
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
         container,
     ])
-}
-
-/// The project's routing state file, as devstack writes it.
-fn routing_state(project: &str) -> serde_json::Value {
-    let home = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".local/state")
-        });
-    let path = home.join("devstack").join(project).join("routing.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} is readable: {e}", path.display()));
-    serde_json::from_str(&text).expect("routing.json is JSON")
 }
 
 /// `n` answers in a row from the stack, each "first"; false at the first other.

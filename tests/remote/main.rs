@@ -35,11 +35,14 @@ mod fixtures;
 mod other_engine;
 #[path = "../support/process.rs"]
 mod process;
+#[path = "../support/state.rs"]
+mod state;
 #[path = "../support/undoing.rs"]
 mod undoing;
 
 use other_engine::{local_containers, text};
 use process::run;
+use state::routing_state;
 use undoing::Undoing;
 
 use std::net::TcpStream;
@@ -138,12 +141,7 @@ fn undo() -> Vec<String> {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
-    if let Some(home) = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-    {
-        let _ = std::fs::remove_dir_all(home.join("devstack").join(&routed));
-    }
+    let _ = std::fs::remove_dir_all(devstack::controller::state::state_root().join(&routed));
     let exec_root = made.exec_root().to_string_lossy().into_owned();
     for pid in processes_naming(&exec_root) {
         if pid > 1 && pid != std::process::id() as i32 {
@@ -219,6 +217,15 @@ impl Drop for Remote {
 }
 
 impl Remote {
+    /// `curl -sS ARGS` from inside the engine's network namespace (where its
+    /// loopback-published ports are).
+    fn curl(&self, args: &[&str]) -> Output {
+        let net = format!("--net=/run/netns/{}", self.made.netns);
+        let mut argv = vec![net.as_str(), "curl", "-sS"];
+        argv.extend_from_slice(args);
+        run("nsenter", &argv)
+    }
+
     fn start() -> Remote {
         let made = Made::new();
         *MADE.lock().unwrap() = Some(made.clone());
@@ -419,20 +426,14 @@ const ROUTED_HOST: &str = "api.remote.localhost";
 /// engine's namespace (the proxy's port is on the engine's loopback): the
 /// replica's hostname.
 fn routed_hostname(remote: &Remote, listen: &str) -> Result<String, String> {
-    let out = run(
-        "nsenter",
-        &[
-            &format!("--net=/run/netns/{}", remote.made.netns),
-            "curl",
-            "-sS",
-            "--fail",
-            "--max-time",
-            "5",
-            "-H",
-            &format!("Host: {ROUTED_HOST}"),
-            &format!("http://{listen}/"),
-        ],
-    );
+    let out = remote.curl(&[
+        "--fail",
+        "--max-time",
+        "5",
+        "-H",
+        &format!("Host: {ROUTED_HOST}"),
+        &format!("http://{listen}/"),
+    ]);
     if !out.status.success() {
         return Err(text(&out));
     }
@@ -450,19 +451,6 @@ fn until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-/// The project's routing state file, as devstack writes it.
-fn routing_state(project: &str) -> serde_json::Value {
-    let home = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".local/state")
-        });
-    let path = home.join("devstack").join(project).join("routing.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{} is readable: {e}", path.display()));
-    serde_json::from_str(&text).expect("routing.json is JSON")
 }
 
 /// The routed stack on the remote engine: devstack reaches it only through
@@ -605,17 +593,7 @@ fn a_stack_runs_on_a_remote_engine_reached_over_tcp() {
     let published = published.lines().next().unwrap_or_default().to_string();
     assert!(published.starts_with("127.0.0.1:"), "{published}");
     let port = published.rsplit(':').next().unwrap_or_default();
-    let inside = run(
-        "nsenter",
-        &[
-            &format!("--net=/run/netns/{}", remote.made.netns),
-            "curl",
-            "-sS",
-            "--max-time",
-            "10",
-            &format!("http://127.0.0.1:{port}/"),
-        ],
-    );
+    let inside = remote.curl(&["--max-time", "10", &format!("http://127.0.0.1:{port}/")]);
     assert!(
         String::from_utf8_lossy(&inside.stdout).contains("\"service\": \"web\""),
         "web on the engine's loopback: {}",

@@ -4,7 +4,6 @@
 //! skips, without an engine or the fixture images.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -605,12 +604,10 @@ fn a_stack_file_edit_of_the_replica_count_scales_without_a_swap() {
 
 /// The pid of the project's routing process, from its state file.
 fn routing_pid(project: &str) -> Option<u32> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    let text =
-        std::fs::read_to_string(base.join("devstack").join(project).join("routing.json")).ok()?;
+    let file = devstack::controller::state::state_root()
+        .join(project)
+        .join("routing.json");
+    let text = std::fs::read_to_string(file).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["pid"].as_u64().map(|p| p as u32)
 }
